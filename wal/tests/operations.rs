@@ -1,0 +1,347 @@
+//! Scenarios for the log's operations: append, read, rotation, reopen, truncation, compaction,
+//! reset, hard state, locking, group commit, and fsync failure.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wal::{
+    Entry, FileSystem, GroupCommit, GroupCommitConfig, RealFs, SimFs, Wal, WalConfig, WalError,
+    WalOp,
+};
+
+/// The payload entry `index` carries in these tests, so reads can be checked against it.
+fn payload(index: u64) -> Vec<u8> {
+    format!("entry-{index}-{}", "x".repeat((index % 97) as usize)).into_bytes()
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range
+        .map(|index| Entry {
+            index,
+            term,
+            payload: payload(index),
+        })
+        .collect()
+}
+
+fn small_segments() -> WalConfig {
+    WalConfig {
+        segment_bytes: 4096,
+    }
+}
+
+fn assert_holds(wal: &Wal<impl FileSystem>, lo: u64, hi: u64) {
+    let got = wal.read(lo, hi + 1).expect("read back");
+    assert_eq!(got.len() as u64, hi + 1 - lo);
+    for (e, index) in got.iter().zip(lo..) {
+        assert_eq!(e.index, index);
+        assert_eq!(e.payload, payload(index), "payload of entry {index}");
+    }
+}
+
+#[test]
+fn given_a_fresh_directory_the_log_starts_empty_at_index_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (1, 0));
+    assert!(wal.is_empty());
+    assert_eq!(wal.hard_state(), None);
+    assert!(dir.path().join("00000000000000000001.wal").exists());
+}
+
+#[test]
+fn appended_entries_read_back_and_survive_a_reopen_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+        for chunk in 0..20u64 {
+            let lo = chunk * 50 + 1;
+            wal.append(&entries(lo..=lo + 49, 1 + chunk / 5)).unwrap();
+        }
+        assert_eq!(wal.sync().unwrap(), 1000);
+        assert!(wal.segment_count() > 5, "4 KiB segments must rotate");
+        wal.check_invariants();
+    }
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    wal.check_invariants();
+    assert_eq!(
+        (wal.first_index(), wal.last_index(), wal.durable_index()),
+        (1, 1000, 1000)
+    );
+    assert_holds(&wal, 1, 1000);
+    assert_eq!(wal.term(1), Some(1));
+    assert_eq!(wal.term(1000), Some(4));
+    assert_eq!(wal.term(1001), None);
+}
+
+#[test]
+fn an_append_that_does_not_continue_the_log_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    wal.append(&entries(1..=3, 2)).unwrap();
+    let gap = wal.append(&entries(5..=6, 2)).unwrap_err();
+    assert!(
+        gap.to_string().contains("index 5 where 4 was expected"),
+        "{gap}"
+    );
+    let older_term = wal.append(&entries(4..=4, 1)).unwrap_err();
+    assert!(
+        older_term.to_string().contains("terms never go down"),
+        "{older_term}"
+    );
+    // A batch that is bad in its middle writes none of its entries.
+    let mut batch = entries(4..=6, 2);
+    batch[2].index = 9;
+    assert!(wal.append(&batch).is_err());
+    assert_eq!(wal.last_index(), 3);
+    let too_big = vec![Entry {
+        index: 4,
+        term: 2,
+        payload: vec![0; wal::PAYLOAD_BYTES_MAX + 1],
+    }];
+    assert!(matches!(
+        wal.append(&too_big),
+        Err(WalError::PayloadTooLarge { .. })
+    ));
+}
+
+#[test]
+fn read_limited_stops_at_the_byte_budget_but_always_returns_one_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    wal.append(&entries(1..=10, 1)).unwrap();
+    let one = wal.read_limited(1, 11, 1).unwrap();
+    assert_eq!(one.len(), 1);
+    let some = wal
+        .read_limited(1, 11, (payload(1).len() + payload(2).len()) as u64)
+        .unwrap();
+    assert_eq!(some.len(), 2);
+    assert!(wal.read(0, 3).is_err(), "index 0 is before the log");
+    assert!(wal.read(5, 12).is_err(), "past the end");
+    assert!(wal.read(4, 4).unwrap().is_empty());
+}
+
+#[test]
+fn truncate_suffix_removes_the_conflicting_entries_durably_even_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+        wal.append(&entries(1..=600, 1)).unwrap();
+        wal.sync().unwrap();
+        let before = wal.segment_count();
+        wal.truncate_suffix(150).unwrap();
+        assert!(wal.segment_count() < before);
+        assert_eq!(wal.last_index(), 149);
+        assert_eq!(wal.durable_index(), 149);
+        // Raft then writes the new leader's entries at the same indexes.
+        wal.append(&entries(150..=160, 2)).unwrap();
+        wal.sync().unwrap();
+        wal.check_invariants();
+    }
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    assert_eq!(wal.last_index(), 160);
+    assert_eq!(wal.term(149), Some(1));
+    assert_eq!(wal.term(150), Some(2));
+    assert_holds(&wal, 1, 160);
+}
+
+#[test]
+fn truncating_everything_leaves_an_empty_log_that_continues_at_the_same_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    wal.append(&entries(1..=100, 1)).unwrap();
+    wal.truncate_suffix(1).unwrap();
+    assert!(wal.is_empty());
+    wal.append(&entries(1..=2, 3)).unwrap();
+    assert_eq!(wal.term(1), Some(3));
+    assert!(wal.truncate_suffix(0).is_err());
+    wal.truncate_suffix(50).unwrap(); // past the end: nothing to do
+    assert_eq!(wal.last_index(), 2);
+}
+
+#[test]
+fn compact_prefix_removes_only_whole_segments_below_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    wal.append(&entries(1..=1000, 1)).unwrap();
+    wal.sync().unwrap();
+    let segments = wal.segment_count();
+    let removed = wal.compact_prefix(500).unwrap();
+    assert!(removed > 0 && removed < segments);
+    assert!(wal.first_index() <= 501, "entry 501 is still needed");
+    assert!(wal.first_index() > 1);
+    assert_holds(&wal, wal.first_index(), 1000);
+    wal.check_invariants();
+    // Compacting past the end never removes the active segment.
+    wal.compact_prefix(5000).unwrap();
+    assert_eq!(wal.segment_count(), 1);
+    assert_eq!(wal.last_index(), 1000);
+    drop(wal);
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    assert_holds(&wal, wal.first_index(), 1000);
+}
+
+#[test]
+fn reset_discards_the_log_and_restarts_it_after_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+        wal.append(&entries(1..=300, 1)).unwrap();
+        wal.reset(5001).unwrap();
+        assert!(wal.is_empty());
+        assert_eq!(wal.first_index(), 5001);
+        wal.append(&entries(5001..=5002, 4)).unwrap();
+        wal.sync().unwrap();
+    }
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    assert_eq!((wal.first_index(), wal.last_index()), (5001, 5002));
+    assert_eq!(wal.segment_count(), 1);
+}
+
+#[test]
+fn the_hard_state_survives_reopen_truncation_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+        wal.save_hard_state(b"term=1 vote=none").unwrap();
+        wal.append(&entries(1..=500, 1)).unwrap();
+        wal.save_hard_state(b"term=2 vote=3").unwrap();
+        wal.truncate_suffix(10).unwrap();
+        wal.compact_prefix(9).unwrap();
+        wal.reset(100).unwrap();
+    }
+    let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    assert_eq!(wal.hard_state(), Some(&b"term=2 vote=3"[..]));
+    let too_big = vec![0u8; wal::HARD_STATE_BYTES_MAX + 1];
+    assert!(matches!(
+        wal.save_hard_state(&too_big),
+        Err(WalError::PayloadTooLarge { .. })
+    ));
+    assert_eq!(wal.hard_state(), Some(&b"term=2 vote=3"[..]));
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_gets_a_clear_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    let err = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap_err();
+    assert!(matches!(err, WalError::Locked { .. }));
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn out_of_range_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Wal::open(RealFs, dir.path(), WalConfig { segment_bytes: 10 }).unwrap_err();
+    assert!(err.to_string().contains("segment_bytes"), "{err}");
+    let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    let bad = GroupCommitConfig {
+        batch_ops_max: 0,
+        ..Default::default()
+    };
+    assert!(GroupCommit::new(wal, bad).is_err());
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_and_is_never_retried() {
+    let fs = SimFs::new(1);
+    let dir = Path::new("/data/wal");
+    let mut wal = Wal::open(fs.clone(), dir, WalConfig::default()).unwrap();
+    wal.append(&entries(1..=3, 1)).unwrap();
+    fs.fail_next_syncs(1);
+    let err = wal.sync().unwrap_err();
+    assert!(matches!(err, WalError::Io { .. }), "{err}");
+    assert_eq!(wal.durable_index(), 0);
+    // The next sync would succeed on the disk, but the log must not pretend the data is safe.
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned(_))));
+    assert!(matches!(
+        wal.append(&entries(4..=4, 1)),
+        Err(WalError::Poisoned(_))
+    ));
+}
+
+#[test]
+fn group_commit_gives_concurrent_appenders_distinct_durable_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    let metrics = wal.metrics();
+    let group = GroupCommit::new(wal, GroupCommitConfig::default()).unwrap();
+    let threads = 8;
+    let per_thread = 50;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let group = group.clone();
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        let c = group
+                            .append_next(1, vec![format!("t{t}-{i}").into_bytes()])
+                            .unwrap();
+                        assert!(c.durable_index >= c.last_index);
+                        c.last_index
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut indexes: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (1..=threads * per_thread).collect::<Vec<_>>());
+    let m = metrics.snapshot();
+    assert_eq!(m.records_appended, threads * per_thread);
+    assert_eq!(
+        m.batch_ops.sum,
+        threads * per_thread,
+        "every operation went through a batch"
+    );
+    assert!(m.fsyncs >= m.batch_ops.count.min(1));
+    group.with_wal(|wal| {
+        wal.check_invariants();
+        let all = wal.read(1, threads * per_thread + 1).unwrap();
+        assert_eq!(all.len() as u64, threads * per_thread);
+    });
+}
+
+#[test]
+fn group_commit_applies_truncations_and_hard_state_in_submission_order() {
+    let fs = SimFs::new(9);
+    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
+    let group = Arc::new(GroupCommit::new(wal, GroupCommitConfig::default()).unwrap());
+    group.append(entries(1..=10, 1)).unwrap();
+    let c = group.submit(WalOp::TruncateSuffix(5)).unwrap();
+    assert_eq!(c.last_index, 4);
+    group.submit(WalOp::SaveHardState(b"hs".to_vec())).unwrap();
+    let c = group.append(entries(5..=6, 2)).unwrap();
+    assert_eq!((c.last_index, c.durable_index), (6, 6));
+    assert!(
+        group.append(entries(9..=9, 2)).is_err(),
+        "gaps are refused through the group too"
+    );
+    group.with_wal(|wal| {
+        assert_eq!(wal.term(5), Some(2));
+        assert_eq!(wal.hard_state(), Some(&b"hs"[..]));
+    });
+}
+
+#[test]
+fn a_failed_group_fsync_fails_every_caller_of_the_batch_and_poisons_the_log() {
+    let fs = SimFs::new(3);
+    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
+    let group = GroupCommit::new(wal, GroupCommitConfig::default()).unwrap();
+    group.append(entries(1..=2, 1)).unwrap();
+    fs.fail_next_syncs(1);
+    assert!(matches!(
+        group.append(entries(3..=3, 1)),
+        Err(WalError::Poisoned(_))
+    ));
+    assert!(matches!(
+        group.append(entries(3..=3, 1)),
+        Err(WalError::Poisoned(_))
+    ));
+}
