@@ -1,0 +1,118 @@
+//! The core's typed errors: what a caller did that the core refuses, why, and what to do
+//! instead (for example, which node to ask).
+
+use thiserror::Error;
+
+use super::confchange::ConfChangeError;
+use super::types::{LogIndex, NodeId};
+
+/// Why the core refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Error {
+    /// Only the leader accepts this request; `leader_hint` is the leader this node knows of.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The current leader, if known: retry there.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader is handing leadership over and refuses proposals until the transfer ends.
+    #[error("proposal dropped: leadership is being transferred to {to}")]
+    TransferInProgress {
+        /// The transfer target.
+        to: NodeId,
+    },
+    /// The proposal is larger than `Config::proposal_bytes_max`.
+    #[error("proposal of {size_bytes} bytes exceeds the limit of {max_bytes}")]
+    ProposalTooLarge {
+        /// The proposal's payload size.
+        size_bytes: u64,
+        /// The configured limit.
+        max_bytes: u64,
+    },
+    /// A membership change is already in flight (not yet committed, or the configuration is
+    /// still joint); only one may be in flight at a time.
+    #[error("a configuration change is in progress (entry {pending_index} not yet settled)")]
+    ConfChangeInProgress {
+        /// The index of the pending configuration entry.
+        pending_index: LogIndex,
+    },
+    /// The membership change is invalid against the current configuration.
+    #[error("invalid configuration change: {0}")]
+    InvalidConfChange(#[from] ConfChangeError),
+    /// Leadership can only be transferred to a voter other than the leader.
+    #[error("cannot transfer leadership to {to}: {reason}")]
+    InvalidTransferTarget {
+        /// The requested target.
+        to: NodeId,
+        /// Why it is not a valid target.
+        reason: &'static str,
+    },
+    /// A snapshot can only cover entries the application has applied.
+    #[error("cannot snapshot at {index}: only applied up to {applied}")]
+    SnapshotBeyondApplied {
+        /// The requested snapshot index.
+        index: LogIndex,
+        /// The applied index.
+        applied: LogIndex,
+    },
+    /// A snapshot at or below the current one is useless.
+    #[error("snapshot at {index} is not newer than the current one at {current}")]
+    SnapshotOutOfDate {
+        /// The requested snapshot index.
+        index: LogIndex,
+        /// The index of the current snapshot.
+        current: LogIndex,
+    },
+    /// The storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The config is invalid.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// What a [`Storage`](super::storage::Storage) can fail with.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum StorageError {
+    /// The requested entries were compacted into a snapshot.
+    #[error("log compacted: requested index {requested} is below the first index {first}")]
+    Compacted {
+        /// What was asked for.
+        requested: LogIndex,
+        /// The first index still held.
+        first: LogIndex,
+    },
+    /// The requested entries are beyond the last index.
+    #[error("unavailable: requested index {requested} is beyond the last index {last}")]
+    Unavailable {
+        /// What was asked for.
+        requested: LogIndex,
+        /// The last index held.
+        last: LogIndex,
+    },
+    /// Anything else (the driver's storage failed): the core cannot continue.
+    #[error("storage failure: {0}")]
+    Other(String),
+}
+
+/// Why a [`Config`](super::config::Config) is invalid.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// Node id 0 is reserved for "nobody".
+    #[error("the node id must not be zero")]
+    ZeroId,
+    /// A limit that must be positive is zero.
+    #[error("{field} must be positive")]
+    ZeroLimit {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// Heartbeats must come well within an election timeout.
+    #[error("election_ticks ({election_ticks}) must exceed heartbeat_ticks ({heartbeat_ticks})")]
+    ElectionNotAboveHeartbeat {
+        /// The configured election timeout.
+        election_ticks: u32,
+        /// The configured heartbeat interval.
+        heartbeat_ticks: u32,
+    },
+}

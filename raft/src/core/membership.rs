@@ -1,0 +1,144 @@
+//! The membership of the cluster: who votes, who only listens, and whether the cluster is in
+//! the joint configuration C(old,new) of dissertation §4.3.
+//!
+//! Invariants (checked by [`Configuration::check_invariants`]):
+//! - `voters` is never empty once the cluster is bootstrapped;
+//! - a learner is never a voter of either half; `learners_next` only exists in a joint state
+//!   and only holds outgoing voters that become learners when the joint state is left;
+//! - `auto_leave` is only set in a joint state.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::NodeId;
+
+/// A membership configuration, as carried by snapshots and implied by the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// The voters of the (incoming) configuration.
+    pub voters: BTreeSet<NodeId>,
+    /// The voters of the outgoing configuration; non-empty exactly in a joint state.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Non-voting members that receive the log.
+    pub learners: BTreeSet<NodeId>,
+    /// Outgoing voters that become learners when the joint state is left: while joint they
+    /// still vote in the outgoing half, so they cannot be learners yet.
+    pub learners_next: BTreeSet<NodeId>,
+    /// Whether the leader leaves the joint state by itself once it is committed.
+    pub auto_leave: bool,
+}
+
+impl Configuration {
+    /// A simple configuration of the given voters.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Configuration {
+        Configuration {
+            voters: voters.into_iter().collect(),
+            ..Configuration::default()
+        }
+    }
+
+    /// Whether decisions currently need majorities of two voter sets.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` votes in either half: only such a node may campaign.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Whether `id` is a learner now or will be after leaving the joint state.
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.contains(&id) || self.learners_next.contains(&id)
+    }
+
+    /// Whether `id` belongs to the configuration in any role.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// Every member, voters first, each once, in id order.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        all.extend(self.voters_outgoing.iter().copied());
+        all.extend(self.learners.iter().copied());
+        all.extend(self.learners_next.iter().copied());
+        all
+    }
+
+    /// Checks the invariants listed in the module documentation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for id in self.learners.iter() {
+            if self.is_voter(*id) {
+                return Err(format!("{id} is both a learner and a voter"));
+            }
+        }
+        for id in self.learners_next.iter() {
+            if !self.voters_outgoing.contains(id) {
+                return Err(format!(
+                    "{id} is in learners_next but not an outgoing voter"
+                ));
+            }
+            if self.voters.contains(id) {
+                return Err(format!("{id} is in learners_next but an incoming voter"));
+            }
+        }
+        if self.auto_leave && !self.is_joint() {
+            return Err("auto_leave set outside a joint state".to_string());
+        }
+        if !self.learners_next.is_empty() && !self.is_joint() {
+            return Err("learners_next set outside a joint state".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// What a single change does to one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChangeKind {
+    /// Make the node a voter (adding it, or promoting a learner).
+    AddVoter,
+    /// Make the node a learner (adding it, or demoting a voter once the joint state is left).
+    AddLearner,
+    /// Remove the node from the configuration.
+    RemoveNode,
+}
+
+/// One change to one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfChangeSingle {
+    /// What to do.
+    pub kind: ConfChangeKind,
+    /// To whom.
+    pub node: NodeId,
+}
+
+/// A membership change: one or several single changes applied together through the joint
+/// configuration. An empty list means "leave the joint state".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfChange {
+    /// The changes, applied in order on a copy of the current configuration.
+    pub changes: Vec<ConfChangeSingle>,
+}
+
+impl ConfChange {
+    /// The change that leaves a joint configuration.
+    pub fn leave_joint() -> ConfChange {
+        ConfChange {
+            changes: Vec::new(),
+        }
+    }
+
+    /// A change of a single node.
+    pub fn single(kind: ConfChangeKind, node: NodeId) -> ConfChange {
+        ConfChange {
+            changes: vec![ConfChangeSingle { kind, node }],
+        }
+    }
+
+    /// Whether this change leaves the joint state.
+    pub fn is_leave_joint(&self) -> bool {
+        self.changes.is_empty()
+    }
+}

@@ -1,0 +1,236 @@
+//! The read side of durable state, as the core sees it, and `MemStorage`, an in-memory
+//! implementation for tests and for drivers that keep everything in memory.
+//!
+//! The core only reads storage; the driver writes it, following the `Ready` contract. The
+//! storage holds a snapshot (maybe the empty bootstrap one) and the entries after it:
+//! `first_index() == snapshot.index + 1`, and the term at `snapshot.index` stays readable so
+//! the consistency check can match against the snapshot's last entry.
+
+use super::errors::StorageError;
+use super::membership::Configuration;
+use super::message::{Entry, HardState, Snapshot, SnapshotMetadata};
+use super::types::{LogIndex, Term};
+
+/// What a core needs at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitialState {
+    /// The persisted term, vote and commit index.
+    pub hard_state: HardState,
+    /// The metadata of the persisted snapshot: the log starts after it, and its configuration
+    /// is the membership before any configuration entry in the log.
+    pub snapshot_metadata: SnapshotMetadata,
+}
+
+/// Durable Raft state, read by the core. If a method returns `StorageError::Other`, the core
+/// cannot continue and panics: what to do about a broken disk is the driver's decision.
+pub trait Storage {
+    /// The hard state and snapshot metadata to start from.
+    fn initial_state(&self) -> Result<InitialState, StorageError>;
+
+    /// Entries in `[low, high)`, stopping early once more than `max_bytes` would be returned
+    /// (but always at least one entry when the range is non-empty).
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// The term of the entry at `index`; also answers for the snapshot's own index.
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+
+    /// The index of the first entry held (the snapshot index plus one).
+    fn first_index(&self) -> Result<LogIndex, StorageError>;
+
+    /// The index of the last entry held (the snapshot index when there are no entries).
+    fn last_index(&self) -> Result<LogIndex, StorageError>;
+
+    /// The latest snapshot, to send to a follower behind the compacted log.
+    fn snapshot(&self) -> Result<Snapshot, StorageError>;
+}
+
+/// An in-memory [`Storage`] that the driver writes through its own methods.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    /// `entries[k].index == snapshot.metadata.index + 1 + k`.
+    entries: Vec<Entry>,
+}
+
+impl MemStorage {
+    /// Empty storage: a node that will learn everything, membership included, from a leader.
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    /// Storage for a node of a new cluster with the given membership. The membership lives in
+    /// a bootstrap snapshot at index 1, term 1, so that a node added later (which starts empty)
+    /// learns it through InstallSnapshot rather than missing it.
+    pub fn new_with_configuration(configuration: Configuration) -> MemStorage {
+        let metadata = SnapshotMetadata {
+            index: LogIndex(1),
+            term: Term(1),
+            configuration,
+        };
+        MemStorage {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(1),
+            },
+            snapshot: Snapshot {
+                metadata,
+                data: bytes::Bytes::new(),
+            },
+            entries: Vec::new(),
+        }
+    }
+
+    /// The persisted hard state.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// Persists a hard state.
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        self.hard_state = hard_state;
+    }
+
+    /// Appends entries, first discarding every held entry at or after the first one's index
+    /// (Ready's contract: writing index i discards the persisted suffix from i).
+    pub fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let snapshot_index = self.snapshot.metadata.index;
+        assert!(
+            first.index > snapshot_index,
+            "appending at {} below the snapshot at {snapshot_index}",
+            first.index
+        );
+        let last = self.last();
+        assert!(
+            first.index <= last.next(),
+            "appending at {} leaves a gap after {last}",
+            first.index
+        );
+        for pair in entries.windows(2) {
+            assert_eq!(
+                pair[1].index,
+                pair[0].index.next(),
+                "entries to append must be contiguous"
+            );
+        }
+        let keep = first.index.count_since(snapshot_index.next()) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Installs a snapshot received from a leader: the log is replaced by it.
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) {
+        assert!(
+            snapshot.metadata.index >= self.snapshot.metadata.index,
+            "snapshots never go back"
+        );
+        self.entries.clear();
+        if self.hard_state.commit < snapshot.metadata.index {
+            self.hard_state.commit = snapshot.metadata.index;
+        }
+        self.snapshot = snapshot;
+    }
+
+    /// Compacts the log up to the snapshot's index, which the local state machine produced.
+    pub fn compact(&mut self, snapshot: Snapshot) {
+        let index = snapshot.metadata.index;
+        let current = self.snapshot.metadata.index;
+        assert!(
+            index > current,
+            "compacting to {index} but already compacted to {current}"
+        );
+        assert!(
+            index <= self.last(),
+            "compacting to {index} beyond the last index {}",
+            self.last()
+        );
+        let drop = index.count_since(current) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = snapshot;
+    }
+
+    fn last(&self) -> LogIndex {
+        self.snapshot.metadata.index.plus(self.entries.len() as u64)
+    }
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        Ok(InitialState {
+            hard_state: self.hard_state.clone(),
+            snapshot_metadata: self.snapshot.metadata.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let first = self.snapshot.metadata.index.next();
+        if low < first {
+            return Err(StorageError::Compacted {
+                requested: low,
+                first,
+            });
+        }
+        if high > self.last().next() {
+            return Err(StorageError::Unavailable {
+                requested: high.prev(),
+                last: self.last(),
+            });
+        }
+        let start = low.count_since(first) as usize;
+        let end = high.count_since(first) as usize;
+        let mut out = Vec::new();
+        let mut size_bytes = 0u64;
+        for entry in self.entries[start..end.max(start)].iter() {
+            size_bytes += entry.size_bytes();
+            if !out.is_empty() && size_bytes > max_bytes {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        let snapshot_index = self.snapshot.metadata.index;
+        if index == snapshot_index {
+            return Ok(self.snapshot.metadata.term);
+        }
+        if index < snapshot_index {
+            return Err(StorageError::Compacted {
+                requested: index,
+                first: snapshot_index.next(),
+            });
+        }
+        if index > self.last() {
+            return Err(StorageError::Unavailable {
+                requested: index,
+                last: self.last(),
+            });
+        }
+        Ok(self.entries[(index.0 - snapshot_index.0 - 1) as usize].term)
+    }
+
+    fn first_index(&self) -> Result<LogIndex, StorageError> {
+        Ok(self.snapshot.metadata.index.next())
+    }
+
+    fn last_index(&self) -> Result<LogIndex, StorageError> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        Ok(self.snapshot.clone())
+    }
+}
