@@ -1,0 +1,759 @@
+//! Snapshots of the state machine: the byte format and the on-disk store.
+//!
+//! Job: capture the whole replicated state (map, sessions, applied index and revision) plus
+//! the Raft metadata that goes with it (the term of the applied index and the cluster
+//! configuration, which this crate keeps as opaque bytes), turn it into bytes that detect
+//! damage, and keep the last few on disk so the WAL can be compacted behind them.
+//!
+//! File format (all integers little-endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic  b"RKVSNAP\0"
+//!      8     4  format version (SNAPSHOT_FORMAT_VERSION)
+//!     12     8  body length in bytes
+//!     20     4  CRC-32 (crc32fast, IEEE) of bytes 8..20 and of the body
+//!     24     n  body: postcard of the snapshot
+//! ```
+//!
+//! A file is accepted only if the magic, version, length (equal to the rest of the file) and
+//! checksum all match (checked in that order) and the body decodes with no bytes left over; the content is then
+//! re-checked by [`KvStore::restore`] with [`KvStore::check_invariants`].
+//!
+//! On disk ([`SnapshotStore`]): files are named `snap-<index>-<term>.snap` (20-digit,
+//! zero-padded, so names sort by index); a snapshot is written to a `.tmp` file, fsynced,
+//! renamed into place and the directory fsynced, so a crash leaves either the whole new file
+//! or none of it. After each save only the newest [`SNAPSHOTS_KEPT`] are kept.
+//!
+//! Recovery ([`SnapshotStore::load_newest`]) takes the newest snapshot that verifies. A
+//! damaged newer file is reported (a `warn` log and in [`Recovered::skipped`]) and the next
+//! older one is tried; damaged files are left in place for the operator. Falling back is only
+//! correct if the log still holds every entry after the older snapshot's index: the caller
+//! must check that (and refuse to start otherwise). Compacting the WAL only up to the
+//! *oldest* kept snapshot keeps that true.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::command::KeyValue;
+use crate::session::{SessionRecord, SessionTable};
+use crate::store::{InvariantError, KvConfig, KvStore, StoredValue};
+
+/// The first eight bytes of every snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
+
+/// The snapshot format this binary writes (and the only one it reads so far).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+
+/// Size of the fixed header before the body, in bytes.
+pub const SNAPSHOT_HEADER_BYTES: usize = 24;
+
+/// How many snapshot files [`SnapshotStore::save`] keeps (the newest ones).
+pub const SNAPSHOTS_KEPT: usize = 3;
+
+/// Largest snapshot file accepted when loading, in bytes (64 GiB): a length field above this
+/// is damage, not data.
+pub const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// The Raft position a snapshot stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last log index included in the snapshot (the store's applied index).
+    pub index: u64,
+    /// The term of the entry at `index`.
+    pub term: u64,
+    /// The Raft cluster configuration as of `index`, opaque to this crate.
+    pub config: Bytes,
+}
+
+/// A complete, self-contained copy of the state machine at one index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The Raft position and configuration.
+    pub meta: SnapshotMeta,
+    /// The store revision (index of the latest write to the map).
+    pub revision: u64,
+    /// Every key-value, in strictly increasing key order.
+    pub kvs: Vec<KeyValue>,
+    /// Every live client session, in client-id order.
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// Why snapshot bytes were refused: the file or transfer is damaged or foreign.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptSnapshot {
+    /// Shorter than the header.
+    #[error("{bytes} bytes is shorter than the {SNAPSHOT_HEADER_BYTES}-byte header")]
+    TooShort {
+        /// Size found.
+        bytes: u64,
+    },
+    /// The magic bytes are wrong: not a snapshot.
+    #[error("bad magic: not a RaftKV snapshot")]
+    BadMagic,
+    /// A format version this binary does not read.
+    #[error(
+        "unsupported snapshot format version {version} (this binary reads {SNAPSHOT_FORMAT_VERSION})"
+    )]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+    /// The length field disagrees with the bytes present (truncated or extended).
+    #[error("header says {expected} body bytes, found {actual}")]
+    LengthMismatch {
+        /// Body length in the header.
+        expected: u64,
+        /// Body bytes present.
+        actual: u64,
+    },
+    /// The checksum does not match.
+    #[error("checksum mismatch: header {expected:#010x}, computed {actual:#010x}")]
+    ChecksumMismatch {
+        /// Checksum in the header.
+        expected: u32,
+        /// Checksum of the bytes present.
+        actual: u32,
+    },
+    /// The checksum matched but the body is not a snapshot (a writer bug).
+    #[error("body does not decode as a snapshot")]
+    Malformed,
+}
+
+/// Why a snapshot could not be saved, listed or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is damaged.
+    #[error("snapshot {path} is damaged: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: CorruptSnapshot,
+    },
+    /// The file's name does not match the index and term inside it.
+    #[error("snapshot {path} holds index {index} term {term}, not what its name says")]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Index inside.
+        index: u64,
+        /// Term inside.
+        term: u64,
+    },
+    /// No snapshot file verified (the list holds every damaged one found).
+    #[error("none of the {} snapshot files in the directory verifies", .0.len())]
+    NoneValid(Vec<SnapshotError>),
+}
+
+impl Snapshot {
+    /// Encodes the snapshot with its header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![0u8; SNAPSHOT_HEADER_BYTES];
+        out = postcard::to_extend(self, out)
+            .expect("invariant: postcard encodes a Snapshot into a Vec");
+        let body_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
+        out[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+        out[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        out[12..20].copy_from_slice(&body_bytes.to_le_bytes());
+        let crc = checksum(&out[8..20], &out[SNAPSHOT_HEADER_BYTES..]);
+        out[20..24].copy_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(
+            Snapshot::decode(&out).as_ref(),
+            Ok(self),
+            "a snapshot reads back as written"
+        );
+        out
+    }
+
+    /// Verifies and decodes snapshot bytes (header, length, checksum, body). Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, CorruptSnapshot> {
+        let header = bytes
+            .get(..SNAPSHOT_HEADER_BYTES)
+            .ok_or(CorruptSnapshot::TooShort {
+                bytes: bytes.len() as u64,
+            })?;
+        if header[0..8] != SNAPSHOT_MAGIC {
+            return Err(CorruptSnapshot::BadMagic);
+        }
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("invariant: 4 bytes"));
+        let expected = u64::from_le_bytes(header[12..20].try_into().expect("invariant: 8 bytes"));
+        let stored_crc = u32::from_le_bytes(header[20..24].try_into().expect("invariant: 4 bytes"));
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(CorruptSnapshot::UnsupportedVersion { version });
+        }
+        let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+        if expected != body.len() as u64 {
+            return Err(CorruptSnapshot::LengthMismatch {
+                expected,
+                actual: body.len() as u64,
+            });
+        }
+        let actual = checksum(&header[8..20], body);
+        if actual != stored_crc {
+            return Err(CorruptSnapshot::ChecksumMismatch {
+                expected: stored_crc,
+                actual,
+            });
+        }
+        match postcard::take_from_bytes::<Snapshot>(body) {
+            Ok((snapshot, [])) => Ok(snapshot),
+            Ok(_) | Err(_) => Err(CorruptSnapshot::Malformed),
+        }
+    }
+}
+
+fn checksum(header_fields: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header_fields);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+impl KvStore {
+    /// Captures the whole state at the applied index. `term` is the term of the entry at
+    /// [`KvStore::applied_index`] and `config` the Raft configuration as of that index; both
+    /// are carried along unchanged. Cost: one pass over the map (values are shared, not copied).
+    pub fn snapshot(&self, term: u64, config: Bytes) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                index: self.applied_index,
+                term,
+                config,
+            },
+            revision: self.revision,
+            kvs: self
+                .map
+                .iter()
+                .map(|(key, stored)| KeyValue {
+                    key: key.clone(),
+                    value: stored.value.clone(),
+                    create_revision: stored.create_revision,
+                    mod_revision: stored.mod_revision,
+                    version: stored.version,
+                })
+                .collect(),
+            sessions: self.sessions.records(),
+        }
+    }
+
+    /// Rebuilds a store from a snapshot, with this replica's configuration, and checks every
+    /// invariant (a snapshot may come from the network: it is input like any other). The
+    /// session bound must be at least the number of sessions in the snapshot.
+    pub fn restore(snapshot: Snapshot, config: KvConfig) -> Result<KvStore, InvariantError> {
+        let mut map = std::collections::BTreeMap::new();
+        let mut previous: Option<Bytes> = None;
+        for kv in snapshot.kvs {
+            if previous.as_ref().is_some_and(|p| *p >= kv.key) {
+                return Err(InvariantError::KeysNotSorted { key: kv.key });
+            }
+            previous = Some(kv.key.clone());
+            map.insert(
+                kv.key,
+                StoredValue {
+                    value: kv.value,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                },
+            );
+        }
+        let store = KvStore {
+            map,
+            sessions: SessionTable::from_records(config.sessions, snapshot.sessions),
+            applied_index: snapshot.meta.index,
+            revision: snapshot.revision,
+        };
+        store.check_invariants()?;
+        Ok(store)
+    }
+}
+
+/// A snapshot file in a [`SnapshotStore`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotFile {
+    /// The snapshot's index (from the file name).
+    pub index: u64,
+    /// The snapshot's term (from the file name).
+    pub term: u64,
+    /// The file's path.
+    pub path: PathBuf,
+}
+
+/// The result of [`SnapshotStore::load_newest`].
+#[derive(Debug)]
+pub struct Recovered {
+    /// The file loaded.
+    pub file: SnapshotFile,
+    /// Its verified contents.
+    pub snapshot: Snapshot,
+    /// Newer files that failed to verify, newest first, and why.
+    pub skipped: Vec<SnapshotError>,
+}
+
+/// The snapshot files of one node: a directory of `snap-<index>-<term>.snap` files.
+#[derive(Debug)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens (creating if needed) the snapshot directory and removes leftover `.tmp` files of
+    /// saves interrupted by a crash.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+        let store = SnapshotStore { dir };
+        for entry in fs::read_dir(&store.dir).map_err(io_error("read directory", &store.dir))? {
+            let path = entry
+                .map_err(io_error("read directory", &store.dir))?
+                .path();
+            let is_temp = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snap-") && n.ends_with(TEMP_SUFFIX));
+            if is_temp {
+                tracing::info!(path = %path.display(), "removing unfinished snapshot file");
+                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name of the snapshot at `index` and `term`.
+    pub fn file_name(index: u64, term: u64) -> String {
+        format!("snap-{index:020}-{term:020}.snap")
+    }
+
+    fn parse_name(name: &str) -> Option<(u64, u64)> {
+        let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
+        let (index, term) = rest.split_once('-')?;
+        if index.len() != 20 || term.len() != 20 {
+            return None;
+        }
+        Some((index.parse().ok()?, term.parse().ok()?))
+    }
+
+    /// The snapshot files present, oldest (lowest index) first. Other files are ignored.
+    pub fn list(&self) -> Result<Vec<SnapshotFile>, SnapshotError> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_error("read directory", &self.dir))? {
+            let path = entry.map_err(io_error("read directory", &self.dir))?.path();
+            let parsed = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(Self::parse_name);
+            if let Some((index, term)) = parsed {
+                files.push(SnapshotFile { index, term, path });
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Writes `snapshot` durably (temp file, fsync, rename, directory fsync), then deletes all
+    /// but the newest [`SNAPSHOTS_KEPT`] files.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<SnapshotFile, SnapshotError> {
+        self.save_encoded(snapshot.meta.index, snapshot.meta.term, &snapshot.encode())
+    }
+
+    /// Verifies snapshot bytes received whole (e.g. from the leader) and saves them like
+    /// [`SnapshotStore::save`]. Returns the file and the decoded snapshot.
+    pub fn save_received(&self, bytes: &[u8]) -> Result<(SnapshotFile, Snapshot), SnapshotError> {
+        let snapshot = Snapshot::decode(bytes).map_err(|source| SnapshotError::Corrupt {
+            path: PathBuf::from("<received>"),
+            source,
+        })?;
+        let file = self.save_encoded(snapshot.meta.index, snapshot.meta.term, bytes)?;
+        Ok((file, snapshot))
+    }
+
+    fn save_encoded(
+        &self,
+        index: u64,
+        term: u64,
+        bytes: &[u8],
+    ) -> Result<SnapshotFile, SnapshotError> {
+        let name = Self::file_name(index, term);
+        let path = self.dir.join(&name);
+        let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
+        {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&temp)
+                .map_err(io_error("create", &temp))?;
+            file.write_all(bytes).map_err(io_error("write", &temp))?;
+            file.sync_all().map_err(io_error("fsync", &temp))?;
+        }
+        fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
+        sync_dir(&self.dir)?;
+        tracing::info!(index, term, bytes = bytes.len(), path = %path.display(), "snapshot saved");
+        self.prune()?;
+        Ok(SnapshotFile { index, term, path })
+    }
+
+    fn prune(&self) -> Result<(), SnapshotError> {
+        let files = self.list()?;
+        let excess = files.len().saturating_sub(SNAPSHOTS_KEPT);
+        for file in &files[..excess] {
+            fs::remove_file(&file.path).map_err(io_error("remove", &file.path))?;
+            tracing::info!(index = file.index, path = %file.path.display(), "old snapshot removed");
+        }
+        if excess > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a snapshot file for reading as raw bytes (e.g. to stream it to a follower).
+    pub fn open_file(&self, file: &SnapshotFile) -> Result<File, SnapshotError> {
+        File::open(&file.path).map_err(io_error("open", &file.path))
+    }
+
+    /// Reads, verifies and decodes one snapshot file, and checks that its contents match its
+    /// name.
+    pub fn load(&self, file: &SnapshotFile) -> Result<Snapshot, SnapshotError> {
+        let mut handle = self.open_file(file)?;
+        let len = handle
+            .metadata()
+            .map_err(io_error("stat", &file.path))?
+            .len();
+        if len > SNAPSHOT_BYTES_MAX {
+            return Err(SnapshotError::Corrupt {
+                path: file.path.clone(),
+                source: CorruptSnapshot::LengthMismatch {
+                    expected: SNAPSHOT_BYTES_MAX,
+                    actual: len,
+                },
+            });
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        handle
+            .read_to_end(&mut bytes)
+            .map_err(io_error("read", &file.path))?;
+        let snapshot = Snapshot::decode(&bytes).map_err(|source| SnapshotError::Corrupt {
+            path: file.path.clone(),
+            source,
+        })?;
+        if snapshot.meta.index != file.index || snapshot.meta.term != file.term {
+            return Err(SnapshotError::NameMismatch {
+                path: file.path.clone(),
+                index: snapshot.meta.index,
+                term: snapshot.meta.term,
+            });
+        }
+        Ok(snapshot)
+    }
+
+    /// The newest snapshot that verifies, or `None` if there are no snapshot files. Damaged
+    /// newer files are skipped with a warning and listed in [`Recovered::skipped`]; if every
+    /// file is damaged this is [`SnapshotError::NoneValid`]. I/O errors are returned at once
+    /// (they are not damage, and falling back past them would hide them).
+    pub fn load_newest(&self) -> Result<Option<Recovered>, SnapshotError> {
+        let mut skipped = Vec::new();
+        for file in self.list()?.into_iter().rev() {
+            match self.load(&file) {
+                Ok(snapshot) => {
+                    return Ok(Some(Recovered {
+                        file,
+                        snapshot,
+                        skipped,
+                    }));
+                }
+                Err(
+                    error @ (SnapshotError::Corrupt { .. } | SnapshotError::NameMismatch { .. }),
+                ) => {
+                    tracing::warn!(%error, "skipping damaged snapshot, trying an older one");
+                    skipped.push(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if skipped.is_empty() {
+            Ok(None)
+        } else {
+            Err(SnapshotError::NoneValid(skipped))
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
+}
+
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SnapshotError + 'a {
+    move |source| SnapshotError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Session};
+
+    fn sample_store() -> KvStore {
+        let mut s = KvStore::new(KvConfig::default());
+        s.apply(1, &Command::RegisterSession.encode())
+            .expect("register");
+        s.apply(
+            2,
+            &Command::put("a", "1")
+                .with_session(Session {
+                    client_id: 1,
+                    sequence: 1,
+                })
+                .encode(),
+        )
+        .expect("put");
+        s.apply(3, &Command::put("b", vec![7u8; 1000]).encode())
+            .expect("put");
+        s.apply(4, &Command::delete("a").encode()).expect("delete");
+        s.apply(5, &Command::put("c", "3").encode()).expect("put");
+        s
+    }
+
+    #[test]
+    fn roundtrip_and_restore() {
+        let s = sample_store();
+        let snap = s.snapshot(2, Bytes::from_static(b"conf"));
+        let bytes = snap.encode();
+        let decoded = Snapshot::decode(&bytes).expect("decodes");
+        assert_eq!(decoded, snap);
+        let restored = KvStore::restore(decoded, s.config()).expect("restores");
+        assert_eq!(restored, s);
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_detected() {
+        let bytes = sample_store().snapshot(1, Bytes::new()).encode();
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x01;
+            assert!(
+                Snapshot::decode(&damaged).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                Snapshot::decode(&bytes[..len]).is_err(),
+                "truncation to {len} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_errors_are_specific() {
+        let bytes = sample_store().snapshot(1, Bytes::new()).encode();
+        assert_eq!(
+            Snapshot::decode(&bytes[..5]),
+            Err(CorruptSnapshot::TooShort { bytes: 5 })
+        );
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(Snapshot::decode(&bad), Err(CorruptSnapshot::BadMagic));
+        let mut bad = bytes.clone();
+        bad.push(0);
+        assert!(matches!(
+            Snapshot::decode(&bad),
+            Err(CorruptSnapshot::LengthMismatch { .. })
+        ));
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(matches!(
+            Snapshot::decode(&bad),
+            Err(CorruptSnapshot::ChecksumMismatch { .. })
+        ));
+        // A future version with a valid checksum is refused as unsupported, not as damage.
+        let mut future = bytes.clone();
+        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = checksum(&future[8..20], &future[SNAPSHOT_HEADER_BYTES..]);
+        future[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Snapshot::decode(&future),
+            Err(CorruptSnapshot::UnsupportedVersion { version: 2 })
+        );
+        // A checksummed body that is not a snapshot.
+        let mut junk = bytes[..SNAPSHOT_HEADER_BYTES].to_vec();
+        junk.extend_from_slice(&[0xff; 4]);
+        junk[12..20].copy_from_slice(&4u64.to_le_bytes());
+        let crc = checksum(&junk[8..20], &junk[SNAPSHOT_HEADER_BYTES..]);
+        junk[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Snapshot::decode(&junk), Err(CorruptSnapshot::Malformed));
+    }
+
+    #[test]
+    fn restore_refuses_inconsistent_content() {
+        let s = sample_store();
+        let mut snap = s.snapshot(1, Bytes::new());
+        snap.kvs.swap(0, 1);
+        assert!(matches!(
+            KvStore::restore(snap, s.config()),
+            Err(InvariantError::KeysNotSorted { .. })
+        ));
+        let mut snap = s.snapshot(1, Bytes::new());
+        snap.kvs[0].mod_revision = 99;
+        assert!(matches!(
+            KvStore::restore(snap, s.config()),
+            Err(InvariantError::Revisions { .. })
+        ));
+        let mut snap = s.snapshot(1, Bytes::new());
+        snap.revision = 100;
+        assert!(matches!(
+            KvStore::restore(snap, s.config()),
+            Err(InvariantError::RevisionAboveApplied { .. })
+        ));
+        let snap = s.snapshot(1, Bytes::new());
+        let tight = KvConfig {
+            sessions: crate::SessionConfig {
+                sessions_max: 1,
+                idle_indexes_max: 10,
+            },
+        };
+        let mut two_sessions = snap.clone();
+        two_sessions.sessions.push(SessionRecord {
+            client_id: 5,
+            last_used_index: 5,
+            last: None,
+        });
+        assert!(matches!(
+            KvStore::restore(two_sessions, tight),
+            Err(InvariantError::Sessions(_))
+        ));
+    }
+
+    #[test]
+    fn store_saves_keeps_three_and_loads_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path().join("snap")).expect("open");
+        assert!(store.load_newest().expect("empty is fine").is_none());
+        let mut kv = KvStore::new(KvConfig::default());
+        for index in 1..=5u64 {
+            kv.apply(index, &Command::put(format!("k{index}"), "v").encode())
+                .expect("put");
+            let file = store
+                .save(&kv.snapshot(7, Bytes::from_static(b"cfg")))
+                .expect("save");
+            assert_eq!((file.index, file.term), (index, 7));
+        }
+        let files = store.list().expect("list");
+        assert_eq!(
+            files.iter().map(|f| f.index).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        let recovered = store.load_newest().expect("load").expect("some");
+        assert_eq!(recovered.file.index, 5);
+        assert!(recovered.skipped.is_empty());
+        assert_eq!(
+            KvStore::restore(recovered.snapshot, kv.config()).expect("restore"),
+            kv
+        );
+    }
+
+    #[test]
+    fn damaged_newest_falls_back_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let mut kv = KvStore::new(KvConfig::default());
+        kv.apply(1, &Command::put("a", "1").encode()).expect("put");
+        store.save(&kv.snapshot(1, Bytes::new())).expect("save");
+        kv.apply(2, &Command::put("b", "2").encode()).expect("put");
+        let newest = store.save(&kv.snapshot(1, Bytes::new())).expect("save");
+
+        let mut bytes = fs::read(&newest.path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(&newest.path, &bytes).expect("write");
+
+        let error = store.load(&newest).expect_err("damage is detected");
+        let message = error.to_string();
+        assert!(
+            message.contains("damaged") && message.contains("checksum"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&SnapshotStore::file_name(2, 1)),
+            "{message}"
+        );
+
+        let recovered = store.load_newest().expect("falls back").expect("some");
+        assert_eq!(recovered.file.index, 1);
+        assert_eq!(recovered.skipped.len(), 1);
+
+        // With the older one damaged too, nothing verifies: an error, not an empty store.
+        let older = &store.list().expect("list")[0];
+        fs::write(&older.path, b"not a snapshot").expect("write");
+        assert!(
+            matches!(store.load_newest(), Err(SnapshotError::NoneValid(errors)) if errors.len() == 2)
+        );
+    }
+
+    #[test]
+    fn name_must_match_content_and_temp_files_are_cleaned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let kv = sample_store();
+        let file = store.save(&kv.snapshot(3, Bytes::new())).expect("save");
+        let renamed = dir.path().join(SnapshotStore::file_name(99, 3));
+        fs::rename(&file.path, &renamed).expect("rename");
+        let listed = store.list().expect("list");
+        assert!(matches!(
+            store.load(&listed[0]),
+            Err(SnapshotError::NameMismatch { index: 5, .. })
+        ));
+
+        let temp = dir
+            .path()
+            .join(format!("{}{TEMP_SUFFIX}", SnapshotStore::file_name(6, 3)));
+        fs::write(&temp, b"half").expect("write");
+        fs::write(dir.path().join("unrelated.txt"), b"x").expect("write");
+        let store = SnapshotStore::open(dir.path()).expect("reopen");
+        assert!(!temp.exists());
+        assert_eq!(store.list().expect("list").len(), 1);
+    }
+
+    #[test]
+    fn save_received_verifies_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SnapshotStore::open(dir.path()).expect("open");
+        let snap = sample_store().snapshot(4, Bytes::from_static(b"c"));
+        let mut bytes = snap.encode();
+        let (file, decoded) = store.save_received(&bytes).expect("valid bytes are saved");
+        assert_eq!((file.index, decoded), (5, snap));
+        bytes[30] ^= 1;
+        assert!(matches!(
+            store.save_received(&bytes),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+        assert_eq!(store.list().expect("list").len(), 1);
+    }
+}

@@ -1,0 +1,936 @@
+//! The key-value state machine: the ordered map, revisions, and `apply`.
+//!
+//! Job: apply committed log entries in index order and answer reads. The model is etcd's:
+//! the *revision* of a write is the Raft log index of the entry that made it; per key the
+//! store keeps `create_revision` (index of the write that created the key), `mod_revision`
+//! (index of the latest write) and `version` (writes since creation, 1 when created; a
+//! deleted key is gone, and recreating it starts again at version 1). The store's
+//! [`KvStore::revision`] is the index of the latest write that changed the map.
+//!
+//! `apply` never panics on any input: undecodable bytes, oversized keys, unknown sessions and
+//! out-of-order indexes all give a typed [`ApplyError`]. Except for an index that does not
+//! increase (a driver bug, which changes nothing), every call records its index as applied.
+//!
+//! Invariants (checked by [`KvStore::check_invariants`]):
+//! - every key and value is within [`crate::limits`];
+//! - per key: `1 <= create_revision <= mod_revision <= revision <= applied_index`, `version >= 1`;
+//! - the session table satisfies its own invariants and bound.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Response, Write, WriteOp, decode,
+};
+use crate::limits::{ValidationError, validate_key, validate_value};
+use crate::session::{SessionCheck, SessionConfig, SessionInvariantError, SessionTable};
+
+/// Most key-values one range read returns; a larger `limit` is lowered to this.
+///
+/// 10,000 entries of at most 1 MiB each is still a lot of memory for one answer; callers page
+/// with [`KvStore::range_prefix_after`].
+pub const RANGE_LIMIT_MAX: usize = 10_000;
+
+/// Configuration of a [`KvStore`]. Must be the same on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvConfig {
+    /// The client session table's limits.
+    pub sessions: SessionConfig,
+}
+
+/// What the map stores per key (the key itself is the map key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredValue {
+    pub(crate) value: Bytes,
+    pub(crate) create_revision: u64,
+    pub(crate) mod_revision: u64,
+    pub(crate) version: u64,
+}
+
+/// The answer to a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// The matching key-values, in key order, at most the (clamped) limit.
+    pub kvs: Vec<KeyValue>,
+    /// Whether more keys match beyond the last one returned.
+    pub more: bool,
+}
+
+/// A violation found by [`KvStore::check_invariants`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantError {
+    /// A stored key or value breaks a size limit.
+    #[error("key {key:?}: {error}")]
+    Limit {
+        /// The key (possibly truncated in logs by the caller).
+        key: Bytes,
+        /// The broken limit.
+        error: ValidationError,
+    },
+    /// A key's revisions or version are out of order.
+    #[error(
+        "key {key:?}: create_revision {create_revision}, mod_revision {mod_revision}, version {version} with revision {revision} and applied index {applied_index}"
+    )]
+    Revisions {
+        /// The key.
+        key: Bytes,
+        /// Its create revision.
+        create_revision: u64,
+        /// Its mod revision.
+        mod_revision: u64,
+        /// Its version.
+        version: u64,
+        /// The store revision.
+        revision: u64,
+        /// The applied index.
+        applied_index: u64,
+    },
+    /// The store revision is above the applied index.
+    #[error("store revision {revision} is above the applied index {applied_index}")]
+    RevisionAboveApplied {
+        /// The store revision.
+        revision: u64,
+        /// The applied index.
+        applied_index: u64,
+    },
+    /// Keys in a snapshot are not in strictly increasing order.
+    #[error("snapshot keys are not strictly increasing at {key:?}")]
+    KeysNotSorted {
+        /// The first key out of order.
+        key: Bytes,
+    },
+    /// The session table is inconsistent.
+    #[error("session table: {0}")]
+    Sessions(#[from] SessionInvariantError),
+}
+
+/// The replicated key-value state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvStore {
+    pub(crate) map: BTreeMap<Bytes, StoredValue>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) applied_index: u64,
+    pub(crate) revision: u64,
+}
+
+impl KvStore {
+    /// An empty store at applied index 0.
+    pub fn new(config: KvConfig) -> Self {
+        KvStore {
+            map: BTreeMap::new(),
+            sessions: SessionTable::new(config.sessions),
+            applied_index: 0,
+            revision: 0,
+        }
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> KvConfig {
+        KvConfig {
+            sessions: self.sessions.config(),
+        }
+    }
+
+    /// Index of the last log entry applied (or marked applied).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Index of the latest write that changed the map (etcd's current revision).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the map holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The client session table (read-only).
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// Applies the log entry at `index` whose payload is `command_bytes`.
+    ///
+    /// `index` must be above [`KvStore::applied_index`]; gaps are allowed (entries that are
+    /// not for the state machine, such as configuration changes, may be skipped or passed to
+    /// [`KvStore::mark_applied`]). Never panics on any bytes.
+    pub fn apply(&mut self, index: u64, command_bytes: &[u8]) -> Response {
+        self.begin(index)?;
+        match decode(command_bytes) {
+            Ok(command) => self.execute(index, command),
+            Err(error) => {
+                tracing::warn!(index, %error, "log entry is not a state-machine command");
+                Err(ApplyError::Decode(error))
+            }
+        }
+    }
+
+    /// Applies an already decoded command at `index`; the same as [`KvStore::apply`] on its
+    /// encoding.
+    pub fn apply_command(&mut self, index: u64, command: Command) -> Response {
+        self.begin(index)?;
+        self.execute(index, command)
+    }
+
+    /// Records `index` as applied without a command (for log entries the state machine does
+    /// not interpret). Expires idle sessions like any applied index.
+    pub fn mark_applied(&mut self, index: u64) -> Result<(), ApplyError> {
+        self.begin(index)
+    }
+
+    /// Checks the index, records it as applied and expires idle sessions.
+    fn begin(&mut self, index: u64) -> Result<(), ApplyError> {
+        if index <= self.applied_index {
+            return Err(ApplyError::IndexNotIncreasing {
+                index,
+                applied_index: self.applied_index,
+            });
+        }
+        self.applied_index = index;
+        self.sessions.expire(index);
+        Ok(())
+    }
+
+    fn execute(&mut self, index: u64, command: Command) -> Response {
+        match command {
+            Command::Noop => Ok(Outcome::Noop {
+                revision: self.revision,
+            }),
+            Command::RegisterSession => Ok(Outcome::SessionRegistered {
+                client_id: self.sessions.register(index),
+            }),
+            Command::Write(Write { session: None, op }) => self.write(index, op),
+            Command::Write(Write {
+                session: Some(session),
+                op,
+            }) => {
+                match self
+                    .sessions
+                    .check(session.client_id, session.sequence, index)
+                {
+                    SessionCheck::Unknown => Err(ApplyError::SessionExpired {
+                        client_id: session.client_id,
+                    }),
+                    SessionCheck::Stale { last_sequence } => Err(ApplyError::StaleSequence {
+                        client_id: session.client_id,
+                        sequence: session.sequence,
+                        last_sequence,
+                    }),
+                    SessionCheck::Duplicate(response) => response,
+                    SessionCheck::Fresh => {
+                        let response = self.write(index, op);
+                        self.sessions
+                            .record(session.client_id, session.sequence, &response);
+                        response
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, index: u64, op: WriteOp) -> Response {
+        op.validate()?;
+        let outcome = match op {
+            WriteOp::Put {
+                key,
+                value,
+                prev_kv,
+            } => {
+                let prev = self.put(index, key.clone(), value);
+                Outcome::Put {
+                    revision: index,
+                    prev: prev.filter(|_| prev_kv).map(|p| kv(key, p)),
+                }
+            }
+            WriteOp::Delete { key, prev_kv } => match self.map.remove(&key) {
+                Some(prev) => {
+                    self.revision = index;
+                    Outcome::Delete {
+                        revision: index,
+                        deleted: 1,
+                        prev: prev_kv.then(|| kv(key, prev)),
+                    }
+                }
+                None => Outcome::Delete {
+                    revision: self.revision,
+                    deleted: 0,
+                    prev: None,
+                },
+            },
+            WriteOp::DeletePrefix { prefix } => {
+                let doomed: Vec<Bytes> = self
+                    .prefix_iter(&prefix, None)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in &doomed {
+                    self.map.remove(key);
+                }
+                if !doomed.is_empty() {
+                    self.revision = index;
+                }
+                Outcome::DeletePrefix {
+                    revision: self.revision,
+                    deleted: doomed.len() as u64,
+                }
+            }
+            WriteOp::CompareAndSwap {
+                key,
+                compare,
+                action,
+            } => {
+                let current = self.map.get(&key);
+                let holds = match (&compare, current) {
+                    (Compare::Value(expected), Some(stored)) => stored.value == *expected,
+                    (Compare::Value(_), None) => false,
+                    (Compare::Version(expected), Some(stored)) => stored.version == *expected,
+                    (Compare::Version(expected), None) => *expected == 0,
+                };
+                if !holds {
+                    let (version, mod_revision) =
+                        current.map_or((0, 0), |s| (s.version, s.mod_revision));
+                    return Ok(Outcome::CompareAndSwap {
+                        succeeded: false,
+                        revision: self.revision,
+                        version,
+                        mod_revision,
+                    });
+                }
+                let (version, mod_revision) = match action {
+                    CasAction::Put(value) => {
+                        self.put(index, key.clone(), value);
+                        let stored = self
+                            .map
+                            .get(&key)
+                            .expect("invariant: a key just put exists");
+                        (stored.version, stored.mod_revision)
+                    }
+                    CasAction::Delete => {
+                        if self.map.remove(&key).is_some() {
+                            self.revision = index;
+                        }
+                        (0, 0)
+                    }
+                };
+                Outcome::CompareAndSwap {
+                    succeeded: true,
+                    revision: self.revision,
+                    version,
+                    mod_revision,
+                }
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Stores `value` at revision `index`, returning what was there before.
+    fn put(&mut self, index: u64, key: Bytes, value: Bytes) -> Option<StoredValue> {
+        self.revision = index;
+        let (create_revision, version) = match self.map.get(&key) {
+            Some(prev) => (prev.create_revision, prev.version + 1),
+            None => (index, 1),
+        };
+        self.map.insert(
+            key,
+            StoredValue {
+                value,
+                create_revision,
+                mod_revision: index,
+                version,
+            },
+        )
+    }
+
+    /// The key-value stored under `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.map
+            .get_key_value(key)
+            .map(|(k, v)| kv(k.clone(), v.clone()))
+    }
+
+    /// Up to `limit` key-values whose keys start with `prefix`, in key order (the empty prefix
+    /// matches every key). `limit` is lowered to [`RANGE_LIMIT_MAX`].
+    pub fn range_prefix(&self, prefix: &[u8], limit: usize) -> Range {
+        self.range(prefix, None, limit)
+    }
+
+    /// Like [`KvStore::range_prefix`], but only keys strictly after `after`: pass the last key
+    /// of the previous page to read the next one.
+    pub fn range_prefix_after(&self, prefix: &[u8], after: &[u8], limit: usize) -> Range {
+        self.range(prefix, Some(after), limit)
+    }
+
+    fn range(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Range {
+        let limit = limit.min(RANGE_LIMIT_MAX);
+        let mut iter = self.prefix_iter(prefix, after);
+        let kvs: Vec<KeyValue> = iter
+            .by_ref()
+            .take(limit)
+            .map(|(k, v)| kv(k.clone(), v.clone()))
+            .collect();
+        let more = iter.next().is_some();
+        Range { kvs, more }
+    }
+
+    /// Number of keys that start with `prefix` (linear in that number).
+    pub fn count_prefix(&self, prefix: &[u8]) -> u64 {
+        self.prefix_iter(prefix, None).count() as u64
+    }
+
+    fn prefix_iter<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Bytes, &'a StoredValue)> + 'a {
+        let start: Bound<&[u8]> = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// Checks the invariants listed in the module documentation.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        if self.revision > self.applied_index {
+            return Err(InvariantError::RevisionAboveApplied {
+                revision: self.revision,
+                applied_index: self.applied_index,
+            });
+        }
+        for (key, stored) in &self.map {
+            validate_key(key)
+                .and_then(|()| validate_value(&stored.value))
+                .map_err(|error| InvariantError::Limit {
+                    key: key.clone(),
+                    error,
+                })?;
+            let ordered = 1 <= stored.create_revision
+                && stored.create_revision <= stored.mod_revision
+                && stored.mod_revision <= self.revision
+                && stored.version >= 1;
+            if !ordered {
+                return Err(InvariantError::Revisions {
+                    key: key.clone(),
+                    create_revision: stored.create_revision,
+                    mod_revision: stored.mod_revision,
+                    version: stored.version,
+                    revision: self.revision,
+                    applied_index: self.applied_index,
+                });
+            }
+        }
+        self.sessions.check_invariants(self.applied_index)?;
+        Ok(())
+    }
+}
+
+fn kv(key: Bytes, stored: StoredValue) -> KeyValue {
+    KeyValue {
+        key,
+        value: stored.value,
+        create_revision: stored.create_revision,
+        mod_revision: stored.mod_revision,
+        version: stored.version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Session;
+    use crate::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+    fn store() -> KvStore {
+        KvStore::new(KvConfig::default())
+    }
+
+    fn apply(s: &mut KvStore, index: u64, command: Command) -> Response {
+        let response = s.apply(index, &command.encode());
+        s.check_invariants()
+            .expect("invariants hold after every apply");
+        response
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn put_creates_then_modifies() {
+        let mut s = store();
+        assert_eq!(
+            apply(&mut s, 1, Command::put("a", "1")),
+            Ok(Outcome::Put {
+                revision: 1,
+                prev: None
+            })
+        );
+        let got = s.get(b"a").expect("a exists");
+        assert_eq!(
+            (got.create_revision, got.mod_revision, got.version),
+            (1, 1, 1)
+        );
+        let put = Command::Write(Write {
+            session: None,
+            op: WriteOp::Put {
+                key: b("a"),
+                value: b("2"),
+                prev_kv: true,
+            },
+        });
+        let prev = KeyValue {
+            key: b("a"),
+            value: b("1"),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+        };
+        assert_eq!(
+            apply(&mut s, 4, put),
+            Ok(Outcome::Put {
+                revision: 4,
+                prev: Some(prev)
+            })
+        );
+        let got = s.get(b"a").expect("a exists");
+        assert_eq!(
+            (
+                got.value,
+                got.create_revision,
+                got.mod_revision,
+                got.version
+            ),
+            (b("2"), 1, 4, 2)
+        );
+        assert_eq!((s.revision(), s.applied_index()), (4, 4));
+    }
+
+    #[test]
+    fn delete_resets_version() {
+        let mut s = store();
+        apply(&mut s, 1, Command::put("a", "1")).expect("put");
+        apply(&mut s, 2, Command::put("a", "2")).expect("put");
+        let del = Command::Write(Write {
+            session: None,
+            op: WriteOp::Delete {
+                key: b("a"),
+                prev_kv: true,
+            },
+        });
+        let prev = KeyValue {
+            key: b("a"),
+            value: b("2"),
+            create_revision: 1,
+            mod_revision: 2,
+            version: 2,
+        };
+        assert_eq!(
+            apply(&mut s, 3, del),
+            Ok(Outcome::Delete {
+                revision: 3,
+                deleted: 1,
+                prev: Some(prev)
+            })
+        );
+        assert_eq!(s.get(b"a"), None);
+        // Deleting a missing key deletes nothing and leaves the revision alone.
+        assert_eq!(
+            apply(&mut s, 4, Command::delete("a")),
+            Ok(Outcome::Delete {
+                revision: 3,
+                deleted: 0,
+                prev: None
+            })
+        );
+        apply(&mut s, 5, Command::put("a", "3")).expect("put");
+        let got = s.get(b"a").expect("a exists");
+        assert_eq!(
+            (got.create_revision, got.mod_revision, got.version),
+            (5, 5, 1)
+        );
+    }
+
+    #[test]
+    fn delete_prefix_counts() {
+        let mut s = store();
+        for (i, key) in ["a/1", "a/2", "a0", "b/1", "a/3"].iter().enumerate() {
+            apply(&mut s, i as u64 + 1, Command::put(*key, "v")).expect("put");
+        }
+        assert_eq!(
+            apply(&mut s, 10, Command::delete_prefix("a/")),
+            Ok(Outcome::DeletePrefix {
+                revision: 10,
+                deleted: 3
+            })
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            apply(&mut s, 11, Command::delete_prefix("zz")),
+            Ok(Outcome::DeletePrefix {
+                revision: 10,
+                deleted: 0
+            })
+        );
+        assert_eq!(
+            apply(&mut s, 12, Command::delete_prefix("")),
+            Ok(Outcome::DeletePrefix {
+                revision: 12,
+                deleted: 2
+            })
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn compare_and_swap_on_version() {
+        let mut s = store();
+        let create =
+            || Command::compare_and_swap("k", Compare::Version(0), CasAction::Put(b("v1")));
+        assert_eq!(
+            apply(&mut s, 1, create()),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: true,
+                revision: 1,
+                version: 1,
+                mod_revision: 1
+            })
+        );
+        // "Create if absent" fails once the key exists, and reports its version.
+        assert_eq!(
+            apply(&mut s, 2, create()),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: false,
+                revision: 1,
+                version: 1,
+                mod_revision: 1
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                3,
+                Command::compare_and_swap("k", Compare::Version(1), CasAction::Put(b("v2")))
+            ),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: true,
+                revision: 3,
+                version: 2,
+                mod_revision: 3
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                4,
+                Command::compare_and_swap("k", Compare::Version(1), CasAction::Delete)
+            ),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: false,
+                revision: 3,
+                version: 2,
+                mod_revision: 3
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                5,
+                Command::compare_and_swap("k", Compare::Version(2), CasAction::Delete)
+            ),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: true,
+                revision: 5,
+                version: 0,
+                mod_revision: 0
+            })
+        );
+        assert_eq!(s.get(b"k"), None);
+    }
+
+    #[test]
+    fn compare_and_swap_on_value() {
+        let mut s = store();
+        let cas = |expected: &str, new: &str| {
+            Command::compare_and_swap("k", Compare::Value(b(expected)), CasAction::Put(b(new)))
+        };
+        assert_eq!(
+            apply(&mut s, 1, cas("", "x")),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: false,
+                revision: 0,
+                version: 0,
+                mod_revision: 0
+            })
+        );
+        apply(&mut s, 2, Command::put("k", "a")).expect("put");
+        assert_eq!(
+            apply(&mut s, 3, cas("b", "c")),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: false,
+                revision: 2,
+                version: 1,
+                mod_revision: 2
+            })
+        );
+        assert_eq!(
+            apply(&mut s, 4, cas("a", "c")),
+            Ok(Outcome::CompareAndSwap {
+                succeeded: true,
+                revision: 4,
+                version: 2,
+                mod_revision: 4
+            })
+        );
+        assert_eq!(s.get(b"k").expect("k exists").value, b("c"));
+    }
+
+    #[test]
+    fn noop_and_mark_applied_advance_the_index_only() {
+        let mut s = store();
+        apply(&mut s, 1, Command::put("a", "1")).expect("put");
+        assert_eq!(
+            apply(&mut s, 2, Command::Noop),
+            Ok(Outcome::Noop { revision: 1 })
+        );
+        s.mark_applied(5).expect("increasing");
+        assert_eq!((s.applied_index(), s.revision()), (5, 1));
+        assert_eq!(
+            s.mark_applied(5),
+            Err(ApplyError::IndexNotIncreasing {
+                index: 5,
+                applied_index: 5
+            })
+        );
+    }
+
+    #[test]
+    fn non_increasing_index_changes_nothing() {
+        let mut s = store();
+        apply(&mut s, 3, Command::put("a", "1")).expect("put");
+        let before = s.clone();
+        assert_eq!(
+            s.apply(3, &Command::put("b", "1").encode()),
+            Err(ApplyError::IndexNotIncreasing {
+                index: 3,
+                applied_index: 3
+            })
+        );
+        assert_eq!(
+            s.apply(1, b"garbage"),
+            Err(ApplyError::IndexNotIncreasing {
+                index: 1,
+                applied_index: 3
+            })
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn garbage_bytes_give_an_error_and_advance_the_index() {
+        let mut s = store();
+        apply(&mut s, 1, Command::put("a", "1")).expect("put");
+        let before = s.get(b"a");
+        let inputs: [&[u8]; 5] = [b"", &[0xff; 3], &[1, 2, 1, 0xff], &[1, 9, 9, 9], &[1, 0, 0]];
+        for (i, bytes) in inputs.iter().enumerate() {
+            let index = 2 + i as u64;
+            assert!(
+                matches!(s.apply(index, bytes), Err(ApplyError::Decode(_))),
+                "input {bytes:?}"
+            );
+            assert_eq!(s.applied_index(), index);
+            s.check_invariants().expect("invariants hold");
+        }
+        assert_eq!(s.get(b"a"), before);
+        assert_eq!(s.revision(), 1);
+    }
+
+    #[test]
+    fn limits_are_enforced_at_apply() {
+        let mut s = store();
+        let big_value = Bytes::from(vec![0u8; VALUE_BYTES_MAX + 1]);
+        let long_key = Bytes::from(vec![b'k'; KEY_BYTES_MAX + 1]);
+        assert!(matches!(
+            apply(&mut s, 1, Command::put("k", big_value)),
+            Err(ApplyError::Invalid(ValidationError::ValueTooLarge { .. }))
+        ));
+        assert!(matches!(
+            apply(&mut s, 2, Command::put(long_key, "v")),
+            Err(ApplyError::Invalid(ValidationError::KeyTooLarge { .. }))
+        ));
+        assert!(matches!(
+            apply(&mut s, 3, Command::put("", "v")),
+            Err(ApplyError::Invalid(ValidationError::EmptyKey))
+        ));
+        assert!(s.is_empty());
+        assert_eq!(s.applied_index(), 3);
+        // At the limits exactly, the write is accepted.
+        let key = Bytes::from(vec![b'k'; KEY_BYTES_MAX]);
+        apply(&mut s, 4, Command::put(key, vec![0u8; VALUE_BYTES_MAX]))
+            .expect("limits are inclusive");
+    }
+
+    #[test]
+    fn sessions_make_writes_exactly_once() {
+        let mut s = store();
+        let Ok(Outcome::SessionRegistered { client_id }) =
+            apply(&mut s, 1, Command::RegisterSession)
+        else {
+            panic!("registration succeeds");
+        };
+        assert_eq!(client_id, 1);
+        let put = |seq: u64, value: &str| {
+            Command::put("k", Bytes::copy_from_slice(value.as_bytes())).with_session(Session {
+                client_id,
+                sequence: seq,
+            })
+        };
+        let first = apply(&mut s, 2, put(1, "a"));
+        assert_eq!(
+            first,
+            Ok(Outcome::Put {
+                revision: 2,
+                prev: None
+            })
+        );
+        // The retry gets the original answer and is not applied again.
+        assert_eq!(apply(&mut s, 3, put(1, "a")), first);
+        assert_eq!(s.get(b"k").expect("k").version, 1);
+        assert_eq!(
+            apply(&mut s, 4, put(2, "b")),
+            Ok(Outcome::Put {
+                revision: 4,
+                prev: None
+            })
+        );
+        assert_eq!(
+            apply(&mut s, 5, put(1, "a")),
+            Err(ApplyError::StaleSequence {
+                client_id,
+                sequence: 1,
+                last_sequence: 2
+            })
+        );
+        assert_eq!(s.get(b"k").expect("k").value, b("b"));
+        // An error is an answer too: a retried invalid write gets the same error.
+        let bad = Command::put("", "x").with_session(Session {
+            client_id,
+            sequence: 3,
+        });
+        let error = apply(&mut s, 6, bad.clone());
+        assert!(matches!(error, Err(ApplyError::Invalid(_))));
+        assert_eq!(apply(&mut s, 7, bad), error);
+        assert_eq!(
+            apply(
+                &mut s,
+                8,
+                put(9, "z").with_session(Session {
+                    client_id: 77,
+                    sequence: 1
+                })
+            ),
+            Err(ApplyError::SessionExpired { client_id: 77 })
+        );
+    }
+
+    #[test]
+    fn expired_session_is_refused_not_reapplied() {
+        let config = KvConfig {
+            sessions: SessionConfig {
+                sessions_max: 10,
+                idle_indexes_max: 3,
+            },
+        };
+        let mut s = KvStore::new(config);
+        apply(&mut s, 1, Command::RegisterSession).expect("register");
+        let write = Command::put("k", "v").with_session(Session {
+            client_id: 1,
+            sequence: 1,
+        });
+        apply(&mut s, 2, write.clone()).expect("put");
+        s.mark_applied(6).expect("increasing"); // 6 - 2 = 4 > 3: expired
+        assert!(!s.sessions().contains(1));
+        assert_eq!(
+            apply(&mut s, 7, write),
+            Err(ApplyError::SessionExpired { client_id: 1 })
+        );
+        assert_eq!(s.get(b"k").expect("k").version, 1);
+    }
+
+    #[test]
+    fn session_table_is_bounded() {
+        let config = KvConfig {
+            sessions: SessionConfig {
+                sessions_max: 3,
+                idle_indexes_max: 1_000,
+            },
+        };
+        let mut s = KvStore::new(config);
+        for index in 1..=10 {
+            apply(&mut s, index, Command::RegisterSession).expect("register");
+            assert!(s.sessions().len() <= 3);
+        }
+        assert!((8..=10).all(|id| s.sessions().contains(id)));
+        assert!(matches!(
+            apply(
+                &mut s,
+                11,
+                Command::put("k", "v").with_session(Session {
+                    client_id: 7,
+                    sequence: 1
+                })
+            ),
+            Err(ApplyError::SessionExpired { client_id: 7 })
+        ));
+    }
+
+    #[test]
+    fn ranges_and_counts() {
+        let mut s = store();
+        for (i, key) in ["a/1", "a/2", "a/3", "a0", "b"].iter().enumerate() {
+            apply(&mut s, i as u64 + 1, Command::put(*key, "v")).expect("put");
+        }
+        let keys = |r: &Range| r.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
+        let r = s.range_prefix(b"a/", 2);
+        assert_eq!(keys(&r), vec![b("a/1"), b("a/2")]);
+        assert!(r.more);
+        let r = s.range_prefix_after(b"a/", b"a/2", 2);
+        assert_eq!(keys(&r), vec![b("a/3")]);
+        assert!(!r.more);
+        // `after` below the prefix starts at the prefix.
+        assert_eq!(keys(&s.range_prefix_after(b"a/", b"", 10)).len(), 3);
+        assert_eq!(s.range_prefix(b"", 100).kvs.len(), 5);
+        assert_eq!(
+            s.range_prefix(b"a/", 0),
+            Range {
+                kvs: vec![],
+                more: true
+            }
+        );
+        assert_eq!(s.count_prefix(b"a"), 4);
+        assert_eq!(s.count_prefix(b""), 5);
+        assert_eq!(s.count_prefix(b"c"), 0);
+    }
+
+    #[test]
+    fn range_limit_is_clamped() {
+        let mut s = store();
+        for i in 0..(RANGE_LIMIT_MAX as u64 + 5) {
+            s.apply_command(i + 1, Command::put(format!("k{i:06}"), ""))
+                .expect("put");
+        }
+        let r = s.range_prefix(b"k", usize::MAX);
+        assert_eq!(r.kvs.len(), RANGE_LIMIT_MAX);
+        assert!(r.more);
+    }
+}
