@@ -20,6 +20,11 @@ pub const PROPOSAL_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
 /// Default bytes of committed entries handed out in one Ready (at least one entry).
 pub const COMMITTED_BYTES_PER_READY_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 
+/// Default ticks a leader waits for a snapshot to be acknowledged before sending it again.
+pub const SNAPSHOT_RETRY_TICKS_DEFAULT: u32 = 50;
+/// Default number of ReadIndex requests a leader holds unanswered; more are refused.
+pub const PENDING_READS_MAX_DEFAULT: usize = 4096;
+
 /// The settings of one Raft core.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -46,6 +51,12 @@ pub struct Config {
     pub proposal_bytes_max: u64,
     /// Committed entry bytes handed to the application per Ready; must be positive.
     pub committed_bytes_per_ready_max: u64,
+    /// Ticks a leader waits for a snapshot to be acknowledged before it presumes it lost and
+    /// sends it again; must be positive. Keep it above the time the driver needs to stream
+    /// a snapshot, in ticks.
+    pub snapshot_retry_ticks: u32,
+    /// ReadIndex requests a leader holds unanswered; must be positive.
+    pub pending_reads_max: usize,
     /// The index the application's state machine has durably applied, for restarts; entries up
     /// to it are not handed out again. Zero means "as of the snapshot".
     pub applied: LogIndex,
@@ -67,6 +78,8 @@ impl Config {
             msg_bytes_max: MSG_BYTES_MAX_DEFAULT,
             proposal_bytes_max: PROPOSAL_BYTES_MAX_DEFAULT,
             committed_bytes_per_ready_max: COMMITTED_BYTES_PER_READY_MAX_DEFAULT,
+            snapshot_retry_ticks: SNAPSHOT_RETRY_TICKS_DEFAULT,
+            pending_reads_max: PENDING_READS_MAX_DEFAULT,
             applied: LogIndex::ZERO,
             rng_seed: id.0,
         }
@@ -88,7 +101,9 @@ impl Config {
                 heartbeat_ticks: self.heartbeat_ticks,
             });
         }
-        let limits: [(&'static str, u64); 5] = [
+        let limits: [(&'static str, u64); 7] = [
+            ("snapshot_retry_ticks", u64::from(self.snapshot_retry_ticks)),
+            ("pending_reads_max", self.pending_reads_max as u64),
             ("inflight_msgs_max", self.inflight_msgs_max as u64),
             ("inflight_bytes_max", self.inflight_bytes_max),
             ("msg_bytes_max", self.msg_bytes_max),

@@ -16,7 +16,7 @@ pub enum Error {
         leader_hint: Option<NodeId>,
     },
     /// The leader is handing leadership over and refuses proposals until the transfer ends.
-    #[error("proposal dropped: leadership is being transferred to {to}")]
+    #[error("leadership is being transferred to {to}; proposals are refused until it ends")]
     TransferInProgress {
         /// The transfer target.
         to: NodeId,
@@ -62,6 +62,12 @@ pub enum Error {
         index: LogIndex,
         /// The index of the current snapshot.
         current: LogIndex,
+    },
+    /// The leader holds `Config::pending_reads_max` unanswered reads already.
+    #[error("too many ReadIndex requests pending (limit {max})")]
+    TooManyPendingReads {
+        /// The configured limit.
+        max: usize,
     },
     /// The storage failed.
     #[error("storage: {0}")]

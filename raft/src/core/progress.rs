@@ -110,6 +110,8 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Whether the follower was heard from during the current check-quorum period.
     pub recent_active: bool,
+    /// In `Snapshot`: ticks since the snapshot was sent, to retry one that was lost.
+    pub snapshot_wait_ticks: u32,
 }
 
 impl Progress {
@@ -126,6 +128,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(inflight_msgs_max, inflight_bytes_max),
             recent_active: false,
+            snapshot_wait_ticks: 0,
         }
     }
 
@@ -153,6 +156,7 @@ impl Progress {
     /// A snapshot up to `pending_index` was sent; wait for it.
     pub fn become_snapshot(&mut self, pending_index: LogIndex) {
         self.state = ProgressState::Snapshot { pending_index };
+        self.snapshot_wait_ticks = 0;
         self.probe_sent = false;
         self.inflights.reset();
     }

@@ -1,0 +1,427 @@
+//! The replicated log as one node sees it: the durable part read through [`Storage`], plus the
+//! unstable tail (entries and maybe a snapshot) the core has accepted but the driver has not yet
+//! persisted, plus the commit and apply cursors.
+//!
+//! Invariants (checked by [`RaftLog::check_invariants`]):
+//! - `applied <= applying <= committed <= last_index()`;
+//! - `persisted <= last_index()`: entries up to `persisted` are durable *and* belong to this
+//!   log (an entry overwritten after a conflict is no longer counted as persisted);
+//! - the unstable entries are contiguous and start at `unstable_offset`;
+//! - an unstable snapshot, if any, ends right before `unstable_offset`;
+//! - entries up to `committed` are never truncated (paper §5.3, Log Matching plus §5.4).
+
+use super::errors::StorageError;
+use super::message::{Entry, Snapshot};
+use super::storage::Storage;
+use super::types::{LogIndex, Term};
+
+/// The log of one node: durable prefix, unstable tail, commit and apply cursors.
+pub struct RaftLog<S: Storage> {
+    /// The durable log, written by the driver.
+    storage: S,
+    /// A snapshot received from a leader that the driver has not persisted yet.
+    unstable_snapshot: Option<Snapshot>,
+    /// Entries accepted but not yet persisted; `unstable[k].index == unstable_offset + k`.
+    unstable: Vec<Entry>,
+    /// The index of the first unstable entry. Entries below it are read from storage.
+    unstable_offset: LogIndex,
+    /// Unstable entries up to here were handed to the driver in the outstanding Ready. Lowered
+    /// when a conflict truncates them, so `advance` never marks an overwritten entry durable.
+    handed_to: LogIndex,
+    /// Whether the unstable snapshot was handed to the driver in the outstanding Ready.
+    snapshot_handed: bool,
+    /// The highest index known committed (paper Figure 2, `commitIndex`).
+    pub(crate) committed: LogIndex,
+    /// The highest index handed to the application in a Ready (maybe not applied yet).
+    pub(crate) applying: LogIndex,
+    /// The highest index the application confirmed applied (through `advance`).
+    pub(crate) applied: LogIndex,
+    /// Entries up to here are durable on this node and part of its current log.
+    pub(crate) persisted: LogIndex,
+}
+
+impl<S: Storage> RaftLog<S> {
+    /// A log over `storage`, with the commit index from the persisted hard state.
+    pub fn new(storage: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
+        let first = storage
+            .first_index()
+            .expect("invariant: storage answers first_index");
+        let last = storage
+            .last_index()
+            .expect("invariant: storage answers last_index");
+        let snapshot_index = first.prev();
+        assert!(
+            committed <= last,
+            "persisted commit {committed} is beyond the last index {last}"
+        );
+        let committed = committed.max(snapshot_index);
+        let applied = applied.max(snapshot_index);
+        assert!(
+            applied <= committed,
+            "applied {applied} is beyond committed {committed}"
+        );
+        RaftLog {
+            storage,
+            unstable_snapshot: None,
+            unstable: Vec::new(),
+            unstable_offset: last.next(),
+            handed_to: last,
+            snapshot_handed: false,
+            committed,
+            applying: applied,
+            applied,
+            persisted: last,
+        }
+    }
+
+    /// The durable storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The durable storage, for the driver to write what a Ready asked it to.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// The index of the first entry still held (after the latest snapshot).
+    pub fn first_index(&self) -> LogIndex {
+        match &self.unstable_snapshot {
+            Some(snapshot) => snapshot.metadata.index.next(),
+            None => self
+                .storage
+                .first_index()
+                .expect("invariant: storage answers first_index"),
+        }
+    }
+
+    /// The index of the last entry (the snapshot's index when the log is empty).
+    pub fn last_index(&self) -> LogIndex {
+        if let Some(last) = self.unstable.last() {
+            return last.index;
+        }
+        match &self.unstable_snapshot {
+            Some(snapshot) => snapshot.metadata.index,
+            None => self.unstable_offset.prev(),
+        }
+    }
+
+    /// The term of the last entry.
+    pub fn last_term(&self) -> Term {
+        self.term(self.last_index())
+            .expect("invariant: the last index always has a term")
+    }
+
+    /// The term of the entry at `index`, also answering for the snapshot's last index.
+    pub fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        let first = self.first_index();
+        if index < first.prev() {
+            return Err(StorageError::Compacted {
+                requested: index,
+                first,
+            });
+        }
+        let last = self.last_index();
+        if index > last {
+            return Err(StorageError::Unavailable {
+                requested: index,
+                last,
+            });
+        }
+        if let Some(snapshot) = &self.unstable_snapshot
+            && index == snapshot.metadata.index
+        {
+            return Ok(snapshot.metadata.term);
+        }
+        if index >= self.unstable_offset {
+            let k = index.count_since(self.unstable_offset) as usize;
+            return Ok(self.unstable[k].term);
+        }
+        self.storage.term(index)
+    }
+
+    /// Whether the entry at `index` has `term` (false if it is missing or compacted).
+    pub fn matches(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index).is_ok_and(|t| t == term)
+    }
+
+    /// Whether a log ending at (`last_index`, `last_term`) is at least as up to date as this
+    /// one: the election restriction of paper §5.4.1.
+    pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        let my_term = self.last_term();
+        last_term > my_term || (last_term == my_term && last_index >= self.last_index())
+    }
+
+    /// Entries in `[low, high)`, at least one if the range is non-empty, then stopping before
+    /// the total would exceed `max_bytes`.
+    pub fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let first = self.first_index();
+        if low < first {
+            return Err(StorageError::Compacted {
+                requested: low,
+                first,
+            });
+        }
+        let last = self.last_index();
+        if high > last.next() {
+            return Err(StorageError::Unavailable {
+                requested: high.prev(),
+                last,
+            });
+        }
+        let mut out = Vec::new();
+        let mut size_bytes = 0u64;
+        if low < self.unstable_offset {
+            let stored_high = high.min(self.unstable_offset);
+            out = self.storage.entries(low, stored_high, max_bytes)?;
+            size_bytes = out.iter().map(Entry::size_bytes).sum();
+            if out.len() as u64 != stored_high.count_since(low) {
+                return Ok(out); // The byte limit stopped the storage read.
+            }
+        }
+        let from = low.max(self.unstable_offset);
+        for index in from.0..high.0 {
+            let entry = &self.unstable[LogIndex(index).count_since(self.unstable_offset) as usize];
+            size_bytes += entry.size_bytes();
+            if !out.is_empty() && size_bytes > max_bytes {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    /// The consistency check and append of AppendEntries (paper §5.3): if the entry at
+    /// `prev_index` has `prev_term`, appends `entries`, overwriting from the first conflicting
+    /// one, and returns the index of the last new entry. Returns `None` on a mismatch.
+    pub fn maybe_append(
+        &mut self,
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: &[Entry],
+    ) -> Option<(LogIndex, Option<LogIndex>)> {
+        if !self.matches(prev_index, prev_term) {
+            return None;
+        }
+        let last_new = prev_index.plus(entries.len() as u64);
+        // Skip entries already present with the same term: a duplicate or reordered message
+        // must never truncate entries that a later message appended (Log Matching).
+        let conflict = entries.iter().position(|e| !self.matches(e.index, e.term));
+        let truncated_at = conflict.map(|k| {
+            let at = entries[k].index;
+            assert!(
+                at > self.committed,
+                "conflict at {at} at or below commit {}",
+                self.committed
+            );
+            self.truncate_and_append(&entries[k..]);
+            at
+        });
+        Some((last_new, truncated_at))
+    }
+
+    /// Appends entries the leader created; returns the new last index.
+    pub fn append(&mut self, entries: &[Entry]) -> LogIndex {
+        if let Some(first) = entries.first() {
+            assert_eq!(
+                first.index,
+                self.last_index().next(),
+                "leader appends at the end"
+            );
+            self.truncate_and_append(entries);
+        }
+        self.last_index()
+    }
+
+    /// Writes `entries` into the unstable tail, dropping every entry at or after the first one.
+    fn truncate_and_append(&mut self, entries: &[Entry]) {
+        let first = entries[0].index;
+        debug_assert!(entries.windows(2).all(|w| w[1].index == w[0].index.next()));
+        assert!(
+            first <= self.last_index().next(),
+            "appending at {first} would leave a gap"
+        );
+        assert!(
+            first > self.first_index().prev(),
+            "appending at {first} below the snapshot"
+        );
+        if first < self.unstable_offset {
+            // The conflicting suffix is in storage; the driver overwrites it when persisting.
+            self.unstable_offset = first;
+            self.unstable.clear();
+        } else {
+            self.unstable
+                .truncate(first.count_since(self.unstable_offset) as usize);
+        }
+        self.unstable.extend_from_slice(entries);
+        self.persisted = self.persisted.min(first.prev());
+        self.handed_to = self.handed_to.min(first.prev());
+    }
+
+    /// Raises the commit index; it never goes back (paper Figure 2).
+    pub fn commit_to(&mut self, index: LogIndex) -> bool {
+        if index <= self.committed {
+            return false;
+        }
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last {}",
+            self.last_index()
+        );
+        self.committed = index;
+        true
+    }
+
+    /// Replaces the whole log by a snapshot from the leader (paper §7).
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.metadata.index;
+        assert!(
+            index > self.committed,
+            "restoring {index} at or below commit {}",
+            self.committed
+        );
+        self.unstable.clear();
+        self.unstable_offset = index.next();
+        self.unstable_snapshot = Some(snapshot);
+        self.snapshot_handed = false;
+        self.committed = index;
+        // Nothing of the old log can be relied on until the snapshot itself is durable.
+        self.persisted = LogIndex::ZERO;
+        self.handed_to = index;
+    }
+
+    /// The unstable snapshot, if it was not handed to the driver yet; marks it handed.
+    pub fn take_unstable_snapshot(&mut self) -> Option<Snapshot> {
+        if self.snapshot_handed {
+            return None;
+        }
+        let snapshot = self.unstable_snapshot.clone()?;
+        self.snapshot_handed = true;
+        Some(snapshot)
+    }
+
+    /// Whether there is a snapshot the driver has not been given.
+    pub fn has_unhanded_snapshot(&self) -> bool {
+        self.unstable_snapshot.is_some() && !self.snapshot_handed
+    }
+
+    /// The unstable entries not yet handed to the driver; marks them handed.
+    pub fn take_unstable_entries(&mut self) -> Vec<Entry> {
+        let from = self.handed_to.next().max(self.unstable_offset);
+        let k = from.count_since(self.unstable_offset) as usize;
+        let out = self.unstable[k.min(self.unstable.len())..].to_vec();
+        self.handed_to = self.last_index();
+        out
+    }
+
+    /// Whether there are entries the driver has not been given.
+    pub fn has_unhanded_entries(&self) -> bool {
+        self.unstable
+            .last()
+            .is_some_and(|e| e.index > self.handed_to)
+    }
+
+    /// The driver persisted what it was handed: `snapshot_index` is the snapshot it persisted,
+    /// if any. Entries still untouched since they were handed are now durable.
+    pub fn persisted_handed(&mut self, snapshot_index: Option<LogIndex>) {
+        if let (Some(index), Some(snapshot)) = (snapshot_index, &self.unstable_snapshot)
+            && snapshot.metadata.index == index
+            && self.snapshot_handed
+        {
+            self.unstable_snapshot = None;
+            self.snapshot_handed = false;
+            self.persisted = self.persisted.max(index);
+        }
+        if self.unstable_snapshot.is_some() {
+            return; // A newer snapshot replaced what was handed; nothing else is durable.
+        }
+        let stable_to = self.handed_to.min(self.last_index());
+        if stable_to >= self.unstable_offset {
+            let drop = stable_to.count_since(self.unstable_offset.prev()) as usize;
+            self.unstable.drain(..drop);
+            self.unstable_offset = stable_to.next();
+        }
+        // Entries at or below `handed_to` were not truncated since they were handed.
+        self.persisted = self
+            .persisted
+            .max(stable_to.min(self.unstable_offset.prev()));
+    }
+
+    /// Committed entries not yet handed to the application, up to `max_bytes`, never beyond
+    /// what is durable locally once the current Ready is persisted (`durable_after`).
+    pub fn next_committed_entries(&self, durable_after: LogIndex, max_bytes: u64) -> Vec<Entry> {
+        let high = self.committed.min(durable_after);
+        if high <= self.applying {
+            return Vec::new();
+        }
+        self.entries(self.applying.next(), high.next(), max_bytes)
+            .expect("invariant: committed entries above applying are held")
+    }
+
+    /// The latest snapshot: the unstable one if a leader just sent it, else the stored one.
+    pub fn snapshot(&self) -> Snapshot {
+        match &self.unstable_snapshot {
+            Some(snapshot) => snapshot.clone(),
+            None => self
+                .storage
+                .snapshot()
+                .expect("invariant: storage answers snapshot"),
+        }
+    }
+
+    /// The largest index at or below `index` whose term is at most `term` (or the first index
+    /// whose term is unknown): the fast back-off search of dissertation §5.3, used on both
+    /// sides, so that one round trip skips a whole term of conflicting entries.
+    pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> LogIndex {
+        let mut at = index.min(self.last_index());
+        // Bounded by the log length: each step moves one entry back.
+        loop {
+            match self.term(at) {
+                Ok(t) if t > term && at > LogIndex::ZERO => at = at.prev(),
+                _ => return at,
+            }
+        }
+    }
+
+    /// The payloads of every entry in `[low, high)`, for rebuilding state at start-up.
+    pub fn all_entries(&self, low: LogIndex, high: LogIndex) -> Vec<Entry> {
+        self.entries(low, high, u64::MAX)
+            .expect("invariant: entries in the log are readable")
+    }
+
+    /// Checks the invariants listed in the module documentation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let last = self.last_index();
+        if !(self.applied <= self.applying
+            && self.applying <= self.committed
+            && self.committed <= last)
+        {
+            return Err(format!(
+                "cursors out of order: applied {} applying {} committed {} last {last}",
+                self.applied, self.applying, self.committed
+            ));
+        }
+        if self.persisted > last {
+            return Err(format!("persisted {} beyond last {last}", self.persisted));
+        }
+        for (k, e) in self.unstable.iter().enumerate() {
+            if e.index != self.unstable_offset.plus(k as u64) {
+                return Err(format!("unstable entry {k} has index {}", e.index));
+            }
+        }
+        if let Some(snapshot) = &self.unstable_snapshot
+            && snapshot.metadata.index.next() != self.unstable_offset
+        {
+            return Err("the unstable snapshot does not end before the unstable entries".into());
+        }
+        Ok(())
+    }
+}
