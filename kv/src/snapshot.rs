@@ -157,8 +157,8 @@ pub enum SnapshotError {
         /// Term inside.
         term: u64,
     },
-    /// No snapshot file verified (the list holds every damaged one found).
-    #[error("none of the {} snapshot files in the directory verifies", .0.len())]
+    /// No snapshot file verified (the list holds every damaged one found, newest first).
+    #[error("no snapshot file verifies: {}", join_errors(.0))]
     NoneValid(Vec<SnapshotError>),
 }
 
@@ -308,6 +308,9 @@ pub struct Recovered {
 }
 
 /// The snapshot files of one node: a directory of `snap-<index>-<term>.snap` files.
+///
+/// One writer at a time: the node's snapshot task owns it (saves and pruning are not
+/// coordinated between processes or threads).
 #[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
@@ -498,6 +501,14 @@ impl SnapshotStore {
             Err(SnapshotError::NoneValid(skipped))
         }
     }
+}
+
+fn join_errors(errors: &[SnapshotError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {

@@ -161,9 +161,13 @@ impl KvStore {
 
     /// Applies the log entry at `index` whose payload is `command_bytes`.
     ///
-    /// `index` must be above [`KvStore::applied_index`]; gaps are allowed (entries that are
-    /// not for the state machine, such as configuration changes, may be skipped or passed to
-    /// [`KvStore::mark_applied`]). Never panics on any bytes.
+    /// `index` must be above [`KvStore::applied_index`], else nothing changes and the answer
+    /// is [`ApplyError::IndexNotIncreasing`]. Gaps are allowed: entries that are not for the
+    /// state machine (configuration changes, the leader's empty entry) may be skipped or passed
+    /// to [`KvStore::mark_applied`], and either choice gives the same responses and the same
+    /// map and sessions (session expiry depends only on the index of the command at hand).
+    /// Every other outcome, errors included, records `index` as applied. Never panics on any
+    /// bytes.
     pub fn apply(&mut self, index: u64, command_bytes: &[u8]) -> Response {
         self.begin(index)?;
         match decode(command_bytes) {
@@ -892,6 +896,55 @@ mod tests {
             ),
             Err(ApplyError::SessionExpired { client_id: 7 })
         ));
+    }
+
+    #[test]
+    fn skipped_and_marked_indexes_give_the_same_results() {
+        let config = KvConfig {
+            sessions: SessionConfig {
+                sessions_max: 2,
+                idle_indexes_max: 3,
+            },
+        };
+        let mut marking = KvStore::new(config);
+        let mut skipping = KvStore::new(config);
+        let write = |client_id: u64, sequence: u64| {
+            Command::put("k", sequence.to_string()).with_session(Session {
+                client_id,
+                sequence,
+            })
+        };
+        // (index, command); the indexes in between are not state-machine entries.
+        let script = [
+            (1, Command::RegisterSession),
+            (2, write(1, 1)),
+            (5, write(1, 2)), // 5 - 2 = 3: still live
+            (6, Command::RegisterSession),
+            (9, write(1, 2)), // 9 - 5 = 4: expired
+            (10, Command::RegisterSession),
+            (11, Command::RegisterSession), // full: evicts 6
+            (12, write(6, 1)),
+            (13, write(10, 1)),
+        ];
+        let mut last = 0;
+        for (index, command) in script {
+            for gap in last + 1..index {
+                marking.mark_applied(gap).expect("increasing");
+            }
+            last = index;
+            let a = marking.apply(index, &command.encode());
+            let b = skipping.apply(index, &command.encode());
+            assert_eq!(a, b, "index {index}");
+            marking.check_invariants().expect("invariants hold");
+        }
+        assert_eq!(marking, skipping);
+        assert_eq!(
+            skipping.apply(9 + 100, &write(1, 3).encode()),
+            Err(ApplyError::SessionExpired { client_id: 1 })
+        );
+        assert!(!marking.sessions().contains(6));
+        assert!(marking.sessions().contains(10) && marking.sessions().contains(11));
+        assert_eq!(marking.get(b"k").expect("k").value, b("1"));
     }
 
     #[test]
