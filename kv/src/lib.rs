@@ -28,6 +28,8 @@
 //! assert_eq!(store.get(b"greeting").map(|kv| kv.version), Some(1));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod command;
 pub mod limits;
 pub mod session;
