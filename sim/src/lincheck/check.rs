@@ -13,14 +13,18 @@ use thiserror::Error;
 
 use super::history::{Call, History};
 use super::model::{Model, Partition};
-use super::search::{Exhaustion, Limits, SearchResult, search};
+use super::search::{Exhaustion, Limits, Search, SearchResult};
+
+/// Search steps each undecided partition gets in the first round; every round doubles it.
+pub const SEARCH_SLICE_STEPS_INITIAL: u64 = 10_000;
 
 /// The time a check may take when the caller does not say: long enough for every history we
 /// know of (the largest shared ones take well under a second in release builds).
 pub const DEFAULT_CHECK_BUDGET: Duration = Duration::from_secs(60);
 
-/// The most (set, state) pairs one partition's search may memoise before it answers unknown:
-/// about 1–2 GiB for partitions of a few hundred calls.
+/// The most (set, state) pairs the searches may memoise at once before a partition answers
+/// unknown. An entry costs 100–250 bytes for partitions of a few hundred calls (more for long
+/// string states), so this is about 1–2.5 GB at worst.
 pub const DEFAULT_CACHE_ENTRIES_MAX: usize = 10_000_000;
 
 /// Limits on a check.
@@ -28,7 +32,7 @@ pub const DEFAULT_CACHE_ENTRIES_MAX: usize = 10_000_000;
 pub struct CheckOptions {
     /// Wall time for all partitions together.
     pub budget: Duration,
-    /// Memo size limit per partition.
+    /// Memo size limit: (set, state) pairs held by all partitions searched at the same time.
     pub cache_entries_max: usize,
 }
 
@@ -90,8 +94,57 @@ pub struct CheckReport {
     pub exhausted: Option<Exhaustion>,
     /// Memoised pairs in the largest partition's search.
     pub cache_entries_max_seen: usize,
+    /// Search steps over all partitions (a machine-independent measure of the work done).
+    pub steps_total: u64,
+    /// Calls in the largest partition.
+    pub partition_calls_max: usize,
+    /// One entry per partition searched, in the order searched.
+    pub partition_stats: Vec<PartitionStats>,
     /// Wall time spent.
     pub elapsed: Duration,
+}
+
+/// What the search of one partition did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// The partition's label.
+    pub label: String,
+    /// Its calls.
+    pub calls: usize,
+    /// How its search ended.
+    pub outcome: PartitionOutcome,
+    /// Search steps.
+    pub steps: u64,
+    /// Memoised (set, state) pairs.
+    pub cache_entries: usize,
+    /// Wall time of its search.
+    pub elapsed: Duration,
+}
+
+/// How the search of one partition ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionOutcome {
+    /// A linearization was found.
+    Linearizable,
+    /// Proven to have none.
+    NotLinearizable,
+    /// A limit was reached.
+    Exhausted(Exhaustion),
+    /// Stopped because another partition was proven not linearizable, or the deadline passed
+    /// while another partition was being searched.
+    NotFinished,
+}
+
+impl fmt::Display for PartitionOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PartitionOutcome::Linearizable => "linearizable",
+            PartitionOutcome::NotLinearizable => "NOT linearizable",
+            PartitionOutcome::Exhausted(Exhaustion::Time) => "unknown (time budget spent)",
+            PartitionOutcome::Exhausted(Exhaustion::Memory) => "unknown (memory limit reached)",
+            PartitionOutcome::NotFinished => "not finished",
+        })
+    }
 }
 
 /// A history the model cannot check at all.
@@ -136,36 +189,120 @@ pub fn check<M: Model>(
         failure: None,
         exhausted: None,
         cache_entries_max_seen: 0,
+        steps_total: 0,
+        partition_calls_max: 0,
+        partition_stats: Vec::new(),
         elapsed: Duration::ZERO,
     };
-    for partition in partitions {
+    report.partition_calls_max = partitions.iter().map(|p| p.calls.len()).max().unwrap_or(0);
+
+    // Interleave the partitions' searches in slices that double each round, so that the answer
+    // comes from whichever partition is quick to decide: one proven violation settles the
+    // history, however hard the other keys are.
+    struct Live<'a, M: Model> {
+        index: usize,
+        partition: Partition,
+        search: Search<'a, M>,
+        elapsed: Duration,
+    }
+    let mut live: Vec<Live<'_, M>> = Vec::with_capacity(partitions.len());
+    for (index, partition) in partitions.into_iter().enumerate() {
         let calls: Vec<&Call> = partition
             .calls
             .iter()
             .map(|&id| &history.calls[id])
             .collect();
-        let outcome = search(model, &calls, &limits);
-        report.cache_entries_max_seen = report.cache_entries_max_seen.max(outcome.cache_entries);
-        match outcome.result {
-            SearchResult::Linearizable { .. } => report.partitions_decided += 1,
-            SearchResult::NotLinearizable => {
-                report.partitions_decided += 1;
-                report.verdict = Verdict::NotLinearizable;
-                report.failure = Some(Failure {
-                    best_prefix: outcome.best_prefix.iter().map(|&i| calls[i].id).collect(),
-                    culprit: outcome.culprit.map(|i| calls[i].id),
-                    partition,
-                });
-                break;
+        report.partition_stats.push(PartitionStats {
+            label: partition.label.clone(),
+            calls: calls.len(),
+            outcome: PartitionOutcome::NotFinished,
+            steps: 0,
+            cache_entries: 0,
+            elapsed: Duration::ZERO,
+        });
+        live.push(Live {
+            index,
+            search: Search::new(model, calls),
+            partition,
+            elapsed: Duration::ZERO,
+        });
+    }
+    let mut slice = SEARCH_SLICE_STEPS_INITIAL;
+    let mut live_entries = 0usize;
+    'rounds: while !live.is_empty() {
+        let mut k = 0;
+        while k < live.len() {
+            let part = &mut live[k];
+            let before = part.search.cache_entries();
+            let limits = Limits {
+                deadline: limits.deadline,
+                cache_entries_max: options
+                    .cache_entries_max
+                    .saturating_sub(live_entries - before),
+            };
+            let sliced = Instant::now();
+            let done = part.search.run(slice, &limits);
+            part.elapsed += sliced.elapsed();
+            live_entries = live_entries - before + part.search.cache_entries();
+            if !done {
+                k += 1;
+                continue;
             }
-            SearchResult::Exhausted { reason } => {
-                report.verdict = Verdict::Unknown;
-                report.exhausted = Some(reason);
-                if reason == Exhaustion::Time {
-                    break;
+            let Live {
+                index,
+                partition,
+                search,
+                elapsed,
+            } = live.swap_remove(k);
+            live_entries -= search.cache_entries();
+            let outcome = search.finish();
+            report.steps_total += outcome.steps;
+            report.cache_entries_max_seen =
+                report.cache_entries_max_seen.max(outcome.cache_entries);
+            let stats = &mut report.partition_stats[index];
+            stats.steps = outcome.steps;
+            stats.cache_entries = outcome.cache_entries;
+            stats.elapsed = elapsed;
+            match outcome.result {
+                SearchResult::Linearizable { .. } => {
+                    stats.outcome = PartitionOutcome::Linearizable;
+                    report.partitions_decided += 1;
+                }
+                SearchResult::NotLinearizable => {
+                    stats.outcome = PartitionOutcome::NotLinearizable;
+                    report.partitions_decided += 1;
+                    let ids = &partition.calls;
+                    report.verdict = Verdict::NotLinearizable;
+                    report.failure = Some(Failure {
+                        best_prefix: outcome.best_prefix.iter().map(|&i| ids[i]).collect(),
+                        culprit: outcome.culprit.map(|i| ids[i]),
+                        partition,
+                    });
+                    break 'rounds;
+                }
+                SearchResult::Exhausted { reason } => {
+                    stats.outcome = PartitionOutcome::Exhausted(reason);
+                    report.verdict = Verdict::Unknown;
+                    report.exhausted = Some(reason);
+                    if reason == Exhaustion::Time {
+                        break 'rounds;
+                    }
                 }
             }
         }
+        slice = slice.saturating_mul(2);
+    }
+    // Searches cut short by a violation elsewhere or by the deadline.
+    for part in live {
+        let stats = &mut report.partition_stats[part.index];
+        stats.steps = part.search.steps();
+        stats.cache_entries = part.search.cache_entries();
+        stats.elapsed = part.elapsed;
+        report.steps_total += stats.steps;
+        report.cache_entries_max_seen = report.cache_entries_max_seen.max(stats.cache_entries);
+    }
+    if report.verdict == Verdict::Unknown && report.exhausted.is_none() {
+        report.exhausted = Some(Exhaustion::Time);
     }
     report.elapsed = started.elapsed();
     Ok(report)

@@ -23,7 +23,10 @@ pub mod shrink;
 
 use std::time::Duration;
 
-pub use check::{CheckError, CheckOptions, CheckReport, Failure, Verdict, check};
+pub use check::{
+    CheckError, CheckOptions, CheckReport, Failure, PartitionOutcome, PartitionStats, Verdict,
+    check,
+};
 pub use formats::{Format, LoadError, Loaded, ModelSpec, load, parse};
 pub use history::{
     Call, Event, EventKind, History, HistoryError, Key, MicroOp, Operation, Outcome, Output,

@@ -213,6 +213,7 @@ mod tests {
             calls: vec![0, 1, 2],
             best_prefix: vec![0],
             culprit: Some(2),
+            relaxed: 0,
             one_minimal: true,
             original_len: 3,
         };

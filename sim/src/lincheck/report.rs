@@ -63,17 +63,25 @@ pub fn render_text<M: Model>(
 pub fn render_failure<M: Model>(model: &M, history: &History, minimal: &MinimalFailure) -> String {
     let mut out = String::new();
     let how_small = if minimal.one_minimal {
-        "removing any one of them makes the rest linearizable"
+        "each one is needed: relaxing any of them allows a linearization"
     } else {
-        "shrinking stopped at the time budget, so this set may not be the smallest"
+        "some shrinking checks hit their limits, so this set may not be the smallest"
     };
     let _ = writeln!(
         out,
-        "{}: these {} of its {} operations cannot be linearized ({how_small}):",
+        "{}: these {} of its {} operations cannot be linearized ({how_small}).",
         minimal.label,
         minimal.calls.len(),
         minimal.original_len
     );
+    if minimal.relaxed > 0 {
+        let _ = writeln!(
+            out,
+            "They fail on their own and also whenever the {} other operations that could change \
+             the state took effect after their invocation, or never.",
+            minimal.relaxed
+        );
+    }
     out.push('\n');
     let calls: Vec<&Call> = minimal
         .calls

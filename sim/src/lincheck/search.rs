@@ -33,13 +33,23 @@ const CLOCK_CHECK_INTERVAL_STEPS: u64 = 4096;
 /// List index of the sentinel head (and "no entry").
 const HEAD: u32 = 0;
 
-/// Limits on one search, shared across partitions.
+/// Limits on one run of a search.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Give up (answer unknown) at this instant.
     pub deadline: Option<Instant>,
     /// Give up (answer unknown) when the memo holds this many (set, state) pairs.
     pub cache_entries_max: usize,
+}
+
+impl Limits {
+    /// No limits at all (tests and tiny histories only).
+    pub fn none() -> Limits {
+        Limits {
+            deadline: None,
+            cache_entries_max: usize::MAX,
+        }
+    }
 }
 
 /// How a search ended.
@@ -201,107 +211,191 @@ impl<S: Eq + Clone> Memo<S> {
     }
 }
 
-/// Searches for a linearization of `calls` (one partition) under `model`.
+/// Searches for a linearization of `calls` (one partition) under `model`, to the end or to a
+/// limit.
 pub fn search<M: Model>(model: &M, calls: &[&Call], limits: &Limits) -> SearchOutcome {
-    let n = calls.len();
-    let mut outcome = SearchOutcome {
-        result: SearchResult::Linearizable { order: Vec::new() },
-        best_prefix: Vec::new(),
-        culprit: None,
-        steps: 0,
-        cache_entries: 0,
-    };
-    let mut remaining_known = calls.iter().filter(|c| c.ret.is_some()).count();
-    if remaining_known == 0 {
-        return outcome;
+    let mut search = Search::new(model, calls.to_vec());
+    search.run(u64::MAX, limits);
+    search.finish()
+}
+
+/// A search that can be run in slices: [`Search::run`] stops after a number of steps and a
+/// later call carries on where it stopped. [`check`](super::check) interleaves the partitions
+/// this way, so that a quick violation in one key is not hidden behind a slow search of another.
+pub struct Search<'a, M: Model> {
+    model: &'a M,
+    calls: Vec<&'a Call>,
+    nodes: Vec<Node>,
+    /// One random word per call: the set's hash is the XOR of its calls' words.
+    zobrist: Vec<u64>,
+    set: Vec<u64>,
+    set_hash: u64,
+    memo: Memo<M::State>,
+    state: M::State,
+    /// The linearized calls (their invocation's list index) with the state before each.
+    stack: Vec<(u32, M::State)>,
+    /// The list entry to look at next.
+    entry: u32,
+    /// Calls with a known return not yet linearized: the search succeeds when it reaches 0.
+    remaining_known: usize,
+    outcome: SearchOutcome,
+    done: bool,
+}
+
+impl<'a, M: Model> Search<'a, M> {
+    /// Prepares a search of `calls` (one partition).
+    pub fn new(model: &'a M, calls: Vec<&'a Call>) -> Self {
+        let n = calls.len();
+        let remaining_known = calls.iter().filter(|c| c.ret.is_some()).count();
+        let nodes = build_list(&calls);
+        let words_per_set = n.div_ceil(64);
+        let entry = nodes[HEAD as usize].next;
+        Search {
+            model,
+            zobrist: (0..n as u64).map(|i| splitmix64(i ^ 0x5EED)).collect(),
+            set: vec![0u64; words_per_set],
+            set_hash: 0,
+            memo: Memo::new(words_per_set),
+            state: model.init(),
+            stack: Vec::new(),
+            entry,
+            remaining_known,
+            outcome: SearchOutcome {
+                result: SearchResult::Linearizable { order: Vec::new() },
+                best_prefix: Vec::new(),
+                culprit: None,
+                steps: 0,
+                cache_entries: 0,
+            },
+            done: remaining_known == 0,
+            nodes,
+            calls,
+        }
     }
 
-    let mut nodes = build_list(calls);
-    let zobrist: Vec<u64> = (0..n as u64).map(|i| splitmix64(i ^ 0x5EED)).collect();
-    let words_per_set = n.div_ceil(64);
-    let mut set = vec![0u64; words_per_set];
-    let mut set_hash = 0u64;
-    let mut memo: Memo<M::State> = Memo::new(words_per_set);
-    let mut state = model.init();
-    let mut stack: Vec<(u32, M::State)> = Vec::new();
-    let mut entry = nodes[HEAD as usize].next;
+    /// True once the search has an answer (or hit a limit, which is final too).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
 
-    loop {
-        outcome.steps += 1;
-        // Step 1 looks too, so a budget already spent answers at once.
-        if outcome.steps % CLOCK_CHECK_INTERVAL_STEPS == 1
-            && limits.deadline.is_some_and(|d| Instant::now() >= d)
-        {
-            outcome.result = SearchResult::Exhausted {
+    /// (set, state) pairs memoised so far.
+    pub fn cache_entries(&self) -> usize {
+        self.memo.len()
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.outcome.steps
+    }
+
+    /// Runs at most `steps_max` more steps; returns true when the search is done.
+    pub fn run(&mut self, steps_max: u64, limits: &Limits) -> bool {
+        let mut taken = 0u64;
+        while !self.done {
+            if taken == steps_max {
+                return false;
+            }
+            // The first step of every run looks at the clock, so a spent budget answers at once.
+            if taken.is_multiple_of(CLOCK_CHECK_INTERVAL_STEPS)
+                && limits.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                self.stop(SearchResult::Exhausted {
+                    reason: Exhaustion::Time,
+                });
+                break;
+            }
+            taken += 1;
+            self.outcome.steps += 1;
+            self.step(limits);
+        }
+        true
+    }
+
+    /// The result, once [`Search::run`] returned true (before that: an exhausted search).
+    pub fn finish(mut self) -> SearchOutcome {
+        if !self.done {
+            self.outcome.result = SearchResult::Exhausted {
                 reason: Exhaustion::Time,
             };
-            break;
         }
-        let node = nodes[entry as usize];
+        self.outcome.cache_entries = self.memo.len();
+        self.outcome
+    }
+
+    fn stop(&mut self, result: SearchResult) {
+        self.outcome.result = result;
+        self.done = true;
+    }
+
+    fn order(&self) -> Vec<usize> {
+        self.stack
+            .iter()
+            .map(|(e, _)| self.nodes[*e as usize].call as usize)
+            .collect()
+    }
+
+    /// One step: try to linearize the call at `entry`, or backtrack at a return.
+    fn step(&mut self, limits: &Limits) {
+        let entry = self.entry;
+        let node = self.nodes[entry as usize];
         if entry != HEAD && !node.is_return {
             let c = node.call as usize;
-            if let Some(next_state) = model.step(&state, &calls[c].op, &calls[c].output) {
-                set[c / 64] ^= 1 << (c % 64);
-                let next_hash = set_hash ^ zobrist[c];
+            let call = self.calls[c];
+            if let Some(next_state) = self.model.step(&self.state, &call.op, &call.output) {
+                self.set[c / 64] ^= 1 << (c % 64);
+                let next_hash = self.set_hash ^ self.zobrist[c];
                 let mut hasher = StateHasher(next_hash);
                 next_state.hash(&mut hasher);
-                if memo.insert(hasher.finish(), &set, &next_state) {
-                    if memo.len() >= limits.cache_entries_max {
-                        outcome.result = SearchResult::Exhausted {
+                if self.memo.insert(hasher.finish(), &self.set, &next_state) {
+                    if self.memo.len() >= limits.cache_entries_max {
+                        self.stop(SearchResult::Exhausted {
                             reason: Exhaustion::Memory,
-                        };
-                        break;
+                        });
+                        return;
                     }
-                    let previous = std::mem::replace(&mut state, next_state);
-                    stack.push((entry, previous));
-                    set_hash = next_hash;
-                    lift(&mut nodes, entry);
-                    if calls[c].ret.is_some() {
-                        remaining_known -= 1;
-                        if remaining_known == 0 {
-                            let order = stack.iter().map(|(e, _)| nodes[*e as usize].call as usize);
-                            outcome.result = SearchResult::Linearizable {
-                                order: order.collect(),
-                            };
-                            outcome.best_prefix = stack
-                                .iter()
-                                .map(|(e, _)| nodes[*e as usize].call as usize)
-                                .collect();
-                            break;
+                    let previous = std::mem::replace(&mut self.state, next_state);
+                    self.stack.push((entry, previous));
+                    self.set_hash = next_hash;
+                    lift(&mut self.nodes, entry);
+                    if call.ret.is_some() {
+                        self.remaining_known -= 1;
+                        if self.remaining_known == 0 {
+                            let order = self.order();
+                            self.outcome.best_prefix = order.clone();
+                            self.stop(SearchResult::Linearizable { order });
+                            return;
                         }
                     }
-                    entry = nodes[HEAD as usize].next;
-                    continue;
+                    self.entry = self.nodes[HEAD as usize].next;
+                    return;
                 }
-                set[c / 64] ^= 1 << (c % 64);
+                // Seen before: this branch fails the way it failed then.
+                self.set[c / 64] ^= 1 << (c % 64);
             }
-            entry = node.next;
-            continue;
+            self.entry = node.next;
+            return;
         }
-        // A return (or the end of the list): the calls on the stack cannot be extended here.
-        if entry != HEAD && stack.len() >= outcome.best_prefix.len() {
-            outcome.best_prefix = stack
-                .iter()
-                .map(|(e, _)| nodes[*e as usize].call as usize)
-                .collect();
-            outcome.culprit = Some(node.call as usize);
+        // A return: its call should have been linearized by now, so the calls on the stack
+        // cannot be extended from here. (The list always ends in returns, so `entry` is never
+        // the head while calls with a known return remain.)
+        if entry != HEAD && self.stack.len() >= self.outcome.best_prefix.len() {
+            self.outcome.best_prefix = self.order();
+            self.outcome.culprit = Some(node.call as usize);
         }
-        let Some((top, previous)) = stack.pop() else {
-            outcome.result = SearchResult::NotLinearizable;
-            break;
+        let Some((top, previous)) = self.stack.pop() else {
+            self.stop(SearchResult::NotLinearizable);
+            return;
         };
-        let c = nodes[top as usize].call as usize;
-        set[c / 64] ^= 1 << (c % 64);
-        set_hash ^= zobrist[c];
-        state = previous;
-        if calls[c].ret.is_some() {
-            remaining_known += 1;
+        let c = self.nodes[top as usize].call as usize;
+        self.set[c / 64] ^= 1 << (c % 64);
+        self.set_hash ^= self.zobrist[c];
+        self.state = previous;
+        if self.calls[c].ret.is_some() {
+            self.remaining_known += 1;
         }
-        unlift(&mut nodes, top);
-        entry = nodes[top as usize].next;
+        unlift(&mut self.nodes, top);
+        self.entry = self.nodes[top as usize].next;
     }
-    outcome.cache_entries = memo.len();
-    outcome
 }
 
 /// The entry list: index 0 is the head; then each call's invocation and return, in time order.

@@ -1,26 +1,45 @@
 //! Shrinking a violation to a small set of calls that still cannot be linearized.
 //!
-//! Start from the failing partition; first try keeping only the calls invoked before the
-//! culprit returned, then remove ever smaller chunks (delta debugging), then single calls, each
-//! time keeping a removal only when a search *proves* the rest still not linearizable. The result
-//! is 1-minimal (removing any one call makes it linearizable) when every check finished in time;
-//! otherwise it is still a proven violation, just perhaps not the smallest.
+//! Removing calls from a history is not a sound way to shrink it: drop the write a read saw and
+//! the read alone "cannot be linearized" for a reason the real history never had. So shrinking
+//! here *relaxes* instead of removing. A relaxed call keeps its invocation but loses its return
+//! and its answer: it may take effect at any time after it was invoked, or never (a relaxed read
+//! constrains nothing and is dropped). Relaxing only ever adds linearizations, so when a search
+//! proves the relaxed history not linearizable, the strict calls left are a violation on their
+//! own *and* whatever the relaxed calls really did.
 //!
-//! Invariant: every set this module returns was proven not linearizable by [`search`].
+//! Steps:
+//! 1. The earliest failing prefix: the smallest return time `T` such that the history cut at `T`
+//!    (calls returned by `T` strict, calls invoked by `T` and still running relaxed, later calls
+//!    gone) is proven not linearizable. A cut of a linearizable history is linearizable, so this
+//!    is monotone in `T` and found by binary search.
+//! 2. Delta debugging over the strict calls: relax ever smaller chunks, then single calls,
+//!    keeping a relaxation only when a search proves the result still not linearizable.
+//!
+//! The result is 1-minimal (relaxing any one of its calls allows a linearization) when every
+//! search finished within its budget; otherwise it is still a proven violation, perhaps not the
+//! smallest.
+//!
+//! Invariant: every set this module returns was proven not linearizable by [`Search`], with all
+//! other calls of the partition relaxed.
 
 use std::time::{Duration, Instant};
 
 use super::check::{CheckOptions, Failure};
-use super::history::{Call, History};
+use super::history::{Call, History, Output, Time};
 use super::model::Model;
-use super::search::{Limits, SearchOutcome, SearchResult, search};
+use super::search::{Limits, Search, SearchOutcome, SearchResult};
 
 /// Time spent shrinking when the caller does not say.
 pub const DEFAULT_SHRINK_BUDGET: Duration = Duration::from_secs(10);
 
 /// The most one candidate check may take while shrinking: a candidate that needs longer is
-/// treated as "not proven", i.e. the removal is not kept.
+/// treated as "not proven", i.e. the relaxation is not kept.
 pub const SHRINK_CHECK_BUDGET_MAX: Duration = Duration::from_secs(2);
+
+/// The most search steps one candidate check may take while shrinking (same treatment as
+/// [`SHRINK_CHECK_BUDGET_MAX`]; steps make the result independent of the machine's speed).
+pub const SHRINK_CHECK_STEPS_MAX: u64 = 200_000;
 
 /// A small set of calls that cannot be linearized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,11 +48,14 @@ pub struct MinimalFailure {
     pub label: String,
     /// The calls (history ids), in invocation order.
     pub calls: Vec<usize>,
-    /// The longest sequence of these calls that can be linearized (history ids).
+    /// How many other calls of the partition were relaxed: allowed to take effect at any time
+    /// after their invocation, or never, without making `calls` linearizable.
+    pub relaxed: usize,
+    /// The longest sequence of `calls` alone that can be linearized (history ids).
     pub best_prefix: Vec<usize>,
     /// The call that cannot be placed after `best_prefix` before it returns.
     pub culprit: Option<usize>,
-    /// True when removing any single call was proven to make the rest linearizable.
+    /// True when relaxing any single one of `calls` was proven to allow a linearization.
     pub one_minimal: bool,
     /// Calls in the failing partition before shrinking.
     pub original_len: usize,
@@ -47,71 +69,75 @@ pub fn shrink<M: Model>(
     budget: Duration,
     options: &CheckOptions,
 ) -> MinimalFailure {
-    let deadline = Instant::now() + budget;
     let mut shrinker = Shrinker {
         model,
         history,
-        deadline,
+        deadline: Instant::now() + budget,
         cache_entries_max: options.cache_entries_max,
         all_decided: true,
     };
-    let mut current = failure.partition.calls.clone();
-    let mut best = (failure.best_prefix.clone(), failure.culprit);
+    let partition = &failure.partition.calls;
 
-    // Calls invoked after the culprit returned are often irrelevant: try without them at once.
-    if let Some(ret) = failure.culprit.and_then(|c| history.calls[c].ret) {
-        let before: Vec<usize> = current
+    // 1. The earliest failing prefix.
+    let mut cut: Option<Time> = None;
+    let mut returns: Vec<Time> = partition
+        .iter()
+        .filter_map(|&id| history.calls[id].ret)
+        .collect();
+    returns.sort_unstable();
+    returns.dedup();
+    let (mut low, mut high) = (0, returns.len());
+    while low < high && !shrinker.out_of_time() {
+        let mid = low + (high - low) / 2;
+        let t = returns[mid];
+        let strict: Vec<usize> = partition
             .iter()
             .copied()
-            .filter(|&id| history.calls[id].invoke <= ret)
+            .filter(|&id| history.calls[id].ret.is_some_and(|r| r <= t))
             .collect();
-        if before.len() < current.len()
-            && let Some(found) = shrinker.still_fails(&before)
-        {
-            current = before;
-            best = found;
-        }
-    }
-
-    let mut chunk = (current.len() / 2).max(1);
-    let mut one_minimal = false;
-    while Instant::now() < deadline {
-        let mut removed_any = false;
-        shrinker.all_decided = true;
-        let mut start = 0;
-        while start < current.len() && Instant::now() < deadline {
-            let end = (start + chunk).min(current.len());
-            let candidate: Vec<usize> = current[..start]
-                .iter()
-                .chain(&current[end..])
-                .copied()
-                .collect();
-            match shrinker.still_fails(&candidate) {
-                Some(found) => {
-                    current = candidate;
-                    best = found;
-                    removed_any = true;
-                }
-                None => start = end,
-            }
-        }
-        if chunk == 1 {
-            if !removed_any && start >= current.len() {
-                one_minimal = shrinker.all_decided;
-                break;
-            }
+        if shrinker.fails(&strict, partition, Some(t)).is_some() {
+            cut = Some(t);
+            high = mid;
         } else {
-            chunk /= 2;
+            low = mid + 1;
         }
     }
+    let current: Vec<usize> = partition
+        .iter()
+        .copied()
+        .filter(|&id| match (history.calls[id].ret, cut) {
+            (Some(r), Some(t)) => r <= t,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+        .collect();
 
+    // 2. Delta debugging over the strict calls: first over the reads only, then over all. So
+    // reads are relaxed first and the set left tends to be the writes that make a read
+    // impossible, which explains more than a read that contradicts another read.
+    let (current, _) = shrinker.delta(current, partition, cut, |call| call.op.is_read_only());
+    let (mut current, one_minimal) = shrinker.delta(current, partition, cut, |_| true);
+
+    current.sort_unstable();
+    // The strict calls alone fail too (relaxed calls may also never happen); their own search
+    // gives the longest attempt to show.
+    let alone: Vec<&Call> = current.iter().map(|&id| &history.calls[id]).collect();
+    let mut search = Search::new(model, alone.clone());
+    search.run(SHRINK_CHECK_STEPS_MAX, &shrinker.limits());
+    let SearchOutcome {
+        best_prefix,
+        culprit,
+        ..
+    } = search.finish();
+    let relaxed = shrinker.relaxed_calls(&current, partition, cut).len();
     MinimalFailure {
         label: failure.partition.label.clone(),
+        best_prefix: best_prefix.iter().map(|&i| alone[i].id).collect(),
+        culprit: culprit.map(|i| alone[i].id),
         calls: current,
-        best_prefix: best.0,
-        culprit: best.1,
+        relaxed,
         one_minimal,
-        original_len: failure.partition.calls.len(),
+        original_len: partition.len(),
     }
 }
 
@@ -125,29 +151,128 @@ struct Shrinker<'a, M> {
 }
 
 impl<M: Model> Shrinker<'_, M> {
-    /// Searches the calls `ids`; returns the best attempt (history ids) if they are proven not
-    /// linearizable.
-    fn still_fails(&mut self, ids: &[usize]) -> Option<(Vec<usize>, Option<usize>)> {
-        if ids.is_empty() {
+    /// Delta debugging: relaxes chunks of the calls of `current` that `movable` accepts, halving
+    /// the chunk size down to single calls, keeping every relaxation that still fails. Returns
+    /// the calls left and whether the result is proven 1-minimal over the movable calls.
+    fn delta(
+        &mut self,
+        mut current: Vec<usize>,
+        partition: &[usize],
+        cut: Option<Time>,
+        movable: impl Fn(&Call) -> bool,
+    ) -> (Vec<usize>, bool) {
+        let movable_count = |current: &[usize]| {
+            current
+                .iter()
+                .filter(|&&id| movable(&self.history.calls[id]))
+                .count()
+        };
+        let mut chunk = (movable_count(&current) / 2).max(1);
+        loop {
+            if self.out_of_time() {
+                return (current, false);
+            }
+            let mut relaxed_any = false;
+            self.all_decided = true;
+            // Walk the movable calls in chunks of `chunk`.
+            let mut skip = 0;
+            loop {
+                if self.out_of_time() {
+                    return (current, false);
+                }
+                let positions: Vec<usize> = current
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, id)| movable(&self.history.calls[**id]))
+                    .map(|(at, _)| at)
+                    .skip(skip)
+                    .take(chunk)
+                    .collect();
+                if positions.is_empty() {
+                    break;
+                }
+                let candidate: Vec<usize> = current
+                    .iter()
+                    .enumerate()
+                    .filter(|(at, _)| positions.binary_search(at).is_err())
+                    .map(|(_, &id)| id)
+                    .collect();
+                if self.fails(&candidate, partition, cut).is_some() {
+                    current = candidate;
+                    relaxed_any = true;
+                } else {
+                    skip += positions.len();
+                }
+            }
+            if chunk == 1 {
+                if !relaxed_any {
+                    return (current, self.all_decided);
+                }
+            } else {
+                chunk /= 2;
+            }
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            deadline: Some((Instant::now() + SHRINK_CHECK_BUDGET_MAX).min(self.deadline)),
+            cache_entries_max: self.cache_entries_max,
+        }
+    }
+
+    /// The calls of `partition` relaxed around `strict` (both in id order): not strict, invoked by the cut (if
+    /// any) and by the last strict return (after it they could not matter), and able to change
+    /// the state (a relaxed read constrains nothing).
+    fn relaxed_calls(&self, strict: &[usize], partition: &[usize], cut: Option<Time>) -> Vec<Call> {
+        let last_return = strict
+            .iter()
+            .filter_map(|&id| self.history.calls[id].ret)
+            .max()
+            .unwrap_or(0);
+        let horizon = cut.map_or(last_return, |t| t.min(last_return));
+        partition
+            .iter()
+            .map(|&id| &self.history.calls[id])
+            .filter(|call| {
+                strict.binary_search(&call.id).is_err()
+                    && call.invoke <= horizon
+                    && !call.op.is_read_only()
+            })
+            .map(|call| Call {
+                ret: None,
+                output: Output::Unknown,
+                return_line: None,
+                ..call.clone()
+            })
+            .collect()
+    }
+
+    /// Searches `strict` with the rest of `partition` relaxed (and nothing invoked after `cut`);
+    /// returns the search's outcome if that is proven not linearizable.
+    fn fails(
+        &mut self,
+        strict: &[usize],
+        partition: &[usize],
+        cut: Option<Time>,
+    ) -> Option<SearchOutcome> {
+        if strict.is_empty() {
             return None;
         }
-        let calls: Vec<&Call> = ids.iter().map(|&id| &self.history.calls[id]).collect();
-        let check_deadline = (Instant::now() + SHRINK_CHECK_BUDGET_MAX).min(self.deadline);
-        let limits = Limits {
-            deadline: Some(check_deadline),
-            cache_entries_max: self.cache_entries_max,
-        };
-        let SearchOutcome {
-            result,
-            best_prefix,
-            culprit,
-            ..
-        } = search(self.model, &calls, &limits);
-        match result {
-            SearchResult::NotLinearizable => Some((
-                best_prefix.iter().map(|&i| calls[i].id).collect(),
-                culprit.map(|i| calls[i].id),
-            )),
+        let mut strict = strict.to_vec();
+        strict.sort_unstable();
+        let relaxed = self.relaxed_calls(&strict, partition, cut);
+        let mut calls: Vec<&Call> = strict.iter().map(|&id| &self.history.calls[id]).collect();
+        calls.extend(relaxed.iter());
+        let mut search = Search::new(self.model, calls);
+        search.run(SHRINK_CHECK_STEPS_MAX, &self.limits());
+        let outcome = search.finish();
+        match outcome.result {
+            SearchResult::NotLinearizable => Some(outcome),
             SearchResult::Linearizable { .. } => None,
             SearchResult::Exhausted { .. } => {
                 self.all_decided = false;
@@ -210,9 +335,11 @@ mod tests {
             &options,
         );
 
-        // write 1, write 2, read 1: drop any one and the rest is linearizable.
+        // write 1, write 2, read 1: relax any one and the rest is linearizable.
         assert_eq!(minimal.calls, vec![0, 1, 6]);
         assert!(minimal.one_minimal);
         assert_eq!(minimal.culprit, Some(6));
+        assert_eq!(minimal.best_prefix, vec![0, 1]);
+        assert_eq!(minimal.relaxed, 0);
     }
 }

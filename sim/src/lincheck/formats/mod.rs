@@ -12,6 +12,7 @@ pub mod porcupine_kv;
 pub mod raftkv;
 
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,14 +41,43 @@ pub enum Format {
 
 impl Format {
     /// Guesses the format from a file name: `.edn` knossos, `.log` porcupine-etcd, `.txt`
-    /// porcupine-kv, anything else raftkv.
-    pub fn guess(path: &Path) -> Format {
+    /// porcupine-kv, `.jsonl`/`.json` raftkv; `None` for any other name.
+    pub fn from_extension(path: &Path) -> Option<Format> {
         match path.extension().and_then(|e| e.to_str()) {
-            Some("edn") => Format::Knossos,
-            Some("log") => Format::PorcupineEtcd,
-            Some("txt") => Format::PorcupineKv,
-            _ => Format::Raftkv,
+            Some("edn") => Some(Format::Knossos),
+            Some("log") => Some(Format::PorcupineEtcd),
+            Some("txt") => Some(Format::PorcupineKv),
+            Some("jsonl" | "json") => Some(Format::Raftkv),
+            _ => None,
         }
+    }
+
+    /// Recognises the format from the first thing in `text` that is not blank or a `;` comment:
+    /// `{"` is a raftkv JSON object, `{:` a porcupine kv EDN map, `[` or `(` a knossos
+    /// collection, `INFO` a porcupine etcd log line. `None` when the text is empty or starts with
+    /// anything else.
+    pub fn sniff(text: &str) -> Option<Format> {
+        let first = text
+            .lines()
+            .map(str::trim_start)
+            .find(|line| !line.is_empty() && !line.starts_with(';'))?;
+        if first.starts_with("INFO") {
+            return Some(Format::PorcupineEtcd);
+        }
+        match first.as_bytes().first()? {
+            b'[' | b'(' => Some(Format::Knossos),
+            b'{' => match first[1..].trim_start().as_bytes().first() {
+                Some(b'"') | Some(b'}') => Some(Format::Raftkv),
+                Some(b':') => Some(Format::PorcupineKv),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The format of a file: recognised from its content, else from its name.
+    pub fn detect(path: &Path, text: &str) -> Option<Format> {
+        Format::sniff(text).or_else(|| Format::from_extension(path))
     }
 
     /// The name used on the command line.
@@ -174,6 +204,8 @@ pub struct Loaded {
     pub model: ModelSpec,
     /// Events read (after dropping ones the format says to ignore, such as nemesis events).
     pub events: usize,
+    /// The format the text was read as.
+    pub format: Format,
 }
 
 /// Why text could not be read as a history (without the file name).
@@ -232,18 +264,25 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file is larger than [`INPUT_BYTES_MAX`].
-    #[error("{path}: {bytes} bytes, more than the limit of {limit}")]
+    #[error("{path}: larger than the limit of {limit} bytes")]
     TooLarge {
         /// The file.
         path: PathBuf,
-        /// Its size.
-        bytes: u64,
         /// The limit.
         limit: u64,
     },
     /// The file is not UTF-8 text.
     #[error("{path}: not UTF-8 text")]
     NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No format was given and none could be recognised.
+    #[error(
+        "{path}: cannot tell the history format from the content or the file name; pass --format \
+         raftkv|porcupine-kv|porcupine-etcd|knossos"
+    )]
+    UnknownFormat {
         /// The file.
         path: PathBuf,
     },
@@ -282,27 +321,41 @@ pub fn parse(format: Format, text: &str) -> Result<Loaded, ParseError> {
         history,
         model,
         events: events.len(),
+        format,
     })
 }
 
-/// Reads and parses the file at `path`.
-pub fn load(path: &Path, format: Format) -> Result<Loaded, LoadError> {
+/// Reads and parses the file at `path`, in `format`, or in the format [`Format::detect`]
+/// recognises when `format` is `None`.
+pub fn load(path: &Path, format: Option<Format>) -> Result<Loaded, LoadError> {
     let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let bytes_len = std::fs::metadata(path).map_err(io)?.len();
-    if bytes_len > INPUT_BYTES_MAX {
+    // Read at most one byte past the limit, so a huge file (or an endless pipe) is refused
+    // without being read into memory.
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(INPUT_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > INPUT_BYTES_MAX {
         return Err(LoadError::TooLarge {
             path: path.to_path_buf(),
-            bytes: bytes_len,
             limit: INPUT_BYTES_MAX,
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
     let text = String::from_utf8(bytes).map_err(|_| LoadError::NotUtf8 {
         path: path.to_path_buf(),
     })?;
+    let format = match format.or_else(|| Format::detect(path, &text)) {
+        Some(format) => format,
+        None => {
+            return Err(LoadError::UnknownFormat {
+                path: path.to_path_buf(),
+            });
+        }
+    };
     parse(format, &text).map_err(|error| LoadError::Parse {
         path: path.to_path_buf(),
         line: error.line,
