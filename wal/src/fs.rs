@@ -37,6 +37,10 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
 }
 
 /// An open file. All methods take `&self` so a handle can be shared behind an `Arc`.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a fallible length of a file on disk; an `is_empty` would add nothing"
+)]
 pub trait FileHandle: Send + Sync + 'static {
     /// The file's current length in bytes.
     fn len(&self) -> io::Result<u64>;

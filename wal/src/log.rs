@@ -451,9 +451,8 @@ impl<F: FileSystem> Wal<F> {
     }
 
     fn validate_append(&self, entries: &[Entry]) -> Result<()> {
-        let mut expected = self.last_index() + 1;
         let mut last_term = self.term(self.last_index()).unwrap_or(0);
-        for e in entries {
+        for (expected, e) in (self.last_index() + 1..).zip(entries) {
             if e.index != expected {
                 return Err(WalError::InvalidOperation(format!(
                     "append of index {} where {expected} was expected (truncate first to overwrite)",
@@ -472,7 +471,6 @@ impl<F: FileSystem> Wal<F> {
                     max: PAYLOAD_BYTES_MAX as u64,
                 });
             }
-            expected += 1;
             last_term = e.term;
         }
         Ok(())

@@ -345,3 +345,113 @@ fn a_failed_group_fsync_fails_every_caller_of_the_batch_and_poisons_the_log() {
         Err(WalError::Poisoned(_))
     ));
 }
+
+#[test]
+fn a_bad_append_merged_into_a_batch_fails_alone_and_the_others_land() {
+    // Given a group that holds its writer back long enough for every caller to join one batch,
+    let fs = SimFs::new(11);
+    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
+    let metrics = wal.metrics();
+    let config = GroupCommitConfig {
+        batch_ops_max: 4,
+        batch_wait: std::time::Duration::from_millis(100),
+        ..GroupCommitConfig::default()
+    };
+    let group = GroupCommit::new(wal, config).unwrap();
+    group.append_next(5, vec![b"first".to_vec()]).unwrap();
+    // when two good appends and two bad ones (an older term, an oversized payload) arrive together
+    // (in any order: every good one has the log's term),
+    let oversized = vec![0u8; wal::PAYLOAD_BYTES_MAX + 1];
+    let ops = [
+        (5, vec![b"good-a".to_vec()]),
+        (4, vec![b"stale-term".to_vec()]),
+        (5, vec![oversized]),
+        (5, vec![b"good-b".to_vec(), b"good-c".to_vec()]),
+    ];
+    let handles: Vec<_> = ops
+        .into_iter()
+        .map(|(term, payloads)| {
+            let group = group.clone();
+            std::thread::spawn(move || (term, group.append_next(term, payloads)))
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // then each bad one fails with its own reason, and the good ones land contiguously.
+    let mut good = 0;
+    for (term, result) in &results {
+        match (term, result) {
+            (4, r) => assert!(matches!(r, Err(WalError::InvalidOperation(_))), "{r:?}"),
+            (5, Err(WalError::PayloadTooLarge { .. })) => {}
+            (5, Ok(c)) => {
+                good += 1;
+                assert!(c.durable_index >= c.last_index);
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(good, 2, "{results:?}");
+    group.with_wal(|wal| {
+        wal.check_invariants();
+        let payloads: Vec<Vec<u8>> = wal
+            .read(1, 5)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.payload)
+            .collect();
+        assert_eq!(wal.last_index(), 4);
+        assert!(payloads.contains(&b"good-a".to_vec()));
+        assert!(
+            payloads
+                .windows(2)
+                .any(|w| w == [b"good-b".to_vec(), b"good-c".to_vec()])
+        );
+        assert!(
+            !wal.is_poisoned(),
+            "a refused append does not poison the log"
+        );
+    });
+    assert!(metrics.snapshot().batch_ops.count >= 2);
+}
+
+#[test]
+fn a_segment_larger_than_one_scan_chunk_recovers_whole_and_loses_only_its_torn_tail() {
+    // Given one segment of about 10 MiB, read back in several chunks on reopen (the read-ahead
+    // path of recovery),
+    let dir = tempfile::tempdir().unwrap();
+    let big = |index: u64| vec![(index % 251) as u8; 1000];
+    let count = 10_000u64;
+    {
+        let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+        let batch: Vec<Entry> = (1..=count)
+            .map(|index| Entry {
+                index,
+                term: 1 + index / 3000,
+                payload: big(index),
+            })
+            .collect();
+        wal.append(&batch).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.segment_count(), 1);
+    }
+    let check = |last: u64| {
+        let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+        assert_eq!(wal.last_index(), last);
+        for e in wal.read(1, last + 1).unwrap() {
+            assert_eq!(e.payload, big(e.index), "entry {}", e.index);
+            assert_eq!(e.term, 1 + e.index / 3000);
+        }
+    };
+    // when it is reopened, then every entry is there;
+    check(count);
+    // and when the last record is cut short, then only that record is lost.
+    let seg = dir.path().join("00000000000000000001.wal");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len > 2 * wal::segment::SCAN_CHUNK_BYTES as u64);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    check(count - 1);
+}
