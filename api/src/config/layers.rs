@@ -1,0 +1,334 @@
+//! Merging the configuration layers: defaults < file < environment < flags.
+//!
+//! Each layer is turned into (dotted key, value) pairs, every key is checked against the
+//! defaults' keys (so typos are caught with a suggestion), and the value is written into one
+//! JSON tree. The tree remembers which layer set each key, so that a type or range error later
+//! names the file, variable or flag to fix.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::{Config, ConfigError, Source};
+
+/// The prefix of environment variables read as configuration.
+pub const ENV_PREFIX: &str = "RAFTKV_";
+/// The separator between section and key in an environment variable name.
+pub const ENV_SEPARATOR: &str = "__";
+/// The largest configuration file read (a config file is small; anything bigger is a mistake).
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// The configuration flags of the `raftkv` binary (the highest-precedence layer).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// A configuration file (.yaml, .yml or .toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// raft.node_id: this node's stable name.
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// raft.raft_addr: host:port for Raft traffic.
+    #[arg(long)]
+    pub raft_addr: Option<String>,
+    /// raft.join_addr: HTTP URL of a member of the cluster to join.
+    #[arg(long, alias = "join")]
+    pub join_addr: Option<String>,
+    /// raft.bootstrap: start a new cluster when the data directory is empty.
+    #[arg(long)]
+    pub bootstrap: Option<bool>,
+    /// server.http_addr: host:port of the HTTP API.
+    #[arg(long)]
+    pub http_addr: Option<String>,
+    /// storage.data_dir: where the log and snapshots live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// observability.log_level: trace, debug, info, warn or error (or a filter).
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// observability.log_format: json or console.
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// Any key, as section.key=value (repeatable), e.g. --set wal.segment_size=16MiB.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The merged tree and where each key's value came from.
+struct Layers {
+    tree: Value,
+    /// The known keys, with the kind of value each default has.
+    known: HashMap<String, Value>,
+    origin: HashMap<String, Source>,
+}
+
+impl Layers {
+    fn new() -> Layers {
+        let tree = serde_json::to_value(Config::default())
+            .expect("the defaults serialise: every field is a plain value");
+        let mut known = HashMap::new();
+        collect_leaves(&tree, String::new(), &mut known);
+        Layers {
+            tree,
+            known,
+            origin: HashMap::new(),
+        }
+    }
+
+    fn unknown(&self, key: &str, source: Source) -> ConfigError {
+        let hint = closest(key, self.known.keys())
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        ConfigError::UnknownKey {
+            key: key.to_string(),
+            source_: source,
+            hint,
+        }
+    }
+
+    /// Sets `key` to `value`, typed already (from a file).
+    fn set(&mut self, key: &str, value: Value, source: Source) -> Result<(), ConfigError> {
+        if !self.known.contains_key(key) {
+            return Err(self.unknown(key, source));
+        }
+        let (section, field) = key
+            .split_once('.')
+            .expect("known keys are all section.field");
+        self.tree[section][field] = value;
+        self.origin.insert(key.to_string(), source);
+        Ok(())
+    }
+
+    /// Sets `key` from text (an environment variable or a flag), typed by its default's kind.
+    fn set_text(&mut self, key: &str, text: &str, source: Source) -> Result<(), ConfigError> {
+        let Some(default) = self.known.get(key) else {
+            return Err(self.unknown(key, source));
+        };
+        let value = match default {
+            Value::Bool(_) => match text.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Value::Bool(true),
+                "false" | "0" | "no" | "off" => Value::Bool(false),
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        key: key.to_string(),
+                        source_: source,
+                        problem: format!("`{text}` is not true or false"),
+                    });
+                }
+            },
+            Value::Number(_) => match text.trim().parse::<u64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => {
+                    return Err(ConfigError::BadValue {
+                        key: key.to_string(),
+                        source_: source,
+                        problem: format!("`{text}` is not a whole number"),
+                    });
+                }
+            },
+            // An optional setting (null by default) is cleared by an empty value.
+            Value::Null if text.is_empty() => Value::Null,
+            _ => Value::String(text.to_string()),
+        };
+        self.set(key, value, source)
+    }
+
+    fn finish(self) -> Result<Config, ConfigError> {
+        let origin = self.origin;
+        let source_of = |key: &str| origin.get(key).cloned().unwrap_or(Source::Merged);
+        let mut config: Config = serde_path_to_error::deserialize(self.tree).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::BadValue {
+                source_: source_of(&key),
+                problem: e.into_inner().to_string(),
+                key,
+            }
+        })?;
+        // A node told to join an existing cluster must not also found one.
+        if config.raft.join_addr.is_some() {
+            if config.raft.bootstrap && origin.contains_key("raft.bootstrap") {
+                return Err(ConfigError::BadValue {
+                    key: "raft.bootstrap".into(),
+                    source_: source_of("raft.bootstrap"),
+                    problem: "cannot be true together with raft.join_addr (a node either founds a cluster or joins one)".into(),
+                });
+            }
+            config.raft.bootstrap = false;
+        }
+        config.validate().map_err(|e| match e {
+            ConfigError::BadValue {
+                key,
+                source_: Source::Merged,
+                problem,
+            } => ConfigError::BadValue {
+                source_: source_of(&key),
+                key,
+                problem,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+}
+
+fn collect_leaves(value: &Value, prefix: String, out: &mut HashMap<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                collect_leaves(v, key, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix, leaf.clone());
+        }
+    }
+}
+
+/// The known key nearest to `key` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    known
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let file_error = |problem: String| ConfigError::File {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| file_error(e.to_string()))?;
+    if meta.len() > CONFIG_FILE_BYTES_MAX {
+        return Err(file_error(format!(
+            "{} bytes is larger than the {CONFIG_FILE_BYTES_MAX}-byte limit for a config file",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let value: Value = match extension {
+        "yaml" | "yml" => serde_yaml_ng::from_str(&text).map_err(|e| file_error(e.to_string()))?,
+        "toml" => {
+            toml::from_str(&text).map_err(|e| file_error(e.to_string().replace('\n', " ")))?
+        }
+        _ => {
+            return Err(file_error(
+                "unknown file type: name it .yaml, .yml or .toml".into(),
+            ));
+        }
+    };
+    match value {
+        Value::Object(_) => Ok(value),
+        // An empty YAML file is null: no settings.
+        Value::Null => Ok(Value::Object(Map::new())),
+        _ => Err(file_error("the top level must be a map of sections".into())),
+    }
+}
+
+/// Builds the configuration from the defaults, the file named by `args.config`, the
+/// environment `env` (pass `std::env::vars()`), and the flags in `args`.
+pub fn load(
+    args: &ConfigArgs,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut layers = Layers::new();
+
+    if let Some(path) = &args.config {
+        let tree = read_file(path)?;
+        let source = Source::File(path.clone());
+        let mut leaves = HashMap::new();
+        collect_leaves(&tree, String::new(), &mut leaves);
+        let mut leaves: Vec<_> = leaves.into_iter().collect();
+        leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in leaves {
+            layers.set(&key, value, source.clone())?;
+        }
+    }
+
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let source = Source::Env(name.clone());
+        let rest = &name[ENV_PREFIX.len()..];
+        let key = match rest.split_once(ENV_SEPARATOR) {
+            Some((section, field)) => {
+                format!(
+                    "{}.{}",
+                    section.to_ascii_lowercase(),
+                    field.to_ascii_lowercase()
+                )
+            }
+            None => rest.to_ascii_lowercase(),
+        };
+        layers.set_text(&key, &value, source)?;
+    }
+
+    let flags: [(&str, &str, Option<String>); 8] = [
+        ("--node-id", "raft.node_id", args.node_id.clone()),
+        ("--raft-addr", "raft.raft_addr", args.raft_addr.clone()),
+        ("--join-addr", "raft.join_addr", args.join_addr.clone()),
+        (
+            "--bootstrap",
+            "raft.bootstrap",
+            args.bootstrap.map(|b| b.to_string()),
+        ),
+        ("--http-addr", "server.http_addr", args.http_addr.clone()),
+        (
+            "--data-dir",
+            "storage.data_dir",
+            args.data_dir.as_ref().map(|p| p.display().to_string()),
+        ),
+        (
+            "--log-level",
+            "observability.log_level",
+            args.log_level.clone(),
+        ),
+        (
+            "--log-format",
+            "observability.log_format",
+            args.log_format.clone(),
+        ),
+    ];
+    for (flag, key, value) in flags {
+        if let Some(value) = value {
+            layers.set_text(key, &value, Source::Flag(flag.to_string()))?;
+        }
+    }
+    for assignment in &args.set {
+        let source = Source::Flag(format!("--set {assignment}"));
+        let Some((key, value)) = assignment.split_once('=') else {
+            return Err(ConfigError::BadValue {
+                key: assignment.clone(),
+                source_: source,
+                problem: "expected KEY=VALUE, e.g. wal.segment_size=16MiB".into(),
+            });
+        };
+        layers.set_text(key.trim(), value, source)?;
+    }
+
+    layers.finish()
+}

@@ -1,0 +1,359 @@
+//! The node's configuration: embedded defaults, then a file (`--config`, YAML or TOML), then
+//! environment variables `RAFTKV_<SECTION>__<KEY>`, then command-line flags, each layer
+//! overriding the one before.
+//!
+//! The layers are merged as untyped trees first and converted to [`Config`] once, so that every
+//! error can name the key it is about (`raft.election_timeout: unknown duration unit ...`) and
+//! the layer it came from. Unknown keys are errors, not silently ignored: a typo in a config file
+//! must not fall back to a default without a word. [`Config::validate`] then checks what types
+//! cannot (ranges and relations between keys).
+
+mod layers;
+pub mod units;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::{ConfigArgs, load};
+
+/// Where a bad setting came from, for the one-line error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The configuration file, by path.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+    /// The merged result (a relation between keys, or a range).
+    Merged,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "in {}", path.display()),
+            Source::Env(name) => write!(f, "from ${name}"),
+            Source::Flag(flag) => write!(f, "from {flag}"),
+            Source::Merged => write!(f, "in the configuration"),
+        }
+    }
+}
+
+/// A configuration that cannot be used. Its `Display` is the one line printed at start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A key has a value of the wrong shape or out of range.
+    #[error("config error: {key} {source_}: {problem}")]
+    BadValue {
+        /// The dotted key, e.g. `raft.election_timeout`.
+        key: String,
+        /// Where the value came from.
+        source_: Source,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A key that does not exist (usually a typo).
+    #[error("config error: unknown key {key} {source_}{hint}")]
+    UnknownKey {
+        /// The dotted key as written.
+        key: String,
+        /// Where it came from.
+        source_: Source,
+        /// A suggestion of the closest known key, if any.
+        hint: String,
+    },
+    /// The configuration file cannot be read or parsed.
+    #[error("config error: cannot read {path}: {problem}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+}
+
+/// Raft settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    /// This node's name in the cluster; unique and stable across restarts.
+    pub node_id: String,
+    /// `host:port` peers connect to for Raft traffic (also the address this node listens on).
+    pub raft_addr: String,
+    /// Start a new cluster of one when the data directory is empty and no `join_addr` is set.
+    pub bootstrap: bool,
+    /// HTTP URL of any member of an existing cluster to join (as a learner, promoted once
+    /// caught up). Unset: bootstrap or restart from the data directory.
+    pub join_addr: Option<String>,
+    /// Base election timeout; each election waits a random time in `[t, 2t)`.
+    #[serde(with = "units::duration")]
+    pub election_timeout: Duration,
+    /// Interval between a leader's heartbeats; well below the election timeout.
+    #[serde(with = "units::duration")]
+    pub heartbeat_timeout: Duration,
+}
+
+/// Client-facing server settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `host:port` of the HTTP API.
+    pub http_addr: String,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Where the WAL, the hard state and the snapshots live.
+    pub data_dir: PathBuf,
+    /// Take a snapshot (and compact the WAL) every this many applied entries.
+    pub snapshot_every: u64,
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// At most this many operations share one fsync.
+    pub batch_size: usize,
+    /// How long the log's writer waits for a batch to fill (0: batches fill while fsyncs run).
+    #[serde(with = "units::duration")]
+    pub batch_wait_time: Duration,
+    /// A new segment file starts once the current one passes this size.
+    #[serde(with = "units::size")]
+    pub segment_size: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable lines.
+    Console,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilitySection {
+    /// `trace`, `debug`, `info`, `warn` or `error`, or a `tracing` filter such as
+    /// `info,raft=debug`; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// `json` or `console`.
+    pub log_format: LogFormat,
+}
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Raft settings.
+    pub raft: RaftSection,
+    /// HTTP settings.
+    pub server: ServerSection,
+    /// Storage settings.
+    pub storage: StorageSection,
+    /// WAL settings.
+    pub wal: WalSection,
+    /// Logging settings.
+    pub observability: ObservabilitySection,
+}
+
+/// The shortest election timeout accepted: below this, ordinary scheduling jitter deposes
+/// leaders.
+pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(20);
+/// The longest election timeout accepted.
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// The election timeout must be at least this many heartbeat intervals, so that one lost
+/// heartbeat does not start an election.
+pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u32 = 3;
+/// The largest `wal.batch_size`.
+pub const WAL_BATCH_SIZE_MAX: usize = 65_536;
+/// The longest `wal.batch_wait_time`.
+pub const WAL_BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
+/// The smallest `wal.segment_size` (4 KiB).
+pub const WAL_SEGMENT_SIZE_MIN: u64 = 4 * 1024;
+/// The largest `wal.segment_size` (1 GiB).
+pub const WAL_SEGMENT_SIZE_MAX: u64 = 1024 * 1024 * 1024;
+/// The longest node id.
+pub const NODE_ID_BYTES_MAX: usize = 64;
+
+impl Default for Config {
+    /// A single node with data in `./data` and HTTP on `127.0.0.1:8080`. The timeouts are chosen
+    /// for a leader failover well under a second on a LAN: a leader is suspected after 250-500
+    /// ms of silence, and heartbeats every 50 ms leave room for four lost in a row.
+    fn default() -> Self {
+        Config {
+            raft: RaftSection {
+                node_id: "node1".into(),
+                raft_addr: "127.0.0.1:7001".into(),
+                bootstrap: true,
+                join_addr: None,
+                election_timeout: Duration::from_millis(250),
+                heartbeat_timeout: Duration::from_millis(50),
+            },
+            server: ServerSection {
+                http_addr: "127.0.0.1:8080".into(),
+            },
+            storage: StorageSection {
+                data_dir: PathBuf::from("./data"),
+                snapshot_every: 10_000,
+            },
+            wal: WalSection {
+                batch_size: 1024,
+                batch_wait_time: Duration::ZERO,
+                segment_size: 64 * 1024 * 1024,
+            },
+            observability: ObservabilitySection {
+                log_level: "info".into(),
+                log_format: LogFormat::Console,
+            },
+        }
+    }
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.into(),
+        source_: Source::Merged,
+        problem: problem.into(),
+    }
+}
+
+/// Checks that `text` is `host:port` with a non-empty host and a numeric port.
+fn check_host_port(key: &str, text: &str) -> Result<(), ConfigError> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(bad(key, format!("`{text}` is not host:port")));
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(bad(key, format!("`{text}` has no valid host")));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad(key, format!("`{port}` is not a port number")))?;
+    Ok(())
+}
+
+impl Config {
+    /// Checks ranges and relations between keys that the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.raft;
+        if r.node_id.is_empty() || r.node_id.len() > NODE_ID_BYTES_MAX {
+            return Err(bad(
+                "raft.node_id",
+                format!("must be 1 to {NODE_ID_BYTES_MAX} characters"),
+            ));
+        }
+        if !r
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(bad(
+                "raft.node_id",
+                format!(
+                    "`{}` may hold only letters, digits, '-', '_' and '.'",
+                    r.node_id
+                ),
+            ));
+        }
+        check_host_port("raft.raft_addr", &r.raft_addr)?;
+        check_host_port("server.http_addr", &self.server.http_addr)?;
+        if let Some(join) = &r.join_addr {
+            let rest = join
+                .strip_prefix("http://")
+                .or_else(|| join.strip_prefix("https://"))
+                .ok_or_else(|| {
+                    bad(
+                        "raft.join_addr",
+                        format!("`{join}` is not an http:// or https:// URL"),
+                    )
+                })?;
+            check_host_port("raft.join_addr", rest.trim_end_matches('/'))?;
+        }
+        if !(ELECTION_TIMEOUT_MIN..=ELECTION_TIMEOUT_MAX).contains(&r.election_timeout) {
+            return Err(bad(
+                "raft.election_timeout",
+                format!(
+                    "{} is outside {}..={}",
+                    units::format_duration(r.election_timeout),
+                    units::format_duration(ELECTION_TIMEOUT_MIN),
+                    units::format_duration(ELECTION_TIMEOUT_MAX)
+                ),
+            ));
+        }
+        if r.heartbeat_timeout.is_zero()
+            || r.heartbeat_timeout * ELECTION_TO_HEARTBEAT_RATIO_MIN > r.election_timeout
+        {
+            return Err(bad(
+                "raft.heartbeat_timeout",
+                format!(
+                    "{} must be above 0 and at most 1/{ELECTION_TO_HEARTBEAT_RATIO_MIN} of raft.election_timeout ({})",
+                    units::format_duration(r.heartbeat_timeout),
+                    units::format_duration(r.election_timeout)
+                ),
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(bad("storage.data_dir", "must not be empty"));
+        }
+        if self.storage.snapshot_every == 0 {
+            return Err(bad("storage.snapshot_every", "must be at least 1"));
+        }
+        let w = &self.wal;
+        if !(1..=WAL_BATCH_SIZE_MAX).contains(&w.batch_size) {
+            return Err(bad(
+                "wal.batch_size",
+                format!("{} is outside 1..={WAL_BATCH_SIZE_MAX}", w.batch_size),
+            ));
+        }
+        if w.batch_wait_time > WAL_BATCH_WAIT_MAX {
+            return Err(bad(
+                "wal.batch_wait_time",
+                format!(
+                    "{} is above the maximum {}",
+                    units::format_duration(w.batch_wait_time),
+                    units::format_duration(WAL_BATCH_WAIT_MAX)
+                ),
+            ));
+        }
+        if !(WAL_SEGMENT_SIZE_MIN..=WAL_SEGMENT_SIZE_MAX).contains(&w.segment_size) {
+            return Err(bad(
+                "wal.segment_size",
+                format!(
+                    "{} is outside {}..={}",
+                    units::format_size(w.segment_size),
+                    units::format_size(WAL_SEGMENT_SIZE_MIN),
+                    units::format_size(WAL_SEGMENT_SIZE_MAX)
+                ),
+            ));
+        }
+        let level = &self.observability.log_level;
+        let valid_level = |l: &str| {
+            matches!(
+                l.to_ascii_lowercase().as_str(),
+                "trace" | "debug" | "info" | "warn" | "error" | "off"
+            )
+        };
+        // Either a plain level or `tracing` directives (`target=level`, comma-separated).
+        let directives_ok = !level.is_empty()
+            && level.split(',').all(|d| match d.split_once('=') {
+                Some((target, l)) => !target.is_empty() && valid_level(l),
+                None => valid_level(d),
+            });
+        if !directives_ok {
+            return Err(bad(
+                "observability.log_level",
+                format!(
+                    "`{level}` is not a level (trace, debug, info, warn, error) or filter like `info,raft=debug`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! The configuration layers: defaults < file < environment < flags, and one clear line for
+//! every bad setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api::config::{Config, ConfigArgs, ConfigError, LogFormat, load};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn error_line(args: &ConfigArgs, vars: &[(&str, &str)]) -> String {
+    let e = load(args, env(vars)).expect_err("the configuration is bad");
+    let line = e.to_string();
+    assert!(!line.contains('\n'), "one line: {line}");
+    line
+}
+
+#[test]
+fn with_nothing_configured_a_node_is_a_single_node_on_8080_with_data_in_dot_data() {
+    let config = load(&ConfigArgs::default(), env(&[])).unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(config.server.http_addr, "127.0.0.1:8080");
+    assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+    assert!(config.raft.bootstrap);
+    assert_eq!(config.raft.join_addr, None);
+    config.validate().unwrap();
+}
+
+#[test]
+fn the_issue_example_environment_joins_node2_to_the_cluster_on_8081() {
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__NODE_ID", "node2"),
+            ("RAFTKV_RAFT__RAFT_ADDR", "127.0.0.1:7002"),
+            ("RAFTKV_RAFT__JOIN_ADDR", "http://127.0.0.1:8081"),
+            ("RAFTKV_SERVER__HTTP_ADDR", "127.0.0.1:8082"),
+            ("RAFTKV_STORAGE__DATA_DIR", "/tmp/n2"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.node_id, "node2");
+    assert_eq!(config.raft.raft_addr, "127.0.0.1:7002");
+    assert_eq!(
+        config.raft.join_addr.as_deref(),
+        Some("http://127.0.0.1:8081")
+    );
+    assert!(
+        !config.raft.bootstrap,
+        "a joining node does not found a cluster"
+    );
+    assert_eq!(config.server.http_addr, "127.0.0.1:8082");
+    assert_eq!(config.storage.data_dir, PathBuf::from("/tmp/n2"));
+}
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file_which_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "node.yaml",
+        "raft:\n  node_id: from-file\n  election_timeout: 400ms\nwal:\n  segment_size: 16MiB\nstorage:\n  snapshot_every: 500\n",
+    );
+    let args = ConfigArgs {
+        config: Some(path),
+        node_id: Some("from-flag".into()),
+        set: vec!["wal.batch_wait_time=2ms".into()],
+        ..ConfigArgs::default()
+    };
+    let config = load(
+        &args,
+        env(&[
+            ("RAFTKV_RAFT__NODE_ID", "from-env"),
+            ("RAFTKV_STORAGE__SNAPSHOT_EVERY", "700"),
+            ("RAFTKV_OBSERVABILITY__LOG_FORMAT", "json"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.node_id, "from-flag");
+    assert_eq!(config.storage.snapshot_every, 700, "env over file");
+    assert_eq!(
+        config.raft.election_timeout,
+        Duration::from_millis(400),
+        "file over default"
+    );
+    assert_eq!(config.wal.segment_size, 16 << 20);
+    assert_eq!(config.wal.batch_wait_time, Duration::from_millis(2));
+    assert_eq!(config.observability.log_format, LogFormat::Json);
+    assert_eq!(
+        config.raft.heartbeat_timeout,
+        Duration::from_millis(50),
+        "default kept"
+    );
+}
+
+#[test]
+fn toml_files_read_like_yaml_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "node.toml",
+        "[raft]\nnode_id = \"t1\"\nheartbeat_timeout = 20\n[wal]\nbatch_size = 64\n",
+    );
+    let config = load(
+        &ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        },
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.node_id, "t1");
+    assert_eq!(config.raft.heartbeat_timeout, Duration::from_millis(20));
+    assert_eq!(config.wal.batch_size, 64);
+}
+
+#[test]
+fn a_typo_in_a_file_names_the_key_the_file_and_the_likely_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "node.yaml", "raft:\n  node_idd: n1\n");
+    let line = error_line(
+        &ConfigArgs {
+            config: Some(path.clone()),
+            ..ConfigArgs::default()
+        },
+        &[],
+    );
+    assert!(line.contains("unknown key raft.node_idd"), "{line}");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(line.contains("did you mean raft.node_id?"), "{line}");
+}
+
+#[test]
+fn a_bad_value_names_the_key_and_where_it_came_from() {
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_RAFT__ELECTION_TIMEOUT", "5 parsecs")],
+    );
+    assert!(
+        line.starts_with("config error: raft.election_timeout from $RAFTKV_RAFT__ELECTION_TIMEOUT"),
+        "{line}"
+    );
+    assert!(line.contains("unknown duration unit"), "{line}");
+
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_RAFT__BOOTSTRAP", "maybe")],
+    );
+    assert!(
+        line.contains("raft.bootstrap") && line.contains("not true or false"),
+        "{line}"
+    );
+
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_STORAGE__SNAPSHOT_EVERY", "-3")],
+    );
+    assert!(
+        line.contains("storage.snapshot_every") && line.contains("whole number"),
+        "{line}"
+    );
+
+    let line = error_line(&ConfigArgs::default(), &[("RAFTKV_NOPE__THING", "1")]);
+    assert!(line.contains("unknown key nope.thing"), "{line}");
+}
+
+#[test]
+fn out_of_range_and_contradictory_settings_are_refused_with_their_key() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "200ms")],
+            "raft.heartbeat_timeout",
+        ),
+        (
+            &[("RAFTKV_RAFT__ELECTION_TIMEOUT", "1ms")],
+            "raft.election_timeout",
+        ),
+        (&[("RAFTKV_WAL__SEGMENT_SIZE", "1KiB")], "wal.segment_size"),
+        (&[("RAFTKV_WAL__BATCH_SIZE", "0")], "wal.batch_size"),
+        (
+            &[("RAFTKV_WAL__BATCH_WAIT_TIME", "1s")],
+            "wal.batch_wait_time",
+        ),
+        (
+            &[("RAFTKV_STORAGE__SNAPSHOT_EVERY", "0")],
+            "storage.snapshot_every",
+        ),
+        (&[("RAFTKV_RAFT__NODE_ID", "no spaces")], "raft.node_id"),
+        (&[("RAFTKV_RAFT__RAFT_ADDR", "7001")], "raft.raft_addr"),
+        (
+            &[("RAFTKV_SERVER__HTTP_ADDR", "localhost:http")],
+            "server.http_addr",
+        ),
+        (
+            &[("RAFTKV_RAFT__JOIN_ADDR", "127.0.0.1:8081")],
+            "raft.join_addr",
+        ),
+        (
+            &[("RAFTKV_OBSERVABILITY__LOG_LEVEL", "loud")],
+            "observability.log_level",
+        ),
+        (
+            &[("RAFTKV_OBSERVABILITY__LOG_FORMAT", "xml")],
+            "observability.log_format",
+        ),
+        (
+            &[
+                ("RAFTKV_RAFT__JOIN_ADDR", "http://n1:8080"),
+                ("RAFTKV_RAFT__BOOTSTRAP", "true"),
+            ],
+            "raft.bootstrap",
+        ),
+    ];
+    for (vars, key) in cases {
+        let line = error_line(&ConfigArgs::default(), vars);
+        assert!(line.contains(key), "{vars:?} → {line}");
+        assert!(line.contains("$RAFTKV_"), "names the variable: {line}");
+    }
+}
+
+#[test]
+fn unreadable_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, expect) in [
+        ("a.yaml", "raft: [1, 2", "cannot read"),
+        ("a.toml", "[raft\n", "cannot read"),
+        ("a.ini", "x=1", "name it .yaml"),
+        ("b.yaml", "- just\n- a list\n", "map of sections"),
+    ] {
+        let path = file(&dir, name, text);
+        let e = load(
+            &ConfigArgs {
+                config: Some(path),
+                ..ConfigArgs::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::File { .. }), "{name}: {e}");
+        assert!(e.to_string().contains(expect), "{name}: {e}");
+        assert!(!e.to_string().contains('\n'), "{name}: one line: {e}");
+    }
+    let missing = ConfigArgs {
+        config: Some(dir.path().join("missing.yaml")),
+        ..ConfigArgs::default()
+    };
+    assert!(
+        load(&missing, env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("missing.yaml")
+    );
+}
+
+#[test]
+fn the_example_configs_in_the_repository_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for name in ["config.example.yaml", "config.dev.yaml", "config.prod.yaml"] {
+        let args = ConfigArgs {
+            config: Some(root.join(name)),
+            ..ConfigArgs::default()
+        };
+        load(&args, env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
