@@ -75,6 +75,8 @@ pub struct Failure {
     pub best_prefix: Vec<usize>,
     /// The call (history id) that could not be placed after `best_prefix` before it returned.
     pub culprit: Option<usize>,
+    /// Search steps the proof took (shrinking scales its per-candidate limit on it).
+    pub steps: u64,
 }
 
 /// What a check found.
@@ -276,6 +278,7 @@ pub fn check<M: Model>(
                     report.failure = Some(Failure {
                         best_prefix: outcome.best_prefix.iter().map(|&i| ids[i]).collect(),
                         culprit: outcome.culprit.map(|i| ids[i]),
+                        steps: outcome.steps,
                         partition,
                     });
                     break 'rounds;

@@ -37,9 +37,14 @@ pub const DEFAULT_SHRINK_BUDGET: Duration = Duration::from_secs(10);
 /// treated as "not proven", i.e. the relaxation is not kept.
 pub const SHRINK_CHECK_BUDGET_MAX: Duration = Duration::from_secs(2);
 
-/// The most search steps one candidate check may take while shrinking (same treatment as
-/// [`SHRINK_CHECK_BUDGET_MAX`]; steps make the result independent of the machine's speed).
-pub const SHRINK_CHECK_STEPS_MAX: u64 = 200_000;
+/// The fewest search steps one candidate check may take while shrinking before it counts as
+/// "not proven" (same treatment as [`SHRINK_CHECK_BUDGET_MAX`]; steps make the result
+/// independent of the machine's speed).
+pub const SHRINK_CHECK_STEPS_MIN: u64 = 200_000;
+
+/// A candidate may also take this many times the steps the original proof took: candidates
+/// close to the whole partition are about as hard as it was.
+pub const SHRINK_CHECK_STEPS_FACTOR: u64 = 4;
 
 /// A small set of calls that cannot be linearized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +79,8 @@ pub fn shrink<M: Model>(
         history,
         deadline: Instant::now() + budget,
         cache_entries_max: options.cache_entries_max,
+        steps_max: SHRINK_CHECK_STEPS_MIN
+            .max(failure.steps.saturating_mul(SHRINK_CHECK_STEPS_FACTOR)),
         all_decided: true,
     };
     let partition = &failure.partition.calls;
@@ -123,7 +130,7 @@ pub fn shrink<M: Model>(
     // gives the longest attempt to show.
     let alone: Vec<&Call> = current.iter().map(|&id| &history.calls[id]).collect();
     let mut search = Search::new(model, alone.clone());
-    search.run(SHRINK_CHECK_STEPS_MAX, &shrinker.limits());
+    search.run(shrinker.steps_max, &shrinker.limits());
     let SearchOutcome {
         best_prefix,
         culprit,
@@ -146,6 +153,8 @@ struct Shrinker<'a, M> {
     history: &'a History,
     deadline: Instant,
     cache_entries_max: usize,
+    /// Steps one candidate check may take.
+    steps_max: u64,
     /// False once some candidate check ran out of budget during the current pass.
     all_decided: bool,
 }
@@ -269,7 +278,7 @@ impl<M: Model> Shrinker<'_, M> {
         let mut calls: Vec<&Call> = strict.iter().map(|&id| &self.history.calls[id]).collect();
         calls.extend(relaxed.iter());
         let mut search = Search::new(self.model, calls);
-        search.run(SHRINK_CHECK_STEPS_MAX, &self.limits());
+        search.run(self.steps_max, &self.limits());
         let outcome = search.finish();
         match outcome.result {
             SearchResult::NotLinearizable => Some(outcome),
