@@ -45,6 +45,17 @@ impl ConfigLog {
             .0
     }
 
+    /// The configuration in force right after the entry at `index`, if the history still
+    /// reaches back that far (it starts at the latest snapshot the node restored or started
+    /// from).
+    pub fn at(&self, index: LogIndex) -> Option<&Configuration> {
+        self.history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map(|(_, config)| config)
+    }
+
     /// A configuration entry at `index` landed in the log: applies it. Invalid changes are
     /// skipped; every node skips them alike because they all hold the same prefix. Returns
     /// whether the configuration changed.

@@ -66,6 +66,20 @@ impl<S: Storage> Raft<S> {
         quorum::vote_result(self.configs.current(), active) == VoteResult::Won
     }
 
+    /// Starts an election now, as if the election timeout had passed (with a pre-vote first
+    /// if configured). Useful to drivers and tests; a non-voter or a leader does nothing.
+    pub fn campaign_now(&mut self) {
+        if self.role == Role::Leader || !self.is_promotable() {
+            return;
+        }
+        let kind = if self.cfg.pre_vote {
+            CampaignKind::PreVote
+        } else {
+            CampaignKind::Election
+        };
+        self.campaign(kind);
+    }
+
     /// Starts a pre-vote or a real election.
     pub(crate) fn campaign(&mut self, kind: CampaignKind) {
         assert!(self.is_promotable(), "only a voter campaigns");

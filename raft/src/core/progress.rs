@@ -73,6 +73,14 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message in flight (a heartbeat answer showed the follower is alive,
+    /// so one more message is worth risking even if earlier ones were lost).
+    pub fn free_first_one(&mut self) {
+        if let Some((_, bytes)) = self.window.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+
     /// Whether another message may be sent.
     pub fn is_full(&self) -> bool {
         self.window.len() >= self.msgs_max || self.bytes >= self.bytes_max

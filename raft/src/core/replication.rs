@@ -233,10 +233,16 @@ impl<S: Storage> Raft<S> {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        // A heartbeat answer proves the follower is reachable: unpause a waiting probe.
+        // A heartbeat answer proves the follower is reachable: unpause a waiting probe, and
+        // let one more message into a full window, in case what filled it was lost.
         pr.probe_sent = false;
+        if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
+            pr.inflights.free_first_one();
+        }
         if pr.match_index < last {
-            self.send_append(from, false);
+            // Sent even when empty: if pipelined entries were lost, the follower rejects it
+            // and the leader backs off to resend them.
+            self.send_append(from, true);
         }
         self.ack_read_round(from, round);
     }

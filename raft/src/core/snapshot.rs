@@ -11,7 +11,10 @@
 //! snapshot whose last entry is already in its log with the same term (that would discard
 //! entries after it that the leader may have counted).
 
-use super::message::{MessageBody, Snapshot};
+use bytes::Bytes;
+
+use super::errors::Error;
+use super::message::{MessageBody, Snapshot, SnapshotMetadata};
 use super::raft::Raft;
 use super::storage::Storage;
 use super::types::{LogIndex, NodeId, Term};
@@ -89,5 +92,35 @@ impl<S: Storage> Raft<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Storage> Raft<S> {
+    /// The state machine has a snapshot of everything up to the applied entry `index`:
+    /// returns the snapshot (with the term and the configuration as of `index`) for the
+    /// driver to write to storage, which compacts the log up to it.
+    pub fn snapshot_at(&self, index: LogIndex, data: Bytes) -> Result<Snapshot, Error> {
+        let applied = self.log.applied;
+        if index > applied {
+            return Err(Error::SnapshotBeyondApplied { index, applied });
+        }
+        let current = self.log.first_index().prev();
+        if index <= current {
+            return Err(Error::SnapshotOutOfDate { index, current });
+        }
+        let term = self.log.term(index)?;
+        let configuration = self
+            .configs
+            .at(index)
+            .expect("invariant: the config history reaches back to the latest snapshot")
+            .clone();
+        Ok(Snapshot {
+            metadata: SnapshotMetadata {
+                index,
+                term,
+                configuration,
+            },
+            data,
+        })
     }
 }
