@@ -3,7 +3,8 @@
 //! One horizontal lane per process; each call is a bar from its invocation to its return
 //! (placed by time *rank*, like the text timeline); a call with unknown outcome fades out to the
 //! right edge. Calls in the search's longest linearizable order carry their position (`L1`,
-//! `L2`, ...); the culprit is red. Hovering a bar shows the call in full. All text is escaped;
+//! `L2`, ...); the culprit is red. A bar shows as much of its call as fits; the list under the
+//! lanes and the hover text show it in full. All text is escaped;
 //! nothing is loaded from outside the file.
 
 use std::collections::BTreeMap;
@@ -18,8 +19,10 @@ const RANK_SPACING_PX: usize = 90;
 const LANE_HEIGHT_PX: usize = 44;
 /// Room on the left for the lane names, in pixels.
 const LEFT_MARGIN_PX: usize = 90;
-/// Longest label drawn inside a bar, in characters (the tooltip has the rest).
-const BAR_LABEL_CHARS_MAX: usize = 40;
+/// Width of one character of the 12 px monospace font, rounded up, in pixels.
+const CHAR_WIDTH_PX: usize = 8;
+/// Height of one line of the operation list under the lanes, in pixels.
+const LIST_LINE_PX: usize = 18;
 
 /// Draws the failing calls as an SVG document.
 pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
@@ -35,21 +38,60 @@ pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
     times.sort_unstable();
     times.dedup();
     let x_of = |t: Time| LEFT_MARGIN_PX + 20 + times.partition_point(|&x| x < t) * RANK_SPACING_PX;
-    let right_edge = LEFT_MARGIN_PX + 20 + times.len() * RANK_SPACING_PX + 40;
+    let chart_right = LEFT_MARGIN_PX + 20 + times.len() * RANK_SPACING_PX + 40;
 
     let mut lanes: BTreeMap<ProcessId, usize> = BTreeMap::new();
     for call in &calls {
         let next = lanes.len();
         lanes.entry(call.process).or_insert(next);
     }
-    let top = 50;
-    let height = top + lanes.len() * LANE_HEIGHT_PX + 50;
     let order: BTreeMap<usize, usize> = minimal
         .best_prefix
         .iter()
         .enumerate()
         .map(|(i, &id)| (id, i + 1))
         .collect();
+    // The list under the lanes: one line per call, in full.
+    let list: Vec<(String, bool)> = calls
+        .iter()
+        .map(|call| {
+            let culprit = Some(call.id) == minimal.culprit;
+            let lines = match call.return_line {
+                Some(line) => format!("lines {}-{line}", call.invoke_line),
+                None => format!("line {}", call.invoke_line),
+            };
+            let mark = if culprit {
+                "   <- cannot be linearized"
+            } else {
+                ""
+            };
+            (
+                format!(
+                    "#{}  process {}  {call}  [{lines}]{mark}",
+                    call.id, call.process
+                ),
+                culprit,
+            )
+        })
+        .collect();
+    let legend = [
+        "Time runs left to right by order of events. Blue: completed; grey, fading: unknown",
+        "outcome; red: cannot be linearized. Ln: position in the longest linearizable order found.",
+    ];
+    let text_width = list
+        .iter()
+        .map(|(line, _)| line.chars().count())
+        .chain(legend.iter().map(|l| l.chars().count()))
+        .chain(std::iter::once(title.chars().count()))
+        .max()
+        .unwrap_or(0)
+        * CHAR_WIDTH_PX
+        + 20;
+    let right_edge = chart_right.max(text_width);
+    let top = 50;
+    let list_top = top + lanes.len() * LANE_HEIGHT_PX + 30;
+    let legend_top = list_top + list.len() * LIST_LINE_PX + 20;
+    let height = legend_top + legend.len() * LIST_LINE_PX + 10;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -70,7 +112,7 @@ pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
         let fill = if lane % 2 == 0 { "#f4f6f8" } else { "#ffffff" };
         let _ = writeln!(
             out,
-            r#"<rect x="0" y="{y}" width="{right_edge}" height="{LANE_HEIGHT_PX}" fill="{fill}"/><text x="10" y="{}">process {process}</text>"#,
+            r#"<rect x="0" y="{y}" width="{chart_right}" height="{LANE_HEIGHT_PX}" fill="{fill}"/><text x="10" y="{}">process {process}</text>"#,
             y + LANE_HEIGHT_PX / 2 + 4
         );
     }
@@ -78,7 +120,7 @@ pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
         let lane = lanes.get(&call.process).copied().unwrap_or(0);
         let y = top + lane * LANE_HEIGHT_PX + 10;
         let x0 = x_of(call.invoke);
-        let x1 = call.ret.map_or(right_edge - 10, x_of);
+        let x1 = call.ret.map_or(chart_right - 10, x_of);
         let width = x1.saturating_sub(x0).max(6);
         let culprit = Some(call.id) == minimal.culprit;
         let (fill, stroke) = match (culprit, call.ret.is_some()) {
@@ -87,13 +129,16 @@ pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
             (false, false) => ("url(#pending)", "#666666"),
         };
         let full = format!("#{} process {}: {call}", call.id, call.process);
-        let mut label: String = format!("#{} {call}", call.id);
-        if label.chars().count() > BAR_LABEL_CHARS_MAX {
-            label = label
-                .chars()
-                .take(BAR_LABEL_CHARS_MAX - 1)
-                .collect::<String>()
-                + "…";
+        // As much of the call as fits inside the bar; the list below has all of it.
+        let fits = (width.saturating_sub(8) / CHAR_WIDTH_PX).max(1);
+        let mut label = format!("#{} {call}", call.id);
+        if label.chars().count() > fits {
+            let short = format!("#{}", call.id);
+            label = if short.chars().count() + 2 > fits {
+                short
+            } else {
+                label.chars().take(fits - 1).collect::<String>() + "…"
+            };
         }
         let _ = writeln!(
             out,
@@ -125,11 +170,22 @@ pub fn svg(history: &History, minimal: &MinimalFailure, title: &str) -> String {
         }
         out.push_str("</g>\n");
     }
-    let legend_y = height - 18;
-    let _ = writeln!(
-        out,
-        r#"<text x="10" y="{legend_y}" font-size="11">time runs left to right by order of events; blue: completed, grey fading: unknown outcome, red: cannot be linearized; Ln: position in the longest linearizable order found</text>"#
-    );
+    for (i, (line, culprit)) in list.iter().enumerate() {
+        let color = if *culprit { "#d64541" } else { "#222222" };
+        let _ = writeln!(
+            out,
+            r#"<text x="10" y="{}" fill="{color}">{}</text>"#,
+            list_top + i * LIST_LINE_PX,
+            escape(line)
+        );
+    }
+    for (i, line) in legend.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r##"<text x="10" y="{}" font-size="11" fill="#555555">{line}</text>"##,
+            legend_top + i * LIST_LINE_PX
+        );
+    }
     out.push_str("</svg>\n");
     out
 }

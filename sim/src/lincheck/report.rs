@@ -105,7 +105,12 @@ pub fn render_failure<M: Model>(model: &M, history: &History, minimal: &MinimalF
         described.push(format!("#{id}"));
     }
     let _ = writeln!(out, "initial state: {}", model.describe(&model.init()));
-    if described.is_empty() {
+    if minimal.culprit.is_none() {
+        let _ = writeln!(
+            out,
+            "(the search of this set alone ran out of budget, so no attempt is shown)"
+        );
+    } else if described.is_empty() {
         let _ = writeln!(out, "the search could not linearize any operation first");
     } else {
         let _ = writeln!(

@@ -129,8 +129,13 @@ pub fn shrink<M: Model>(
     // The strict calls alone fail too (relaxed calls may also never happen); their own search
     // gives the longest attempt to show.
     let alone: Vec<&Call> = current.iter().map(|&id| &history.calls[id]).collect();
+    // This last search has its own budget, so a spent shrinking budget still shows an attempt.
     let mut search = Search::new(model, alone.clone());
-    search.run(shrinker.steps_max, &shrinker.limits());
+    let limits = Limits {
+        deadline: Some(Instant::now() + SHRINK_CHECK_BUDGET_MAX),
+        cache_entries_max: options.cache_entries_max,
+    };
+    search.run(shrinker.steps_max, &limits);
     let SearchOutcome {
         best_prefix,
         culprit,
