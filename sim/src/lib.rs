@@ -5,6 +5,8 @@
 //! real time, obeys the store's sequential specification. The simulations and Jepsen-style runs
 //! that produce such histories will live beside it.
 
+#![warn(missing_docs)]
+
 pub mod lincheck;
 
 pub use lincheck::{

@@ -6,7 +6,7 @@
 //! [`model`] says what each operation may do to the store's state and splits a history into
 //! independent per-key partitions;
 //! [`search`] runs the Wing & Gong / Lowe search with memoisation on one partition;
-//! [`check`] runs every partition under one time budget and gives a [`Verdict`];
+//! [`check`](mod@check) runs every partition under one time budget and gives a [`Verdict`];
 //! [`shrink`] cuts a violation down to a small set of operations that still cannot be linearized;
 //! [`report`] prints that set as a text timeline and [`picture`] draws it as SVG or HTML.
 //!

@@ -220,7 +220,7 @@ pub fn search<M: Model>(model: &M, calls: &[&Call], limits: &Limits) -> SearchOu
 }
 
 /// A search that can be run in slices: [`Search::run`] stops after a number of steps and a
-/// later call carries on where it stopped. [`check`](super::check) interleaves the partitions
+/// later call carries on where it stopped. [`check`](super::check::check()) interleaves the partitions
 /// this way, so that a quick violation in one key is not hidden behind a slow search of another.
 pub struct Search<'a, M: Model> {
     model: &'a M,
