@@ -20,7 +20,7 @@ use bytes::Bytes;
 use harness::Cluster;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use raft::core::{ConfChange, ConfChangeKind, ConfChangeSingle, LogIndex, NodeId, Role};
+use raft::core::{ConfChange, ConfChangeKind, ConfChangeSingle, NodeId};
 
 /// Default cases per cluster size; raise with `PROPTEST_CASES` for a longer soak.
 const CASES_DEFAULT: u32 = 96;
@@ -242,6 +242,21 @@ fn check_liveness(c: &mut Cluster) {
             break;
         }
     }
+    if settled.is_none() {
+        for id in c.ids() {
+            let r = c.raft(id.0);
+            eprintln!(
+                "{id}: {:?} {} leader {:?} last {}/{:?} committed {} {:?}",
+                r.role(),
+                r.term(),
+                r.leader(),
+                r.last_index(),
+                r.term_at(r.last_index()),
+                r.committed(),
+                r.configuration()
+            );
+        }
+    }
     let leader = settled.unwrap_or_else(|| {
         let state = c.leader().map(|l| {
             let r = c.raft(l);
@@ -315,71 +330,85 @@ proptest! {
     }
 }
 
-/// Paste a schedule printed by a failing run here to replay it step by step
-/// (`RAFT_TRACE=1 cargo test -p raft --test randomized replay_a_schedule -- --nocapture`).
-/// It holds a schedule that once exercised a crash in the middle of a joint configuration.
+/// Parses a schedule as printed by a failing run (`[Tick(3), Deliver(0), Heal]`).
+fn parse_schedule(text: &str) -> Vec<Action> {
+    let body = text.trim().trim_start_matches('[').trim_end_matches(']');
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (k, ch) in body.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&body[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&body[start..]);
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(parse_action)
+        .collect()
+}
+
+fn parse_action(item: &str) -> Action {
+    use Action::*;
+    let (name, args) = match item.find('(') {
+        Some(k) => (&item[..k], item[k + 1..item.len() - 1].to_string()),
+        None => (item, String::new()),
+    };
+    let n: Vec<u16> = args
+        .split(',')
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    let b = |k: usize| n[k] as u8;
+    match name {
+        "Tick" => Tick(b(0)),
+        "TickAll" => TickAll,
+        "Deliver" => Deliver(n[0]),
+        "Drop" => Drop(n[0]),
+        "Duplicate" => Duplicate(n[0]),
+        "Ready" => Ready(b(0)),
+        "Crash" => Crash(b(0)),
+        "CrashMidReady" => CrashMidReady(b(0)),
+        "Restart" => Restart(b(0)),
+        "Partition" => Partition(b(0)),
+        "Block" => Block(b(0), b(1)),
+        "Heal" => Heal,
+        "Propose" => Propose(b(0)),
+        "AddVoter" => AddVoter(b(0)),
+        "AddLearner" => AddLearner(b(0)),
+        "Remove" => Remove(b(0)),
+        "Replace" => Replace(b(0), b(1)),
+        "Transfer" => Transfer(b(0)),
+        "Read" => Read(b(0)),
+        "Compact" => Compact(b(0)),
+        "Run" => Run(b(0)),
+        "Settle" => Settle,
+        other => panic!("unknown action {other:?} in RAFT_REPLAY"),
+    }
+}
+
+/// Replays a failing schedule step by step:
+/// `RAFT_REPLAY='[Tick(3), ...]' RAFT_REPLAY_VOTERS=5 RAFT_TRACE=1 \
+///  cargo test -p raft --test randomized replay_a_schedule -- --nocapture`.
+/// Without `RAFT_REPLAY` it runs a fixed schedule that once exposed a liveness bug: pipelined
+/// entries lost in the network were never resent, leaving a joint configuration stuck.
 #[test]
 fn replay_a_schedule() {
-    use Action::*;
-    let actions = vec![
-        Run(19),
-        TickAll,
-        Run(226),
-        TickAll,
-        Tick(161),
-        TickAll,
-        TickAll,
-        TickAll,
-        Run(0),
-        Block(0, 0),
-        CrashMidReady(0),
-        Settle,
-        TickAll,
-        Restart(0),
-        Tick(190),
-        Deliver(0),
-        Tick(36),
-        TickAll,
-        TickAll,
-        Tick(64),
-        TickAll,
-        TickAll,
-        Run(18),
-        Run(66),
-        Tick(239),
-        Transfer(16),
-        TickAll,
-        Deliver(0),
-        Tick(46),
-        Deliver(0),
-        Deliver(0),
-        Block(0, 0),
-        Deliver(0),
-        TickAll,
-        Tick(4),
-        Deliver(0),
-        Tick(46),
-        Deliver(0),
-        Partition(3),
-        Run(61),
-        Restart(0),
-        Tick(86),
-        Deliver(0),
-        Deliver(0),
-        Deliver(0),
-        Propose(0),
-        Deliver(0),
-        Deliver(0),
-        Run(133),
-        Deliver(0),
-    ];
-    run(
-        std::env::var("REPLAY_VOTERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3),
-        &actions,
-    );
-    let _ = LogIndex::ZERO;
-    let _ = Role::Leader;
+    let fixed = "[Heal, Heal, Run(85), Block(14, 14), Run(156), Remove(127), Run(4), Run(199), \
+        AddVoter(148), Run(0), Crash(255), Restart(15), Block(0, 4), Tick(0), Restart(0), \
+        Block(0, 54), Run(3), Run(7), AddVoter(37), Run(0), AddVoter(14), Tick(0), Restart(0), \
+        Read(0), Tick(0), Run(0), Tick(0), Tick(0), AddLearner(158), Tick(0), Tick(0), Tick(0), \
+        Partition(5), Propose(0), Read(0), Read(0), Tick(0), Tick(0), Tick(0), Tick(0), Tick(0), \
+        Tick(0), CrashMidReady(0), Tick(0), Tick(0), Tick(0), Tick(0), Run(0), Tick(0), Tick(0)]";
+    let text = std::env::var("RAFT_REPLAY").unwrap_or_else(|_| fixed.to_string());
+    let voters = std::env::var("RAFT_REPLAY_VOTERS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    run(voters.unwrap_or(5), &parse_schedule(&text));
 }

@@ -56,6 +56,16 @@ impl ConfigLog {
             .map(|(_, config)| config)
     }
 
+    /// Whether `pred` holds for the configuration in force at `index` or for any later one.
+    pub fn any_since(&self, index: LogIndex, pred: impl Fn(&Configuration) -> bool) -> bool {
+        let from = self
+            .history
+            .iter()
+            .rposition(|(at, _)| *at <= index)
+            .unwrap_or(0);
+        self.history[from..].iter().any(|(_, config)| pred(config))
+    }
+
     /// A configuration entry at `index` landed in the log: applies it. Invalid changes are
     /// skipped; every node skips them alike because they all hold the same prefix. Returns
     /// whether the configuration changed.

@@ -17,14 +17,13 @@ impl<S: Storage> Raft<S> {
     /// Follower and candidate tick: campaign once the randomised election timeout passes
     /// without hearing from a leader (paper §5.2).
     pub(crate) fn tick_election(&mut self) {
-        self.election_elapsed_ticks += 1;
-        if self.election_elapsed_ticks < self.randomized_election_ticks {
+        self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
+        // Learners and removed nodes never campaign. Their timer keeps running, so that the
+        // leader lease they grant (see `in_leader_lease`) expires and they answer pre-votes.
+        if self.election_elapsed_ticks < self.randomized_election_ticks || !self.is_promotable() {
             return;
         }
         self.election_elapsed_ticks = 0;
-        if !self.is_promotable() {
-            return; // Learners and removed nodes never campaign.
-        }
         let kind = if self.cfg.pre_vote {
             CampaignKind::PreVote
         } else {

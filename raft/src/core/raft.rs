@@ -283,9 +283,16 @@ impl<S: Storage> Raft<S> {
         self.transfer.map(|t| t.to)
     }
 
-    /// Whether this node may campaign: it votes in its own configuration.
+    /// Whether this node may campaign: it votes in its latest configuration, or in one that
+    /// is not yet superseded by a committed one. Dissertation §4.2.2: a server removed by an
+    /// uncommitted configuration may still be needed to elect a leader (its vote, or its
+    /// longer log, may be necessary for the old majority), so it keeps starting elections
+    /// until the configuration without it is committed; it never counts its own vote then,
+    /// because votes are counted against its latest configuration.
     pub fn is_promotable(&self) -> bool {
-        self.configs.current().is_voter(self.id)
+        let me = self.id;
+        self.configs
+            .any_since(self.log.committed, |config| config.is_voter(me))
     }
 
     // ----- inputs -----
