@@ -223,3 +223,18 @@ fn the_format_is_recognised_without_the_flag() {
         stdout(&output)
     );
 }
+
+#[test]
+fn huge_budgets_are_accepted_without_overflow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = file(dir.path(), "stale.jsonl", STALE);
+    let huge = "99999999999999s";
+    let output = lincheck(&[
+        path.to_str().expect("utf-8 path"),
+        "--timeout",
+        huge,
+        "--shrink-timeout",
+        huge,
+    ]);
+    assert_eq!(code(&output), 1, "{}", stderr(&output));
+}

@@ -33,6 +33,10 @@ use super::search::{Limits, Search, SearchOutcome, SearchResult};
 /// Time spent shrinking when the caller does not say.
 pub const DEFAULT_SHRINK_BUDGET: Duration = Duration::from_secs(10);
 
+/// The longest shrinking budget honoured (a larger one is cut to this, so that adding it to the
+/// clock cannot overflow).
+pub const SHRINK_BUDGET_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The most one candidate check may take while shrinking: a candidate that needs longer is
 /// treated as "not proven", i.e. the relaxation is not kept.
 pub const SHRINK_CHECK_BUDGET_MAX: Duration = Duration::from_secs(2);
@@ -77,7 +81,7 @@ pub fn shrink<M: Model>(
     let mut shrinker = Shrinker {
         model,
         history,
-        deadline: Instant::now() + budget,
+        deadline: Instant::now() + budget.min(SHRINK_BUDGET_MAX),
         cache_entries_max: options.cache_entries_max,
         steps_max: SHRINK_CHECK_STEPS_MIN
             .max(failure.steps.saturating_mul(SHRINK_CHECK_STEPS_FACTOR)),
