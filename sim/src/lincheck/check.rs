@@ -1,5 +1,6 @@
-//! Checking a whole history: split it into the model's partitions, search each under one shared
-//! time budget, and combine the answers into a [`Verdict`].
+//! Checking a whole history: split it into the model's partitions, search them interleaved in
+//! doubling slices of steps under one shared time budget and memory limit, and combine the
+//! answers into a [`Verdict`]. The first partition proven not linearizable ends the check.
 //!
 //! Invariants: `NotLinearizable` is reported only when a search proved that some partition has
 //! no linearization; `Linearizable` only when every partition has one; anything else — a
