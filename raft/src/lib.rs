@@ -4,3 +4,8 @@
 #![deny(missing_docs)]
 
 pub mod core;
+
+#[cfg(feature = "node")]
+pub mod node;
+#[cfg(feature = "node")]
+pub mod transport;

@@ -1,0 +1,261 @@
+//! The node: the asynchronous driver that runs a pure [`crate::core::Raft`] against the world.
+//!
+//! One task (the *loop*, [`driver`]) owns the core. It ticks it on a timer, steps it with
+//! messages from the transport and with client requests, and handles every `Ready` in the
+//! order the core documents. Messages that may go at once are sent first: a leader's appends
+//! travel while it persists its own copy. Then the log is persisted through a [`LogStore`],
+//! then the messages that promise durable state are sent. Committed entries go to a second task
+//! (the *applier*, [`apply`]), which applies them to the [`StateMachine`], answers the proposals
+//! waiting on them and releases linearizable reads once their read index is applied. Client
+//! requests that arrive while the loop is persisting queue up and join the next `Ready`, so a
+//! busy node batches by itself.
+//!
+//! The node is generic over its [`LogStore`], [`Transport`] and [`StateMachine`], so the same
+//! code runs in production (WAL on disk, TCP) and in simulation (WAL on the simulated disk,
+//! turmoil's network). It reads no clock except through tokio's timers, which turmoil drives.
+
+pub mod apply;
+pub mod driver;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{
+    self, ConfChange, Configuration, LogIndex, Message, NodeId, Role, Snapshot, SnapshotMetadata,
+    Term,
+};
+
+pub use store::{DurableState, LogStore, SnapshotFiles, StoreError, WalLogStore};
+
+/// Capacity of the queue of events into the loop (messages and client requests). A full queue
+/// makes callers wait, which is the node's back-pressure.
+pub const EVENT_QUEUE_MAX: usize = 8192;
+/// Capacity of the queue from the loop to the applier.
+pub const APPLY_QUEUE_MAX: usize = 1024;
+/// The most events the loop takes before it hands the core's output to storage and the network:
+/// bounds the latency one burst adds to the next `Ready`.
+pub const EVENTS_PER_READY_MAX: usize = 4096;
+
+/// The application's replicated state machine, as the node drives it.
+pub trait StateMachine: Send + 'static {
+    /// What applying a command answers, handed to the proposer.
+    type Output: Send + 'static;
+
+    /// Applies the committed command at `index`.
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Self::Output;
+
+    /// Notes an applied entry that carries no command (a leader's no-op, a membership change).
+    fn apply_empty(&mut self, index: LogIndex);
+
+    /// The serialized state as of the last applied index, for a snapshot.
+    fn snapshot_data(&self) -> Bytes;
+
+    /// Replaces the whole state with a snapshot's.
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+}
+
+/// Sends messages to peers. Sending never blocks the loop: a transport queues (bounded) and
+/// drops what it cannot deliver; Raft retries.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `message` for its recipient.
+    fn send(&self, message: Message);
+}
+
+/// How the node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The core's settings (id, election and heartbeat ticks, limits, seed).
+    pub raft: core::Config,
+    /// The length of one tick.
+    pub tick: Duration,
+    /// Take a snapshot every this many applied entries (0: only on demand).
+    pub snapshot_every: u64,
+}
+
+/// Why a request to the node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// This node does not lead; `leader_hint` may.
+    #[error("not the leader (leader: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// The proposal was overwritten by a new leader's log: it was not applied and never will be.
+    #[error("the proposal was dropped by a change of leader and was not applied")]
+    Dropped,
+    /// The proposal's outcome cannot be known here any more (the node installed a snapshot
+    /// that covers it): it may or may not have been applied.
+    #[error("the outcome of the proposal is unknown (covered by a snapshot)")]
+    Unknown,
+    /// The core refused the request.
+    #[error("{0}")]
+    Refused(String),
+    /// A membership change is already in flight.
+    #[error("a configuration change is in progress")]
+    ConfChangeInProgress,
+    /// The node has stopped (shut down or failed).
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+impl NodeError {
+    fn from_core(e: core::Error) -> NodeError {
+        match e {
+            core::Error::NotLeader { leader_hint } => NodeError::NotLeader { leader_hint },
+            core::Error::ConfChangeInProgress { .. } => NodeError::ConfChangeInProgress,
+            other => NodeError::Refused(other.to_string()),
+        }
+    }
+}
+
+/// What the node looks like right now, published by the loop after every `Ready`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role (`None` before the loop first ran).
+    pub role: Option<Role>,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its current term.
+    pub term: Term,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// The index the state machine has applied.
+    pub applied: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
+    /// The membership it follows.
+    pub configuration: Configuration,
+    /// On a leader: each member's match index.
+    pub match_index: Vec<(NodeId, LogIndex)>,
+    /// The latest snapshot's metadata.
+    pub snapshot: SnapshotMetadata,
+    /// Set when the node stopped because of a failure.
+    pub failed: Option<String>,
+}
+
+/// A request into the loop.
+pub(crate) enum Event<O> {
+    Step(Message),
+    Propose(Bytes, oneshot::Sender<Result<O, NodeError>>),
+    ConfChange(ConfChange, oneshot::Sender<Result<LogIndex, NodeError>>),
+    ReadIndex(oneshot::Sender<Result<LogIndex, NodeError>>),
+    Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
+    Campaign,
+    ReportSnapshot(NodeId, bool),
+    SnapshotNow(oneshot::Sender<Result<SnapshotMetadata, NodeError>>),
+    /// From the applier: the state machine's data as of `index`.
+    SnapshotTaken(
+        LogIndex,
+        Bytes,
+        Option<oneshot::Sender<Result<SnapshotMetadata, NodeError>>>,
+    ),
+    Shutdown,
+}
+
+/// A handle on a running node; cheap to clone.
+pub struct Node<O> {
+    events: mpsc::Sender<Event<O>>,
+    status: watch::Receiver<Status>,
+    applied: Arc<AtomicU64>,
+}
+
+impl<O> Clone for Node<O> {
+    fn clone(&self) -> Self {
+        Node {
+            events: self.events.clone(),
+            status: self.status.clone(),
+            applied: Arc::clone(&self.applied),
+        }
+    }
+}
+
+impl<O: Send + 'static> Node<O> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Event<O>,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.events
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Proposes a command; returns the state machine's answer once it is applied here.
+    pub async fn propose(&self, command: Bytes) -> Result<O, NodeError> {
+        self.ask(|tx| Event::Propose(command, tx)).await
+    }
+
+    /// Proposes a membership change; returns its index once it is applied here.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<LogIndex, NodeError> {
+        self.ask(|tx| Event::ConfChange(change, tx)).await
+    }
+
+    /// Waits until a linearizable read may be served from this node's state machine: the
+    /// leader has confirmed its leadership for a read index and this node has applied it.
+    /// Returns the read index.
+    pub async fn read_index(&self) -> Result<LogIndex, NodeError> {
+        self.ask(Event::ReadIndex).await
+    }
+
+    /// Starts handing leadership to `to` (returns at once; watch [`Node::status`]).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        self.ask(|tx| Event::Transfer(to, tx)).await
+    }
+
+    /// Takes a snapshot now and compacts the log; returns its metadata.
+    pub async fn snapshot_now(&self) -> Result<SnapshotMetadata, NodeError> {
+        self.ask(Event::SnapshotNow).await
+    }
+
+    /// Hands the node a message from a peer (the transport's inbound side).
+    pub async fn step(&self, message: Message) -> Result<(), NodeError> {
+        self.events
+            .send(Event::Step(message))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Tells the node whether a snapshot it sent to `to` arrived.
+    pub async fn report_snapshot(&self, to: NodeId, delivered: bool) {
+        let _ = self.events.send(Event::ReportSnapshot(to, delivered)).await;
+    }
+
+    /// Asks the node to start an election now (tests, and a lone voter's fast start).
+    pub async fn campaign(&self) {
+        let _ = self.events.send(Event::Campaign).await;
+    }
+
+    /// The latest published status, with the applied index as of now.
+    pub fn status(&self) -> Status {
+        let mut status = self.status.borrow().clone();
+        status.applied = self.applied();
+        status
+    }
+
+    /// The index the state machine has applied, as of now.
+    pub fn applied(&self) -> LogIndex {
+        LogIndex(self.applied.load(Ordering::Acquire))
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Stops the loop after the `Ready` in hand (everything acknowledged stays durable).
+    pub async fn shutdown(&self) {
+        let _ = self.events.send(Event::Shutdown).await;
+    }
+}
+
+pub use driver::spawn;

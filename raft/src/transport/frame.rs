@@ -1,0 +1,180 @@
+//! The peer wire format: length-prefixed, versioned postcard frames.
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  body length n (u32 LE), at most FRAME_BYTES_MAX
+//!      4     1  wire version (WIRE_VERSION)
+//!      5   n-1  postcard encoding of a `Frame`
+//! ```
+//!
+//! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
+//! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
+//! reassembles it and hands the core one whole message. A connection that breaks mid-stream
+//! loses the partial snapshot, and the core sends it again later.
+//!
+//! Invariants: a reader never allocates more than `FRAME_BYTES_MAX` for a frame, whatever the
+//! length field claims; a frame of another wire version is an error, not a guess.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::core::{Message, NodeId};
+
+/// The wire version this code speaks.
+pub const WIRE_VERSION: u8 = 1;
+/// The largest frame body accepted (16 MiB): room for a full AppendEntries
+/// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
+pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// The size of the chunks a snapshot's data is streamed in.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// The largest snapshot a receiver reassembles (4 GiB).
+pub const SNAPSHOT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+/// One unit on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame on a connection: who is calling.
+    Hello {
+        /// The sender's node id.
+        from: NodeId,
+    },
+    /// A Raft message (never an InstallSnapshot with data: that is streamed).
+    Message(Message),
+    /// The start of a streamed snapshot: the message with empty data, and the data's length.
+    SnapshotBegin {
+        /// The InstallSnapshot message, data cut out.
+        message: Message,
+        /// The length of the data that follows in chunks.
+        data_bytes: u64,
+    },
+    /// A piece of the snapshot's data, in order.
+    SnapshotChunk(Bytes),
+    /// The snapshot's data is complete.
+    SnapshotEnd,
+}
+
+/// What can go wrong reading a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The length field is zero or over the limit.
+    #[error("frame of {len} bytes is outside 1..={FRAME_BYTES_MAX}")]
+    BadLength {
+        /// What the length field said.
+        len: u32,
+    },
+    /// The peer speaks another wire version.
+    #[error("wire version {0} (this node speaks {WIRE_VERSION})")]
+    Version(u8),
+    /// The body does not decode.
+    #[error("undecodable frame: {0}")]
+    Decode(postcard::Error),
+}
+
+/// Appends `frame`, length-prefixed, to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, WIRE_VERSION]);
+    let out_vec = std::mem::take(out);
+    let mut full = postcard::to_extend(frame, out_vec).expect("frames always encode");
+    let body = (full.len() - start - 4) as u32;
+    debug_assert!(
+        body <= FRAME_BYTES_MAX,
+        "the sender keeps frames within the limit"
+    );
+    full[start..start + 4].copy_from_slice(&body.to_le_bytes());
+    *out = full;
+}
+
+/// Writes one frame.
+pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    encode(frame, &mut buf);
+    w.write_all(&buf).await
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len);
+    if len == 0 || len > FRAME_BYTES_MAX {
+        return Err(FrameError::BadLength { len });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body).await?;
+    if body[0] != WIRE_VERSION {
+        return Err(FrameError::Version(body[0]));
+    }
+    postcard::from_bytes(&body[1..])
+        .map(Some)
+        .map_err(FrameError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{MessageBody, Term};
+
+    fn heartbeat() -> Frame {
+        Frame::Message(Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::TimeoutNow,
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_back_to_back() {
+        let frames = vec![
+            Frame::Hello { from: NodeId(7) },
+            heartbeat(),
+            Frame::SnapshotChunk(Bytes::from_static(b"abc")),
+            Frame::SnapshotEnd,
+        ];
+        let mut buf = Vec::new();
+        for f in &frames {
+            encode(f, &mut buf);
+        }
+        let mut r = &buf[..];
+        for f in &frames {
+            assert_eq!(read(&mut r).await.unwrap().as_ref(), Some(f));
+        }
+        assert!(read(&mut r).await.unwrap().is_none(), "clean end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_length_claiming_4_gib_is_refused_without_allocating() {
+        let mut r = &[0xff, 0xff, 0xff, 0xff, WIRE_VERSION][..];
+        assert!(matches!(
+            read(&mut r).await,
+            Err(FrameError::BadLength { len: u32::MAX })
+        ));
+    }
+
+    #[tokio::test]
+    async fn another_wire_version_and_garbage_are_errors() {
+        let mut buf = Vec::new();
+        encode(&heartbeat(), &mut buf);
+        buf[4] = 9;
+        assert!(matches!(
+            read(&mut &buf[..]).await,
+            Err(FrameError::Version(9))
+        ));
+        let garbage = [3, 0, 0, 0, WIRE_VERSION, 0xff, 0xff];
+        assert!(matches!(
+            read(&mut &garbage[..]).await,
+            Err(FrameError::Decode(_))
+        ));
+        let cut = [10, 0, 0, 0, WIRE_VERSION, 1];
+        assert!(matches!(read(&mut &cut[..]).await, Err(FrameError::Io(_))));
+    }
+}

@@ -1,0 +1,362 @@
+//! Peer transport: one outgoing connection per peer, carrying [`frame`]s.
+//!
+//! Each peer has a sender task with a bounded queue. `send` never waits: when a peer's queue is
+//! full (the peer is slow or gone) the message is dropped, and Raft's retries cover it. The
+//! sender connects on demand, reconnects with exponential backoff, and streams snapshots in
+//! chunks, reporting to the node whether each one arrived. The receiving side accepts
+//! connections, checks every frame, reassembles snapshots, and steps the node with each message.
+//! A peer that sends garbage loses its connection and nothing else.
+//!
+//! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
+//! production and over turmoil's simulated TCP in the simulations.
+
+pub mod frame;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::core::{Message, MessageBody, NodeId};
+use crate::node::{Node, Transport};
+use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE_MAX: usize = 4096;
+/// The first reconnect delay; it doubles up to [`RECONNECT_BACKOFF_MAX`].
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest reconnect delay.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The sockets the transport uses: tokio's TCP, or a simulated network.
+pub trait Network: Send + Sync + 'static {
+    /// A connected byte stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Opens a connection to `addr` (`host:port`).
+    fn connect(&self, addr: String) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// [`Network`] over tokio's TCP, with `TCP_NODELAY` (Raft messages are small and latency-bound).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpNetwork;
+
+impl Network for TcpNetwork {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&self, addr: String) -> io::Result<Self::Stream> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// The outcome of streaming a snapshot to a peer, to hand to `Node::report_snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// The peer.
+    pub to: NodeId,
+    /// Whether the whole snapshot was written to the connection.
+    pub delivered: bool,
+}
+
+struct Peer {
+    addr: String,
+    queue: mpsc::Sender<Message>,
+}
+
+/// The outgoing side: a [`Transport`] for the node.
+pub struct PeerTransport<N: Network> {
+    id: NodeId,
+    network: Arc<N>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    reports: mpsc::UnboundedSender<SnapshotReport>,
+}
+
+const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
+
+impl<N: Network> PeerTransport<N> {
+    /// A transport for node `id`; the receiver gets the outcome of every snapshot sent.
+    pub fn new(id: NodeId, network: N) -> (Arc<Self>, mpsc::UnboundedReceiver<SnapshotReport>) {
+        let (reports, rx) = mpsc::unbounded_channel();
+        let transport = Arc::new(PeerTransport {
+            id,
+            network: Arc::new(network),
+            peers: Mutex::new(HashMap::new()),
+            reports,
+        });
+        (transport, rx)
+    }
+
+    /// Sets (or changes) the address of peer `id`. Must be called inside a tokio runtime.
+    pub fn set_peer(&self, id: NodeId, addr: String) {
+        if id == self.id {
+            return;
+        }
+        let mut peers = self.peers.lock().expect(PEERS_LOCK);
+        if peers.get(&id).is_some_and(|p| p.addr == addr) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        tokio::spawn(run_sender(
+            self.id,
+            id,
+            addr.clone(),
+            Arc::clone(&self.network),
+            rx,
+            self.reports.clone(),
+        ));
+        // Replacing the entry drops the old queue, which stops the old sender.
+        peers.insert(id, Peer { addr, queue: tx });
+    }
+
+    /// Forgets peer `id` (removed from the cluster); its sender stops.
+    pub fn remove_peer(&self, id: NodeId) {
+        self.peers.lock().expect(PEERS_LOCK).remove(&id);
+    }
+
+    /// The known peers and their addresses.
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        self.peers
+            .lock()
+            .expect(PEERS_LOCK)
+            .iter()
+            .map(|(id, p)| (*id, p.addr.clone()))
+            .collect()
+    }
+}
+
+impl<N: Network> Transport for PeerTransport<N> {
+    fn send(&self, message: Message) {
+        let peers = self.peers.lock().expect(PEERS_LOCK);
+        let Some(peer) = peers.get(&message.to) else {
+            debug!(to = message.to.0, "no address for peer: message dropped");
+            return;
+        };
+        if let Err(e) = peer.queue.try_send(message) {
+            let message = match e {
+                mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
+            };
+            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                let _ = self.reports.send(SnapshotReport {
+                    to: message.to,
+                    delivered: false,
+                });
+            }
+            debug!(to = message.to.0, "peer queue full: message dropped");
+        }
+    }
+}
+
+async fn run_sender<N: Network>(
+    me: NodeId,
+    to: NodeId,
+    addr: String,
+    network: Arc<N>,
+    mut queue: mpsc::Receiver<Message>,
+    reports: mpsc::UnboundedSender<SnapshotReport>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut pending: Option<Message> = None;
+    loop {
+        // Connect only when there is something to send.
+        let first = match pending.take() {
+            Some(m) => m,
+            None => match queue.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, network.connect(addr.clone())).await;
+        let stream = match connected {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(to = to.0, %addr, error = %e, "connect failed; retrying");
+                fail_snapshot(&first, &reports);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+            Err(_) => {
+                debug!(to = to.0, %addr, "connect timed out; retrying");
+                fail_snapshot(&first, &reports);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = RECONNECT_BACKOFF_MIN;
+        info!(from = me.0, to = to.0, %addr, "connected to peer");
+        let mut w = BufWriter::new(stream);
+        let mut next = Some(first);
+        let result: io::Result<()> = async {
+            frame::write(&mut w, &Frame::Hello { from: me }).await?;
+            loop {
+                let message = match next.take() {
+                    Some(m) => m,
+                    None => {
+                        // Flush only when the queue is drained: a burst goes out in few writes.
+                        w.flush().await?;
+                        match queue.recv().await {
+                            Some(m) => m,
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                send_one(&mut w, message, &reports).await?;
+                if let Ok(m) = queue.try_recv() {
+                    next = Some(m);
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(to = to.0, %addr, error = %e, "peer connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotReport>) {
+    if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+        let _ = reports.send(SnapshotReport {
+            to: message.to,
+            delivered: false,
+        });
+    }
+}
+
+async fn send_one<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    message: Message,
+    reports: &mpsc::UnboundedSender<SnapshotReport>,
+) -> io::Result<()> {
+    let MessageBody::InstallSnapshot { snapshot } = &message.body else {
+        return frame::write(w, &Frame::Message(message)).await;
+    };
+    let to = message.to;
+    let data = snapshot.data.clone();
+    let mut header = message.clone();
+    if let MessageBody::InstallSnapshot { snapshot } = &mut header.body {
+        snapshot.data = Bytes::new();
+    }
+    let streamed: io::Result<()> = async {
+        frame::write(
+            w,
+            &Frame::SnapshotBegin {
+                message: header,
+                data_bytes: data.len() as u64,
+            },
+        )
+        .await?;
+        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
+            frame::write(w, &Frame::SnapshotChunk(data.slice_ref(chunk))).await?;
+        }
+        frame::write(w, &Frame::SnapshotEnd).await?;
+        w.flush().await
+    }
+    .await;
+    let _ = reports.send(SnapshotReport {
+        to,
+        delivered: streamed.is_ok(),
+    });
+    streamed
+}
+
+/// Serves one incoming peer connection: reads frames and steps `node` with each message until
+/// the peer disconnects or misbehaves. Returns why the connection ended.
+pub async fn serve_connection<S, O>(stream: S, node: Node<O>) -> Result<(), frame::FrameError>
+where
+    S: AsyncRead + Unpin,
+    O: Send + 'static,
+{
+    let mut r = BufReader::new(stream);
+    let from = match frame::read(&mut r).await? {
+        Some(Frame::Hello { from }) => from,
+        Some(_) => return Err(protocol("the first frame must be Hello")),
+        None => return Ok(()),
+    };
+    let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
+    while let Some(f) = frame::read(&mut r).await? {
+        match (f, snapshot.take()) {
+            (Frame::Message(m), None) => {
+                if m.from != from {
+                    return Err(protocol("a message from another node than the caller"));
+                }
+                if node.step(m).await.is_err() {
+                    return Ok(()); // The node stopped.
+                }
+            }
+            (
+                Frame::SnapshotBegin {
+                    message,
+                    data_bytes,
+                },
+                None,
+            ) => {
+                if data_bytes > SNAPSHOT_BYTES_MAX || message.from != from {
+                    return Err(protocol("snapshot too large or from another node"));
+                }
+                let capacity = data_bytes.min(SNAPSHOT_CHUNK_BYTES as u64 * 64) as usize;
+                snapshot = Some((message, data_bytes, Vec::with_capacity(capacity)));
+            }
+            (Frame::SnapshotChunk(chunk), Some((message, total, mut data))) => {
+                if data.len() as u64 + chunk.len() as u64 > total {
+                    return Err(protocol("snapshot chunks longer than announced"));
+                }
+                data.extend_from_slice(&chunk);
+                snapshot = Some((message, total, data));
+            }
+            (Frame::SnapshotEnd, Some((mut message, total, data))) => {
+                if data.len() as u64 != total {
+                    return Err(protocol("snapshot shorter than announced"));
+                }
+                if let MessageBody::InstallSnapshot { snapshot } = &mut message.body {
+                    snapshot.data = Bytes::from(data);
+                } else {
+                    return Err(protocol("SnapshotBegin without an InstallSnapshot message"));
+                }
+                if node.step(message).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ => return Err(protocol("frame out of order")),
+        }
+    }
+    Ok(())
+}
+
+fn protocol(what: &str) -> frame::FrameError {
+    frame::FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
+}
+
+/// Accepts peer connections on `listener` until the node stops, serving each on its own task.
+pub async fn serve_tcp<O: Send + 'static>(listener: tokio::net::TcpListener, node: Node<O>) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(RECONNECT_BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, node).await {
+                warn!(peer = %addr, error = %e, "peer connection closed on a bad frame");
+            }
+        });
+    }
+}
