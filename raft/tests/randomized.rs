@@ -23,7 +23,7 @@ use proptest::test_runner::FileFailurePersistence;
 use raft::core::{ConfChange, ConfChangeKind, ConfChangeSingle, NodeId};
 
 /// Default cases per cluster size; raise with `PROPTEST_CASES` for a longer soak.
-const CASES_DEFAULT: u32 = 96;
+const CASES_DEFAULT: u32 = 1500;
 /// Schedule length range.
 const ACTIONS_MIN: usize = 50;
 /// See `ACTIONS_MIN`.

@@ -222,6 +222,12 @@ impl Progress {
                 self.match_index, self.next_index
             ));
         }
+        if self.inflights.len() > self.inflights.msgs_max {
+            return Err(format!(
+                "{} messages inflight above the window",
+                self.inflights.len()
+            ));
+        }
         if self.state != ProgressState::Replicate && !self.inflights.is_empty() {
             return Err(format!(
                 "{} messages inflight outside Replicate",

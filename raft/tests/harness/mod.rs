@@ -28,6 +28,9 @@ use raft::core::{
     Raft, Ready, Role, Snapshot, Term,
 };
 
+/// A test-installed predicate over messages in flight.
+pub type MessageFilter = Box<dyn Fn(&Message) -> bool>;
+
 /// One node: the core while it runs, and what survives a crash.
 pub struct Node {
     /// The running core; `None` while the node is down.
@@ -71,6 +74,10 @@ pub struct Cluster {
     pub verbose: bool,
     /// Steps taken.
     pub steps: u64,
+    /// Test-installed filters: a message any of them matches is dropped when sent.
+    pub drop_if: Vec<MessageFilter>,
+    /// Every message sent (before filters and partitions): (from, to, kind, term).
+    pub sent: Vec<(u64, u64, &'static str, Term)>,
 }
 
 /// A node's configuration for tests: small timeouts, both election safeguards, seed by id.
@@ -141,6 +148,8 @@ impl Cluster {
             committed: BTreeMap::new(),
             applied: BTreeMap::new(),
             trace: Vec::new(),
+            drop_if: Vec::new(),
+            sent: Vec::new(),
             verbose: std::env::var("RAFT_TRACE").is_ok_and(|v| v == "1"),
             steps: 0,
         };
@@ -353,15 +362,28 @@ impl Cluster {
     fn send_all(&mut self, msgs: &[Message]) {
         for m in msgs {
             self.observe_sent(m);
-            if self.blocked.contains(&(m.from, m.to)) {
+            if self.blocked.contains(&(m.from, m.to)) || self.drop_if.iter().any(|f| f(m)) {
                 continue;
             }
             self.net.push(m.clone());
         }
     }
 
-    /// Votes are checked as they leave: one grant per node per term, across crashes.
+    /// Votes are checked as they leave: one grant per node per term, across crashes. The
+    /// size limit of AppendEntries is checked too.
     fn observe_sent(&mut self, m: &Message) {
+        if self.sent.len() < 1_000_000 {
+            self.sent.push((m.from.0, m.to.0, m.body.name(), m.term));
+        }
+        if let MessageBody::AppendEntries { entries, .. } = &m.body {
+            let limit = self.nodes[&m.from].config.msg_bytes_max;
+            let size: u64 = entries.iter().map(Entry::size_bytes).sum();
+            assert!(
+                entries.len() <= 1 || size <= limit,
+                "{} sent {size} bytes of entries, above msg_bytes_max {limit}",
+                m.from
+            );
+        }
         if let MessageBody::RequestVoteResponse {
             pre_vote: false,
             granted: true,
@@ -450,6 +472,53 @@ impl Cluster {
     pub fn block(&mut self, from: u64, to: u64) {
         self.blocked.insert((NodeId(from), NodeId(to)));
         self.log(format!("block n{from}->n{to}"));
+    }
+
+    /// Cuts every link to and from `id`.
+    pub fn isolate(&mut self, id: u64) {
+        for other in self.ids() {
+            if other != NodeId(id) {
+                self.blocked.insert((NodeId(id), other));
+                self.blocked.insert((other, NodeId(id)));
+            }
+        }
+        self.log(format!("isolate n{id}"));
+    }
+
+    /// Processes every node's Ready once, without delivering anything.
+    pub fn process_all_readies(&mut self) {
+        for id in self.ids() {
+            while self.process_ready(id.0) {}
+        }
+    }
+
+    /// Steps the cluster one message at a time (processing Readies in between) until `done`
+    /// holds. Panics if it never does within `steps_max` deliveries.
+    pub fn step_until(&mut self, steps_max: usize, done: impl Fn(&Cluster) -> bool) {
+        for _ in 0..steps_max {
+            self.process_all_readies();
+            if done(self) {
+                return;
+            }
+            if self.net.is_empty() {
+                break;
+            }
+            self.deliver(0);
+        }
+        assert!(done(self), "condition not reached within {steps_max} steps");
+    }
+
+    /// The state machine of `id`: last applied index and hash chain.
+    pub fn sm(&self, id: u64) -> (LogIndex, u64) {
+        let node = &self.nodes[&NodeId(id)];
+        (node.sm_index, node.sm_hash)
+    }
+
+    /// Every entry of `id`'s log still held, from its first index.
+    pub fn log_of(&self, id: u64) -> Vec<Entry> {
+        let r = self.raft(id);
+        r.entries(r.first_index(), r.last_index().next())
+            .unwrap_or_default()
     }
 
     /// Restores every link.
