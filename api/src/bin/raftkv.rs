@@ -1,0 +1,137 @@
+//! `raftkv`: one RaftKV node. With no configuration at all it is a single node with data in
+//! `./data` and the HTTP API on `127.0.0.1:8080`; see `config/config.example.yaml`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::config::{self, ConfigArgs, LogFormat};
+use api::server::Server;
+use clap::Parser;
+use raft::core::Role;
+use tracing::{error, info, warn};
+
+/// How long a leader waits for its leadership transfer at shutdown before it stops anyway.
+const SHUTDOWN_TRANSFER_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A RaftKV node: a strongly consistent key-value store"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn init_logging(config: &config::Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.observability.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.observability.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Console => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(&cli.config, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftkv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: config::Config) -> ExitCode {
+    let http_addr = config.server.http_addr.clone();
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            eprintln!("raftkv: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&http_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("raftkv: cannot listen for HTTP on {http_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(http = %http_addr, "serving the HTTP API");
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(api::http::serve(listener, Arc::clone(&server), shutdown_rx));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    hand_over_leadership(&server).await;
+    let _ = shutdown_tx.send(true);
+    let _ = http.await;
+    server.node.shutdown().await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// A leader with other voters hands leadership to the most caught-up one first, so the
+/// cluster does not wait an election timeout.
+async fn hand_over_leadership(server: &Server) {
+    let status = server.node.status();
+    if status.role != Some(Role::Leader) {
+        return;
+    }
+    let target = status
+        .match_index
+        .iter()
+        .filter(|(id, _)| *id != server.id && status.configuration.voters.contains(id))
+        .max_by_key(|(_, m)| *m)
+        .map(|(id, _)| *id);
+    let Some(target) = target else { return };
+    if server.node.transfer_leader(target).await.is_err() {
+        return;
+    }
+    let mut watch = server.node.watch_status();
+    let _ = tokio::time::timeout(SHUTDOWN_TRANSFER_WAIT, async {
+        while watch.borrow_and_update().leader != Some(target) {
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    info!(to = target.0, "leadership handed over before shutdown");
+}

@@ -1,0 +1,395 @@
+//! The key routes: get, put (with compare-and-swap), delete, list and delete by prefix, and
+//! client sessions for exactly-once writes.
+//!
+//! Writes go to the leader (a follower forwards them); linearizable reads wait for a read
+//! index confirmed by the leader and applied here; stale reads answer from local state at once
+//! and say how far behind it may be.
+
+use bytes::Bytes;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
+use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Write, WriteOp};
+use serde_json::{Value, json};
+
+use super::{
+    ApiError, Body, Handled, Req, await_leader, forward, json_response, ok, param, param_u64,
+    query_params, within,
+};
+use crate::server::Server;
+use crate::server::machine::{Output, Proposal};
+
+/// The default number of keys `GET /keys` returns.
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+
+const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
+
+fn too_large(e: kv::ValidationError) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+}
+
+fn check_key(key: &[u8]) -> Result<(), ApiError> {
+    kv::validate_key(key).map_err(|e| match e {
+        kv::ValidationError::EmptyKey => ApiError::bad_request("the key must not be empty"),
+        other => too_large(other),
+    })
+}
+
+/// The session headers, if the client sent them.
+fn session(req: &Req) -> Result<Option<Session>, ApiError> {
+    let parse = |s: &str, what: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("{what} must be a whole number")))
+    };
+    match (
+        req.header("x-raftkv-client-id"),
+        req.header("x-raftkv-sequence"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(id), Some(seq)) => Ok(Some(Session {
+            client_id: parse(id, "X-Raftkv-Client-Id")?,
+            sequence: parse(seq, "X-Raftkv-Sequence")?,
+        })),
+        _ => Err(ApiError::bad_request(
+            "X-Raftkv-Client-Id and X-Raftkv-Sequence go together",
+        )),
+    }
+}
+
+fn with_session(req: &Req, command: Command) -> Result<Command, ApiError> {
+    Ok(match session(req)? {
+        Some(s) => command.with_session(s),
+        None => command,
+    })
+}
+
+/// Proposes a command on the leader, or forwards the request from a follower. `Err(response)`
+/// carries the leader's answer to a forwarded request.
+async fn write(
+    server: &Server,
+    req: Req,
+    command: Command,
+) -> Result<Result<kv::Outcome, Handled>, ApiError> {
+    command.validate().map_err(too_large)?;
+    if !await_leader(server).await? {
+        return Ok(Err(forward(server, req).await));
+    }
+    let proposal = Proposal::Kv(Bytes::from(command.encode()));
+    match tokio::time::timeout(super::REQUEST_TIMEOUT, server.propose(proposal)).await {
+        Err(_) => Err(ApiError::from_node(raft::node::NodeError::Unknown)),
+        // Leadership moved between the check and the proposal: the new leader answers.
+        Ok(Err(raft::node::NodeError::NotLeader { .. })) => Ok(Err(forward(server, req).await)),
+        Ok(Err(e)) => Err(ApiError::from_node(e)),
+        Ok(Ok(Output::Kv(Ok(outcome)))) => Ok(Ok(outcome)),
+        Ok(Ok(Output::Kv(Err(e)))) => Err(apply_error(e)),
+        Ok(Ok(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the state machine answered a key command with something else",
+        )),
+    }
+}
+
+fn apply_error(e: ApplyError) -> ApiError {
+    match e {
+        ApplyError::SessionExpired { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "session_expired", e.to_string())
+        }
+        ApplyError::StaleSequence { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "stale_sequence", e.to_string())
+        }
+        ApplyError::Invalid(v) => too_large(v),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+fn unexpected(outcome: Outcome) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("unexpected outcome {outcome:?}"),
+    )
+}
+
+/// `PUT /keys/{key}`, with `?prev_version=V` or `?prev_value=X` for compare-and-swap.
+pub async fn put(server: &Server, req: Req, key: Vec<u8>) -> Handled {
+    check_key(&key)?;
+    let params = query_params(req.parts.uri.query())?;
+    let value = req.body.clone();
+    let key = Bytes::from(key);
+    let compare = match (
+        param_u64(&params, "prev_version")?,
+        param(&params, "prev_value"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give prev_version or prev_value, not both",
+            ));
+        }
+        (Some(v), None) => Some(Compare::Version(v)),
+        (None, Some(v)) => Some(Compare::Value(Bytes::copy_from_slice(v))),
+        (None, None) => None,
+    };
+    let command = match compare {
+        Some(compare) => Command::compare_and_swap(key, compare, CasAction::Put(value)),
+        // prev_kv, so that the answer can give the key's new version.
+        None => Command::Write(Write {
+            session: None,
+            op: WriteOp::Put {
+                key,
+                value,
+                prev_kv: true,
+            },
+        }),
+    };
+    let command = with_session(&req, command)?;
+    match write(server, req, command).await? {
+        Err(forwarded) => forwarded,
+        Ok(Outcome::Put { revision, prev }) => {
+            let version = prev.map_or(1, |p| p.version + 1);
+            ok(json!({"revision": revision, "version": version}))
+        }
+        Ok(Outcome::CompareAndSwap {
+            succeeded: true,
+            revision,
+            version,
+            ..
+        }) => ok(json!({"revision": revision, "version": version})),
+        Ok(Outcome::CompareAndSwap {
+            succeeded: false,
+            version,
+            ..
+        }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cas_failed",
+            "the compare-and-swap condition did not hold",
+        )
+        .with("current_version", json!(version))),
+        Ok(other) => Err(unexpected(other)),
+    }
+}
+
+/// `DELETE /keys/{key}`.
+pub async fn delete(server: &Server, req: Req, key: Vec<u8>) -> Handled {
+    check_key(&key)?;
+    let command = with_session(&req, Command::delete(Bytes::from(key)))?;
+    match write(server, req, command).await? {
+        Err(forwarded) => forwarded,
+        Ok(Outcome::Delete {
+            revision, deleted, ..
+        }) => ok(json!({"revision": revision, "deleted": deleted})),
+        Ok(other) => Err(unexpected(other)),
+    }
+}
+
+/// `DELETE /keys?prefix=P`.
+pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
+    let params = query_params(req.parts.uri.query())?;
+    let prefix = param(&params, "prefix").ok_or_else(|| {
+        ApiError::bad_request("DELETE /keys needs ?prefix= (an empty prefix deletes every key)")
+    })?;
+    kv::validate_prefix(prefix).map_err(too_large)?;
+    let command = with_session(&req, Command::delete_prefix(Bytes::copy_from_slice(prefix)))?;
+    match write(server, req, command).await? {
+        Err(forwarded) => forwarded,
+        Ok(Outcome::DeletePrefix { revision, deleted }) => {
+            ok(json!({"revision": revision, "deleted": deleted}))
+        }
+        Ok(other) => Err(unexpected(other)),
+    }
+}
+
+/// `POST /sessions`.
+pub async fn register_session(server: &Server, req: Req) -> Handled {
+    match write(server, req, Command::RegisterSession).await? {
+        Err(forwarded) => forwarded,
+        Ok(Outcome::SessionRegistered { client_id }) => ok(json!({"client_id": client_id})),
+        Ok(other) => Err(unexpected(other)),
+    }
+}
+
+/// How fresh a read must be.
+enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+fn consistency(params: &[(String, Vec<u8>)]) -> Result<Consistency, ApiError> {
+    match param(params, "consistency") {
+        None | Some(b"linearizable") => Ok(Consistency::Linearizable),
+        Some(b"stale") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency must be linearizable or stale, not `{}`",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+/// Waits until a linearizable read may be served here (ReadIndex, confirmed by the leader and
+/// applied locally).
+async fn linearizable_barrier(server: &Server) -> Result<(), ApiError> {
+    await_leader(server).await?;
+    within(server.node.read_index()).await.map(|_| ())
+}
+
+fn text_or_base64(out: &mut Value, field: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out[field] = json!(text),
+        Err(_) => out[format!("{field}_base64")] = json!(base64(bytes)),
+    }
+}
+
+fn kv_json(kv: &KeyValue, revision: u64) -> Value {
+    let mut out = json!({
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+        "revision": revision,
+    });
+    text_or_base64(&mut out, "key", &kv.key);
+    text_or_base64(&mut out, "value", &kv.value);
+    out
+}
+
+/// Standard base64 with padding (RFC 4648), for keys and values that are not UTF-8.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The staleness bound of a stale read: what this node applied and the commit it knows of.
+fn stale_headers(server: &Server, response: &mut Response<Body>, json: Option<&mut Value>) {
+    let status = server.node.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-raftkv-applied-index",
+        HeaderValue::from(status.applied.0),
+    );
+    headers.insert("x-raftkv-commit-index", HeaderValue::from(status.commit.0));
+    if let Some(json) = json {
+        json["stale"] = json!({"applied_index": status.applied.0, "commit_index": status.commit.0});
+    }
+}
+
+/// `GET /keys/{key}`: raw value, or JSON with `Accept: application/json`.
+pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
+    check_key(&key)?;
+    let params = query_params(req.parts.uri.query())?;
+    let consistency = consistency(&params)?;
+    if let Consistency::Linearizable = consistency {
+        linearizable_barrier(server).await?;
+    }
+    let (found, revision) = {
+        let machine = server.machine.lock().expect(MACHINE_LOCK);
+        (machine.kv.get(&key), machine.kv.revision())
+    };
+    let Some(kv) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such key",
+        ));
+    };
+    let wants_json = req
+        .header(ACCEPT.as_str())
+        .is_some_and(|a| a.contains("application/json"));
+    let stale = matches!(consistency, Consistency::Stale);
+    if wants_json {
+        let mut body = kv_json(&kv, revision);
+        let mut response = json_response(StatusCode::OK, &body);
+        if stale {
+            stale_headers(server, &mut response, Some(&mut body));
+            *response.body_mut() = http_body_util::Full::new(Bytes::from(body.to_string()));
+        }
+        return Ok(response);
+    }
+    let mut response = Response::new(http_body_util::Full::new(kv.value.clone()));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        "x-raftkv-create-revision",
+        HeaderValue::from(kv.create_revision),
+    );
+    headers.insert("x-raftkv-mod-revision", HeaderValue::from(kv.mod_revision));
+    headers.insert("x-raftkv-version", HeaderValue::from(kv.version));
+    headers.insert("x-raftkv-revision", HeaderValue::from(revision));
+    if stale {
+        stale_headers(server, &mut response, None);
+    }
+    Ok(response)
+}
+
+/// `GET /keys?prefix=P&limit=N`.
+pub async fn list(server: &Server, req: Req) -> Handled {
+    let params = query_params(req.parts.uri.query())?;
+    let prefix = param(&params, "prefix").unwrap_or(b"").to_vec();
+    kv::validate_prefix(&prefix).map_err(too_large)?;
+    let limit = param_u64(&params, "limit")?.map_or(LIST_LIMIT_DEFAULT, |l| l as usize);
+    if limit == 0 || limit > kv::RANGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={}",
+            kv::RANGE_LIMIT_MAX
+        )));
+    }
+    let consistency = consistency(&params)?;
+    if let Consistency::Linearizable = consistency {
+        linearizable_barrier(server).await?;
+    }
+    let (range, revision) = {
+        let machine = server.machine.lock().expect(MACHINE_LOCK);
+        (
+            machine.kv.range_prefix(&prefix, limit),
+            machine.kv.revision(),
+        )
+    };
+    let mut body = json!({
+        "kvs": range.kvs.iter().map(|kv| kv_json(kv, revision)).collect::<Vec<_>>(),
+        "more": range.more,
+        "revision": revision,
+    });
+    let mut response = json_response(StatusCode::OK, &body);
+    if let Consistency::Stale = consistency {
+        stale_headers(server, &mut response, Some(&mut body));
+        *response.body_mut() = http_body_util::Full::new(Bytes::from(body.to_string()));
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_rfc_4648_test_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+}

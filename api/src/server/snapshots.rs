@@ -1,0 +1,64 @@
+//! Snapshot files for the node, over the `kv` crate's [`kv::SnapshotStore`] (checksummed
+//! files written to a temporary name, fsynced, renamed, the newest three kept).
+//!
+//! A Raft snapshot's data is a whole `kv` snapshot file's bytes, so what the leader streams is
+//! exactly what the follower keeps, and it is verified before it is kept. The Raft metadata
+//! (term and membership) is kept by the log store; here a snapshot is found by its index.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use raft::core::{Snapshot, SnapshotMetadata};
+use raft::node::SnapshotFiles;
+
+use super::machine::verify_snapshot_data;
+
+/// The node's snapshot directory.
+pub struct KvSnapshotFiles {
+    store: Mutex<kv::SnapshotStore>,
+}
+
+const STORE_LOCK: &str = "the snapshot store lock is never held across a panic";
+
+impl KvSnapshotFiles {
+    /// Opens (creating) the directory.
+    pub fn open(dir: std::path::PathBuf) -> Result<Self, String> {
+        let store = kv::SnapshotStore::open(dir).map_err(|e| e.to_string())?;
+        Ok(KvSnapshotFiles {
+            store: Mutex::new(store),
+        })
+    }
+}
+
+impl SnapshotFiles for KvSnapshotFiles {
+    fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
+        let index = verify_snapshot_data(&snapshot.data)?;
+        if index != snapshot.metadata.index.0 {
+            return Err(format!(
+                "snapshot data at index {index} does not match its metadata ({})",
+                snapshot.metadata.index.0
+            ));
+        }
+        let store = self.store.lock().expect(STORE_LOCK);
+        store
+            .save_received(&snapshot.data)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn load(&self, metadata: &SnapshotMetadata) -> Result<Snapshot, String> {
+        let store = self.store.lock().expect(STORE_LOCK);
+        let files = store.list().map_err(|e| e.to_string())?;
+        let file = files
+            .into_iter()
+            .find(|f| f.index == metadata.index.0)
+            .ok_or_else(|| format!("no snapshot file for index {}", metadata.index.0))?;
+        let bytes = std::fs::read(&file.path)
+            .map_err(|e| format!("reading {}: {e}", file.path.display()))?;
+        verify_snapshot_data(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?;
+        Ok(Snapshot {
+            metadata: metadata.clone(),
+            data: Bytes::from(bytes),
+        })
+    }
+}
