@@ -1,0 +1,896 @@
+//! The `kvcli` command line: arguments, what each command prints, and exit codes.
+//!
+//! Job: parse the arguments (clap), call the [`Client`], print the answer (text, or JSON
+//! with `--json`) on stdout, and on failure print exactly one line `error: ...` on stderr
+//! and exit with a code that says what kind of failure it was ([`exit_code`]).
+//!
+//! Invariants:
+//! - keys, values and prefixes are taken as raw OS bytes, so non-UTF-8 keys work;
+//! - write commands go through a client session, so a write retried on another endpoint
+//!   is applied at most once;
+//! - stdout carries only the answer; `kvcli get` without `--json` writes the value's bytes
+//!   exactly (a newline is added only when stdout is a terminal);
+//! - every failure, usage errors included, is one line on stderr.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::bench::{self, BenchConfig, BenchError, Stop, Workload};
+use crate::client::VALUE_BYTES_MAX;
+use crate::error::printable;
+use crate::types::{ClientOptions, Routing};
+use crate::{Client, Consistency, Error, Precondition};
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: any failure not listed below (bad answer, rejected request, bad input).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the key does not exist (`get`).
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code: the compare-and-swap condition did not hold.
+pub const EXIT_CAS_FAILED: u8 = 4;
+/// Exit code: no endpoint could serve the request (unreachable, no leader) or its outcome
+/// is unknown (timed out): a write may or may not have been applied.
+pub const EXIT_UNAVAILABLE: u8 = 5;
+
+/// Default duration of `kvcli bench` when neither `--duration` nor `--ops` is given.
+pub const BENCH_DURATION_DEFAULT: Duration = Duration::from_secs(30);
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  error (rejected request, unexpected answer, bad input)
+  2  usage error
+  3  key not found (get)
+  4  compare-and-swap failed
+  5  unavailable (no endpoint reachable, no leader) or timed out (outcome unknown)
+
+Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:8080.";
+
+/// `kvcli`: the RaftKV command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "kvcli", version, about = "RaftKV command-line client", after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Comma-separated server URLs (http://host:port); the leader is found among them.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTKV_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub endpoints: Vec<String>,
+    /// Print answers as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Bound on each attempt of a request, e.g. 500ms, 10s, 1m.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a key's value (exit code 3 when it does not exist).
+    Get {
+        /// The key.
+        key: OsString,
+        /// Answer from the contacted node's local state, possibly behind.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a value; with --prev-version or --prev-value only if the condition holds.
+    Put {
+        /// The key.
+        key: OsString,
+        /// The value, or `-` to read it from stdin.
+        value: OsString,
+        /// The optional compare-and-swap condition.
+        #[command(flatten)]
+        condition: OptionalCondition,
+    },
+    /// Delete a key, or every key under a prefix.
+    Delete {
+        /// The key.
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<OsString>,
+        /// Delete every key starting with this (must not be empty).
+        #[arg(long)]
+        prefix: Option<OsString>,
+    },
+    /// List keys and values under a prefix, in byte order.
+    List {
+        /// The prefix (may be empty: all keys).
+        #[arg(long)]
+        prefix: OsString,
+        /// Most keys to list (server default 100, at most 10000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Compare-and-swap: write NEW only if the key's version or value is as given.
+    Cas {
+        /// The key.
+        key: OsString,
+        /// The compare-and-swap condition.
+        #[command(flatten)]
+        condition: RequiredCondition,
+        /// The new value, or `-` to read it from stdin.
+        new: OsString,
+    },
+    /// Cluster membership.
+    Cluster {
+        /// The cluster command.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Node administration.
+    Admin {
+        /// The admin command.
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Generate load and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// An optional compare-and-swap condition (`put`).
+#[derive(Debug, Args)]
+pub struct OptionalCondition {
+    /// Write only if the key's version is this (0: only if it does not exist).
+    #[arg(long, conflicts_with = "prev_value")]
+    pub prev_version: Option<u64>,
+    /// Write only if the key's value is exactly this.
+    #[arg(long)]
+    pub prev_value: Option<OsString>,
+}
+
+/// A required compare-and-swap condition (`cas`).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RequiredCondition {
+    /// The key's expected version (0: it must not exist).
+    #[arg(long)]
+    pub prev_version: Option<u64>,
+    /// The key's expected value.
+    #[arg(long)]
+    pub prev_value: Option<OsString>,
+}
+
+/// `kvcli cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List the members with their roles.
+    Nodes,
+    /// Show the leader.
+    Leader,
+    /// Add a node (as a learner, promoted once caught up).
+    Join {
+        /// The new node's id.
+        id: String,
+        /// Its Raft address (host:port).
+        raft_addr: String,
+        /// Its HTTP address (host:port).
+        http_addr: String,
+    },
+    /// Remove a node.
+    Remove {
+        /// The node's id.
+        id: String,
+    },
+    /// Transfer leadership to a node.
+    Transfer {
+        /// The node's id.
+        id: String,
+    },
+}
+
+/// `kvcli admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Take a snapshot on the first reachable endpoint.
+    Snapshot,
+}
+
+/// The workloads of `kvcli bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadArg {
+    /// Puts.
+    Write,
+    /// Linearizable gets.
+    Read,
+    /// Stale gets.
+    StaleRead,
+    /// Linearizable gets and puts, per --read-ratio.
+    Mixed,
+}
+
+/// Where `kvcli bench` sends requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// The leader (found among the endpoints).
+    Leader,
+    /// Every endpoint in turn (followers forward to the leader).
+    All,
+}
+
+/// `kvcli bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The operations.
+    #[arg(long, value_enum, default_value = "write")]
+    pub workload: WorkloadArg,
+    /// Fraction of reads in the mixed workload.
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// Concurrent clients, each with one request in flight and its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Write every key once before measuring (for read workloads).
+    #[arg(long)]
+    pub preload: bool,
+    /// Bytes per key.
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// How long to run, e.g. 30s (default 30s unless --ops is given).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "ops")]
+    pub duration: Option<Duration>,
+    /// Stop after this many operations.
+    #[arg(long)]
+    pub ops: Option<u64>,
+    /// Send to the leader or spread over all endpoints.
+    #[arg(long, value_enum, default_value = "leader")]
+    pub target: TargetArg,
+}
+
+/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 500ms, 30s, 2m)"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The client call failed.
+    #[error(transparent)]
+    Client(#[from] Error),
+    /// The load generator could not run.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+    /// The command line is wrong beyond what clap checks.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading input or writing output failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The exit code for `error`.
+pub fn exit_code(error: &CliError) -> u8 {
+    match error {
+        CliError::Client(Error::NotFound { .. }) => EXIT_NOT_FOUND,
+        CliError::Client(Error::CasFailed { .. }) => EXIT_CAS_FAILED,
+        CliError::Client(Error::Unavailable(_) | Error::NoLeader(_) | Error::Timeout(_)) => {
+            EXIT_UNAVAILABLE
+        }
+        CliError::Bench(BenchError::Session(Error::Unavailable(_) | Error::NoLeader(_))) => {
+            EXIT_UNAVAILABLE
+        }
+        CliError::Usage(_) | CliError::Client(Error::InvalidEndpoint { .. }) => EXIT_USAGE,
+        CliError::Bench(BenchError::Config(_)) => EXIT_USAGE,
+        _ => EXIT_ERROR,
+    }
+}
+
+/// Where a command writes its answer.
+pub struct Output<'a> {
+    /// The answer's stream (stdout).
+    pub out: &'a mut dyn Write,
+    /// Notes that are not the answer (stderr).
+    pub notes: &'a mut dyn Write,
+    /// Whether `out` is a terminal (then raw values get a trailing newline).
+    pub terminal: bool,
+}
+
+#[cfg(unix)]
+fn os_bytes(text: &OsString) -> Bytes {
+    use std::os::unix::ffi::OsStrExt;
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn os_bytes(text: &OsString) -> Bytes {
+    Bytes::from(text.to_string_lossy().into_owned())
+}
+
+/// A value argument: its bytes, or stdin for `-` (bounded by the value limit).
+fn value_arg(value: &OsString, stdin: &mut dyn Read) -> Result<Bytes, CliError> {
+    if value != "-" {
+        return Ok(os_bytes(value));
+    }
+    let mut buffer = Vec::new();
+    stdin
+        .take(VALUE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut buffer)
+        .map_err(|e| CliError::Io(format!("reading the value from stdin: {e}")))?;
+    if buffer.len() > VALUE_BYTES_MAX {
+        return Err(Error::TooLarge(format!(
+            "the value on stdin is over {VALUE_BYTES_MAX} bytes"
+        ))
+        .into());
+    }
+    Ok(Bytes::from(buffer))
+}
+
+fn condition(prev_version: Option<u64>, prev_value: Option<&OsString>) -> Option<Precondition> {
+    match (prev_version, prev_value) {
+        (Some(v), _) => Some(Precondition::Version(v)),
+        (None, Some(x)) => Some(Precondition::Value(os_bytes(x))),
+        (None, None) => None,
+    }
+}
+
+fn io_error(e: std::io::Error) -> CliError {
+    CliError::Io(format!("writing output: {e}"))
+}
+
+fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text =
+        serde_json::to_string(value).map_err(|e| CliError::Io(format!("encoding JSON: {e}")))?;
+    writeln!(out, "{text}").map_err(io_error)
+}
+
+/// Runs `cli`, reading `-` values from `stdin` and writing to `output`.
+pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(), CliError> {
+    let Output {
+        out,
+        notes,
+        terminal,
+    } = output;
+    let mut options = ClientOptions {
+        request_timeout: cli.timeout,
+        ..ClientOptions::default()
+    };
+    if let Command::Bench(args) = &cli.command {
+        options.idle_connections_per_endpoint = args.concurrency;
+        options.routing = match args.target {
+            TargetArg::Leader => Routing::Leader,
+            TargetArg::All => Routing::Spread,
+        };
+    }
+    let client = Client::with_options(&cli.endpoints, options)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Get { key, stale } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            if json {
+                let kv = client.get_json(os_bytes(&key), consistency).await?;
+                print_json(out, &kv)
+            } else {
+                let kv = client.get(os_bytes(&key), consistency).await?;
+                out.write_all(&kv.value).map_err(io_error)?;
+                if terminal && !kv.value.ends_with(b"\n") {
+                    out.write_all(b"\n").map_err(io_error)?;
+                }
+                Ok(())
+            }
+        }
+        Command::Put {
+            key,
+            value,
+            condition: c,
+        } => {
+            let value = value_arg(&value, stdin)?;
+            let condition = condition(c.prev_version, c.prev_value.as_ref());
+            put(&client, os_bytes(&key), value, condition, json, out).await
+        }
+        Command::Cas {
+            key,
+            condition: c,
+            new,
+        } => {
+            let value = value_arg(&new, stdin)?;
+            let condition = condition(c.prev_version, c.prev_value.as_ref());
+            put(&client, os_bytes(&key), value, condition, json, out).await
+        }
+        Command::Delete { key, prefix } => {
+            let mut session = client.register_session().await?;
+            let result = match (key, prefix) {
+                (Some(key), None) => session.delete(os_bytes(&key)).await?,
+                (None, Some(prefix)) if !prefix.is_empty() => {
+                    session.delete_prefix(os_bytes(&prefix)).await?
+                }
+                (None, Some(_)) => {
+                    return Err(CliError::Usage(
+                        "delete --prefix needs a non-empty prefix (an empty one would delete every key)".to_owned(),
+                    ));
+                }
+                _ => return Err(CliError::Usage("delete needs a KEY or --prefix".to_owned())),
+            };
+            if json {
+                print_json(out, &result)
+            } else {
+                writeln!(
+                    out,
+                    "deleted {} (revision {})",
+                    result.deleted, result.revision
+                )
+                .map_err(io_error)
+            }
+        }
+        Command::List { prefix, limit } => {
+            let listing = client.list(os_bytes(&prefix), limit).await?;
+            if json {
+                return print_json(out, &listing);
+            }
+            for kv in &listing.kvs {
+                writeln!(
+                    out,
+                    "{}\t{}",
+                    printable(&kv.key, usize::MAX),
+                    printable(&kv.value, usize::MAX)
+                )
+                .map_err(io_error)?;
+            }
+            if listing.more {
+                writeln!(notes, "note: more keys match; raise --limit to see them")
+                    .map_err(io_error)?;
+            }
+            Ok(())
+        }
+        Command::Cluster { command } => cluster(&client, command, json, out).await,
+        Command::Admin {
+            command: AdminCommand::Snapshot,
+        } => {
+            let snapshot = client.snapshot().await?;
+            if json {
+                print_json(out, &snapshot)
+            } else {
+                writeln!(
+                    out,
+                    "snapshot at index {} term {} with {} keys: {}",
+                    snapshot.index, snapshot.term, snapshot.keys, snapshot.file
+                )
+                .map_err(io_error)
+            }
+        }
+        Command::Bench(args) => {
+            let config = bench_config(&args, terminal)?;
+            let target = match args.target {
+                TargetArg::Leader => "leader",
+                TargetArg::All => "all",
+            };
+            let report = bench::run(&client, &config, target).await?;
+            if json {
+                print_json(out, &report)
+            } else {
+                writeln!(out, "{report}").map_err(io_error)
+            }
+        }
+    }
+}
+
+async fn put(
+    client: &Client,
+    key: Bytes,
+    value: Bytes,
+    condition: Option<Precondition>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut session = client.register_session().await?;
+    let result = match condition {
+        Some(condition) => session.put_if(key, value, condition).await?,
+        None => session.put(key, value).await?,
+    };
+    if json {
+        print_json(out, &result)
+    } else {
+        writeln!(
+            out,
+            "revision {} version {}",
+            result.revision, result.version
+        )
+        .map_err(io_error)
+    }
+}
+
+async fn cluster(
+    client: &Client,
+    command: ClusterCommand,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match command {
+        ClusterCommand::Nodes => {
+            let nodes = client.nodes().await?;
+            if json {
+                return print_json(out, &serde_json::json!({ "nodes": nodes }));
+            }
+            writeln!(
+                out,
+                "{:<16} {:<10} {:<22} {:<22} MATCH_INDEX",
+                "ID", "ROLE", "RAFT_ADDR", "HTTP_ADDR"
+            )
+            .map_err(io_error)?;
+            for n in &nodes {
+                let match_index = n
+                    .match_index
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string());
+                writeln!(
+                    out,
+                    "{:<16} {:<10} {:<22} {:<22} {match_index}",
+                    n.id.0, n.role, n.raft_addr, n.http_addr
+                )
+                .map_err(io_error)?;
+            }
+            Ok(())
+        }
+        ClusterCommand::Leader => {
+            let leader = client.leader().await?;
+            if json {
+                return print_json(out, &leader);
+            }
+            writeln!(
+                out,
+                "{} raft {} http {}",
+                leader.id, leader.raft_addr, leader.http_addr
+            )
+            .map_err(io_error)
+        }
+        ClusterCommand::Join {
+            id,
+            raft_addr,
+            http_addr,
+        } => {
+            let joined = client.join(&id, &raft_addr, &http_addr).await?;
+            if json {
+                return print_json(out, &joined);
+            }
+            writeln!(out, "{} joined as {}", joined.id, joined.role).map_err(io_error)
+        }
+        ClusterCommand::Remove { id } => {
+            let removed = client.remove(&id).await?;
+            if json {
+                return print_json(out, &removed);
+            }
+            writeln!(out, "removed {}", removed.removed).map_err(io_error)
+        }
+        ClusterCommand::Transfer { id } => {
+            let transferred = client.transfer_leader(&id).await?;
+            if json {
+                return print_json(out, &transferred);
+            }
+            writeln!(out, "{} is now the leader", transferred.leader).map_err(io_error)
+        }
+    }
+}
+
+/// The load-generator configuration of `args`.
+pub fn bench_config(args: &BenchArgs, progress: bool) -> Result<BenchConfig, CliError> {
+    let workload = match args.workload {
+        WorkloadArg::Write => Workload::Write,
+        WorkloadArg::Read => Workload::Read,
+        WorkloadArg::StaleRead => Workload::StaleRead,
+        WorkloadArg::Mixed => Workload::Mixed {
+            read_ratio: args.read_ratio,
+        },
+    };
+    let stop = match (args.duration, args.ops) {
+        (_, Some(ops)) => Stop::Ops(ops),
+        (Some(d), None) => Stop::After(d),
+        (None, None) => Stop::After(BENCH_DURATION_DEFAULT),
+    };
+    let config = BenchConfig {
+        workload,
+        concurrency: args.concurrency,
+        keys: args.keys,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        stop,
+        preload: args.preload,
+        progress,
+    };
+    bench::validate(&config)?;
+    Ok(config)
+}
+
+/// A clap error as one line: its message lines before the usage, joined.
+fn clap_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line);
+        }
+    }
+    let joined = parts.join(" ");
+    if joined.starts_with("error:") {
+        joined
+    } else {
+        format!("error: {joined}")
+    }
+}
+
+/// The `kvcli` program: parses the process's arguments, runs, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", clap_error_line(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = stdout.lock();
+    let mut notes = std::io::stderr();
+    let outcome = runtime.block_on(run(
+        cli,
+        &mut std::io::stdin(),
+        Output {
+            out: &mut out,
+            notes: &mut notes,
+            terminal,
+        },
+    ));
+    let flushed = out.flush();
+    match (outcome, flushed) {
+        (Ok(()), Ok(())) => ExitCode::from(EXIT_OK),
+        (Ok(()), Err(e)) => {
+            eprintln!("error: writing output: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        (Err(error), _) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kvcli").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn global_flags_and_endpoints() {
+        let cli = parse(&[
+            "get",
+            "k",
+            "--stale",
+            "--endpoints",
+            "http://a:1,http://b:2",
+            "--json",
+            "--timeout",
+            "2s",
+        ])
+        .expect("valid");
+        assert_eq!(cli.endpoints, ["http://a:1", "http://b:2"]);
+        assert!(cli.json);
+        assert_eq!(cli.timeout, Duration::from_secs(2));
+        assert!(matches!(cli.command, Command::Get { stale: true, .. }));
+    }
+
+    #[test]
+    fn put_and_cas_conditions() {
+        let cli = parse(&["put", "k", "v", "--prev-version", "3"]).expect("valid");
+        let Command::Put { condition, .. } = cli.command else {
+            panic!("not put")
+        };
+        assert_eq!(condition.prev_version, Some(3));
+        assert!(parse(&["put", "k", "v", "--prev-version", "3", "--prev-value", "x"]).is_err());
+        let cli = parse(&["cas", "k", "--prev-value", "old", "new"]).expect("valid");
+        let Command::Cas { condition, new, .. } = cli.command else {
+            panic!("not cas")
+        };
+        assert_eq!(condition.prev_value, Some(OsString::from("old")));
+        assert_eq!(new, "new");
+        // cas needs exactly one condition
+        assert!(parse(&["cas", "k", "new"]).is_err());
+        assert!(
+            parse(&[
+                "cas",
+                "k",
+                "--prev-version",
+                "1",
+                "--prev-value",
+                "x",
+                "new"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn delete_takes_a_key_or_a_prefix() {
+        assert!(matches!(
+            parse(&["delete", "k"]).expect("valid").command,
+            Command::Delete {
+                key: Some(_),
+                prefix: None
+            }
+        ));
+        assert!(matches!(
+            parse(&["delete", "--prefix", "p/"]).expect("valid").command,
+            Command::Delete {
+                key: None,
+                prefix: Some(_)
+            }
+        ));
+        assert!(parse(&["delete"]).is_err());
+        assert!(parse(&["delete", "k", "--prefix", "p"]).is_err());
+    }
+
+    #[test]
+    fn cluster_and_admin_commands() {
+        let cli =
+            parse(&["cluster", "join", "n4", "127.0.0.1:7004", "127.0.0.1:8084"]).expect("valid");
+        assert!(
+            matches!(cli.command, Command::Cluster { command: ClusterCommand::Join { ref id, .. } } if id == "n4")
+        );
+        assert!(parse(&["cluster", "join", "n4"]).is_err());
+        assert!(parse(&["cluster", "transfer", "n2"]).is_ok());
+        assert!(parse(&["admin", "snapshot"]).is_ok());
+        assert!(parse(&["cluster", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn bench_flags_make_a_config() {
+        let cli = parse(&[
+            "bench",
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.9",
+            "--concurrency",
+            "64",
+            "--keys",
+            "100",
+            "--ops",
+            "5000",
+            "--target",
+            "all",
+            "--preload",
+        ])
+        .expect("valid");
+        let Command::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(args.target, TargetArg::All);
+        let config = bench_config(&args, false).expect("valid config");
+        assert_eq!(config.workload, Workload::Mixed { read_ratio: 0.9 });
+        assert_eq!(config.stop, Stop::Ops(5000));
+        assert!(config.preload);
+        assert_eq!((config.key_size, config.value_size), (16, 100));
+
+        let Command::Bench(args) = parse(&["bench"]).expect("valid").command else {
+            panic!("not bench")
+        };
+        let config = bench_config(&args, false).expect("valid config");
+        assert_eq!(config.stop, Stop::After(BENCH_DURATION_DEFAULT));
+        assert_eq!(config.workload, Workload::Write);
+
+        assert!(parse(&["bench", "--duration", "5s", "--ops", "10"]).is_err());
+        assert!(parse(&["bench", "--workload", "scan"]).is_err());
+        let Command::Bench(args) = parse(&["bench", "--concurrency", "0"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not bench")
+        };
+        let error = bench_config(&args, false).expect_err("zero concurrency");
+        assert_eq!(exit_code(&error), EXIT_USAGE);
+    }
+
+    #[test]
+    fn usage_errors_render_as_one_line() {
+        let error = parse(&["get"]).expect_err("missing key");
+        let line = clap_error_line(&error);
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(line.contains("<KEY>"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn stdin_values_are_read_and_bounded() {
+        let mut input: &[u8] = b"from stdin";
+        assert_eq!(
+            value_arg(&OsString::from("-"), &mut input).expect("small"),
+            Bytes::from_static(b"from stdin")
+        );
+        let mut untouched: &[u8] = b"unused";
+        assert_eq!(
+            value_arg(&OsString::from("v"), &mut untouched).expect("literal"),
+            Bytes::from_static(b"v")
+        );
+        let big = vec![b'x'; VALUE_BYTES_MAX + 1];
+        let error = value_arg(&OsString::from("-"), &mut &big[..]).expect_err("too large");
+        assert!(matches!(error, CliError::Client(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn exit_codes_by_error() {
+        let code = |e: Error| exit_code(&CliError::Client(e));
+        assert_eq!(code(Error::NotFound { key: "k".into() }), EXIT_NOT_FOUND);
+        assert_eq!(
+            code(Error::CasFailed { current_version: 2 }),
+            EXIT_CAS_FAILED
+        );
+        assert_eq!(code(Error::Unavailable(vec![])), EXIT_UNAVAILABLE);
+        assert_eq!(code(Error::Timeout("t".into())), EXIT_UNAVAILABLE);
+        assert_eq!(code(Error::Protocol("p".into())), EXIT_ERROR);
+        assert_eq!(code(Error::BadRequest("b".into())), EXIT_ERROR);
+    }
+}
