@@ -393,6 +393,16 @@ fn parse_action(item: &str) -> Action {
     }
 }
 
+#[test]
+fn schedules_parse_in_both_printed_forms() {
+    let compact = parse_schedule("[Tick(3), Block(1, 2), Heal]");
+    let pretty = parse_schedule(
+        "[\n    Tick(\n        3,\n    ),\n    Block(\n        1,\n        2,\n    ),\n    Heal,\n]",
+    );
+    assert_eq!(format!("{compact:?}"), "[Tick(3), Block(1, 2), Heal]");
+    assert_eq!(format!("{pretty:?}"), format!("{compact:?}"));
+}
+
 /// Replays a failing schedule step by step:
 /// `RAFT_REPLAY='[Tick(3), ...]' RAFT_REPLAY_VOTERS=5 RAFT_TRACE=1 \
 ///  cargo test -p raft --test randomized replay_a_schedule -- --nocapture`.

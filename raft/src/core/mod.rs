@@ -12,6 +12,39 @@
 //! - `raft`: node state, role transitions and the dispatcher;
 //! - `election`, `replication`, `commit`, `read_index`, `transfer`, `snapshot`: the rules;
 //! - `ready`: the output and its persistence contract.
+//!
+//! The driver loop, on a single-voter cluster (see `ready` for the contract and
+//! `docs/raft.md` for the walkthrough from the paper to the code):
+//!
+//! ```
+//! use bytes::Bytes;
+//! use raft::core::{Config, Configuration, MemStorage, NodeId, Raft, Role};
+//!
+//! let storage = MemStorage::new_with_configuration(Configuration::with_voters([NodeId(1)]));
+//! let mut node = Raft::new(Config::new(NodeId(1)), storage).expect("valid config");
+//! node.campaign_now(); // A single voter is its own majority: it leads at once.
+//! assert_eq!(node.role(), Role::Leader);
+//! let hello = node.propose(Bytes::from_static(b"hello")).expect("the leader accepts");
+//!
+//! let mut applied = Vec::new();
+//! while node.has_ready() {
+//!     let rd = node.ready();
+//!     // 1. Send `rd.messages` (none here), in parallel with 2. persisting:
+//!     let storage = node.storage_mut();
+//!     if let Some(snapshot) = &rd.snapshot {
+//!         storage.apply_snapshot(snapshot.clone());
+//!     }
+//!     storage.append(&rd.entries);
+//!     if let Some(hard_state) = &rd.hard_state {
+//!         storage.set_hard_state(hard_state.clone());
+//!     }
+//!     // 3. Only now send `rd.persisted_messages`. 4. Apply:
+//!     applied.extend(rd.committed_entries.iter().map(|e| e.index));
+//!     // 5. Tell the core.
+//!     node.advance(rd);
+//! }
+//! assert!(applied.contains(&hello.index));
+//! ```
 
 pub mod commit;
 pub mod conf_log;
