@@ -179,8 +179,13 @@ enum Attempt {
 
 /// One line from an error and its causes.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    // hyper-util's own layer ("client error (Connect)") says nothing its causes do not.
+    let (mut text, mut source) = match error.source() {
+        Some(cause) if error.to_string().starts_with("client error (") => {
+            (cause.to_string(), cause.source())
+        }
+        _ => (error.to_string(), error.source()),
+    };
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
