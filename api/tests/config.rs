@@ -48,6 +48,9 @@ fn the_issue_example_environment_joins_node2_to_the_cluster_on_8081() {
             ("RAFTKV_SERVER__HTTP_ADDR", "127.0.0.1:8082"),
             ("RAFTKV_STORAGE__DATA_DIR", "/tmp/n2"),
             ("PATH", "/usr/bin"),
+            // Other tools' variables with the same prefix are not settings.
+            ("RAFTKV_ENDPOINTS", "http://127.0.0.1:8081"),
+            ("RAFTKV_BIN", "target/release/raftkv"),
         ]),
     )
     .unwrap();
@@ -174,6 +177,12 @@ fn a_bad_value_names_the_key_and_where_it_came_from() {
 
     let line = error_line(&ConfigArgs::default(), &[("RAFTKV_NOPE__THING", "1")]);
     assert!(line.contains("unknown key nope.thing"), "{line}");
+
+    let line = error_line(&ConfigArgs::default(), &[("RAFTKV_RAFT_NODE_ID", "n1")]);
+    assert!(
+        line.contains("did you mean RAFTKV_RAFT__NODE_ID?"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -16,6 +16,8 @@ use super::{Config, ConfigError, Source};
 pub const ENV_PREFIX: &str = "RAFTKV_";
 /// The separator between section and key in an environment variable name.
 pub const ENV_SEPARATOR: &str = "__";
+/// The configuration's sections, as they appear in environment variable names.
+const SECTIONS: [&str; 5] = ["raft", "server", "storage", "wal", "observability"];
 /// The largest configuration file read (a config file is small; anything bigger is a mistake).
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -282,7 +284,28 @@ pub fn load(
                     field.to_ascii_lowercase()
                 )
             }
-            None => rest.to_ascii_lowercase(),
+            None => {
+                // Other tools share the prefix (RAFTKV_ENDPOINTS for kvcli, RAFTKV_BIN for
+                // scripts): only a name that starts like a section is a mistyped setting.
+                let lower = rest.to_ascii_lowercase();
+                let section = SECTIONS
+                    .iter()
+                    .find(|s| lower.starts_with(&format!("{s}_")));
+                match section {
+                    Some(section) => {
+                        return Err(ConfigError::UnknownKey {
+                            key: lower.clone(),
+                            source_: source,
+                            hint: format!(
+                                " (settings are {ENV_PREFIX}<SECTION>{ENV_SEPARATOR}<KEY>: did you mean {ENV_PREFIX}{}{ENV_SEPARATOR}{}?)",
+                                section.to_ascii_uppercase(),
+                                &rest[section.len() + 1..]
+                            ),
+                        });
+                    }
+                    None => continue,
+                }
+            }
         };
         layers.set_text(&key, &value, source)?;
     }

@@ -376,6 +376,29 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
     Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 
+/// POSTs a JSON body to `url` and returns the status and the parsed answer.
+pub async fn post_json(url: &str, body: &Value) -> Result<(StatusCode, Value), String> {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("bad URL {url}: {e}"))?;
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, forward_client().request(request))
+        .await
+        .map_err(|_| format!("{url}: no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = answer.status();
+    let bytes = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: reading the answer: {e}"))?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok((status, value))
+}
+
 type Client =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 

@@ -12,7 +12,9 @@ pub mod snapshots;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raft::core::{self, ConfChange, ConfChangeKind, Configuration, NodeId, Role, SnapshotMetadata};
+use raft::core::{
+    self, ConfChange, ConfChangeKind, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Term,
+};
 use raft::node::{self, DurableState, Node, NodeConfig, SnapshotFiles, WalLogStore};
 use raft::transport::{PeerTransport, TcpNetwork};
 use tracing::{info, warn};
@@ -97,23 +99,30 @@ impl Server {
         let snapshot_files: Arc<KvSnapshotFiles> =
             Arc::new(KvSnapshotFiles::open(data_dir.join("snapshots")).map_err(StartError::Store)?);
         let founding = config.raft.bootstrap && config.raft.join_addr.is_none();
-        let initial = DurableState {
-            hard_state: Default::default(),
-            snapshot: SnapshotMetadata {
-                configuration: if founding {
-                    Configuration {
-                        voters: [id].into(),
-                        ..Configuration::default()
-                    }
-                } else {
-                    Configuration::default()
-                },
-                ..SnapshotMetadata::default()
-            },
-        };
+        // Every node starts from an empty membership; a founder's first log entry adds it as
+        // the only voter, so nodes that join later replay the same history from index 1.
+        let initial = DurableState::default();
         let files: Arc<dyn SnapshotFiles> = snapshot_files.clone();
-        let store = WalLogStore::open(wal, Arc::clone(&files), initial)
+        let mut store = WalLogStore::open(wal, Arc::clone(&files), initial)
             .map_err(|e| StartError::Store(e.to_string()))?;
+        // A node that has never been a member founds a cluster or asks to join one; a node with
+        // data restarts from it.
+        let fresh = store.is_fresh();
+        if fresh && founding {
+            let first = Entry {
+                term: Term(1),
+                index: LogIndex(1),
+                payload: EntryPayload::ConfChange(ConfChange::single(ConfChangeKind::AddVoter, id)),
+            };
+            let hard_state = HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(1),
+            };
+            raft::node::LogStore::persist(&mut store, None, &[first], Some(&hard_state))
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            info!(node = %config.raft.node_id, "founded a new cluster of one");
+        }
         let (mut machine, members_rx) = Machine::new(kv::KvConfig::default());
         let snapshot_meta = raft::node::LogStore::snapshot_metadata(&store).clone();
         if snapshot_meta.index.0 > 0 {
@@ -127,7 +136,8 @@ impl Server {
         }
         let machine = Arc::new(Mutex::new(machine));
 
-        let (transport, mut reports) = PeerTransport::new(id, TcpNetwork);
+        let (transport, mut reports) =
+            PeerTransport::new(id, config.raft.raft_addr.clone(), TcpNetwork);
         let ticks = (config.raft.election_timeout.as_millis()
             / config.raft.heartbeat_timeout.as_millis().max(1))
         .max(3) as u32;
@@ -158,7 +168,11 @@ impl Server {
             what: "reading the peer listener's address".into(),
             source,
         })?;
-        tokio::spawn(raft::transport::serve_tcp(listener, node.clone()));
+        tokio::spawn(raft::transport::serve_tcp(
+            listener,
+            node.clone(),
+            Arc::clone(&transport),
+        ));
         let reporter = node.clone();
         tokio::spawn(async move {
             while let Some(report) = reports.recv().await {
@@ -176,6 +190,11 @@ impl Server {
         });
         tokio::spawn(keep_peers_current(Arc::clone(&server), members_rx));
         tokio::spawn(leader_duties(Arc::clone(&server)));
+        if let Some(join_addr) = server.config.raft.join_addr.clone()
+            && fresh
+        {
+            tokio::spawn(join_cluster(Arc::clone(&server), join_addr));
+        }
         info!(node = %server.config.raft.node_id, id = id.0, raft = %server.raft_listen_addr, founding, "node started");
         Ok(server)
     }
@@ -198,6 +217,34 @@ impl Server {
             .change_membership(ConfChange::single(ConfChangeKind::AddLearner, member.id))
             .await
             .map(|_| ())
+    }
+}
+
+/// The first delay between join attempts; it doubles up to [`JOIN_RETRY_MAX`].
+pub const JOIN_RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest delay between join attempts.
+pub const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Asks the cluster at `join_addr` to add this node, until it says yes. The cluster adds it as
+/// a learner and promotes it once caught up.
+async fn join_cluster(server: Arc<Server>, join_addr: String) {
+    let me = server.me();
+    let url = format!("{}/cluster/join", join_addr.trim_end_matches('/'));
+    let body = serde_json::json!({"node_id": me.name, "raft_addr": me.raft_addr, "http_addr": me.http_addr});
+    let mut delay = JOIN_RETRY_MIN;
+    loop {
+        match crate::http::post_json(&url, &body).await {
+            Ok((status, answer)) if status.is_success() => {
+                info!(%url, answer = %answer, "joined the cluster");
+                return;
+            }
+            Ok((status, answer)) => {
+                warn!(%url, status = status.as_u16(), answer = %answer, "join refused; retrying")
+            }
+            Err(e) => warn!(%url, error = %e, "join failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(JOIN_RETRY_MAX);
     }
 }
 

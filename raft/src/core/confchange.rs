@@ -55,7 +55,9 @@ pub fn enter_joint(
     if unchanged {
         return Err(ConfChangeError::NoChange);
     }
-    next.auto_leave = true;
+    // From a configuration with no voters (a cluster's first entry, replayed by every node
+    // that joins later) there is no old majority to keep: the change takes effect directly.
+    next.auto_leave = next.is_joint();
     next.check_invariants()
         .expect("enter_joint keeps the configuration invariants");
     Ok(next)
@@ -127,6 +129,18 @@ mod tests {
 
     fn ids(v: &[u64]) -> std::collections::BTreeSet<NodeId> {
         v.iter().map(|i| NodeId(*i)).collect()
+    }
+
+    #[test]
+    fn the_first_voter_of_an_empty_configuration_is_added_without_a_joint_state() {
+        // Given the empty configuration every node starts from, when the cluster's first entry
+        // adds its founding voter, then that voter alone decides at once.
+        let change = ConfChange::single(ConfChangeKind::AddVoter, NodeId(1));
+        let first = apply(&Configuration::default(), &change).unwrap();
+        assert_eq!(first.voters, ids(&[1]));
+        assert!(!first.is_joint());
+        assert!(!first.auto_leave);
+        first.check_invariants().unwrap();
     }
 
     #[test]

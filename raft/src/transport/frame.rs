@@ -34,10 +34,14 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 /// One unit on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
-    /// The first frame on a connection: who is calling.
+    /// The first frame on a connection: who is calling, and where it listens, so that a
+    /// node can answer a peer it has no address for yet (a new member learns the address book
+    /// only from the log the caller is about to send it).
     Hello {
         /// The sender's node id.
         from: NodeId,
+        /// The sender's Raft address.
+        addr: String,
     },
     /// A Raft message (never an InstallSnapshot with data: that is streamed).
     Message(Message),
@@ -135,7 +139,10 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_back_to_back() {
         let frames = vec![
-            Frame::Hello { from: NodeId(7) },
+            Frame::Hello {
+                from: NodeId(7),
+                addr: "127.0.0.1:7001".into(),
+            },
             heartbeat(),
             Frame::SnapshotChunk(Bytes::from_static(b"abc")),
             Frame::SnapshotEnd,

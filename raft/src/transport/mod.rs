@@ -75,6 +75,8 @@ struct Peer {
 /// The outgoing side: a [`Transport`] for the node.
 pub struct PeerTransport<N: Network> {
     id: NodeId,
+    /// This node's own Raft address, announced in every Hello.
+    addr: String,
     network: Arc<N>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     reports: mpsc::UnboundedSender<SnapshotReport>,
@@ -84,10 +86,15 @@ const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
 
 impl<N: Network> PeerTransport<N> {
     /// A transport for node `id`; the receiver gets the outcome of every snapshot sent.
-    pub fn new(id: NodeId, network: N) -> (Arc<Self>, mpsc::UnboundedReceiver<SnapshotReport>) {
+    pub fn new(
+        id: NodeId,
+        addr: String,
+        network: N,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SnapshotReport>) {
         let (reports, rx) = mpsc::unbounded_channel();
         let transport = Arc::new(PeerTransport {
             id,
+            addr,
             network: Arc::new(network),
             peers: Mutex::new(HashMap::new()),
             reports,
@@ -107,6 +114,7 @@ impl<N: Network> PeerTransport<N> {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
         tokio::spawn(run_sender(
             self.id,
+            self.addr.clone(),
             id,
             addr.clone(),
             Arc::clone(&self.network),
@@ -115,6 +123,15 @@ impl<N: Network> PeerTransport<N> {
         ));
         // Replacing the entry drops the old queue, which stops the old sender.
         peers.insert(id, Peer { addr, queue: tx });
+    }
+
+    /// Records the address a caller announced, unless the peer's address is already known
+    /// (the replicated address book stays authoritative).
+    pub fn learn_peer(&self, id: NodeId, addr: String) {
+        let known = self.peers.lock().expect(PEERS_LOCK).contains_key(&id);
+        if !known {
+            self.set_peer(id, addr);
+        }
     }
 
     /// Forgets peer `id` (removed from the cluster); its sender stops.
@@ -155,8 +172,10 @@ impl<N: Network> Transport for PeerTransport<N> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_sender<N: Network>(
     me: NodeId,
+    my_addr: String,
     to: NodeId,
     addr: String,
     network: Arc<N>,
@@ -197,7 +216,11 @@ async fn run_sender<N: Network>(
         let mut w = BufWriter::new(stream);
         let mut next = Some(first);
         let result: io::Result<()> = async {
-            frame::write(&mut w, &Frame::Hello { from: me }).await?;
+            let hello = Frame::Hello {
+                from: me,
+                addr: my_addr.clone(),
+            };
+            frame::write(&mut w, &hello).await?;
             loop {
                 let message = match next.take() {
                     Some(m) => m,
@@ -275,14 +298,22 @@ async fn send_one<W: AsyncWrite + Unpin>(
 
 /// Serves one incoming peer connection: reads frames and steps `node` with each message until
 /// the peer disconnects or misbehaves. Returns why the connection ended.
-pub async fn serve_connection<S, O>(stream: S, node: Node<O>) -> Result<(), frame::FrameError>
+pub async fn serve_connection<S, O, N>(
+    stream: S,
+    node: Node<O>,
+    transport: Arc<PeerTransport<N>>,
+) -> Result<(), frame::FrameError>
 where
     S: AsyncRead + Unpin,
     O: Send + 'static,
+    N: Network,
 {
     let mut r = BufReader::new(stream);
     let from = match frame::read(&mut r).await? {
-        Some(Frame::Hello { from }) => from,
+        Some(Frame::Hello { from, addr }) => {
+            transport.learn_peer(from, addr);
+            from
+        }
         Some(_) => return Err(protocol("the first frame must be Hello")),
         None => return Ok(()),
     };
@@ -341,7 +372,11 @@ fn protocol(what: &str) -> frame::FrameError {
 }
 
 /// Accepts peer connections on `listener` until the node stops, serving each on its own task.
-pub async fn serve_tcp<O: Send + 'static>(listener: tokio::net::TcpListener, node: Node<O>) {
+pub async fn serve_tcp<O: Send + 'static, N: Network>(
+    listener: tokio::net::TcpListener,
+    node: Node<O>,
+    transport: Arc<PeerTransport<N>>,
+) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -353,8 +388,9 @@ pub async fn serve_tcp<O: Send + 'static>(listener: tokio::net::TcpListener, nod
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
+        let transport = Arc::clone(&transport);
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, node).await {
+            if let Err(e) = serve_connection(stream, node, transport).await {
                 warn!(peer = %addr, error = %e, "peer connection closed on a bad frame");
             }
         });
