@@ -289,6 +289,19 @@ fn route(
             ),
             None => error(503, "no_leader"),
         },
+        ("GET", "/health") => reply(200, json!({"status": "ok"}).to_string()),
+        ("GET", "/ready") => match &s.leader_http {
+            Some(_) => reply(
+                200,
+                json!({"status": "ready", "applied": s.revision}).to_string(),
+            ),
+            None => error(503, "not_ready"),
+        },
+        ("POST", "/admin/snapshot") => reply(
+            200,
+            json!({"index": s.revision, "term": 1, "keys": s.kv.len(), "file": "snap-1"})
+                .to_string(),
+        ),
         ("POST", "/sessions") => {
             s.next_client_id += 1;
             reply(200, json!({"client_id": s.next_client_id}).to_string())
@@ -978,4 +991,25 @@ async fn bench_preloads_then_runs_the_asked_number_of_operations() {
     assert_eq!(json["workload"], "mixed");
     assert!(json["latency_ms"]["p99_9"].is_number());
     assert!(report.to_string().contains("ops/s"));
+}
+
+#[tokio::test]
+async fn node_local_requests_take_the_first_reachable_endpoint_and_its_answer() {
+    let cluster = Cluster::start(2).await;
+    cluster.set_leader(None);
+    let dead = dead_url().await;
+    let client = client(&[dead, cluster.nodes[1].url(), cluster.nodes[0].url()]);
+    assert_eq!(client.health().await.expect("health"), "ok");
+    // not ready is an answer, not a reason to ask another node
+    let readiness = client.ready().await.expect("ready answer");
+    assert!(!readiness.ready);
+    assert_eq!(readiness.endpoint, cluster.nodes[1].url());
+    assert_eq!(readiness.detail["code"], "not_ready");
+    cluster.set_leader(Some(0));
+    assert!(client.ready().await.expect("ready answer").ready);
+    let snapshot = client.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.file, "snap-1");
+    assert_eq!(cluster.nodes[1].seen("POST", "/admin/snapshot").len(), 1);
+    assert!(cluster.nodes[0].seen("POST", "/admin/snapshot").is_empty());
+    assert!(cluster.nodes[0].seen("GET", "/ready").is_empty());
 }
