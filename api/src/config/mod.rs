@@ -118,9 +118,11 @@ pub struct StorageSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WalSection {
-    /// At most this many operations share one fsync.
+    /// At most this many requests and messages go into one Raft `Ready`, and so share one
+    /// WAL fsync.
     pub batch_size: usize,
-    /// How long the log's writer waits for a batch to fill (0: batches fill while fsyncs run).
+    /// How long the node keeps gathering a batch once its first request has arrived (0:
+    /// batches fill by themselves while the previous fsync runs).
     #[serde(with = "units::duration")]
     pub batch_wait_time: Duration,
     /// A new segment file starts once the current one passes this size.

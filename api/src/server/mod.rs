@@ -150,6 +150,8 @@ impl Server {
                 raft: raft_config,
                 tick: config.raft.heartbeat_timeout,
                 snapshot_every: config.storage.snapshot_every,
+                events_per_ready_max: config.wal.batch_size,
+                batch_wait: config.wal.batch_wait_time,
             },
             store,
             Arc::clone(&transport),

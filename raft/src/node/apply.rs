@@ -110,7 +110,12 @@ impl<M: StateMachine> Applier<M> {
                         let output = machine.apply(entry.index, data);
                         answers.push((entry.term, waiter, Some(output)));
                     }
-                    EntryPayload::Noop | EntryPayload::ConfChange(_) => {
+                    EntryPayload::ConfChange(change) => {
+                        info!(index = entry.index.0, term = entry.term.0, change = ?change.changes, "membership change applied");
+                        machine.apply_empty(entry.index);
+                        answers.push((entry.term, waiter, None));
+                    }
+                    EntryPayload::Noop => {
                         machine.apply_empty(entry.index);
                         answers.push((entry.term, waiter, None));
                     }

@@ -15,8 +15,8 @@ use tracing::{error, info, warn};
 use super::apply::{Applier, ApplyCmd, Waiter};
 use super::store::{LogStore, StoreError};
 use super::{
-    APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, EVENTS_PER_READY_MAX, Event, Node, NodeConfig, NodeError,
-    SnapshotFiles, StateMachine, Status, Transport,
+    APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
+    StateMachine, Status, Transport,
 };
 use crate::core::{LogIndex, NodeId, Raft, Role, SnapshotMetadata};
 
@@ -107,10 +107,19 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     None => stop = true,
                     Some(event) => {
                         stop |= self.handle(event).await;
-                        // Take whatever else is queued: it all joins this Ready.
+                        // Take whatever else is queued (or arrives within the batch wait):
+                        // it all joins this Ready and shares its fsync.
+                        let deadline = tokio::time::Instant::now() + config.batch_wait;
                         let mut taken = 1;
-                        while taken < EVENTS_PER_READY_MAX && !stop {
-                            let Ok(event) = events.try_recv() else { break };
+                        while taken < config.events_per_ready_max.max(1) && !stop {
+                            let event = match events.try_recv() {
+                                Ok(event) => event,
+                                Err(_) if config.batch_wait.is_zero() => break,
+                                Err(_) => match tokio::time::timeout_at(deadline, events.recv()).await {
+                                    Ok(Some(event)) => event,
+                                    Ok(None) | Err(_) => break,
+                                },
+                            };
                             stop |= self.handle(event).await;
                             taken += 1;
                         }

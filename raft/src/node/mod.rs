@@ -37,9 +37,9 @@ pub use store::{DurableState, LogStore, SnapshotFiles, StoreError, WalLogStore};
 pub const EVENT_QUEUE_MAX: usize = 8192;
 /// Capacity of the queue from the loop to the applier.
 pub const APPLY_QUEUE_MAX: usize = 1024;
-/// The most events the loop takes before it hands the core's output to storage and the network:
-/// bounds the latency one burst adds to the next `Ready`.
-pub const EVENTS_PER_READY_MAX: usize = 4096;
+/// The default for [`NodeConfig::events_per_ready_max`]: enough for 64 clients' requests and
+/// their peers' answers to share one fsync, small enough that one burst adds little latency.
+pub const EVENTS_PER_READY_MAX_DEFAULT: usize = 1024;
 
 /// The application's replicated state machine, as the node drives it.
 pub trait StateMachine: Send + 'static {
@@ -75,6 +75,13 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Take a snapshot every this many applied entries (0: only on demand).
     pub snapshot_every: u64,
+    /// The most events (messages, proposals, reads) the loop takes into one `Ready`, and so
+    /// the most proposals that share one WAL fsync (`wal.batch_size`).
+    pub events_per_ready_max: usize,
+    /// How long the loop keeps gathering events once the first has arrived before it hands
+    /// the batch to storage (`wal.batch_wait_time`; zero: batches fill while the previous
+    /// fsync runs).
+    pub batch_wait: Duration,
 }
 
 /// Why a request to the node failed.
