@@ -45,6 +45,8 @@ enum Action {
     Drop(u16),
     Duplicate(u16),
     Ready(u8),
+    /// Handle a Ready but advance it only at the node's next `Ready` action.
+    ReadyHeld(u8),
     Crash(u8),
     CrashMidReady(u8),
     Restart(u8),
@@ -74,6 +76,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => any::<u16>().prop_map(Drop),
         1 => any::<u16>().prop_map(Duplicate),
         14 => any::<u8>().prop_map(Ready),
+        3 => any::<u8>().prop_map(ReadyHeld),
         1 => any::<u8>().prop_map(Crash),
         1 => any::<u8>().prop_map(CrashMidReady),
         2 => any::<u8>().prop_map(Restart),
@@ -123,6 +126,9 @@ fn run(voters: u64, actions: &[Action]) {
             Action::Duplicate(k) => c.duplicate(k as usize),
             Action::Ready(n) => {
                 c.process_ready(pick(&c, n));
+            }
+            Action::ReadyHeld(n) => {
+                c.begin_ready(pick(&c, n));
             }
             Action::Crash(n) => c.crash(pick(&c, n)),
             Action::CrashMidReady(n) => c.crash_mid_ready(pick(&c, n)),
@@ -373,6 +379,7 @@ fn parse_action(item: &str) -> Action {
         "Drop" => Drop(n[0]),
         "Duplicate" => Duplicate(n[0]),
         "Ready" => Ready(b(0)),
+        "ReadyHeld" => ReadyHeld(b(0)),
         "Crash" => Crash(b(0)),
         "CrashMidReady" => CrashMidReady(b(0)),
         "Restart" => Restart(b(0)),

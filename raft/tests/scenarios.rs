@@ -852,3 +852,36 @@ fn each_new_leader_appends_a_noop_of_its_term() {
     assert_eq!(entries[0].payload, EntryPayload::Noop);
     assert_eq!(entries[0].term, c.raft(1).term());
 }
+
+/// The driver may keep stepping the core while it persists a Ready. If a new leader
+/// overwrites entries of that Ready meanwhile, `advance` must not count the overwritten
+/// entries as durable, and the next Ready must carry their replacements.
+#[test]
+fn entries_overwritten_while_their_ready_is_being_persisted_are_written_again() {
+    let mut c = Cluster::with_config(5, 0, basic);
+    assert!(c.elect(1));
+    c.stabilize();
+    // Node 5 alone receives "x" from leader 1, and its driver starts persisting it.
+    c.drop_if
+        .push(Box::new(|m| m.from == NodeId(1) && m.to != NodeId(5)));
+    let x = c.propose(1, "x").unwrap();
+    c.process_ready(1);
+    c.frozen.insert(NodeId(5));
+    c.step_until(10, |c| c.raft(5).last_index() >= x.index);
+    assert!(c.begin_ready(5));
+    c.drop_if.clear();
+    // While that Ready is outstanding, node 2 wins term 3 and overwrites index 3 on node 5.
+    c.crash(1);
+    assert!(c.elect(2));
+    c.stabilize();
+    assert_eq!(c.raft(5).term_at(x.index), Some(Term(3)));
+    // When node 5's driver finishes, the replacement is persisted by the next Ready.
+    c.frozen.clear();
+    c.stabilize();
+    let stored = raft::core::Storage::term(c.raft(5).storage(), x.index).unwrap();
+    assert_eq!(stored, Term(3), "storage holds the new leader's entry");
+    assert_eq!(c.log_of(5), c.log_of(2));
+    c.crash(5);
+    c.restart(5);
+    assert_eq!(c.log_of(5), c.log_of(2), "and it survives a restart");
+}
