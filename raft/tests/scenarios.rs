@@ -885,3 +885,29 @@ fn entries_overwritten_while_their_ready_is_being_persisted_are_written_again() 
     c.restart(5);
     assert_eq!(c.log_of(5), c.log_of(2), "and it survives a restart");
 }
+
+/// A leader cut off from its followers refuses proposals once `uncommitted_bytes_max` of
+/// them wait uncommitted, instead of growing its log without bound.
+#[test]
+fn a_leader_drops_proposals_beyond_the_uncommitted_byte_limit() {
+    let mut c = Cluster::with_config(3, 0, |id| {
+        let mut cfg = basic(id);
+        cfg.uncommitted_bytes_max = 10;
+        cfg
+    });
+    assert!(c.elect(1));
+    c.stabilize();
+    c.isolate(1);
+    c.propose(1, "12345").unwrap();
+    c.propose(1, "67890").unwrap();
+    let refused = c.propose(1, "x");
+    assert_eq!(
+        refused,
+        Err(Error::ProposalDropped {
+            reason: "too many uncommitted bytes"
+        })
+    );
+    c.heal();
+    c.run_ticks(3);
+    assert!(c.propose(1, "x").is_ok(), "committing frees the budget");
+}

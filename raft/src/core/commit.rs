@@ -42,6 +42,13 @@ impl<S: Storage> Raft<S> {
 
     /// Leader: consequences of a new commit index.
     fn after_commit(&mut self) {
+        while let Some((index, size_bytes)) = self.uncommitted.front().copied() {
+            if index > self.log.committed {
+                break;
+            }
+            self.uncommitted.pop_front();
+            self.uncommitted_bytes -= size_bytes;
+        }
         self.release_reads_after_term_commit();
         let config = self.configs.current();
         let settled = self.configs.current_index() <= self.log.committed;

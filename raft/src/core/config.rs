@@ -19,6 +19,8 @@ pub const MSG_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 pub const PROPOSAL_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
 /// Default bytes of committed entries handed out in one Ready (at least one entry).
 pub const COMMITTED_BYTES_PER_READY_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default bytes of proposed but uncommitted entries a leader holds before refusing more.
+pub const UNCOMMITTED_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 
 /// Default ticks a leader waits for a snapshot to be acknowledged before sending it again.
 pub const SNAPSHOT_RETRY_TICKS_DEFAULT: u32 = 50;
@@ -51,6 +53,11 @@ pub struct Config {
     pub proposal_bytes_max: u64,
     /// Committed entry bytes handed to the application per Ready; must be positive.
     pub committed_bytes_per_ready_max: u64,
+    /// Payload bytes of proposals a leader holds uncommitted before it refuses new ones with
+    /// `Error::ProposalDropped` (a leader cut off from its followers would otherwise grow its
+    /// log without bound); must be positive. A single proposal is always accepted when
+    /// nothing is uncommitted.
+    pub uncommitted_bytes_max: u64,
     /// Ticks a leader waits for a snapshot to be acknowledged before it presumes it lost and
     /// sends it again; must be positive. Keep it above the time the driver needs to stream
     /// a snapshot, in ticks.
@@ -78,6 +85,7 @@ impl Config {
             msg_bytes_max: MSG_BYTES_MAX_DEFAULT,
             proposal_bytes_max: PROPOSAL_BYTES_MAX_DEFAULT,
             committed_bytes_per_ready_max: COMMITTED_BYTES_PER_READY_MAX_DEFAULT,
+            uncommitted_bytes_max: UNCOMMITTED_BYTES_MAX_DEFAULT,
             snapshot_retry_ticks: SNAPSHOT_RETRY_TICKS_DEFAULT,
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
             applied: LogIndex::ZERO,
@@ -101,7 +109,8 @@ impl Config {
                 heartbeat_ticks: self.heartbeat_ticks,
             });
         }
-        let limits: [(&'static str, u64); 7] = [
+        let limits: [(&'static str, u64); 8] = [
+            ("uncommitted_bytes_max", self.uncommitted_bytes_max),
             ("snapshot_retry_ticks", u64::from(self.snapshot_retry_ticks)),
             ("pending_reads_max", self.pending_reads_max as u64),
             ("inflight_msgs_max", self.inflight_msgs_max as u64),

@@ -21,6 +21,13 @@ pub enum Error {
         /// The transfer target.
         to: NodeId,
     },
+    /// The leader refused the proposal for a reason that will pass (too much uncommitted
+    /// data, typically because followers are unreachable): retry later.
+    #[error("proposal dropped: {reason}")]
+    ProposalDropped {
+        /// Why.
+        reason: &'static str,
+    },
     /// The proposal is larger than `Config::proposal_bytes_max`.
     #[error("proposal of {size_bytes} bytes exceeds the limit of {max_bytes}")]
     ProposalTooLarge {

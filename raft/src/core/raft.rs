@@ -115,6 +115,11 @@ pub struct Raft<S: Storage> {
     /// Leader only: proposals were appended since the last Ready; the Ready broadcasts them,
     /// so that all proposals between two Readies share one AppendEntries per follower.
     pub(crate) append_pending: bool,
+    /// Leader only: `(index, payload bytes)` of its proposals not yet committed, oldest
+    /// first, and their total; bounded by `Config::uncommitted_bytes_max`.
+    pub(crate) uncommitted: std::collections::VecDeque<(LogIndex, u64)>,
+    /// See `uncommitted`.
+    pub(crate) uncommitted_bytes: u64,
     /// Messages that may be sent before this Ready's state is persisted.
     pub(crate) msgs: Vec<Message>,
     /// Messages that may only be sent once this Ready's state is persisted.
@@ -171,6 +176,8 @@ impl<S: Storage> Raft<S> {
             transfer: None,
             reads: ReadOnly::default(),
             append_pending: false,
+            uncommitted: std::collections::VecDeque::new(),
+            uncommitted_bytes: 0,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
@@ -490,7 +497,16 @@ impl<S: Storage> Raft<S> {
                 max_bytes,
             });
         }
-        Ok(self.append_entry(EntryPayload::Normal(data)))
+        let over = self.uncommitted_bytes + size_bytes > self.cfg.uncommitted_bytes_max;
+        if over && self.uncommitted_bytes > 0 {
+            return Err(Error::ProposalDropped {
+                reason: "too many uncommitted bytes",
+            });
+        }
+        let id = self.append_entry(EntryPayload::Normal(data));
+        self.uncommitted.push_back((id.index, size_bytes));
+        self.uncommitted_bytes += size_bytes;
+        Ok(id)
     }
 
     /// Proposes a membership change (dissertation §4.3). Only one may be in flight: the
@@ -605,6 +621,8 @@ impl<S: Storage> Raft<S> {
         self.progress.clear();
         self.transfer = None;
         self.append_pending = false;
+        self.uncommitted.clear();
+        self.uncommitted_bytes = 0;
         let dropped = self.reads.clear();
         self.dropped_reads.extend(dropped);
         self.heartbeat_elapsed_ticks = 0;
