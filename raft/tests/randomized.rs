@@ -19,7 +19,7 @@ mod harness;
 use bytes::Bytes;
 use harness::Cluster;
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
 use raft::core::{ConfChange, ConfChangeKind, ConfChangeSingle, NodeId};
 
 /// Default cases per cluster size; raise with `PROPTEST_CASES` for a longer soak.
@@ -307,6 +307,26 @@ fn check_liveness(c: &mut Cluster) {
     }
 }
 
+/// Runs a schedule; on failure, returns the panic message plus the command that replays
+/// the (by then shrunk) schedule, which proptest prints once, with the minimal input.
+fn run_reporting(voters: u64, check_quorum: bool, actions: &[Action]) -> Result<(), TestCaseError> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(voters, check_quorum, actions);
+    }));
+    let Err(panic) = outcome else { return Ok(()) };
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    Err(TestCaseError::fail(format!(
+        "{message}\n\nreplay with:\n  RAFT_REPLAY='{actions:?}' RAFT_REPLAY_VOTERS={voters} \
+         RAFT_REPLAY_CHECK_QUORUM={} RAFT_TRACE=1 \\\n  cargo test -p raft --test randomized \
+         replay_a_schedule -- --nocapture\n",
+        u8::from(check_quorum)
+    )))
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -328,7 +348,7 @@ proptest! {
     fn three_nodes_stay_safe_under_faults_and_recover(
         actions in proptest::collection::vec(action(), ACTIONS_MIN..ACTIONS_MAX)
     ) {
-        run(3, true, &actions);
+        run_reporting(3, true, &actions)?;
     }
 
     /// Five voters (plus two spares) under random faults: safe at every step, live after.
@@ -336,7 +356,7 @@ proptest! {
     fn five_nodes_stay_safe_under_faults_and_recover(
         actions in proptest::collection::vec(action(), ACTIONS_MIN..ACTIONS_MAX)
     ) {
-        run(5, true, &actions);
+        run_reporting(5, true, &actions)?;
     }
 
     /// Three voters without check-quorum (pre-vote alone keeps removed nodes from
@@ -345,7 +365,7 @@ proptest! {
     fn three_nodes_without_check_quorum_stay_safe_and_recover(
         actions in proptest::collection::vec(action(), ACTIONS_MIN..ACTIONS_MAX)
     ) {
-        run(3, false, &actions);
+        run_reporting(3, false, &actions)?;
     }
 }
 

@@ -193,7 +193,16 @@ impl Cluster {
         if self.trace.len() >= 4000 {
             self.trace.drain(..2000);
         }
-        self.trace.push(line);
+        // Runs of ticks are folded into one line ("tick n1 n2 n3"), so the trace shows
+        // what happened rather than the passing of time.
+        if let (Some(last), Some(node)) = (self.trace.last_mut(), line.strip_prefix("tick "))
+            && last.starts_with("tick ")
+        {
+            last.push(' ');
+            last.push_str(node);
+            return;
+        }
+        self.trace.push(format!("[{}] {line}", self.steps));
     }
 
     /// The running core of `id`. Panics if the node is down.
