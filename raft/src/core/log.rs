@@ -425,3 +425,87 @@ impl<S: Storage> RaftLog<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::membership::Configuration;
+    use crate::core::message::EntryPayload;
+    use crate::core::storage::MemStorage;
+    use crate::core::types::NodeId;
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    /// A log over bootstrap storage (snapshot at 1/t1) holding entries 2..=4 of term 2.
+    fn log() -> RaftLog<MemStorage> {
+        let config = Configuration::with_voters([NodeId(1)]);
+        let mut storage = MemStorage::new_with_configuration(config);
+        storage.append(&[e(2, 2), e(3, 2), e(4, 2)]);
+        RaftLog::new(storage, LogIndex(2), LogIndex(1))
+    }
+
+    #[test]
+    fn a_duplicate_append_never_truncates_what_a_later_one_added() {
+        let mut l = log();
+        assert_eq!(
+            l.maybe_append(LogIndex(1), Term(1), &[e(2, 2)]),
+            Some((LogIndex(2), None))
+        );
+        assert_eq!(l.last_index(), LogIndex(4), "entries 3 and 4 are kept");
+        l.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_conflict_truncates_from_the_first_differing_entry() {
+        let mut l = log();
+        let got = l.maybe_append(LogIndex(2), Term(2), &[e(3, 3)]);
+        assert_eq!(got, Some((LogIndex(3), Some(LogIndex(3)))));
+        assert_eq!(l.last_index(), LogIndex(3));
+        assert_eq!(l.term(LogIndex(3)), Ok(Term(3)));
+        assert_eq!(
+            l.persisted,
+            LogIndex(2),
+            "the overwritten entry is no longer durable"
+        );
+        assert_eq!(l.take_unstable_entries(), vec![e(3, 3)]);
+        l.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_consistency_check_refuses_a_mismatched_previous_entry() {
+        let mut l = log();
+        assert_eq!(l.maybe_append(LogIndex(4), Term(3), &[e(5, 3)]), None);
+        assert_eq!(l.maybe_append(LogIndex(6), Term(2), &[e(7, 2)]), None);
+    }
+
+    #[test]
+    fn entries_truncated_after_being_handed_out_are_not_marked_durable() {
+        let mut l = log();
+        l.append(&[e(5, 2), e(6, 2)]);
+        assert_eq!(l.take_unstable_entries().len(), 2);
+        // While the driver persists 5 and 6, a new leader overwrites 6.
+        l.maybe_append(LogIndex(5), Term(2), &[e(6, 3)]);
+        l.persisted_handed(None);
+        assert_eq!(l.persisted, LogIndex(5));
+        assert_eq!(
+            l.take_unstable_entries(),
+            vec![e(6, 3)],
+            "6 is written again"
+        );
+    }
+
+    #[test]
+    fn fast_back_off_finds_the_last_entry_of_an_older_term() {
+        let mut l = log();
+        l.append(&[e(5, 4), e(6, 4)]);
+        assert_eq!(l.find_conflict_by_term(LogIndex(6), Term(3)), LogIndex(4));
+        assert_eq!(l.find_conflict_by_term(LogIndex(6), Term(4)), LogIndex(6));
+        assert_eq!(l.find_conflict_by_term(LogIndex(9), Term(1)), LogIndex(1));
+    }
+}
