@@ -704,6 +704,20 @@ impl<S: Storage> Raft<S> {
             if self.vote != Some(self.id) {
                 return Err(format!("leader {} did not vote for itself", self.id));
             }
+            let total: u64 = self.uncommitted.iter().map(|(_, bytes)| bytes).sum();
+            if total != self.uncommitted_bytes {
+                return Err(format!(
+                    "uncommitted bytes {} but {total} held",
+                    self.uncommitted_bytes
+                ));
+            }
+            if self
+                .uncommitted
+                .front()
+                .is_some_and(|(index, _)| *index <= self.log.committed)
+            {
+                return Err("a committed proposal still counts as uncommitted".into());
+            }
             for (id, pr) in self.progress.iter() {
                 pr.check_invariants()
                     .map_err(|e| format!("progress of {id}: {e}"))?;
