@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wal::{Entry, GroupCommit, GroupCommitConfig, RealFs, Wal, WalConfig};
+use wal::{Entry, GroupCommit, GroupCommitConfig, RealFs, Wal, WalConfig, WalWriter};
 
 /// The payload size the issue asks for.
 const PAYLOAD_BYTES: usize = 100;
@@ -165,6 +165,53 @@ fn drop_page_cache() -> bool {
     synced && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
+/// `appenders` async tasks on a 2-worker tokio runtime, each appending one entry at a time
+/// through the dedicated writer thread of [`WalWriter`].
+fn async_writer(dir: &Path, appenders: usize, run_for: Duration, label: &str) -> (Stats, f64) {
+    let wal = Wal::open(RealFs, dir, WalConfig::default()).expect("open the log");
+    let metrics = wal.metrics();
+    let writer = WalWriter::start(wal, GroupCommitConfig::default()).expect("a valid config");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let bar = progress(label, run_for);
+    let before = metrics.snapshot();
+    let start = Instant::now();
+    let latencies: Vec<Duration> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..appenders)
+            .map(|_| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let payload = vec![0x5Au8; PAYLOAD_BYTES];
+                    let mut latencies = Vec::new();
+                    while start.elapsed() < run_for {
+                        let t = Instant::now();
+                        writer
+                            .append_next(1, vec![payload.clone()])
+                            .await
+                            .expect("append");
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("an appender task"));
+        }
+        all
+    });
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    let after = metrics.snapshot();
+    let fsyncs = (after.fsyncs - before.fsyncs).max(1);
+    let per_fsync = (after.records_appended - before.records_appended) as f64 / fsyncs as f64;
+    (Stats::from(latencies, elapsed), per_fsync)
+}
+
 /// Writes about `mb` MiB of 100-byte records, then times `Wal::open` twice: first with the
 /// page cache dropped when permitted (reading the disk), then warm (parsing and checksumming
 /// alone). Returns (cold or `None`, warm, bytes, records).
@@ -285,6 +332,38 @@ fn main() {
                 );
                 std::fs::remove_dir_all(&dir).expect("clean up the run's log");
             }
+        }
+    }
+
+    if wanted("async") {
+        let raw = raw_fdatasync(root.path(), run_for);
+        println!(
+            "{:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}",
+            "raw write+fdatasync (floor)",
+            raw.ops_per_sec(),
+            us(raw.p50),
+            us(raw.p99)
+        );
+        let mut single = None;
+        for appenders in [1, 8, 64] {
+            let dir = root.path().join(format!("async-{appenders}"));
+            let label = format!("WalWriter (async tasks), {appenders} appenders");
+            let (stats, per_fsync) = async_writer(&dir, appenders, run_for, &label);
+            if appenders == 1 {
+                single = Some(stats.ops_per_sec());
+            }
+            let scale = match (appenders, single) {
+                (64, Some(one)) => format!("  ({:.1}x one appender)", stats.ops_per_sec() / one),
+                _ => String::new(),
+            };
+            println!(
+                "{label:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}  {per_fsync:>6.1} records/fsync  p50 {:.2}x floor{scale}",
+                stats.ops_per_sec(),
+                us(stats.p50),
+                us(stats.p99),
+                stats.p50.as_secs_f64() / raw.p50.as_secs_f64(),
+            );
+            std::fs::remove_dir_all(&dir).expect("clean up the run's log");
         }
     }
 

@@ -106,7 +106,7 @@ pub enum WalOp {
 }
 
 impl WalOp {
-    fn payload_bytes(&self) -> u64 {
+    pub(crate) fn payload_bytes(&self) -> u64 {
         match self {
             WalOp::Append(entries) => entries.iter().map(|e| e.payload.len() as u64).sum(),
             WalOp::AppendNext { payloads, .. } => payloads.iter().map(|p| p.len() as u64).sum(),
@@ -232,12 +232,15 @@ impl<F: FileSystem> GroupCommit<F> {
             q = self.gather(q);
             let batch = take_batch(&mut q, &shared.config);
             drop(q);
-            let wakers: Vec<Arc<Condvar>> = batch.iter().map(|p| Arc::clone(&p.waker)).collect();
+            let (wakers, ops): (Vec<Arc<Condvar>>, Vec<(u64, WalOp)>) = batch
+                .into_iter()
+                .map(|p| (p.waker, (p.ticket, p.op)))
+                .unzip();
             let guard = WriterGuard {
                 shared,
                 wakers: &wakers,
             };
-            let results = self.write_batch(batch);
+            let results = self.write_batch(ops);
             std::mem::forget(guard);
             q = shared.queue.lock().expect(LOCK_INVARIANT);
             q.results.extend(results);
@@ -269,7 +272,23 @@ impl<F: FileSystem> GroupCommit<F> {
     }
 
     /// Applies a batch in order, then one fsync for all of it.
-    fn write_batch(&self, batch: Vec<Pending>) -> Vec<(u64, Result<Committed>)> {
+    /// Applies `ops` as one batch, in order, with one fsync, and returns each operation's
+    /// outcome. For a caller that batches by itself (a dedicated writer thread, see
+    /// [`crate::WalWriter`]). Call it from one thread only, and not alongside
+    /// [`GroupCommit::submit`] callers: batches would interleave around each other's fsyncs.
+    pub fn submit_batch(&self, ops: Vec<WalOp>) -> Vec<Result<Committed>> {
+        let numbered: Vec<(u64, WalOp)> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| (i as u64, op))
+            .collect();
+        self.write_batch(numbered)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    fn write_batch(&self, batch: Vec<(u64, WalOp)>) -> Vec<(u64, Result<Committed>)> {
         let mut wal = self.lock_wal();
         let ops = batch.len() as u64;
         let records_before = wal.metrics().snapshot().records_appended;
@@ -277,7 +296,7 @@ impl<F: FileSystem> GroupCommit<F> {
         // Consecutive `AppendNext` operations are merged into one `Wal::append`, so a batch of
         // independent writers costs one `write` call, not one per caller.
         let mut run = AppendRun::default();
-        for Pending { ticket, op, .. } in batch {
+        for (ticket, op) in batch {
             if let WalOp::AppendNext { term, payloads } = op {
                 match run.check(&wal, term, &payloads) {
                     Ok(()) => run.push(&wal, ticket, term, payloads),

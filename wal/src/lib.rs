@@ -6,7 +6,8 @@
 //! - [`segment`]: segment files (named by their first index) and the recovery scan.
 //! - [`Wal`]: open/recover, `append`, `sync`, `read`, `truncate_suffix`, `compact_prefix`,
 //!   `reset`, `save_hard_state`.
-//! - [`GroupCommit`]: many threads, one `fdatasync` per batch.
+//! - [`GroupCommit`]: many threads, one `fdatasync` per batch; `WalWriter` (feature `async`):
+//!   the same for async tasks, through a dedicated writer thread.
 //! - [`FileSystem`]: the I/O seam, with [`RealFs`] and the crashable [`SimFs`].
 //!
 //! Durability contract: an entry is durable once [`Wal::sync`] (or a [`GroupCommit`] call) that
@@ -22,6 +23,8 @@ pub mod metrics;
 pub mod record;
 pub mod segment;
 mod simfs;
+#[cfg(feature = "async")]
+mod writer;
 
 pub use error::{Result, WalError};
 pub use fs::{FileHandle, FileSystem, RealFs};
@@ -34,3 +37,5 @@ pub use log::{Entry, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN
 pub use metrics::{WalMetrics, WalMetricsSnapshot};
 pub use record::PAYLOAD_BYTES_MAX;
 pub use simfs::{CrashReport, SimDirLock, SimFile, SimFs};
+#[cfg(feature = "async")]
+pub use writer::WalWriter;
