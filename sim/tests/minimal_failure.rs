@@ -176,7 +176,7 @@ fn a_lost_acknowledged_write_shrinks_to_the_write_and_the_read() {
 fn the_knossos_minimal_rethink_failure_shrinks_to_the_read_nobody_wrote() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/linearizability/knossos/cas-register/bad/rethink-fail-minimal.edn"
+        "/tests/data/linearizability/knossos/cas-register/bad/rethink-fail-minimal.edn"
     );
     let loaded = formats::load(std::path::Path::new(path), None)
         .unwrap_or_else(|e| panic!("the shared histories are missing ({e})"));
