@@ -106,22 +106,25 @@ impl<F: FileSystem> WalLogStore<F> {
     /// bootstrap membership, or an empty one for a node that will join) is written durably
     /// first.
     pub fn open(
-        mut wal: Wal<F>,
+        wal: Wal<F>,
         snapshots: Arc<dyn SnapshotFiles>,
         initial: DurableState,
     ) -> Result<Self, StoreError> {
+        let mut wal = wal;
         let state = match wal.hard_state() {
             Some(bytes) => postcard::from_bytes::<DurableState>(bytes)
                 .map_err(|e| decode_error("hard state", 0, e))?,
             None => {
                 let bytes = postcard::to_stdvec(&initial).expect("a DurableState always encodes");
                 wal.save_hard_state(&bytes)?;
-                if wal.last_index() < initial.snapshot.index.0 {
-                    wal.reset(initial.snapshot.index.0 + 1)?;
-                }
                 initial
             }
         };
+        // A crash while installing a snapshot can leave the new metadata saved but the log not
+        // yet restarted after it: finish the restart (the snapshot's data was saved first).
+        if wal.last_index() < state.snapshot.index.0 {
+            wal.reset(state.snapshot.index.0 + 1)?;
+        }
         let store = WalLogStore {
             wal,
             state,
@@ -310,5 +313,162 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
 
     fn snapshot_metadata(&self) -> &SnapshotMetadata {
         &self.state.snapshot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use wal::{SimFs, WalConfig};
+
+    use super::*;
+    use crate::core::{Configuration, NodeId};
+
+    /// Snapshot files kept in memory.
+    #[derive(Default)]
+    struct MemFiles(Mutex<Vec<Snapshot>>);
+
+    impl SnapshotFiles for MemFiles {
+        fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
+            self.0.lock().unwrap().push(snapshot.clone());
+            Ok(())
+        }
+        fn load(&self, metadata: &SnapshotMetadata) -> Result<Snapshot, String> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.metadata.index == metadata.index)
+                .cloned()
+                .ok_or_else(|| "missing".to_string())
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Normal(Bytes::from(format!("e{index}"))),
+        }
+    }
+
+    fn open(fs: &SimFs, files: &Arc<MemFiles>) -> WalLogStore<SimFs> {
+        let wal = Wal::open(fs.clone(), "/n/wal", WalConfig::default()).unwrap();
+        let files: Arc<dyn SnapshotFiles> = files.clone();
+        WalLogStore::open(wal, files, DurableState::default()).unwrap()
+    }
+
+    #[test]
+    fn entries_and_term_and_vote_survive_a_crash_but_a_commit_alone_costs_no_save() {
+        let fs = SimFs::new(1);
+        let files = Arc::new(MemFiles::default());
+        let mut store = open(&fs, &files);
+        assert!(store.is_fresh());
+        let hs = HardState {
+            term: Term(2),
+            vote: Some(NodeId(7)),
+            commit: LogIndex(1),
+        };
+        let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2)).collect();
+        store.persist(None, &entries, Some(&hs)).unwrap();
+        // A commit-only change is not saved (it is relearned from the leader).
+        let later = HardState {
+            commit: LogIndex(5),
+            ..hs.clone()
+        };
+        store.persist(None, &[], Some(&later)).unwrap();
+        // A conflicting suffix replaces what it overlaps.
+        store.persist(None, &[entry(4, 3)], None).unwrap();
+        drop(store);
+        fs.crash();
+        let store = open(&fs, &files);
+        let init = store.initial_state().unwrap();
+        assert_eq!(
+            init.hard_state, hs,
+            "term and vote durable; commit as last saved"
+        );
+        assert_eq!(store.last_index().unwrap(), LogIndex(4));
+        assert_eq!(store.term(LogIndex(4)).unwrap(), Term(3));
+        assert_eq!(
+            store.entries(LogIndex(1), LogIndex(5), u64::MAX).unwrap()[2],
+            entry(3, 2)
+        );
+        assert!(!store.is_fresh());
+    }
+
+    #[test]
+    fn a_crash_between_saving_snapshot_metadata_and_restarting_the_log_is_finished_on_open() {
+        let fs = SimFs::new(2);
+        let files = Arc::new(MemFiles::default());
+        let mut store = open(&fs, &files);
+        store
+            .persist(
+                None,
+                &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
+        drop(store);
+        // Given the metadata of a snapshot at 20 saved, but the log still ending at 5,
+        let mut wal = Wal::open(fs.clone(), "/n/wal", WalConfig::default()).unwrap();
+        let meta = SnapshotMetadata {
+            index: LogIndex(20),
+            term: Term(4),
+            configuration: Configuration::default(),
+        };
+        files
+            .save(&Snapshot {
+                metadata: meta.clone(),
+                data: Bytes::from_static(b"state"),
+            })
+            .unwrap();
+        let state = DurableState {
+            hard_state: HardState::default(),
+            snapshot: meta.clone(),
+        };
+        wal.save_hard_state(&postcard::to_stdvec(&state).unwrap())
+            .unwrap();
+        drop(wal);
+        // when the store opens, then the log restarts after the snapshot.
+        let store = open(&fs, &files);
+        assert_eq!(store.first_index().unwrap(), LogIndex(21));
+        assert_eq!(store.last_index().unwrap(), LogIndex(20));
+        assert_eq!(store.term(LogIndex(20)).unwrap(), Term(4));
+        assert_eq!(store.snapshot().unwrap().data, Bytes::from_static(b"state"));
+    }
+
+    #[test]
+    fn compaction_moves_the_first_index_and_keeps_the_term_at_the_snapshot() {
+        let fs = SimFs::new(3);
+        let files = Arc::new(MemFiles::default());
+        let mut store = open(&fs, &files);
+        store
+            .persist(
+                None,
+                &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
+        let meta = SnapshotMetadata {
+            index: LogIndex(6),
+            term: Term(1),
+            configuration: Configuration::default(),
+        };
+        store.compact(&meta).unwrap();
+        assert_eq!(store.first_index().unwrap(), LogIndex(7));
+        assert_eq!(store.term(LogIndex(6)).unwrap(), Term(1));
+        assert!(matches!(
+            store.entries(LogIndex(5), LogIndex(8), u64::MAX),
+            Err(StorageError::Compacted { .. })
+        ));
+        assert_eq!(
+            store
+                .entries(LogIndex(7), LogIndex(11), u64::MAX)
+                .unwrap()
+                .len(),
+            4
+        );
     }
 }
