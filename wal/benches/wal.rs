@@ -257,6 +257,42 @@ fn recovery(dir: &Path, mb: u64) -> (Option<Duration>, Duration, u64, u64) {
     (cold, warm, bytes, records)
 }
 
+/// Measures and prints the floor.
+fn floor(dir: &Path, run_for: Duration) -> Stats {
+    let raw = raw_fdatasync(dir, run_for);
+    println!(
+        "{:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}",
+        "raw write+fdatasync (floor)",
+        raw.ops_per_sec(),
+        us(raw.p50),
+        us(raw.p99)
+    );
+    raw
+}
+
+/// Prints one setting's line; for 64 appenders also the ratio to `single` (one appender's
+/// throughput in the same setting), when known.
+fn print_row(
+    label: &str,
+    stats: &Stats,
+    per_fsync: f64,
+    raw: &Stats,
+    appenders: usize,
+    single: Option<f64>,
+) {
+    let scale = match (appenders, single) {
+        (64, Some(one)) => format!("  ({:.1}x one appender)", stats.ops_per_sec() / one),
+        _ => String::new(),
+    };
+    println!(
+        "{label:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}  {per_fsync:>6.1} records/fsync  p50 {:.2}x floor{scale}",
+        stats.ops_per_sec(),
+        us(stats.p50),
+        us(stats.p99),
+        stats.p50.as_secs_f64() / raw.p50.as_secs_f64(),
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects parts by name.
     let filter: Vec<String> = std::env::args()
@@ -301,14 +337,7 @@ fn main() {
         for (name, config) in configs {
             // The floor is measured again right before each setting: the disk's speed drifts
             // on a shared machine, and the ratio is only fair against a neighbouring figure.
-            let raw = raw_fdatasync(root.path(), run_for);
-            println!(
-                "{:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}",
-                "raw write+fdatasync (floor)",
-                raw.ops_per_sec(),
-                us(raw.p50),
-                us(raw.p99)
-            );
+            let raw = floor(root.path(), run_for);
             for appenders in [1, 8, 64] {
                 let dir = root.path().join(format!("gc-{appenders}-{}", name.len()));
                 let label = format!("{name}, {appenders} appenders");
@@ -317,33 +346,15 @@ fn main() {
                 if name.starts_with("default") && appenders == 1 {
                     single = Some(stats.ops_per_sec());
                 }
-                let scale = match (name.starts_with("default"), appenders, single) {
-                    (true, 64, Some(one)) => {
-                        format!("  ({:.1}x one appender)", stats.ops_per_sec() / one)
-                    }
-                    _ => String::new(),
-                };
-                println!(
-                    "{label:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}  {per_fsync:>6.1} records/fsync  p50 {:.2}x floor{scale}",
-                    stats.ops_per_sec(),
-                    us(stats.p50),
-                    us(stats.p99),
-                    stats.p50.as_secs_f64() / raw.p50.as_secs_f64(),
-                );
+                let default_single = single.filter(|_| name.starts_with("default"));
+                print_row(&label, &stats, per_fsync, &raw, appenders, default_single);
                 std::fs::remove_dir_all(&dir).expect("clean up the run's log");
             }
         }
     }
 
     if wanted("async") {
-        let raw = raw_fdatasync(root.path(), run_for);
-        println!(
-            "{:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}",
-            "raw write+fdatasync (floor)",
-            raw.ops_per_sec(),
-            us(raw.p50),
-            us(raw.p99)
-        );
+        let raw = floor(root.path(), run_for);
         let mut single = None;
         for appenders in [1, 8, 64] {
             let dir = root.path().join(format!("async-{appenders}"));
@@ -352,17 +363,7 @@ fn main() {
             if appenders == 1 {
                 single = Some(stats.ops_per_sec());
             }
-            let scale = match (appenders, single) {
-                (64, Some(one)) => format!("  ({:.1}x one appender)", stats.ops_per_sec() / one),
-                _ => String::new(),
-            };
-            println!(
-                "{label:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}  {per_fsync:>6.1} records/fsync  p50 {:.2}x floor{scale}",
-                stats.ops_per_sec(),
-                us(stats.p50),
-                us(stats.p99),
-                stats.p50.as_secs_f64() / raw.p50.as_secs_f64(),
-            );
+            print_row(&label, &stats, per_fsync, &raw, appenders, single);
             std::fs::remove_dir_all(&dir).expect("clean up the run's log");
         }
     }

@@ -497,7 +497,7 @@ impl<F: FileSystem> Wal<F> {
             return Ok(self.durable_index);
         }
         let (file, upto) = self.sync_target();
-        self.sync_file(&file).map_err(|e| self.poison(e))?;
+        file.sync().map_err(|e| self.poison(e))?;
         self.mark_durable(upto);
         Ok(self.durable_index)
     }
@@ -514,10 +514,6 @@ impl<F: FileSystem> Wal<F> {
             },
             active.last_index(),
         )
-    }
-
-    fn sync_file(&self, target: &SyncTarget<F::File>) -> Result<()> {
-        target.sync()
     }
 
     /// Records that everything up to `upto` is durable (after a [`SyncTarget::sync`]).

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use raft::core::{ConfChange, ConfChangeKind, Role};
+use raft::node::Status;
 use raft::node::driver::node_id_for_name;
 use serde_json::{Value, json};
 
@@ -22,8 +23,7 @@ pub const READY_LAG_ENTRIES_MAX: u64 = 1000;
 /// abandons a transfer after an election timeout).
 pub const TRANSFER_WAIT_MAX: Duration = Duration::from_secs(5);
 
-fn role_name(server: &Server, id: raft::core::NodeId) -> &'static str {
-    let status = server.node.status();
+fn role_name(server: &Server, status: &Status, id: raft::core::NodeId) -> &'static str {
     let config = &status.configuration;
     if status.leader == Some(id) {
         "leader"
@@ -97,7 +97,7 @@ pub fn nodes(server: &Server) -> Handled {
                 "id": member.map_or_else(|| id.0.to_string(), |m| m.name.clone()),
                 "raft_addr": member.map(|m| m.raft_addr.clone()),
                 "http_addr": member.map(|m| m.http_addr.clone()),
-                "role": role_name(server, id),
+                "role": role_name(server, &status, id),
                 "match_index": match_index,
             })
         })

@@ -274,16 +274,29 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// The staleness bound of a stale read: what this node applied and the commit it knows of.
-fn stale_headers(server: &Server, response: &mut Response<Body>, json: Option<&mut Value>) {
-    let status = server.node.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        "x-raftkv-applied-index",
-        HeaderValue::from(status.applied.0),
-    );
-    headers.insert("x-raftkv-commit-index", HeaderValue::from(status.commit.0));
-    if let Some(json) = json {
-        json["stale"] = json!({"applied_index": status.applied.0, "commit_index": status.commit.0});
+struct Staleness {
+    applied: u64,
+    commit: u64,
+}
+
+impl Staleness {
+    /// Read once per request, so that the headers and the JSON body state the same bound.
+    fn of(server: &Server) -> Staleness {
+        let status = server.node.status();
+        Staleness {
+            applied: status.applied.0,
+            commit: status.commit.0,
+        }
+    }
+
+    fn add_to_json(&self, body: &mut Value) {
+        body["stale"] = json!({"applied_index": self.applied, "commit_index": self.commit});
+    }
+
+    fn add_headers(&self, response: &mut Response<Body>) {
+        let headers = response.headers_mut();
+        headers.insert("x-raftkv-applied-index", HeaderValue::from(self.applied));
+        headers.insert("x-raftkv-commit-index", HeaderValue::from(self.commit));
     }
 }
 
@@ -309,13 +322,15 @@ pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     let wants_json = req
         .header(ACCEPT.as_str())
         .is_some_and(|a| a.contains("application/json"));
-    let stale = matches!(consistency, Consistency::Stale);
+    let stale = matches!(consistency, Consistency::Stale).then(|| Staleness::of(server));
     if wants_json {
         let mut body = kv_json(&kv, revision);
+        if let Some(stale) = &stale {
+            stale.add_to_json(&mut body);
+        }
         let mut response = json_response(StatusCode::OK, &body);
-        if stale {
-            stale_headers(server, &mut response, Some(&mut body));
-            *response.body_mut() = http_body_util::Full::new(Bytes::from(body.to_string()));
+        if let Some(stale) = &stale {
+            stale.add_headers(&mut response);
         }
         return Ok(response);
     }
@@ -332,8 +347,8 @@ pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     headers.insert("x-raftkv-mod-revision", HeaderValue::from(kv.mod_revision));
     headers.insert("x-raftkv-version", HeaderValue::from(kv.version));
     headers.insert("x-raftkv-revision", HeaderValue::from(revision));
-    if stale {
-        stale_headers(server, &mut response, None);
+    if let Some(stale) = &stale {
+        stale.add_headers(&mut response);
     }
     Ok(response)
 }
@@ -366,10 +381,13 @@ pub async fn list(server: &Server, req: Req) -> Handled {
         "more": range.more,
         "revision": revision,
     });
+    let stale = matches!(consistency, Consistency::Stale).then(|| Staleness::of(server));
+    if let Some(stale) = &stale {
+        stale.add_to_json(&mut body);
+    }
     let mut response = json_response(StatusCode::OK, &body);
-    if let Consistency::Stale = consistency {
-        stale_headers(server, &mut response, Some(&mut body));
-        *response.body_mut() = http_body_util::Full::new(Bytes::from(body.to_string()));
+    if let Some(stale) = &stale {
+        stale.add_headers(&mut response);
     }
     Ok(response)
 }
