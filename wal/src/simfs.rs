@@ -38,6 +38,8 @@ struct Disk {
     locks: BTreeSet<PathBuf>,
     rng: SplitMix64,
     failing_syncs: u32,
+    /// When set, `sync_data` succeeds without making anything durable.
+    lying_syncs: bool,
     syncs: u64,
 }
 
@@ -78,6 +80,7 @@ impl SimFs {
                 locks: BTreeSet::new(),
                 rng: SplitMix64(seed),
                 failing_syncs: 0,
+                lying_syncs: false,
                 syncs: 0,
             })),
         }
@@ -146,6 +149,13 @@ impl SimFs {
     /// Makes the next `count` calls of `sync_data` fail with an I/O error.
     pub fn fail_next_syncs(&self, count: u32) {
         self.lock().failing_syncs = count;
+    }
+
+    /// Makes every later `sync_data` report success without making anything durable, like a
+    /// disk whose write cache ignores flushes. This breaks the rule "acknowledge only what is
+    /// durable" on purpose, so that the simulations can show they catch it.
+    pub fn set_lying_syncs(&self, lying: bool) {
+        self.lock().lying_syncs = lying;
     }
 
     /// How many `sync_data` calls succeeded so far.
@@ -270,6 +280,9 @@ impl FileHandle for SimFile {
                 return Err(io::Error::other("simulated fsync failure (EIO)"));
             }
             disk.syncs += 1;
+            if disk.lying_syncs {
+                return Ok(());
+            }
             inode.synced = inode.data.clone();
             inode.unsynced.clear();
             Ok(())
@@ -422,6 +435,24 @@ mod tests {
         fs.crash();
         assert_eq!(fs.read(&dir().join("a")).unwrap(), b"hello");
         assert!(f.len().is_err(), "a handle from before the crash is dead");
+    }
+
+    #[test]
+    fn a_lying_sync_protects_nothing() {
+        // Given a disk told to lie, when a file is written, "synced" and the disk crashes,
+        // then the write may be lost: over many seeds at least one crash loses it.
+        let lost = (0..50).any(|seed| {
+            let fs = SimFs::new(seed);
+            fs.create_dir_all(&dir()).unwrap();
+            let f = fs.create_new(&dir().join("a")).unwrap();
+            fs.sync_dir(&dir()).unwrap();
+            fs.set_lying_syncs(true);
+            f.write_all_at(b"acknowledged", 0).unwrap();
+            f.sync_data().unwrap();
+            fs.crash();
+            fs.read(&dir().join("a")).unwrap() != b"acknowledged"
+        });
+        assert!(lost, "a lying sync must not make writes durable");
     }
 
     #[test]

@@ -69,6 +69,21 @@ pub struct Config {
     pub applied: LogIndex,
     /// Seed of the PRNG that jitters election timeouts. Give each node its own.
     pub rng_seed: u64,
+    /// A safety rule to break on purpose, so that the simulations can show they catch it.
+    /// Always `None` outside those tests.
+    pub broken_rule: Option<BrokenRule>,
+}
+
+/// Safety rules the core can be told to break, one at a time, to test that the deterministic
+/// simulation notices (a checker that never fails has not been tested). Production code never
+/// sets one: [`Config::new`] leaves it `None` and no configuration file can reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenRule {
+    /// Commit an entry of an older term by counting replicas (the paper's Figure 8 bug).
+    CommitOldTermByCounting,
+    /// Grant votes without checking that the candidate's log is at least as up to date
+    /// (the election restriction of §5.4.1).
+    VoteWithoutLogCheck,
 }
 
 impl Config {
@@ -90,6 +105,7 @@ impl Config {
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
             applied: LogIndex::ZERO,
             rng_seed: id.0,
+            broken_rule: None,
         }
     }
 

@@ -156,7 +156,10 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && m.term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        let skip_log_check =
+            self.cfg.broken_rule == Some(super::config::BrokenRule::VoteWithoutLogCheck);
+        let granted =
+            can_vote && (skip_log_check || self.log.is_up_to_date(last_log_index, last_log_term));
         let body = MessageBody::RequestVoteResponse { pre_vote, granted };
         if granted {
             // A granted pre-vote answers in the future term the pre-candidate asked about.

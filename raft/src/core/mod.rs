@@ -67,7 +67,7 @@ pub mod storage;
 pub mod transfer;
 pub mod types;
 
-pub use config::Config;
+pub use config::{BrokenRule, Config};
 pub use errors::{ConfigError, Error, StorageError};
 pub use membership::{ConfChange, ConfChangeKind, ConfChangeSingle, Configuration};
 pub use message::{
