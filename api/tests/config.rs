@@ -284,3 +284,41 @@ fn the_example_configs_in_the_repository_load() {
         load(&args, env(&[])).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+#[test]
+fn the_raft_listener_binds_raft_listen_addr_when_set_and_raft_addr_otherwise() {
+    // Unset by default: the node listens where it tells peers to connect.
+    let config = load(&ConfigArgs::default(), env(&[])).unwrap();
+    assert_eq!(config.raft.raft_listen_addr, None);
+
+    // Behind a forwarding proxy the advertised address and the bound one differ.
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__RAFT_ADDR", "127.0.0.1:7002"),
+            ("RAFTKV_RAFT__RAFT_LISTEN_ADDR", "127.0.0.1:17002"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.raft_addr, "127.0.0.1:7002");
+    assert_eq!(
+        config.raft.raft_listen_addr.as_deref(),
+        Some("127.0.0.1:17002")
+    );
+    let flags = ConfigArgs {
+        set: vec!["raft.raft_listen_addr=127.0.0.1:17003".into()],
+        ..ConfigArgs::default()
+    };
+    let config = load(&flags, env(&[])).unwrap();
+    assert_eq!(
+        config.raft.raft_listen_addr.as_deref(),
+        Some("127.0.0.1:17003")
+    );
+
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_RAFT__RAFT_LISTEN_ADDR", "no-port")],
+    );
+    assert!(line.contains("raft.raft_listen_addr"), "{line}");
+    assert!(line.contains("RAFTKV_RAFT__RAFT_LISTEN_ADDR"), "{line}");
+}

@@ -81,8 +81,13 @@ pub enum ConfigError {
 pub struct RaftSection {
     /// This node's name in the cluster; unique and stable across restarts.
     pub node_id: String,
-    /// `host:port` peers connect to for Raft traffic (also the address this node listens on).
+    /// `host:port` peers connect to for Raft traffic: the address this node advertises in the
+    /// cluster's address book (and listens on, unless `raft_listen_addr` is set).
     pub raft_addr: String,
+    /// `host:port` to bind the Raft listener to, when it differs from the advertised
+    /// `raft_addr` (behind NAT or a port-forwarding proxy; the Jepsen-style runner puts a
+    /// fault-injecting proxy there). Unset: listen on `raft_addr`.
+    pub raft_listen_addr: Option<String>,
     /// Start a new cluster of one when the data directory is empty and no `join_addr` is set.
     pub bootstrap: bool,
     /// HTTP URL of any member of an existing cluster to join (as a learner, promoted once
@@ -195,6 +200,7 @@ impl Default for Config {
             raft: RaftSection {
                 node_id: "node1".into(),
                 raft_addr: "127.0.0.1:7001".into(),
+                raft_listen_addr: None,
                 bootstrap: true,
                 join_addr: None,
                 election_timeout: Duration::from_millis(250),
@@ -265,6 +271,9 @@ impl Config {
             ));
         }
         check_host_port("raft.raft_addr", &r.raft_addr)?;
+        if let Some(listen) = &r.raft_listen_addr {
+            check_host_port("raft.raft_listen_addr", listen)?;
+        }
         check_host_port("server.http_addr", &self.server.http_addr)?;
         if let Some(join) = &r.join_addr {
             let rest = join

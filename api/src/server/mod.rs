@@ -160,10 +160,16 @@ impl Server {
         )
         .map_err(|e| StartError::Store(e.to_string()))?;
 
-        let listener = tokio::net::TcpListener::bind(&config.raft.raft_addr)
+        // Peers are told `raft_addr`; the socket may be bound elsewhere (a proxy forwards).
+        let bind_addr = config
+            .raft
+            .raft_listen_addr
+            .clone()
+            .unwrap_or_else(|| config.raft.raft_addr.clone());
+        let listener = tokio::net::TcpListener::bind(&bind_addr)
             .await
             .map_err(|source| StartError::Io {
-                what: format!("listening for peers on {}", config.raft.raft_addr),
+                what: format!("listening for peers on {bind_addr}"),
                 source,
             })?;
         let raft_listen_addr = listener.local_addr().map_err(|source| StartError::Io {
