@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod jepsen;
 pub mod lincheck;
 
 pub use lincheck::{
