@@ -102,7 +102,20 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         let mut ticks: u64 = 0;
         loop {
             let mut stop = false;
+            // Biased, in this order: a due tick first, so that a stream of requests can never
+            // starve heartbeats and elections; and no random branch choice, so that a
+            // simulation replays exactly from its seed.
             tokio::select! {
+                biased;
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    ticks += 1;
+                    // Reads whose caller gave up (timed out) are forgotten.
+                    if ticks.is_multiple_of(64) {
+                        self.reads.retain(|_, reply| !reply.is_closed());
+                    }
+                }
+                Some(event) = side.recv() => stop |= self.handle(event).await,
                 event = events.recv() => match event {
                     None => stop = true,
                     Some(event) => {
@@ -125,15 +138,6 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                         }
                     }
                 },
-                Some(event) = side.recv() => stop |= self.handle(event).await,
-                _ = ticker.tick() => {
-                    self.raft.tick();
-                    ticks += 1;
-                    // Reads whose caller gave up (timed out) are forgotten.
-                    if ticks.is_multiple_of(64) {
-                        self.reads.retain(|_, reply| !reply.is_closed());
-                    }
-                }
             }
             if let Err(e) = self.handle_ready().await {
                 error!(node = self.raft.id().0, error = %e, "storage failed: the node stops");

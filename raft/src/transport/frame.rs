@@ -7,6 +7,9 @@
 //!      5   n-1  postcard encoding of a `Frame`
 //! ```
 //!
+//! Frames flow from the connection's opener to the acceptor, except [`Frame::Ack`], which the
+//! acceptor sends back now and then to say how many frames it has read.
+//!
 //! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
 //! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
 //! reassembles it and hands the core one whole message. A connection that breaks mid-stream
@@ -56,6 +59,13 @@ pub enum Frame {
     SnapshotChunk(Bytes),
     /// The snapshot's data is complete.
     SnapshotEnd,
+    /// Receiver to sender, on the same connection: how many frames it has read so far. The
+    /// sender replaces a connection whose frames stop being acknowledged (see
+    /// `transport::ACK_TIMEOUT`).
+    Ack {
+        /// Frames read on this connection, the Hello included.
+        frames: u64,
+    },
 }
 
 /// What can go wrong reading a frame.

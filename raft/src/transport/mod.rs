@@ -5,7 +5,11 @@
 //! sender connects on demand, reconnects with exponential backoff, and streams snapshots in
 //! chunks, reporting to the node whether each one arrived. The receiving side accepts
 //! connections, checks every frame, reassembles snapshots, and steps the node with each message.
-//! A peer that sends garbage loses its connection and nothing else.
+//! A peer that sends garbage loses its connection and nothing else. The receiver acknowledges
+//! the frames it has read every [`ACK_INTERVAL`] on the same connection, and a sender whose
+//! frames go unacknowledged for [`ACK_TIMEOUT`] drops the connection and opens a new one: a
+//! stream that silently stopped moving (a half-open connection, a lost segment in simulation)
+//! would otherwise swallow every later message to that peer.
 //!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
@@ -15,6 +19,7 @@ pub mod frame;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +40,117 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one write to a peer may make no progress before the connection is presumed dead
+/// and replaced. The sender never reads, so a connection whose peer stopped reading (a
+/// half-open connection after a partition or a host that vanished without a reset) would
+/// otherwise hold the peer's messages forever once the socket's buffer fills.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the receiving side of a connection tells the sender how many frames it has read
+/// (only when that number changed).
+pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a sender waits for frames it wrote to be acknowledged before it presumes the
+/// connection dead and opens a new one. TCP itself may take many minutes to notice a peer that
+/// vanished without a reset, or a stream that stopped moving; Raft cannot wait that long.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The sender's view of a connection's acknowledgements: whether frames it wrote have gone
+/// unacknowledged for longer than [`ACK_TIMEOUT`].
+struct AckTracker {
+    /// The latest count the receiver acknowledged, stored by the ack reader task.
+    acked: Arc<AtomicU64>,
+    /// Frames written.
+    sent: u64,
+    /// The acknowledged count last looked at.
+    seen: u64,
+    /// Since when frames have been waiting for an acknowledgement that advances.
+    waiting_since: Option<tokio::time::Instant>,
+}
+
+impl AckTracker {
+    fn new(acked: Arc<AtomicU64>) -> AckTracker {
+        AckTracker {
+            acked,
+            sent: 0,
+            seen: 0,
+            waiting_since: None,
+        }
+    }
+
+    /// Fails when written frames have waited too long for the receiver to read them.
+    fn check(&mut self) -> io::Result<()> {
+        let now = tokio::time::Instant::now();
+        let acked = self.acked.load(Ordering::Acquire);
+        if acked != self.seen {
+            self.seen = acked;
+            self.waiting_since = (self.sent > acked).then_some(now);
+        }
+        match self.waiting_since {
+            Some(since) if self.sent > acked && now.duration_since(since) > ACK_TIMEOUT => {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer stopped acknowledging frames",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Notes `frames` more frames written.
+    fn wrote(&mut self, frames: u64) {
+        if self.sent == self.seen {
+            self.waiting_since = Some(tokio::time::Instant::now());
+        }
+        self.sent += frames;
+    }
+}
+
+/// Stops a helper task when the connection it serves ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sender side: reads the receiver's acknowledgements into `acked` until the connection ends.
+async fn read_acks<R: AsyncRead + Unpin>(reader: R, acked: Arc<AtomicU64>) {
+    let mut r = BufReader::new(reader);
+    while let Ok(Some(Frame::Ack { frames })) = frame::read(&mut r).await {
+        acked.store(frames, Ordering::Release);
+    }
+}
+
+/// Receiver side: every [`ACK_INTERVAL`], tells the sender how many frames were read, until
+/// the connection ends.
+async fn write_acks<W: AsyncWrite + Unpin>(writer: W, read: Arc<AtomicU64>) {
+    let mut w = writer;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(ACK_INTERVAL).await;
+        let frames = read.load(Ordering::Acquire);
+        if frames == last {
+            continue;
+        }
+        if frame::write(&mut w, &Frame::Ack { frames }).await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        last = frames;
+    }
+}
+
+/// Runs one write, failing it with `TimedOut` after [`WRITE_STALL_TIMEOUT`].
+async fn timed<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(WRITE_STALL_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a write to the peer made no progress",
+            ))
+        })
+}
 
 /// The sockets the transport uses: tokio's TCP, or a simulated network.
 pub trait Network: Send + Sync + 'static {
@@ -213,27 +329,35 @@ async fn run_sender<N: Network>(
         };
         backoff = RECONNECT_BACKOFF_MIN;
         info!(from = me.0, to = to.0, %addr, "connected to peer");
-        let mut w = BufWriter::new(stream);
+        let (reader, writer) = tokio::io::split(stream);
+        let acked = Arc::new(AtomicU64::new(0));
+        let _ack_reader =
+            AbortOnDrop(tokio::spawn(read_acks(reader, Arc::clone(&acked))).abort_handle());
+        let mut acks = AckTracker::new(acked);
+        let mut w = BufWriter::new(writer);
         let mut next = Some(first);
         let result: io::Result<()> = async {
             let hello = Frame::Hello {
                 from: me,
                 addr: my_addr.clone(),
             };
-            frame::write(&mut w, &hello).await?;
+            timed(frame::write(&mut w, &hello)).await?;
+            acks.wrote(1);
             loop {
                 let message = match next.take() {
                     Some(m) => m,
                     None => {
                         // Flush only when the queue is drained: a burst goes out in few writes.
-                        w.flush().await?;
+                        timed(w.flush()).await?;
                         match queue.recv().await {
                             Some(m) => m,
                             None => return Ok(()),
                         }
                     }
                 };
-                send_one(&mut w, message, &reports).await?;
+                acks.check()?;
+                let frames = send_one(&mut w, message, &reports).await?;
+                acks.wrote(frames);
                 if let Ok(m) = queue.try_recv() {
                     next = Some(m);
                 }
@@ -259,13 +383,15 @@ fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotRepo
     }
 }
 
+/// Writes one message; returns how many frames that took.
 async fn send_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: Message,
     reports: &mpsc::UnboundedSender<SnapshotReport>,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
-        return frame::write(w, &Frame::Message(message)).await;
+        timed(frame::write(w, &Frame::Message(message))).await?;
+        return Ok(1);
     };
     let to = message.to;
     let data = snapshot.data.clone();
@@ -274,26 +400,30 @@ async fn send_one<W: AsyncWrite + Unpin>(
         snapshot.data = Bytes::new();
     }
     let streamed: io::Result<()> = async {
-        frame::write(
+        timed(frame::write(
             w,
             &Frame::SnapshotBegin {
                 message: header,
                 data_bytes: data.len() as u64,
             },
-        )
+        ))
         .await?;
         for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            frame::write(w, &Frame::SnapshotChunk(data.slice_ref(chunk))).await?;
+            timed(frame::write(
+                w,
+                &Frame::SnapshotChunk(data.slice_ref(chunk)),
+            ))
+            .await?;
         }
-        frame::write(w, &Frame::SnapshotEnd).await?;
-        w.flush().await
+        timed(frame::write(w, &Frame::SnapshotEnd)).await?;
+        timed(w.flush()).await
     }
     .await;
     let _ = reports.send(SnapshotReport {
         to,
         delivered: streamed.is_ok(),
     });
-    streamed
+    streamed.map(|()| 2 + data.chunks(SNAPSHOT_CHUNK_BYTES).len() as u64)
 }
 
 /// Serves one incoming peer connection: reads frames and steps `node` with each message until
@@ -304,12 +434,19 @@ pub async fn serve_connection<S, O, N>(
     transport: Arc<PeerTransport<N>>,
 ) -> Result<(), frame::FrameError>
 where
-    S: AsyncRead + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     O: Send + 'static,
     N: Network,
 {
-    let mut r = BufReader::new(stream);
-    let from = match frame::read(&mut r).await? {
+    let (reader, writer) = tokio::io::split(stream);
+    let read = Arc::new(AtomicU64::new(0));
+    let _ack_writer =
+        AbortOnDrop(tokio::spawn(write_acks(writer, Arc::clone(&read))).abort_handle());
+    let mut r = CountingReader {
+        inner: BufReader::new(reader),
+        read,
+    };
+    let from = match r.next().await? {
         Some(Frame::Hello { from, addr }) => {
             transport.learn_peer(from, addr);
             from
@@ -318,7 +455,7 @@ where
         None => return Ok(()),
     };
     let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
-    while let Some(f) = frame::read(&mut r).await? {
+    while let Some(f) = r.next().await? {
         match (f, snapshot.take()) {
             (Frame::Message(m), None) => {
                 if m.from != from {
@@ -365,6 +502,22 @@ where
         }
     }
     Ok(())
+}
+
+/// Reads frames and counts them for the acknowledgements.
+struct CountingReader<R> {
+    inner: BufReader<R>,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> CountingReader<R> {
+    async fn next(&mut self) -> Result<Option<Frame>, frame::FrameError> {
+        let f = frame::read(&mut self.inner).await?;
+        if f.is_some() {
+            self.read.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(f)
+    }
 }
 
 fn protocol(what: &str) -> frame::FrameError {
