@@ -30,9 +30,7 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         // Figure 8: only an entry of the current term is committed by counting.
-        let counting_old_terms =
-            self.cfg.broken_rule == Some(super::config::BrokenRule::CommitOldTermByCounting);
-        if self.log.term(candidate).ok() != Some(self.term) && !counting_old_terms {
+        if self.log.term(candidate).ok() != Some(self.term) {
             return false;
         }
         let before = self.log.committed;

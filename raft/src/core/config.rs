@@ -79,11 +79,14 @@ pub struct Config {
 /// sets one: [`Config::new`] leaves it `None` and no configuration file can reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokenRule {
-    /// Commit an entry of an older term by counting replicas (the paper's Figure 8 bug).
-    CommitOldTermByCounting,
     /// Grant votes without checking that the candidate's log is at least as up to date
     /// (the election restriction of §5.4.1).
     VoteWithoutLogCheck,
+    /// Answer a linearizable read at once with the leader's commit index: no heartbeat round
+    /// to prove no newer leader exists, no wait for an entry of the leader's own term to
+    /// commit (a read right after an election or a transfer misses acknowledged writes, and a
+    /// deposed leader serves stale data).
+    ReadWithoutConfirmation,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::config::BrokenRule;
 use super::errors::Error;
 use super::message::MessageBody;
 use super::quorum::{self, VoteResult};
@@ -146,14 +147,15 @@ impl<S: Storage> Raft<S> {
         if from.is_some() && self.reads.len() >= self.cfg.pending_reads_max {
             return; // The follower's client times out and retries; the bound holds.
         }
-        if self.log.term(self.log.committed).ok() != Some(self.term) {
+        let unconfirmed = self.cfg.broken_rule == Some(BrokenRule::ReadWithoutConfirmation);
+        if self.log.term(self.log.committed).ok() != Some(self.term) && !unconfirmed {
             // §6.4 step 1: until an entry of its term is committed the leader does not know
             // the latest commit index.
             self.reads.waiting_commit.push((context, from));
             return;
         }
         let index = self.log.committed;
-        if self.only_self_decides() {
+        if self.only_self_decides() || unconfirmed {
             // A single voter is its own quorum: no round needed.
             self.answer_read(PendingRead {
                 context,
