@@ -1,12 +1,15 @@
 //! RaftKV's verification crate.
 //!
-//! Today it holds the linearizability checker ([`lincheck`]): it reads histories of client
-//! operations on a key-value store and decides whether some total order of them, consistent with
-//! real time, obeys the store's sequential specification. The simulations and Jepsen-style runs
-//! that produce such histories will live beside it.
+//! - [`lincheck`]: the linearizability checker. It reads histories of client operations on a
+//!   key-value store and decides whether some total order of them, consistent with real time,
+//!   obeys the store's sequential specification.
+//! - [`cluster`]: deterministic simulations of whole clusters (the real node code on turmoil's
+//!   network and the WAL's simulated disk) whose histories the checker judges.
+//! - [`jepsen`]: Jepsen-style runs against real `raftkv` processes on loopback.
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod jepsen;
 pub mod lincheck;
 

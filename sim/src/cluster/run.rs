@@ -1,0 +1,597 @@
+//! One simulated run: build the cluster from a seed, run the clients while the schedule's
+//! faults happen, heal, let it settle, read every key, and check everything.
+//!
+//! Phases, in simulated time:
+//! 1. **Workload** (`Scenario::duration`): clients and faults.
+//! 2. **Heal**: every link repaired, every crashed host restarted; clients stop.
+//! 3. **Settle** ([`SETTLE`]), then a **final read** of every key through the leader,
+//!    recorded in the history, so a lost acknowledged write shows up as a read the checker
+//!    cannot explain.
+//! 4. **Converge** (at most [`CONVERGE_MAX`]): every member applies up to the leader's commit.
+//!
+//! Then: the monitor's safety properties held throughout, the history is linearizable, and
+//! every member holds the same key-value state at the same applied index.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::control::{Requests, controller};
+use super::faults::{Fault, Schedule};
+use super::host::{self, Cluster, NodeSettings};
+use super::workload::{self, HistoryLog, Workload, perform};
+use crate::lincheck::{
+    self, CheckOptions, Event, EventKind, History, KvModel, Operation, Outcome, Verdict,
+};
+
+/// turmoil's step: every host runs this much simulated time per step.
+pub const STEP: Duration = Duration::from_millis(1);
+/// The longest normal message delay (a [`Fault::Slow`] raises it).
+pub const LATENCY_MAX: Duration = Duration::from_millis(2);
+/// The chance per step that a link failed by [`Fault::Flaky`] repairs itself.
+pub const FLAKY_REPAIR_RATE: f64 = 0.05;
+/// Simulated time between healing and the final reads.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long the final reads and convergence may take before the run fails for liveness.
+pub const CONVERGE_MAX: Duration = Duration::from_secs(10);
+/// The process id of the final reader in the history.
+pub const FINAL_READER: u64 = 1_000;
+/// How many times the final reader retries a key.
+pub const FINAL_READ_ATTEMPTS: usize = 40;
+/// The checker's time budget per run.
+pub const CHECK_BUDGET: Duration = Duration::from_secs(30);
+
+/// A kind of run: cluster size, workload, node settings and how faults are chosen.
+#[derive(Clone)]
+pub struct Scenario {
+    /// The name printed with failures.
+    pub name: &'static str,
+    /// Founding voters.
+    pub voters: usize,
+    /// Empty hosts that faults may add.
+    pub spares: usize,
+    /// The clients.
+    pub workload: Workload,
+    /// Simulated time of the workload phase.
+    pub duration: Duration,
+    /// Node settings (snapshot interval, a deliberately broken rule).
+    pub settings: NodeSettings,
+    /// The faults for a seed.
+    pub schedule: fn(u64, &Scenario) -> Schedule,
+    /// Extra harness switch: every disk's fsync lies (acknowledges before durability).
+    pub lying_fsync: bool,
+}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scenario({})", self.name)
+    }
+}
+
+impl Scenario {
+    /// Random faults from the seed over `voters + spares` hosts.
+    pub fn random(name: &'static str, voters: usize, spares: usize) -> Scenario {
+        Scenario {
+            name,
+            voters,
+            spares,
+            workload: Workload {
+                clients: 4,
+                keys: 4,
+            },
+            duration: Duration::from_secs(4),
+            settings: NodeSettings {
+                snapshot_every: 60,
+                broken_rule: None,
+            },
+            schedule: |seed, s| Schedule::random(seed, s.voters + s.spares, s.duration),
+            lying_fsync: false,
+        }
+    }
+
+    /// The hosts of a run.
+    pub fn hosts(&self) -> usize {
+        self.voters + self.spares
+    }
+}
+
+/// What one run found.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The scenario's name.
+    pub scenario: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// The faults.
+    pub schedule: Schedule,
+    /// Safety violations, liveness failures and state differences found.
+    pub violations: Vec<String>,
+    /// The checker's verdict on the history (`None`: not checked, the run failed earlier).
+    pub verdict: Option<Verdict>,
+    /// The checker's account of a violation.
+    pub checker_text: Option<String>,
+    /// Operations by outcome: ok, fail, unknown.
+    pub ops: (usize, usize, usize),
+    /// Hash of every traced event: equal for two runs of one seed.
+    pub trace_hash: u64,
+    /// How many events were traced.
+    pub trace_events: u64,
+    /// Simulated time the run took.
+    pub simulated: Duration,
+    /// Elections (distinct terms with a leader).
+    pub terms_led: usize,
+    /// The history.
+    pub history: Vec<Event>,
+}
+
+impl RunReport {
+    /// True when nothing was found.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.verdict == Some(Verdict::Linearizable)
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run -p sim --release -- --scenario {} --seed {} --verbose",
+            self.scenario, self.seed
+        )
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.passed() { "passed" } else { "FAILED" };
+        writeln!(
+            f,
+            "{} seed {}: {status}; {} ops ({} ok, {} fail, {} unknown), {} led terms, {:?} simulated, verdict {}, trace {:016x}",
+            self.scenario,
+            self.seed,
+            self.ops.0 + self.ops.1 + self.ops.2,
+            self.ops.0,
+            self.ops.1,
+            self.ops.2,
+            self.terms_led,
+            self.simulated,
+            self.verdict
+                .map_or("not checked".to_string(), |v| v.to_string()),
+            self.trace_hash
+        )?;
+        for v in &self.violations {
+            writeln!(f, "  violation: {v}")?;
+        }
+        if let Some(text) = &self.checker_text {
+            writeln!(f, "{text}")?;
+        }
+        if !self.passed() {
+            write!(f, "faults:\n{}", self.schedule)?;
+            writeln!(f, "replay: {}", self.replay_command())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `scenario` with `seed` and its own schedule.
+pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
+    let schedule = (scenario.schedule)(seed, scenario);
+    run(scenario, seed, schedule)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Workload,
+    Settling,
+    FinalReads,
+}
+
+/// Runs `scenario` with `seed` and the given faults.
+pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
+    let cluster = Arc::new(Cluster::new(
+        scenario.voters,
+        scenario.spares,
+        scenario.settings.clone(),
+        seed,
+    ));
+    if scenario.lying_fsync {
+        for host in &cluster.hosts {
+            host.disk.fs.set_lying_syncs(true);
+        }
+    }
+    let log = Arc::new(HistoryLog::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let final_phase = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(Requests::default());
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(scenario.duration + SETTLE + CONVERGE_MAX + Duration::from_secs(5))
+        .tick_duration(STEP)
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(LATENCY_MAX)
+        .repair_rate(FLAKY_REPAIR_RATE)
+        .build();
+    let names: Vec<String> = cluster.hosts.iter().map(|h| h.name.clone()).collect();
+    for (index, name) in names.iter().enumerate() {
+        let cluster = Arc::clone(&cluster);
+        sim.host(name.as_str(), move || {
+            host::run(Arc::clone(&cluster), index)
+        });
+    }
+    for process in 0..scenario.workload.clients as u64 {
+        sim.client(
+            format!("client{process}"),
+            workload::client(
+                Arc::clone(&cluster),
+                scenario.workload.clone(),
+                process,
+                Arc::clone(&stop),
+                Arc::clone(&log),
+            ),
+        );
+    }
+    sim.client(
+        "controller",
+        controller(
+            Arc::clone(&cluster),
+            Arc::clone(&requests),
+            Arc::clone(&stop),
+        ),
+    );
+    sim.client(
+        "final-reader",
+        final_reads(
+            Arc::clone(&cluster),
+            scenario.workload.keys,
+            Arc::clone(&final_phase),
+            Arc::clone(&log),
+        ),
+    );
+
+    let mut faults = schedule.faults.iter().peekable();
+    let mut phase = Phase::Workload;
+    let mut healed_at = Duration::ZERO;
+    loop {
+        let now = sim.elapsed();
+        while let Some(timed) = faults.next_if(|t| t.at <= now && phase == Phase::Workload) {
+            apply(&mut sim, &cluster, &requests, &names, &timed.fault);
+        }
+        observe(&cluster);
+        if phase == Phase::Workload && now >= scenario.duration {
+            stop.store(true, Ordering::Relaxed);
+            heal(&mut sim, &cluster, &names);
+            phase = Phase::Settling;
+            healed_at = now;
+        }
+        if phase == Phase::Settling && now >= healed_at + SETTLE {
+            final_phase.store(true, Ordering::Relaxed);
+            phase = Phase::FinalReads;
+        }
+        if !cluster.monitor.violations().is_empty() {
+            break; // A safety violation: report it now, with the seed.
+        }
+        match sim.step() {
+            Ok(true) if phase == Phase::FinalReads => break,
+            Ok(_) => {}
+            Err(e) => {
+                cluster
+                    .monitor
+                    .report(format!("the simulation failed: {e}"));
+                break;
+            }
+        }
+    }
+    if cluster.monitor.violations().is_empty() {
+        converge(&mut sim, &cluster);
+    }
+    finish(scenario, seed, schedule, &sim, &cluster, &log)
+}
+
+/// Applies one fault now.
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    cluster: &Cluster,
+    requests: &Requests,
+    names: &[String],
+    fault: &Fault,
+) {
+    cluster.monitor.trace(&("fault", sim.elapsed(), fault));
+    let hosts = names.len();
+    match fault {
+        Fault::Partition { side } => {
+            for a in 0..hosts {
+                for b in 0..hosts {
+                    if side & (1 << a) != 0 && side & (1 << b) == 0 {
+                        sim.partition(names[a].as_str(), names[b].as_str());
+                    }
+                }
+            }
+        }
+        Fault::IsolateLeader => {
+            if let Some(leader) = cluster.leader() {
+                for (b, name) in names.iter().enumerate() {
+                    if b != leader {
+                        sim.partition(names[leader].as_str(), name.as_str());
+                    }
+                }
+            }
+        }
+        Fault::OneWay { from, to } => {
+            sim.partition_oneway(names[*from].as_str(), names[*to].as_str())
+        }
+        Fault::Flaky { per_million } => sim.set_fail_rate(f64::from(*per_million) / 1e6),
+        Fault::Slow { max_ms } => sim.set_max_message_latency(Duration::from_millis(*max_ms)),
+        Fault::Crash { host } => crash(sim, cluster, names, *host),
+        Fault::CrashLeader => {
+            if let Some(leader) = cluster.leader() {
+                crash(sim, cluster, names, leader);
+            }
+        }
+        Fault::CrashAll => {
+            for host in 0..hosts {
+                crash(sim, cluster, names, host);
+            }
+        }
+        Fault::Restart { host } => restart(sim, cluster, names, *host),
+        Fault::RestartAll => {
+            for host in 0..hosts {
+                restart(sim, cluster, names, host);
+            }
+        }
+        Fault::PauseLeader => {
+            if let Some(leader) = cluster.leader() {
+                for (b, name) in names.iter().enumerate() {
+                    if b != leader {
+                        sim.hold(names[leader].as_str(), name.as_str());
+                    }
+                }
+            }
+        }
+        Fault::Resume => release_all(sim, names),
+        Fault::Heal => heal(sim, cluster, names),
+        request => requests.push(request.clone()),
+    }
+}
+
+fn crash(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: usize) {
+    if cluster.live(host).is_none() {
+        return;
+    }
+    cluster.set_down(host);
+    sim.crash(names[host].as_str());
+    let report = cluster.hosts[host].disk.fs.crash();
+    cluster
+        .monitor
+        .trace(&("crash", host, format!("{report:?}")));
+}
+
+fn restart(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: usize) {
+    if cluster.live(host).is_some() {
+        return;
+    }
+    sim.bounce(names[host].as_str());
+    cluster.monitor.trace(&("restart", host));
+}
+
+fn release_all(sim: &mut turmoil::Sim<'_>, names: &[String]) {
+    for a in names {
+        for b in names {
+            if a < b {
+                sim.release(a.as_str(), b.as_str());
+            }
+        }
+    }
+}
+
+/// Ends every network fault and restarts every crashed host.
+fn heal(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String]) {
+    for a in names {
+        for b in names {
+            if a < b {
+                sim.repair(a.as_str(), b.as_str());
+                sim.release(a.as_str(), b.as_str());
+            }
+        }
+    }
+    sim.set_fail_rate(0.0);
+    sim.set_max_message_latency(LATENCY_MAX);
+    for host in 0..names.len() {
+        restart(sim, cluster, names, host);
+    }
+}
+
+/// Checks every running node's status with the monitor.
+fn observe(cluster: &Cluster) {
+    for index in 0..cluster.hosts.len() {
+        if let Some(live) = cluster.live(index) {
+            cluster.monitor.observe(index, &live.node.status());
+        }
+    }
+}
+
+/// The final reader: once the cluster has settled, reads every key linearizably (retrying
+/// until a read succeeds) so that the history ends with the state every write led to.
+async fn final_reads(
+    cluster: Arc<Cluster>,
+    keys: usize,
+    start: Arc<AtomicBool>,
+    log: Arc<HistoryLog>,
+) -> turmoil::Result {
+    while !start.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for k in 0..keys {
+        let mut read = false;
+        for _ in 0..FINAL_READ_ATTEMPTS {
+            let target = cluster.leader().unwrap_or(0);
+            let op = Operation::Get {
+                key: format!("k{k}"),
+            };
+            if let Outcome::Ok(_) = perform(&cluster, &log, FINAL_READER, target, op).await {
+                read = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !read {
+            cluster.monitor.report(format!(
+                "liveness: key k{k} could not be read after healing ({})",
+                statuses(&cluster)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Steps until every member has applied the leader's commit index, or reports that it did not.
+fn converge(sim: &mut turmoil::Sim<'_>, cluster: &Cluster) {
+    let started = sim.elapsed();
+    loop {
+        observe(cluster);
+        if let Some(leader) = cluster.leader().and_then(|l| cluster.live(l)) {
+            let status = leader.node.status();
+            let members = status.configuration.members();
+            let caught_up = members.iter().all(|id| {
+                cluster
+                    .host_of(*id)
+                    .and_then(|h| cluster.live(h))
+                    .is_some_and(|m| m.node.applied() >= status.commit)
+            });
+            if caught_up && leader.node.applied() >= status.commit {
+                compare_states(cluster, &members.into_iter().collect::<Vec<_>>());
+                return;
+            }
+        }
+        if sim.elapsed() >= started + CONVERGE_MAX {
+            cluster.monitor.report(format!(
+                "liveness: the cluster did not converge within {CONVERGE_MAX:?} of healing ({})",
+                statuses(cluster)
+            ));
+            return;
+        }
+        if let Err(e) = sim.step() {
+            cluster
+                .monitor
+                .report(format!("the simulation failed: {e}"));
+            return;
+        }
+    }
+}
+
+/// One line on every host's state, for liveness failures.
+fn statuses(cluster: &Cluster) -> String {
+    let lines: Vec<String> = (0..cluster.hosts.len())
+        .map(|i| match cluster.live(i) {
+            Some(live) => {
+                let s = live.node.status();
+                let ids = |set: &std::collections::BTreeSet<raft::core::NodeId>| {
+                    set.iter()
+                        .filter_map(|id| cluster.host_of(*id).map(|h| format!("n{}", h + 1)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                format!(
+                    "n{}: {:?} term {} leader {:?} commit {} applied {} last {} voters [{}] learners [{}]{}",
+                    i + 1,
+                    s.role,
+                    s.term.0,
+                    s.leader.and_then(|l| cluster.host_of(l)).map(|h| h + 1),
+                    s.commit.0,
+                    s.applied.0,
+                    s.last_index.0,
+                    ids(&s.configuration.voters),
+                    ids(&s.configuration.learners),
+                    s.failed.map(|f| format!(" FAILED: {f}")).unwrap_or_default()
+                )
+            }
+            None => format!("n{}: down", i + 1),
+        })
+        .collect();
+    lines.join("; ")
+}
+
+/// Every member's key-value state must be the same.
+fn compare_states(cluster: &Cluster, members: &[raft::core::NodeId]) {
+    let mut first: Option<(usize, host::Dump)> = None;
+    for id in members {
+        let Some(index) = cluster.host_of(*id) else {
+            continue;
+        };
+        let Some(live) = cluster.live(index) else {
+            continue;
+        };
+        let dump = host::dump(&live.machine);
+        match &first {
+            None => first = Some((index, dump)),
+            Some((other, expected)) if expected.1 != dump.1 => {
+                cluster.monitor.report(format!(
+                    "replicas differ: n{} holds {:?} at applied {}, n{} holds {:?} at applied {}",
+                    other + 1,
+                    expected.1,
+                    expected.0,
+                    index + 1,
+                    dump.1,
+                    dump.0
+                ));
+                return;
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn finish(
+    scenario: &Scenario,
+    seed: u64,
+    schedule: Schedule,
+    sim: &turmoil::Sim<'_>,
+    cluster: &Cluster,
+    log: &HistoryLog,
+) -> RunReport {
+    let history = log.events();
+    let mut ops = (0, 0, 0);
+    for event in &history {
+        match &event.kind {
+            EventKind::Complete(Outcome::Ok(_)) => ops.0 += 1,
+            EventKind::Complete(Outcome::Fail) => ops.1 += 1,
+            EventKind::Complete(Outcome::Unknown) => ops.2 += 1,
+            EventKind::Invoke(_) => {}
+        }
+    }
+    let mut violations = cluster.monitor.violations();
+    let (mut verdict, mut checker_text) = (None, None);
+    if violations.is_empty() {
+        match History::from_events(&history) {
+            Ok(parsed) => {
+                let options = CheckOptions {
+                    budget: CHECK_BUDGET,
+                    ..CheckOptions::default()
+                };
+                match lincheck::analyze(&KvModel::default(), &parsed, &options, CHECK_BUDGET) {
+                    Ok(analysis) => {
+                        verdict = Some(analysis.report.verdict);
+                        if analysis.report.verdict != Verdict::Linearizable {
+                            checker_text = Some(analysis.text);
+                        }
+                    }
+                    Err(e) => violations.push(format!("the checker refused the history: {e}")),
+                }
+            }
+            Err(e) => violations.push(format!("the history is malformed: {e}")),
+        }
+    }
+    let (trace_hash, trace_events) = cluster.monitor.trace_hash();
+    RunReport {
+        scenario: scenario.name,
+        seed,
+        schedule,
+        violations,
+        verdict,
+        checker_text,
+        ops,
+        trace_hash,
+        trace_events,
+        simulated: sim.elapsed(),
+        terms_led: cluster.monitor.leaders().len(),
+        history,
+    }
+}

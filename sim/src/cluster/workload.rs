@@ -1,0 +1,236 @@
+//! Simulated clients: each issues random gets, puts, deletes and compare-and-swaps against
+//! random nodes through the node's own API (propose; read index, then read the state machine,
+//! as the HTTP layer does), and records every invocation and completion for the checker.
+//!
+//! Outcomes follow what a client can know: an answer is `ok`; a refusal before the proposal
+//! entered any log (not the leader, no quorum to accept it, a committed entry of another
+//! leader took its place) is `fail`; a timeout, a stopped node or a snapshot covering the
+//! proposal is `unknown` (it may take effect later, or never). Every written value is unique,
+//! so a read names the write it saw.
+//!
+//! Event times are a global sequence number: the simulation runs on one thread, so the order in
+//! which events are recorded is their real-time order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::server::machine::{Output, Proposal};
+use bytes::Bytes;
+use kv::{CasAction, Compare, Outcome as KvOutcome};
+use raft::node::NodeError;
+
+use super::host::{Cluster, read_key};
+use crate::lincheck::{Event, EventKind, Operation, Outcome, Output as LinOutput, ProcessId};
+
+/// How long one operation may take before the client gives up and records it as unknown.
+pub const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A client pauses up to this long between operations, so runs stay small enough to check.
+pub const THINK_MAX: Duration = Duration::from_millis(12);
+/// How many times an operation moves on after a "not the leader" answer (to the leader named,
+/// or else to the next host).
+pub const REDIRECTS_MAX: usize = 3;
+
+/// The client workload of a run.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys they share (`k0`, `k1`, ...): few, so operations contend.
+    pub keys: usize,
+}
+
+/// The history every client appends to.
+#[derive(Default)]
+pub struct HistoryLog {
+    events: Mutex<Vec<Event>>,
+}
+
+const LOG_LOCK: &str = "the history lock is never held across a panic";
+
+impl HistoryLog {
+    fn push(&self, process: ProcessId, kind: EventKind) -> usize {
+        let mut events = self.events.lock().expect(LOG_LOCK);
+        let time = events.len() as u64;
+        events.push(Event {
+            process,
+            time,
+            kind,
+            line: 0,
+        });
+        events.len() - 1
+    }
+
+    /// Every event so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect(LOG_LOCK).clone()
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for the clients' choices.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// One client: operations until `stop` is set.
+pub async fn client(
+    cluster: Arc<Cluster>,
+    workload: Workload,
+    process: ProcessId,
+    stop: Arc<AtomicBool>,
+    log: Arc<HistoryLog>,
+) -> turmoil::Result {
+    let mut rng = Rng::new(cluster.seed ^ (process + 1).wrapping_mul(0xa076_1d64_78bd_642f));
+    let mut seen: Vec<Option<String>> = vec![None; workload.keys];
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = rng.below(workload.keys as u64) as usize;
+        let key = format!("k{k}");
+        sequence += 1;
+        let value = format!("{process}.{sequence}");
+        let op = match rng.below(100) {
+            0..45 => Operation::Get { key },
+            45..75 => Operation::Put { key, value },
+            75..85 => Operation::Delete { key },
+            _ => Operation::Cas {
+                key,
+                expected: seen[k].clone(),
+                new: value,
+            },
+        };
+        let target = rng.below(cluster.hosts.len() as u64) as usize;
+        let outcome = perform(&cluster, &log, process, target, op).await;
+        if let Outcome::Ok(LinOutput::Value(v)) = &outcome {
+            seen[k] = v.clone();
+        }
+        tokio::time::sleep(Duration::from_micros(
+            rng.below(THINK_MAX.as_micros() as u64 + 1),
+        ))
+        .await;
+    }
+    Ok(())
+}
+
+/// Records `op`, runs it against host `target` (following redirects to the leader), records
+/// and returns its outcome.
+pub async fn perform(
+    cluster: &Cluster,
+    log: &HistoryLog,
+    process: ProcessId,
+    target: usize,
+    op: Operation,
+) -> Outcome {
+    let at = log.push(process, EventKind::Invoke(op.clone()));
+    cluster
+        .monitor
+        .trace(&("invoke", at, process, format!("{op:?}")));
+    let outcome = match tokio::time::timeout(OP_TIMEOUT, execute(cluster, target, &op)).await {
+        Ok(outcome) => outcome,
+        // A read that timed out changed nothing; a write may still happen.
+        Err(_) if op.is_read_only() => Outcome::Fail,
+        Err(_) => Outcome::Unknown,
+    };
+    let at = log.push(process, EventKind::Complete(outcome.clone()));
+    cluster
+        .monitor
+        .trace(&("complete", at, process, format!("{outcome:?}")));
+    outcome
+}
+
+async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcome {
+    for _ in 0..=REDIRECTS_MAX {
+        let Some(live) = cluster.live(target) else {
+            return Outcome::Fail; // Nothing was sent.
+        };
+        let answer = match op {
+            Operation::Get { key } => match live.node.read_index().await {
+                Ok(_) => {
+                    let value = read_key(&live.machine, key.as_bytes());
+                    return Outcome::Ok(LinOutput::Value(
+                        value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    ));
+                }
+                Err(e) => e,
+            },
+            _ => {
+                let command = write_command(op);
+                let proposal = Proposal::Kv(Bytes::from(command.encode())).encode();
+                match live.node.propose(proposal).await {
+                    Ok(Output::Kv(Ok(outcome))) => return completed(outcome),
+                    // Refused by the state machine on every replica alike: not applied.
+                    Ok(Output::Kv(Err(_))) => return Outcome::Fail,
+                    Ok(_) => return Outcome::Unknown,
+                    Err(e) => e,
+                }
+            }
+        };
+        match answer {
+            NodeError::NotLeader {
+                leader_hint: Some(leader),
+            } => match cluster.host_of(leader) {
+                Some(next) if next != target => target = next,
+                _ => return Outcome::Fail,
+            },
+            // No leader known there (a spare, or a node cut off): try the next host, as a
+            // client with a list of endpoints would.
+            NodeError::NotLeader { leader_hint: None } => {
+                target = (target + 1) % cluster.hosts.len()
+            }
+            NodeError::Dropped | NodeError::Refused(_) | NodeError::ConfChangeInProgress => {
+                return Outcome::Fail;
+            }
+            NodeError::Unknown | NodeError::Stopped if op.is_read_only() => return Outcome::Fail,
+            NodeError::Unknown | NodeError::Stopped => return Outcome::Unknown,
+        }
+    }
+    Outcome::Fail
+}
+
+fn write_command(op: &Operation) -> kv::Command {
+    match op {
+        Operation::Put { key, value } => {
+            kv::Command::put(Bytes::from(key.clone()), Bytes::from(value.clone()))
+        }
+        Operation::Delete { key } => kv::Command::delete(Bytes::from(key.clone())),
+        Operation::Cas { key, expected, new } => kv::Command::compare_and_swap(
+            Bytes::from(key.clone()),
+            match expected {
+                Some(v) => Compare::Value(Bytes::from(v.clone())),
+                None => Compare::Version(0),
+            },
+            CasAction::Put(Bytes::from(new.clone())),
+        ),
+        Operation::Get { .. } | Operation::Append { .. } | Operation::Txn { .. } => {
+            unreachable!("the simulated clients only write with put, delete and cas")
+        }
+    }
+}
+
+fn completed(outcome: KvOutcome) -> Outcome {
+    match outcome {
+        KvOutcome::CompareAndSwap { succeeded, .. } => {
+            Outcome::Ok(LinOutput::Cas { swapped: succeeded })
+        }
+        _ => Outcome::Ok(LinOutput::Done),
+    }
+}

@@ -1,0 +1,188 @@
+//! Deterministic cluster simulations (see `sim::cluster` and docs/verification.md): a bounded
+//! set of seeds per scenario, the replay guarantee, the bug-finding power of the checks, and
+//! proptest-driven fault schedules that shrink to a minimal failing schedule.
+//!
+//! Every failure prints its seed, its faults and the command that replays it.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use sim::cluster::{Fault, RunReport, Scenario, Schedule, Timed, run, run_seed, scenarios};
+
+/// Runs `seeds` of `scenario` and fails with the first failure's replay command.
+fn all_pass(scenario: Scenario, seeds: Range<u64>) {
+    let mut failed: Vec<RunReport> = Vec::new();
+    for seed in seeds.clone() {
+        let report = run_seed(&scenario, seed);
+        if !report.passed() {
+            eprintln!("{report}");
+            failed.push(report);
+        }
+    }
+    if let Some(first) = failed.first() {
+        panic!(
+            "{} of {} seeds of {} failed; replay the first with: {}",
+            failed.len(),
+            seeds.end - seeds.start,
+            scenario.name,
+            first.replay_command()
+        );
+    }
+}
+
+/// Runs seeds of a deliberately broken `scenario` until one fails; the checks must notice
+/// the broken rule within `budget` seeds.
+fn caught(scenario: Scenario, budget: u64) -> RunReport {
+    for seed in 0..budget {
+        let report = run_seed(&scenario, seed);
+        if !report.passed() {
+            eprintln!("{} caught with seed {seed}:\n{report}", scenario.name);
+            return report;
+        }
+    }
+    panic!(
+        "{}: the simulation did not notice the broken rule in {budget} seeds",
+        scenario.name
+    );
+}
+
+#[test]
+fn random_faults_on_three_nodes() {
+    all_pass(scenarios::random3(), 0..120);
+}
+
+#[test]
+fn random_faults_on_five_nodes() {
+    all_pass(scenarios::random5(), 0..60);
+}
+
+#[test]
+fn a_linearizable_read_right_after_a_leadership_transfer_is_not_stale() {
+    all_pass(scenarios::read_after_transfer(), 0..30);
+}
+
+#[test]
+fn reads_during_a_transfer_stay_linearizable() {
+    all_pass(scenarios::reads_during_transfer(), 0..30);
+}
+
+#[test]
+fn a_cut_off_leader_serves_no_stale_reads() {
+    all_pass(
+        scenarios::by_name("isolated_leader").expect("listed"),
+        0..30,
+    );
+}
+
+#[test]
+fn a_removed_leader_that_keeps_sending_heartbeats_does_no_harm() {
+    all_pass(scenarios::removed_leader_keeps_sending(), 0..30);
+}
+
+#[test]
+fn a_write_acknowledged_by_a_single_node_survives_its_crash() {
+    all_pass(scenarios::single_node_ack_then_crash(), 0..40);
+}
+
+#[test]
+fn a_member_removed_from_a_two_voter_group() {
+    all_pass(scenarios::remove_from_two_voters(), 0..30);
+}
+
+#[test]
+fn a_learner_promoted_while_the_leader_crashes() {
+    all_pass(scenarios::promote_while_leader_crashes(), 0..30);
+}
+
+#[test]
+fn a_seed_replays_the_identical_trace() {
+    // Given one seed, when it runs twice, then every traced event (statuses, applied entries,
+    // client events, faults) is the same; another seed gives another trace.
+    let scenario = scenarios::random3();
+    let first = run_seed(&scenario, 7);
+    let again = run_seed(&scenario, 7);
+    assert_eq!(
+        (first.trace_hash, first.trace_events),
+        (again.trace_hash, again.trace_events),
+        "seed 7 diverged between two runs"
+    );
+    assert_eq!(first.history, again.history);
+    assert!(first.trace_events > 1_000, "the trace records the run");
+    let other = run_seed(&scenario, 8);
+    assert_ne!(first.trace_hash, other.trace_hash);
+}
+
+#[test]
+fn votes_without_the_log_check_are_caught() {
+    caught(scenarios::broken_vote_check(), 40);
+}
+
+#[test]
+fn reads_answered_without_confirmation_are_caught() {
+    let report = caught(scenarios::broken_read_confirmation(), 60);
+    assert_eq!(
+        report.verdict,
+        Some(sim::Verdict::NotLinearizable),
+        "a stale read shows in the history"
+    );
+}
+
+#[test]
+fn writes_acknowledged_before_fsync_are_caught() {
+    caught(scenarios::broken_fsync(), 20);
+}
+
+/// A fault as proptest generates it: small enough to shrink well.
+fn fault() -> impl Strategy<Value = Fault> {
+    let host = 0usize..5;
+    prop_oneof![
+        (1u32..31).prop_map(|side| Fault::Partition { side }),
+        Just(Fault::IsolateLeader),
+        (0usize..5, 0usize..5)
+            .prop_filter("two hosts", |(a, b)| a != b)
+            .prop_map(|(from, to)| Fault::OneWay { from, to }),
+        (100u32..4000).prop_map(|per_million| Fault::Flaky { per_million }),
+        (10u64..200).prop_map(|max_ms| Fault::Slow { max_ms }),
+        host.clone().prop_map(|host| Fault::Crash { host }),
+        host.clone().prop_map(|host| Fault::Restart { host }),
+        Just(Fault::CrashLeader),
+        Just(Fault::CrashAll),
+        Just(Fault::RestartAll),
+        Just(Fault::PauseLeader),
+        Just(Fault::Resume),
+        host.clone().prop_map(|host| Fault::AddLearner { host }),
+        host.clone().prop_map(|host| Fault::Promote { host }),
+        host.clone().prop_map(|host| Fault::Remove { host }),
+        Just(Fault::RemoveLeader),
+        host.clone().prop_map(|host| Fault::Transfer { host }),
+        host.prop_map(|host| Fault::Snapshot { host }),
+        Just(Fault::Heal),
+    ]
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    proptest::collection::vec((0u64..4_000, fault()), 0..10).prop_map(|faults| {
+        Schedule::new(
+            faults
+                .into_iter()
+                .map(|(ms, fault)| Timed {
+                    at: Duration::from_millis(ms),
+                    fault,
+                })
+                .collect(),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any schedule of faults, on three voters and two spares: the run passes every check.
+    /// A failure shrinks to a shortest schedule, printed with the seed.
+    #[test]
+    fn any_fault_schedule_keeps_the_cluster_safe(seed in 0u64..1_000_000, schedule in schedule()) {
+        let report = run(&scenarios::random3(), seed, schedule.clone());
+        prop_assert!(report.passed(), "seed {seed} with faults:\n{schedule}{report}");
+    }
+}
