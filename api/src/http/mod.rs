@@ -355,25 +355,37 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .await
         .map_err(|_| ApiError::timeout())?
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                format!("the leader {} is unreachable: {e}", leader.name),
-            )
+            if e.is_connect() {
+                // Nothing reached the leader: safe to retry anywhere.
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_leader",
+                    format!("the leader {} is unreachable: {e}", leader.name),
+                )
+            } else {
+                outcome_unknown(&leader.name, &e)
+            }
         })?;
     let (parts, body) = answer.into_parts();
     let bytes = body
         .collect()
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                format!("reading the leader's answer: {e}"),
-            )
-        })?
+        .map_err(|e| outcome_unknown(&leader.name, &e))?
         .to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+/// The answer when the connection to the leader broke after the request went out: the leader
+/// may have applied the write, so the client must not take it for a refusal (a 503 is retried
+/// as "not applied"), but as a timeout whose outcome is unknown.
+fn outcome_unknown(leader: &str, e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!(
+            "the connection to the leader {leader} broke after the request was sent ({e}); a write may still be applied"
+        ),
+    )
 }
 
 /// POSTs a JSON body to `url` and returns the status and the parsed answer.
