@@ -33,7 +33,10 @@ pub use group::{
     GroupCommit, GroupCommitConfig, WalOp,
 };
 pub use hardstate::{HARD_STATE_BYTES_MAX, HARD_STATE_FILE_NAME, HARD_STATE_SLOT_BYTES};
-pub use log::{Entry, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Wal, WalConfig};
+pub use log::{
+    Entry, PREALLOCATE_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Wal,
+    WalConfig,
+};
 pub use metrics::{WalMetrics, WalMetricsSnapshot};
 pub use record::PAYLOAD_BYTES_MAX;
 pub use simfs::{CrashReport, SimDirLock, SimFile, SimFs};

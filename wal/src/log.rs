@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Result, WalError};
 use crate::fs::{FileHandle, FileSystem};
@@ -31,6 +31,12 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const SEGMENT_BYTES_MIN: u64 = 4 * 1024;
 /// The largest allowed segment size: with the payload limit, record offsets stay below 4 GiB.
 pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+/// How far ahead of its writes the active segment's space is reserved
+/// ([`FileHandle::allocate`]): an append into reserved space costs a cheaper `fdatasync` (no new
+/// length or blocks to journal), and one append in this many bytes pays for the reservation.
+/// Recovery reads a reserved tail to check that it is all zeros, so it stays small.
+pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How a [`Wal`] is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +84,10 @@ struct Segment<H> {
     file: Arc<H>,
     /// Byte offset of each entry record: entry `first_index + k` starts at `offsets[k]`.
     offsets: Vec<u32>,
-    /// Bytes in the file.
+    /// Bytes of records (and header) in the file: where the next record goes.
     len: u64,
+    /// The file's length, `>= len`: the bytes past `len` are reserved space reading as zeros.
+    allocated: u64,
 }
 
 impl<H> Segment<H> {
@@ -110,6 +118,8 @@ pub struct Wal<F: FileSystem> {
     hard_state: HardStateFile<F::File>,
     durable_index: u64,
     poisoned: Option<String>,
+    /// Whether to reserve segment space ahead of appends; off once the file system refused.
+    preallocate: bool,
     metrics: Arc<WalMetrics>,
     /// Reused encoding buffer, so appends do not allocate once warm.
     scratch: Vec<u8>,
@@ -156,6 +166,7 @@ impl<F: FileSystem> Wal<F> {
             hard_state,
             durable_index: 0,
             poisoned: None,
+            preallocate: true,
             metrics: Arc::new(WalMetrics::default()),
             scratch: Vec::new(),
         };
@@ -244,6 +255,7 @@ impl<F: FileSystem> Wal<F> {
                     file: Arc::new(file),
                     offsets: Vec::new(),
                     len: SEGMENT_HEADER_BYTES,
+                    allocated: SEGMENT_HEADER_BYTES,
                 });
                 return Ok(());
             }
@@ -271,6 +283,11 @@ impl<F: FileSystem> Wal<F> {
                 .and_then(|()| file.sync_data())
                 .map_err(|e| WalError::io(&path, e))?;
         }
+        let allocated = if scan.damage.is_some() {
+            scan.valid_len
+        } else {
+            scan.file_len
+        };
         for &(index, term) in &scan.term_runs {
             if self.term_runs.last().is_none_or(|&(_, t)| t != term) {
                 self.term_runs.push((index, term));
@@ -282,6 +299,7 @@ impl<F: FileSystem> Wal<F> {
             file: Arc::new(file),
             offsets: scan.offsets,
             len: scan.valid_len,
+            allocated,
         });
         Ok(())
     }
@@ -305,6 +323,7 @@ impl<F: FileSystem> Wal<F> {
             file: Arc::new(file),
             offsets: Vec::new(),
             len: SEGMENT_HEADER_BYTES,
+            allocated: SEGMENT_HEADER_BYTES,
         });
         Ok(())
     }
@@ -417,6 +436,7 @@ impl<F: FileSystem> Wal<F> {
                 record::encode(RecordKind::Entry, e.index, e.term, &e.payload, &mut scratch);
                 end += 1;
             }
+            self.reserve(base + scratch.len() as u64);
             let written = self.active().file.write_all_at(&scratch, base);
             if let Err(e) = written {
                 let path = self.active().path.clone();
@@ -450,6 +470,34 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
+    /// Reserves the active segment's space up to at least `end`, a [`PREALLOCATE_BYTES`] step
+    /// at a time but not past the segment's size. Reserving is only an optimisation: if the file
+    /// system refuses (not every one supports it), the log stops trying and appends grow the
+    /// file as they go; a real lack of space then shows up in the write itself.
+    fn reserve(&mut self, end: u64) {
+        if !self.preallocate || end <= self.active().allocated {
+            return;
+        }
+        let target = end
+            .next_multiple_of(PREALLOCATE_BYTES)
+            .min(self.config.segment_bytes.max(end));
+        let active = self.active();
+        match active.file.allocate(target) {
+            Ok(()) => {
+                let active = self
+                    .segments
+                    .last_mut()
+                    .expect("a Wal always has an active segment");
+                active.allocated = target;
+            }
+            Err(e) => {
+                warn!(file = %active.path.display(), error = %e,
+                      "WAL: cannot reserve space ahead of appends; appends will grow the file");
+                self.preallocate = false;
+            }
+        }
+    }
+
     fn validate_append(&self, entries: &[Entry]) -> Result<()> {
         let mut last_term = self.term(self.last_index()).unwrap_or(0);
         for (expected, e) in (self.last_index() + 1..).zip(entries) {
@@ -479,7 +527,25 @@ impl<F: FileSystem> Wal<F> {
     /// Seals the active segment (synced in full, so every non-last segment is durable) and
     /// starts a new one at the next index.
     fn rotate(&mut self) -> Result<()> {
-        self.sync()?;
+        self.check_usable()?;
+        // A sealed segment ends with its last record: its reserved tail is given back before
+        // the final sync, so that only the active segment carries reserved space.
+        let active = self.active();
+        if active.allocated > active.len {
+            let (len, path) = (active.len, active.path.clone());
+            if let Err(e) = active.file.set_len(len) {
+                return Err(self.poison(WalError::io(path, e)));
+            }
+            let active = self
+                .segments
+                .last_mut()
+                .expect("a Wal always has an active segment");
+            active.allocated = len;
+        }
+        // Synced in full (records and final length) even if every record already was.
+        let (file, upto) = self.sync_target();
+        file.sync().map_err(|e| self.poison(e))?;
+        self.mark_durable(upto);
         let next = self.last_index() + 1;
         if let Err(e) = self.create_segment(next) {
             return Err(self.poison(e));
@@ -643,6 +709,7 @@ impl<F: FileSystem> Wal<F> {
         }
         seg.offsets.truncate((from - seg.first_index) as usize);
         seg.len = cut;
+        seg.allocated = cut;
         self.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .bytes_on_disk
@@ -847,6 +914,23 @@ impl<F: FileSystem> Wal<F> {
             return Err("a term run starts past the last index".into());
         }
         Ok(())
+    }
+}
+
+impl<F: FileSystem> Drop for Wal<F> {
+    fn drop(&mut self) {
+        // A log closed in order gives back its reserved space, so the active segment ends with
+        // its last record again. Best effort and unsynced: a reserved tail that survives (a
+        // crash, a poisoned log left as it is) is recognised as such by recovery.
+        if self.poisoned.is_some() {
+            return;
+        }
+        if let Some(active) = self.segments.last()
+            && active.allocated > active.len
+            && let Err(e) = active.file.set_len(active.len)
+        {
+            debug!(file = %active.path.display(), error = %e, "WAL: could not trim reserved space on close");
+        }
     }
 }
 

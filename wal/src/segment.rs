@@ -12,6 +12,11 @@
 //!     20     4  CRC-32 of bytes [0, 20)
 //! ```
 //!
+//! A segment file may be longer than its records: the log reserves space ahead of its writes
+//! (see [`crate::PREALLOCATE_BYTES`]), and reserved space reads as zeros. The scan ends at
+//! the first byte that is not a valid record; if every byte from there on is zero, that is
+//! reserved space, not damage.
+//!
 //! Invariants checked by the scan: the header is intact and agrees with the file name; entry
 //! `k` of the segment has index `first_index + k`; terms never go down. Damage is reported with
 //! its byte offset and whether any valid record follows it, which is what decides between "torn
@@ -104,9 +109,9 @@ pub struct Scan {
     pub term_runs: Vec<(u64, u64)>,
     /// The end of the last valid record.
     pub valid_len: u64,
-    /// The file's length.
+    /// The file's length: `valid_len` plus damage, or plus reserved space (all zeros).
     pub file_len: u64,
-    /// Set if the file holds bytes after `valid_len`.
+    /// Set if the file holds bytes after `valid_len` other than reserved space (zeros).
     pub damage: Option<Damage>,
 }
 
@@ -207,6 +212,8 @@ pub fn scan<H: FileHandle>(
         };
         let damage = match damage {
             None => None,
+            // Space reserved ahead of the writes (`FileHandle::allocate`) that no write reached.
+            Some((offset, _)) if zeros_only(file, path, offset, file_len)? => None,
             Some((offset, reason)) => Some(Damage {
                 offset,
                 reason,
@@ -282,6 +289,26 @@ impl<'scope, 'env, H: FileHandle> ChunkReader<'scope, 'env, H> {
         }
         Ok(())
     }
+}
+
+/// Whether the bytes `[offset, file_len)` are all zero: space reserved for records that were
+/// never written. No record starts with a zero byte (see [`RECORD_MAGIC`]), so zeros are never
+/// a torn record, and dropping them loses nothing; the reserved tail is at most one
+/// reservation step ([`crate::PREALLOCATE_BYTES`]) on a log this code wrote.
+fn zeros_only<H: FileHandle>(file: &H, path: &Path, offset: u64, file_len: u64) -> Result<bool> {
+    let mut at = offset;
+    let mut chunk = Vec::new();
+    while at < file_len {
+        let len = (file_len - at).min(SCAN_CHUNK_BYTES as u64) as usize;
+        chunk.resize(len, 0);
+        file.read_exact_at(&mut chunk, at)
+            .map_err(|e| WalError::io(path, e))?;
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += len as u64;
+    }
+    Ok(true)
 }
 
 /// Whether any CRC-valid record starts after `offset`. Only run on damage, so reading the rest of

@@ -517,3 +517,76 @@ fn the_async_writer_batches_concurrent_tasks_and_answers_each_with_its_own_durab
         .unwrap();
     assert_eq!(next.last_index, 641);
 }
+
+#[test]
+fn space_is_reserved_ahead_of_appends_and_a_reserved_tail_left_by_a_crash_is_not_damage() {
+    // Given a log on the real file system with a few entries appended and synced,
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("00000000000000000001.wal");
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    wal.append(&entries(1..=10, 1)).unwrap();
+    wal.sync().unwrap();
+    // then the active segment holds reserved space past its records while the log is open,
+    let open_len = std::fs::metadata(&seg).unwrap().len();
+    assert!(
+        open_len >= wal::PREALLOCATE_BYTES,
+        "reserved up to {open_len}"
+    );
+    // and a log closed in order ends with its last record again.
+    drop(wal);
+    let data_len = std::fs::metadata(&seg).unwrap().len();
+    assert!(data_len < open_len);
+
+    // When a crash leaves the reserved tail in place (zeros after the last record),
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.set_len(data_len + 100_000).unwrap();
+    drop(file);
+    // then recovery keeps every entry and keeps appending after the last one.
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(wal.last_index(), 10);
+    assert_holds(&wal, 1, 10);
+    wal.append(&entries(11..=12, 1)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+
+    // When a record was torn inside reserved space (its first bytes written, zeros after),
+    let data_len = std::fs::metadata(&seg).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.set_len(data_len + 100_000).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"RKVR\x01", data_len).unwrap();
+    drop(file);
+    // then only the torn record is dropped, and the log goes on from there.
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    assert_eq!(wal.last_index(), 12);
+    assert_holds(&wal, 1, 12);
+    wal.append(&entries(13..=13, 2)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    assert_holds(&wal, 1, 13);
+}
+
+#[test]
+fn a_sealed_segment_gives_back_its_reserved_space() {
+    // Given small segments, when the log rotates several times,
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    for lo in (1..=400).step_by(20) {
+        wal.append(&entries(lo..=lo + 19, 1)).unwrap();
+        wal.sync().unwrap();
+    }
+    assert!(wal.segment_count() > 2);
+    // then each sealed segment is exactly as long as its records: reopening finds no tail.
+    let mut names = RealFs.list_files(dir.path()).unwrap();
+    names.retain(|n| n.ends_with(".wal"));
+    names.sort();
+    let active = names.pop().unwrap();
+    for name in &names {
+        let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert!(len <= 4096 + 200, "{name} is {len} bytes");
+    }
+    drop(wal);
+    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
+    assert_holds(&wal, 1, 400);
+    assert!(dir.path().join(active).exists());
+}
