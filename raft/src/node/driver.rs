@@ -32,6 +32,10 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// Reads waiting for the leader to confirm a read index, by context.
     reads: HashMap<u64, Reply<LogIndex>>,
     next_read: u64,
+    /// Whether the loop runs on tokio's multi-thread runtime, where a blocking fsync can hand
+    /// its worker to another thread (`block_in_place`, which the current-thread runtime of
+    /// tests and simulations does not allow).
+    multi_thread: bool,
 }
 
 /// Starts a node: the loop and the applier, on the current tokio runtime. `machine` must
@@ -80,6 +84,8 @@ where
         status: status_tx,
         reads: HashMap::new(),
         next_read: 0,
+        multi_thread: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread,
     };
     node_loop.publish_status(None);
     tokio::spawn(node_loop.run(config, events_rx, side_rx));
@@ -250,14 +256,36 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             if let Some(soft) = rd.soft_state {
                 info!(node = self.raft.id().0, term = self.raft.term().0, role = ?soft.role, leader = ?soft.leader.map(|l| l.0), "role or leader changed");
             }
+            let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {
                 self.transport.send(message);
             }
-            self.raft.storage_mut().persist(
-                rd.snapshot.as_ref(),
-                &rd.entries,
-                rd.hard_state.as_ref(),
-            )?;
+            // Only entries and snapshots cost an fsync here; a hard state alone is cheap (a
+            // commit index is not synced) or rare (a new term or vote).
+            let fsyncs = rd.snapshot.is_some() || !rd.entries.is_empty();
+            if sent && fsyncs {
+                // The transport's sender tasks were just woken, most likely onto this worker
+                // thread, where the fsync below would hold them (tokio's LIFO slot is not
+                // stolen by the other worker). Yield once so that a leader's appends are on
+                // the wire before it blocks on its own fsync, and the followers' fsyncs run in
+                // parallel with it (profiled: without this, one follower received its append
+                // only after the leader's fsync).
+                tokio::task::yield_now().await;
+            }
+            if fsyncs && self.multi_thread {
+                // The fsync blocks this thread; hand its worker to another thread meanwhile, so
+                // peers' answers, client requests and the applier keep running.
+                let store = self.raft.storage_mut();
+                tokio::task::block_in_place(|| {
+                    store.persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+                })?;
+            } else {
+                self.raft.storage_mut().persist(
+                    rd.snapshot.as_ref(),
+                    &rd.entries,
+                    rd.hard_state.as_ref(),
+                )?;
+            }
             for message in rd.persisted_messages.drain(..) {
                 self.transport.send(message);
             }
