@@ -150,6 +150,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 self.publish_status(Some(e.to_string()));
                 return;
             }
+            // The core's invariants, checked in the running node after every Ready (debug
+            // builds: the tests and the simulations), not only in the core's own harness.
+            debug_assert!(
+                self.raft.check_invariants().is_ok(),
+                "node {}: {:?}",
+                self.raft.id().0,
+                self.raft.check_invariants()
+            );
             if stop {
                 info!(node = self.raft.id().0, "node loop stopped");
                 return;
