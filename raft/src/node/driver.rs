@@ -36,6 +36,10 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// its worker to another thread (`block_in_place`, which the current-thread runtime of
     /// tests and simulations does not allow).
     multi_thread: bool,
+    /// How many ticks a follower's election clock skips when its leader's connection ends:
+    /// one less than the base election timeout, so that no campaign starts inside the skip
+    /// and the random part of the timeout still spreads the followers apart.
+    lost_leader_ticks: u32,
 }
 
 /// Starts a node: the loop and the applier, on the current tokio runtime. `machine` must
@@ -86,6 +90,7 @@ where
         next_read: 0,
         multi_thread: tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread,
+        lost_leader_ticks: config.raft.election_ticks.saturating_sub(1),
     };
     node_loop.publish_status(None);
     tokio::spawn(node_loop.run(config, events_rx, side_rx));
@@ -211,6 +216,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 let _ = reply.send(result);
             }
             Event::Campaign => self.raft.campaign_now(),
+            Event::PeerLost(peer) => self.leader_connection_lost(peer),
             Event::ReportSnapshot(to, delivered) => self.raft.report_snapshot(to, delivered),
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(Some(reply))).await,
             Event::SnapshotTaken(index, data, reply) => {
@@ -224,6 +230,30 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Shutdown => return true,
         }
         false
+    }
+
+    /// The connection from `peer` ended. If `peer` is our leader, advance the election clock
+    /// by [`Loop::lost_leader_ticks`] (one tick short of the base election timeout): the
+    /// follower then campaigns after the random part of its timeout alone, and the lease it
+    /// grants the leader (vote requests are ignored while it runs) ends at the next tick.
+    ///
+    /// Why this is safe: it changes only *when* a follower campaigns, which Raft never relies
+    /// on; campaigns start with a pre-vote, which a follower still hearing from a live leader
+    /// refuses. A leader that merely lost one connection reconnects and sends its next
+    /// heartbeat within a tick, which resets the clock as usual.
+    fn leader_connection_lost(&mut self, peer: NodeId) {
+        if self.raft.role() != Role::Follower || self.raft.leader() != Some(peer) {
+            return;
+        }
+        info!(
+            node = self.raft.id().0,
+            leader = peer.0,
+            term = self.raft.term().0,
+            "the leader's connection ended: campaigning after the random part of the election timeout"
+        );
+        for _ in 0..self.lost_leader_ticks {
+            self.raft.tick();
+        }
     }
 
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
@@ -381,4 +411,148 @@ pub fn node_id_for_name(name: &str) -> NodeId {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     NodeId(hash.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use wal::{SimFs, Wal, WalConfig};
+
+    use super::*;
+    use crate::core::{
+        self, Configuration, HardState, Message, MessageBody, Snapshot, SnapshotMetadata, Term,
+    };
+    use crate::node::{DurableState, WalLogStore};
+
+    const ELECTION_TICKS: u32 = 10;
+    const TICK: Duration = Duration::from_millis(10);
+
+    /// Keeps every message the node sends.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Message>>);
+
+    impl Transport for Capture {
+        fn send(&self, message: Message) {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+
+    /// A state machine with nothing in it.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Output = ();
+        fn apply(&mut self, _: LogIndex, _: &[u8]) {}
+        fn apply_empty(&mut self, _: LogIndex) {}
+        fn snapshot_data(&self) -> Bytes {
+            Bytes::new()
+        }
+        fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// No snapshot is ever taken in these tests.
+    struct NoFiles;
+
+    impl SnapshotFiles for NoFiles {
+        fn save(&self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+        fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
+            Err("no snapshots here".into())
+        }
+    }
+
+    /// Node 1 of the voters {1, 2, 3}, a follower of node 2 in term 1 once it heard its
+    /// heartbeat. If `lost` is given, the connection from that peer then ends. Returns how many
+    /// ticks later node 1 sent its first pre-vote request.
+    async fn ticks_until_prevote(lost: Option<NodeId>) -> u32 {
+        let fs = SimFs::new(7);
+        let wal = Wal::open(fs, "/n1/wal", WalConfig::default()).unwrap();
+        let voters: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
+        let initial = DurableState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex::ZERO,
+            },
+            snapshot: SnapshotMetadata {
+                index: LogIndex::ZERO,
+                term: Term::ZERO,
+                configuration: Configuration {
+                    voters,
+                    ..Configuration::default()
+                },
+            },
+        };
+        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
+        let store = WalLogStore::open(wal, Arc::clone(&files), initial).unwrap();
+        let mut raft = core::Config::new(NodeId(1));
+        raft.election_ticks = ELECTION_TICKS;
+        raft.rng_seed = 42;
+        let config = NodeConfig {
+            raft,
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        let transport = Arc::new(Capture::default());
+        let node = spawn(
+            config,
+            store,
+            Arc::clone(&transport),
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .unwrap();
+        let heartbeat = Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex::ZERO,
+                read_round: 0,
+            },
+        };
+        node.step(heartbeat).await.unwrap();
+        while node.status().leader != Some(NodeId(2)) {
+            tokio::time::sleep(TICK / 10).await;
+        }
+        if let Some(peer) = lost {
+            node.peer_lost(peer);
+        }
+        for ticks in 1..=3 * ELECTION_TICKS {
+            tokio::time::sleep(TICK).await;
+            let sent = transport
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| matches!(m.body, MessageBody::RequestVote { pre_vote: true, .. }));
+            if sent {
+                return ticks;
+            }
+        }
+        panic!("no pre-vote within {} ticks", 3 * ELECTION_TICKS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_whose_leader_connection_ends_campaigns_after_the_random_part_alone() {
+        // Given a follower that stops hearing from its leader, when the leader's connection
+        // ends, then it campaigns within one base election timeout,
+        let after_loss = ticks_until_prevote(Some(NodeId(2))).await;
+        assert!(after_loss <= ELECTION_TICKS + 1, "{after_loss} ticks");
+        // whereas one that merely stops hearing (same random timeout) waits the base timeout
+        // and more,
+        let silence = ticks_until_prevote(None).await;
+        assert!(silence >= ELECTION_TICKS, "{silence} ticks");
+        assert!(after_loss < silence);
+        // and losing the connection from a peer that is not the leader changes nothing.
+        let other = ticks_until_prevote(Some(NodeId(3))).await;
+        assert_eq!(other, silence);
+    }
 }

@@ -156,6 +156,8 @@ pub(crate) enum Event<O> {
     ReadIndex(oneshot::Sender<Result<LogIndex, NodeError>>),
     Transfer(NodeId, oneshot::Sender<Result<(), NodeError>>),
     Campaign,
+    /// The transport's connection from this peer ended.
+    PeerLost(NodeId),
     ReportSnapshot(NodeId, bool),
     SnapshotNow(oneshot::Sender<Result<SnapshotMetadata, NodeError>>),
     /// From the applier: the state machine's data as of `index`.
@@ -230,6 +232,18 @@ impl<O: Send + 'static> Node<O> {
             .send(Event::Step(message))
             .await
             .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Tells the node that the connection on which `peer` sent it messages ended (the
+    /// transport's inbound side). If `peer` is the leader this node follows, the node stops
+    /// waiting a whole election timeout for its heartbeats: a leader process that died closed
+    /// its connections at once, so the silence that follows is no longer to be sat out in
+    /// full. See [`driver`] for what exactly is shortened and why it stays safe.
+    ///
+    /// Never waits: with the event queue full the news is dropped, and the follower waits out
+    /// its election timeout as it would have anyway.
+    pub fn peer_lost(&self, peer: NodeId) {
+        let _ = self.events.try_send(Event::PeerLost(peer));
     }
 
     /// Tells the node whether a snapshot it sent to `to` arrived.

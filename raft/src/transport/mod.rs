@@ -454,6 +454,13 @@ where
         Some(_) => return Err(protocol("the first frame must be Hello")),
         None => return Ok(()),
     };
+    // Whatever ends the connection, the node hears of it when this guard drops: if `from`
+    // led, its silence from now on is likely for good (a killed process closes its sockets
+    // at once).
+    let _lost = PeerLostGuard {
+        node: node.clone(),
+        peer: from,
+    };
     let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
     while let Some(f) = r.next().await? {
         match (f, snapshot.take()) {
@@ -502,6 +509,18 @@ where
         }
     }
     Ok(())
+}
+
+/// Tells the node that the connection from `peer` ended, however it ended.
+struct PeerLostGuard<O: Send + 'static> {
+    node: Node<O>,
+    peer: NodeId,
+}
+
+impl<O: Send + 'static> Drop for PeerLostGuard<O> {
+    fn drop(&mut self) {
+        self.node.peer_lost(self.peer);
+    }
 }
 
 /// Reads frames and counts them for the acknowledgements.
