@@ -315,12 +315,17 @@ pub enum Routing {
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default [`ClientOptions::connect_timeout`]: a loopback or LAN connect takes far less.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
-/// Default [`ClientOptions::passes`]: long enough to ride out one leader election.
-pub const PASSES_DEFAULT: u32 = 3;
-/// Default [`ClientOptions::backoff_initial`].
-pub const BACKOFF_INITIAL_DEFAULT: Duration = Duration::from_millis(100);
-/// Default [`ClientOptions::backoff_max`].
-pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
+/// Default [`ClientOptions::passes`]: with the default backoff the pauses add up to about
+/// 1 s, long enough to ride out one leader election (a few hundred ms after a leader dies,
+/// docs/performance.md) with room to spare.
+pub const PASSES_DEFAULT: u32 = 8;
+/// Default [`ClientOptions::backoff_initial`]: short, because the common failure is a leader
+/// that just died and whose successor is elected within a few hundred ms; a long first
+/// pause would add directly to the time a failover costs a client.
+pub const BACKOFF_INITIAL_DEFAULT: Duration = Duration::from_millis(25);
+/// Default [`ClientOptions::backoff_max`]: a client retries at least this often, so it notices
+/// a new leader at most this late; a retry is one cheap request per endpoint.
+pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_millis(200);
 /// Default [`ClientOptions::idle_connections_per_endpoint`].
 pub const IDLE_CONNECTIONS_DEFAULT: usize = 8;
 
