@@ -32,10 +32,6 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// Reads waiting for the leader to confirm a read index, by context.
     reads: HashMap<u64, Reply<LogIndex>>,
     next_read: u64,
-    /// Whether the loop runs on tokio's multi-thread runtime, where a blocking fsync can hand
-    /// its worker to another thread (`block_in_place`, which the current-thread runtime of
-    /// tests and simulations does not allow).
-    multi_thread: bool,
     /// How many ticks a follower's election clock skips when its leader's connection ends:
     /// one less than the base election timeout, so that no campaign starts inside the skip
     /// and the random part of the timeout still spreads the followers apart.
@@ -88,8 +84,6 @@ where
         status: status_tx,
         reads: HashMap::new(),
         next_read: 0,
-        multi_thread: tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread,
         lost_leader_ticks: config.raft.election_ticks.saturating_sub(1),
     };
     node_loop.publish_status(None);
@@ -310,20 +304,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 // only after the leader's fsync).
                 tokio::task::yield_now().await;
             }
-            if fsyncs && self.multi_thread {
-                // The fsync blocks this thread; hand its worker to another thread meanwhile, so
-                // peers' answers, client requests and the applier keep running.
-                let store = self.raft.storage_mut();
-                tokio::task::block_in_place(|| {
-                    store.persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
-                })?;
-            } else {
-                self.raft.storage_mut().persist(
-                    rd.snapshot.as_ref(),
-                    &rd.entries,
-                    rd.hard_state.as_ref(),
-                )?;
-            }
+            // The fsync runs on this worker thread. Handing the worker to another thread
+            // meanwhile (`block_in_place`) was measured and lost: the hand-off costs more than
+            // the little work that could overlap with a 0.1 ms fsync (docs/performance.md).
+            self.raft.storage_mut().persist(
+                rd.snapshot.as_ref(),
+                &rd.entries,
+                rd.hard_state.as_ref(),
+            )?;
             for message in rd.persisted_messages.drain(..) {
                 self.transport.send(message);
             }
