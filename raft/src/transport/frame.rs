@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Frames flow from the connection's opener to the acceptor, except [`Frame::Ack`], which the
-//! acceptor sends back now and then to say how many frames it has read.
+//! acceptor sends back now and then to say how many bytes it has read.
 //!
 //! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
 //! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
@@ -25,7 +25,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::core::{Message, NodeId};
 
 /// The wire version this code speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// Version 2 added [`Frame::Ack`]: a version-1 receiver never acknowledges, so mixing the two
+/// is refused at the first frame rather than reset every second.
+pub const WIRE_VERSION: u8 = 2;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
@@ -59,12 +61,15 @@ pub enum Frame {
     SnapshotChunk(Bytes),
     /// The snapshot's data is complete.
     SnapshotEnd,
-    /// Receiver to sender, on the same connection: how many frames it has read so far. The
-    /// sender replaces a connection whose frames stop being acknowledged (see
+    /// Receiver to sender, on the same connection: how many bytes it has read so far, and
+    /// whether it is waiting on its node (alive, but reading nothing new for now). The sender
+    /// replaces a connection whose bytes stop being acknowledged (see
     /// `transport::ACK_TIMEOUT`).
     Ack {
-        /// Frames read on this connection, the Hello included.
-        frames: u64,
+        /// Bytes read on this connection.
+        bytes: u64,
+        /// The receiver is blocked handing a message to its busy node.
+        busy: bool,
     },
 }
 

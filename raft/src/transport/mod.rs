@@ -6,10 +6,11 @@
 //! chunks, reporting to the node whether each one arrived. The receiving side accepts
 //! connections, checks every frame, reassembles snapshots, and steps the node with each message.
 //! A peer that sends garbage loses its connection and nothing else. The receiver acknowledges
-//! the frames it has read every [`ACK_INTERVAL`] on the same connection, and a sender whose
-//! frames go unacknowledged for [`ACK_TIMEOUT`] drops the connection and opens a new one: a
-//! stream that silently stopped moving (a half-open connection, a lost segment in simulation)
-//! would otherwise swallow every later message to that peer.
+//! the bytes it has read every [`ACK_INTERVAL`] on the same connection (or says it is busy
+//! while its node's queue is full), and a sender whose bytes go unacknowledged for
+//! [`ACK_TIMEOUT`] drops the connection and opens a new one: a stream that silently stopped
+//! moving (a half-open connection, a lost segment in simulation) would otherwise swallow every
+//! later message to that peer.
 //!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
@@ -19,7 +20,8 @@ pub mod frame;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,68 +42,150 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one write to a peer may make no progress before the connection is presumed dead
-/// and replaced. The sender never reads, so a connection whose peer stopped reading (a
-/// half-open connection after a partition or a host that vanished without a reset) would
-/// otherwise hold the peer's messages forever once the socket's buffer fills.
-pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How often the receiving side of a connection tells the sender how many frames it has read
-/// (only when that number changed).
+/// How often the receiving side of a connection tells the sender how many bytes it has read
+/// (when that changed, or while it waits on a busy node).
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
-/// How long a sender waits for frames it wrote to be acknowledged before it presumes the
-/// connection dead and opens a new one. TCP itself may take many minutes to notice a peer that
-/// vanished without a reset, or a stream that stopped moving; Raft cannot wait that long.
+/// How long a sender lets bytes it wrote go unacknowledged before it presumes the connection
+/// dead and opens a new one. TCP itself may take many minutes to notice a peer that vanished
+/// without a reset, or a stream that stopped moving; Raft cannot wait that long. Progress is
+/// counted in bytes, so a large snapshot chunk on a slow link is not mistaken for a stall.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The sender's view of a connection's acknowledgements: whether frames it wrote have gone
-/// unacknowledged for longer than [`ACK_TIMEOUT`].
-struct AckTracker {
-    /// The latest count the receiver acknowledged, stored by the ack reader task.
-    acked: Arc<AtomicU64>,
-    /// Frames written.
-    sent: u64,
-    /// The acknowledged count last looked at.
-    seen: u64,
-    /// Since when frames have been waiting for an acknowledgement that advances.
-    waiting_since: Option<tokio::time::Instant>,
+/// What the receiver last acknowledged, stored by the sender's ack reader task.
+#[derive(Default)]
+struct AckState {
+    /// Bytes the receiver has read from this connection.
+    bytes: AtomicU64,
+    /// How many "still busy" acknowledgements arrived: the receiver is alive but waits on its
+    /// node, so it reads nothing new.
+    busy: AtomicU64,
 }
 
-impl AckTracker {
-    fn new(acked: Arc<AtomicU64>) -> AckTracker {
-        AckTracker {
-            acked,
-            sent: 0,
-            seen: 0,
+/// The sender's socket: counts the bytes the socket accepts and fails a write or flush once
+/// written bytes have gone unacknowledged for longer than [`ACK_TIMEOUT`].
+struct Watched<W> {
+    inner: W,
+    written: u64,
+    acks: Arc<AckState>,
+    /// The acknowledgement state last looked at: (bytes, busy count).
+    seen: (u64, u64),
+    /// Since when written bytes have waited for an acknowledgement that moves.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Wakes a blocked write or flush to look at the acknowledgements again.
+    tick: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<W> Watched<W> {
+    fn new(inner: W, acks: Arc<AckState>) -> Watched<W> {
+        Watched {
+            inner,
+            written: 0,
+            acks,
+            seen: (0, 0),
             waiting_since: None,
+            tick: Box::pin(tokio::time::sleep(ACK_INTERVAL)),
         }
     }
 
-    /// Fails when written frames have waited too long for the receiver to read them.
+    /// Fails when written bytes have waited too long for the receiver to read them.
     fn check(&mut self) -> io::Result<()> {
         let now = tokio::time::Instant::now();
-        let acked = self.acked.load(Ordering::Acquire);
-        if acked != self.seen {
-            self.seen = acked;
-            self.waiting_since = (self.sent > acked).then_some(now);
+        let seen = (
+            self.acks.bytes.load(Ordering::Acquire),
+            self.acks.busy.load(Ordering::Acquire),
+        );
+        if seen != self.seen {
+            self.seen = seen;
+            self.waiting_since = None;
         }
-        match self.waiting_since {
-            Some(since) if self.sent > acked && now.duration_since(since) > ACK_TIMEOUT => {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the peer stopped acknowledging frames",
-                ))
+        if self.written <= seen.0 {
+            self.waiting_since = None;
+            return Ok(());
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        if now.duration_since(since) > ACK_TIMEOUT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer stopped acknowledging what was sent",
+            ));
+        }
+        Ok(())
+    }
+
+    /// While the socket is blocked: checks the acknowledgements every [`ACK_INTERVAL`].
+    fn poll_stalled(&mut self, cx: &mut std::task::Context<'_>) -> io::Result<()> {
+        while self.tick.as_mut().poll(cx).is_ready() {
+            self.check()?;
+            let next = tokio::time::Instant::now() + ACK_INTERVAL;
+            self.tick.as_mut().reset(next);
+        }
+        Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Watched<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                this.written += n as u64;
+                std::task::Poll::Ready(Ok(n))
             }
-            _ => Ok(()),
+            std::task::Poll::Pending => {
+                this.poll_stalled(cx)?;
+                std::task::Poll::Pending
+            }
+            other => other,
         }
     }
 
-    /// Notes `frames` more frames written.
-    fn wrote(&mut self, frames: u64) {
-        if self.sent == self.seen {
-            self.waiting_since = Some(tokio::time::Instant::now());
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            std::task::Poll::Pending => {
+                this.poll_stalled(cx)?;
+                std::task::Poll::Pending
+            }
+            other => other,
         }
-        self.sent += frames;
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The receiver's socket: counts the bytes read, for the acknowledgements.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.read.fetch_add(read as u64, Ordering::AcqRel);
+        }
+        polled
     }
 }
 
@@ -114,42 +198,35 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sender side: reads the receiver's acknowledgements into `acked` until the connection ends.
-async fn read_acks<R: AsyncRead + Unpin>(reader: R, acked: Arc<AtomicU64>) {
+/// Sender side: reads the receiver's acknowledgements until the connection ends.
+async fn read_acks<R: AsyncRead + Unpin>(reader: R, acks: Arc<AckState>) {
     let mut r = BufReader::new(reader);
-    while let Ok(Some(Frame::Ack { frames })) = frame::read(&mut r).await {
-        acked.store(frames, Ordering::Release);
+    while let Ok(Some(Frame::Ack { bytes, busy })) = frame::read(&mut r).await {
+        acks.bytes.store(bytes, Ordering::Release);
+        if busy {
+            acks.busy.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
-/// Receiver side: every [`ACK_INTERVAL`], tells the sender how many frames were read, until
-/// the connection ends.
-async fn write_acks<W: AsyncWrite + Unpin>(writer: W, read: Arc<AtomicU64>) {
+/// Receiver side: every [`ACK_INTERVAL`], tells the sender how many bytes were read (when
+/// that changed, or while the receiver waits on its node), until the connection ends.
+async fn write_acks<W: AsyncWrite + Unpin>(writer: W, read: Arc<AtomicU64>, busy: Arc<AtomicBool>) {
     let mut w = writer;
     let mut last = 0;
     loop {
         tokio::time::sleep(ACK_INTERVAL).await;
-        let frames = read.load(Ordering::Acquire);
-        if frames == last {
+        let bytes = read.load(Ordering::Acquire);
+        let busy = busy.load(Ordering::Acquire);
+        if bytes == last && !busy {
             continue;
         }
-        if frame::write(&mut w, &Frame::Ack { frames }).await.is_err() || w.flush().await.is_err() {
+        let ack = Frame::Ack { bytes, busy };
+        if frame::write(&mut w, &ack).await.is_err() || w.flush().await.is_err() {
             return;
         }
-        last = frames;
+        last = bytes;
     }
-}
-
-/// Runs one write, failing it with `TimedOut` after [`WRITE_STALL_TIMEOUT`].
-async fn timed<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(WRITE_STALL_TIMEOUT, write)
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "a write to the peer made no progress",
-            ))
-        })
 }
 
 /// The sockets the transport uses: tokio's TCP, or a simulated network.
@@ -196,6 +273,8 @@ pub struct PeerTransport<N: Network> {
     network: Arc<N>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     reports: mpsc::UnboundedSender<SnapshotReport>,
+    /// Per peer: the generation of its newest inbound connection.
+    inbound: Mutex<HashMap<NodeId, u64>>,
 }
 
 const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
@@ -214,6 +293,7 @@ impl<N: Network> PeerTransport<N> {
             network: Arc::new(network),
             peers: Mutex::new(HashMap::new()),
             reports,
+            inbound: Mutex::new(HashMap::new()),
         });
         (transport, rx)
     }
@@ -253,6 +333,19 @@ impl<N: Network> PeerTransport<N> {
     /// Forgets peer `id` (removed from the cluster); its sender stops.
     pub fn remove_peer(&self, id: NodeId) {
         self.peers.lock().expect(PEERS_LOCK).remove(&id);
+    }
+
+    /// Records a new inbound connection from `peer`; returns its generation.
+    fn inbound_opened(&self, peer: NodeId) -> u64 {
+        let mut inbound = self.inbound.lock().expect(PEERS_LOCK);
+        let generation = inbound.get(&peer).map_or(1, |g| g + 1);
+        inbound.insert(peer, generation);
+        generation
+    }
+
+    /// An inbound connection from `peer` ended; true when it was the newest one.
+    fn inbound_closed(&self, peer: NodeId, generation: u64) -> bool {
+        self.inbound.lock().expect(PEERS_LOCK).get(&peer) == Some(&generation)
     }
 
     /// The known peers and their addresses.
@@ -330,40 +423,43 @@ async fn run_sender<N: Network>(
         backoff = RECONNECT_BACKOFF_MIN;
         info!(from = me.0, to = to.0, %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
-        let acked = Arc::new(AtomicU64::new(0));
-        let _ack_reader =
-            AbortOnDrop(tokio::spawn(read_acks(reader, Arc::clone(&acked))).abort_handle());
-        let mut acks = AckTracker::new(acked);
-        let mut w = BufWriter::new(writer);
+        let acks = Arc::new(AckState::default());
+        let ack_reader =
+            AbortOnDrop(tokio::spawn(read_acks(reader, Arc::clone(&acks))).abort_handle());
+        let mut w = BufWriter::new(Watched::new(writer, acks));
         let mut next = Some(first);
         let result: io::Result<()> = async {
             let hello = Frame::Hello {
                 from: me,
                 addr: my_addr.clone(),
             };
-            timed(frame::write(&mut w, &hello)).await?;
-            acks.wrote(1);
+            frame::write(&mut w, &hello).await?;
             loop {
                 let message = match next.take() {
                     Some(m) => m,
                     None => {
                         // Flush only when the queue is drained: a burst goes out in few writes.
-                        timed(w.flush()).await?;
+                        w.flush().await?;
                         match queue.recv().await {
                             Some(m) => m,
                             None => return Ok(()),
                         }
                     }
                 };
-                acks.check()?;
-                let frames = send_one(&mut w, message, &reports).await?;
-                acks.wrote(frames);
+                // A connection found dead before this message went out keeps the message for
+                // the next connection.
+                if let Err(e) = w.get_mut().check() {
+                    pending = Some(message);
+                    return Err(e);
+                }
+                send_one(&mut w, message, &reports).await?;
                 if let Ok(m) = queue.try_recv() {
                     next = Some(m);
                 }
             }
         }
         .await;
+        drop((w, ack_reader));
         match result {
             Ok(()) => return,
             Err(e) => {
@@ -383,15 +479,14 @@ fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotRepo
     }
 }
 
-/// Writes one message; returns how many frames that took.
+/// Writes one message (a snapshot as a stream of chunks).
 async fn send_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: Message,
     reports: &mpsc::UnboundedSender<SnapshotReport>,
-) -> io::Result<u64> {
+) -> io::Result<()> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
-        timed(frame::write(w, &Frame::Message(message))).await?;
-        return Ok(1);
+        return frame::write(w, &Frame::Message(message)).await;
     };
     let to = message.to;
     let data = snapshot.data.clone();
@@ -400,30 +495,26 @@ async fn send_one<W: AsyncWrite + Unpin>(
         snapshot.data = Bytes::new();
     }
     let streamed: io::Result<()> = async {
-        timed(frame::write(
+        frame::write(
             w,
             &Frame::SnapshotBegin {
                 message: header,
                 data_bytes: data.len() as u64,
             },
-        ))
+        )
         .await?;
         for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            timed(frame::write(
-                w,
-                &Frame::SnapshotChunk(data.slice_ref(chunk)),
-            ))
-            .await?;
+            frame::write(w, &Frame::SnapshotChunk(data.slice_ref(chunk))).await?;
         }
-        timed(frame::write(w, &Frame::SnapshotEnd)).await?;
-        timed(w.flush()).await
+        frame::write(w, &Frame::SnapshotEnd).await?;
+        w.flush().await
     }
     .await;
     let _ = reports.send(SnapshotReport {
         to,
         delivered: streamed.is_ok(),
     });
-    streamed.map(|()| 2 + data.chunks(SNAPSHOT_CHUNK_BYTES).len() as u64)
+    streamed
 }
 
 /// Serves one incoming peer connection: reads frames and steps `node` with each message until
@@ -440,13 +531,15 @@ where
 {
     let (reader, writer) = tokio::io::split(stream);
     let read = Arc::new(AtomicU64::new(0));
-    let _ack_writer =
-        AbortOnDrop(tokio::spawn(write_acks(writer, Arc::clone(&read))).abort_handle());
-    let mut r = CountingReader {
-        inner: BufReader::new(reader),
+    let busy = Arc::new(AtomicBool::new(false));
+    let _ack_writer = AbortOnDrop(
+        tokio::spawn(write_acks(writer, Arc::clone(&read), Arc::clone(&busy))).abort_handle(),
+    );
+    let mut r = BufReader::new(Counted {
+        inner: reader,
         read,
-    };
-    let from = match r.next().await? {
+    });
+    let from = match frame::read(&mut r).await? {
         Some(Frame::Hello { from, addr }) => {
             transport.learn_peer(from, addr);
             from
@@ -454,21 +547,35 @@ where
         Some(_) => return Err(protocol("the first frame must be Hello")),
         None => return Ok(()),
     };
-    // Whatever ends the connection, the node hears of it when this guard drops: if `from`
-    // led, its silence from now on is likely for good (a killed process closes its sockets
-    // at once).
+    // When this connection ends, the node hears of it if it was the newest one from `from`:
+    // if `from` led, its silence from now on is likely for good (a killed process closes its
+    // sockets at once). An older connection that the sender already replaced says nothing.
     let _lost = PeerLostGuard {
         node: node.clone(),
         peer: from,
+        generation: transport.inbound_opened(from),
+        transport: Arc::clone(&transport),
+    };
+    // Stepping waits while the node's queue is full; meanwhile the acknowledgements say
+    // "busy", so the sender does not take the pause for a dead connection.
+    let step = |m: Message| {
+        let node = node.clone();
+        let busy = Arc::clone(&busy);
+        async move {
+            busy.store(true, Ordering::Release);
+            let stepped = node.step(m).await;
+            busy.store(false, Ordering::Release);
+            stepped
+        }
     };
     let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
-    while let Some(f) = r.next().await? {
+    while let Some(f) = frame::read(&mut r).await? {
         match (f, snapshot.take()) {
             (Frame::Message(m), None) => {
                 if m.from != from {
                     return Err(protocol("a message from another node than the caller"));
                 }
-                if node.step(m).await.is_err() {
+                if step(m).await.is_err() {
                     return Ok(()); // The node stopped.
                 }
             }
@@ -501,7 +608,7 @@ where
                 } else {
                     return Err(protocol("SnapshotBegin without an InstallSnapshot message"));
                 }
-                if node.step(message).await.is_err() {
+                if step(message).await.is_err() {
                     return Ok(());
                 }
             }
@@ -511,31 +618,19 @@ where
     Ok(())
 }
 
-/// Tells the node that the connection from `peer` ended, however it ended.
-struct PeerLostGuard<O: Send + 'static> {
+/// Tells the node that the newest connection from `peer` ended, however it ended.
+struct PeerLostGuard<O: Send + 'static, N: Network> {
     node: Node<O>,
     peer: NodeId,
+    generation: u64,
+    transport: Arc<PeerTransport<N>>,
 }
 
-impl<O: Send + 'static> Drop for PeerLostGuard<O> {
+impl<O: Send + 'static, N: Network> Drop for PeerLostGuard<O, N> {
     fn drop(&mut self) {
-        self.node.peer_lost(self.peer);
-    }
-}
-
-/// Reads frames and counts them for the acknowledgements.
-struct CountingReader<R> {
-    inner: BufReader<R>,
-    read: Arc<AtomicU64>,
-}
-
-impl<R: AsyncRead + Unpin> CountingReader<R> {
-    async fn next(&mut self) -> Result<Option<Frame>, frame::FrameError> {
-        let f = frame::read(&mut self.inner).await?;
-        if f.is_some() {
-            self.read.fetch_add(1, Ordering::AcqRel);
+        if self.transport.inbound_closed(self.peer, self.generation) {
+            self.node.peer_lost(self.peer);
         }
-        Ok(f)
     }
 }
 
@@ -566,5 +661,61 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
                 warn!(peer = %addr, error = %e, "peer connection closed on a bad frame");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_stream_whose_reader_stopped_fails_the_writer_after_the_ack_timeout() {
+        // Given a connection whose other end never reads (so never acknowledges), when the
+        // sender keeps writing, then a write fails with TimedOut once the socket is full and
+        // ACK_TIMEOUT has passed, instead of blocking forever.
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut w = Watched::new(ours, Arc::new(AckState::default()));
+        let started = tokio::time::Instant::now();
+        let chunk = [7u8; 256];
+        let error = loop {
+            if let Err(e) = w.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= ACK_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_bytes_keep_a_slow_stream_alive() {
+        // Given a reader that drains slowly but acknowledges what it read, when the sender
+        // writes far more than the socket holds, then every write eventually succeeds.
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let acks = Arc::new(AckState::default());
+        let read = Arc::new(AtomicU64::new(0));
+        let reader_acks = Arc::clone(&acks);
+        let reader_read = Arc::clone(&read);
+        let reader = tokio::spawn(async move {
+            let mut r = Counted {
+                inner: theirs,
+                read: reader_read,
+            };
+            let mut buf = [0u8; 512];
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => reader_acks
+                        .bytes
+                        .store(r.read.load(Ordering::Acquire), Ordering::Release),
+                }
+            }
+        });
+        let mut w = Watched::new(ours, acks);
+        w.write_all(&[1u8; 16 * 1024]).await.expect("acknowledged progress");
+        drop(w);
+        reader.await.expect("the reader ends with the stream");
+        assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
     }
 }
