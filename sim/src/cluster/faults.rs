@@ -29,10 +29,10 @@ pub enum Fault {
         /// The receiver that no longer hears it.
         to: usize,
     },
-    /// Every link fails at random (and repairs itself) with this probability per millisecond,
-    /// in millionths.
+    /// Every link fails at random (and repairs itself) with this probability per message
+    /// sent, in millionths (turmoil's fail rate; repairs come at its repair rate).
     Flaky {
-        /// Failure probability per link per millisecond, × 10⁻⁶.
+        /// Failure probability per message, × 10⁻⁶.
         per_million: u32,
     },
     /// Messages take up to this long (a delay spike).
@@ -57,8 +57,9 @@ pub enum Fault {
     },
     /// Start every crashed host again.
     RestartAll,
-    /// Pause the leader: hold every message to and from it until [`Fault::Resume`], then
-    /// deliver them all at once, like a process stopped and continued.
+    /// Pause the leader's network: hold every message to and from it until [`Fault::Resume`],
+    /// then deliver them all at once. The leader itself keeps running (its clock ticks and
+    /// check-quorum may depose it), so this is a stalled network, not a stopped process.
     PauseLeader,
     /// Release every held message.
     Resume,

@@ -1,13 +1,14 @@
 //! The safety monitor: Raft's properties checked while the simulation runs, and the trace hash
 //! that proves a seed replays identically.
 //!
-//! Checked on every step and every applied entry:
+//! Checked on every applied entry, and on every node's status after every 1 ms step (a
+//! sample: a state that lasts less than a step can be missed):
 //! - **Election safety**: at most one leader per term, across all nodes and restarts.
 //! - **Durable terms**: a node's term never goes back, even across a crash (it is fsynced
 //!   before any vote or append is acknowledged).
 //! - **State machine safety**: every node applies the same entry at the same index, and each
 //!   node applies indexes one after another without gaps (a snapshot restore moves it ahead).
-//! - **Status sanity**: applied ≤ commit ≤ last index on every node.
+//! - **Status sanity**: commit ≤ last index on every node.
 //!
 //! A violation is recorded, not panicked on, so the run can finish its report with the seed.
 

@@ -15,6 +15,9 @@ use tracing::debug;
 /// The port every simulated node listens on for its peers.
 pub const PEER_PORT: u16 = 7000;
 
+/// How long the accept loop waits after a failed accept before it tries again.
+pub const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// [`Network`] over turmoil's simulated TCP.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TurmoilNetwork;
@@ -40,8 +43,13 @@ pub async fn serve_peers<O: Send + 'static>(
     transport: Arc<PeerTransport<TurmoilNetwork>>,
 ) {
     loop {
-        let Ok((stream, from)) = listener.accept().await else {
-            continue;
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                debug!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
         };
         let node = node.clone();
         let transport = Arc::clone(&transport);

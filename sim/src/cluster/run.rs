@@ -29,7 +29,7 @@ use crate::lincheck::{
 pub const STEP: Duration = Duration::from_millis(1);
 /// The longest normal message delay (a [`Fault::Slow`] raises it).
 pub const LATENCY_MAX: Duration = Duration::from_millis(2);
-/// The chance per step that a link failed by [`Fault::Flaky`] repairs itself.
+/// The chance, per message on a link failed by [`Fault::Flaky`], that the link repairs itself.
 pub const FLAKY_REPAIR_RATE: f64 = 0.05;
 /// Simulated time between healing and the final reads.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -449,15 +449,21 @@ fn converge(sim: &mut turmoil::Sim<'_>, cluster: &Cluster) {
         observe(cluster);
         if let Some(leader) = cluster.leader().and_then(|l| cluster.live(l)) {
             let status = leader.node.status();
-            let members = status.configuration.members();
-            let caught_up = members.iter().all(|id| {
-                cluster
-                    .host_of(*id)
-                    .and_then(|h| cluster.live(h))
-                    .is_some_and(|m| m.node.applied() >= status.commit)
+            let members: Vec<_> = status.configuration.members().into_iter().collect();
+            let applied: Option<Vec<_>> = members
+                .iter()
+                .map(|id| {
+                    let live = cluster.host_of(*id).and_then(|h| cluster.live(h))?;
+                    Some(live.node.applied())
+                })
+                .collect();
+            // Compare only once every member has applied the same index, at least the leader's
+            // commit (a new leader's commit index may briefly lag its followers').
+            let settled = applied.is_some_and(|a| {
+                a.iter().all(|i| *i == a[0]) && a.first().is_some_and(|i| *i >= status.commit)
             });
-            if caught_up && leader.node.applied() >= status.commit {
-                compare_states(cluster, &members.into_iter().collect::<Vec<_>>());
+            if settled {
+                compare_states(cluster, &members, &status.configuration);
                 return;
             }
         }
@@ -509,8 +515,12 @@ fn statuses(cluster: &Cluster) -> String {
     lines.join("; ")
 }
 
-/// Every member's key-value state must be the same.
-fn compare_states(cluster: &Cluster, members: &[raft::core::NodeId]) {
+/// Every member's key-value state and membership must be the same.
+fn compare_states(
+    cluster: &Cluster,
+    members: &[raft::core::NodeId],
+    configuration: &raft::core::Configuration,
+) {
     let mut first: Option<(usize, host::Dump)> = None;
     for id in members {
         let Some(index) = cluster.host_of(*id) else {
@@ -519,10 +529,18 @@ fn compare_states(cluster: &Cluster, members: &[raft::core::NodeId]) {
         let Some(live) = cluster.live(index) else {
             continue;
         };
+        let theirs = live.node.status().configuration;
+        if &theirs != configuration {
+            cluster.monitor.report(format!(
+                "memberships differ: n{} follows {theirs:?}, the leader {configuration:?}",
+                index + 1
+            ));
+            return;
+        }
         let dump = host::dump(&live.machine);
         match &first {
             None => first = Some((index, dump)),
-            Some((other, expected)) if expected.1 != dump.1 => {
+            Some((other, expected)) if expected != &dump => {
                 cluster.monitor.report(format!(
                     "replicas differ: n{} holds {:?} at applied {}, n{} holds {:?} at applied {}",
                     other + 1,
