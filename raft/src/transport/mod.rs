@@ -713,7 +713,9 @@ mod tests {
             }
         });
         let mut w = Watched::new(ours, acks);
-        w.write_all(&[1u8; 16 * 1024]).await.expect("acknowledged progress");
+        w.write_all(&[1u8; 16 * 1024])
+            .await
+            .expect("acknowledged progress");
         drop(w);
         reader.await.expect("the reader ends with the stream");
         assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
