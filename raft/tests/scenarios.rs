@@ -272,6 +272,52 @@ fn check_quorum_a_leader_cut_off_from_the_majority_steps_down() {
     assert!(matches!(c.leader(), Some(2) | Some(3)));
 }
 
+/// A follower that holds a live leader's lease ignores pre-votes; one that was told the
+/// leader is gone (`forget_leader`, what the node does when the leader's connection ends)
+/// answers them at once, so the survivors elect a leader without waiting out their leases.
+#[test]
+fn followers_that_forget_a_dead_leader_elect_another_at_once() {
+    // Given node 1 leading three nodes, when it crashes,
+    let mut c = Cluster::new(3, 0);
+    assert!(c.elect(1));
+    c.stabilize();
+    c.crash(1);
+    let term = c.raft(2).term();
+    // then while node 3 still holds node 1's lease, node 2's campaign gets nowhere,
+    assert!(!c.elect(2));
+    assert_eq!(c.raft(2).term(), term, "a failed pre-vote changes no term");
+    assert_eq!(c.raft(3).leader(), Some(NodeId(1)));
+    // but once both forget node 1, node 2's campaign wins right away, in the next term,
+    c.raft_mut(2).forget_leader();
+    c.raft_mut(3).forget_leader();
+    assert_eq!(c.raft(3).leader(), None);
+    assert_eq!(
+        c.raft(3).role(),
+        Role::Follower,
+        "forgetting is not campaigning"
+    );
+    assert!(c.elect(2));
+    assert_eq!(c.raft(2).term(), term.next());
+    // and node 3 follows it.
+    assert_eq!(c.raft(3).leader(), Some(NodeId(2)));
+}
+
+/// A follower that forgot a leader which is in fact alive follows it again at its next
+/// heartbeat, and the leader keeps its term: forgetting alone never causes an election.
+#[test]
+fn a_forgotten_leader_that_is_alive_is_followed_again_at_its_next_heartbeat() {
+    let mut c = Cluster::new(3, 0);
+    assert!(c.elect(1));
+    c.stabilize();
+    let term = c.raft(1).term();
+    c.raft_mut(2).forget_leader();
+    assert_eq!(c.raft(2).leader(), None);
+    c.run_ticks(3);
+    assert_eq!(c.raft(2).leader(), Some(NodeId(1)));
+    assert_eq!(c.raft(1).role(), Role::Leader);
+    assert_eq!(c.raft(1).term(), term);
+}
+
 /// Dissertation §6.4: a leader that was deposed without knowing it must not answer a
 /// ReadIndex request — the majority may have committed writes it has not seen.
 #[test]

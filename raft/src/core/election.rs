@@ -65,6 +65,21 @@ impl<S: Storage> Raft<S> {
         quorum::vote_result(self.configs.current(), active) == VoteResult::Won
     }
 
+    /// The driver has out-of-band evidence that the leader is gone (its connection ended). A
+    /// follower forgets the leader: it stays a follower in the same term and does not campaign
+    /// any sooner, but it no longer holds the leader's lease, so it answers a pre-vote at once
+    /// instead of ignoring it until its own timer runs out (etcd's `ForgetLeader`). Without
+    /// this, when two followers learn of a dead leader together, the first one to pre-campaign
+    /// is ignored by the other, which then pre-campaigns too, and both win and split the vote.
+    ///
+    /// The next message from a leader of the term makes it a follower of that leader again.
+    /// Safety is untouched: the leader is a hint, and votes stay one per term.
+    pub fn forget_leader(&mut self) {
+        if self.role == Role::Follower {
+            self.leader = None;
+        }
+    }
+
     /// Starts an election now, as if the election timeout had passed (with a pre-vote first
     /// if configured). Useful to drivers and tests; a non-voter or a leader does nothing.
     pub fn campaign_now(&mut self) {

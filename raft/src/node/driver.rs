@@ -226,15 +226,16 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         false
     }
 
-    /// The connection from `peer` ended. If `peer` is our leader, advance the election clock
-    /// by [`Loop::lost_leader_ticks`] (one tick short of the base election timeout): the
-    /// follower then campaigns after the random part of its timeout alone, and the lease it
-    /// grants the leader (vote requests are ignored while it runs) ends at the next tick.
+    /// The connection from `peer` ended. If `peer` is our leader, forget it (the lease it
+    /// held ends now, so this follower answers pre-votes at once) and advance the election
+    /// clock by [`Loop::lost_leader_ticks`] (one tick short of the base election timeout): the
+    /// follower then campaigns after the random part of its timeout alone.
     ///
-    /// Why this is safe: it changes only *when* a follower campaigns, which Raft never relies
-    /// on; campaigns start with a pre-vote, which a follower still hearing from a live leader
-    /// refuses. A leader that merely lost one connection reconnects and sends its next
-    /// heartbeat within a tick, which resets the clock as usual.
+    /// Why this is safe: it changes only *when* a follower campaigns and whom it names as
+    /// leader, neither of which Raft's safety relies on; votes stay one per term. A leader
+    /// that merely lost one connection reconnects and sends its next heartbeat within a tick,
+    /// which makes this follower follow it again and resets the clock as usual; a pre-vote
+    /// needs a majority, and the other followers still hold the live leader's lease.
     fn leader_connection_lost(&mut self, peer: NodeId) {
         if self.raft.role() != Role::Follower || self.raft.leader() != Some(peer) {
             return;
@@ -245,6 +246,9 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             term = self.raft.term().0,
             "the leader's connection ended: campaigning after the random part of the election timeout"
         );
+        // Forget the leader first: the other followers learn of its end at the same moment,
+        // and whichever campaigns first must find the others willing to answer its pre-vote.
+        self.raft.forget_leader();
         for _ in 0..self.lost_leader_ticks {
             self.raft.tick();
         }
