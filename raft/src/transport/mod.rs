@@ -2,8 +2,9 @@
 //!
 //! Each peer has a sender task with a bounded queue. `send` never waits: when a peer's queue is
 //! full (the peer is slow or gone) the message is dropped, and Raft's retries cover it. The
-//! sender connects on demand, reconnects with exponential backoff, and streams snapshots in
-//! chunks, reporting to the node whether each one arrived. The receiving side accepts
+//! sender connects on demand, retries failed connects with exponential backoff (a connection
+//! that had been up a while is replaced at once), and streams snapshots in chunks, reporting
+//! to the node whether each one arrived. The receiving side accepts
 //! connections, checks every frame, reassembles snapshots, and steps the node with each message.
 //! A peer that sends garbage loses its connection and nothing else. The receiver acknowledges
 //! the bytes it has read every [`ACK_INTERVAL`] on the same connection (or says it is busy
@@ -40,6 +41,9 @@ pub const PEER_QUEUE_MAX: usize = 4096;
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// The longest reconnect delay.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection must have lived for its loss to be answered with an immediate
+/// reconnect rather than a backoff delay.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the receiving side of a connection tells the sender how many bytes it has read
@@ -59,6 +63,9 @@ struct AckState {
     /// How many "still busy" acknowledgements arrived: the receiver is alive but waits on its
     /// node, so it reads nothing new.
     busy: AtomicU64,
+    /// The receiver's side of the connection ended (the peer closed it, crashed, or
+    /// restarted): nothing more sent on it can arrive.
+    closed: AtomicBool,
 }
 
 /// The sender's socket: counts the bytes the socket accepts and fails a write or flush once
@@ -87,8 +94,15 @@ impl<W> Watched<W> {
         }
     }
 
-    /// Fails when written bytes have waited too long for the receiver to read them.
+    /// Fails when the receiver closed the connection, or when written bytes have waited too
+    /// long for it to read them.
     fn check(&mut self) -> io::Result<()> {
+        if self.acks.closed.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the peer closed the connection",
+            ));
+        }
         let now = tokio::time::Instant::now();
         let seen = (
             self.acks.bytes.load(Ordering::Acquire),
@@ -198,7 +212,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sender side: reads the receiver's acknowledgements until the connection ends.
+/// Sender side: reads the receiver's acknowledgements until the connection ends, and then
+/// says so, so that the sender replaces the connection before it writes the next message into
+/// a socket nobody reads (the message would be lost; for a vote request, an election's worth).
 async fn read_acks<R: AsyncRead + Unpin>(reader: R, acks: Arc<AckState>) {
     let mut r = BufReader::new(reader);
     while let Ok(Some(Frame::Ack { bytes, busy })) = frame::read(&mut r).await {
@@ -207,6 +223,7 @@ async fn read_acks<R: AsyncRead + Unpin>(reader: R, acks: Arc<AckState>) {
             acks.busy.fetch_add(1, Ordering::AcqRel);
         }
     }
+    acks.closed.store(true, Ordering::Release);
 }
 
 /// Receiver side: every [`ACK_INTERVAL`], tells the sender how many bytes were read (when
@@ -421,6 +438,7 @@ async fn run_sender<N: Network>(
             }
         };
         backoff = RECONNECT_BACKOFF_MIN;
+        let connected_at = tokio::time::Instant::now();
         info!(from = me.0, to = to.0, %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
         let acks = Arc::new(AckState::default());
@@ -464,7 +482,14 @@ async fn run_sender<N: Network>(
             Ok(()) => return,
             Err(e) => {
                 warn!(to = to.0, %addr, error = %e, "peer connection lost; reconnecting");
-                tokio::time::sleep(backoff).await;
+                // A connection that had lived a while is replaced at once: it is most often
+                // found dead only when a message is due (peers that rarely talk, such as two
+                // followers, learn of a restarted peer at the first vote request), and that
+                // message may be a pre-vote the election waits on. Only a connection that
+                // dies soon after it opened (a flapping peer) waits out the backoff.
+                if connected_at.elapsed() < STABLE_CONNECTION {
+                    tokio::time::sleep(backoff).await;
+                }
             }
         }
     }
@@ -667,7 +692,132 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use crate::core::{LogIndex, Term};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// A network of in-memory streams: every connect hands the far end, with the (virtual)
+    /// time of the connect, to the test.
+    struct Duplexes(mpsc::UnboundedSender<(tokio::time::Instant, DuplexStream)>);
+
+    impl Network for Duplexes {
+        type Stream = DuplexStream;
+
+        async fn connect(&self, _addr: String) -> io::Result<DuplexStream> {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            let _ = self.0.send((tokio::time::Instant::now(), theirs));
+            Ok(ours)
+        }
+    }
+
+    fn heartbeat(read_round: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex::ZERO,
+                read_round,
+            },
+        }
+    }
+
+    /// The next message on the far end of a connection, after its Hello if `hello`; fails
+    /// the test if none comes within a (virtual) 10 s, e.g. because it was lost.
+    async fn next_message(far: &mut BufReader<DuplexStream>, hello: bool) -> Message {
+        let read = async {
+            if hello {
+                let first = frame::read(far)
+                    .await
+                    .expect("a frame")
+                    .expect("not the end");
+                assert!(matches!(
+                    first,
+                    Frame::Hello {
+                        from: NodeId(1),
+                        ..
+                    }
+                ));
+            }
+            match frame::read(far)
+                .await
+                .expect("a frame")
+                .expect("not the end")
+            {
+                Frame::Message(m) => m,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the message arrives")
+    }
+
+    type Connects = mpsc::UnboundedReceiver<(tokio::time::Instant, DuplexStream)>;
+
+    /// The next connect; fails the test if none comes within a (virtual) 10 s.
+    async fn next_connect(connects: &mut Connects) -> (tokio::time::Instant, DuplexStream) {
+        tokio::time::timeout(Duration::from_secs(10), connects.recv())
+            .await
+            .expect("the sender connects")
+            .expect("the network lives as long as the transport")
+    }
+
+    /// Node 1's transport with peer 2 on the in-memory network, and the stream of connects.
+    fn node1_to_2() -> (Arc<PeerTransport<Duplexes>>, Connects) {
+        let (tx, connects) = mpsc::unbounded_channel();
+        let (transport, _reports) = PeerTransport::new(NodeId(1), "n1".into(), Duplexes(tx));
+        transport.set_peer(NodeId(2), "n2".into());
+        (transport, connects)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_lived_connection_the_peer_closed_is_replaced_at_once_and_loses_nothing() {
+        // Given a connection to peer 2 that has carried a message and lived two seconds,
+        let (transport, mut connects) = node1_to_2();
+        transport.send(heartbeat(1));
+        let (_, far) = next_connect(&mut connects).await;
+        let mut far = BufReader::new(far);
+        assert_eq!(next_message(&mut far, true).await, heartbeat(1));
+        tokio::time::sleep(2 * STABLE_CONNECTION).await;
+        // when the peer closes it (it restarted) and a message is due,
+        drop(far);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let due = tokio::time::Instant::now();
+        transport.send(heartbeat(2));
+        // then a new connection opens without a backoff delay, and the message arrives on it
+        // (it was not written into the dead one).
+        let (at, far) = next_connect(&mut connects).await;
+        assert!(
+            at - due < RECONNECT_BACKOFF_MIN,
+            "reconnected after {:?}",
+            at - due
+        );
+        let mut far = BufReader::new(far);
+        assert_eq!(next_message(&mut far, true).await, heartbeat(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_dies_right_after_opening_waits_out_the_backoff() {
+        // Given a fresh connection to peer 2,
+        let (transport, mut connects) = node1_to_2();
+        transport.send(heartbeat(1));
+        let (_, far) = next_connect(&mut connects).await;
+        // when the peer closes it at once and a message is due,
+        drop(far);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let due = tokio::time::Instant::now();
+        transport.send(heartbeat(2));
+        // then the sender waits the backoff before it connects again (a flapping peer is not
+        // hammered), and the message still arrives.
+        let (at, far) = next_connect(&mut connects).await;
+        assert!(
+            at - due >= RECONNECT_BACKOFF_MIN,
+            "reconnected after {:?}",
+            at - due
+        );
+        let mut far = BufReader::new(far);
+        assert_eq!(next_message(&mut far, true).await, heartbeat(2));
+    }
 
     #[tokio::test]
     async fn a_stream_whose_reader_stopped_fails_the_writer_after_the_ack_timeout() {
