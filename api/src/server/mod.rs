@@ -27,6 +27,12 @@ use snapshots::KvSnapshotFiles;
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 100;
 /// How often the leader looks for learners to promote and checks its own address record.
 pub const DUTY_INTERVAL: Duration = Duration::from_millis(200);
+/// Raft clock ticks per `raft.heartbeat_timeout`. A tick finer than the heartbeat draws the
+/// random part of each follower's election timeout at a finer grain: at one tick per
+/// heartbeat (5 possible draws with the defaults), two followers that learn of a dead leader
+/// at the same moment draw the same timeout one time in five, campaign together and split the
+/// vote, which costs a whole further election timeout.
+pub const TICKS_PER_HEARTBEAT: u32 = 5;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -138,17 +144,20 @@ impl Server {
 
         let (transport, mut reports) =
             PeerTransport::new(id, config.raft.raft_addr.clone(), TcpNetwork);
-        let ticks = (config.raft.election_timeout.as_millis()
-            / config.raft.heartbeat_timeout.as_millis().max(1))
-        .max(3) as u32;
+        let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
+        let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
+            .clamp(u128::from(3 * TICKS_PER_HEARTBEAT), u128::from(u32::MAX))
+            as u32;
         let mut raft_config = core::Config::new(id);
-        raft_config.election_ticks = ticks;
-        raft_config.heartbeat_ticks = 1;
+        raft_config.election_ticks = election_ticks;
+        raft_config.heartbeat_ticks = TICKS_PER_HEARTBEAT;
+        raft_config.snapshot_retry_ticks =
+            core::config::SNAPSHOT_RETRY_TICKS_DEFAULT.saturating_mul(TICKS_PER_HEARTBEAT);
         raft_config.rng_seed = id.0 ^ std::process::id() as u64;
         let node = node::spawn(
             NodeConfig {
                 raft: raft_config,
-                tick: config.raft.heartbeat_timeout,
+                tick,
                 snapshot_every: config.storage.snapshot_every,
                 events_per_ready_max: config.wal.batch_size,
                 batch_wait: config.wal.batch_wait_time,
