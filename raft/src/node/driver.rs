@@ -233,9 +233,9 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     ///
     /// Why this is safe: it changes only *when* a follower campaigns and whom it names as
     /// leader, neither of which Raft's safety relies on; votes stay one per term. A leader
-    /// that merely lost one connection reconnects and sends its next heartbeat within a tick,
-    /// which makes this follower follow it again and resets the clock as usual; a pre-vote
-    /// needs a majority, and the other followers still hold the live leader's lease.
+    /// that merely lost one connection reconnects and sends its next heartbeat within a
+    /// heartbeat interval, which makes this follower follow it again and resets the clock as
+    /// usual; a pre-vote needs a majority, and the other followers still hold its lease.
     fn leader_connection_lost(&mut self, peer: NodeId) {
         if self.raft.role() != Role::Follower || self.raft.leader() != Some(peer) {
             return;
