@@ -770,53 +770,46 @@ mod tests {
         (transport, connects)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_long_lived_connection_the_peer_closed_is_replaced_at_once_and_loses_nothing() {
-        // Given a connection to peer 2 that has carried a message and lived two seconds,
+    /// Opens a connection from node 1 to peer 2 with a first message, lets it live `lived`,
+    /// has the peer close it, and sends a second message. Returns how long after the second
+    /// message was due the sender connected again, and what arrived on the new connection.
+    async fn reconnect_after_peer_closed(lived: Duration) -> (Duration, Message) {
         let (transport, mut connects) = node1_to_2();
         transport.send(heartbeat(1));
         let (_, far) = next_connect(&mut connects).await;
         let mut far = BufReader::new(far);
         assert_eq!(next_message(&mut far, true).await, heartbeat(1));
-        tokio::time::sleep(2 * STABLE_CONNECTION).await;
-        // when the peer closes it (it restarted) and a message is due,
+        tokio::time::sleep(lived).await;
         drop(far);
         tokio::time::sleep(Duration::from_millis(1)).await;
         let due = tokio::time::Instant::now();
         transport.send(heartbeat(2));
-        // then a new connection opens without a backoff delay, and the message arrives on it
-        // (it was not written into the dead one).
         let (at, far) = next_connect(&mut connects).await;
-        assert!(
-            at - due < RECONNECT_BACKOFF_MIN,
-            "reconnected after {:?}",
-            at - due
-        );
         let mut far = BufReader::new(far);
-        assert_eq!(next_message(&mut far, true).await, heartbeat(2));
+        (at - due, next_message(&mut far, true).await)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_lived_connection_the_peer_closed_is_replaced_at_once_and_loses_nothing() {
+        // Given a connection to peer 2 that has lived two seconds, when the peer closes it (it
+        // restarted) and a message is due, then a new connection opens without a backoff
+        // delay, and the message arrives on it (it was not written into the dead one).
+        let (delay, arrived) = reconnect_after_peer_closed(2 * STABLE_CONNECTION).await;
+        assert!(delay < RECONNECT_BACKOFF_MIN, "reconnected after {delay:?}");
+        assert_eq!(arrived, heartbeat(2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_dies_right_after_opening_waits_out_the_backoff() {
-        // Given a fresh connection to peer 2,
-        let (transport, mut connects) = node1_to_2();
-        transport.send(heartbeat(1));
-        let (_, far) = next_connect(&mut connects).await;
-        // when the peer closes it at once and a message is due,
-        drop(far);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let due = tokio::time::Instant::now();
-        transport.send(heartbeat(2));
-        // then the sender waits the backoff before it connects again (a flapping peer is not
-        // hammered), and the message still arrives.
-        let (at, far) = next_connect(&mut connects).await;
+        // Given a fresh connection to peer 2, when the peer closes it at once and a message is
+        // due, then the sender waits the backoff before it connects again (a flapping peer is
+        // not hammered), and the message still arrives.
+        let (delay, arrived) = reconnect_after_peer_closed(Duration::ZERO).await;
         assert!(
-            at - due >= RECONNECT_BACKOFF_MIN,
-            "reconnected after {:?}",
-            at - due
+            delay >= RECONNECT_BACKOFF_MIN,
+            "reconnected after {delay:?}"
         );
-        let mut far = BufReader::new(far);
-        assert_eq!(next_message(&mut far, true).await, heartbeat(2));
+        assert_eq!(arrived, heartbeat(2));
     }
 
     #[tokio::test]
