@@ -66,17 +66,24 @@ impl<S: Storage> Raft<S> {
     }
 
     /// The driver has out-of-band evidence that the leader is gone (its connection ended). A
-    /// follower forgets the leader: it stays a follower in the same term and does not campaign
-    /// any sooner, but it no longer holds the leader's lease, so it answers a pre-vote at once
-    /// instead of ignoring it until its own timer runs out (etcd's `ForgetLeader`). Without
-    /// this, when two followers learn of a dead leader together, the first one to pre-campaign
-    /// is ignored by the other, which then pre-campaigns too, and both win and split the vote.
+    /// follower forgets the leader (etcd's `ForgetLeader`) and ends the lease it granted it:
     ///
-    /// The next message from a leader of the term makes it a follower of that leader again.
-    /// Safety is untouched: the leader is a hint, and votes stay one per term.
+    /// - with no leader it answers a pre-vote at once, instead of ignoring it until its own
+    ///   timer runs out. Without this, when two followers learn of a dead leader together, the
+    ///   first one to pre-campaign is ignored by the other, and the election waits for the
+    ///   other's own timer;
+    /// - its election clock moves forward to one tick short of the base election timeout
+    ///   (never back), so it campaigns after the random part of its timeout alone, still
+    ///   spread apart from the other followers, and never within this call.
+    ///
+    /// The next message from a leader of the term makes it a follower of that leader again,
+    /// with its clock reset. Safety is untouched: the leader is a hint, the clock only times
+    /// campaigns, and votes stay one per term.
     pub fn forget_leader(&mut self) {
         if self.role == Role::Follower {
             self.leader = None;
+            let skip_to = self.cfg.election_ticks.saturating_sub(1);
+            self.election_elapsed_ticks = self.election_elapsed_ticks.max(skip_to);
         }
     }
 

@@ -32,10 +32,6 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// Reads waiting for the leader to confirm a read index, by context.
     reads: HashMap<u64, Reply<LogIndex>>,
     next_read: u64,
-    /// How many ticks a follower's election clock skips when its leader's connection ends:
-    /// one less than the base election timeout, so that no campaign starts inside the skip
-    /// and the random part of the timeout still spreads the followers apart.
-    lost_leader_ticks: u32,
 }
 
 /// Starts a node: the loop and the applier, on the current tokio runtime. `machine` must
@@ -84,7 +80,6 @@ where
         status: status_tx,
         reads: HashMap::new(),
         next_read: 0,
-        lost_leader_ticks: config.raft.election_ticks.saturating_sub(1),
     };
     node_loop.publish_status(None);
     tokio::spawn(node_loop.run(config, events_rx, side_rx));
@@ -226,16 +221,17 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         false
     }
 
-    /// The connection from `peer` ended. If `peer` is our leader, forget it (the lease it
-    /// held ends now, so this follower answers pre-votes at once) and advance the election
-    /// clock by [`Loop::lost_leader_ticks`] (one tick short of the base election timeout): the
-    /// follower then campaigns after the random part of its timeout alone.
+    /// The connection from `peer` ended. If `peer` is our leader, forget it
+    /// ([`Raft::forget_leader`]): the lease it held ends now, so this follower answers
+    /// pre-votes at once, and it campaigns after the random part of its election timeout
+    /// alone.
     ///
     /// Why this is safe: it changes only *when* a follower campaigns and whom it names as
-    /// leader, neither of which Raft's safety relies on; votes stay one per term. A leader
-    /// that merely lost one connection reconnects and sends its next heartbeat within a
-    /// heartbeat interval, which makes this follower follow it again and resets the clock as
-    /// usual; a pre-vote needs a majority, and the other followers still hold its lease.
+    /// leader, neither of which Raft's safety relies on; votes stay one per term. A live
+    /// leader whose connection to this follower ended (the transport reports only the newest
+    /// connection's end) reconnects and sends its next heartbeat within a heartbeat interval,
+    /// which makes this follower follow it again and resets the clock; until then a pre-vote
+    /// from this follower needs the others, who still hold the leader's lease.
     fn leader_connection_lost(&mut self, peer: NodeId) {
         if self.raft.role() != Role::Follower || self.raft.leader() != Some(peer) {
             return;
@@ -246,12 +242,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             term = self.raft.term().0,
             "the leader's connection ended: campaigning after the random part of the election timeout"
         );
-        // Forget the leader first: the other followers learn of its end at the same moment,
-        // and whichever campaigns first must find the others willing to answer its pre-vote.
         self.raft.forget_leader();
-        for _ in 0..self.lost_leader_ticks {
-            self.raft.tick();
-        }
     }
 
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
