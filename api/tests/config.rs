@@ -193,6 +193,10 @@ fn out_of_range_and_contradictory_settings_are_refused_with_their_key() {
             "raft.heartbeat_timeout",
         ),
         (
+            &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "0.0004ms")],
+            "raft.heartbeat_timeout",
+        ),
+        (
             &[("RAFTKV_RAFT__ELECTION_TIMEOUT", "1ms")],
             "raft.election_timeout",
         ),

@@ -180,6 +180,9 @@ pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// The election timeout must be at least this many heartbeat intervals, so that one lost
 /// heartbeat does not start an election.
 pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u32 = 3;
+/// The shortest heartbeat interval accepted. The Raft clock ticks five times per heartbeat
+/// (`server::TICKS_PER_HEARTBEAT`), and a tick must be a real, nonzero timer period.
+pub const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(1);
 /// The largest `wal.batch_size`.
 pub const WAL_BATCH_SIZE_MAX: usize = 65_536;
 /// The longest `wal.batch_wait_time`.
@@ -298,14 +301,15 @@ impl Config {
                 ),
             ));
         }
-        if r.heartbeat_timeout.is_zero()
+        if r.heartbeat_timeout < HEARTBEAT_TIMEOUT_MIN
             || r.heartbeat_timeout * ELECTION_TO_HEARTBEAT_RATIO_MIN > r.election_timeout
         {
             return Err(bad(
                 "raft.heartbeat_timeout",
                 format!(
-                    "{} must be above 0 and at most 1/{ELECTION_TO_HEARTBEAT_RATIO_MIN} of raft.election_timeout ({})",
+                    "{} must be at least {} and at most 1/{ELECTION_TO_HEARTBEAT_RATIO_MIN} of raft.election_timeout ({})",
                     units::format_duration(r.heartbeat_timeout),
+                    units::format_duration(HEARTBEAT_TIMEOUT_MIN),
                     units::format_duration(r.election_timeout)
                 ),
             ));

@@ -146,8 +146,12 @@ impl Server {
             PeerTransport::new(id, config.raft.raft_addr.clone(), TcpNetwork);
         let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
         let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
-            .clamp(u128::from(3 * TICKS_PER_HEARTBEAT), u128::from(u32::MAX))
-            as u32;
+            // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
+            // (the top of the randomised timeout) within u32 whatever the input.
+            .clamp(
+                u128::from(3 * TICKS_PER_HEARTBEAT),
+                u128::from(u32::MAX / 2),
+            ) as u32;
         let mut raft_config = core::Config::new(id);
         raft_config.election_ticks = election_ticks;
         raft_config.heartbeat_ticks = TICKS_PER_HEARTBEAT;
