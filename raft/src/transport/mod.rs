@@ -437,7 +437,6 @@ async fn run_sender<N: Network>(
                 continue;
             }
         };
-        backoff = RECONNECT_BACKOFF_MIN;
         let connected_at = tokio::time::Instant::now();
         info!(from = me.0, to = to.0, %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
@@ -485,10 +484,14 @@ async fn run_sender<N: Network>(
                 // A connection that had lived a while is replaced at once: it is most often
                 // found dead only when a message is due (peers that rarely talk, such as two
                 // followers, learn of a restarted peer at the first vote request), and that
-                // message may be a pre-vote the election waits on. Only a connection that
-                // dies soon after it opened (a flapping peer) waits out the backoff.
+                // message may be a pre-vote the election waits on. A connection that dies
+                // soon after it opened (a flapping peer) waits out the backoff, which grows
+                // across such connections as across failed connects.
                 if connected_at.elapsed() < STABLE_CONNECTION {
                     tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                } else {
+                    backoff = RECONNECT_BACKOFF_MIN;
                 }
             }
         }
@@ -800,16 +803,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_that_dies_right_after_opening_waits_out_the_backoff() {
-        // Given a fresh connection to peer 2, when the peer closes it at once and a message is
-        // due, then the sender waits the backoff before it connects again (a flapping peer is
-        // not hammered), and the message still arrives.
-        let (delay, arrived) = reconnect_after_peer_closed(Duration::ZERO).await;
+    async fn a_peer_that_keeps_closing_new_connections_is_retried_ever_more_slowly() {
+        // Given a peer that closes every connection soon after it opens, when a message is
+        // due after each close, then the sender waits the backoff before each reconnect, and
+        // the wait doubles (a flapping peer is not hammered), and every message still arrives.
+        let (transport, mut connects) = node1_to_2();
+        transport.send(heartbeat(0));
+        let (_, far) = next_connect(&mut connects).await;
+        let mut far = BufReader::new(far);
+        assert_eq!(next_message(&mut far, true).await, heartbeat(0));
+        let mut delays = Vec::new();
+        for round in 1..=3 {
+            drop(far);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let due = tokio::time::Instant::now();
+            transport.send(heartbeat(round));
+            let (at, next) = next_connect(&mut connects).await;
+            far = BufReader::new(next);
+            assert_eq!(next_message(&mut far, true).await, heartbeat(round));
+            delays.push(at - due);
+        }
+        let floors = [1, 2, 4].map(|k| RECONNECT_BACKOFF_MIN * k);
         assert!(
-            delay >= RECONNECT_BACKOFF_MIN,
-            "reconnected after {delay:?}"
+            delays.iter().zip(floors).all(|(d, floor)| *d >= floor),
+            "delays {delays:?}, expected at least {floors:?}"
         );
-        assert_eq!(arrived, heartbeat(2));
     }
 
     #[tokio::test]
