@@ -2,8 +2,7 @@
 """Leader failover time of a local 3-node cluster (scripts/cluster.sh), as docs/performance.md
 reports it: one client writes in a loop through the surviving nodes, the leader is killed with
 kill -9, and the time from the kill to the first acknowledgement of a write sent after the kill
-is recorded. The killed
-node is restarted and given time to catch up between trials.
+is recorded. The killed node is restarted and given time to catch up between trials.
 
     scripts/cluster.sh start /tmp/cl
     scripts/failover.py --dir /tmp/cl --trials 10
