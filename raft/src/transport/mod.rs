@@ -724,23 +724,21 @@ mod tests {
         }
     }
 
-    /// The next message on the far end of a connection, after its Hello if `hello`; fails
-    /// the test if none comes within a (virtual) 10 s, e.g. because it was lost.
-    async fn next_message(far: &mut BufReader<DuplexStream>, hello: bool) -> Message {
+    /// The first message on the far end of a new connection, after its Hello; fails the test
+    /// if none comes within a (virtual) 10 s, e.g. because it was lost.
+    async fn first_message(far: &mut BufReader<DuplexStream>) -> Message {
         let read = async {
-            if hello {
-                let first = frame::read(far)
-                    .await
-                    .expect("a frame")
-                    .expect("not the end");
-                assert!(matches!(
-                    first,
-                    Frame::Hello {
-                        from: NodeId(1),
-                        ..
-                    }
-                ));
-            }
+            let hello = frame::read(far)
+                .await
+                .expect("a frame")
+                .expect("not the end");
+            assert!(matches!(
+                hello,
+                Frame::Hello {
+                    from: NodeId(1),
+                    ..
+                }
+            ));
             match frame::read(far)
                 .await
                 .expect("a frame")
@@ -781,7 +779,7 @@ mod tests {
         transport.send(heartbeat(1));
         let (_, far) = next_connect(&mut connects).await;
         let mut far = BufReader::new(far);
-        assert_eq!(next_message(&mut far, true).await, heartbeat(1));
+        assert_eq!(first_message(&mut far).await, heartbeat(1));
         tokio::time::sleep(lived).await;
         drop(far);
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -789,7 +787,7 @@ mod tests {
         transport.send(heartbeat(2));
         let (at, far) = next_connect(&mut connects).await;
         let mut far = BufReader::new(far);
-        (at - due, next_message(&mut far, true).await)
+        (at - due, first_message(&mut far).await)
     }
 
     #[tokio::test(start_paused = true)]
@@ -811,7 +809,7 @@ mod tests {
         transport.send(heartbeat(0));
         let (_, far) = next_connect(&mut connects).await;
         let mut far = BufReader::new(far);
-        assert_eq!(next_message(&mut far, true).await, heartbeat(0));
+        assert_eq!(first_message(&mut far).await, heartbeat(0));
         let mut delays = Vec::new();
         for round in 1..=3 {
             drop(far);
@@ -820,7 +818,7 @@ mod tests {
             transport.send(heartbeat(round));
             let (at, next) = next_connect(&mut connects).await;
             far = BufReader::new(next);
-            assert_eq!(next_message(&mut far, true).await, heartbeat(round));
+            assert_eq!(first_message(&mut far).await, heartbeat(round));
             delays.push(at - due);
         }
         let floors = [1, 2, 4].map(|k| RECONNECT_BACKOFF_MIN * k);
