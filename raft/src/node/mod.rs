@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod driver;
+pub mod identity;
 pub mod store;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::core::{
     Term,
 };
 
+pub use identity::ClusterId;
 pub use store::{DurableState, LogStore, SnapshotFiles, StoreError, WalLogStore};
 
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
