@@ -407,7 +407,7 @@ mod tests {
     use crate::core::{
         self, Configuration, HardState, Message, MessageBody, Snapshot, SnapshotMetadata, Term,
     };
-    use crate::node::{DurableState, WalLogStore};
+    use crate::node::{ClusterId, DurableState, WalLogStore};
 
     const ELECTION_TICKS: u32 = 10;
     const TICK: Duration = Duration::from_millis(10);
@@ -470,9 +470,10 @@ mod tests {
                     ..Configuration::default()
                 },
             },
+            cluster_id: ClusterId(1),
         };
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = WalLogStore::open(wal, Arc::clone(&files), initial).unwrap();
+        let store = WalLogStore::create(wal, Arc::clone(&files), initial).unwrap();
         let mut raft = core::Config::new(NodeId(1));
         raft.election_ticks = ELECTION_TICKS;
         raft.rng_seed = 42;

@@ -1,34 +1,153 @@
 //! Durable Raft state for the node: the [`LogStore`] trait the driver persists a `Ready`
 //! through, and [`WalLogStore`], its implementation over the `wal` crate.
 //!
-//! Layout in the WAL: each Raft entry is one WAL record (the record's index and term are the
-//! entry's; the payload is the postcard encoding of its [`EntryPayload`]). The WAL's hard-state
-//! slot holds a [`DurableState`]: the Raft hard state together with the metadata of the latest
-//! snapshot, so that the two can never disagree after a crash. Snapshot *data* lives with the
-//! state machine's snapshot files, reached through [`SnapshotFiles`].
+//! Layout in the WAL's directory:
+//! - each Raft entry is one WAL record in the segment files (the record's index and term are
+//!   the entry's; the payload is the postcard encoding of its [`EntryPayload`]);
+//! - the WAL's two-slot hard-state file (`hardstate`) holds a [`DurableState`]: the Raft hard
+//!   state, the metadata of the latest snapshot and the cluster id, saved together so that they
+//!   can never disagree after a crash;
+//! - snapshot *data* lives with the state machine's snapshot files, reached through
+//!   [`SnapshotFiles`].
 //!
-//! Invariants: `first_index() == snapshot.index + 1`; every entry in `[first_index,
-//! last_index]` is readable; the hard state's commit index never exceeds the last index (it is
-//! saved only after the entries it covers are synced).
+//! Format of the hard-state slot: the 4 bytes [`DURABLE_STATE_MAGIC`], one byte
+//! [`DURABLE_STATE_FORMAT_VERSION`], then the postcard encoding of [`DurableState`] and nothing
+//! after it. Anything else (an older RaftKV's bare postcard without a cluster id, another
+//! version, bytes that do not decode) is refused with [`StoreError::HardStateFormat`], naming
+//! the file: a node must not guess at its term, vote or cluster.
+//!
+//! Opening is split from creating. [`WalLogStore::create`] writes the first durable state into
+//! a blank WAL ([`WalLogStore::is_blank`]); [`WalLogStore::open`] requires one and never starts
+//! afresh, because a node that forgot its term and vote could vote twice in a term, and one
+//! that forgot its log would silently lose acknowledged writes.
+//!
+//! Invariants: `first_index() == snapshot.index + 1`, checked at open (a typed error naming
+//! the directory and the hard-state file); every entry in `[first_index, last_index]` is
+//! readable (the WAL may still hold a few entries at or below the snapshot until their segment
+//! is compacted away); the hard state's commit index never exceeds the last index (it is saved
+//! only after the entries it covers are synced).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wal::{Entry as WalEntry, FileSystem, Wal};
+use wal::{Entry as WalEntry, FileSystem, HARD_STATE_FILE_NAME, Wal};
 
 use crate::core::{
     Entry, EntryPayload, HardState, InitialState, LogIndex, Snapshot, SnapshotMetadata, Storage,
     StorageError, Term,
 };
+use crate::node::ClusterId;
+
+/// The first bytes of every durable state in the hard-state slot ("RaftKV durable state"):
+/// what tells this format from anything else a slot may hold. An older RaftKV's bare postcard
+/// can never begin with them (its second byte is the vote's option tag, 0 or 1, not `K`).
+pub const DURABLE_STATE_MAGIC: [u8; 4] = *b"RKDS";
+
+/// The durable-state format this build writes, and the only one it reads. Version 1: the
+/// magic, this byte, then the postcard encoding of [`DurableState`] (hard state, snapshot
+/// metadata, cluster id).
+pub const DURABLE_STATE_FORMAT_VERSION: u8 = 1;
+
+/// How many leading bytes of an unrecognised hard state an error shows: enough to tell an
+/// older format or zeros from garbage, short enough for one log line.
+const FOUND_BYTES_SHOWN: usize = 8;
+
+/// Why the bytes in the hard-state slot are not a durable state this build reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HardStateFormatError {
+    /// The slot does not begin with [`DURABLE_STATE_MAGIC`].
+    #[error(
+        "it does not begin with the durable-state magic \"RKDS\" (it begins {}, {} bytes in all): \
+         it was written by a RaftKV older than format version 1 (bare postcard, no cluster id) \
+         or is not a RaftKV hard state",
+        hex(.first_bytes), .len
+    )]
+    NoMagic {
+        /// The slot's first bytes (at most a few).
+        first_bytes: Vec<u8>,
+        /// The slot's length in bytes.
+        len: usize,
+    },
+    /// The magic is there but the format version is not one this build reads.
+    #[error(
+        "it is durable-state format version {version}, and this build reads only version \
+         {DURABLE_STATE_FORMAT_VERSION} (was it written by a newer RaftKV?)"
+    )]
+    UnknownVersion {
+        /// The version byte found.
+        version: u8,
+    },
+    /// Magic and version are right but what follows is not a [`DurableState`].
+    #[error(
+        "it is a durable state of format version {DURABLE_STATE_FORMAT_VERSION} that does not decode: {reason}"
+    )]
+    Undecodable {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Lowercase hex bytes separated by spaces, for error messages.
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "with nothing".to_string();
+    }
+    let digits: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    digits.join(" ")
+}
+
+/// What an error says the log holds: its first and last indexes, or that it is empty.
+fn describe_log(first: LogIndex, last: LogIndex) -> String {
+    if last >= first {
+        format!("holds entries {} to {}", first.0, last.0)
+    } else if first == LogIndex(1) {
+        "holds no entries".to_string()
+    } else {
+        format!(
+            "holds no entries but starts at index {} (it held entries once)",
+            first.0
+        )
+    }
+}
+
+/// The advice that closes every error about a damaged data directory.
+const RESTORE_ADVICE: &str = "Restore the data directory from a backup, or remove this node \
+     from its cluster and add it back with an empty data directory.";
+
+/// The message of [`StoreError::HardStateMissing`]: a blank directory is a caller's mistake
+/// (open instead of create), anything else is a lost hard state.
+fn describe_missing(path: &Path, dir: &Path, first: LogIndex, last: LogIndex) -> String {
+    let log = describe_log(first, last);
+    if last < first && first == LogIndex(1) {
+        format!(
+            "the hard-state file {} is missing or blank and the write-ahead log in {} {log}: \
+             this data directory was never initialised. Create the store (a new node) instead \
+             of opening it; if this node did hold data here, its hard state was lost. \
+             {RESTORE_ADVICE}",
+            path.display(),
+            dir.display()
+        )
+    } else {
+        format!(
+            "the hard-state file {} is missing or blank while the write-ahead log in {} {log}: \
+             the node's term, vote, commit index and cluster id are lost, and starting afresh \
+             could vote twice in one term or forget acknowledged writes. {RESTORE_ADVICE}",
+            path.display(),
+            dir.display()
+        )
+    }
+}
 
 /// What the node could not persist or read. Any of these stops the node: the disk is not to be
-/// trusted any more (an fsync failure is never retried).
+/// trusted any more (an fsync failure is never retried), or the data directory is not what the
+/// node left there.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The write-ahead log failed.
     #[error("write-ahead log: {0}")]
     Wal(#[from] wal::WalError),
-    /// Bytes read back from the log do not decode.
+    /// An entry read back from the log does not decode.
     #[error("undecodable {what} at index {index}: {reason}")]
     Decode {
         /// What was being decoded.
@@ -41,6 +160,62 @@ pub enum StoreError {
     /// The snapshot files failed.
     #[error("snapshot store: {0}")]
     Snapshot(String),
+    /// The hard-state slot holds something other than a durable state this build reads.
+    #[error("the hard-state file {} cannot be read: {found}. {RESTORE_ADVICE}", .path.display())]
+    HardStateFormat {
+        /// The hard-state file.
+        path: PathBuf,
+        /// What was found instead.
+        found: HardStateFormatError,
+    },
+    /// [`WalLogStore::open`] found no hard state: never created, or lost.
+    #[error("{}", describe_missing(.path, .dir, *.first_index, *.last_index))]
+    HardStateMissing {
+        /// The hard-state file.
+        path: PathBuf,
+        /// The WAL's directory.
+        dir: PathBuf,
+        /// The WAL's first index.
+        first_index: LogIndex,
+        /// The WAL's last index (`first_index - 1` when it holds no entries).
+        last_index: LogIndex,
+    },
+    /// [`WalLogStore::create`] was given a WAL that already holds state.
+    #[error(
+        "cannot create a new store in {}: it {} a hard state and {}. Open it instead; to start \
+         this node afresh, remove it from its cluster, empty the directory and add it back",
+        .dir.display(), if *.has_hard_state { "has" } else { "has no" },
+        describe_log(*.first_index, *.last_index)
+    )]
+    NotBlank {
+        /// The WAL's directory.
+        dir: PathBuf,
+        /// Whether the WAL holds a hard state.
+        has_hard_state: bool,
+        /// The WAL's first index.
+        first_index: LogIndex,
+        /// The WAL's last index (`first_index - 1` when it holds no entries).
+        last_index: LogIndex,
+    },
+    /// The log does not start right after the snapshot: entries the snapshot does not cover
+    /// are missing.
+    #[error(
+        "the write-ahead log in {} {} but the snapshot recorded in {} ends at index {}: the \
+         entries that continue it are missing (a segment was deleted?). {RESTORE_ADVICE}",
+        .dir.display(), describe_log(*.first_index, *.last_index), .path.display(), .snapshot.0
+    )]
+    LogDoesNotContinueSnapshot {
+        /// The WAL's directory.
+        dir: PathBuf,
+        /// The hard-state file, which records the snapshot.
+        path: PathBuf,
+        /// The WAL's first index.
+        first_index: LogIndex,
+        /// The WAL's last index.
+        last_index: LogIndex,
+        /// The last index the snapshot covers.
+        snapshot: LogIndex,
+    },
 }
 
 /// Where snapshots are kept durably (the state machine's snapshot files). The log store asks it
@@ -73,13 +248,67 @@ pub trait LogStore: Storage + Send + 'static {
     fn snapshot_metadata(&self) -> &SnapshotMetadata;
 }
 
-/// The hard-state slot's content: the Raft hard state and the latest snapshot's metadata.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The hard-state slot's content: the Raft hard state, the latest snapshot's metadata and the
+/// cluster this node belongs to. There is no default: a durable state always names its cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableState {
     /// Term, vote and commit.
     pub hard_state: HardState,
     /// What the latest snapshot covers, including the membership as of its index.
     pub snapshot: SnapshotMetadata,
+    /// The cluster this node's state belongs to, fixed when the store is created.
+    pub cluster_id: ClusterId,
+}
+
+impl DurableState {
+    /// The state of a node that has seen nothing yet in `cluster_id`: term zero, no vote,
+    /// nothing committed, an empty snapshot (index zero, no members). A founding node sets the
+    /// snapshot's configuration to the bootstrap membership before creating its store.
+    pub fn new(cluster_id: ClusterId) -> DurableState {
+        DurableState {
+            hard_state: HardState::default(),
+            snapshot: SnapshotMetadata::default(),
+            cluster_id,
+        }
+    }
+
+    /// The slot's bytes: magic, version, postcard (see the module docs).
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(&DURABLE_STATE_MAGIC);
+        bytes.push(DURABLE_STATE_FORMAT_VERSION);
+        postcard::to_io(self, &mut bytes).expect("a DurableState always encodes into a Vec");
+        bytes
+    }
+
+    /// Parses the slot's bytes, which must be exactly what [`DurableState::encode`] writes.
+    fn decode(bytes: &[u8]) -> Result<DurableState, HardStateFormatError> {
+        let Some(rest) = bytes.strip_prefix(&DURABLE_STATE_MAGIC) else {
+            return Err(HardStateFormatError::NoMagic {
+                first_bytes: bytes[..bytes.len().min(FOUND_BYTES_SHOWN)].to_vec(),
+                len: bytes.len(),
+            });
+        };
+        let Some((&version, body)) = rest.split_first() else {
+            return Err(HardStateFormatError::Undecodable {
+                reason: "it ends after the magic, before the version byte".to_string(),
+            });
+        };
+        if version != DURABLE_STATE_FORMAT_VERSION {
+            return Err(HardStateFormatError::UnknownVersion { version });
+        }
+        let (state, trailing) = postcard::take_from_bytes::<DurableState>(body).map_err(|e| {
+            HardStateFormatError::Undecodable {
+                reason: e.to_string(),
+            }
+        })?;
+        if !trailing.is_empty() {
+            return Err(HardStateFormatError::Undecodable {
+                reason: format!("{} bytes follow the durable state", trailing.len()),
+            });
+        }
+        Ok(state)
+    }
 }
 
 /// [`LogStore`] over a [`Wal`].
@@ -101,37 +330,87 @@ fn other(e: impl std::fmt::Display) -> StorageError {
     StorageError::Other(e.to_string())
 }
 
+/// The path of `wal`'s hard-state file, for errors.
+fn hard_state_path<F: FileSystem>(wal: &Wal<F>) -> PathBuf {
+    wal.dir().join(HARD_STATE_FILE_NAME)
+}
+
 impl<F: FileSystem> WalLogStore<F> {
-    /// Opens the store over an opened WAL. A fresh WAL holds no state: `initial` (the
-    /// bootstrap membership, or an empty one for a node that will join) is written durably
-    /// first.
-    pub fn open(
+    /// Whether `wal` has never been used: no hard state, no entries, and a log that starts at
+    /// index 1 (an empty log starting later was reset after a snapshot, so it held state once).
+    /// A blank WAL is [`WalLogStore::create`]d; any other is [`WalLogStore::open`]ed.
+    pub fn is_blank(wal: &Wal<F>) -> bool {
+        wal.hard_state().is_none() && wal.is_empty() && wal.first_index() == 1
+    }
+
+    /// Creates the store in a blank WAL ([`WalLogStore::is_blank`]), writing `initial` (the
+    /// bootstrap membership and the new cluster's id, or an empty membership and the id of the
+    /// cluster this node will join) durably before anything else. Refuses any other WAL with
+    /// [`StoreError::NotBlank`]: its state must be opened, never overwritten.
+    pub fn create(
         wal: Wal<F>,
         snapshots: Arc<dyn SnapshotFiles>,
         initial: DurableState,
     ) -> Result<Self, StoreError> {
-        let mut wal = wal;
-        let state = match wal.hard_state() {
-            Some(bytes) => postcard::from_bytes::<DurableState>(bytes)
-                .map_err(|e| decode_error("hard state", 0, e))?,
-            None => {
-                let bytes = postcard::to_stdvec(&initial).expect("a DurableState always encodes");
-                wal.save_hard_state(&bytes)?;
-                initial
-            }
-        };
-        // A crash while installing a snapshot can leave the new metadata saved but the log not
-        // yet restarted after it: finish the restart (the snapshot's data was saved first).
-        if wal.last_index() < state.snapshot.index.0 {
-            wal.reset(state.snapshot.index.0 + 1)?;
+        if !Self::is_blank(&wal) {
+            return Err(StoreError::NotBlank {
+                dir: wal.dir().to_path_buf(),
+                has_hard_state: wal.hard_state().is_some(),
+                first_index: LogIndex(wal.first_index()),
+                last_index: LogIndex(wal.last_index()),
+            });
         }
-        let store = WalLogStore {
+        let mut store = WalLogStore {
+            wal,
+            state: initial,
+            snapshots,
+        };
+        store.save_state()?;
+        store.finish_snapshot_install()?;
+        store.check()?;
+        Ok(store)
+    }
+
+    /// Opens the store over a WAL that holds its durable state, and checks that the log
+    /// continues the snapshot. A WAL without a
+    /// hard state is refused ([`StoreError::HardStateMissing`]) whether or not it holds
+    /// entries: starting afresh over a lost hard state could vote twice in one term or forget
+    /// acknowledged writes, so that is an operator's decision, never the store's.
+    pub fn open(wal: Wal<F>, snapshots: Arc<dyn SnapshotFiles>) -> Result<Self, StoreError> {
+        let Some(bytes) = wal.hard_state() else {
+            return Err(StoreError::HardStateMissing {
+                path: hard_state_path(&wal),
+                dir: wal.dir().to_path_buf(),
+                first_index: LogIndex(wal.first_index()),
+                last_index: LogIndex(wal.last_index()),
+            });
+        };
+        let state = DurableState::decode(bytes).map_err(|found| StoreError::HardStateFormat {
+            path: hard_state_path(&wal),
+            found,
+        })?;
+        let mut store = WalLogStore {
             wal,
             state,
             snapshots,
         };
+        store.finish_snapshot_install()?;
         store.check()?;
         Ok(store)
+    }
+
+    /// A crash while installing a snapshot can leave the new metadata saved but the log not
+    /// yet restarted after it: finish the restart (the snapshot's data was saved first).
+    fn finish_snapshot_install(&mut self) -> Result<(), StoreError> {
+        if self.wal.last_index() < self.state.snapshot.index.0 {
+            self.wal.reset(self.state.snapshot.index.0 + 1)?;
+        }
+        Ok(())
+    }
+
+    /// The cluster this store's state belongs to.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.state.cluster_id
     }
 
     /// Whether the store was created fresh (no entries, no snapshot, term zero).
@@ -146,20 +425,25 @@ impl<F: FileSystem> WalLogStore<F> {
         self.wal.metrics()
     }
 
+    /// The log continues the snapshot (see the module docs).
     fn check(&self) -> Result<(), StoreError> {
         let snap = self.state.snapshot.index.0;
         if self.wal.last_index() < snap || self.wal.first_index() > snap + 1 {
-            return Err(StoreError::Snapshot(format!(
-                "the log [{}, {}] does not continue the snapshot at {snap}",
-                self.wal.first_index(),
-                self.wal.last_index()
-            )));
+            return Err(StoreError::LogDoesNotContinueSnapshot {
+                dir: self.wal.dir().to_path_buf(),
+                path: hard_state_path(&self.wal),
+                first_index: LogIndex(self.wal.first_index()),
+                last_index: LogIndex(self.wal.last_index()),
+                snapshot: self.state.snapshot.index,
+            });
         }
         Ok(())
     }
 
     fn save_state(&mut self) -> Result<(), StoreError> {
-        let bytes = postcard::to_stdvec(&self.state).expect("a DurableState always encodes");
+        let bytes = self.state.encode();
+        // The other side of the disk: what is written must read back as what was meant.
+        debug_assert_eq!(DurableState::decode(&bytes).as_ref(), Ok(&self.state));
         self.wal.save_hard_state(&bytes)?;
         Ok(())
     }
@@ -321,10 +605,19 @@ mod tests {
     use std::sync::Mutex;
 
     use bytes::Bytes;
-    use wal::{SimFs, WalConfig};
+    use wal::segment::segment_file_name;
+    use wal::{FileHandle, HARD_STATE_SLOT_BYTES, SEGMENT_BYTES_MIN, SimFs, WalConfig};
 
     use super::*;
     use crate::core::{Configuration, NodeId};
+
+    /// Where every test keeps its WAL.
+    const WAL_DIR: &str = "/n/wal";
+    /// The cluster every test's store belongs to.
+    const CLUSTER: ClusterId = ClusterId(0x5eed);
+    /// Bytes of each entry's payload in the damage tests: with the smallest segments, about
+    /// fifteen entries fill one, so a few hundred entries span many segments.
+    const PAYLOAD_BYTES: usize = 200;
 
     /// Snapshot files kept in memory.
     #[derive(Default)]
@@ -354,17 +647,62 @@ mod tests {
         }
     }
 
+    /// An entry as big as [`PAYLOAD_BYTES`].
+    fn big_entry(index: u64) -> Entry {
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Normal(Bytes::from(vec![index as u8; PAYLOAD_BYTES])),
+        }
+    }
+
+    fn open_wal(fs: &SimFs) -> Wal<SimFs> {
+        let config = WalConfig {
+            segment_bytes: SEGMENT_BYTES_MIN,
+        };
+        Wal::open(fs.clone(), WAL_DIR, config).unwrap()
+    }
+
+    fn dyn_files(files: &Arc<MemFiles>) -> Arc<dyn SnapshotFiles> {
+        files.clone()
+    }
+
+    fn create(fs: &SimFs, files: &Arc<MemFiles>) -> WalLogStore<SimFs> {
+        WalLogStore::create(open_wal(fs), dyn_files(files), DurableState::new(CLUSTER)).unwrap()
+    }
+
+    fn try_open(fs: &SimFs, files: &Arc<MemFiles>) -> Result<WalLogStore<SimFs>, StoreError> {
+        WalLogStore::open(open_wal(fs), dyn_files(files))
+    }
+
     fn open(fs: &SimFs, files: &Arc<MemFiles>) -> WalLogStore<SimFs> {
-        let wal = Wal::open(fs.clone(), "/n/wal", WalConfig::default()).unwrap();
-        let files: Arc<dyn SnapshotFiles> = files.clone();
-        WalLogStore::open(wal, files, DurableState::default()).unwrap()
+        try_open(fs, files).unwrap()
+    }
+
+    /// Why opening failed; panics if it did not.
+    fn open_refused(fs: &SimFs, files: &Arc<MemFiles>) -> StoreError {
+        try_open(fs, files).err().expect("open must refuse")
+    }
+
+    fn hard_state_file() -> PathBuf {
+        Path::new(WAL_DIR).join(HARD_STATE_FILE_NAME)
+    }
+
+    /// A store holding entries `1..=last` in many small segments; closed cleanly.
+    fn store_with_entries(fs: &SimFs, files: &Arc<MemFiles>, last: u64) {
+        let mut store = create(fs, files);
+        for chunk in (1..=last).collect::<Vec<_>>().chunks(10) {
+            let entries: Vec<Entry> = chunk.iter().map(|&i| big_entry(i)).collect();
+            store.persist(None, &entries, None).unwrap();
+        }
+        drop(store);
     }
 
     #[test]
     fn entries_and_term_and_vote_survive_a_crash_but_a_commit_alone_costs_no_save() {
         let fs = SimFs::new(1);
         let files = Arc::new(MemFiles::default());
-        let mut store = open(&fs, &files);
+        let mut store = create(&fs, &files);
         assert!(store.is_fresh());
         let hs = HardState {
             term: Term(2),
@@ -373,12 +711,14 @@ mod tests {
         };
         let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 2)).collect();
         store.persist(None, &entries, Some(&hs)).unwrap();
-        // A commit-only change is not saved (it is relearned from the leader).
+        // A commit-only change is not saved (it is relearned from the leader): no fsync.
         let later = HardState {
             commit: LogIndex(5),
             ..hs.clone()
         };
+        let syncs = fs.sync_count();
         store.persist(None, &[], Some(&later)).unwrap();
+        assert_eq!(fs.sync_count(), syncs, "a commit alone costs no fsync");
         // A conflicting suffix replaces what it overlaps.
         store.persist(None, &[entry(4, 3)], None).unwrap();
         drop(store);
@@ -399,10 +739,202 @@ mod tests {
     }
 
     #[test]
+    fn a_store_created_with_a_cluster_id_reopens_with_it() {
+        // Given a blank WAL,
+        let fs = SimFs::new(4);
+        let files = Arc::new(MemFiles::default());
+        assert!(WalLogStore::is_blank(&open_wal(&fs)));
+        // when a store is created in it for a cluster and the disk crashes,
+        let store = create(&fs, &files);
+        assert_eq!(store.cluster_id(), CLUSTER);
+        drop(store);
+        fs.crash();
+        // then it is no longer blank and reopens with that cluster id.
+        assert!(!WalLogStore::is_blank(&open_wal(&fs)));
+        let store = open(&fs, &files);
+        assert_eq!(store.cluster_id(), CLUSTER);
+        assert_eq!(
+            store.initial_state().unwrap().hard_state,
+            HardState::default()
+        );
+    }
+
+    #[test]
+    fn create_refuses_a_wal_that_already_holds_a_hard_state_or_entries() {
+        let fs = SimFs::new(5);
+        let files = Arc::new(MemFiles::default());
+        drop(create(&fs, &files));
+        let refused = |fs: &SimFs| {
+            let other = DurableState::new(ClusterId(0xbad));
+            WalLogStore::create(open_wal(fs), dyn_files(&files), other)
+                .err()
+                .expect("create must refuse")
+        };
+        // Given a WAL with a hard state and no entries, when a store is created in it, then
+        // creation is refused naming the directory, and the hard state is untouched.
+        let err = refused(&fs);
+        assert!(
+            matches!(
+                &err,
+                StoreError::NotBlank {
+                    has_hard_state: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(WAL_DIR), "{err}");
+        assert_eq!(open(&fs, &files).cluster_id(), CLUSTER);
+        // Given a WAL with entries whose hard state was lost, then creation is refused too.
+        let mut store = open(&fs, &files);
+        store.persist(None, &[entry(1, 1)], None).unwrap();
+        drop(store);
+        fs.remove_file(&hard_state_file()).unwrap();
+        fs.sync_dir(Path::new(WAL_DIR)).unwrap();
+        let err = refused(&fs);
+        assert!(
+            matches!(
+                &err,
+                StoreError::NotBlank {
+                    has_hard_state: false,
+                    last_index: LogIndex(1),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(WAL_DIR), "{err}");
+    }
+
+    #[test]
+    fn open_refuses_a_lost_hard_state_and_never_starts_afresh() {
+        let fs = SimFs::new(8);
+        let files = Arc::new(MemFiles::default());
+        store_with_entries(&fs, &files, 40);
+        let dir = Path::new(WAL_DIR);
+        for damage in ["deleted", "zeroed"] {
+            // Given a store with entries, when its hard-state file is deleted or both its
+            // slots are zeroed,
+            let path = hard_state_file();
+            if damage == "deleted" {
+                fs.remove_file(&path).unwrap();
+                fs.sync_dir(dir).unwrap();
+            } else {
+                let file = fs.open(&path).unwrap();
+                file.write_all_at(&vec![0; 2 * HARD_STATE_SLOT_BYTES as usize], 0)
+                    .unwrap();
+                file.sync_data().unwrap();
+            }
+            // then open refuses, naming the hard-state file and how far the log reaches,
+            let err = open_refused(&fs, &files);
+            assert!(
+                matches!(
+                    &err,
+                    StoreError::HardStateMissing {
+                        last_index: LogIndex(40),
+                        ..
+                    }
+                ),
+                "{damage}: {err}"
+            );
+            let message = err.to_string();
+            assert!(message.contains("/n/wal/hardstate"), "{damage}: {message}");
+            assert!(message.contains("1 to 40"), "{damage}: {message}");
+            // and refuses again: it wrote nothing that would let a second try start afresh.
+            assert!(matches!(
+                open_refused(&fs, &files),
+                StoreError::HardStateMissing { .. }
+            ));
+            assert_eq!(
+                open_wal(&fs).last_index(),
+                40,
+                "{damage}: the log is untouched"
+            );
+        }
+    }
+
+    #[test]
+    fn open_refuses_a_blank_wal_instead_of_creating_a_store() {
+        let fs = SimFs::new(9);
+        let files = Arc::new(MemFiles::default());
+        let err = open_refused(&fs, &files);
+        assert!(matches!(&err, StoreError::HardStateMissing { .. }), "{err}");
+        assert!(err.to_string().contains("never initialised"), "{err}");
+        assert!(WalLogStore::is_blank(&open_wal(&fs)), "open wrote nothing");
+    }
+
+    #[test]
+    fn a_hard_state_in_another_format_is_refused_naming_the_file() {
+        /// The hard state an older RaftKV wrote: bare postcard, no cluster id.
+        #[derive(Serialize)]
+        struct OldDurableState {
+            hard_state: HardState,
+            snapshot: SnapshotMetadata,
+        }
+        let old = OldDurableState {
+            hard_state: HardState {
+                term: Term(3),
+                vote: Some(NodeId(2)),
+                commit: LogIndex::ZERO,
+            },
+            snapshot: SnapshotMetadata::default(),
+        };
+        let mut newer = DURABLE_STATE_MAGIC.to_vec();
+        newer.push(DURABLE_STATE_FORMAT_VERSION + 1);
+        let mut garbled = DurableState::new(CLUSTER).encode();
+        garbled.truncate(garbled.len() - 1);
+        let mut trailing = DurableState::new(CLUSTER).encode();
+        trailing.push(0);
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("older", postcard::to_stdvec(&old).unwrap()),
+            ("newer", newer),
+            ("cut short", garbled),
+            ("trailing bytes", trailing),
+        ];
+        for (seed, (what, bytes)) in cases.into_iter().enumerate() {
+            // Given a WAL whose hard-state slot holds a state in another format,
+            let fs = SimFs::new(10 + seed as u64);
+            let files = Arc::new(MemFiles::default());
+            let mut wal = open_wal(&fs);
+            wal.save_hard_state(&bytes).unwrap();
+            drop(wal);
+            // when the store opens, then it refuses, naming the file and what it found.
+            let err = open_refused(&fs, &files);
+            let StoreError::HardStateFormat { path, found } = &err else {
+                panic!("{what}: {err}");
+            };
+            assert_eq!(*path, hard_state_file(), "{what}");
+            match what {
+                "older" => assert!(
+                    matches!(found, HardStateFormatError::NoMagic { .. }),
+                    "{found}"
+                ),
+                "newer" => assert_eq!(
+                    *found,
+                    HardStateFormatError::UnknownVersion {
+                        version: DURABLE_STATE_FORMAT_VERSION + 1
+                    }
+                ),
+                _ => assert!(
+                    matches!(found, HardStateFormatError::Undecodable { .. }),
+                    "{what}: {found}"
+                ),
+            }
+            assert!(err.to_string().contains("/n/wal/hardstate"), "{err}");
+        }
+    }
+
+    /// Saves `state` into the WAL's hard-state slot behind the store's back.
+    fn save_behind_the_store(fs: &SimFs, state: &DurableState) {
+        let mut wal = open_wal(fs);
+        wal.save_hard_state(&state.encode()).unwrap();
+    }
+
+    #[test]
     fn a_crash_between_saving_snapshot_metadata_and_restarting_the_log_is_finished_on_open() {
         let fs = SimFs::new(2);
         let files = Arc::new(MemFiles::default());
-        let mut store = open(&fs, &files);
+        let mut store = create(&fs, &files);
         store
             .persist(
                 None,
@@ -412,7 +944,6 @@ mod tests {
             .unwrap();
         drop(store);
         // Given the metadata of a snapshot at 20 saved, but the log still ending at 5,
-        let mut wal = Wal::open(fs.clone(), "/n/wal", WalConfig::default()).unwrap();
         let meta = SnapshotMetadata {
             index: LogIndex(20),
             term: Term(4),
@@ -427,10 +958,9 @@ mod tests {
         let state = DurableState {
             hard_state: HardState::default(),
             snapshot: meta.clone(),
+            cluster_id: CLUSTER,
         };
-        wal.save_hard_state(&postcard::to_stdvec(&state).unwrap())
-            .unwrap();
-        drop(wal);
+        save_behind_the_store(&fs, &state);
         // when the store opens, then the log restarts after the snapshot.
         let store = open(&fs, &files);
         assert_eq!(store.first_index().unwrap(), LogIndex(21));
@@ -440,10 +970,45 @@ mod tests {
     }
 
     #[test]
+    fn open_refuses_a_log_that_does_not_continue_the_snapshot() {
+        // Given a store compacted to a snapshot at 40 whose oldest remaining segment is then
+        // deleted,
+        let fs = SimFs::new(23);
+        let files = Arc::new(MemFiles::default());
+        store_with_entries(&fs, &files, 100);
+        let mut store = open(&fs, &files);
+        let meta = SnapshotMetadata {
+            index: LogIndex(40),
+            term: Term(1),
+            configuration: Configuration::default(),
+        };
+        store.compact(&meta).unwrap();
+        let oldest = store.wal.first_index();
+        assert!(oldest > 1 && oldest <= 41, "the log starts at {oldest}");
+        drop(store);
+        fs.remove_file(&Path::new(WAL_DIR).join(segment_file_name(oldest)))
+            .unwrap();
+        fs.sync_dir(Path::new(WAL_DIR)).unwrap();
+        // when the store opens, then it refuses, naming the directory and the snapshot.
+        let err = open_refused(&fs, &files);
+        assert!(
+            matches!(
+                &err,
+                StoreError::LogDoesNotContinueSnapshot {
+                    snapshot: LogIndex(40),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(WAL_DIR), "{err}");
+    }
+
+    #[test]
     fn compaction_moves_the_first_index_and_keeps_the_term_at_the_snapshot() {
         let fs = SimFs::new(3);
         let files = Arc::new(MemFiles::default());
-        let mut store = open(&fs, &files);
+        let mut store = create(&fs, &files);
         store
             .persist(
                 None,
