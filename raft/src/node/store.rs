@@ -21,11 +21,19 @@
 //! afresh, because a node that forgot its term and vote could vote twice in a term, and one
 //! that forgot its log would silently lose acknowledged writes.
 //!
-//! Invariants: `first_index() == snapshot.index + 1`, checked at open (a typed error naming
-//! the directory and the hard-state file); every entry in `[first_index, last_index]` is
-//! readable (the WAL may still hold a few entries at or below the snapshot until their segment
-//! is compacted away); the hard state's commit index never exceeds the last index (it is saved
-//! only after the entries it covers are synced).
+//! Invariants, checked at open (each breach a typed error naming the file or directory):
+//! - the log continues the snapshot: `first_index() == snapshot.index + 1` and every entry in
+//!   `[first_index, last_index]` is readable (the WAL may still hold a few entries at or below
+//!   the snapshot until their segment is compacted away);
+//! - the log reaches the saved commit index: `max(wal last index, snapshot.index) >=
+//!   saved commit`. A commit index is saved only after the entries it covers are synced (and
+//!   is clamped to the last index), so a log shorter than it lost a segment or a tail that was
+//!   acknowledged to clients.
+//!
+//! The saved commit index trails the in-memory one: saving it costs two fsyncs, so
+//! [`LogStore::persist`] never saves for a change of commit alone (it is relearned from the
+//! leader); [`LogStore::persist_commit`] saves it when the driver asks, and every save made
+//! for another reason carries the current commit along.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,6 +224,22 @@ pub enum StoreError {
         /// The last index the snapshot covers.
         snapshot: LogIndex,
     },
+    /// The log ends before the saved commit index: committed (acknowledged) entries are gone.
+    #[error(
+        "the write-ahead log in {} ends at index {} but index {} was committed (recorded in \
+         {}): a segment is missing or was truncated. {RESTORE_ADVICE}",
+        .dir.display(), .last_index.0, .commit.0, .path.display()
+    )]
+    LogTooShort {
+        /// The WAL's directory.
+        dir: PathBuf,
+        /// The hard-state file, which records the commit index.
+        path: PathBuf,
+        /// How far the log reaches (its last entry, or the snapshot's index if later).
+        last_index: LogIndex,
+        /// The saved commit index.
+        commit: LogIndex,
+    },
 }
 
 /// Where snapshots are kept durably (the state machine's snapshot files). The log store asks it
@@ -232,13 +256,22 @@ pub trait SnapshotFiles: Send + Sync + 'static {
 pub trait LogStore: Storage + Send + 'static {
     /// Persists one `Ready`'s durable part: first the snapshot (replacing the whole log), then
     /// the entries (discarding any held entry at or after the first one's index), then the hard
-    /// state. Everything is durable when this returns.
+    /// state. Everything is durable when this returns, except a change of the commit index
+    /// alone, which is kept in memory until [`LogStore::persist_commit`] or the next save.
     fn persist(
         &mut self,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), StoreError>;
+
+    /// Saves the hard state with this commit index if it is higher than the one last saved
+    /// (one hard-state save: two slot writes and two fsyncs), so that a restart knows how far
+    /// its log must reach and refuses a log that lost committed entries. The driver calls it
+    /// periodically and at shutdown, never on the hot path. `commit` must not exceed the last
+    /// index (entries are synced before they count as committed here); a higher one is
+    /// clamped to it.
+    fn persist_commit(&mut self, commit: LogIndex) -> Result<(), StoreError>;
 
     /// Records that `snapshot` (already saved by the state machine) covers the log up to its
     /// index, and drops what the log no longer needs.
@@ -314,7 +347,10 @@ impl DurableState {
 /// [`LogStore`] over a [`Wal`].
 pub struct WalLogStore<F: FileSystem> {
     wal: Wal<F>,
+    /// The state as the node knows it; its commit index may be ahead of the saved one.
     state: DurableState,
+    /// The commit index in the hard-state file: what a restart requires the log to reach.
+    saved_commit: LogIndex,
     snapshots: Arc<dyn SnapshotFiles>,
 }
 
@@ -363,6 +399,7 @@ impl<F: FileSystem> WalLogStore<F> {
         let mut store = WalLogStore {
             wal,
             state: initial,
+            saved_commit: LogIndex::ZERO,
             snapshots,
         };
         store.save_state()?;
@@ -371,8 +408,8 @@ impl<F: FileSystem> WalLogStore<F> {
         Ok(store)
     }
 
-    /// Opens the store over a WAL that holds its durable state, and checks that the log
-    /// continues the snapshot. A WAL without a
+    /// Opens the store over a WAL that holds its durable state, and checks that the log is
+    /// whole: it continues the snapshot and reaches the saved commit index. A WAL without a
     /// hard state is refused ([`StoreError::HardStateMissing`]) whether or not it holds
     /// entries: starting afresh over a lost hard state could vote twice in one term or forget
     /// acknowledged writes, so that is an operator's decision, never the store's.
@@ -391,9 +428,13 @@ impl<F: FileSystem> WalLogStore<F> {
         })?;
         let mut store = WalLogStore {
             wal,
+            saved_commit: state.hard_state.commit,
             state,
             snapshots,
         };
+        // Before any repair touches the log: a log that lost committed entries is evidence,
+        // and the repair below could remove more of it.
+        store.check_reaches_saved_commit()?;
         store.finish_snapshot_install()?;
         store.check()?;
         Ok(store)
@@ -425,7 +466,25 @@ impl<F: FileSystem> WalLogStore<F> {
         self.wal.metrics()
     }
 
-    /// The log continues the snapshot (see the module docs).
+    /// How far the log reaches: its last entry, or the snapshot's index if that is later.
+    fn reach(&self) -> LogIndex {
+        LogIndex(self.wal.last_index()).max(self.state.snapshot.index)
+    }
+
+    /// The log reaches the saved commit index (see the module docs).
+    fn check_reaches_saved_commit(&self) -> Result<(), StoreError> {
+        if self.reach() < self.saved_commit {
+            return Err(StoreError::LogTooShort {
+                dir: self.wal.dir().to_path_buf(),
+                path: hard_state_path(&self.wal),
+                last_index: self.reach(),
+                commit: self.saved_commit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Both invariants of the module docs.
     fn check(&self) -> Result<(), StoreError> {
         let snap = self.state.snapshot.index.0;
         if self.wal.last_index() < snap || self.wal.first_index() > snap + 1 {
@@ -437,14 +496,30 @@ impl<F: FileSystem> WalLogStore<F> {
                 snapshot: self.state.snapshot.index,
             });
         }
-        Ok(())
+        self.check_reaches_saved_commit()
     }
 
+    /// Saves the state with the current commit index (clamped to the log's reach, which it
+    /// only passes if the core is wrong).
     fn save_state(&mut self) -> Result<(), StoreError> {
-        let bytes = self.state.encode();
+        let commit = self.state.hard_state.commit.min(self.reach());
+        self.save_with_commit(commit)
+    }
+
+    /// Saves the state with `commit` as its commit index, durably, and remembers it as saved.
+    fn save_with_commit(&mut self, commit: LogIndex) -> Result<(), StoreError> {
+        debug_assert!(
+            commit <= self.reach(),
+            "saving commit {commit} past the log's reach {}",
+            self.reach()
+        );
+        let mut durable = self.state.clone();
+        durable.hard_state.commit = commit;
+        let bytes = durable.encode();
         // The other side of the disk: what is written must read back as what was meant.
-        debug_assert_eq!(DurableState::decode(&bytes).as_ref(), Ok(&self.state));
+        debug_assert_eq!(DurableState::decode(&bytes).as_ref(), Ok(&durable));
         self.wal.save_hard_state(&bytes)?;
+        self.saved_commit = commit;
         Ok(())
     }
 
@@ -554,6 +629,14 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             self.wal.reset(snapshot.metadata.index.0 + 1)?;
         }
         if let Some(first) = entries.first() {
+            // Raft never overwrites a committed entry; doing so here would leave, after a
+            // crash before the sync below, a log shorter than the saved commit index.
+            debug_assert!(
+                first.index > self.saved_commit,
+                "overwriting from {} at or below the saved commit {}",
+                first.index,
+                self.saved_commit
+            );
             if first.index.0 <= self.wal.last_index() {
                 self.wal.truncate_suffix(first.index.0)?;
             }
@@ -572,7 +655,8 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
         if let Some(hs) = hard_state {
             // Term and vote must be durable before any message that depends on them leaves;
             // the commit index alone need not be (it is relearned from the leader), so a
-            // change of commit alone costs no fsync.
+            // change of commit alone costs no fsync: `persist_commit` saves it off the hot
+            // path, and a save made here for term or vote carries it along.
             let must_save =
                 hs.term != self.state.hard_state.term || hs.vote != self.state.hard_state.vote;
             self.state.hard_state = hs.clone();
@@ -583,6 +667,21 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
         }
         debug_assert!(self.check().is_ok(), "{:?}", self.check());
         Ok(())
+    }
+
+    fn persist_commit(&mut self, commit: LogIndex) -> Result<(), StoreError> {
+        debug_assert!(
+            commit <= self.reach(),
+            "commit {commit} past the log's reach {}",
+            self.reach()
+        );
+        // A commit index past the log would make the next open refuse a whole log.
+        let commit = commit.min(self.reach());
+        if commit <= self.saved_commit {
+            return Ok(());
+        }
+        self.state.hard_state.commit = self.state.hard_state.commit.max(commit);
+        self.save_with_commit(commit)
     }
 
     fn compact(&mut self, snapshot: &SnapshotMetadata) -> Result<(), StoreError> {
@@ -605,7 +704,7 @@ mod tests {
     use std::sync::Mutex;
 
     use bytes::Bytes;
-    use wal::segment::segment_file_name;
+    use wal::segment::{SEGMENT_HEADER_BYTES, parse_segment_file_name, segment_file_name};
     use wal::{FileHandle, HARD_STATE_SLOT_BYTES, SEGMENT_BYTES_MIN, SimFs, WalConfig};
 
     use super::*;
@@ -688,14 +787,32 @@ mod tests {
         Path::new(WAL_DIR).join(HARD_STATE_FILE_NAME)
     }
 
-    /// A store holding entries `1..=last` in many small segments; closed cleanly.
-    fn store_with_entries(fs: &SimFs, files: &Arc<MemFiles>, last: u64) {
+    /// The first index of the newest segment file.
+    fn last_segment_first_index(fs: &SimFs) -> u64 {
+        fs.list_files(Path::new(WAL_DIR))
+            .unwrap()
+            .iter()
+            .filter_map(|name| parse_segment_file_name(name))
+            .max()
+            .expect("a WAL has a segment")
+    }
+
+    /// A store holding entries `1..=last` in many small segments, with `commit` saved;
+    /// closed cleanly. Returns the first index of its newest segment.
+    fn store_with_committed_entries(
+        fs: &SimFs,
+        files: &Arc<MemFiles>,
+        last: u64,
+        commit: u64,
+    ) -> u64 {
         let mut store = create(fs, files);
         for chunk in (1..=last).collect::<Vec<_>>().chunks(10) {
             let entries: Vec<Entry> = chunk.iter().map(|&i| big_entry(i)).collect();
             store.persist(None, &entries, None).unwrap();
         }
+        store.persist_commit(LogIndex(commit)).unwrap();
         drop(store);
+        last_segment_first_index(fs)
     }
 
     #[test]
@@ -807,10 +924,63 @@ mod tests {
     }
 
     #[test]
+    fn open_refuses_a_log_whose_last_segment_was_truncated_to_its_header() {
+        // Given a store with entries 1..=300 in many segments and commit 298 saved,
+        let fs = SimFs::new(6);
+        let files = Arc::new(MemFiles::default());
+        let newest = store_with_committed_entries(&fs, &files, 300, 298);
+        assert!(
+            newest > 1 && newest < 298,
+            "the newest segment starts at {newest}"
+        );
+        // when the newest segment is cut back to its header (as by a bad restore),
+        let path = Path::new(WAL_DIR).join(segment_file_name(newest));
+        let file = fs.open(&path).unwrap();
+        file.set_len(SEGMENT_HEADER_BYTES).unwrap();
+        file.sync_data().unwrap();
+        // then open refuses, naming the directory, where the log ends and the commit index.
+        let err = open_refused(&fs, &files);
+        assert!(
+            matches!(
+                &err,
+                StoreError::LogTooShort { last_index, commit: LogIndex(298), .. }
+                    if *last_index == LogIndex(newest - 1)
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains(WAL_DIR), "{message}");
+        assert!(message.contains("hardstate"), "{message}");
+    }
+
+    #[test]
+    fn open_refuses_a_log_whose_last_segment_was_deleted() {
+        // Given a store with entries 1..=300 in many segments and commit 298 saved,
+        let fs = SimFs::new(7);
+        let files = Arc::new(MemFiles::default());
+        let newest = store_with_committed_entries(&fs, &files, 300, 298);
+        // when the newest segment is deleted,
+        fs.remove_file(&Path::new(WAL_DIR).join(segment_file_name(newest)))
+            .unwrap();
+        fs.sync_dir(Path::new(WAL_DIR)).unwrap();
+        // then open refuses with the log-too-short error naming the directory.
+        let err = open_refused(&fs, &files);
+        assert!(
+            matches!(
+                &err,
+                StoreError::LogTooShort { last_index, commit: LogIndex(298), .. }
+                    if *last_index == LogIndex(newest - 1)
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(WAL_DIR), "{err}");
+    }
+
+    #[test]
     fn open_refuses_a_lost_hard_state_and_never_starts_afresh() {
         let fs = SimFs::new(8);
         let files = Arc::new(MemFiles::default());
-        store_with_entries(&fs, &files, 40);
+        store_with_committed_entries(&fs, &files, 40, 40);
         let dir = Path::new(WAL_DIR);
         for damage in ["deleted", "zeroed"] {
             // Given a store with entries, when its hard-state file is deleted or both its
@@ -924,6 +1094,66 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_persisted_commit_survives_a_crash_and_is_saved_only_when_it_rises() {
+        let fs = SimFs::new(20);
+        let files = Arc::new(MemFiles::default());
+        let mut store = create(&fs, &files);
+        let hs = HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex(8),
+        };
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        store.persist(None, &entries, Some(&hs)).unwrap();
+        // Given commit 8 persisted, a lower or equal one costs nothing,
+        store.persist_commit(LogIndex(8)).unwrap();
+        let syncs = fs.sync_count();
+        store.persist_commit(LogIndex(8)).unwrap();
+        store.persist_commit(LogIndex(3)).unwrap();
+        assert_eq!(fs.sync_count(), syncs, "no save for a commit already saved");
+        // and when the commit moves on in memory and a new term is saved, it goes along:
+        let later = HardState {
+            term: Term(2),
+            commit: LogIndex(10),
+            ..hs.clone()
+        };
+        store.persist(None, &[], Some(&later)).unwrap();
+        let syncs = fs.sync_count();
+        store.persist_commit(LogIndex(10)).unwrap();
+        assert_eq!(fs.sync_count(), syncs, "the term's save carried commit 10");
+        drop(store);
+        // when the disk crashes, then the saved commit and everything it covers are there.
+        fs.crash();
+        let store = open(&fs, &files);
+        assert_eq!(store.initial_state().unwrap().hard_state, later);
+        assert_eq!(store.last_index().unwrap(), LogIndex(10));
+    }
+
+    #[test]
+    fn a_persisted_commit_alone_survives_a_crash() {
+        let fs = SimFs::new(21);
+        let files = Arc::new(MemFiles::default());
+        let mut store = create(&fs, &files);
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
+        store.persist(None, &entries, None).unwrap();
+        // Given commit 7 known only in memory, when it is persisted and the disk crashes,
+        let hs = HardState {
+            commit: LogIndex(7),
+            ..HardState::default()
+        };
+        store.persist(None, &[], Some(&hs)).unwrap();
+        store.persist_commit(LogIndex(7)).unwrap();
+        drop(store);
+        fs.crash();
+        // then it is there after the restart.
+        let store = open(&fs, &files);
+        assert_eq!(
+            store.initial_state().unwrap().hard_state.commit,
+            LogIndex(7)
+        );
+    }
+
     /// Saves `state` into the WAL's hard-state slot behind the store's back.
     fn save_behind_the_store(fs: &SimFs, state: &DurableState) {
         let mut wal = open_wal(fs);
@@ -956,7 +1186,10 @@ mod tests {
             })
             .unwrap();
         let state = DurableState {
-            hard_state: HardState::default(),
+            hard_state: HardState {
+                commit: LogIndex(20),
+                ..HardState::default()
+            },
             snapshot: meta.clone(),
             cluster_id: CLUSTER,
         };
@@ -970,12 +1203,56 @@ mod tests {
     }
 
     #[test]
+    fn a_log_short_of_the_commit_is_refused_before_the_snapshot_repair_touches_it() {
+        let fs = SimFs::new(22);
+        let files = Arc::new(MemFiles::default());
+        let mut store = create(&fs, &files);
+        store
+            .persist(
+                None,
+                &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
+        drop(store);
+        // Given a snapshot at 20 and commit 30 saved, but the log ending at 5,
+        let state = DurableState {
+            hard_state: HardState {
+                commit: LogIndex(30),
+                ..HardState::default()
+            },
+            snapshot: SnapshotMetadata {
+                index: LogIndex(20),
+                term: Term(1),
+                configuration: Configuration::default(),
+            },
+            cluster_id: CLUSTER,
+        };
+        save_behind_the_store(&fs, &state);
+        // when the store opens, then it refuses, and the log is as it found it.
+        let err = open_refused(&fs, &files);
+        assert!(
+            matches!(
+                err,
+                StoreError::LogTooShort {
+                    last_index: LogIndex(20),
+                    commit: LogIndex(30),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let wal = open_wal(&fs);
+        assert_eq!((wal.first_index(), wal.last_index()), (1, 5));
+    }
+
+    #[test]
     fn open_refuses_a_log_that_does_not_continue_the_snapshot() {
         // Given a store compacted to a snapshot at 40 whose oldest remaining segment is then
         // deleted,
         let fs = SimFs::new(23);
         let files = Arc::new(MemFiles::default());
-        store_with_entries(&fs, &files, 100);
+        store_with_committed_entries(&fs, &files, 100, 100);
         let mut store = open(&fs, &files);
         let meta = SnapshotMetadata {
             index: LogIndex(40),
