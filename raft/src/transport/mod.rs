@@ -13,6 +13,14 @@
 //! moving (a half-open connection, a lost segment in simulation) would otherwise swallow every
 //! later message to that peer.
 //!
+//! Every connection opens with a Hello that names the caller, its address and its cluster. The
+//! acceptor refuses a caller of another cluster, and one that a committed membership change
+//! removed and that is not a member again ([`PeerTransport::set_removed`]): it writes one
+//! `Refused` frame, closes, and steps its node with nothing from that connection. The opener
+//! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
+//! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
+//! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
+//!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
 
@@ -27,13 +35,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::core::{Message, MessageBody, NodeId};
-use crate::node::{Node, Transport};
-use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+use crate::core::{LogIndex, Message, MessageBody, NodeId};
+use crate::node::{ClusterId, Node, Transport};
+use frame::{Frame, Refusal, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
@@ -54,6 +62,19 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
 /// without a reset, or a stream that stopped moving; Raft cannot wait that long. Progress is
 /// counted in bytes, so a large snapshot chunk on a slow link is not mistaken for a stall.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest time between two log lines about refusals of the same kind from or to the
+/// same peer: a refused peer tries again every [`RECONNECT_BACKOFF_MAX`], and one line a minute
+/// tells the operator as much as sixty.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// The most (peer, kind of refusal) pairs whose last log line is remembered. Peer ids come from
+/// untrusted Hellos, so the table is bounded; while it is full of lines younger than
+/// [`REFUSAL_LOG_INTERVAL`], refusals of further peers are not logged.
+pub const REFUSAL_LOG_PEERS_MAX: usize = 1024;
+/// How long an acceptor that refused a connection goes on reading, and discarding, what the
+/// opener sends before it closes. The opener writes its first message right behind its Hello,
+/// and closing a TCP socket with unread bytes resets the connection, which can destroy the
+/// Refused frame before the opener has read it.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What the receiver last acknowledged, stored by the sender's ack reader task.
 #[derive(Default)]
@@ -66,6 +87,79 @@ struct AckState {
     /// The receiver's side of the connection ended (the peer closed it, crashed, or
     /// restarted): nothing more sent on it can arrive.
     closed: AtomicBool,
+    /// The receiver refused the connection (set before `closed`).
+    refused: AtomicBool,
+}
+
+/// When each (peer, kind of refusal) was last logged, so that a refused peer that reconnects
+/// every second is logged once per [`REFUSAL_LOG_INTERVAL`], not every time.
+#[derive(Default)]
+struct RefusalLog(Mutex<HashMap<(NodeId, &'static str), tokio::time::Instant>>);
+
+impl RefusalLog {
+    /// Whether a refusal of `kind` to or from `peer` is to be logged now; if so, notes that it
+    /// was.
+    fn should_log(&self, peer: NodeId, kind: &'static str) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.0.lock().expect(PEERS_LOCK);
+        let recent = |at: &tokio::time::Instant| now.duration_since(*at) < REFUSAL_LOG_INTERVAL;
+        match last.get(&(peer, kind)) {
+            Some(at) if recent(at) => return false,
+            Some(_) => {}
+            None if last.len() >= REFUSAL_LOG_PEERS_MAX => {
+                last.retain(|_, at| recent(at));
+                if last.len() >= REFUSAL_LOG_PEERS_MAX {
+                    return false;
+                }
+            }
+            None => {}
+        }
+        last.insert((peer, kind), now);
+        true
+    }
+}
+
+/// The opener's side of refusals: what a sender needs to report and log one from its peer.
+/// Cloned into every connection's acknowledgement reader; the log state is shared between
+/// them, so reconnecting does not reset the rate limit.
+#[derive(Clone)]
+struct RefusalReporter {
+    /// The peer this sender talks to.
+    to: NodeId,
+    /// The peer's address.
+    addr: String,
+    reports: mpsc::UnboundedSender<TransportReport>,
+    logged: Arc<RefusalLog>,
+}
+
+impl RefusalReporter {
+    /// Logs (rate-limited) and reports that the peer refused this node.
+    fn refused(&self, refusal: Refusal) {
+        let (to, addr) = (self.to, &self.addr);
+        if self.logged.should_log(to, refusal.kind()) {
+            match &refusal {
+                Refusal::WrongCluster { expected, got } => warn!(
+                    peer = %to,
+                    %addr,
+                    peer_cluster = %expected,
+                    cluster = %got,
+                    "peer {to} at {addr} refused this node because it belongs to cluster \
+                     {expected} while this node is in cluster {got}; if {to} was meant to be a \
+                     member it holds another cluster's data"
+                ),
+                Refusal::Removed { at } => warn!(
+                    peer = %to,
+                    %addr,
+                    removed_at = at.0,
+                    "peer {to} says this node was removed from the cluster (at index {})",
+                    at.0
+                ),
+            }
+        }
+        let _ = self
+            .reports
+            .send(TransportReport::Refused { by: to, refusal });
+    }
 }
 
 /// The sender's socket: counts the bytes the socket accepts and fails a write or flush once
@@ -215,12 +309,27 @@ impl Drop for AbortOnDrop {
 /// Sender side: reads the receiver's acknowledgements until the connection ends, and then
 /// says so, so that the sender replaces the connection before it writes the next message into
 /// a socket nobody reads (the message would be lost; for a vote request, an election's worth).
-async fn read_acks<R: AsyncRead + Unpin>(reader: R, acks: Arc<AckState>) {
+/// A refusal is reported, and marks the connection refused as well as closed.
+async fn read_acks<R: AsyncRead + Unpin>(
+    reader: R,
+    acks: Arc<AckState>,
+    refusals: RefusalReporter,
+) {
     let mut r = BufReader::new(reader);
-    while let Ok(Some(Frame::Ack { bytes, busy })) = frame::read(&mut r).await {
-        acks.bytes.store(bytes, Ordering::Release);
-        if busy {
-            acks.busy.fetch_add(1, Ordering::AcqRel);
+    loop {
+        match frame::read(&mut r).await {
+            Ok(Some(Frame::Ack { bytes, busy })) => {
+                acks.bytes.store(bytes, Ordering::Release);
+                if busy {
+                    acks.busy.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok(Some(Frame::Refused(refusal))) => {
+                acks.refused.store(true, Ordering::Release);
+                refusals.refused(refusal);
+                break;
+            }
+            _ => break,
         }
     }
     acks.closed.store(true, Ordering::Release);
@@ -277,6 +386,21 @@ pub struct SnapshotReport {
     pub delivered: bool,
 }
 
+/// What the transport tells its server, on the channel [`PeerTransport::new`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportReport {
+    /// A snapshot was streamed to a peer, or failed to be.
+    Snapshot(SnapshotReport),
+    /// A peer refused this node's connection: this node belongs to another cluster, or the
+    /// peer knows it was removed from the cluster.
+    Refused {
+        /// The peer that refused.
+        by: NodeId,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
 struct Peer {
     addr: String,
     queue: mpsc::Sender<Message>,
@@ -287,32 +411,111 @@ pub struct PeerTransport<N: Network> {
     id: NodeId,
     /// This node's own Raft address, announced in every Hello.
     addr: String,
+    /// This node's cluster, announced in every Hello and required of every caller.
+    cluster: ClusterId,
     network: Arc<N>,
     peers: Mutex<HashMap<NodeId, Peer>>,
-    reports: mpsc::UnboundedSender<SnapshotReport>,
+    reports: mpsc::UnboundedSender<TransportReport>,
     /// Per peer: the generation of its newest inbound connection.
     inbound: Mutex<HashMap<NodeId, u64>>,
+    /// The peers a committed membership change removed, and that change's index.
+    removed: Mutex<HashMap<NodeId, LogIndex>>,
+    /// The acceptor's refusal log lines, rate-limited.
+    refusals_logged: RefusalLog,
 }
 
 const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
 
 impl<N: Network> PeerTransport<N> {
-    /// A transport for node `id`; the receiver gets the outcome of every snapshot sent.
+    /// A transport for node `id` of `cluster`, listening at `addr`. The receiver gets the
+    /// outcome of every snapshot sent and every refusal by a peer.
     pub fn new(
         id: NodeId,
         addr: String,
+        cluster: ClusterId,
         network: N,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SnapshotReport>) {
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<TransportReport>) {
         let (reports, rx) = mpsc::unbounded_channel();
         let transport = Arc::new(PeerTransport {
             id,
             addr,
+            cluster,
             network: Arc::new(network),
             peers: Mutex::new(HashMap::new()),
             reports,
             inbound: Mutex::new(HashMap::new()),
+            removed: Mutex::new(HashMap::new()),
+            refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster
+    }
+
+    /// Replaces the peers this node knows a committed membership change removed, each with
+    /// the index of that change (the server feeds it from its applied state). Such a peer's
+    /// connections are refused unless the node's latest configuration has it as a member
+    /// again.
+    pub fn set_removed(&self, removed: HashMap<NodeId, LogIndex>) {
+        *self.removed.lock().expect(PEERS_LOCK) = removed;
+    }
+
+    /// The removed peers, as last set by [`PeerTransport::set_removed`].
+    pub fn removed(&self) -> HashMap<NodeId, LogIndex> {
+        self.removed.lock().expect(PEERS_LOCK).clone()
+    }
+
+    /// Why a caller that announced itself as `from` of `cluster` is refused, if it is.
+    fn refusal_for<O: Send + 'static>(
+        &self,
+        from: NodeId,
+        cluster: ClusterId,
+        node: &Node<O>,
+    ) -> Option<Refusal> {
+        if cluster != self.cluster {
+            return Some(Refusal::WrongCluster {
+                expected: self.cluster,
+                got: cluster,
+            });
+        }
+        let at = *self.removed.lock().expect(PEERS_LOCK).get(&from)?;
+        // A node removed and later added back is a member again: the latest configuration,
+        // not the old removal, decides.
+        if node.status().configuration.contains(from) {
+            return None;
+        }
+        Some(Refusal::Removed { at })
+    }
+
+    /// Logs (rate-limited) that this node refused the caller `from` at `addr`.
+    fn log_refusal(&self, from: NodeId, addr: &str, refusal: &Refusal) {
+        if !self.refusals_logged.should_log(from, refusal.kind()) {
+            return;
+        }
+        match refusal {
+            Refusal::WrongCluster { expected, got } => warn!(
+                peer = %from,
+                addr,
+                peer_cluster = %got,
+                cluster = %expected,
+                "refused a peer: node {from} at {addr} belongs to cluster {got}, this node to \
+                 cluster {expected}; if it was meant to join this cluster it holds another \
+                 cluster's data: remove it from this cluster or restart it with an empty data \
+                 directory and --join-addr"
+            ),
+            Refusal::Removed { at } => warn!(
+                peer = %from,
+                addr,
+                removed_at = at.0,
+                "refused a peer: node {from} at {addr} was removed from this cluster (at index \
+                 {}) and still runs; stop it, or to bring it back restart it with an empty data \
+                 directory and --join-addr",
+                at.0
+            ),
+        }
     }
 
     /// Sets (or changes) the address of peer `id`. Must be called inside a tokio runtime.
@@ -328,6 +531,7 @@ impl<N: Network> PeerTransport<N> {
         tokio::spawn(run_sender(
             self.id,
             self.addr.clone(),
+            self.cluster,
             id,
             addr.clone(),
             Arc::clone(&self.network),
@@ -387,12 +591,7 @@ impl<N: Network> Transport for PeerTransport<N> {
             let message = match e {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
-            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                let _ = self.reports.send(SnapshotReport {
-                    to: message.to,
-                    delivered: false,
-                });
-            }
+            fail_snapshot(&message, &self.reports);
             debug!(to = message.to.0, "peer queue full: message dropped");
         }
     }
@@ -402,12 +601,19 @@ impl<N: Network> Transport for PeerTransport<N> {
 async fn run_sender<N: Network>(
     me: NodeId,
     my_addr: String,
+    cluster: ClusterId,
     to: NodeId,
     addr: String,
     network: Arc<N>,
     mut queue: mpsc::Receiver<Message>,
-    reports: mpsc::UnboundedSender<SnapshotReport>,
+    reports: mpsc::UnboundedSender<TransportReport>,
 ) {
+    let refusals = RefusalReporter {
+        to,
+        addr: addr.clone(),
+        reports: reports.clone(),
+        logged: Arc::new(RefusalLog::default()),
+    };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut pending: Option<Message> = None;
     loop {
@@ -441,14 +647,16 @@ async fn run_sender<N: Network>(
         info!(from = me.0, to = to.0, %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
         let acks = Arc::new(AckState::default());
-        let ack_reader =
-            AbortOnDrop(tokio::spawn(read_acks(reader, Arc::clone(&acks))).abort_handle());
-        let mut w = BufWriter::new(Watched::new(writer, acks));
+        let ack_reader = AbortOnDrop(
+            tokio::spawn(read_acks(reader, Arc::clone(&acks), refusals.clone())).abort_handle(),
+        );
+        let mut w = BufWriter::new(Watched::new(writer, Arc::clone(&acks)));
         let mut next = Some(first);
         let result: io::Result<()> = async {
             let hello = Frame::Hello {
                 from: me,
                 addr: my_addr.clone(),
+                cluster,
             };
             frame::write(&mut w, &hello).await?;
             loop {
@@ -479,6 +687,13 @@ async fn run_sender<N: Network>(
         drop((w, ack_reader));
         match result {
             Ok(()) => return,
+            // Refused (already logged and reported): the peer will refuse again until someone
+            // fixes it or this node, so ask at the slowest pace, however long the connection
+            // lived.
+            Err(e) if acks.refused.load(Ordering::Acquire) => {
+                debug!(to = to.0, %addr, error = %e, "peer refused the connection; retrying later");
+                tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
+            }
             Err(e) => {
                 warn!(to = to.0, %addr, error = %e, "peer connection lost; reconnecting");
                 // A connection that had lived a while is replaced at once: it is most often
@@ -498,12 +713,13 @@ async fn run_sender<N: Network>(
     }
 }
 
-fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotReport>) {
+/// Reports a snapshot that was not sent as not delivered (other messages need no report).
+fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<TransportReport>) {
     if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-        let _ = reports.send(SnapshotReport {
+        let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
             to: message.to,
             delivered: false,
-        });
+        }));
     }
 }
 
@@ -511,7 +727,7 @@ fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotRepo
 async fn send_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: Message,
-    reports: &mpsc::UnboundedSender<SnapshotReport>,
+    reports: &mpsc::UnboundedSender<TransportReport>,
 ) -> io::Result<()> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
         return frame::write(w, &Frame::Message(message)).await;
@@ -538,15 +754,17 @@ async fn send_one<W: AsyncWrite + Unpin>(
         w.flush().await
     }
     .await;
-    let _ = reports.send(SnapshotReport {
+    let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
         to,
         delivered: streamed.is_ok(),
-    });
+    }));
     streamed
 }
 
-/// Serves one incoming peer connection: reads frames and steps `node` with each message until
-/// the peer disconnects or misbehaves. Returns why the connection ended.
+/// Serves one incoming peer connection: reads the caller's Hello, refuses a caller of another
+/// cluster or one removed from this cluster (see [`PeerTransport::set_removed`]), and
+/// otherwise steps `node` with each message until the peer disconnects or misbehaves. Returns
+/// why the connection ended (a refusal is a normal end).
 pub async fn serve_connection<S, O, N>(
     stream: S,
     node: Node<O>,
@@ -560,21 +778,29 @@ where
     let (reader, writer) = tokio::io::split(stream);
     let read = Arc::new(AtomicU64::new(0));
     let busy = Arc::new(AtomicBool::new(false));
-    let _ack_writer = AbortOnDrop(
-        tokio::spawn(write_acks(writer, Arc::clone(&read), Arc::clone(&busy))).abort_handle(),
-    );
     let mut r = BufReader::new(Counted {
         inner: reader,
-        read,
+        read: Arc::clone(&read),
     });
-    let from = match frame::read(&mut r).await? {
-        Some(Frame::Hello { from, addr }) => {
-            transport.learn_peer(from, addr);
-            from
-        }
+    let (from, addr, cluster) = match frame::read(&mut r).await? {
+        Some(Frame::Hello {
+            from,
+            addr,
+            cluster,
+        }) => (from, addr, cluster),
         Some(_) => return Err(protocol("the first frame must be Hello")),
         None => return Ok(()),
     };
+    // Decided before anything else happens on this connection: a refused caller is neither
+    // learned as a peer nor acknowledged, and no message of its reaches the node.
+    if let Some(refusal) = transport.refusal_for(from, cluster, &node) {
+        transport.log_refusal(from, &addr, &refusal);
+        refuse(r, writer, refusal).await;
+        return Ok(());
+    }
+    transport.learn_peer(from, addr);
+    let _ack_writer =
+        AbortOnDrop(tokio::spawn(write_acks(writer, read, Arc::clone(&busy))).abort_handle());
     // When this connection ends, the node hears of it if it was the newest one from `from`:
     // if `from` led, its silence from now on is likely for good (a killed process closes its
     // sockets at once). An older connection that the sender already replaced says nothing.
@@ -646,6 +872,27 @@ where
     Ok(())
 }
 
+/// Answers a refused caller with its one frame, then closes the connection, after reading and
+/// discarding what the caller sends for up to [`REFUSAL_LINGER`] (see there why). A caller that
+/// is gone already changes nothing, so errors are ignored.
+async fn refuse<R, W>(mut r: R, mut w: W, refusal: Refusal)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let answered = async {
+        frame::write(&mut w, &Frame::Refused(refusal)).await?;
+        w.flush().await?;
+        w.shutdown().await
+    };
+    if answered.await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 4096];
+    let drain = async { while matches!(r.read(&mut discard).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+}
+
 /// Tells the node that the newest connection from `peer` ended, however it ended.
 struct PeerLostGuard<O: Send + 'static, N: Network> {
     node: Node<O>,
@@ -695,8 +942,11 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{LogIndex, Term};
-    use tokio::io::{AsyncReadExt, DuplexStream};
+    use crate::core::Term;
+    use tokio::io::DuplexStream;
+
+    /// The cluster of the nodes in these tests.
+    const CLUSTER_A: ClusterId = ClusterId(0xaaaa);
 
     /// A network of in-memory streams: every connect hands the far end, with the (virtual)
     /// time of the connect, to the test.
@@ -736,6 +986,7 @@ mod tests {
                 hello,
                 Frame::Hello {
                     from: NodeId(1),
+                    cluster: CLUSTER_A,
                     ..
                 }
             ));
@@ -765,10 +1016,24 @@ mod tests {
 
     /// Node 1's transport with peer 2 on the in-memory network, and the stream of connects.
     fn node1_to_2() -> (Arc<PeerTransport<Duplexes>>, Connects) {
-        let (tx, connects) = mpsc::unbounded_channel();
-        let (transport, _reports) = PeerTransport::new(NodeId(1), "n1".into(), Duplexes(tx));
-        transport.set_peer(NodeId(2), "n2".into());
+        let (transport, connects, _reports) = node1_of_cluster_to_2(CLUSTER_A);
         (transport, connects)
+    }
+
+    /// Node 1's transport, of `cluster`, with peer 2 on the in-memory network, the stream of
+    /// connects, and the transport's reports.
+    fn node1_of_cluster_to_2(
+        cluster: ClusterId,
+    ) -> (
+        Arc<PeerTransport<Duplexes>>,
+        Connects,
+        mpsc::UnboundedReceiver<TransportReport>,
+    ) {
+        let (tx, connects) = mpsc::unbounded_channel();
+        let (transport, reports) =
+            PeerTransport::new(NodeId(1), "n1".into(), cluster, Duplexes(tx));
+        transport.set_peer(NodeId(2), "n2".into());
+        (transport, connects, reports)
     }
 
     /// Opens a connection from node 1 to peer 2 with a first message, lets it live `lived`,
