@@ -941,12 +941,18 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::core::Term;
+    use crate::core::{self, Configuration, HardState, Snapshot, SnapshotMetadata, Term};
+    use crate::node::{DurableState, NodeConfig, SnapshotFiles, StateMachine, WalLogStore};
     use tokio::io::DuplexStream;
+    use wal::{SimFs, Wal, WalConfig};
 
     /// The cluster of the nodes in these tests.
     const CLUSTER_A: ClusterId = ClusterId(0xaaaa);
+    /// Another cluster.
+    const CLUSTER_B: ClusterId = ClusterId(0xbbbb);
 
     /// A network of in-memory streams: every connect hands the far end, with the (virtual)
     /// time of the connect, to the test.
@@ -1143,5 +1149,239 @@ mod tests {
         drop(w);
         reader.await.expect("the reader ends with the stream");
         assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
+    }
+
+    /// A state machine with nothing in it.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Output = ();
+        fn apply(&mut self, _: LogIndex, _: &[u8]) {}
+        fn apply_empty(&mut self, _: LogIndex) {}
+        fn snapshot_data(&self) -> Bytes {
+            Bytes::new()
+        }
+        fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// No snapshot is ever taken in these tests.
+    struct NoFiles;
+
+    impl SnapshotFiles for NoFiles {
+        fn save(&self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+        fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
+            Err("no snapshots here".into())
+        }
+    }
+
+    /// Drops what the node sends: these tests watch what reaches the node, not its answers.
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: Message) {}
+    }
+
+    /// A running node 2 in term 1 with the voters {1, 3}, whose latest configuration has
+    /// `also_learners` too. Node 2 is a learner itself, so it never campaigns: its term moves
+    /// only when a message moves it. The one place these tests build a node (the store's API
+    /// is the part most likely to change under them).
+    fn node2(also_learners: &[NodeId]) -> Node<()> {
+        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
+        let mut learners: BTreeSet<NodeId> = also_learners.iter().copied().collect();
+        learners.insert(NodeId(2));
+        let initial = DurableState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex::ZERO,
+            },
+            snapshot: SnapshotMetadata {
+                index: LogIndex::ZERO,
+                term: Term::ZERO,
+                configuration: Configuration {
+                    voters: [NodeId(1), NodeId(3)].into(),
+                    learners,
+                    ..Configuration::default()
+                },
+            },
+        };
+        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
+        let store = WalLogStore::open(wal, Arc::clone(&files), initial).expect("a fresh store");
+        let config = NodeConfig {
+            raft: core::Config::new(NodeId(2)),
+            tick: Duration::from_millis(10),
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        crate::node::spawn(
+            config,
+            store,
+            Arc::new(Nowhere),
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .expect("the node starts")
+    }
+
+    /// Node 2's transport, of `cluster`; it is only served, never sends.
+    fn node2_transport(cluster: ClusterId) -> Arc<PeerTransport<Duplexes>> {
+        let (unused, _) = mpsc::unbounded_channel();
+        PeerTransport::new(NodeId(2), "n2".into(), cluster, Duplexes(unused)).0
+    }
+
+    /// A message from `from` to node 2 in `term` (a leader's heartbeat).
+    fn heartbeat_from(from: NodeId, term: Term) -> Message {
+        Message {
+            from,
+            to: NodeId(2),
+            term,
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex::ZERO,
+                read_round: 0,
+            },
+        }
+    }
+
+    /// Calls node 2 as `from` of `cluster` and sends a heartbeat of term 5 behind the Hello.
+    /// Returns the caller's end of the connection and the task that serves the other end.
+    async fn call_node2(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        cluster: ClusterId,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_connection(
+            theirs,
+            node.clone(),
+            Arc::clone(transport),
+        ));
+        let hello = Frame::Hello {
+            from,
+            addr: format!("{from}"),
+            cluster,
+        };
+        frame::write(&mut caller, &hello).await.expect("written");
+        let message = Frame::Message(heartbeat_from(from, Term(5)));
+        frame::write(&mut caller, &message).await.expect("written");
+        caller.flush().await.expect("flushed");
+        (BufReader::new(caller), served)
+    }
+
+    /// The next frame the caller reads (`None`: the connection closed); fails the test if
+    /// nothing comes within a (virtual) 10 s.
+    async fn answer(caller: &mut BufReader<DuplexStream>) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), frame::read(caller))
+            .await
+            .expect("an answer in time")
+            .expect("a well-formed frame")
+    }
+
+    /// Node 2's term once it has had (a virtual) second to take in anything it was handed.
+    async fn settled_term(node: &Node<()>) -> Term {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node.status().term
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_of_another_cluster_is_refused_and_none_of_its_messages_reach_the_node() {
+        // Given node 2 of cluster A in term 1,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        // when node 1 calls announcing cluster B, with a heartbeat of term 5 behind its Hello,
+        let (mut caller, served) = call_node2(&node, &transport, NodeId(1), CLUSTER_B).await;
+        // then its one answer is a refusal naming both clusters, and the connection closes,
+        assert_eq!(
+            answer(&mut caller).await,
+            Some(Frame::Refused(Refusal::WrongCluster {
+                expected: CLUSTER_A,
+                got: CLUSTER_B,
+            }))
+        );
+        assert_eq!(answer(&mut caller).await, None);
+        let ended = served.await.expect("the server task ends");
+        assert!(ended.is_ok(), "a refusal is a normal end: {ended:?}");
+        // and the node never took the heartbeat (its term is still 1), nor learned the
+        // caller's address.
+        assert_eq!(settled_term(&node).await, Term(1));
+        assert!(transport.peers().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_peer_is_refused_until_the_configuration_has_it_again() {
+        // Given node 2 that knows node 4 was removed by the change at index 7, and whose
+        // configuration does not have node 4,
+        let removed = HashMap::from([(NodeId(4), LogIndex(7))]);
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        transport.set_removed(removed.clone());
+        assert_eq!(transport.removed(), removed);
+        // when node 4 calls (of the same cluster), then it is refused with the index of its
+        // removal, and its heartbeat does not reach the node.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(4), CLUSTER_A).await;
+        assert_eq!(
+            answer(&mut caller).await,
+            Some(Frame::Refused(Refusal::Removed { at: LogIndex(7) }))
+        );
+        assert_eq!(answer(&mut caller).await, None);
+        assert_eq!(settled_term(&node).await, Term(1));
+
+        // Given the same knowledge on a node whose latest configuration has node 4 again (it
+        // was added back after its removal),
+        let node = node2(&[NodeId(4)]);
+        let transport = node2_transport(CLUSTER_A);
+        transport.set_removed(removed);
+        // when node 4 calls, then it is served: its bytes are acknowledged, and its heartbeat
+        // moves the node to term 5.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(4), CLUSTER_A).await;
+        assert!(
+            matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        assert_eq!(settled_term(&node).await, Term(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_opener_reports_it_and_asks_again_only_after_the_longest_backoff() {
+        // Given node 1 of cluster B, whose peer 2 is a node of cluster A,
+        let (opener, mut connects, mut reports) = node1_of_cluster_to_2(CLUSTER_B);
+        let node = node2(&[]);
+        let acceptor = node2_transport(CLUSTER_A);
+        // when node 1 sends a message,
+        opener.send(heartbeat(1));
+        let (_, far) = next_connect(&mut connects).await;
+        tokio::spawn(serve_connection(far, node.clone(), Arc::clone(&acceptor)));
+        // then its server hears that peer 2 refused it, and why,
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("a report in time");
+        assert_eq!(
+            report,
+            Some(TransportReport::Refused {
+                by: NodeId(2),
+                refusal: Refusal::WrongCluster {
+                    expected: CLUSTER_A,
+                    got: CLUSTER_B,
+                },
+            })
+        );
+        // and when the next message is due, it connects again (the peer may have been
+        // fixed), but only after the longest backoff: a refusal is no passing failure.
+        let due = tokio::time::Instant::now();
+        opener.send(heartbeat(2));
+        let (at, _far) = next_connect(&mut connects).await;
+        assert!(
+            at - due >= RECONNECT_BACKOFF_MAX,
+            "reconnected after {:?}",
+            at - due
+        );
     }
 }
