@@ -7,8 +7,11 @@
 //!      5   n-1  postcard encoding of a `Frame`
 //! ```
 //!
-//! Frames flow from the connection's opener to the acceptor, except [`Frame::Ack`], which the
-//! acceptor sends back now and then to say how many bytes it has read.
+//! The opener's first frame is always [`Frame::Hello`]: who calls, where it listens, and which
+//! cluster it belongs to. Then frames flow from the opener to the acceptor, except two that go
+//! back: [`Frame::Ack`], which the acceptor sends now and then to say how many bytes it has
+//! read, and [`Frame::Refused`], which an acceptor that will not serve the caller (another
+//! cluster's node, or one removed from this cluster) writes as its only frame before it closes.
 //!
 //! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
 //! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
@@ -22,12 +25,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::core::{Message, NodeId};
+use crate::core::{LogIndex, Message, NodeId};
+use crate::node::ClusterId;
 
 /// The wire version this code speaks.
 /// Version 2 added [`Frame::Ack`]: a version-1 receiver never acknowledges, so mixing the two
 /// is refused at the first frame rather than reset every second.
-pub const WIRE_VERSION: u8 = 2;
+/// Version 3 added the cluster id to [`Frame::Hello`] and the [`Frame::Refused`] frame.
+pub const WIRE_VERSION: u8 = 3;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
@@ -47,6 +52,8 @@ pub enum Frame {
         from: NodeId,
         /// The sender's Raft address.
         addr: String,
+        /// The cluster the sender belongs to: an acceptor of another cluster refuses it.
+        cluster: ClusterId,
     },
     /// A Raft message (never an InstallSnapshot with data: that is streamed).
     Message(Message),
@@ -71,6 +78,41 @@ pub enum Frame {
         /// The receiver is blocked handing a message to its busy node.
         busy: bool,
     },
+    /// Acceptor to opener, in answer to the Hello: the acceptor will not serve this caller.
+    /// It is the only frame the acceptor writes on such a connection, and it closes the
+    /// connection after it; nothing the opener sent is handed to the acceptor's node.
+    Refused(Refusal),
+}
+
+/// Why an acceptor refused a connection (see [`Frame::Refused`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The caller belongs to another cluster: a node of one cluster must never step with
+    /// another's messages (they would overwrite its log, or elect a stranger).
+    #[error("the caller belongs to cluster {got}, the refusing node to cluster {expected}")]
+    WrongCluster {
+        /// The refusing node's cluster.
+        expected: ClusterId,
+        /// The cluster the caller announced.
+        got: ClusterId,
+    },
+    /// The refusing node has applied a membership change that removed the caller: the
+    /// caller's votes and messages no longer count, and it should stop.
+    #[error("the caller was removed from the cluster by the membership change at index {}", at.0)]
+    Removed {
+        /// The log index of the membership change that removed the caller.
+        at: LogIndex,
+    },
+}
+
+impl Refusal {
+    /// A short name for the kind of refusal, for log fields and rate limits.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::WrongCluster { .. } => "wrong_cluster",
+            Refusal::Removed { .. } => "removed",
+        }
+    }
 }
 
 /// What can go wrong reading a frame.
@@ -157,10 +199,20 @@ mod tests {
             Frame::Hello {
                 from: NodeId(7),
                 addr: "127.0.0.1:7001".into(),
+                cluster: ClusterId(0xa1),
             },
             heartbeat(),
             Frame::SnapshotChunk(Bytes::from_static(b"abc")),
             Frame::SnapshotEnd,
+            Frame::Ack {
+                bytes: 1 << 40,
+                busy: true,
+            },
+            Frame::Refused(Refusal::WrongCluster {
+                expected: ClusterId(0xa1),
+                got: ClusterId(u64::MAX),
+            }),
+            Frame::Refused(Refusal::Removed { at: LogIndex(42) }),
         ];
         let mut buf = Vec::new();
         for f in &frames {

@@ -13,6 +13,14 @@
 //! moving (a half-open connection, a lost segment in simulation) would otherwise swallow every
 //! later message to that peer.
 //!
+//! Every connection opens with a Hello that names the caller, its address and its cluster. The
+//! acceptor refuses a caller of another cluster, and one that a committed membership change
+//! removed and that is not a member again ([`PeerTransport::set_removed`]): it writes one
+//! `Refused` frame, closes, and steps its node with nothing from that connection. The opener
+//! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
+//! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
+//! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
+//!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
 
@@ -27,13 +35,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::core::{Message, MessageBody, NodeId};
-use crate::node::{Node, Transport};
-use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+use crate::core::{LogIndex, Message, MessageBody, NodeId};
+use crate::node::{ClusterId, Node, Transport};
+use frame::{Frame, Refusal, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
@@ -54,6 +62,19 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
 /// without a reset, or a stream that stopped moving; Raft cannot wait that long. Progress is
 /// counted in bytes, so a large snapshot chunk on a slow link is not mistaken for a stall.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest time between two log lines about refusals of the same kind from or to the
+/// same peer: a refused peer tries again every [`RECONNECT_BACKOFF_MAX`], and one line a minute
+/// tells the operator as much as sixty.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// The most (peer, kind of refusal) pairs whose last log line is remembered. Peer ids come from
+/// untrusted Hellos, so the table is bounded; while it is full of lines younger than
+/// [`REFUSAL_LOG_INTERVAL`], refusals of further peers are not logged.
+pub const REFUSAL_LOG_PEERS_MAX: usize = 1024;
+/// How long an acceptor that refused a connection goes on reading, and discarding, what the
+/// opener sends before it closes. The opener writes its first message right behind its Hello,
+/// and closing a TCP socket with unread bytes resets the connection, which can destroy the
+/// Refused frame before the opener has read it.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What the receiver last acknowledged, stored by the sender's ack reader task.
 #[derive(Default)]
@@ -66,6 +87,79 @@ struct AckState {
     /// The receiver's side of the connection ended (the peer closed it, crashed, or
     /// restarted): nothing more sent on it can arrive.
     closed: AtomicBool,
+    /// The receiver refused the connection (set before `closed`).
+    refused: AtomicBool,
+}
+
+/// When each (peer, kind of refusal) was last logged, so that a refused peer that reconnects
+/// every second is logged once per [`REFUSAL_LOG_INTERVAL`], not every time.
+#[derive(Default)]
+struct RefusalLog(Mutex<HashMap<(NodeId, &'static str), tokio::time::Instant>>);
+
+impl RefusalLog {
+    /// Whether a refusal of `kind` to or from `peer` is to be logged now; if so, notes that it
+    /// was.
+    fn should_log(&self, peer: NodeId, kind: &'static str) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.0.lock().expect(PEERS_LOCK);
+        let recent = |at: &tokio::time::Instant| now.duration_since(*at) < REFUSAL_LOG_INTERVAL;
+        match last.get(&(peer, kind)) {
+            Some(at) if recent(at) => return false,
+            Some(_) => {}
+            None if last.len() >= REFUSAL_LOG_PEERS_MAX => {
+                last.retain(|_, at| recent(at));
+                if last.len() >= REFUSAL_LOG_PEERS_MAX {
+                    return false;
+                }
+            }
+            None => {}
+        }
+        last.insert((peer, kind), now);
+        true
+    }
+}
+
+/// The opener's side of refusals: what a sender needs to report and log one from its peer.
+/// Cloned into every connection's acknowledgement reader; the log state is shared between
+/// them, so reconnecting does not reset the rate limit.
+#[derive(Clone)]
+struct RefusalReporter {
+    /// The peer this sender talks to.
+    to: NodeId,
+    /// The peer's address.
+    addr: String,
+    reports: mpsc::UnboundedSender<TransportReport>,
+    logged: Arc<RefusalLog>,
+}
+
+impl RefusalReporter {
+    /// Logs (rate-limited) and reports that the peer refused this node.
+    fn refused(&self, refusal: Refusal) {
+        let (to, addr) = (self.to, &self.addr);
+        if self.logged.should_log(to, refusal.kind()) {
+            match &refusal {
+                Refusal::WrongCluster { expected, got } => warn!(
+                    peer = %to,
+                    %addr,
+                    peer_cluster = %expected,
+                    cluster = %got,
+                    "peer {to} at {addr} refused this node because it belongs to cluster \
+                     {expected} while this node is in cluster {got}; if {to} was meant to be a \
+                     member it holds another cluster's data"
+                ),
+                Refusal::Removed { at } => warn!(
+                    peer = %to,
+                    %addr,
+                    removed_at = at.0,
+                    "peer {to} says this node was removed from the cluster (at index {})",
+                    at.0
+                ),
+            }
+        }
+        let _ = self
+            .reports
+            .send(TransportReport::Refused { by: to, refusal });
+    }
 }
 
 /// The sender's socket: counts the bytes the socket accepts and fails a write or flush once
@@ -215,12 +309,27 @@ impl Drop for AbortOnDrop {
 /// Sender side: reads the receiver's acknowledgements until the connection ends, and then
 /// says so, so that the sender replaces the connection before it writes the next message into
 /// a socket nobody reads (the message would be lost; for a vote request, an election's worth).
-async fn read_acks<R: AsyncRead + Unpin>(reader: R, acks: Arc<AckState>) {
+/// A refusal is reported, and marks the connection refused as well as closed.
+async fn read_acks<R: AsyncRead + Unpin>(
+    reader: R,
+    acks: Arc<AckState>,
+    refusals: RefusalReporter,
+) {
     let mut r = BufReader::new(reader);
-    while let Ok(Some(Frame::Ack { bytes, busy })) = frame::read(&mut r).await {
-        acks.bytes.store(bytes, Ordering::Release);
-        if busy {
-            acks.busy.fetch_add(1, Ordering::AcqRel);
+    loop {
+        match frame::read(&mut r).await {
+            Ok(Some(Frame::Ack { bytes, busy })) => {
+                acks.bytes.store(bytes, Ordering::Release);
+                if busy {
+                    acks.busy.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok(Some(Frame::Refused(refusal))) => {
+                acks.refused.store(true, Ordering::Release);
+                refusals.refused(refusal);
+                break;
+            }
+            _ => break,
         }
     }
     acks.closed.store(true, Ordering::Release);
@@ -277,6 +386,21 @@ pub struct SnapshotReport {
     pub delivered: bool,
 }
 
+/// What the transport tells its server, on the channel [`PeerTransport::new`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportReport {
+    /// A snapshot was streamed to a peer, or failed to be.
+    Snapshot(SnapshotReport),
+    /// A peer refused this node's connection: this node belongs to another cluster, or the
+    /// peer knows it was removed from the cluster.
+    Refused {
+        /// The peer that refused.
+        by: NodeId,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
 struct Peer {
     addr: String,
     queue: mpsc::Sender<Message>,
@@ -287,32 +411,111 @@ pub struct PeerTransport<N: Network> {
     id: NodeId,
     /// This node's own Raft address, announced in every Hello.
     addr: String,
+    /// This node's cluster, announced in every Hello and required of every caller.
+    cluster: ClusterId,
     network: Arc<N>,
     peers: Mutex<HashMap<NodeId, Peer>>,
-    reports: mpsc::UnboundedSender<SnapshotReport>,
+    reports: mpsc::UnboundedSender<TransportReport>,
     /// Per peer: the generation of its newest inbound connection.
     inbound: Mutex<HashMap<NodeId, u64>>,
+    /// The peers a committed membership change removed, and that change's index.
+    removed: Mutex<HashMap<NodeId, LogIndex>>,
+    /// The acceptor's refusal log lines, rate-limited.
+    refusals_logged: RefusalLog,
 }
 
 const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
 
 impl<N: Network> PeerTransport<N> {
-    /// A transport for node `id`; the receiver gets the outcome of every snapshot sent.
+    /// A transport for node `id` of `cluster`, listening at `addr`. The receiver gets the
+    /// outcome of every snapshot sent and every refusal by a peer.
     pub fn new(
         id: NodeId,
         addr: String,
+        cluster: ClusterId,
         network: N,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SnapshotReport>) {
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<TransportReport>) {
         let (reports, rx) = mpsc::unbounded_channel();
         let transport = Arc::new(PeerTransport {
             id,
             addr,
+            cluster,
             network: Arc::new(network),
             peers: Mutex::new(HashMap::new()),
             reports,
             inbound: Mutex::new(HashMap::new()),
+            removed: Mutex::new(HashMap::new()),
+            refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster
+    }
+
+    /// Replaces the peers this node knows a committed membership change removed, each with
+    /// the index of that change (the server feeds it from its applied state). Such a peer's
+    /// connections are refused unless the node's latest configuration has it as a member
+    /// again.
+    pub fn set_removed(&self, removed: HashMap<NodeId, LogIndex>) {
+        *self.removed.lock().expect(PEERS_LOCK) = removed;
+    }
+
+    /// The removed peers, as last set by [`PeerTransport::set_removed`].
+    pub fn removed(&self) -> HashMap<NodeId, LogIndex> {
+        self.removed.lock().expect(PEERS_LOCK).clone()
+    }
+
+    /// Why a caller that announced itself as `from` of `cluster` is refused, if it is.
+    fn refusal_for<O: Send + 'static>(
+        &self,
+        from: NodeId,
+        cluster: ClusterId,
+        node: &Node<O>,
+    ) -> Option<Refusal> {
+        if cluster != self.cluster {
+            return Some(Refusal::WrongCluster {
+                expected: self.cluster,
+                got: cluster,
+            });
+        }
+        let at = *self.removed.lock().expect(PEERS_LOCK).get(&from)?;
+        // A node removed and later added back is a member again: the latest configuration,
+        // not the old removal, decides.
+        if node.status().configuration.contains(from) {
+            return None;
+        }
+        Some(Refusal::Removed { at })
+    }
+
+    /// Logs (rate-limited) that this node refused the caller `from` at `addr`.
+    fn log_refusal(&self, from: NodeId, addr: &str, refusal: &Refusal) {
+        if !self.refusals_logged.should_log(from, refusal.kind()) {
+            return;
+        }
+        match refusal {
+            Refusal::WrongCluster { expected, got } => warn!(
+                peer = %from,
+                addr,
+                peer_cluster = %got,
+                cluster = %expected,
+                "refused a peer: node {from} at {addr} belongs to cluster {got}, this node to \
+                 cluster {expected}; if it was meant to join this cluster it holds another \
+                 cluster's data: remove it from this cluster or restart it with an empty data \
+                 directory and --join-addr"
+            ),
+            Refusal::Removed { at } => warn!(
+                peer = %from,
+                addr,
+                removed_at = at.0,
+                "refused a peer: node {from} at {addr} was removed from this cluster (at index \
+                 {}) and still runs; stop it, or to bring it back restart it with an empty data \
+                 directory and --join-addr",
+                at.0
+            ),
+        }
     }
 
     /// Sets (or changes) the address of peer `id`. Must be called inside a tokio runtime.
@@ -328,6 +531,7 @@ impl<N: Network> PeerTransport<N> {
         tokio::spawn(run_sender(
             self.id,
             self.addr.clone(),
+            self.cluster,
             id,
             addr.clone(),
             Arc::clone(&self.network),
@@ -387,12 +591,7 @@ impl<N: Network> Transport for PeerTransport<N> {
             let message = match e {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
-            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                let _ = self.reports.send(SnapshotReport {
-                    to: message.to,
-                    delivered: false,
-                });
-            }
+            fail_snapshot(&message, &self.reports);
             debug!(to = message.to.0, "peer queue full: message dropped");
         }
     }
@@ -402,12 +601,19 @@ impl<N: Network> Transport for PeerTransport<N> {
 async fn run_sender<N: Network>(
     me: NodeId,
     my_addr: String,
+    cluster: ClusterId,
     to: NodeId,
     addr: String,
     network: Arc<N>,
     mut queue: mpsc::Receiver<Message>,
-    reports: mpsc::UnboundedSender<SnapshotReport>,
+    reports: mpsc::UnboundedSender<TransportReport>,
 ) {
+    let refusals = RefusalReporter {
+        to,
+        addr: addr.clone(),
+        reports: reports.clone(),
+        logged: Arc::new(RefusalLog::default()),
+    };
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut pending: Option<Message> = None;
     loop {
@@ -441,14 +647,16 @@ async fn run_sender<N: Network>(
         info!(from = me.0, to = to.0, %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
         let acks = Arc::new(AckState::default());
-        let ack_reader =
-            AbortOnDrop(tokio::spawn(read_acks(reader, Arc::clone(&acks))).abort_handle());
-        let mut w = BufWriter::new(Watched::new(writer, acks));
+        let ack_reader = AbortOnDrop(
+            tokio::spawn(read_acks(reader, Arc::clone(&acks), refusals.clone())).abort_handle(),
+        );
+        let mut w = BufWriter::new(Watched::new(writer, Arc::clone(&acks)));
         let mut next = Some(first);
         let result: io::Result<()> = async {
             let hello = Frame::Hello {
                 from: me,
                 addr: my_addr.clone(),
+                cluster,
             };
             frame::write(&mut w, &hello).await?;
             loop {
@@ -479,6 +687,13 @@ async fn run_sender<N: Network>(
         drop((w, ack_reader));
         match result {
             Ok(()) => return,
+            // Refused (already logged and reported): the peer will refuse again until someone
+            // fixes it or this node, so ask at the slowest pace, however long the connection
+            // lived.
+            Err(e) if acks.refused.load(Ordering::Acquire) => {
+                debug!(to = to.0, %addr, error = %e, "peer refused the connection; retrying later");
+                tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
+            }
             Err(e) => {
                 warn!(to = to.0, %addr, error = %e, "peer connection lost; reconnecting");
                 // A connection that had lived a while is replaced at once: it is most often
@@ -498,12 +713,13 @@ async fn run_sender<N: Network>(
     }
 }
 
-fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotReport>) {
+/// Reports a snapshot that was not sent as not delivered (other messages need no report).
+fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<TransportReport>) {
     if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-        let _ = reports.send(SnapshotReport {
+        let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
             to: message.to,
             delivered: false,
-        });
+        }));
     }
 }
 
@@ -511,7 +727,7 @@ fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<SnapshotRepo
 async fn send_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: Message,
-    reports: &mpsc::UnboundedSender<SnapshotReport>,
+    reports: &mpsc::UnboundedSender<TransportReport>,
 ) -> io::Result<()> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
         return frame::write(w, &Frame::Message(message)).await;
@@ -538,15 +754,17 @@ async fn send_one<W: AsyncWrite + Unpin>(
         w.flush().await
     }
     .await;
-    let _ = reports.send(SnapshotReport {
+    let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
         to,
         delivered: streamed.is_ok(),
-    });
+    }));
     streamed
 }
 
-/// Serves one incoming peer connection: reads frames and steps `node` with each message until
-/// the peer disconnects or misbehaves. Returns why the connection ended.
+/// Serves one incoming peer connection: reads the caller's Hello, refuses a caller of another
+/// cluster or one removed from this cluster (see [`PeerTransport::set_removed`]), and
+/// otherwise steps `node` with each message until the peer disconnects or misbehaves. Returns
+/// why the connection ended (a refusal is a normal end).
 pub async fn serve_connection<S, O, N>(
     stream: S,
     node: Node<O>,
@@ -560,21 +778,29 @@ where
     let (reader, writer) = tokio::io::split(stream);
     let read = Arc::new(AtomicU64::new(0));
     let busy = Arc::new(AtomicBool::new(false));
-    let _ack_writer = AbortOnDrop(
-        tokio::spawn(write_acks(writer, Arc::clone(&read), Arc::clone(&busy))).abort_handle(),
-    );
     let mut r = BufReader::new(Counted {
         inner: reader,
-        read,
+        read: Arc::clone(&read),
     });
-    let from = match frame::read(&mut r).await? {
-        Some(Frame::Hello { from, addr }) => {
-            transport.learn_peer(from, addr);
-            from
-        }
+    let (from, addr, cluster) = match frame::read(&mut r).await? {
+        Some(Frame::Hello {
+            from,
+            addr,
+            cluster,
+        }) => (from, addr, cluster),
         Some(_) => return Err(protocol("the first frame must be Hello")),
         None => return Ok(()),
     };
+    // Decided before anything else happens on this connection: a refused caller is neither
+    // learned as a peer nor acknowledged, and no message of its reaches the node.
+    if let Some(refusal) = transport.refusal_for(from, cluster, &node) {
+        transport.log_refusal(from, &addr, &refusal);
+        refuse(r, writer, refusal).await;
+        return Ok(());
+    }
+    transport.learn_peer(from, addr);
+    let _ack_writer =
+        AbortOnDrop(tokio::spawn(write_acks(writer, read, Arc::clone(&busy))).abort_handle());
     // When this connection ends, the node hears of it if it was the newest one from `from`:
     // if `from` led, its silence from now on is likely for good (a killed process closes its
     // sockets at once). An older connection that the sender already replaced says nothing.
@@ -646,6 +872,27 @@ where
     Ok(())
 }
 
+/// Answers a refused caller with its one frame, then closes the connection, after reading and
+/// discarding what the caller sends for up to [`REFUSAL_LINGER`] (see there why). A caller that
+/// is gone already changes nothing, so errors are ignored.
+async fn refuse<R, W>(mut r: R, mut w: W, refusal: Refusal)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let answered = async {
+        frame::write(&mut w, &Frame::Refused(refusal)).await?;
+        w.flush().await?;
+        w.shutdown().await
+    };
+    if answered.await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 4096];
+    let drain = async { while matches!(r.read(&mut discard).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
+}
+
 /// Tells the node that the newest connection from `peer` ended, however it ended.
 struct PeerLostGuard<O: Send + 'static, N: Network> {
     node: Node<O>,
@@ -694,9 +941,18 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
-    use crate::core::{LogIndex, Term};
-    use tokio::io::{AsyncReadExt, DuplexStream};
+    use crate::core::{self, Configuration, HardState, Snapshot, SnapshotMetadata, Term};
+    use crate::node::{DurableState, NodeConfig, SnapshotFiles, StateMachine, WalLogStore};
+    use tokio::io::DuplexStream;
+    use wal::{SimFs, Wal, WalConfig};
+
+    /// The cluster of the nodes in these tests.
+    const CLUSTER_A: ClusterId = ClusterId(0xaaaa);
+    /// Another cluster.
+    const CLUSTER_B: ClusterId = ClusterId(0xbbbb);
 
     /// A network of in-memory streams: every connect hands the far end, with the (virtual)
     /// time of the connect, to the test.
@@ -736,6 +992,7 @@ mod tests {
                 hello,
                 Frame::Hello {
                     from: NodeId(1),
+                    cluster: CLUSTER_A,
                     ..
                 }
             ));
@@ -765,10 +1022,24 @@ mod tests {
 
     /// Node 1's transport with peer 2 on the in-memory network, and the stream of connects.
     fn node1_to_2() -> (Arc<PeerTransport<Duplexes>>, Connects) {
-        let (tx, connects) = mpsc::unbounded_channel();
-        let (transport, _reports) = PeerTransport::new(NodeId(1), "n1".into(), Duplexes(tx));
-        transport.set_peer(NodeId(2), "n2".into());
+        let (transport, connects, _reports) = node1_of_cluster_to_2(CLUSTER_A);
         (transport, connects)
+    }
+
+    /// Node 1's transport, of `cluster`, with peer 2 on the in-memory network, the stream of
+    /// connects, and the transport's reports.
+    fn node1_of_cluster_to_2(
+        cluster: ClusterId,
+    ) -> (
+        Arc<PeerTransport<Duplexes>>,
+        Connects,
+        mpsc::UnboundedReceiver<TransportReport>,
+    ) {
+        let (tx, connects) = mpsc::unbounded_channel();
+        let (transport, reports) =
+            PeerTransport::new(NodeId(1), "n1".into(), cluster, Duplexes(tx));
+        transport.set_peer(NodeId(2), "n2".into());
+        (transport, connects, reports)
     }
 
     /// Opens a connection from node 1 to peer 2 with a first message, lets it live `lived`,
@@ -878,5 +1149,272 @@ mod tests {
         drop(w);
         reader.await.expect("the reader ends with the stream");
         assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
+    }
+
+    /// A state machine with nothing in it.
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        type Output = ();
+        fn apply(&mut self, _: LogIndex, _: &[u8]) {}
+        fn apply_empty(&mut self, _: LogIndex) {}
+        fn snapshot_data(&self) -> Bytes {
+            Bytes::new()
+        }
+        fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// No snapshot is ever taken in these tests.
+    struct NoFiles;
+
+    impl SnapshotFiles for NoFiles {
+        fn save(&self, _: &Snapshot) -> Result<(), String> {
+            Ok(())
+        }
+        fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
+            Err("no snapshots here".into())
+        }
+    }
+
+    /// Drops what the node sends: these tests watch what reaches the node, not its answers.
+    struct Nowhere;
+
+    impl Transport for Nowhere {
+        fn send(&self, _: Message) {}
+    }
+
+    /// A running node 2 in term 1 with the voters {1, 3}, whose latest configuration has
+    /// `also_learners` too. Node 2 is a learner itself, so it never campaigns: its term moves
+    /// only when a message moves it. The one place these tests build a node (the store's API
+    /// is the part most likely to change under them).
+    fn node2(also_learners: &[NodeId]) -> Node<()> {
+        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
+        let mut learners: BTreeSet<NodeId> = also_learners.iter().copied().collect();
+        learners.insert(NodeId(2));
+        let initial = DurableState {
+            hard_state: HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex::ZERO,
+            },
+            snapshot: SnapshotMetadata {
+                index: LogIndex::ZERO,
+                term: Term::ZERO,
+                configuration: Configuration {
+                    voters: [NodeId(1), NodeId(3)].into(),
+                    learners,
+                    ..Configuration::default()
+                },
+            },
+        };
+        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
+        let store = WalLogStore::open(wal, Arc::clone(&files), initial).expect("a fresh store");
+        let config = NodeConfig {
+            raft: core::Config::new(NodeId(2)),
+            tick: Duration::from_millis(10),
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        crate::node::spawn(
+            config,
+            store,
+            Arc::new(Nowhere),
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .expect("the node starts")
+    }
+
+    /// Node 2's transport, of `cluster`; it is only served, never sends.
+    fn node2_transport(cluster: ClusterId) -> Arc<PeerTransport<Duplexes>> {
+        let (unused, _) = mpsc::unbounded_channel();
+        PeerTransport::new(NodeId(2), "n2".into(), cluster, Duplexes(unused)).0
+    }
+
+    /// A message from `from` to node 2 in `term` (a leader's heartbeat).
+    fn heartbeat_from(from: NodeId, term: Term) -> Message {
+        Message {
+            from,
+            to: NodeId(2),
+            term,
+            body: MessageBody::Heartbeat {
+                leader_commit: LogIndex::ZERO,
+                read_round: 0,
+            },
+        }
+    }
+
+    /// Calls node 2 as `from` of `cluster` and sends a heartbeat of term 5 behind the Hello.
+    /// Returns the caller's end of the connection and the task that serves the other end.
+    async fn call_node2(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        cluster: ClusterId,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_connection(
+            theirs,
+            node.clone(),
+            Arc::clone(transport),
+        ));
+        let hello = Frame::Hello {
+            from,
+            addr: format!("{from}"),
+            cluster,
+        };
+        frame::write(&mut caller, &hello).await.expect("written");
+        let message = Frame::Message(heartbeat_from(from, Term(5)));
+        frame::write(&mut caller, &message).await.expect("written");
+        caller.flush().await.expect("flushed");
+        (BufReader::new(caller), served)
+    }
+
+    /// The next frame the caller reads (`None`: the connection closed); fails the test if
+    /// nothing comes within a (virtual) 10 s.
+    async fn answer(caller: &mut BufReader<DuplexStream>) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(10), frame::read(caller))
+            .await
+            .expect("an answer in time")
+            .expect("a well-formed frame")
+    }
+
+    /// Node 2's term once it has had (a virtual) second to take in anything it was handed.
+    async fn settled_term(node: &Node<()>) -> Term {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node.status().term
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_of_another_cluster_is_refused_and_none_of_its_messages_reach_the_node() {
+        // Given node 2 of cluster A in term 1,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        // when node 1 calls announcing cluster B, with a heartbeat of term 5 behind its Hello,
+        let (mut caller, served) = call_node2(&node, &transport, NodeId(1), CLUSTER_B).await;
+        // then its one answer is a refusal naming both clusters, and the connection closes,
+        assert_eq!(
+            answer(&mut caller).await,
+            Some(Frame::Refused(Refusal::WrongCluster {
+                expected: CLUSTER_A,
+                got: CLUSTER_B,
+            }))
+        );
+        assert_eq!(answer(&mut caller).await, None);
+        let ended = served.await.expect("the server task ends");
+        assert!(ended.is_ok(), "a refusal is a normal end: {ended:?}");
+        // and the node never took the heartbeat (its term is still 1), nor learned the
+        // caller's address.
+        assert_eq!(settled_term(&node).await, Term(1));
+        assert!(transport.peers().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_peer_is_refused_until_the_configuration_has_it_again() {
+        // Given node 2 that knows node 4 was removed by the change at index 7, and whose
+        // configuration does not have node 4,
+        let removed = HashMap::from([(NodeId(4), LogIndex(7))]);
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        transport.set_removed(removed.clone());
+        assert_eq!(transport.removed(), removed);
+        // when node 4 calls (of the same cluster), then it is refused with the index of its
+        // removal, and its heartbeat does not reach the node.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(4), CLUSTER_A).await;
+        assert_eq!(
+            answer(&mut caller).await,
+            Some(Frame::Refused(Refusal::Removed { at: LogIndex(7) }))
+        );
+        assert_eq!(answer(&mut caller).await, None);
+        assert_eq!(settled_term(&node).await, Term(1));
+
+        // Given the same knowledge on a node whose latest configuration has node 4 again (it
+        // was added back after its removal),
+        let node = node2(&[NodeId(4)]);
+        let transport = node2_transport(CLUSTER_A);
+        transport.set_removed(removed);
+        // when node 4 calls, then it is served: its bytes are acknowledged, and its heartbeat
+        // moves the node to term 5.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(4), CLUSTER_A).await;
+        assert!(
+            matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        assert_eq!(settled_term(&node).await, Term(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_opener_reports_it_and_asks_again_only_after_the_longest_backoff() {
+        // Given node 1 of cluster B, whose peer 2 is a node of cluster A,
+        let (opener, mut connects, mut reports) = node1_of_cluster_to_2(CLUSTER_B);
+        let node = node2(&[]);
+        let acceptor = node2_transport(CLUSTER_A);
+        // when node 1 sends a message,
+        opener.send(heartbeat(1));
+        let (_, far) = next_connect(&mut connects).await;
+        tokio::spawn(serve_connection(far, node.clone(), Arc::clone(&acceptor)));
+        // then its server hears that peer 2 refused it, and why,
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("a report in time");
+        assert_eq!(
+            report,
+            Some(TransportReport::Refused {
+                by: NodeId(2),
+                refusal: Refusal::WrongCluster {
+                    expected: CLUSTER_A,
+                    got: CLUSTER_B,
+                },
+            })
+        );
+        // and when the next message is due, it connects again (the peer may have been
+        // fixed), but only after the longest backoff: a refusal is no passing failure.
+        let due = tokio::time::Instant::now();
+        opener.send(heartbeat(2));
+        let (at, _far) = next_connect(&mut connects).await;
+        assert!(
+            at - due >= RECONNECT_BACKOFF_MAX,
+            "reconnected after {:?}",
+            at - due
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_logged_once_per_interval_per_peer_and_kind() {
+        // Given a refusal of node 4 just logged,
+        let log = RefusalLog::default();
+        assert!(log.should_log(NodeId(4), "removed"));
+        // when node 4 is refused again within the interval, then it is not logged again,
+        tokio::time::advance(REFUSAL_LOG_INTERVAL - Duration::from_secs(1)).await;
+        assert!(!log.should_log(NodeId(4), "removed"));
+        // while another peer, or another kind of refusal, is;
+        assert!(log.should_log(NodeId(5), "removed"));
+        assert!(log.should_log(NodeId(4), "wrong_cluster"));
+        // and once the interval has passed, node 4's refusal is logged again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(log.should_log(NodeId(4), "removed"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refusal_log_remembers_a_bounded_number_of_peers() {
+        // Given refusals of as many distinct peers as the log remembers, just logged,
+        let log = RefusalLog::default();
+        for id in 0..REFUSAL_LOG_PEERS_MAX as u64 {
+            assert!(log.should_log(NodeId(id), "wrong_cluster"));
+        }
+        // when yet another peer is refused, then it is neither logged nor remembered,
+        let stranger = NodeId(u64::MAX);
+        assert!(!log.should_log(stranger, "wrong_cluster"));
+        assert_eq!(log.0.lock().unwrap().len(), REFUSAL_LOG_PEERS_MAX);
+        // and once the others' lines are older than the interval, they make room for it.
+        tokio::time::advance(REFUSAL_LOG_INTERVAL).await;
+        assert!(log.should_log(stranger, "wrong_cluster"));
+        assert_eq!(log.0.lock().unwrap().len(), 1);
     }
 }
