@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use super::{Event, NodeError, StateMachine};
-use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMetadata, Term};
+use crate::core::{
+    Configuration, Entry, EntryPayload, LogIndex, Snapshot, SnapshotMetadata, Term, confchange,
+};
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
@@ -52,6 +54,9 @@ pub(crate) struct Applier<M: StateMachine> {
     pub(crate) to_loop: mpsc::UnboundedSender<Event<M::Output>>,
     pub(crate) waiters: BTreeMap<LogIndex, (Term, Waiter<M::Output>)>,
     pub(crate) reads: BTreeMap<LogIndex, Vec<Reply<LogIndex>>>,
+    /// The membership as of the applied index: the snapshot's, then each applied change
+    /// applied to it exactly as the core does (an invalid change is skipped by everyone).
+    pub(crate) configuration: Configuration,
 }
 
 const MACHINE_LOCK: &str =
@@ -112,7 +117,10 @@ impl<M: StateMachine> Applier<M> {
                     }
                     EntryPayload::ConfChange(change) => {
                         info!(index = entry.index.0, term = entry.term.0, change = ?change.changes, "membership change applied");
-                        machine.apply_empty(entry.index);
+                        if let Ok(next) = confchange::apply(&self.configuration, change) {
+                            self.configuration = next;
+                        }
+                        machine.apply_conf_change(entry.index, &self.configuration);
                         answers.push((entry.term, waiter, None));
                     }
                     EntryPayload::Noop => {
@@ -181,6 +189,7 @@ impl<M: StateMachine> Applier<M> {
             }
             self.applied.store(index.0, Ordering::Release);
         }
+        self.configuration = snapshot.metadata.configuration.clone();
         self.last_snapshot = index;
         info!(
             index = index.0,

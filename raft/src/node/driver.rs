@@ -32,7 +32,16 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// Reads waiting for the leader to confirm a read index, by context.
     reads: HashMap<u64, Reply<LogIndex>>,
     next_read: u64,
+    /// A peer said this node was removed by the membership change at this index: the core is
+    /// no longer ticked, so the node never campaigns again (see [`Node::removed`]).
+    removed: Option<LogIndex>,
 }
+
+/// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
+/// save, off the write path). The saved commit index is how far the log must reach at the
+/// next start: a log found shorter (a segment deleted or truncated) is refused instead of
+/// silently losing committed entries. With the server's 10 ms tick, every 100 ms.
+pub const COMMIT_SAVE_TICKS: u64 = 10;
 
 /// Starts a node: the loop and the applier, on the current tokio runtime. `machine` must
 /// already hold the state as of the store's snapshot (the caller restores it at start-up);
@@ -50,6 +59,7 @@ where
     M: StateMachine,
 {
     let snapshot_index = store.snapshot_metadata().index;
+    let snapshot_configuration = store.snapshot_metadata().configuration.clone();
     let raft =
         Raft::new(config.raft.clone(), store).map_err(|e| NodeError::Refused(e.to_string()))?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
@@ -69,6 +79,7 @@ where
         to_loop: side_tx,
         waiters: Default::default(),
         reads: Default::default(),
+        configuration: snapshot_configuration,
     };
     tokio::spawn(applier.run(apply_rx));
     let mut node_loop = Loop::<S, T, M> {
@@ -80,6 +91,7 @@ where
         status: status_tx,
         reads: HashMap::new(),
         next_read: 0,
+        removed: None,
     };
     node_loop.publish_status(None);
     tokio::spawn(node_loop.run(config, events_rx, side_rx));
@@ -102,14 +114,19 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         let mut ticks: u64 = 0;
         loop {
             let mut stop = false;
+            let mut ticked = false;
             // Biased, in this order: a due tick first, so that a stream of requests can never
             // starve heartbeats and elections; and no random branch choice, so that a
             // simulation replays exactly from its seed.
             tokio::select! {
                 biased;
                 _ = ticker.tick() => {
-                    self.raft.tick();
+                    // A removed node's clock stands still: it must never campaign again.
+                    if self.removed.is_none() {
+                        self.raft.tick();
+                    }
                     ticks += 1;
+                    ticked = true;
                     // Reads whose caller gave up (timed out) are forgotten.
                     if ticks.is_multiple_of(64) {
                         self.reads.retain(|_, reply| !reply.is_closed());
@@ -139,11 +156,19 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     }
                 },
             }
-            if let Err(e) = self.handle_ready().await {
+            let mut persisted = self.handle_ready().await;
+            // Everything the core handed out is durable now, so its commit index is covered by
+            // the log on disk and may be saved as the bound the log must reach.
+            if persisted.is_ok() && (stop || (ticked && ticks.is_multiple_of(COMMIT_SAVE_TICKS))) {
+                let commit = self.raft.committed();
+                persisted = self.raft.storage_mut().persist_commit(commit);
+            }
+            if let Err(e) = persisted {
                 error!(node = self.raft.id().0, error = %e, "storage failed: the node stops");
                 self.publish_status(Some(e.to_string()));
                 return;
             }
+            self.check_still_removed();
             // The core's invariants, checked in the running node after every Ready (debug
             // builds: the tests and the simulations), not only in the core's own harness.
             debug_assert!(
@@ -206,6 +231,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             }
             Event::Campaign => self.raft.campaign_now(),
             Event::PeerLost(peer) => self.leader_connection_lost(peer),
+            Event::Removed { by, at } => self.told_removed(by, at),
             Event::ReportSnapshot(to, delivered) => self.raft.report_snapshot(to, delivered),
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(Some(reply))).await,
             Event::SnapshotTaken(index, data, reply) => {
@@ -243,6 +269,43 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             "the leader's connection ended: campaigning after the random part of the election timeout"
         );
         self.raft.forget_leader();
+    }
+
+    /// Peer `by` refused this node because it applied the change at `at` that removed it.
+    /// Believed unless this node leads (the core steps a removed leader down by itself once
+    /// the change commits) or its own log holds a later configuration with it (it was added
+    /// back since; the peer's news is older than what this node knows).
+    fn told_removed(&mut self, by: NodeId, at: LogIndex) {
+        if self.removed.is_some() || self.raft.role() == Role::Leader || self.added_back_after(at) {
+            return;
+        }
+        warn!(
+            node = self.raft.id().0,
+            by = by.0,
+            at = at.0,
+            "this node was removed from the cluster: it stops campaigning. To add it back, stop it, move its data directory aside and start it with --join-addr"
+        );
+        self.removed = Some(at);
+        self.publish_status(None);
+    }
+
+    fn added_back_after(&self, at: LogIndex) -> bool {
+        self.raft.configuration().contains(self.raft.id()) && self.raft.configs.current_index() > at
+    }
+
+    /// A removed node that has since received a configuration that includes it again (it was
+    /// added back, and a leader reached it) takes part again.
+    fn check_still_removed(&mut self) {
+        if let Some(at) = self.removed
+            && self.added_back_after(at)
+        {
+            info!(
+                node = self.raft.id().0,
+                "this node was added back to the cluster"
+            );
+            self.removed = None;
+            self.publish_status(None);
+        }
     }
 
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
@@ -370,6 +433,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             match_index,
             snapshot: raft.storage().snapshot_metadata().clone(),
             failed,
+            removed: self.removed,
         };
         self.status.send_if_modified(|old| {
             if *old == status {

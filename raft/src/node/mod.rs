@@ -51,8 +51,17 @@ pub trait StateMachine: Send + 'static {
     /// Applies the committed command at `index`.
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Self::Output;
 
-    /// Notes an applied entry that carries no command (a leader's no-op, a membership change).
+    /// Notes an applied entry that carries no command (a leader's no-op).
     fn apply_empty(&mut self, index: LogIndex);
+
+    /// Notes an applied membership change: `configuration` is the membership in force after
+    /// the entry at `index` (a change the core skipped as invalid leaves it as it was). A
+    /// state machine that keeps cluster records (who was removed, and when) keeps them here;
+    /// the default only notes the index.
+    fn apply_conf_change(&mut self, index: LogIndex, configuration: &Configuration) {
+        let _ = configuration;
+        self.apply_empty(index);
+    }
 
     /// The serialized state as of the last applied index, for a snapshot.
     fn snapshot_data(&self) -> Bytes;
@@ -148,6 +157,9 @@ pub struct Status {
     pub snapshot: SnapshotMetadata,
     /// Set when the node stopped because of a failure.
     pub failed: Option<String>,
+    /// Set when a peer told this node that it was removed from the cluster by the membership
+    /// change at this index: the node no longer campaigns (see [`Node::removed`]).
+    pub removed: Option<LogIndex>,
 }
 
 /// A request into the loop.
@@ -160,6 +172,11 @@ pub(crate) enum Event<O> {
     Campaign,
     /// The transport's connection from this peer ended.
     PeerLost(NodeId),
+    /// Peer `by` refused this node: it applied the change at `at` that removed it.
+    Removed {
+        by: NodeId,
+        at: LogIndex,
+    },
     ReportSnapshot(NodeId, bool),
     SnapshotNow(oneshot::Sender<Result<SnapshotMetadata, NodeError>>),
     /// From the applier: the state machine's data as of `index`.
@@ -246,6 +263,16 @@ impl<O: Send + 'static> Node<O> {
     /// its election timeout as it would have anyway.
     pub fn peer_lost(&self, peer: NodeId) {
         let _ = self.events.try_send(Event::PeerLost(peer));
+    }
+
+    /// Tells the node that peer `by` refused its connection because it applied the membership
+    /// change at index `at`, which removed this node (the transport's outbound side). Unless
+    /// this node leads, or its own log already holds a later configuration that includes it
+    /// (it was added back), it stops campaigning: a removed node's elections can never succeed
+    /// and would only disturb its former peers. It keeps answering leaders, so a node that was
+    /// added back catches up and takes part again. Never waits (see [`Node::peer_lost`]).
+    pub fn removed(&self, by: NodeId, at: LogIndex) {
+        let _ = self.events.try_send(Event::Removed { by, at });
     }
 
     /// Tells the node whether a snapshot it sent to `to` arrived.
