@@ -1,18 +1,24 @@
 //! The replicated state machine the node drives: the key-value store plus the cluster's
-//! address book (which node id is which name, and where its Raft and HTTP ports are).
+//! records: the address book (which node id is which name, and where its Raft and HTTP ports
+//! are) and the removals (which nodes a committed membership change removed, and at which
+//! index), all under the cluster's identity.
 //!
 //! Every log entry the server proposes is a [`Proposal`]: a tag byte, then either a `kv`
 //! command or a member record. The address book is replicated like any write so that every
-//! node, and every node that restarts from a snapshot, knows where its peers are.
+//! node, and every node that restarts from a snapshot, knows where its peers are; a restarting
+//! node also reads the member records still in its log, applied or not (see
+//! [`members_in_log`]), so it never depends on how far it had applied.
 //!
-//! Invariants: the machine's applied index is the `kv` store's; a member record is applied on
-//! every replica at the same index, so all replicas hold the same address book.
+//! Invariants: the machine's applied index is the `kv` store's; a member record and a
+//! membership change are applied on every replica at the same index, so all replicas hold the
+//! same records; a snapshot carries the cluster id and is restored only into a machine of the
+//! same cluster.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use raft::core::{LogIndex, NodeId, Snapshot};
-use raft::node::StateMachine;
+use raft::core::{Configuration, Entry, EntryPayload, LogIndex, NodeId, Snapshot};
+use raft::node::{ClusterId, StateMachine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -72,29 +78,47 @@ pub enum Output {
     Garbage(String),
 }
 
-/// The snapshot's payload beside the `kv` data: the address book.
+/// The snapshot's payload beside the `kv` data: the cluster's identity and records.
 #[derive(Serialize, Deserialize)]
 struct SnapshotExtra {
+    cluster_id: ClusterId,
     members: Vec<MemberInfo>,
+    removed: Vec<(NodeId, LogIndex)>,
 }
 
-/// The key-value store and the address book.
+/// The cluster records as applied, published after every change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Book {
+    /// Where each member can be reached.
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    /// Nodes a committed membership change removed, with the index of that change; a node
+    /// added back leaves this set.
+    pub removed: BTreeMap<NodeId, LogIndex>,
+}
+
+/// The key-value store and the cluster records.
 pub struct Machine {
     /// The key-value state.
     pub kv: kv::KvStore,
-    members: BTreeMap<NodeId, MemberInfo>,
-    members_tx: watch::Sender<BTreeMap<NodeId, MemberInfo>>,
+    cluster_id: ClusterId,
+    book: Book,
+    /// The membership as of the applied index (to see who a change removed).
+    configuration: Configuration,
+    book_tx: watch::Sender<Book>,
 }
 
 impl Machine {
-    /// An empty machine; the receiver sees the address book after every change.
-    pub fn new(config: kv::KvConfig) -> (Machine, watch::Receiver<BTreeMap<NodeId, MemberInfo>>) {
-        let (members_tx, rx) = watch::channel(BTreeMap::new());
+    /// An empty machine of cluster `cluster_id`; the receiver sees the records after every
+    /// change.
+    pub fn new(config: kv::KvConfig, cluster_id: ClusterId) -> (Machine, watch::Receiver<Book>) {
+        let (book_tx, rx) = watch::channel(Book::default());
         (
             Machine {
                 kv: kv::KvStore::new(config),
-                members: BTreeMap::new(),
-                members_tx,
+                cluster_id,
+                book: Book::default(),
+                configuration: Configuration::default(),
+                book_tx,
             },
             rx,
         )
@@ -102,20 +126,48 @@ impl Machine {
 
     /// The address book.
     pub fn members(&self) -> &BTreeMap<NodeId, MemberInfo> {
-        &self.members
+        &self.book.members
     }
 
-    fn publish_members(&self) {
-        self.members_tx.send_replace(self.members.clone());
+    /// The nodes removed by committed membership changes, and when.
+    pub fn removed(&self) -> &BTreeMap<NodeId, LogIndex> {
+        &self.book.removed
     }
 
-    /// Decodes a snapshot's data into a `kv` snapshot and the address book, checking both.
-    fn decode(data: &[u8]) -> Result<(kv::Snapshot, Vec<MemberInfo>), String> {
+    /// The cluster this machine's state belongs to.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
+    }
+
+    fn publish(&self) {
+        self.book_tx.send_replace(self.book.clone());
+    }
+
+    /// Decodes a snapshot's data into a `kv` snapshot and the cluster records, checking both.
+    fn decode(data: &[u8]) -> Result<(kv::Snapshot, SnapshotExtra), String> {
         let snapshot = kv::Snapshot::decode(data).map_err(|e| e.to_string())?;
-        let extra: SnapshotExtra = postcard::from_bytes(&snapshot.meta.config)
-            .map_err(|e| format!("address book: {e}"))?;
-        Ok((snapshot, extra.members))
+        let extra: SnapshotExtra = postcard::from_bytes(&snapshot.meta.config).map_err(|e| {
+            format!("cluster records: {e} (a snapshot from an older RaftKV version without a cluster id?)")
+        })?;
+        Ok((snapshot, extra))
     }
+}
+
+/// The member records in `entries` (a log read back at start), oldest first: the addresses a
+/// restarting node must know before it has applied anything. Raft's membership rule makes a
+/// configuration entry count as soon as it is in the log; the addresses that go with it are
+/// taken the same way.
+pub fn members_in_log(entries: &[Entry]) -> Vec<MemberInfo> {
+    entries
+        .iter()
+        .filter_map(|entry| match &entry.payload {
+            EntryPayload::Normal(data) => match data.split_first() {
+                Some((&TAG_MEMBER, rest)) => postcard::from_bytes::<MemberInfo>(rest).ok(),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 impl StateMachine for Machine {
@@ -128,8 +180,8 @@ impl StateMachine for Machine {
                 let _ = self.kv.mark_applied(index.0);
                 match postcard::from_bytes::<MemberInfo>(rest) {
                     Ok(member) => {
-                        self.members.insert(member.id, member);
-                        self.publish_members();
+                        self.book.members.insert(member.id, member);
+                        self.publish();
                         Output::Member
                     }
                     Err(e) => Output::Garbage(format!("member record: {e}")),
@@ -146,9 +198,30 @@ impl StateMachine for Machine {
         let _ = self.kv.mark_applied(index.0);
     }
 
+    fn apply_conf_change(&mut self, index: LogIndex, configuration: &Configuration) {
+        let _ = self.kv.mark_applied(index.0);
+        for gone in self.configuration.members() {
+            if !configuration.contains(gone) {
+                self.book.removed.insert(gone, index);
+            }
+        }
+        for present in configuration.members() {
+            self.book.removed.remove(&present);
+        }
+        self.configuration = configuration.clone();
+        self.publish();
+    }
+
     fn snapshot_data(&self) -> Bytes {
         let extra = SnapshotExtra {
-            members: self.members.values().cloned().collect(),
+            cluster_id: self.cluster_id,
+            members: self.book.members.values().cloned().collect(),
+            removed: self
+                .book
+                .removed
+                .iter()
+                .map(|(id, at)| (*id, *at))
+                .collect(),
         };
         // The Raft term and membership are kept by the log store beside the snapshot; the
         // `kv` snapshot's own metadata carries the address book instead.
@@ -157,7 +230,13 @@ impl StateMachine for Machine {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let (kv_snapshot, members) = Machine::decode(&snapshot.data)?;
+        let (kv_snapshot, extra) = Machine::decode(&snapshot.data)?;
+        if extra.cluster_id != self.cluster_id {
+            return Err(format!(
+                "the snapshot at index {} belongs to cluster {}, this node to cluster {}",
+                snapshot.metadata.index.0, extra.cluster_id, self.cluster_id
+            ));
+        }
         if kv_snapshot.meta.index != snapshot.metadata.index.0 {
             return Err(format!(
                 "snapshot data is at index {} but its metadata says {}",
@@ -165,13 +244,18 @@ impl StateMachine for Machine {
             ));
         }
         self.kv = kv::KvStore::restore(kv_snapshot, self.kv.config()).map_err(|e| e.to_string())?;
-        self.members = members.into_iter().map(|m| (m.id, m)).collect();
-        self.publish_members();
+        self.book = Book {
+            members: extra.members.into_iter().map(|m| (m.id, m)).collect(),
+            removed: extra.removed.into_iter().collect(),
+        };
+        self.configuration = snapshot.metadata.configuration.clone();
+        self.publish();
         Ok(())
     }
 }
 
-/// Checks snapshot data before it is kept (it may come from the network).
-pub fn verify_snapshot_data(data: &[u8]) -> Result<u64, String> {
-    Machine::decode(data).map(|(s, _)| s.meta.index)
+/// Checks snapshot data before it is kept (it may come from the network); returns its index
+/// and the cluster it belongs to.
+pub fn verify_snapshot_data(data: &[u8]) -> Result<(u64, ClusterId), String> {
+    Machine::decode(data).map(|(s, extra)| (s.meta.index, extra.cluster_id))
 }

@@ -9,30 +9,44 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use raft::core::{Snapshot, SnapshotMetadata};
-use raft::node::SnapshotFiles;
+use raft::node::{ClusterId, SnapshotFiles};
 
 use super::machine::verify_snapshot_data;
 
-/// The node's snapshot directory.
+/// The node's snapshot directory, holding snapshots of one cluster only.
 pub struct KvSnapshotFiles {
     store: Mutex<kv::SnapshotStore>,
+    cluster_id: ClusterId,
 }
 
 const STORE_LOCK: &str = "the snapshot store lock is never held across a panic";
 
 impl KvSnapshotFiles {
-    /// Opens (creating) the directory.
-    pub fn open(dir: std::path::PathBuf) -> Result<Self, String> {
+    /// Opens (creating) the directory for the snapshots of cluster `cluster_id`.
+    pub fn open(dir: std::path::PathBuf, cluster_id: ClusterId) -> Result<Self, String> {
         let store = kv::SnapshotStore::open(dir).map_err(|e| e.to_string())?;
         Ok(KvSnapshotFiles {
             store: Mutex::new(store),
+            cluster_id,
         })
+    }
+
+    /// Checks that `data` is a whole snapshot of this node's cluster; returns its index.
+    fn verify(&self, data: &[u8]) -> Result<u64, String> {
+        let (index, cluster) = verify_snapshot_data(data)?;
+        if cluster != self.cluster_id {
+            return Err(format!(
+                "the snapshot at index {index} belongs to cluster {cluster}, this node to cluster {}",
+                self.cluster_id
+            ));
+        }
+        Ok(index)
     }
 }
 
 impl SnapshotFiles for KvSnapshotFiles {
     fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
-        let index = verify_snapshot_data(&snapshot.data)?;
+        let index = self.verify(&snapshot.data)?;
         if index != snapshot.metadata.index.0 {
             return Err(format!(
                 "snapshot data at index {index} does not match its metadata ({})",
@@ -55,7 +69,8 @@ impl SnapshotFiles for KvSnapshotFiles {
             .ok_or_else(|| format!("no snapshot file for index {}", metadata.index.0))?;
         let bytes = std::fs::read(&file.path)
             .map_err(|e| format!("reading {}: {e}", file.path.display()))?;
-        verify_snapshot_data(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?;
+        self.verify(&bytes)
+            .map_err(|e| format!("{}: {e}", file.path.display()))?;
         Ok(Snapshot {
             metadata: metadata.clone(),
             data: Bytes::from(bytes),
