@@ -9,7 +9,7 @@ use api::config::{self, ConfigArgs, LogFormat};
 use api::server::Server;
 use clap::Parser;
 use raft::core::Role;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// How long a leader waits for its leadership transfer at shutdown before it stops anyway.
 const SHUTDOWN_TRANSFER_WAIT: Duration = Duration::from_secs(2);
@@ -62,18 +62,19 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config) -> ExitCode {
     let http_addr = config.server.http_addr.clone();
-    let server = match Server::start(config).await {
-        Ok(server) => server,
-        Err(e) => {
-            error!(error = %e, "cannot start");
-            eprintln!("raftkv: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Both ports are bound before the data directory is touched (the peer port inside
+    // `Server::start`): a node that cannot listen leaves its data directory as it found it.
     let listener = match tokio::net::TcpListener::bind(&http_addr).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("raftkv: cannot listen for HTTP on {http_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("raftkv: {e}");
             return ExitCode::FAILURE;
         }
     };

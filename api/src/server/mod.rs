@@ -2,25 +2,44 @@
 //! the state machine, the Raft node, the peer transport, and the background duties (keeping
 //! the address book current, promoting caught-up learners).
 //!
-//! A node with an empty data directory either founds a cluster of one (`raft.bootstrap`) or
-//! waits to be added by the cluster it asked to join (`raft.join_addr`). A node with data
-//! restarts from it and ignores both.
+//! How a node starts depends on its data directory ([`data_dir::inspect`]):
+//! - **with data**, it restarts from it, whatever `bootstrap` says; with `join_addr` too, it
+//!   first checks that the address serves its own cluster and refuses to start otherwise;
+//! - **blank**, with `join_addr`, it asks that cluster to add it and takes the cluster's
+//!   identity from the answer ([`join`]) before it writes anything;
+//! - **blank**, with `bootstrap`, it founds a new cluster of one under a fresh [`ClusterId`];
+//! - **blank** with neither, it refuses with one line saying what to pass.
+//!
+//! The listening sockets are bound before the data directory is touched, and a start that
+//! fails after it began filling a blank directory removes what it created
+//! ([`data_dir::CreatedGuard`]): a failed start never leaves a founded cluster behind.
+//!
+//! Peers' addresses come from the snapshot's address book and from the member records still in
+//! the log, applied or not, so a restart never depends on how far the node had applied.
 
+pub mod data_dir;
+pub mod join;
 pub mod machine;
 pub mod snapshots;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft::core::{
     self, ConfChange, ConfChangeKind, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Term,
 };
-use raft::node::{self, DurableState, Node, NodeConfig, SnapshotFiles, WalLogStore};
-use raft::transport::{PeerTransport, TcpNetwork};
+use raft::node::{
+    self, ClusterId, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, StateMachine,
+    WalLogStore,
+};
+use raft::transport::{Network, PeerTransport, Refusal, TcpNetwork, TransportReport};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use machine::{Machine, MemberInfo, Output, Proposal};
+use data_dir::{CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
+use join::{Admission, JoinRefused};
+use machine::{Book, Machine, MemberInfo, Output, Proposal};
 use snapshots::KvSnapshotFiles;
 
 /// How far behind the leader's log a learner may be to be promoted to voter.
@@ -34,7 +53,7 @@ pub const DUTY_INTERVAL: Duration = Duration::from_millis(200);
 /// vote, which costs a whole further election timeout.
 pub const TICKS_PER_HEARTBEAT: u32 = 5;
 
-/// Why a node could not start.
+/// Why a node could not start. Its `Display` is the one line printed before the node exits.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The data directory or a listening socket is unusable.
@@ -45,12 +64,48 @@ pub enum StartError {
         /// The failure.
         source: std::io::Error,
     },
+    /// The data directory holds a damaged or partial node.
+    #[error("{0}")]
+    DataDir(#[from] DataDirError),
     /// The WAL refused to open (locked by another process, or damaged).
     #[error("{0}")]
     Wal(#[from] wal::WalError),
-    /// The durable Raft state or the snapshot is unreadable.
+    /// The durable Raft state is unusable (damaged, too short, of another format).
     #[error("{0}")]
-    Store(String),
+    Store(#[from] node::StoreError),
+    /// The snapshot cannot be loaded or restored.
+    #[error("{0}")]
+    Snapshot(String),
+    /// The Raft node refused its settings.
+    #[error("{0}")]
+    Node(#[from] node::NodeError),
+    /// A blank data directory, and nothing said whether to found or to join.
+    #[error(
+        "{node}: the data directory {dir} is empty and this node was told neither to found a cluster nor to join one: start it with --join-addr URL (the HTTP address of any member) to join a cluster, or with --bootstrap to found a new one"
+    )]
+    NotToldHowToStart {
+        /// The node's name.
+        node: String,
+        /// Its data directory.
+        dir: std::path::PathBuf,
+    },
+    /// The cluster asked to add this node refused.
+    #[error("{0}")]
+    JoinRefused(#[from] JoinRefused),
+    /// The data directory belongs to another cluster than the one `join_addr` serves.
+    #[error(
+        "the data directory {dir} belongs to cluster {ours}, but --join-addr {join_addr} serves cluster {theirs}: a node keeps the cluster it was founded or added in. To join {theirs}, remove this node from {ours} and move the directory aside first"
+    )]
+    OtherCluster {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The cluster in the data directory.
+        ours: ClusterId,
+        /// The cluster `join_addr` serves.
+        theirs: ClusterId,
+        /// The join address.
+        join_addr: String,
+    },
 }
 
 /// A running node and everything the HTTP layer needs to serve it.
@@ -59,6 +114,8 @@ pub struct Server {
     pub config: Config,
     /// This node's id.
     pub id: NodeId,
+    /// The cluster this node belongs to.
+    pub cluster_id: ClusterId,
     /// The Raft node.
     pub node: Node<Output>,
     /// The state machine (read by stale and linearizable reads).
@@ -71,109 +128,44 @@ pub struct Server {
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
+/// How the storage was come by: restarted, founded, or joined.
+enum Origin {
+    Restarted,
+    Founded,
+    Joined(Admission),
+}
+
 impl Server {
     /// This node's own address record.
     pub fn me(&self) -> MemberInfo {
-        MemberInfo {
-            id: self.id,
-            name: self.config.raft.node_id.clone(),
-            raft_addr: self.config.raft.raft_addr.clone(),
-            http_addr: self.config.server.http_addr.clone(),
-        }
+        member_of(&self.config)
     }
 
     /// The address book as this node has applied it.
-    pub fn members(&self) -> std::collections::BTreeMap<NodeId, MemberInfo> {
+    pub fn members(&self) -> BTreeMap<NodeId, MemberInfo> {
         self.machine.lock().expect(MACHINE_LOCK).members().clone()
+    }
+
+    /// The nodes removed from the cluster, as this node has applied it.
+    pub fn removed(&self) -> BTreeMap<NodeId, LogIndex> {
+        self.machine.lock().expect(MACHINE_LOCK).removed().clone()
+    }
+
+    /// The index of the committed membership change that removed this node, if it knows it
+    /// was removed (from its own applied state, or because a peer refused it as removed).
+    pub fn removed_at(&self) -> Option<LogIndex> {
+        let status = self.node.status();
+        if status.configuration.contains(self.id) {
+            return status.removed;
+        }
+        status
+            .removed
+            .or_else(|| self.removed().get(&self.id).copied())
     }
 
     /// Starts the node. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Arc<Server>, StartError> {
-        let id = node::driver::node_id_for_name(&config.raft.node_id);
-        let data_dir = config.storage.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::Io {
-            what: format!("creating the data directory {}", data_dir.display()),
-            source,
-        })?;
-        let wal = wal::Wal::open(
-            wal::RealFs,
-            data_dir.join("wal"),
-            wal::WalConfig {
-                segment_bytes: config.wal.segment_size,
-            },
-        )?;
-        let snapshot_files: Arc<KvSnapshotFiles> =
-            Arc::new(KvSnapshotFiles::open(data_dir.join("snapshots")).map_err(StartError::Store)?);
-        let founding = config.raft.bootstrap && config.raft.join_addr.is_none();
-        // Every node starts from an empty membership; a founder's first log entry adds it as
-        // the only voter, so nodes that join later replay the same history from index 1.
-        let initial = DurableState::default();
-        let files: Arc<dyn SnapshotFiles> = snapshot_files.clone();
-        let mut store = WalLogStore::open(wal, Arc::clone(&files), initial)
-            .map_err(|e| StartError::Store(e.to_string()))?;
-        // A node that has never been a member founds a cluster or asks to join one; a node with
-        // data restarts from it.
-        let fresh = store.is_fresh();
-        if fresh && founding {
-            let first = Entry {
-                term: Term(1),
-                index: LogIndex(1),
-                payload: EntryPayload::ConfChange(ConfChange::single(ConfChangeKind::AddVoter, id)),
-            };
-            let hard_state = HardState {
-                term: Term(1),
-                vote: None,
-                commit: LogIndex(1),
-            };
-            raft::node::LogStore::persist(&mut store, None, &[first], Some(&hard_state))
-                .map_err(|e| StartError::Store(e.to_string()))?;
-            info!(node = %config.raft.node_id, "founded a new cluster of one");
-        }
-        let (mut machine, members_rx) = Machine::new(kv::KvConfig::default());
-        let snapshot_meta = raft::node::LogStore::snapshot_metadata(&store).clone();
-        if snapshot_meta.index.0 > 0 {
-            let snapshot = files.load(&snapshot_meta).map_err(StartError::Store)?;
-            raft::node::StateMachine::restore(&mut machine, &snapshot)
-                .map_err(StartError::Store)?;
-            info!(
-                index = snapshot_meta.index.0,
-                "state machine restored from snapshot"
-            );
-        }
-        let machine = Arc::new(Mutex::new(machine));
-
-        let (transport, mut reports) =
-            PeerTransport::new(id, config.raft.raft_addr.clone(), TcpNetwork);
-        let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
-        let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
-            // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
-            // (the top of the randomised timeout) within u32 whatever the input.
-            .clamp(
-                u128::from(3 * TICKS_PER_HEARTBEAT),
-                u128::from(u32::MAX / 2),
-            ) as u32;
-        let mut raft_config = core::Config::new(id);
-        raft_config.election_ticks = election_ticks;
-        raft_config.heartbeat_ticks = TICKS_PER_HEARTBEAT;
-        raft_config.snapshot_retry_ticks =
-            core::config::SNAPSHOT_RETRY_TICKS_DEFAULT.saturating_mul(TICKS_PER_HEARTBEAT);
-        raft_config.rng_seed = id.0 ^ std::process::id() as u64;
-        let node = node::spawn(
-            NodeConfig {
-                raft: raft_config,
-                tick,
-                snapshot_every: config.storage.snapshot_every,
-                events_per_ready_max: config.wal.batch_size,
-                batch_wait: config.wal.batch_wait_time,
-            },
-            store,
-            Arc::clone(&transport),
-            files,
-            Arc::clone(&machine),
-        )
-        .map_err(|e| StartError::Store(e.to_string()))?;
-
-        // Peers are told `raft_addr`; the socket may be bound elsewhere (a proxy forwards).
+        // Bind first: a node that cannot listen must not have touched its data directory.
         let bind_addr = config
             .raft
             .raft_listen_addr
@@ -189,34 +181,142 @@ impl Server {
             what: "reading the peer listener's address".into(),
             source,
         })?;
+
+        let id = node::driver::node_id_for_name(&config.raft.node_id);
+        let data_dir = config.storage.data_dir.clone();
+        let found = data_dir::inspect(&data_dir)?;
+        let guard = (found == Found::Blank).then(|| CreatedGuard::before_creating(&data_dir));
+        let origin = match found {
+            Found::Member => Origin::Restarted,
+            Found::Blank => {
+                if let Some(join_addr) = &config.raft.join_addr {
+                    Origin::Joined(join::ask_to_join(join_addr, &member_of(&config)).await?)
+                } else if config.raft.bootstrap {
+                    Origin::Founded
+                } else {
+                    return Err(StartError::NotToldHowToStart {
+                        node: config.raft.node_id.clone(),
+                        dir: data_dir,
+                    });
+                }
+            }
+        };
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::Io {
+            what: format!("creating the data directory {}", data_dir.display()),
+            source,
+        })?;
+        let wal = wal::Wal::open(
+            wal::RealFs,
+            data_dir.join(WAL_DIR),
+            wal::WalConfig {
+                segment_bytes: config.wal.segment_size,
+            },
+        )?;
+        let files_for =
+            |cluster| KvSnapshotFiles::open(data_dir.join(SNAPSHOTS_DIR), cluster).map(Arc::new);
+        let (store, snapshot_files) = match &origin {
+            Origin::Restarted => {
+                // The store needs the snapshot files and the files need the store's cluster
+                // id: read the id from the WAL's hard state first.
+                let cluster = WalLogStore::<wal::RealFs>::cluster_id_in(&wal)?;
+                let files = files_for(cluster).map_err(StartError::Snapshot)?;
+                let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
+                (WalLogStore::open(wal, dyn_files)?, files)
+            }
+            Origin::Founded | Origin::Joined(_) => {
+                let cluster = match &origin {
+                    Origin::Joined(admission) => admission.cluster_id,
+                    _ => ClusterId::random(),
+                };
+                let files = files_for(cluster).map_err(StartError::Snapshot)?;
+                let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
+                let mut store = WalLogStore::create(wal, dyn_files, DurableState::new(cluster))?;
+                if matches!(origin, Origin::Founded) {
+                    found_cluster(&mut store, id)?;
+                    info!(node = %config.raft.node_id, cluster = %cluster, "founded a new cluster of one");
+                }
+                (store, files)
+            }
+        };
+        let cluster_id = store.cluster_id();
+        if let (Origin::Restarted, Some(join_addr)) = (&origin, &config.raft.join_addr) {
+            check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
+        }
+
+        let (mut machine, book_rx) = Machine::new(kv::KvConfig::default(), cluster_id);
+        let snapshot_meta = store.snapshot_metadata().clone();
+        if snapshot_meta.index.0 > 0 {
+            let snapshot = snapshot_files
+                .load(&snapshot_meta)
+                .map_err(StartError::Snapshot)?;
+            machine.restore(&snapshot).map_err(StartError::Snapshot)?;
+            info!(
+                index = snapshot_meta.index.0,
+                "state machine restored from snapshot"
+            );
+        }
+        // Where the peers are, before anything is applied: the snapshot's book, then the
+        // member records in the log (newest last), then what the cluster said when it added
+        // this node.
+        let mut addresses: BTreeMap<NodeId, String> = machine
+            .members()
+            .iter()
+            .map(|(id, m)| (*id, m.raft_addr.clone()))
+            .collect();
+        for member in machine::members_in_log(&log_entries(&store)?) {
+            addresses.insert(member.id, member.raft_addr);
+        }
+        if let Origin::Joined(admission) = &origin {
+            for member in &admission.members {
+                addresses.insert(member.id, member.raft_addr.clone());
+            }
+        }
+        let machine = Arc::new(Mutex::new(machine));
+
+        let (transport, reports) =
+            PeerTransport::new(id, config.raft.raft_addr.clone(), cluster_id, TcpNetwork);
+        for (peer, addr) in addresses {
+            transport.set_peer(peer, addr);
+        }
+        let files: Arc<dyn SnapshotFiles> = snapshot_files;
+        let node = node::spawn(
+            node_config(&config, id),
+            store,
+            Arc::clone(&transport),
+            files,
+            Arc::clone(&machine),
+        )?;
         tokio::spawn(raft::transport::serve_tcp(
             listener,
             node.clone(),
             Arc::clone(&transport),
         ));
-        let reporter = node.clone();
-        tokio::spawn(async move {
-            while let Some(report) = reports.recv().await {
-                reporter.report_snapshot(report.to, report.delivered).await;
-            }
-        });
+        tokio::spawn(handle_reports(node.clone(), reports));
 
         let server = Arc::new(Server {
             config,
             id,
+            cluster_id,
             node,
             machine,
             transport,
             raft_listen_addr,
         });
-        tokio::spawn(keep_peers_current(Arc::clone(&server), members_rx));
+        tokio::spawn(follow_records(
+            Arc::clone(&server.transport),
+            server.node.clone(),
+            book_rx,
+        ));
         tokio::spawn(leader_duties(Arc::clone(&server)));
-        if let Some(join_addr) = server.config.raft.join_addr.clone()
-            && fresh
-        {
-            tokio::spawn(join_cluster(Arc::clone(&server), join_addr));
+        if let Some(guard) = guard {
+            guard.disarm();
         }
-        info!(node = %server.config.raft.node_id, id = id.0, raft = %server.raft_listen_addr, founding, "node started");
+        let how = match origin {
+            Origin::Restarted => "restarted",
+            Origin::Founded => "founded",
+            Origin::Joined(_) => "joined",
+        };
+        info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how, "node started");
         Ok(server)
     }
 
@@ -241,53 +341,150 @@ impl Server {
     }
 }
 
-/// The first delay between join attempts; it doubles up to [`JOIN_RETRY_MAX`].
-pub const JOIN_RETRY_MIN: Duration = Duration::from_millis(200);
-/// The longest delay between join attempts.
-pub const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Asks the cluster at `join_addr` to add this node, until it says yes. The cluster adds it as
-/// a learner and promotes it once caught up.
-async fn join_cluster(server: Arc<Server>, join_addr: String) {
-    let me = server.me();
-    let url = format!("{}/cluster/join", join_addr.trim_end_matches('/'));
-    let body = serde_json::json!({"node_id": me.name, "raft_addr": me.raft_addr, "http_addr": me.http_addr});
-    let mut delay = JOIN_RETRY_MIN;
-    loop {
-        match crate::http::post_json(&url, &body).await {
-            Ok((status, answer)) if status.is_success() => {
-                info!(%url, answer = %answer, "joined the cluster");
-                return;
-            }
-            Ok((status, answer)) => {
-                warn!(%url, status = status.as_u16(), answer = %answer, "join refused; retrying")
-            }
-            Err(e) => warn!(%url, error = %e, "join failed; retrying"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(JOIN_RETRY_MAX);
+/// This node's address record, from its configuration.
+fn member_of(config: &Config) -> MemberInfo {
+    MemberInfo {
+        id: node::driver::node_id_for_name(&config.raft.node_id),
+        name: config.raft.node_id.clone(),
+        raft_addr: config.raft.raft_addr.clone(),
+        http_addr: config.server.http_addr.clone(),
     }
 }
 
-/// Keeps the transport's peer table equal to the applied address book.
-async fn keep_peers_current(
-    server: Arc<Server>,
-    mut members: tokio::sync::watch::Receiver<std::collections::BTreeMap<NodeId, MemberInfo>>,
+/// The node's settings from the server's configuration.
+fn node_config(config: &Config, id: NodeId) -> NodeConfig {
+    let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
+    let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
+        // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
+        // (the top of the randomised timeout) within u32 whatever the input.
+        .clamp(
+            u128::from(3 * TICKS_PER_HEARTBEAT),
+            u128::from(u32::MAX / 2),
+        ) as u32;
+    let mut raft_config = core::Config::new(id);
+    raft_config.election_ticks = election_ticks;
+    raft_config.heartbeat_ticks = TICKS_PER_HEARTBEAT;
+    raft_config.snapshot_retry_ticks =
+        core::config::SNAPSHOT_RETRY_TICKS_DEFAULT.saturating_mul(TICKS_PER_HEARTBEAT);
+    raft_config.rng_seed = id.0 ^ std::process::id() as u64;
+    NodeConfig {
+        raft: raft_config,
+        tick,
+        snapshot_every: config.storage.snapshot_every,
+        events_per_ready_max: config.wal.batch_size,
+        batch_wait: config.wal.batch_wait_time,
+    }
+}
+
+/// Writes the founding entry of a new cluster of one: `id` as its only voter, committed.
+fn found_cluster(store: &mut WalLogStore<wal::RealFs>, id: NodeId) -> Result<(), StartError> {
+    let first = Entry {
+        term: Term(1),
+        index: LogIndex(1),
+        payload: EntryPayload::ConfChange(ConfChange::single(ConfChangeKind::AddVoter, id)),
+    };
+    let hard_state = HardState {
+        term: Term(1),
+        vote: None,
+        commit: LogIndex(1),
+    };
+    store.persist(None, &[first], Some(&hard_state))?;
+    store.persist_commit(LogIndex(1))?;
+    Ok(())
+}
+
+/// Every entry the store holds after its snapshot.
+fn log_entries(store: &WalLogStore<wal::RealFs>) -> Result<Vec<Entry>, StartError> {
+    use raft::core::Storage;
+    let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
+    let first = store.first_index().map_err(unreadable)?;
+    let last = store.last_index().map_err(unreadable)?;
+    store
+        .entries(first, last.next(), u64::MAX)
+        .map_err(unreadable)
+}
+
+/// A restarting node that was also given `join_addr` checks that the address serves its own
+/// cluster: pointing a member of one cluster at another is a mistake to stop at, not to run
+/// with. When the address does not answer, the node restarts anyway (a restart must come back
+/// even with that node down), and says so.
+async fn check_join_addr_cluster(
+    dir: &std::path::Path,
+    ours: ClusterId,
+    join_addr: &str,
+) -> Result<(), StartError> {
+    match join::cluster_of(join_addr).await {
+        Some(theirs) if theirs != ours => Err(StartError::OtherCluster {
+            dir: dir.to_path_buf(),
+            ours,
+            theirs,
+            join_addr: join_addr.to_string(),
+        }),
+        Some(_) => {
+            info!(cluster = %ours, %join_addr, "restarting as a member; join_addr serves the same cluster");
+            Ok(())
+        }
+        None => {
+            warn!(cluster = %ours, %join_addr, "restarting as a member; join_addr did not say which cluster it serves");
+            Ok(())
+        }
+    }
+}
+
+/// Hands the transport's news to the node: how each snapshot sent went, and which peers
+/// refused this node as removed. Runs until the transport is dropped.
+pub async fn handle_reports(
+    node: Node<Output>,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<TransportReport>,
+) {
+    while let Some(report) = reports.recv().await {
+        match report {
+            TransportReport::Snapshot(report) => {
+                node.report_snapshot(report.to, report.delivered).await
+            }
+            TransportReport::Refused {
+                by,
+                refusal: Refusal::Removed { at },
+            } => node.removed(by, at),
+            // The transport logged it; nothing here can mend another cluster's node.
+            TransportReport::Refused { .. } => {}
+        }
+    }
+}
+
+/// Keeps the transport's peer table in step with the applied records: every member's address,
+/// and which nodes were removed (their connections are refused, and they are told why). Runs
+/// until the machine is dropped.
+pub async fn follow_records<N: Network>(
+    transport: Arc<PeerTransport<N>>,
+    node: Node<Output>,
+    mut book: tokio::sync::watch::Receiver<Book>,
 ) {
     loop {
-        let book = members.borrow_and_update().clone();
-        for (id, member) in &book {
-            server.transport.set_peer(*id, member.raft_addr.clone());
+        let current = book.borrow_and_update().clone();
+        for (id, member) in &current.members {
+            transport.set_peer(*id, member.raft_addr.clone());
         }
-        for (id, _) in server.transport.peers() {
-            if !book.contains_key(&id) {
-                server.transport.remove_peer(id);
+        let configuration = node.status().configuration;
+        for (id, _) in transport.peers() {
+            if current.removed.contains_key(&id) && !configuration.contains(id) {
+                transport.remove_peer(id);
             }
         }
-        if members.changed().await.is_err() {
+        transport.set_removed(current.removed.into_iter().collect());
+        if book.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// Whether a leader may promote a learner whose replication stands at `match_index`: it must
+/// have acknowledged entries from this leader (a leader's record of every follower starts at
+/// zero, so a learner that was never reached, or that runs another cluster's data, never
+/// qualifies, however short the log) and be within [`PROMOTE_LAG_ENTRIES_MAX`] of the leader's
+/// last index.
+pub fn may_promote(match_index: LogIndex, last_index: LogIndex) -> bool {
+    match_index > LogIndex::ZERO && last_index.count_since(match_index) <= PROMOTE_LAG_ENTRIES_MAX
 }
 
 /// What only the leader does, periodically: make sure its own address record is current,
@@ -311,27 +508,44 @@ async fn leader_duties(server: Arc<Server>) {
             continue;
         }
         let configuration = &status.configuration;
-        if !configuration.voters_outgoing.is_empty() {
+        if configuration.is_joint() {
             continue; // A change is in flight.
         }
-        for learner in &configuration.learners {
-            let caught_up = status.match_index.iter().any(|(id, m)| {
-                id == learner && m.0 + PROMOTE_LAG_ENTRIES_MAX >= status.last_index.0
-            });
-            if caught_up {
-                info!(learner = learner.0, "learner caught up: promoting to voter");
-                match server
-                    .node
-                    .change_membership(ConfChange::single(ConfChangeKind::AddVoter, *learner))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(learner = learner.0, error = %e, "promotion failed; will retry")
-                    }
-                }
-                break; // One change at a time.
+        let promotable = configuration.learners.iter().find(|learner| {
+            status
+                .match_index
+                .iter()
+                .any(|(id, m)| id == *learner && may_promote(*m, status.last_index))
+        });
+        if let Some(&learner) = promotable {
+            let name = server
+                .members()
+                .get(&learner)
+                .map_or_else(|| learner.to_string(), |m| m.name.clone());
+            info!(learner = %name, "learner caught up: promoting to voter");
+            if let Err(e) = server
+                .node
+                .change_membership(ConfChange::single(ConfChangeKind::AddVoter, learner))
+                .await
+            {
+                warn!(learner = %name, error = %e, "promotion failed; will retry");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_learner_is_promoted_only_after_it_acknowledged_entries_and_caught_up() {
+        // Given a young cluster whose log has 5 entries, a learner the leader never reached
+        // (match 0) is not promoted, though it is "within 100 entries".
+        assert!(!may_promote(LogIndex(0), LogIndex(5)));
+        // One that acknowledged the whole log is; one 100 behind is; one 101 behind is not.
+        assert!(may_promote(LogIndex(5), LogIndex(5)));
+        assert!(may_promote(LogIndex(100), LogIndex(200)));
+        assert!(!may_promote(LogIndex(99), LogIndex(200)));
     }
 }

@@ -1,0 +1,191 @@
+//! The joining side of membership: a node with a blank data directory asks a member of an
+//! existing cluster to add it, and learns the cluster's identity and address book from the
+//! answer *before* it writes anything or accepts a peer; a node with data that was also given
+//! `join_addr` checks that the address belongs to its own cluster.
+//!
+//! Learning the identity from the answer to its own request is what keeps a joiner from being
+//! captured: it accepts peers of exactly the cluster it asked, never of whichever cluster
+//! happens to reach it first.
+
+use std::time::Duration;
+
+use raft::node::ClusterId;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::machine::MemberInfo;
+
+/// The first delay between join attempts; it doubles up to [`JOIN_RETRY_MAX`].
+pub const JOIN_RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest delay between join attempts.
+pub const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a restarting node waits for `join_addr` to say which cluster it serves. A restart
+/// must come back even when that node is down, so an unanswered check only warns.
+pub const CLUSTER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a cluster said when it added this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The cluster this node now belongs to.
+    pub cluster_id: ClusterId,
+    /// Its members' addresses, so the new node can answer any of them at once.
+    pub members: Vec<MemberInfo>,
+}
+
+/// Why a join will never succeed as asked (retrying cannot help).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster at {url} refused to add this node ({status} {code}): {message}")]
+pub struct JoinRefused {
+    /// The join URL.
+    pub url: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The error code of the answer.
+    pub code: String,
+    /// The cluster's explanation.
+    pub message: String,
+}
+
+fn base(join_addr: &str) -> &str {
+    join_addr.trim_end_matches('/')
+}
+
+/// Whether an answer is worth another attempt: the cluster is busy, has no leader yet, or is
+/// in the middle of another membership change.
+fn transient(status: u16, code: &str) -> bool {
+    matches!(status, 0 | 429 | 500..=599) || code == "conf_change_in_progress"
+}
+
+fn parse_admission(answer: &Value) -> Option<Admission> {
+    let cluster_id = answer.get("cluster_id")?.as_str()?.parse().ok()?;
+    let members = answer
+        .get("members")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            let name = m.get("id")?.as_str()?.to_string();
+            Some(MemberInfo {
+                id: raft::node::driver::node_id_for_name(&name),
+                name,
+                raft_addr: m.get("raft_addr")?.as_str()?.to_string(),
+                http_addr: m.get("http_addr")?.as_str()?.to_string(),
+            })
+        })
+        .collect();
+    Some(Admission {
+        cluster_id,
+        members,
+    })
+}
+
+/// Asks the cluster at `join_addr` to add `me` (as a learner; the leader promotes it once it
+/// has caught up), until it says yes or refuses for good. Network errors and busy answers are
+/// retried with a growing delay.
+pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, JoinRefused> {
+    let url = format!("{}/cluster/join", base(join_addr));
+    // `fresh`: the node asks for itself and has a blank data directory, so the cluster need
+    // not ask it which cluster it belongs to (it belongs to none yet).
+    let body = json!({
+        "node_id": me.name,
+        "raft_addr": me.raft_addr,
+        "http_addr": me.http_addr,
+        "fresh": true,
+    });
+    let mut delay = JOIN_RETRY_MIN;
+    loop {
+        let (status, answer) = match crate::http::post_json(&url, &body).await {
+            Ok((status, answer)) => (status.as_u16(), answer),
+            Err(e) => {
+                warn!(%url, error = %e, "cannot reach the cluster to join; retrying");
+                (0, Value::Null)
+            }
+        };
+        let code = answer
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if status == 200 {
+            match parse_admission(&answer) {
+                Some(admission) => {
+                    info!(%url, cluster = %admission.cluster_id, "the cluster added this node");
+                    return Ok(admission);
+                }
+                None => {
+                    return Err(JoinRefused {
+                        url,
+                        status,
+                        code: "bad_answer".into(),
+                        message: format!("the answer names no cluster id: {answer}"),
+                    });
+                }
+            }
+        }
+        if !transient(status, &code) {
+            let message = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no explanation")
+                .to_string();
+            return Err(JoinRefused {
+                url,
+                status,
+                code,
+                message,
+            });
+        }
+        if status != 0 {
+            warn!(%url, status, code = %code, "the cluster cannot add this node yet; retrying");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(JOIN_RETRY_MAX);
+    }
+}
+
+/// The cluster the node at `join_addr` serves, if it answers within
+/// [`CLUSTER_CHECK_TIMEOUT`]; `None` when it cannot be asked.
+pub async fn cluster_of(join_addr: &str) -> Option<ClusterId> {
+    let url = format!("{}/cluster/id", base(join_addr));
+    match crate::http::get_json(&url, CLUSTER_CHECK_TIMEOUT).await {
+        Ok((status, answer)) if status.is_success() => answer
+            .get("cluster_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_answers_are_retried_and_refusals_are_final() {
+        for (status, code) in [
+            (0, ""),
+            (503, "no_leader"),
+            (409, "conf_change_in_progress"),
+        ] {
+            assert!(transient(status, code), "{status} {code}");
+        }
+        for (status, code) in [
+            (409, "member_exists"),
+            (400, "bad_request"),
+            (409, "cluster_mismatch"),
+        ] {
+            assert!(!transient(status, code), "{status} {code}");
+        }
+    }
+
+    #[test]
+    fn an_admission_carries_the_cluster_id_and_the_members() {
+        let answer = json!({
+            "id": "n4", "role": "learner", "cluster_id": "00000000000000ab",
+            "members": [{"id": "n1", "raft_addr": "h:1", "http_addr": "h:2"}],
+        });
+        let admission = parse_admission(&answer).expect("a valid answer");
+        assert_eq!(admission.cluster_id, ClusterId(0xab));
+        assert_eq!(admission.members[0].name, "n1");
+        assert!(parse_admission(&json!({"id": "n4"})).is_none());
+    }
+}
