@@ -36,8 +36,9 @@ pub struct ConfigArgs {
     /// raft.join_addr: HTTP URL of a member of the cluster to join.
     #[arg(long, alias = "join")]
     pub join_addr: Option<String>,
-    /// raft.bootstrap: start a new cluster when the data directory is empty.
-    #[arg(long)]
+    /// raft.bootstrap: found a new cluster when the data directory is empty (`--bootstrap`
+    /// alone means true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub bootstrap: Option<bool>,
     /// server.http_addr: host:port of the HTTP API.
     #[arg(long)]
@@ -155,6 +156,12 @@ impl Layers {
                     problem: "cannot be true together with raft.join_addr (a node either founds a cluster or joins one)".into(),
                 });
             }
+            config.raft.bootstrap = false;
+        } else if !origin.contains_key("raft.bootstrap") && origin.contains_key("raft.node_id") {
+            // Founding is explicit: a node given a name of its own was set up as a member of
+            // some cluster (perhaps already added to one, by name), and founding another in
+            // its place would split its clients' writes off. Only the nameless quick-start
+            // node founds without being told.
             config.raft.bootstrap = false;
         }
         config.validate().map_err(|e| match e {

@@ -88,7 +88,10 @@ pub struct RaftSection {
     /// `raft_addr` (behind NAT or a port-forwarding proxy; the Jepsen-style runner puts a
     /// fault-injecting proxy there). Unset: listen on `raft_addr`.
     pub raft_listen_addr: Option<String>,
-    /// Start a new cluster of one when the data directory is empty and no `join_addr` is set.
+    /// Found a new cluster of one when the data directory is empty. Founding is explicit: a
+    /// node given `join_addr` never founds, and a node given its own name (`node_id` set in
+    /// any layer) founds only when this is set to true; left unset, only the quick-start node
+    /// (nothing configured) founds. Ignored when the data directory holds a node's data.
     pub bootstrap: bool,
     /// HTTP URL of any member of an existing cluster to join (as a learner, promoted once
     /// caught up). Unset: bootstrap or restart from the data directory.
@@ -193,6 +196,8 @@ pub const WAL_SEGMENT_SIZE_MIN: u64 = 4 * 1024;
 pub const WAL_SEGMENT_SIZE_MAX: u64 = 1024 * 1024 * 1024;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
+/// The longest `host:port` address (a DNS name is at most 253 bytes).
+pub const ADDRESS_BYTES_MAX: usize = 255;
 
 impl Default for Config {
     /// A single node with data in `./data` and HTTP on `127.0.0.1:8080`. The timeouts are chosen
@@ -237,42 +242,54 @@ fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Checks a node name: 1 to [`NODE_ID_BYTES_MAX`] letters, digits, `-`, `_` or `.`. The same
+/// rule holds wherever a name comes in (the config, a join request), so a name a node can be
+/// started with is exactly a name the cluster accepts.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > NODE_ID_BYTES_MAX {
+        return Err(format!("must be 1 to {NODE_ID_BYTES_MAX} characters"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "`{}` may hold only letters, digits, '-', '_' and '.'",
+            id.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that `text` is `host:port` with a non-empty host and a numeric port.
-fn check_host_port(key: &str, text: &str) -> Result<(), ConfigError> {
+pub fn check_address(text: &str) -> Result<(), String> {
+    if text.len() > ADDRESS_BYTES_MAX {
+        return Err(format!(
+            "an address of {} bytes is longer than {ADDRESS_BYTES_MAX}",
+            text.len()
+        ));
+    }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(bad(key, format!("`{text}` is not host:port")));
+        return Err(format!("`{}` is not host:port", text.escape_debug()));
     };
-    if host.is_empty() || host.contains('/') {
-        return Err(bad(key, format!("`{text}` has no valid host")));
+    if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
+        return Err(format!("`{}` has no valid host", text.escape_debug()));
     }
     port.parse::<u16>()
-        .map_err(|_| bad(key, format!("`{port}` is not a port number")))?;
+        .map_err(|_| format!("`{}` is not a port number", port.escape_debug()))?;
     Ok(())
+}
+
+/// [`check_address`] for config key `key`.
+fn check_host_port(key: &str, text: &str) -> Result<(), ConfigError> {
+    check_address(text).map_err(|problem| bad(key, problem))
 }
 
 impl Config {
     /// Checks ranges and relations between keys that the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.raft;
-        if r.node_id.is_empty() || r.node_id.len() > NODE_ID_BYTES_MAX {
-            return Err(bad(
-                "raft.node_id",
-                format!("must be 1 to {NODE_ID_BYTES_MAX} characters"),
-            ));
-        }
-        if !r
-            .node_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(bad(
-                "raft.node_id",
-                format!(
-                    "`{}` may hold only letters, digits, '-', '_' and '.'",
-                    r.node_id
-                ),
-            ));
-        }
+        check_node_id(&r.node_id).map_err(|problem| bad("raft.node_id", problem))?;
         check_host_port("raft.raft_addr", &r.raft_addr)?;
         if let Some(listen) = &r.raft_listen_addr {
             check_host_port("raft.raft_listen_addr", listen)?;

@@ -29,6 +29,8 @@ fn role_name(server: &Server, status: &Status, id: raft::core::NodeId) -> &'stat
         "leader"
     } else if config.learners.contains(&id) || config.learners_next.contains(&id) {
         "learner"
+    } else if id == server.id && server.removed_at().is_some() {
+        "removed"
     } else if config.voters.contains(&id) || config.voters_outgoing.contains(&id) {
         if id == server.id {
             match status.role {
@@ -49,10 +51,18 @@ pub fn ready(server: &Server) -> Handled {
     let config = &status.configuration;
     let member = config.voters.contains(&server.id) || config.learners.contains(&server.id);
     let caught_up = status.applied.0 + READY_LAG_ENTRIES_MAX >= status.commit.0;
+    if let Some(at) = server.removed_at() {
+        return Err(removed_error(server, at));
+    }
     if member && status.leader.is_some() && caught_up && status.failed.is_none() {
-        ok(
-            json!({"status": "ready", "applied_index": status.applied.0, "commit_index": status.commit.0}),
-        )
+        ok(json!({
+            "status": "ready",
+            "cluster_id": server.cluster_id.to_string(),
+            "term": status.term.0,
+            "applied_index": status.applied.0,
+            "commit_index": status.commit.0,
+            "snapshot_index": status.snapshot.index.0,
+        }))
     } else {
         let why = if status.failed.is_some() {
             "the node stopped after a storage failure"
@@ -69,6 +79,19 @@ pub fn ready(server: &Server) -> Handled {
             why,
         ))
     }
+}
+
+/// The answer of a node that knows it was removed from its cluster (410 Gone, as etcd's
+/// "member has been permanently removed"): it serves nothing, and says how to add it back.
+pub fn removed_error(server: &Server, at: raft::core::LogIndex) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "node_removed",
+        format!(
+            "{} was removed from cluster {} (membership change at index {}); to add it back, stop it, move its data directory aside and start it with --join-addr",
+            server.config.raft.node_id, server.cluster_id, at.0
+        ),
+    )
 }
 
 /// `GET /cluster/nodes`.
@@ -121,38 +144,126 @@ pub fn leader(server: &Server) -> Handled {
     }
 }
 
-fn check_addr(field: &str, value: &str) -> Result<(), ApiError> {
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(ApiError::bad_request(format!(
-            "{field} must be host:port, not `{value}`"
-        ))),
-    }
+/// How long a join waits for the joining node to say which cluster it belongs to, when the
+/// request did not come from the node itself (a node that is not up yet cannot answer, and
+/// is then added as asked: the peer handshake still keeps it out if it is another cluster's).
+pub const JOINER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn field(
+    body: &Value,
+    name: &str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<String, ApiError> {
+    let value = json_str(body, name)?;
+    check(value).map_err(|problem| ApiError::bad_request(format!("{name}: {problem}")))?;
+    Ok(value.to_string())
 }
 
-/// `POST /cluster/join` `{"node_id", "raft_addr", "http_addr"}`.
+fn conflict(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message)
+}
+
+/// `GET /cluster/id`: the cluster this node belongs to.
+pub fn cluster_id(server: &Server) -> Handled {
+    ok(json!({"cluster_id": server.cluster_id.to_string(), "node_id": server.config.raft.node_id}))
+}
+
+/// `POST /cluster/join` `{"node_id", "raft_addr", "http_addr", "cluster_id"?, "fresh"?}`.
+///
+/// Refused (409) when the name is another member's with other addresses (`member_exists`: a
+/// join never re-addresses a member), when a fresh node names an existing voter (a voter that
+/// lost its data must be removed first, or it could vote twice in a term), when another member
+/// already has either address (`address_in_use`), or when the node belongs to another cluster
+/// (`cluster_mismatch`: named in the request, or said by the node itself when asked). The same
+/// request again is answered as the first (a joiner retries after a lost answer).
 pub async fn join(server: &Server, req: Req) -> Handled {
     let body = read_json(&req.body)?;
-    let name = json_str(&body, "node_id")?.to_string();
-    let raft_addr = json_str(&body, "raft_addr")?.to_string();
-    let http_addr = json_str(&body, "http_addr")?.to_string();
-    check_addr("raft_addr", &raft_addr)?;
-    check_addr("http_addr", &http_addr)?;
+    let name = field(&body, "node_id", crate::config::check_node_id)?;
+    let raft_addr = field(&body, "raft_addr", crate::config::check_address)?;
+    let http_addr = field(&body, "http_addr", crate::config::check_address)?;
+    let fresh = match body.get("fresh") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("fresh must be true or false")),
+    };
+    if let Some(claimed) = body.get("cluster_id").filter(|v| !v.is_null()) {
+        let claimed: raft::node::ClusterId = claimed
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::bad_request("cluster_id must be 16 hex digits"))?;
+        if claimed != server.cluster_id {
+            return Err(conflict(
+                "cluster_mismatch",
+                format!(
+                    "{name} belongs to cluster {claimed}; this is cluster {}",
+                    server.cluster_id
+                ),
+            ));
+        }
+    }
     if !await_leader(server).await? {
         return forward(server, req).await;
     }
     let id = node_id_for_name(&name);
-    if let Some(existing) = server.members().get(&id)
-        && existing.name != name
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "id_collision",
+    let members = server.members();
+    let configuration = server.node.status().configuration;
+    if let Some(existing) = members.get(&id) {
+        if existing.name != name {
+            return Err(conflict(
+                "id_collision",
+                format!(
+                    "node name {name} maps to the same id as {}; choose another name",
+                    existing.name
+                ),
+            ));
+        }
+        let is_member = configuration.contains(id);
+        if is_member && (existing.raft_addr != raft_addr || existing.http_addr != http_addr) {
+            return Err(conflict(
+                "member_exists",
+                format!(
+                    "{name} is already a member at raft {} and http {}; a join does not change a member's addresses (remove it first to add it anew)",
+                    existing.raft_addr, existing.http_addr
+                ),
+            ));
+        }
+        if fresh && configuration.is_voter(id) {
+            return Err(conflict(
+                "member_exists",
+                format!(
+                    "{name} is already a voter; a voter whose data directory is empty lost its votes and log, so it must be removed first (kvcli cluster remove {name}) and then join again"
+                ),
+            ));
+        }
+    }
+    if let Some(other) = members.values().find(|m| {
+        m.id != id
+            && configuration.contains(m.id)
+            && (m.raft_addr == raft_addr || m.http_addr == http_addr)
+    }) {
+        return Err(conflict(
+            "address_in_use",
             format!(
-                "node name {name} maps to the same id as {}; choose another name",
-                existing.name
+                "member {} already uses raft {} / http {}",
+                other.name, other.raft_addr, other.http_addr
             ),
         ));
+    }
+    if !fresh && !configuration.contains(id) {
+        let url = format!("http://{http_addr}/cluster/id");
+        if let Ok((status, answer)) = crate::http::get_json(&url, JOINER_PROBE_TIMEOUT).await
+            && status.is_success()
+            && let Some(theirs) = answer.get("cluster_id").and_then(Value::as_str)
+            && theirs != server.cluster_id.to_string()
+        {
+            return Err(conflict(
+                "cluster_mismatch",
+                format!(
+                    "{name} at {http_addr} already belongs to cluster {theirs}; this is cluster {}. To move it here, stop it, move its data directory aside and start it with --join-addr",
+                    server.cluster_id
+                ),
+            ));
+        }
     }
     let member = MemberInfo {
         id,
@@ -161,12 +272,24 @@ pub async fn join(server: &Server, req: Req) -> Handled {
         http_addr,
     };
     within(server.add_learner(member)).await?;
-    let role = if server.node.status().configuration.voters.contains(&id) {
+    let configuration = server.node.status().configuration;
+    let role = if configuration.is_voter(id) {
         "voter"
     } else {
         "learner"
     };
-    ok(json!({"id": name, "role": role}))
+    let members: Vec<Value> = server
+        .members()
+        .values()
+        .filter(|m| configuration.contains(m.id))
+        .map(|m| json!({"id": m.name, "raft_addr": m.raft_addr, "http_addr": m.http_addr}))
+        .collect();
+    ok(json!({
+        "id": name,
+        "role": role,
+        "cluster_id": server.cluster_id.to_string(),
+        "members": members,
+    }))
 }
 
 /// `POST /cluster/remove` `{"node_id"}`.

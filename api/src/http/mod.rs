@@ -396,9 +396,27 @@ pub async fn post_json(url: &str, body: &Value) -> Result<(StatusCode, Value), S
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| format!("bad URL {url}: {e}"))?;
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, forward_client().request(request))
+    call_json(url, request, REQUEST_TIMEOUT).await
+}
+
+/// GETs `url` and returns the status and the parsed answer, waiting at most `timeout`.
+pub async fn get_json(url: &str, timeout: Duration) -> Result<(StatusCode, Value), String> {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("bad URL {url}: {e}"))?;
+    call_json(url, request, timeout).await
+}
+
+async fn call_json(
+    url: &str,
+    request: Request<Body>,
+    timeout: Duration,
+) -> Result<(StatusCode, Value), String> {
+    let answer = tokio::time::timeout(timeout, forward_client().request(request))
         .await
-        .map_err(|_| format!("{url}: no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+        .map_err(|_| format!("{url}: no answer within {}ms", timeout.as_millis()))?
         .map_err(|e| format!("{url}: {e}"))?;
     let status = answer.status();
     let bytes = answer
@@ -433,6 +451,15 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     };
     let body = read_body(body, limit).await?;
     let req = Req { parts, body };
+    // A removed node serves nothing but what tells an operator where it stands.
+    if let Some(at) = server.removed_at()
+        && !matches!(
+            path.as_str(),
+            "/health" | "/ready" | "/cluster/id" | "/cluster/nodes"
+        )
+    {
+        return Err(cluster::removed_error(&server, at));
+    }
     if let Some(raw_key) = path.strip_prefix("/keys/") {
         let key = percent_decode(raw_key, false)?;
         return match method {
@@ -450,6 +477,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         (Method::GET, "/ready") => cluster::ready(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),
+        (Method::GET, "/cluster/id") => cluster::cluster_id(&server),
         (Method::POST, "/cluster/join") => cluster::join(&server, req).await,
         (Method::POST, "/cluster/remove") => cluster::remove(&server, req).await,
         (Method::POST, "/cluster/transfer-leader") => cluster::transfer(&server, req).await,
@@ -462,6 +490,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
             | "/ready"
             | "/cluster/nodes"
             | "/cluster/leader"
+            | "/cluster/id"
             | "/cluster/join"
             | "/cluster/remove"
             | "/cluster/transfer-leader"
