@@ -26,7 +26,9 @@ start_node() {
         echo "node$n already running (pid $(cat "$pidfile"))"
         return
     fi
-    local join=()
+    # node1 founds the cluster (founding is explicit); the others ask node1 to add them. A
+    # node with data restarts from it (a joiner checks that node1 still serves its cluster).
+    local join=(--bootstrap)
     if [[ $n != 1 ]]; then
         join=(--join-addr http://127.0.0.1:8081)
     fi

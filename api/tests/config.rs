@@ -38,6 +38,43 @@ fn with_nothing_configured_a_node_is_a_single_node_on_8080_with_data_in_dot_data
 }
 
 #[test]
+fn founding_is_explicit_for_a_node_given_a_name_of_its_own() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+    let parse = |argv: &[&str]| {
+        let cli = Cli::try_parse_from(std::iter::once("raftkv").chain(argv.iter().copied()))
+            .expect("valid flags");
+        load(&cli.config, env(&[])).expect("a valid configuration")
+    };
+    // Given a node named by its operator (it may already be a member of some cluster, added
+    // by name), when nothing says to found, then it does not found;
+    assert!(!parse(&["--node-id", "node4"]).raft.bootstrap);
+    assert!(
+        !load(
+            &ConfigArgs::default(),
+            env(&[("RAFTKV_RAFT__NODE_ID", "n4")])
+        )
+        .unwrap()
+        .raft
+        .bootstrap
+    );
+    // when told, it does (a bare --bootstrap means true);
+    assert!(parse(&["--node-id", "node1", "--bootstrap"]).raft.bootstrap);
+    assert!(
+        !parse(&["--node-id", "node1", "--bootstrap", "false"])
+            .raft
+            .bootstrap
+    );
+    // and the quick-start node, with nothing configured, founds by itself.
+    assert!(parse(&[]).raft.bootstrap);
+    assert!(parse(&["--data-dir", "/tmp/x"]).raft.bootstrap);
+}
+
+#[test]
 fn the_issue_example_environment_joins_node2_to_the_cluster_on_8081() {
     let config = load(
         &ConfigArgs::default(),

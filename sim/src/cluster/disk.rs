@@ -47,7 +47,7 @@ const SNAPSHOTS_LOCK: &str = "the snapshot map lock is never held across a panic
 
 impl SnapshotFiles for MemSnapshots {
     fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
-        let index = api::server::machine::verify_snapshot_data(&snapshot.data)?;
+        let (index, _cluster) = api::server::machine::verify_snapshot_data(&snapshot.data)?;
         if index != snapshot.metadata.index.0 {
             return Err(format!(
                 "snapshot data at index {index} does not match its metadata ({})",

@@ -17,7 +17,8 @@ use raft::core::{
     LogIndex, NodeId, Snapshot, Term,
 };
 use raft::node::{
-    self, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, StateMachine, WalLogStore,
+    self, ClusterId, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, StateMachine,
+    WalLogStore,
 };
 use raft::transport::PeerTransport;
 
@@ -78,6 +79,8 @@ pub struct Cluster {
     pub settings: NodeSettings,
     /// The run's seed.
     pub seed: u64,
+    /// The cluster's identity (from the seed), as founding would make it.
+    pub cluster_id: ClusterId,
 }
 
 const LIVE_LOCK: &str = "the live-node slot is never held across a panic";
@@ -115,6 +118,7 @@ impl Cluster {
             hosts,
             settings,
             seed,
+            cluster_id: ClusterId::from_seed(seed),
         }
     }
 
@@ -192,32 +196,39 @@ pub async fn run(cluster: Arc<Cluster>, index: usize) -> turmoil::Result {
     let files: Arc<dyn SnapshotFiles> = host.disk.snapshots.clone();
     // Every node starts from an empty membership, as the server does. A founder's first log
     // entry makes the founders the voters, so a spare that joins later learns the membership
-    // by replaying the log from index 1, exactly as a server that joins does.
-    let mut store = WalLogStore::open(wal, Arc::clone(&files), DurableState::default())?;
-    if store.is_fresh() && !host.initial_voters.is_empty() {
-        let founding = ConfChange {
-            changes: host
-                .initial_voters
-                .iter()
-                .map(|&node| ConfChangeSingle {
-                    kind: ConfChangeKind::AddVoter,
-                    node,
-                })
-                .collect(),
-        };
-        let first = Entry {
-            term: Term(1),
-            index: LogIndex(1),
-            payload: EntryPayload::ConfChange(founding),
-        };
-        let hard_state = HardState {
-            term: Term(1),
-            vote: None,
-            commit: LogIndex(1),
-        };
-        store.persist(None, &[first], Some(&hard_state))?;
-    }
-    let (mut machine, _members) = Machine::new(kv::KvConfig::default());
+    // by replaying the log from index 1, exactly as a server that joins does. A spare is given
+    // the cluster's identity as a server learns it from the answer to its join.
+    let store = if WalLogStore::is_blank(&wal) {
+        let initial = DurableState::new(cluster.cluster_id);
+        let mut store = WalLogStore::create(wal, Arc::clone(&files), initial)?;
+        if !host.initial_voters.is_empty() {
+            let founding = ConfChange {
+                changes: host
+                    .initial_voters
+                    .iter()
+                    .map(|&node| ConfChangeSingle {
+                        kind: ConfChangeKind::AddVoter,
+                        node,
+                    })
+                    .collect(),
+            };
+            let first = Entry {
+                term: Term(1),
+                index: LogIndex(1),
+                payload: EntryPayload::ConfChange(founding),
+            };
+            let hard_state = HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(1),
+            };
+            store.persist(None, &[first], Some(&hard_state))?;
+        }
+        store
+    } else {
+        WalLogStore::open(wal, Arc::clone(&files))?
+    };
+    let (mut machine, book) = Machine::new(kv::KvConfig::default(), store.cluster_id());
     let snapshot = store.snapshot_metadata().clone();
     if snapshot.index > LogIndex::ZERO {
         machine.restore(&files.load(&snapshot)?)?;
@@ -229,8 +240,12 @@ pub async fn run(cluster: Arc<Cluster>, index: usize) -> turmoil::Result {
         monitor: Arc::clone(&cluster.monitor),
     }));
 
-    let (transport, mut reports) =
-        PeerTransport::new(host.id, peer_addr(&host.name), TurmoilNetwork);
+    let (transport, reports) = PeerTransport::new(
+        host.id,
+        peer_addr(&host.name),
+        store.cluster_id(),
+        TurmoilNetwork,
+    );
     for peer in &cluster.hosts {
         transport.set_peer(peer.id, peer_addr(&peer.name));
     }
@@ -253,12 +268,12 @@ pub async fn run(cluster: Arc<Cluster>, index: usize) -> turmoil::Result {
         Arc::clone(&machine),
     )?;
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
-    let reporter = node.clone();
-    tokio::spawn(async move {
-        while let Some(report) = reports.recv().await {
-            reporter.report_snapshot(report.to, report.delivered).await;
-        }
-    });
+    tokio::spawn(api::server::handle_reports(node.clone(), reports));
+    tokio::spawn(api::server::follow_records(
+        Arc::clone(&transport),
+        node.clone(),
+        book,
+    ));
     *host.live.lock().expect(LIVE_LOCK) = Some(LiveNode {
         node: node.clone(),
         machine,

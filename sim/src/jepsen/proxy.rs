@@ -197,6 +197,7 @@ mod tests {
         let hello = Frame::Hello {
             from: raft::node::driver::node_id_for_name(name),
             addr: "x:1".into(),
+            cluster: raft::node::ClusterId(1),
         };
         frame::write(&mut s, &hello).await.expect("send Hello");
         s

@@ -1,0 +1,247 @@
+//! Helpers shared by the real-process tests: `raftkv` processes on loopback with free ports,
+//! a minimal HTTP client, and waiting for a cluster to reach a state.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the helpers"
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for a cluster to reach a state before it fails.
+pub const WAIT_MAX: Duration = Duration::from_secs(20);
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
+/// One `raftkv` process and how to reach it.
+pub struct Proc {
+    pub name: String,
+    pub http: String,
+    pub raft: String,
+    pub dir: PathBuf,
+    pub extra: Vec<String>,
+    pub join: Option<String>,
+    pub child: Option<Child>,
+    /// Where the process's standard error goes (beside the data directory).
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts a node; without `join` it founds a cluster (`--bootstrap`).
+    pub fn new(name: &str, root: &Path, join: Option<&Proc>, extra: &[&str]) -> Proc {
+        let mut p = Proc::configure(
+            name,
+            root,
+            join.map(|j| format!("http://{}", j.http)),
+            extra,
+        );
+        if p.join.is_none() {
+            p.extra.push("--bootstrap".into());
+        }
+        p.start();
+        p
+    }
+
+    /// A node's settings, not started: `extra` are further flags.
+    pub fn configure(name: &str, root: &Path, join: Option<String>, extra: &[&str]) -> Proc {
+        Proc {
+            name: name.to_string(),
+            http: format!("127.0.0.1:{}", free_port()),
+            raft: format!("127.0.0.1:{}", free_port()),
+            dir: root.join(name),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            join,
+            child: None,
+            log: root.join(format!("{name}.log")),
+        }
+    }
+
+    /// Starts the process (its standard error appended to `self.log`).
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the node's log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
+        cmd.args([
+            "--node-id",
+            &self.name,
+            "--raft-addr",
+            &self.raft,
+            "--http-addr",
+            &self.http,
+        ])
+        .arg("--data-dir")
+        .arg(&self.dir)
+        .args(&self.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+        if let Some(join) = &self.join {
+            cmd.args(["--join-addr", join]);
+        }
+        self.child = Some(cmd.spawn().expect("start raftkv"));
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(&self.http, "GET", path, b"")
+    }
+
+    /// `PUT /keys/{key}`.
+    pub fn put(&self, key: &str, value: &str) -> (u16, String) {
+        http(&self.http, "PUT", &format!("/keys/{key}"), value.as_bytes())
+    }
+}
+
+impl Proc {
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Waits up to [`WAIT_MAX`] for a process expected to stop by itself; returns whether it
+    /// exited successfully, or `None` if it still runs.
+    pub fn wait_exit(&mut self) -> Option<bool> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < WAIT_MAX {
+            if let Some(status) = child.try_wait().expect("poll the child") {
+                self.child = None;
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Everything the process wrote to standard error so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the process, expects it to refuse to start, and returns its error output.
+    pub fn start_expecting_refusal(&mut self) -> String {
+        let before = self.log_text().len();
+        self.start();
+        let exited = self.wait_exit();
+        let text = self.log_text()[before..].to_string();
+        assert_eq!(
+            exited,
+            Some(false),
+            "{} should refuse to start; its log: {text}",
+            self.name
+        );
+        text
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.1 request (one per connection); status 0 when the node is unreachable.
+pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(body)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    attempt().unwrap_or((0, String::new()))
+}
+
+/// Waits until `check` holds, failing the test after [`WAIT_MAX`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < WAIT_MAX, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the node answers `/ready` with 200.
+pub fn ready(p: &Proc) -> bool {
+    p.get("/ready").0 == 200
+}
+
+/// Writes until one succeeds through any of `nodes`; returns the node index that answered.
+pub fn put_anywhere(nodes: &[&Proc], key: &str, value: &str) -> usize {
+    let start = Instant::now();
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.child.is_some() && n.put(key, value).0 == 200 {
+                return i;
+            }
+        }
+        assert!(
+            start.elapsed() < WAIT_MAX,
+            "no node accepted the write of {key}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// n1 founds, n2 and n3 join; returns once all three are ready voters.
+pub fn three_nodes(root: &Path, extra: &[&str]) -> (Proc, Proc, Proc) {
+    let n1 = Proc::new("n1", root, None, extra);
+    wait_until("n1 leads", || ready(&n1));
+    let n2 = Proc::new("n2", root, Some(&n1), extra);
+    let n3 = Proc::new("n3", root, Some(&n1), extra);
+    wait_until("three voters", || {
+        let (_, body) = n1.get("/cluster/nodes");
+        body.matches("\"role\":\"follower\"").count() == 2
+    });
+    wait_until("all ready", || ready(&n2) && ready(&n3));
+    (n1, n2, n3)
+}
+
+/// The index of the node that says it leads.
+pub fn leader_of(nodes: &[&Proc]) -> Option<usize> {
+    nodes.iter().position(|n| {
+        n.child.is_some() && {
+            let (status, body) = n.get("/cluster/leader");
+            status == 200 && body.contains(&format!("\"id\":\"{}\"", n.name))
+        }
+    })
+}
