@@ -139,8 +139,12 @@ fn a_seed_replays_the_identical_trace() {
 #[test]
 fn votes_without_the_log_check_are_caught() {
     // A stale node wins an election and overwrites committed entries.
+    // A node asked to overwrite entries it had saved as committed refuses and stops.
     caught(scenarios::broken_vote_check(), 40, |r| {
-        says(r, "state machine safety") || says(r, "replicas differ") || not_linearizable(r)
+        says(r, "state machine safety")
+            || says(r, "replicas differ")
+            || says(r, "refusing to overwrite the committed log")
+            || not_linearizable(r)
     });
 }
 
@@ -153,8 +157,11 @@ fn reads_answered_without_confirmation_are_caught() {
 #[test]
 fn writes_acknowledged_before_fsync_are_caught() {
     // A power loss takes back a vote or entries that were acknowledged.
+    // Or the restarted node finds its log shorter than the commit index it saved, and refuses
+    // to start.
     caught(scenarios::broken_fsync(), 20, |r| {
         says(r, "term went back")
+            || says(r, "a segment is missing or was truncated")
             || says(r, "state machine safety")
             || says(r, "replicas differ")
             || not_linearizable(r)

@@ -224,6 +224,19 @@ pub enum StoreError {
         /// The last index the snapshot covers.
         snapshot: LogIndex,
     },
+    /// Asked to replace entries at or below the saved commit index: a leader broke Raft's
+    /// rules (committed entries are never overwritten). The node stops rather than obey.
+    #[error(
+        "refusing to overwrite the committed log in {dir} from index {from} (index {commit} is committed): the leader that sent it broke Raft's rules; this node stops"
+    )]
+    OverwriteCommitted {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The first index that would be overwritten.
+        from: LogIndex,
+        /// The saved commit index.
+        commit: LogIndex,
+    },
     /// The log ends before the saved commit index: committed (acknowledged) entries are gone.
     #[error(
         "the write-ahead log in {} ends at index {} but index {} was committed (recorded in \
@@ -388,6 +401,7 @@ impl<F: FileSystem> WalLogStore<F> {
         snapshots: Arc<dyn SnapshotFiles>,
         initial: DurableState,
     ) -> Result<Self, StoreError> {
+        debug_assert_ne!(initial.cluster_id.0, 0, "a cluster id is never zero");
         if !Self::is_blank(&wal) {
             return Err(StoreError::NotBlank {
                 dir: wal.dir().to_path_buf(),
@@ -447,6 +461,26 @@ impl<F: FileSystem> WalLogStore<F> {
             self.wal.reset(self.state.snapshot.index.0 + 1)?;
         }
         Ok(())
+    }
+
+    /// The cluster whose state `wal` holds, read from its hard state without opening the
+    /// store (a caller that must set up the snapshot files of that cluster before the store
+    /// can be opened). Fails as [`WalLogStore::open`] would on a missing or unreadable state.
+    pub fn cluster_id_in(wal: &Wal<F>) -> Result<ClusterId, StoreError> {
+        let Some(bytes) = wal.hard_state() else {
+            return Err(StoreError::HardStateMissing {
+                path: hard_state_path(wal),
+                dir: wal.dir().to_path_buf(),
+                first_index: LogIndex(wal.first_index()),
+                last_index: LogIndex(wal.last_index()),
+            });
+        };
+        DurableState::decode(bytes)
+            .map(|state| state.cluster_id)
+            .map_err(|found| StoreError::HardStateFormat {
+                path: hard_state_path(wal),
+                found,
+            })
     }
 
     /// The cluster this store's state belongs to.
@@ -629,14 +663,17 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             self.wal.reset(snapshot.metadata.index.0 + 1)?;
         }
         if let Some(first) = entries.first() {
-            // Raft never overwrites a committed entry; doing so here would leave, after a
-            // crash before the sync below, a log shorter than the saved commit index.
-            debug_assert!(
-                first.index > self.saved_commit,
-                "overwriting from {} at or below the saved commit {}",
-                first.index,
-                self.saved_commit
-            );
+            // Raft never overwrites a committed entry; a leader that asks for it broke Raft's
+            // rules, and obeying would also leave, after a crash before the sync below, a log
+            // shorter than the saved commit index. Refused, which stops the node (fail-stop,
+            // as etcd panics on a conflict below its commit index).
+            if first.index <= self.saved_commit {
+                return Err(StoreError::OverwriteCommitted {
+                    dir: self.wal.dir().to_path_buf(),
+                    from: first.index,
+                    commit: self.saved_commit,
+                });
+            }
             if first.index.0 <= self.wal.last_index() {
                 self.wal.truncate_suffix(first.index.0)?;
             }

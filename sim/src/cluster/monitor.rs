@@ -141,6 +141,11 @@ impl Monitor {
                 }
             }
         }
+        // The simulated disks never fail an fsync, so a node that stopped on its storage
+        // refused something no correct cluster asks of it (overwriting committed entries).
+        if let Some(failure) = &status.failed {
+            s.violation(format!("node {node} stopped: {failure}"));
+        }
         if status.commit > status.last_index && status.role.is_some() {
             s.violation(format!(
                 "node {node}: commit {} beyond its last index {}",
