@@ -258,14 +258,7 @@ impl Server {
         // Where the peers are, before anything is applied: the snapshot's book, then the
         // member records in the log (newest last), then what the cluster said when it added
         // this node.
-        let mut addresses: BTreeMap<NodeId, String> = machine
-            .members()
-            .iter()
-            .map(|(id, m)| (*id, m.raft_addr.clone()))
-            .collect();
-        for member in machine::members_in_log(&log_entries(&store)?) {
-            addresses.insert(member.id, member.raft_addr);
-        }
+        let mut addresses = initial_addresses(&machine, &log_entries(&store)?);
         if let Origin::Joined(admission) = &origin {
             for member in &admission.members {
                 addresses.insert(member.id, member.raft_addr.clone());
@@ -307,7 +300,10 @@ impl Server {
             server.node.clone(),
             book_rx,
         ));
-        tokio::spawn(leader_duties(Arc::clone(&server)));
+        let machine = Arc::clone(&server.machine);
+        tokio::spawn(leader_duties(server.node.clone(), server.me(), move || {
+            machine.lock().expect(MACHINE_LOCK).members().clone()
+        }));
         if let Some(guard) = guard {
             guard.disarm();
         }
@@ -328,17 +324,37 @@ impl Server {
     /// Adds a member: records its addresses, then adds it as a learner (the leader promotes it
     /// once caught up). Only on the leader.
     pub async fn add_learner(&self, member: MemberInfo) -> Result<(), node::NodeError> {
-        self.propose(Proposal::Member(member.clone())).await?;
-        let configuration = self.node.status().configuration;
-        if configuration.voters.contains(&member.id) || configuration.learners.contains(&member.id)
-        {
-            return Ok(());
-        }
-        self.node
-            .change_membership(ConfChange::single(ConfChangeKind::AddLearner, member.id))
-            .await
-            .map(|_| ())
+        add_learner(&self.node, member).await
     }
+}
+
+/// Adds a member through `node` (the leader): records its addresses, then adds it as a
+/// learner unless it is a member already (a repeated join is answered as the first). The
+/// leader's duties promote it once it has caught up.
+pub async fn add_learner(node: &Node<Output>, member: MemberInfo) -> Result<(), node::NodeError> {
+    node.propose(Proposal::Member(member.clone()).encode())
+        .await?;
+    if node.status().configuration.contains(member.id) {
+        return Ok(());
+    }
+    node.change_membership(ConfChange::single(ConfChangeKind::AddLearner, member.id))
+        .await
+        .map(|_| ())
+}
+
+/// Where a starting node's peers are, before it has applied anything: the address book of
+/// the snapshot it restored (`machine`), then the member records in its log, applied or not,
+/// newest last.
+pub fn initial_addresses(machine: &Machine, log: &[Entry]) -> BTreeMap<NodeId, String> {
+    let mut addresses: BTreeMap<NodeId, String> = machine
+        .members()
+        .iter()
+        .map(|(id, m)| (*id, m.raft_addr.clone()))
+        .collect();
+    for member in machine::members_in_log(log) {
+        addresses.insert(member.id, member.raft_addr);
+    }
+    addresses
 }
 
 /// This node's address record, from its configuration.
@@ -487,22 +503,26 @@ pub fn may_promote(match_index: LogIndex, last_index: LogIndex) -> bool {
     match_index > LogIndex::ZERO && last_index.count_since(match_index) <= PROMOTE_LAG_ENTRIES_MAX
 }
 
-/// What only the leader does, periodically: make sure its own address record is current,
-/// and promote learners that have caught up.
-async fn leader_duties(server: Arc<Server>) {
+/// What only the leader does, periodically: make sure its own address record (`me`) is
+/// current, and promote learners that have caught up ([`may_promote`]). `members` reads the
+/// applied address book. Runs until the node fails or stops.
+pub async fn leader_duties<B>(node: Node<Output>, me: MemberInfo, members: B)
+where
+    B: Fn() -> BTreeMap<NodeId, MemberInfo> + Send + 'static,
+{
     let mut interval = tokio::time::interval(DUTY_INTERVAL);
     loop {
         interval.tick().await;
-        let status = server.node.status();
+        let status = node.status();
         if status.failed.is_some() {
             return;
         }
         if status.role != Some(Role::Leader) {
             continue;
         }
-        let me = server.me();
-        if server.members().get(&server.id) != Some(&me) {
-            if let Err(e) = server.propose(Proposal::Member(me)).await {
+        let book = members();
+        if book.get(&me.id) != Some(&me) {
+            if let Err(e) = node.propose(Proposal::Member(me.clone()).encode()).await {
                 warn!(error = %e, "could not record this node's addresses");
             }
             continue;
@@ -518,13 +538,11 @@ async fn leader_duties(server: Arc<Server>) {
                 .any(|(id, m)| id == *learner && may_promote(*m, status.last_index))
         });
         if let Some(&learner) = promotable {
-            let name = server
-                .members()
+            let name = book
                 .get(&learner)
                 .map_or_else(|| learner.to_string(), |m| m.name.clone());
             info!(learner = %name, "learner caught up: promoting to voter");
-            if let Err(e) = server
-                .node
+            if let Err(e) = node
                 .change_membership(ConfChange::single(ConfChangeKind::AddVoter, learner))
                 .await
             {
