@@ -585,7 +585,17 @@ async fn cluster(
             if json {
                 return print_json(out, &joined);
             }
-            writeln!(out, "{} joined as {}", joined.id, joined.role).map_err(io_error)
+            let cluster = joined
+                .cluster_id
+                .as_deref()
+                .map_or(String::new(), |c| format!(" of cluster {c}"));
+            writeln!(out, "{} joined{cluster} as {}", joined.id, joined.role).map_err(io_error)?;
+            // A blank node refuses to start unless told how: say what to pass.
+            writeln!(
+                out,
+                "start it with: raftkv --node-id {id} --raft-addr {raft_addr} --http-addr {http_addr} --join-addr <any member's HTTP URL>"
+            )
+            .map_err(io_error)
         }
         ClusterCommand::Remove { id } => {
             let removed = client.remove(&id).await?;

@@ -237,6 +237,9 @@ pub struct JoinResult {
     pub id: NodeId,
     /// Its role now (`learner` until it has caught up and is promoted).
     pub role: String,
+    /// The cluster it was added to (servers before cluster identity did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// The answer to `POST /cluster/remove`.

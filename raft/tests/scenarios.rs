@@ -970,3 +970,49 @@ fn a_leader_drops_proposals_beyond_the_uncommitted_byte_limit() {
     c.run_ticks(3);
     assert!(c.propose(1, "x").is_ok(), "committing frees the budget");
 }
+
+#[test]
+fn a_leader_missing_a_committed_entry_is_refused_and_the_committed_log_kept() {
+    use raft::core::{Configuration, Entry, HardState, MemStorage, Message, Raft};
+    // Given a follower that committed entries 2..=4 of term 1 (after the bootstrap snapshot at 1),
+    let mut storage =
+        MemStorage::new_with_configuration(Configuration::with_voters(ids(&[1, 2, 3])));
+    let entry = |index: u64, term: u64| Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Normal(Bytes::from(format!("e{index}t{term}"))),
+    };
+    storage.append(&[entry(2, 1), entry(3, 1), entry(4, 1)]);
+    storage.set_hard_state(HardState {
+        term: Term(1),
+        vote: None,
+        commit: LogIndex(4),
+    });
+    let mut follower = Raft::new(basic(1), storage).expect("valid config");
+    // when the leader of term 2 (elected against the rules: it lacks entry 3) sends it an
+    // append whose entry 3 differs from the committed one,
+    let append = Message {
+        from: NodeId(2),
+        to: NodeId(1),
+        term: Term(2),
+        body: MessageBody::AppendEntries {
+            prev_log_index: LogIndex(2),
+            prev_log_term: Term(1),
+            entries: vec![entry(3, 2), entry(4, 2)],
+            leader_commit: LogIndex(4),
+        },
+    };
+    // then the follower refuses it with a typed error, and its committed log is unchanged
+    // (it never tells that leader it matched).
+    assert!(matches!(
+        follower.step(append),
+        Err(Error::CommittedConflict {
+            index: LogIndex(3),
+            commit: LogIndex(4),
+            ..
+        })
+    ));
+    assert_eq!(follower.term_at(LogIndex(3)), Some(Term(1)));
+    assert_eq!(follower.term_at(LogIndex(4)), Some(Term(1)));
+    assert_eq!(follower.committed(), LogIndex(4));
+}

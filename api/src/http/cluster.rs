@@ -54,7 +54,12 @@ pub fn ready(server: &Server) -> Handled {
     if let Some(at) = server.removed_at() {
         return Err(removed_error(server, at));
     }
-    if member && status.leader.is_some() && caught_up && status.failed.is_none() {
+    if member
+        && status.leader.is_some()
+        && caught_up
+        && status.failed.is_none()
+        && status.alarm.is_none()
+    {
         ok(json!({
             "status": "ready",
             "cluster_id": server.cluster_id.to_string(),
@@ -64,14 +69,18 @@ pub fn ready(server: &Server) -> Handled {
             "snapshot_index": status.snapshot.index.0,
         }))
     } else {
-        let why = if status.failed.is_some() {
-            "the node stopped after a storage failure"
+        let why = if let Some(failure) = &status.failed {
+            format!("the node stopped: {failure}")
+        } else if let Some(alarm) = &status.alarm {
+            format!(
+                "a peer broke Raft's rules; this node refused it and needs an operator: {alarm}"
+            )
         } else if !member {
-            "not a member of the cluster (yet)"
+            "not a member of the cluster (yet)".to_string()
         } else if status.leader.is_none() {
-            "no known leader"
+            "no known leader".to_string()
         } else {
-            "still applying the log"
+            "still applying the log".to_string()
         };
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -122,29 +122,34 @@ pub fn inspect(data_dir: &Path) -> Result<Found, DataDirError> {
 /// finds it as the operator left it (a node that could not bind its port must not have founded
 /// a cluster on disk). Disarmed once the start succeeds.
 pub struct CreatedGuard {
-    created: Vec<PathBuf>,
+    /// Directories that did not exist: removed whole.
+    created_dirs: Vec<PathBuf>,
+    /// Directories that existed, with what they held: anything new in them is removed.
+    existing_dirs: Vec<(PathBuf, Vec<String>)>,
     armed: bool,
 }
 
 impl CreatedGuard {
-    /// Notes which of the data directory and its subdirectories do not exist yet; those are
-    /// removed again if the guard is dropped armed.
+    /// Notes what the data directory and its subdirectories hold before the start writes
+    /// anything; what is new is removed again if the guard is dropped armed.
     pub fn before_creating(data_dir: &Path) -> CreatedGuard {
-        let mut created = Vec::new();
+        let mut guard = CreatedGuard {
+            created_dirs: Vec::new(),
+            existing_dirs: Vec::new(),
+            armed: true,
+        };
         if !data_dir.exists() {
-            created.push(data_dir.to_path_buf());
-        } else {
-            for sub in [WAL_DIR, SNAPSHOTS_DIR] {
-                let path = data_dir.join(sub);
-                if !path.exists() {
-                    created.push(path);
-                }
+            guard.created_dirs.push(data_dir.to_path_buf());
+            return guard;
+        }
+        for sub in [WAL_DIR, SNAPSHOTS_DIR] {
+            let path = data_dir.join(sub);
+            match list(&path) {
+                Ok(names) if path.exists() => guard.existing_dirs.push((path, names)),
+                _ => guard.created_dirs.push(path),
             }
         }
-        CreatedGuard {
-            created,
-            armed: true,
-        }
+        guard
     }
 
     /// The start succeeded: keep everything.
@@ -153,16 +158,32 @@ impl CreatedGuard {
     }
 }
 
+fn remove(path: &Path) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    if let Err(e) = removed
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove what a failed start created");
+    }
+}
+
 impl Drop for CreatedGuard {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        for path in &self.created {
-            if let Err(e) = std::fs::remove_dir_all(path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove what a failed start created");
+        for path in &self.created_dirs {
+            remove(path);
+        }
+        for (dir, before) in &self.existing_dirs {
+            for name in list(dir).unwrap_or_default() {
+                if !before.contains(&name) {
+                    remove(&dir.join(name));
+                }
             }
         }
     }
@@ -227,6 +248,13 @@ mod tests {
         drop(guard);
         assert!(!dir.join(WAL_DIR).exists());
         assert!(dir.join(SNAPSHOTS_DIR).exists() && dir.join("operator-notes.txt").exists());
+
+        std::fs::create_dir_all(dir.join(WAL_DIR)).unwrap();
+        touch(&dir.join("wal/LOCK"));
+        let guard = CreatedGuard::before_creating(&dir);
+        touch(&dir.join("wal/hardstate"));
+        drop(guard);
+        assert!(dir.join("wal/LOCK").exists() && !dir.join("wal/hardstate").exists());
 
         let guard = CreatedGuard::before_creating(&dir);
         touch(&dir.join("wal/hardstate"));

@@ -76,6 +76,21 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// The leader of the current term sent an entry at or below this node's commit index that
+    /// differs from the committed one: it lacks a committed entry, which a leader elected by
+    /// Raft's rules never does (Leader Completeness). The message is dropped; the node keeps
+    /// its committed log and says so loudly.
+    #[error(
+        "leader {leader} sent an entry at index {index} that differs from this node's committed one (commit {commit}): the leader broke Raft's rules; its message is refused"
+    )]
+    CommittedConflict {
+        /// The sender.
+        leader: NodeId,
+        /// The first conflicting index.
+        index: LogIndex,
+        /// This node's commit index.
+        commit: LogIndex,
+    },
     /// The storage failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),

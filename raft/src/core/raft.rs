@@ -137,6 +137,9 @@ pub struct Raft<S: Storage> {
     pub(crate) durable_term: Term,
     /// A Ready was handed out and not yet advanced.
     pub(crate) ready_outstanding: bool,
+    /// Set while stepping a message that must be refused with an error (a leader that broke
+    /// Raft's rules); `step` returns it.
+    pub(crate) refused: Option<Error>,
 }
 
 impl<S: Storage> Raft<S> {
@@ -186,6 +189,7 @@ impl<S: Storage> Raft<S> {
             prev_hard_state: hs,
             prev_soft_state: soft,
             ready_outstanding: false,
+            refused: None,
         };
         raft.reset_election_timer();
         Ok(raft)
@@ -335,7 +339,10 @@ impl<S: Storage> Raft<S> {
                 Role::Follower => self.step_follower(m),
             },
         }
-        Ok(())
+        match self.refused.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// A message from a higher term. Returns whether to go on processing it.

@@ -9,6 +9,7 @@
 //!   durable (acknowledgements are `msgs_after_persist`);
 //! - the leader's `match_index` of a follower only grows, and never exceeds its own log.
 
+use super::errors::Error;
 use super::message::{Entry, MessageBody};
 use super::progress::ProgressState;
 use super::raft::{Raft, Role};
@@ -116,6 +117,21 @@ impl<S: Storage> Raft<S> {
             return; // A malformed message from a peer is dropped, never trusted.
         }
         if prev < self.log.committed {
+            // Entries at or below the commit index must be the committed ones: a leader that
+            // sends others lacks a committed entry. Answering "matched" would make it believe
+            // it holds them; refuse, keep the committed log, and raise the alarm.
+            let committed = self.log.committed;
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.index <= committed && !self.log.matches(e.index, e.term))
+            {
+                self.refused = Some(Error::CommittedConflict {
+                    leader: from,
+                    index: e.index,
+                    commit: committed,
+                });
+                return;
+            }
             // Everything up to the commit index already matches; say so, so the leader can
             // move on (this happens after duplicates and reorderings).
             let index = self.log.committed;

@@ -28,13 +28,16 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     snapshots: Arc<dyn SnapshotFiles>,
     apply: mpsc::Sender<ApplyCmd<M::Output>>,
     applied: Arc<AtomicU64>,
-    status: watch::Sender<Status>,
+    /// Shared with the supervisor, which reports a panic of the loop (see [`spawn`]).
+    status: Arc<watch::Sender<Status>>,
     /// Reads waiting for the leader to confirm a read index, by context.
     reads: HashMap<u64, Reply<LogIndex>>,
     next_read: u64,
     /// A peer said this node was removed by the membership change at this index: the core is
     /// no longer ticked, so the node never campaigns again (see [`Node::removed`]).
     removed: Option<LogIndex>,
+    /// The first broken Raft rule this node witnessed (see [`Status::alarm`]).
+    alarm: Option<String>,
 }
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
@@ -88,18 +91,45 @@ where
         snapshots,
         apply: apply_tx,
         applied,
-        status: status_tx,
+        status: Arc::new(status_tx),
         reads: HashMap::new(),
         next_read: 0,
         removed: None,
+        alarm: None,
     };
     node_loop.publish_status(None);
-    tokio::spawn(node_loop.run(config, events_rx, side_rx));
+    let status = Arc::clone(&node_loop.status);
+    let id = config.raft.id;
+    let running = tokio::spawn(node_loop.run(config, events_rx, side_rx));
+    tokio::spawn(supervise(running, id, status));
     Ok(Node {
         events: events_tx,
         status: status_rx,
         applied: node_applied,
     })
+}
+
+/// Waits for the loop to end and, if it panicked (an invariant of the core broke, e.g. a
+/// leader asked it to overwrite committed entries), says so in the status: the node has
+/// stopped, and whoever watches it (readiness, the simulation's monitor) must know, rather
+/// than see its last status forever.
+async fn supervise(
+    running: tokio::task::JoinHandle<()>,
+    id: NodeId,
+    status: Arc<watch::Sender<Status>>,
+) {
+    let Err(e) = running.await else { return };
+    if !e.is_panic() {
+        return; // Cancelled: the runtime (or a simulated host) is going away.
+    }
+    let payload = e.into_panic();
+    let what = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into());
+    error!(node = id.0, panic = %what, "the node's loop panicked: the node stops");
+    status.send_modify(|s| s.failed = Some(format!("the node's loop panicked: {what}")));
 }
 
 impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
@@ -187,11 +217,17 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// Returns true when the loop must stop.
     async fn handle(&mut self, event: Event<M::Output>) -> bool {
         match event {
-            Event::Step(message) => {
-                if let Err(e) = self.raft.step(message) {
-                    warn!(node = self.raft.id().0, error = %e, "message refused");
+            Event::Step(message) => match self.raft.step(message) {
+                Ok(()) => {}
+                Err(e @ crate::core::Error::CommittedConflict { .. }) => {
+                    error!(node = self.raft.id().0, error = %e, "a leader broke Raft's rules");
+                    if self.alarm.is_none() {
+                        self.alarm = Some(e.to_string());
+                        self.publish_status(None);
+                    }
                 }
-            }
+                Err(e) => warn!(node = self.raft.id().0, error = %e, "message refused"),
+            },
             Event::Propose(data, reply) => match self.raft.propose(data) {
                 Ok(id) => {
                     self.send_apply(ApplyCmd::Wait(id.index, id.term, Waiter::Command(reply)))
@@ -434,6 +470,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             snapshot: raft.storage().snapshot_metadata().clone(),
             failed,
             removed: self.removed,
+            alarm: self.alarm.clone(),
         };
         self.status.send_if_modified(|old| {
             if *old == status {

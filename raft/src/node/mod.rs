@@ -160,6 +160,10 @@ pub struct Status {
     /// Set when a peer told this node that it was removed from the cluster by the membership
     /// change at this index: the node no longer campaigns (see [`Node::removed`]).
     pub removed: Option<LogIndex>,
+    /// Set when this node witnessed a peer breaking Raft's rules (a leader that lacks a
+    /// committed entry): the node refused it and keeps its log, but the cluster needs an
+    /// operator. Never set in a correct cluster.
+    pub alarm: Option<String>,
 }
 
 /// A request into the loop.

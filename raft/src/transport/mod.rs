@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 
 use crate::core::{LogIndex, Message, MessageBody, NodeId};
 use crate::node::{ClusterId, Node, Transport};
-use frame::{Frame, Refusal, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+pub use frame::Refusal;
+use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
@@ -1208,9 +1209,10 @@ mod tests {
                     ..Configuration::default()
                 },
             },
+            cluster_id: crate::node::ClusterId(1),
         };
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = WalLogStore::open(wal, Arc::clone(&files), initial).expect("a fresh store");
+        let store = WalLogStore::create(wal, Arc::clone(&files), initial).expect("a fresh store");
         let config = NodeConfig {
             raft: core::Config::new(NodeId(2)),
             tick: Duration::from_millis(10),

@@ -146,6 +146,9 @@ impl Monitor {
         if let Some(failure) = &status.failed {
             s.violation(format!("node {node} stopped: {failure}"));
         }
+        if let Some(alarm) = &status.alarm {
+            s.violation(format!("node {node} raised an alarm: {alarm}"));
+        }
         if status.commit > status.last_index && status.role.is_some() {
             s.violation(format!(
                 "node {node}: commit {} beyond its last index {}",

@@ -273,9 +273,10 @@ pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
             Ok(true) if phase == Phase::FinalReads => break,
             Ok(_) => {}
             Err(e) => {
-                cluster
-                    .monitor
-                    .report(format!("the simulation failed: {e}"));
+                cluster.monitor.report(format!(
+                    "the simulation failed: {e} ({})",
+                    statuses(&cluster)
+                ));
                 break;
             }
         }
@@ -475,9 +476,10 @@ fn converge(sim: &mut turmoil::Sim<'_>, cluster: &Cluster) {
             return;
         }
         if let Err(e) = sim.step() {
-            cluster
-                .monitor
-                .report(format!("the simulation failed: {e}"));
+            cluster.monitor.report(format!(
+                "the simulation failed: {e} ({})",
+                statuses(cluster)
+            ));
             return;
         }
     }
