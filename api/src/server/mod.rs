@@ -154,13 +154,22 @@ impl Server {
     /// The index of the committed membership change that removed this node, if it knows it
     /// was removed (from its own applied state, or because a peer refused it as removed).
     pub fn removed_at(&self) -> Option<LogIndex> {
-        let status = self.node.status();
-        if status.configuration.contains(self.id) {
-            return status.removed;
+        // Asked on every request: a member (the common case) is answered from the status in
+        // place, without the state machine's lock.
+        let (told, member) = self
+            .node
+            .with_status(|s| (s.removed, s.configuration.contains(self.id)));
+        if member {
+            return told;
         }
-        status
-            .removed
-            .or_else(|| self.removed().get(&self.id).copied())
+        told.or_else(|| {
+            self.machine
+                .lock()
+                .expect(MACHINE_LOCK)
+                .removed()
+                .get(&self.id)
+                .copied()
+        })
     }
 
     /// Starts the node. Must run inside a tokio runtime.

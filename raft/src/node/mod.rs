@@ -296,6 +296,12 @@ impl<O: Send + 'static> Node<O> {
         status
     }
 
+    /// Reads the latest published status in place, without cloning it (hot paths: a check
+    /// on every request). The applied index in it may lag [`Node::applied`].
+    pub fn with_status<R>(&self, read: impl FnOnce(&Status) -> R) -> R {
+        read(&self.status.borrow())
+    }
+
     /// The index the state machine has applied, as of now.
     pub fn applied(&self) -> LogIndex {
         LogIndex(self.applied.load(Ordering::Acquire))
