@@ -7,7 +7,10 @@ mod common;
 use std::io::Write;
 use std::net::TcpStream;
 
-use common::{Proc, http, leader_of, put_anywhere, ready, three_nodes, wait_until};
+use common::{
+    Proc, SMALL_SEGMENTS_NO_SNAPSHOTS, http, leader_of, put_anywhere, ready, three_nodes,
+    wait_until,
+};
 
 #[test]
 fn a_single_node_survives_kill_9_with_every_acknowledged_write() {
@@ -86,12 +89,7 @@ fn a_three_node_cluster_serves_from_any_node_and_survives_the_loss_of_its_leader
 fn a_node_restarted_after_the_others_compacted_catches_up_through_a_snapshot() {
     let root = tempfile::tempdir().unwrap();
     // Small segments, so that a snapshot lets the WAL drop whole segments.
-    let extra = [
-        "--set",
-        "wal.segment_size=4KiB",
-        "--set",
-        "storage.snapshot_every=100000",
-    ];
+    let extra = SMALL_SEGMENTS_NO_SNAPSHOTS;
     let (n1, n2, mut n3) = three_nodes(root.path(), &extra);
     n3.kill9();
     let value = "x".repeat(200);

@@ -10,7 +10,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Proc, free_port, http, put_anywhere, ready, three_nodes, wait_until};
+use common::{
+    Proc, SMALL_SEGMENTS_NO_SNAPSHOTS, free_port, http, put_anywhere, ready, three_nodes,
+    wait_until,
+};
 
 fn join_body(name: &str, raft: &str, http_addr: &str, extra: &str) -> Vec<u8> {
     format!(r#"{{"node_id":"{name}","raft_addr":"{raft}","http_addr":"{http_addr}"{extra}}}"#)
@@ -264,12 +267,7 @@ fn unreachable_joiners_in_a_young_cluster_are_never_promoted() {
 fn a_damaged_data_directory_is_refused_with_the_file_named_never_silently_shortened() {
     let root = tempfile::tempdir().unwrap();
     // Given a single node with 300 acknowledged writes over several small segments,
-    let extra = [
-        "--set",
-        "wal.segment_size=4KiB",
-        "--set",
-        "storage.snapshot_every=100000",
-    ];
+    let extra = SMALL_SEGMENTS_NO_SNAPSHOTS;
     let mut node = Proc::new("solo", root.path(), None, &extra);
     wait_until("the node leads", || ready(&node));
     let value = "v".repeat(100);

@@ -15,6 +15,15 @@ use std::time::{Duration, Instant};
 /// How long a test waits for a cluster to reach a state before it fails.
 pub const WAIT_MAX: Duration = Duration::from_secs(20);
 
+/// Flags for small WAL segments and no automatic snapshot: a few hundred writes span several
+/// segments, and only `POST /admin/snapshot` compacts.
+pub const SMALL_SEGMENTS_NO_SNAPSHOTS: [&str; 4] = [
+    "--set",
+    "wal.segment_size=4KiB",
+    "--set",
+    "storage.snapshot_every=100000",
+];
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -505,10 +505,7 @@ mod tests {
     use wal::{SimFs, Wal, WalConfig};
 
     use super::*;
-    use crate::core::{
-        self, Configuration, HardState, Message, MessageBody, Snapshot, SnapshotMetadata, Term,
-    };
-    use crate::node::{ClusterId, DurableState, WalLogStore};
+    use crate::core::{self, Configuration, Message, MessageBody, Term};
 
     const ELECTION_TICKS: u32 = 10;
     const TICK: Duration = Duration::from_millis(10);
@@ -523,32 +520,7 @@ mod tests {
         }
     }
 
-    /// A state machine with nothing in it.
-    struct Nothing;
-
-    impl StateMachine for Nothing {
-        type Output = ();
-        fn apply(&mut self, _: LogIndex, _: &[u8]) {}
-        fn apply_empty(&mut self, _: LogIndex) {}
-        fn snapshot_data(&self) -> Bytes {
-            Bytes::new()
-        }
-        fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
-    /// No snapshot is ever taken in these tests.
-    struct NoFiles;
-
-    impl SnapshotFiles for NoFiles {
-        fn save(&self, _: &Snapshot) -> Result<(), String> {
-            Ok(())
-        }
-        fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
-            Err("no snapshots here".into())
-        }
-    }
+    use crate::node::testing::{NoFiles, Nothing, store_in_term_1};
 
     /// Node 1 of the voters {1, 2, 3}, a follower of node 2 in term 1 once it heard its
     /// heartbeat. If `lost` is given, the connection from that peer then ends. Returns how many
@@ -557,24 +529,14 @@ mod tests {
         let fs = SimFs::new(7);
         let wal = Wal::open(fs, "/n1/wal", WalConfig::default()).unwrap();
         let voters: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
-        let initial = DurableState {
-            hard_state: HardState {
-                term: Term(1),
-                vote: None,
-                commit: LogIndex::ZERO,
-            },
-            snapshot: SnapshotMetadata {
-                index: LogIndex::ZERO,
-                term: Term::ZERO,
-                configuration: Configuration {
-                    voters,
-                    ..Configuration::default()
-                },
-            },
-            cluster_id: ClusterId(1),
-        };
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = WalLogStore::create(wal, Arc::clone(&files), initial).unwrap();
+        let store = store_in_term_1(
+            wal,
+            Configuration {
+                voters,
+                ..Configuration::default()
+            },
+        );
         let mut raft = core::Config::new(NodeId(1));
         raft.election_ticks = ELECTION_TICKS;
         raft.rng_seed = 42;

@@ -18,6 +18,8 @@ pub mod apply;
 pub mod driver;
 pub mod identity;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

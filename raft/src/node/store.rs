@@ -1192,6 +1192,14 @@ mod tests {
     }
 
     /// Saves `state` into the WAL's hard-state slot behind the store's back.
+    /// A created store holding entries 1..=`last` of term 1.
+    fn store_with_entries(fs: &SimFs, files: &Arc<MemFiles>, last: u64) -> WalLogStore<SimFs> {
+        let mut store = create(fs, files);
+        let entries: Vec<Entry> = (1..=last).map(|i| entry(i, 1)).collect();
+        store.persist(None, &entries, None).unwrap();
+        store
+    }
+
     fn save_behind_the_store(fs: &SimFs, state: &DurableState) {
         let mut wal = open_wal(fs);
         wal.save_hard_state(&state.encode()).unwrap();
@@ -1201,15 +1209,7 @@ mod tests {
     fn a_crash_between_saving_snapshot_metadata_and_restarting_the_log_is_finished_on_open() {
         let fs = SimFs::new(2);
         let files = Arc::new(MemFiles::default());
-        let mut store = create(&fs, &files);
-        store
-            .persist(
-                None,
-                &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
-                None,
-            )
-            .unwrap();
-        drop(store);
+        drop(store_with_entries(&fs, &files, 5));
         // Given the metadata of a snapshot at 20 saved, but the log still ending at 5,
         let meta = SnapshotMetadata {
             index: LogIndex(20),
@@ -1243,15 +1243,7 @@ mod tests {
     fn a_log_short_of_the_commit_is_refused_before_the_snapshot_repair_touches_it() {
         let fs = SimFs::new(22);
         let files = Arc::new(MemFiles::default());
-        let mut store = create(&fs, &files);
-        store
-            .persist(
-                None,
-                &(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(),
-                None,
-            )
-            .unwrap();
-        drop(store);
+        drop(store_with_entries(&fs, &files, 5));
         // Given a snapshot at 20 and commit 30 saved, but the log ending at 5,
         let state = DurableState {
             hard_state: HardState {
@@ -1322,14 +1314,7 @@ mod tests {
     fn compaction_moves_the_first_index_and_keeps_the_term_at_the_snapshot() {
         let fs = SimFs::new(3);
         let files = Arc::new(MemFiles::default());
-        let mut store = create(&fs, &files);
-        store
-            .persist(
-                None,
-                &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>(),
-                None,
-            )
-            .unwrap();
+        let mut store = store_with_entries(&fs, &files, 10);
         let meta = SnapshotMetadata {
             index: LogIndex(6),
             term: Term(1),

@@ -945,8 +945,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::core::{self, Configuration, HardState, Snapshot, SnapshotMetadata, Term};
-    use crate::node::{DurableState, NodeConfig, SnapshotFiles, StateMachine, WalLogStore};
+    use crate::core::{self, Configuration, Term};
+    use crate::node::{NodeConfig, SnapshotFiles};
     use tokio::io::DuplexStream;
     use wal::{SimFs, Wal, WalConfig};
 
@@ -1152,32 +1152,7 @@ mod tests {
         assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
     }
 
-    /// A state machine with nothing in it.
-    struct Nothing;
-
-    impl StateMachine for Nothing {
-        type Output = ();
-        fn apply(&mut self, _: LogIndex, _: &[u8]) {}
-        fn apply_empty(&mut self, _: LogIndex) {}
-        fn snapshot_data(&self) -> Bytes {
-            Bytes::new()
-        }
-        fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
-    /// No snapshot is ever taken in these tests.
-    struct NoFiles;
-
-    impl SnapshotFiles for NoFiles {
-        fn save(&self, _: &Snapshot) -> Result<(), String> {
-            Ok(())
-        }
-        fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
-            Err("no snapshots here".into())
-        }
-    }
+    use crate::node::testing::{NoFiles, Nothing, store_in_term_1};
 
     /// Drops what the node sends: these tests watch what reaches the node, not its answers.
     struct Nowhere;
@@ -1194,25 +1169,15 @@ mod tests {
         let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
         let mut learners: BTreeSet<NodeId> = also_learners.iter().copied().collect();
         learners.insert(NodeId(2));
-        let initial = DurableState {
-            hard_state: HardState {
-                term: Term(1),
-                vote: None,
-                commit: LogIndex::ZERO,
-            },
-            snapshot: SnapshotMetadata {
-                index: LogIndex::ZERO,
-                term: Term::ZERO,
-                configuration: Configuration {
-                    voters: [NodeId(1), NodeId(3)].into(),
-                    learners,
-                    ..Configuration::default()
-                },
-            },
-            cluster_id: crate::node::ClusterId(1),
-        };
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = WalLogStore::create(wal, Arc::clone(&files), initial).expect("a fresh store");
+        let store = store_in_term_1(
+            wal,
+            Configuration {
+                voters: [NodeId(1), NodeId(3)].into(),
+                learners,
+                ..Configuration::default()
+            },
+        );
         let config = NodeConfig {
             raft: core::Config::new(NodeId(2)),
             tick: Duration::from_millis(10),
