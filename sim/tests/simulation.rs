@@ -160,11 +160,12 @@ fn reads_answered_without_confirmation_are_caught() {
 #[test]
 fn writes_acknowledged_before_fsync_are_caught() {
     // A power loss takes back a vote or entries that were acknowledged.
-    // Or the restarted node finds its log shorter than the commit index it saved, and refuses
-    // to start.
+    // Or the restarted node finds its log shorter than the commit index it saved, or its hard
+    // state never written, and refuses to start.
     caught(scenarios::broken_fsync(), 20, |r| {
         says(r, "term went back")
             || says(r, "a segment is missing or was truncated")
+            || says(r, "is missing or blank")
             || says(r, "state machine safety")
             || says(r, "replicas differ")
             || not_linearizable(r)
