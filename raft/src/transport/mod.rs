@@ -41,7 +41,9 @@ use tracing::{debug, info, warn};
 
 use crate::core::{LogIndex, Message, MessageBody, NodeId};
 use crate::node::{ClusterId, Node, Transport};
-use frame::{Frame, Refusal, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+/// Why a peer refused a connection: [`TransportReport::Refused`] carries it to the server.
+pub use frame::Refusal;
+use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
