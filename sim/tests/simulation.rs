@@ -10,6 +10,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sim::cluster::{Fault, RunReport, Scenario, Schedule, Timed, run, run_seed, scenarios};
 
+/// Seeds per membership scenario: together the three add about a minute to `cargo test -p
+/// sim` (debug build, 2 cores); the release runner explores many more (docs/verification.md).
+const CRASH_AFTER_FORMATION_SEEDS: u64 = 80;
+/// See [`CRASH_AFTER_FORMATION_SEEDS`].
+const UNREACHABLE_JOINS_SEEDS: u64 = 80;
+/// See [`CRASH_AFTER_FORMATION_SEEDS`].
+const SECOND_CLUSTER_SEEDS: u64 = 80;
+
 /// Runs `seeds` of `scenario` and fails with the first failure's replay command.
 fn all_pass(scenario: Scenario, seeds: Range<u64>) {
     let mut failed: Vec<RunReport> = Vec::new();
@@ -116,6 +124,27 @@ fn a_member_removed_from_a_two_voter_group() {
 #[test]
 fn a_learner_promoted_while_the_leader_crashes() {
     all_pass(scenarios::promote_while_leader_crashes(), 0..30);
+}
+
+#[test]
+fn a_cluster_crashed_right_after_forming_by_joins_comes_back() {
+    all_pass(
+        scenarios::crash_after_formation(),
+        0..CRASH_AFTER_FORMATION_SEEDS,
+    );
+}
+
+#[test]
+fn learners_nobody_answers_for_are_never_promoted() {
+    all_pass(
+        scenarios::joins_of_unreachable_nodes(),
+        0..UNREACHABLE_JOINS_SEEDS,
+    );
+}
+
+#[test]
+fn a_node_of_another_cluster_at_a_members_address_changes_nothing() {
+    all_pass(scenarios::second_cluster_same_id(), 0..SECOND_CLUSTER_SEEDS);
 }
 
 #[test]
