@@ -10,6 +10,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sim::cluster::{Fault, RunReport, Scenario, Schedule, Timed, run, run_seed, scenarios};
 
+/// Seeds per membership scenario: together the three add about a minute to `cargo test -p
+/// sim` (debug build, 2 cores); the release runner explores many more (docs/verification.md).
+const CRASH_AFTER_FORMATION_SEEDS: u64 = 80;
+/// See [`CRASH_AFTER_FORMATION_SEEDS`].
+const UNREACHABLE_JOINS_SEEDS: u64 = 80;
+/// See [`CRASH_AFTER_FORMATION_SEEDS`].
+const SECOND_CLUSTER_SEEDS: u64 = 80;
+
 /// Runs `seeds` of `scenario` and fails with the first failure's replay command.
 fn all_pass(scenario: Scenario, seeds: Range<u64>) {
     let mut failed: Vec<RunReport> = Vec::new();
@@ -32,28 +40,33 @@ fn all_pass(scenario: Scenario, seeds: Range<u64>) {
 }
 
 /// Runs seeds of a deliberately broken `scenario` until one fails the way `expected` says;
-/// the checks must notice the broken rule within `budget` seeds. As a control, the same seed
-/// with the rule intact must pass.
+/// the checks must notice the broken rule within `budget` seeds. As a control, every failing
+/// seed must pass with the rule intact: then the broken rule, not the code under test, caused
+/// the failure. A failure of another kind (a cluster the broken rule stalled for good, say)
+/// whose control passes is no catch, and the search goes on.
 fn caught(scenario: Scenario, budget: u64, expected: fn(&RunReport) -> bool) -> RunReport {
+    let mut intact = scenario.clone();
+    intact.settings.broken_rule = None;
+    intact.lying_fsync = false;
     for seed in 0..budget {
         let report = run_seed(&scenario, seed);
         if report.passed() {
             continue;
         }
-        eprintln!("{} caught with seed {seed}:\n{report}", scenario.name);
-        assert!(
-            expected(&report),
-            "{} failed, but not in the way the broken rule predicts:\n{report}",
-            scenario.name
-        );
-        let mut intact = scenario.clone();
-        intact.settings.broken_rule = None;
-        intact.lying_fsync = false;
         let control = run_seed(&intact, seed);
         assert!(
             control.passed(),
             "the control run (rule intact) of seed {seed} failed too:\n{control}"
         );
+        if !expected(&report) {
+            eprintln!(
+                "{} seed {seed} failed, but not in the way the broken rule predicts (no catch; \
+                 its control passed):\n{report}",
+                scenario.name
+            );
+            continue;
+        }
+        eprintln!("{} caught with seed {seed}:\n{report}", scenario.name);
         return report;
     }
     panic!(
@@ -116,6 +129,27 @@ fn a_member_removed_from_a_two_voter_group() {
 #[test]
 fn a_learner_promoted_while_the_leader_crashes() {
     all_pass(scenarios::promote_while_leader_crashes(), 0..30);
+}
+
+#[test]
+fn a_cluster_crashed_right_after_forming_by_joins_comes_back() {
+    all_pass(
+        scenarios::crash_after_formation(),
+        0..CRASH_AFTER_FORMATION_SEEDS,
+    );
+}
+
+#[test]
+fn learners_nobody_answers_for_are_never_promoted() {
+    all_pass(
+        scenarios::joins_of_unreachable_nodes(),
+        0..UNREACHABLE_JOINS_SEEDS,
+    );
+}
+
+#[test]
+fn a_node_of_another_cluster_at_a_members_address_changes_nothing() {
+    all_pass(scenarios::second_cluster_same_id(), 0..SECOND_CLUSTER_SEEDS);
 }
 
 #[test]

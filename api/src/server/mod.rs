@@ -402,7 +402,11 @@ fn node_config(config: &Config, id: NodeId) -> NodeConfig {
 }
 
 /// Writes the founding entry of a new cluster of one: `id` as its only voter, committed.
-fn found_cluster(store: &mut WalLogStore<wal::RealFs>, id: NodeId) -> Result<(), StartError> {
+/// Public so that the simulation founds its clusters with the server's own code.
+pub fn found_cluster<F: wal::FileSystem>(
+    store: &mut WalLogStore<F>,
+    id: NodeId,
+) -> Result<(), StartError> {
     let first = Entry {
         term: Term(1),
         index: LogIndex(1),
@@ -418,8 +422,9 @@ fn found_cluster(store: &mut WalLogStore<wal::RealFs>, id: NodeId) -> Result<(),
     Ok(())
 }
 
-/// Every entry the store holds after its snapshot.
-fn log_entries(store: &WalLogStore<wal::RealFs>) -> Result<Vec<Entry>, StartError> {
+/// Every entry the store holds after its snapshot (what [`initial_addresses`] reads). Public
+/// so that the simulation starts its nodes with the server's own code.
+pub fn log_entries<F: wal::FileSystem>(store: &WalLogStore<F>) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
     let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
     let first = store.first_index().map_err(unreadable)?;

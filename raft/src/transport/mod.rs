@@ -41,6 +41,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::{LogIndex, Message, MessageBody, NodeId};
 use crate::node::{ClusterId, Node, Transport};
+/// Why a peer refused a connection: [`TransportReport::Refused`] carries it to the server.
 pub use frame::Refusal;
 use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
 

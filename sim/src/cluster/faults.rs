@@ -92,6 +92,39 @@ pub enum Fault {
     },
     /// Repair every link, release held messages, end loss and delay, restart crashed hosts.
     Heal,
+    // Variants below were added after the random schedules' seeds were fixed: appending them
+    // keeps every earlier variant's hash, so the traces of old seeds stay the same.
+    /// Add the host as a server joins: ask the leader, with the server's `add_learner`, to
+    /// record the host's addresses and add it as a learner, retrying (no leader yet, another
+    /// change in flight) as a joining server does. The leader's duties promote it once it has
+    /// caught up. Each join runs on its own, beside other joins and requests, and gives up
+    /// after `control::JOIN_WAIT_MAX`.
+    Join {
+        /// The host.
+        host: usize,
+    },
+    /// Hold this and every later fault until the leader's membership, outside a joint
+    /// change, counts at least this many voters (a cluster forming by joins), then move them
+    /// all back by the wait: times after it count from that moment, so that "right after
+    /// formation" means the same for every seed. A cluster that does not get there within
+    /// `run::FORMATION_WAIT_MAX` fails the run for liveness.
+    AwaitVoters {
+        /// The voters to wait for.
+        voters: usize,
+    },
+    /// The host's software is replaced by a node of another cluster, on a fresh disk of its
+    /// own, under the same name (so the same node id and address). The host's own node is
+    /// crashed as by [`Fault::Crash`]; host faults do not touch the impostor while it runs.
+    Impostor {
+        /// The host.
+        host: usize,
+    },
+    /// The impostor on the host stops (its state is checked first). The host is down until
+    /// [`Fault::Restart`] or [`Fault::Heal`] starts its own software on its own disk again.
+    ImpostorGone {
+        /// The host.
+        host: usize,
+    },
 }
 
 impl Fault {
@@ -106,6 +139,7 @@ impl Fault {
                 | Fault::RemoveLeader
                 | Fault::Transfer { .. }
                 | Fault::Snapshot { .. }
+                | Fault::Join { .. }
         )
     }
 }

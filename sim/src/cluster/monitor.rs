@@ -10,6 +10,11 @@
 //!   node applies indexes one after another without gaps (a snapshot restore moves it ahead).
 //! - **Status sanity**: commit ≤ last index on every node.
 //!
+//! Nodes are compared only with nodes of their own cluster: a run can start a node of another
+//! cluster on a host (an impostor, see `Fault::Impostor`), which has its own monitor slot in a
+//! cluster of its own, so its entries and terms, which rightly differ from the run's cluster's,
+//! are checked against its own history and never fed in as the host's.
+//!
 //! A violation is recorded, not panicked on, so the run can finish its report with the seed.
 
 use std::collections::BTreeMap;
@@ -39,12 +44,14 @@ pub struct Monitor {
 }
 
 struct State {
-    /// Index → (hash of the entry applied there, the first node that applied it).
-    applied_at: BTreeMap<u64, (u64, usize)>,
+    /// Per node: the cluster it belongs to (0: the run's cluster).
+    cluster_of: Vec<usize>,
+    /// (Cluster, index) → (hash of the entry applied there, the first node that applied it).
+    applied_at: BTreeMap<(usize, u64), (u64, usize)>,
     /// Per node: the index it must apply next.
     next_apply: Vec<u64>,
-    /// Term → the node that led it.
-    leaders: BTreeMap<u64, usize>,
+    /// (Cluster, term) → the node that led it.
+    leaders: BTreeMap<(usize, u64), usize>,
     /// Per node: the highest term it has reported.
     max_term: Vec<u64>,
     /// Per node: the last status seen, to trace changes only.
@@ -57,10 +64,18 @@ struct State {
 const STATE_LOCK: &str = "the monitor lock is never held across a panic";
 
 impl Monitor {
-    /// A monitor for `nodes` nodes.
+    /// A monitor for `nodes` nodes, all of one cluster.
     pub fn new(nodes: usize) -> Monitor {
+        Monitor::with_clusters(vec![0; nodes])
+    }
+
+    /// A monitor for one node per entry of `cluster_of`, each of the cluster it names (0 is
+    /// the run's cluster): safety is checked among the nodes of each cluster separately.
+    pub fn with_clusters(cluster_of: Vec<usize>) -> Monitor {
+        let nodes = cluster_of.len();
         Monitor {
             state: Mutex::new(State {
+                cluster_of,
                 applied_at: BTreeMap::new(),
                 next_apply: vec![1; nodes],
                 leaders: BTreeMap::new(),
@@ -108,14 +123,15 @@ impl Monitor {
             ));
         }
         s.next_apply[node] = index + 1;
-        match s.applied_at.get(&index).copied() {
+        let at = (s.cluster_of[node], index);
+        match s.applied_at.get(&at).copied() {
             Some((first_hash, first_node)) if first_hash != hash => s.violation(format!(
                 "state machine safety: node {node} applied entry {hash:#x} at index {index}, \
                  node {first_node} applied {first_hash:#x} there"
             )),
             Some(_) => {}
             None => {
-                s.applied_at.insert(index, (hash, node));
+                s.applied_at.insert(at, (hash, node));
             }
         }
         s.record(&("apply", node, index, hash));
@@ -131,13 +147,14 @@ impl Monitor {
         }
         s.max_term[node] = s.max_term[node].max(term);
         if status.role == Some(Role::Leader) {
-            match s.leaders.get(&term).copied() {
+            let led = (s.cluster_of[node], term);
+            match s.leaders.get(&led).copied() {
                 Some(other) if other != node => s.violation(format!(
                     "election safety: nodes {other} and {node} both led term {term}"
                 )),
                 Some(_) => {}
                 None => {
-                    s.leaders.insert(term, node);
+                    s.leaders.insert(led, node);
                 }
             }
         }
@@ -189,9 +206,14 @@ impl Monitor {
         (s.trace, s.trace_events)
     }
 
-    /// The leader of each term seen.
+    /// The leader of each term seen in the run's cluster (cluster 0).
     pub fn leaders(&self) -> BTreeMap<u64, usize> {
-        self.lock().leaders.clone()
+        self.lock()
+            .leaders
+            .iter()
+            .filter(|((cluster, _), _)| *cluster == 0)
+            .map(|((_, term), node)| (*term, *node))
+            .collect()
     }
 }
 

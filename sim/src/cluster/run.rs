@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::control::{Requests, controller};
-use super::faults::{Fault, Schedule};
-use super::host::{self, Cluster, NodeSettings};
+use super::faults::{Fault, Schedule, Timed};
+use super::host::{self, Cluster, Formation, NodeSettings, Unreachable};
 use super::workload::{self, HistoryLog, Workload, perform};
 use crate::lincheck::{
     self, CheckOptions, Event, EventKind, History, KvModel, Operation, Outcome, Verdict,
@@ -41,16 +41,22 @@ pub const FINAL_READER: u64 = 1_000;
 pub const FINAL_READ_ATTEMPTS: usize = 40;
 /// The checker's time budget per run.
 pub const CHECK_BUDGET: Duration = Duration::from_secs(30);
+/// How long [`Fault::AwaitVoters`] holds the schedule before the run fails for liveness: a
+/// cluster forming by joins has three voters in well under a second.
+pub const FORMATION_WAIT_MAX: Duration = Duration::from_secs(3);
 
 /// A kind of run: cluster size, workload, node settings and how faults are chosen.
 #[derive(Clone)]
 pub struct Scenario {
     /// The name printed with failures.
     pub name: &'static str,
-    /// Founding voters.
+    /// Founding voters (with [`Formation::Joining`], host 0 founds and the others join when
+    /// the schedule says).
     pub voters: usize,
     /// Empty hosts that faults may add.
     pub spares: usize,
+    /// Hosts where no node ever runs, after the spares: joins may name them.
+    pub unreachable: Vec<Unreachable>,
     /// The clients.
     pub workload: Workload,
     /// Simulated time of the workload phase.
@@ -61,6 +67,9 @@ pub struct Scenario {
     pub schedule: fn(u64, &Scenario) -> Schedule,
     /// Extra harness switch: every disk's fsync lies (acknowledges before durability).
     pub lying_fsync: bool,
+    /// The scenario's own checks, run once the cluster has converged: what its faults must
+    /// (not) have led to, and that they happened at all. Each string is a violation.
+    pub end_check: fn(&Cluster) -> Vec<String>,
 }
 
 impl fmt::Debug for Scenario {
@@ -79,20 +88,24 @@ impl Scenario {
             workload: Workload {
                 clients: 4,
                 keys: 4,
+                start_after: Duration::ZERO,
             },
             duration: Duration::from_secs(4),
+            unreachable: Vec::new(),
             settings: NodeSettings {
                 snapshot_every: 60,
                 broken_rule: None,
+                formation: Formation::Founders,
             },
             schedule: |seed, s| Schedule::random(seed, s.voters + s.spares, s.duration),
             lying_fsync: false,
+            end_check: |_| Vec::new(),
         }
     }
 
     /// The hosts of a run.
     pub fn hosts(&self) -> usize {
-        self.voters + self.spares
+        self.voters + self.spares + self.unreachable.len()
     }
 }
 
@@ -105,6 +118,9 @@ pub struct RunReport {
     pub seed: u64,
     /// The faults.
     pub schedule: Schedule,
+    /// The faults as the harness applied them, at the simulated time it did: later than
+    /// scheduled after a [`Fault::AwaitVoters`], never for those scheduled after the workload.
+    pub applied: Vec<Timed>,
     /// Safety violations, liveness failures and state differences found.
     pub violations: Vec<String>,
     /// The checker's verdict on the history (`None`: not checked, the run failed earlier).
@@ -166,6 +182,13 @@ impl fmt::Display for RunReport {
         }
         if !self.passed() {
             write!(f, "faults:\n{}", self.schedule)?;
+            let held = |t: &Timed| matches!(t.fault, Fault::AwaitVoters { .. });
+            if self.schedule.faults.iter().any(held) {
+                let applied = Schedule {
+                    faults: self.applied.clone(),
+                };
+                write!(f, "as applied:\n{applied}")?;
+            }
             writeln!(f, "replay: {}", self.replay_command())?;
         }
         Ok(())
@@ -190,6 +213,7 @@ pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
     let cluster = Arc::new(Cluster::new(
         scenario.voters,
         scenario.spares,
+        &scenario.unreachable,
         scenario.settings.clone(),
         seed,
     ));
@@ -248,16 +272,45 @@ pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
     );
 
     let mut faults = schedule.faults.iter().peekable();
+    let mut applied = Vec::new();
+    // How far `Fault::AwaitVoters` moved the faults after it back.
+    let mut held = Duration::ZERO;
     let mut phase = Phase::Workload;
     let mut healed_at = Duration::ZERO;
     loop {
         let now = sim.elapsed();
-        while let Some(timed) = faults.next_if(|t| t.at <= now && phase == Phase::Workload) {
+        // Faults happen during the workload only; healing ends them all.
+        while let Some(&timed) = faults.peek().filter(|_| phase == Phase::Workload) {
+            let due = timed.at + held;
+            if due > now {
+                break;
+            }
+            if let Fault::AwaitVoters { voters } = timed.fault {
+                if cluster.formed_voters() < voters {
+                    if now < due + FORMATION_WAIT_MAX {
+                        break; // Hold this and every later fault.
+                    }
+                    cluster.monitor.report(format!(
+                        "liveness: the cluster did not reach {voters} voters within \
+                         {FORMATION_WAIT_MAX:?} ({})",
+                        statuses(&cluster)
+                    ));
+                }
+                held = now - timed.at;
+            }
             apply(&mut sim, &cluster, &requests, &names, &timed.fault);
+            applied.push(Timed {
+                at: now,
+                fault: timed.fault.clone(),
+            });
+            faults.next();
         }
         observe(&cluster);
         if phase == Phase::Workload && now >= scenario.duration {
             stop.store(true, Ordering::Relaxed);
+            for host in 0..names.len() {
+                impostor_gone(&mut sim, &cluster, &names, host);
+            }
             heal(&mut sim, &cluster, &names);
             phase = Phase::Settling;
             healed_at = now;
@@ -284,7 +337,12 @@ pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
     if cluster.monitor.violations().is_empty() {
         converge(&mut sim, &cluster);
     }
-    finish(scenario, seed, schedule, &sim, &cluster, &log)
+    if cluster.monitor.violations().is_empty() {
+        for violation in (scenario.end_check)(&cluster) {
+            cluster.monitor.report(violation);
+        }
+    }
+    finish(scenario, seed, schedule, applied, &sim, &cluster, &log)
 }
 
 /// Applies one fault now.
@@ -349,6 +407,10 @@ fn apply(
         }
         Fault::Resume => release_all(sim, names),
         Fault::Heal => heal(sim, cluster, names),
+        Fault::Impostor { host } => impostor(sim, cluster, names, *host),
+        Fault::ImpostorGone { host } => impostor_gone(sim, cluster, names, *host),
+        // The schedule loop holds the faults after it; nothing to do here.
+        Fault::AwaitVoters { .. } => {}
         request => requests.push(request.clone()),
     }
 }
@@ -366,11 +428,42 @@ fn crash(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: 
 }
 
 fn restart(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: usize) {
-    if cluster.live(host).is_some() {
+    // Up already, never to run a node, or running an impostor's software.
+    if cluster.live(host).is_some()
+        || cluster.hosts[host].unreachable.is_some()
+        || cluster.impostor(host).is_some()
+    {
         return;
     }
     sim.bounce(names[host].as_str());
     cluster.monitor.trace(&("restart", host));
+}
+
+/// Replaces the host's software with an impostor's (see [`Fault::Impostor`]).
+fn impostor(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: usize) {
+    if cluster.hosts[host].unreachable.is_some() || cluster.impostor(host).is_some() {
+        return;
+    }
+    crash(sim, cluster, names, host);
+    let impostor = cluster.set_impostor(host);
+    sim.bounce(names[host].as_str());
+    cluster
+        .monitor
+        .trace(&("impostor", host, impostor.cluster_id.0));
+}
+
+/// Checks and stops the impostor on the host, if one runs; the host stays down.
+fn impostor_gone(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String], host: usize) {
+    let Some(impostor) = cluster.impostor(host) else {
+        return;
+    };
+    for violation in impostor.check(&cluster.hosts[host]) {
+        cluster.monitor.report(violation);
+    }
+    impostor.set_down();
+    sim.crash(names[host].as_str());
+    cluster.clear_impostor(host);
+    cluster.monitor.trace(&("impostor gone", host));
 }
 
 fn release_all(sim: &mut turmoil::Sim<'_>, names: &[String]) {
@@ -400,11 +493,28 @@ fn heal(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String]) {
     }
 }
 
-/// Checks every running node's status with the monitor.
+/// Checks every running node's status with the monitor (an impostor's in its own slot), and
+/// that no node counts an unreachable host among the voters: a learner that never answered
+/// must never be promoted.
 fn observe(cluster: &Cluster) {
     for index in 0..cluster.hosts.len() {
         if let Some(live) = cluster.live(index) {
-            cluster.monitor.observe(index, &live.node.status());
+            let status = live.node.status();
+            cluster.monitor.observe(index, &status);
+            for host in cluster.hosts.iter().filter(|h| h.unreachable.is_some()) {
+                if status.configuration.voters.contains(&host.id) {
+                    cluster.monitor.report(format!(
+                        "n{} counts {}, where no node ever ran, among its voters: {:?}",
+                        index + 1,
+                        host.name,
+                        status.configuration
+                    ));
+                }
+            }
+        }
+        if let Some(live) = cluster.impostor(index).and_then(|i| i.live()) {
+            let slot = cluster.impostor_slot(index);
+            cluster.monitor.observe(slot, &live.node.status());
         }
     }
 }
@@ -450,7 +560,17 @@ fn converge(sim: &mut turmoil::Sim<'_>, cluster: &Cluster) {
         observe(cluster);
         if let Some(leader) = cluster.leader().and_then(|l| cluster.live(l)) {
             let status = leader.node.status();
-            let members: Vec<_> = status.configuration.members().into_iter().collect();
+            // A host where no node ever runs applies nothing; the others must all catch up.
+            let members: Vec<_> = status
+                .configuration
+                .members()
+                .into_iter()
+                .filter(|id| {
+                    cluster
+                        .host_of(*id)
+                        .is_none_or(|h| cluster.hosts[h].unreachable.is_none())
+                })
+                .collect();
             let applied: Option<Vec<_>> = members
                 .iter()
                 .map(|id| {
@@ -489,6 +609,8 @@ fn converge(sim: &mut turmoil::Sim<'_>, cluster: &Cluster) {
 fn statuses(cluster: &Cluster) -> String {
     let lines: Vec<String> = (0..cluster.hosts.len())
         .map(|i| match cluster.live(i) {
+            None if cluster.hosts[i].unreachable.is_some() => format!("n{}: unreachable", i + 1),
+            None if cluster.impostor(i).is_some() => format!("n{}: impostor", i + 1),
             Some(live) => {
                 let s = live.node.status();
                 let ids = |set: &std::collections::BTreeSet<raft::core::NodeId>| {
@@ -498,7 +620,7 @@ fn statuses(cluster: &Cluster) -> String {
                         .join(",")
                 };
                 format!(
-                    "n{}: {:?} term {} leader {:?} commit {} applied {} last {} voters [{}] learners [{}]{}",
+                    "n{}: {:?} term {} leader {:?} commit {} applied {} last {} voters [{}]{} learners [{}]{}{}",
                     i + 1,
                     s.role,
                     s.term.0,
@@ -507,7 +629,15 @@ fn statuses(cluster: &Cluster) -> String {
                     s.applied.0,
                     s.last_index.0,
                     ids(&s.configuration.voters),
+                    if s.configuration.is_joint() {
+                        format!(" outgoing [{}]", ids(&s.configuration.voters_outgoing))
+                    } else {
+                        String::new()
+                    },
                     ids(&s.configuration.learners),
+                    s.removed
+                        .map(|at| format!(" REMOVED at {}", at.0))
+                        .unwrap_or_default(),
                     s.failed.map(|f| format!(" FAILED: {f}")).unwrap_or_default()
                 )
             }
@@ -539,7 +669,26 @@ fn compare_states(
             ));
             return;
         }
+        let theirs = host::cluster_of(&live.machine);
+        if theirs != cluster.cluster_id {
+            cluster.monitor.report(format!(
+                "n{} holds the state of cluster {theirs}, not the run's {}",
+                index + 1,
+                cluster.cluster_id
+            ));
+            return;
+        }
         let dump = host::dump(&live.machine);
+        let prefix = host::IMPOSTOR_KEY_PREFIX.as_bytes();
+        if let Some(kv) = dump.1.iter().find(|kv| kv.0.starts_with(prefix)) {
+            cluster.monitor.report(format!(
+                "n{} holds {:?}, a key only an impostor writes: another cluster's write reached \
+                 the run's cluster",
+                index + 1,
+                kv.0
+            ));
+            return;
+        }
         match &first {
             None => first = Some((index, dump)),
             Some((other, expected)) if expected != &dump => {
@@ -563,6 +712,7 @@ fn finish(
     scenario: &Scenario,
     seed: u64,
     schedule: Schedule,
+    applied: Vec<Timed>,
     sim: &turmoil::Sim<'_>,
     cluster: &Cluster,
     log: &HistoryLog,
@@ -604,6 +754,7 @@ fn finish(
         scenario: scenario.name,
         seed,
         schedule,
+        applied,
         violations,
         verdict,
         checker_text,

@@ -38,6 +38,9 @@ pub struct Workload {
     pub clients: usize,
     /// Keys they share (`k0`, `k1`, ...): few, so operations contend.
     pub keys: usize,
+    /// How long the clients wait before their first operation (zero: they start with the
+    /// run). A cluster forming without clients keeps a short log for as long as it forms.
+    pub start_after: Duration,
 }
 
 /// The history every client appends to.
@@ -103,6 +106,9 @@ pub async fn client(
     let mut rng = Rng::new(cluster.seed ^ (process + 1).wrapping_mul(0xa076_1d64_78bd_642f));
     let mut seen: Vec<Option<String>> = vec![None; workload.keys];
     let mut sequence = 0u64;
+    if !workload.start_after.is_zero() {
+        tokio::time::sleep(workload.start_after).await;
+    }
     while !stop.load(Ordering::Relaxed) {
         let k = rng.below(workload.keys as u64) as usize;
         let key = format!("k{k}");
@@ -118,7 +124,7 @@ pub async fn client(
                 new: value,
             },
         };
-        let target = rng.below(cluster.hosts.len() as u64) as usize;
+        let target = rng.below(cluster.reachable_hosts() as u64) as usize;
         let outcome = perform(&cluster, &log, process, target, op).await;
         if let Outcome::Ok(LinOutput::Value(v)) = &outcome {
             seen[k] = v.clone();
@@ -194,7 +200,7 @@ async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcom
             // No leader known there (a spare, or a node cut off): try the next host, as a
             // client with a list of endpoints would.
             NodeError::NotLeader { leader_hint: None } => {
-                target = (target + 1) % cluster.hosts.len()
+                target = (target + 1) % cluster.reachable_hosts()
             }
             NodeError::Dropped | NodeError::Refused(_) | NodeError::ConfChangeInProgress => {
                 return Outcome::Fail;
