@@ -172,9 +172,8 @@ fn a_seed_replays_the_identical_trace() {
 
 #[test]
 fn votes_without_the_log_check_are_caught() {
-    // A stale node wins an election and overwrites committed entries.
-    // Or a node asked to overwrite entries it knows are committed refuses and stops (the
-    // store refuses what it saved as committed; the core asserts on the rest).
+    // A stale node wins an election and overwrites committed entries; or a follower refuses
+    // the leader that lacks its committed entries and raises its alarm.
     caught(scenarios::broken_vote_check(), 40, |r| {
         says(r, "state machine safety")
             || says(r, "replicas differ")
