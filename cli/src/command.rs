@@ -588,7 +588,7 @@ async fn cluster(
             let cluster = joined
                 .cluster_id
                 .as_deref()
-                .map_or(String::new(), |c| format!(" of cluster {c}"));
+                .map_or(String::new(), |c| format!(" cluster {c}"));
             writeln!(out, "{} joined{cluster} as {}", joined.id, joined.role).map_err(io_error)?;
             // A blank node refuses to start unless told how: say what to pass.
             writeln!(
