@@ -146,11 +146,6 @@ impl Server {
         self.machine.lock().expect(MACHINE_LOCK).members().clone()
     }
 
-    /// The nodes removed from the cluster, as this node has applied it.
-    pub fn removed(&self) -> BTreeMap<NodeId, LogIndex> {
-        self.machine.lock().expect(MACHINE_LOCK).removed().clone()
-    }
-
     /// The index of the committed membership change that removed this node, if it knows it
     /// was removed (from its own applied state, or because a peer refused it as removed).
     pub fn removed_at(&self) -> Option<LogIndex> {

@@ -121,10 +121,11 @@ impl<S: Storage> Raft<S> {
             // sends others lacks a committed entry. Answering "matched" would make it believe
             // it holds them; refuse, keep the committed log, and raise the alarm.
             let committed = self.log.committed;
-            if let Some(e) = entries
-                .iter()
-                .find(|e| e.index <= committed && !self.log.matches(e.index, e.term))
-            {
+            // Only a term this node still holds can be compared: an entry its snapshot
+            // covers is committed and compacted, and says nothing either way.
+            if let Some(e) = entries.iter().find(|e| {
+                e.index <= committed && matches!(self.log.term(e.index), Ok(t) if t != e.term)
+            }) {
                 self.refused = Some(Error::CommittedConflict {
                     leader: from,
                     index: e.index,
