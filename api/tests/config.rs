@@ -183,6 +183,66 @@ fn a_typo_in_a_file_names_the_key_the_file_and_the_likely_intent() {
 }
 
 #[test]
+fn a_key_given_twice_in_a_yaml_file_is_refused_naming_the_key_and_its_line() {
+    // Given a file that sets raft.node_id twice (the later line would silently win)
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "node.yaml",
+        "raft:\n  node_id: n1\n  heartbeat_timeout: 50ms\n  node_id: n2\n",
+    );
+    // When the configuration is loaded
+    let line = error_line(
+        &ConfigArgs {
+            config: Some(path.clone()),
+            ..ConfigArgs::default()
+        },
+        &[],
+    );
+    // Then it is refused, naming the file, the key and the line of the repeat
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(
+        line.contains("key raft.node_id appears twice, on lines 2 and 4"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_section_given_twice_in_a_yaml_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "node.yaml",
+        "raft:\n  node_id: n1\nhttp:\n  listen_addr: 127.0.0.1:1\nraft:\n  node_id: n2\n",
+    );
+    let line = error_line(
+        &ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        },
+        &[],
+    );
+    assert!(
+        line.contains("key raft appears twice, on lines 1 and 5"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_key_given_twice_in_a_flow_map_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "node.yaml", "raft: {node_id: n1, node_id: n2}\n");
+    let line = error_line(
+        &ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        },
+        &[],
+    );
+    assert!(line.contains("duplicate entry with key \"node_id\""), "{line}");
+}
+
+#[test]
 fn a_bad_value_names_the_key_and_where_it_came_from() {
     let line = error_line(
         &ConfigArgs::default(),

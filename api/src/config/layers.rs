@@ -207,7 +207,9 @@ fn closest<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a
         .map(|(_, k)| k)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// The Levenshtein distance between `a` and `b` in characters; also used by the HTTP router
+/// to suggest the parameter or header a client probably meant.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -220,6 +222,105 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// Refuses a YAML document in which a map repeats a key: read into a JSON tree, the last
+/// value would silently win.
+///
+/// `serde_yaml_ng`'s own `Value` refuses duplicates in any YAML style, but names neither the
+/// key's path nor its line; so a duplicate it finds is located by [`find_duplicate_yaml_key`],
+/// a scan of block-style maps (the style of every example config). A duplicate only the
+/// parser sees (in a flow map `{a: 1, a: 2}`) is reported with the parser's words.
+fn refuse_duplicate_yaml_keys(text: &str) -> Result<(), String> {
+    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        Err(e) if e.to_string().contains("duplicate entry") => {
+            Err(match find_duplicate_yaml_key(text) {
+                Some(d) => format!(
+                    "key {} appears twice, on lines {} and {}; give each key once",
+                    d.path, d.first_line, d.second_line
+                ),
+                None => format!("{e}; give each key once"),
+            })
+        }
+        // Any other error is reported by the real parse, with the same wording as before.
+        _ => Ok(()),
+    }
+}
+
+/// A key given twice in one block-style YAML map.
+#[derive(Debug, PartialEq, Eq)]
+struct DuplicateYamlKey {
+    /// Dotted path of the key (`raft.node_id`).
+    path: String,
+    /// Line (1-based) of its first occurrence.
+    first_line: usize,
+    /// Line of the repeat.
+    second_line: usize,
+}
+
+/// Finds the first key repeated within one block-style map, by indentation: each open map is
+/// the keys seen at one indentation under one parent key. Not a YAML parser: it only locates
+/// a duplicate the parser has already found.
+fn find_duplicate_yaml_key(text: &str) -> Option<DuplicateYamlKey> {
+    struct Level {
+        indent: usize,
+        path: String,
+        keys: HashMap<String, usize>,
+    }
+    let mut levels: Vec<Level> = Vec::new();
+    let mut last_key_path = String::new();
+    for (number, line) in text.lines().enumerate() {
+        let number = number + 1;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let mut indent = line.len() - trimmed.len();
+        let mut content = trimmed;
+        if let Some(item) = content.strip_prefix("- ") {
+            // A list item opens a fresh map at the item's content.
+            levels.retain(|l| l.indent < indent);
+            let inner = item.trim_start();
+            indent += content.len() - inner.len();
+            content = inner;
+            levels.push(Level {
+                indent,
+                path: last_key_path.clone(),
+                keys: HashMap::new(),
+            });
+        }
+        let Some((key, _)) = content.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            continue;
+        }
+        levels.retain(|l| l.indent <= indent);
+        if levels.last().is_none_or(|l| l.indent < indent) {
+            levels.push(Level {
+                indent,
+                path: last_key_path.clone(),
+                keys: HashMap::new(),
+            });
+        }
+        let level = levels.last_mut().expect("invariant: a level was just pushed");
+        let path = if level.path.is_empty() || level.indent == 0 {
+            key.to_string()
+        } else {
+            format!("{}.{key}", level.path)
+        };
+        if let Some(&first_line) = level.keys.get(key) {
+            return Some(DuplicateYamlKey {
+                path,
+                first_line,
+                second_line: number,
+            });
+        }
+        level.keys.insert(key.to_string(), number);
+        last_key_path = path;
+    }
+    None
 }
 
 fn read_file(path: &Path) -> Result<Value, ConfigError> {
@@ -237,7 +338,10 @@ fn read_file(path: &Path) -> Result<Value, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let value: Value = match extension {
-        "yaml" | "yml" => serde_yaml_ng::from_str(&text).map_err(|e| file_error(e.to_string()))?,
+        "yaml" | "yml" => {
+            refuse_duplicate_yaml_keys(&text).map_err(file_error)?;
+            serde_yaml_ng::from_str(&text).map_err(|e| file_error(e.to_string()))?
+        }
         "toml" => {
             toml::from_str(&text).map_err(|e| file_error(e.to_string().replace('\n', " ")))?
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use layers::edit_distance;
 pub use layers::{ConfigArgs, load};
 
 /// Where a bad setting came from, for the one-line error.
