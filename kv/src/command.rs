@@ -32,6 +32,17 @@ pub const COMMAND_OVERHEAD_BYTES_MAX: usize = 128;
 pub const COMMAND_BYTES_MAX: usize =
     KEY_BYTES_MAX + 2 * VALUE_BYTES_MAX + COMMAND_OVERHEAD_BYTES_MAX;
 
+/// The smallest session id and sequence number a client may send. Ids are log indexes, which
+/// start at 1; sequence numbers start at 1 so that 0 (an unset field) is never taken for one.
+pub const SESSION_NUMBER_MIN: u64 = 1;
+
+/// The largest session id and sequence number a client may send: `u64::MAX` is kept out, so
+/// that a session always has a next sequence number.
+///
+/// The API layer refuses numbers outside [`SESSION_NUMBER_MIN`]..=this before proposing;
+/// apply does not, so that entries logged before the check existed apply as they did.
+pub const SESSION_NUMBER_MAX: u64 = u64::MAX - 1;
+
 /// A client session: the identity that makes a write exactly-once.
 ///
 /// `client_id` is handed out by [`Command::RegisterSession`] (it is the log index of the
@@ -220,6 +231,71 @@ impl WriteOp {
     }
 }
 
+/// FNV-1a, 64-bit: a hash with a fixed definition, so every replica and every version computes
+/// the same fingerprint (std's `DefaultHasher` promises neither).
+struct Fnv64(u64);
+
+impl Fnv64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Fnv64(Self::OFFSET_BASIS)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// A length-prefixed field, so that `("ab", "c")` and `("a", "bc")` differ.
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.bytes(&(bytes.len() as u64).to_le_bytes()).bytes(bytes)
+    }
+}
+
+impl WriteOp {
+    /// A 64-bit fingerprint of the operation, kept with a session's cached response so that a
+    /// sequence number reused for a different write is told apart from a retry of the same
+    /// one.
+    ///
+    /// Part of the replicated state (it is in snapshots): its definition must never change.
+    /// Each variant hashes a tag byte, then its fields, each byte string length-prefixed.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Fnv64::new();
+        match self {
+            WriteOp::Put {
+                key,
+                value,
+                prev_kv,
+            } => h.bytes(&[0]).field(key).field(value).bytes(&[u8::from(*prev_kv)]),
+            WriteOp::Delete { key, prev_kv } => {
+                h.bytes(&[1]).field(key).bytes(&[u8::from(*prev_kv)])
+            }
+            WriteOp::DeletePrefix { prefix } => h.bytes(&[2]).field(prefix),
+            WriteOp::CompareAndSwap {
+                key,
+                compare,
+                action,
+            } => {
+                h.bytes(&[3]).field(key);
+                match compare {
+                    Compare::Value(expected) => h.bytes(&[0]).field(expected),
+                    Compare::Version(version) => h.bytes(&[1]).bytes(&version.to_le_bytes()),
+                };
+                match action {
+                    CasAction::Put(value) => h.bytes(&[0]).field(value),
+                    CasAction::Delete => h.bytes(&[1]),
+                }
+            }
+        };
+        h.0
+    }
+}
+
 /// Why bytes could not be decoded into a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum DecodeError {
@@ -384,6 +460,21 @@ pub enum ApplyError {
         /// The store's applied index.
         applied_index: u64,
     },
+    /// The sequence number is the session's latest, but the write is not the one that used
+    /// it: answering with the cached response would tell the client a write it never sent
+    /// was done. Nothing was applied; the client must use a new sequence number.
+    ///
+    /// (Appended after the others: postcard encodes the variant index, and responses are kept
+    /// in snapshots.)
+    #[error(
+        "sequence {sequence} of client session {client_id} was already used for a different write; use a new sequence number"
+    )]
+    SequenceReused {
+        /// The session id.
+        client_id: u64,
+        /// The reused sequence number.
+        sequence: u64,
+    },
 }
 
 /// The result of applying one log entry.
@@ -433,6 +524,36 @@ mod tests {
             vec![1, 2, 1, 1, 2, 0, 1, b'k', 1, b'v', 0]
         );
     }
+
+    /// The fingerprint is replicated state: these values are frozen like the encoding.
+    #[test]
+    fn fingerprints_are_stable_and_tell_writes_apart() {
+        let put = |k: &str, v: &str| WriteOp::Put {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+            prev_kv: true,
+        };
+        assert_eq!(put("k", "v").fingerprint(), put("k", "v").fingerprint());
+        assert_ne!(put("k", "v").fingerprint(), put("k", "w").fingerprint());
+        // Field boundaries count: ("ab", "c") is not ("a", "bc").
+        assert_ne!(put("ab", "c").fingerprint(), put("a", "bc").fingerprint());
+        let delete = WriteOp::Delete {
+            key: Bytes::from("k"),
+            prev_kv: true,
+        };
+        assert_ne!(delete.fingerprint(), put("k", "").fingerprint());
+        assert_eq!(
+            WriteOp::DeletePrefix {
+                prefix: Bytes::new()
+            }
+            .fingerprint(),
+            FROZEN_EMPTY_PREFIX_FINGERPRINT
+        );
+    }
+
+    /// FNV-1a 64 of the bytes [2, 0, 0, 0, 0, 0, 0, 0, 0] (tag, then a zero length), computed
+    /// apart from this code.
+    const FROZEN_EMPTY_PREFIX_FINGERPRINT: u64 = 0x0cd9_2cf5_4dc6_15e5;
 
     #[test]
     fn decode_errors() {

@@ -38,7 +38,8 @@ pub mod store;
 
 pub use command::{
     ApplyError, COMMAND_BYTES_MAX, COMMAND_FORMAT_VERSION, CasAction, Command, Compare,
-    DecodeError, KeyValue, Outcome, Response, Session, Write, WriteOp, decode,
+    DecodeError, KeyValue, Outcome, Response, SESSION_NUMBER_MAX, SESSION_NUMBER_MIN, Session,
+    Write, WriteOp, decode,
 };
 pub use limits::{
     KEY_BYTES_MAX, VALUE_BYTES_MAX, ValidationError, validate_key, validate_prefix, validate_value,
@@ -47,7 +48,7 @@ pub use session::{
     SESSION_IDLE_INDEXES_DEFAULT, SESSIONS_MAX_DEFAULT, SessionConfig, SessionRecord, SessionTable,
 };
 pub use snapshot::{
-    CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOTS_KEPT, Snapshot, SnapshotError,
+    CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOTS_KEPT, Snapshot, SnapshotError,
     SnapshotFile, SnapshotMeta, SnapshotStore,
 };
 pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};

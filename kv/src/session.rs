@@ -2,7 +2,10 @@
 //!
 //! Job: remember, per client session, the sequence number and response of its latest write,
 //! so that a write retried after a timeout or a leader change returns the original response
-//! instead of being applied twice (Raft dissertation §6.3).
+//! instead of being applied twice (Raft dissertation §6.3). With the response goes a
+//! fingerprint of the write ([`crate::WriteOp::fingerprint`]): the same sequence number with
+//! a different write is [`crate::ApplyError::SequenceReused`], not the other write's answer.
+//! The refusal changes nothing but the session's last use, like a retry, so replicas agree.
 //!
 //! Time here is the Raft log index: a session is *used* at the index of every command that
 //! carries it, and it *expires* when more than `idle_indexes_max` indexes pass without a use.
@@ -62,6 +65,10 @@ impl Default for SessionConfig {
 pub struct CachedResponse {
     /// The write's sequence number.
     pub sequence: u64,
+    /// The write's [`crate::WriteOp::fingerprint`]; `None` for a response restored from a
+    /// snapshot of format 1, which did not keep it (any write with the sequence then gets the
+    /// cached response, as before).
+    pub fingerprint: Option<u64>,
     /// The response returned to the client, returned again on a retry.
     pub response: Response,
 }
@@ -84,6 +91,8 @@ pub(crate) enum SessionCheck {
     Fresh,
     /// A retry of the latest write: answer with this response, apply nothing.
     Duplicate(Response),
+    /// The latest sequence number, carried by a different write: refuse, apply nothing.
+    Reused,
     /// Older than the latest write.
     Stale {
         /// The session's latest sequence number.
@@ -216,8 +225,15 @@ impl SessionTable {
         index
     }
 
-    /// Classifies a write of `client_id` with `sequence`, marking the session used at `index`.
-    pub(crate) fn check(&mut self, client_id: u64, sequence: u64, index: u64) -> SessionCheck {
+    /// Classifies a write of `client_id` with `sequence` and `fingerprint`, marking the
+    /// session used at `index`.
+    pub(crate) fn check(
+        &mut self,
+        client_id: u64,
+        sequence: u64,
+        fingerprint: u64,
+        index: u64,
+    ) -> SessionCheck {
         let Some(state) = self.sessions.get_mut(&client_id) else {
             return SessionCheck::Unknown;
         };
@@ -228,9 +244,10 @@ impl SessionTable {
         match &state.last {
             None => SessionCheck::Fresh,
             Some(last) if sequence > last.sequence => SessionCheck::Fresh,
-            Some(last) if sequence == last.sequence => {
-                SessionCheck::Duplicate(last.response.clone())
-            }
+            Some(last) if sequence == last.sequence => match last.fingerprint {
+                Some(cached) if cached != fingerprint => SessionCheck::Reused,
+                _ => SessionCheck::Duplicate(last.response.clone()),
+            },
             Some(last) => SessionCheck::Stale {
                 last_sequence: last.sequence,
             },
@@ -238,13 +255,20 @@ impl SessionTable {
     }
 
     /// Caches the response of a fresh write (after [`SessionTable::check`] said `Fresh`).
-    pub(crate) fn record(&mut self, client_id: u64, sequence: u64, response: &Response) {
+    pub(crate) fn record(
+        &mut self,
+        client_id: u64,
+        sequence: u64,
+        fingerprint: u64,
+        response: &Response,
+    ) {
         let state = self
             .sessions
             .get_mut(&client_id)
             .expect("invariant: a fresh write's session exists until the write is recorded");
         state.last = Some(CachedResponse {
             sequence,
+            fingerprint: Some(fingerprint),
             response: response.clone(),
         });
     }
@@ -329,19 +353,57 @@ mod tests {
         Ok(Outcome::Noop { revision })
     }
 
+    /// Fingerprints of two different writes.
+    const WRITE_A: u64 = 0xaaaa;
+    const WRITE_B: u64 = 0xbbbb;
+
     #[test]
     fn fresh_duplicate_stale() {
         let mut t = table(10, 100);
         let id = t.register(5);
         assert_eq!(id, 5);
-        assert_eq!(t.check(id, 1, 6), SessionCheck::Fresh);
-        t.record(id, 1, &ok(6));
-        assert_eq!(t.check(id, 1, 7), SessionCheck::Duplicate(ok(6)));
-        assert_eq!(t.check(id, 3, 8), SessionCheck::Fresh);
-        t.record(id, 3, &ok(8));
-        assert_eq!(t.check(id, 2, 9), SessionCheck::Stale { last_sequence: 3 });
-        assert_eq!(t.check(99, 1, 10), SessionCheck::Unknown);
+        assert_eq!(t.check(id, 1, WRITE_A, 6), SessionCheck::Fresh);
+        t.record(id, 1, WRITE_A, &ok(6));
+        assert_eq!(t.check(id, 1, WRITE_A, 7), SessionCheck::Duplicate(ok(6)));
+        assert_eq!(t.check(id, 3, WRITE_B, 8), SessionCheck::Fresh);
+        t.record(id, 3, WRITE_B, &ok(8));
+        assert_eq!(
+            t.check(id, 2, WRITE_A, 9),
+            SessionCheck::Stale { last_sequence: 3 }
+        );
+        assert_eq!(t.check(99, 1, WRITE_A, 10), SessionCheck::Unknown);
         t.check_invariants(10).expect("invariants hold");
+    }
+
+    #[test]
+    fn the_latest_sequence_with_another_write_is_reused_not_a_duplicate() {
+        // Given a session whose latest write, sequence 1, was write A
+        let mut t = table(10, 100);
+        let id = t.register(1);
+        assert_eq!(t.check(id, 1, WRITE_A, 2), SessionCheck::Fresh);
+        t.record(id, 1, WRITE_A, &ok(2));
+        // When write B comes with sequence 1, then it is refused as a reuse
+        assert_eq!(t.check(id, 1, WRITE_B, 3), SessionCheck::Reused);
+        // and a retry of A still gets A's answer
+        assert_eq!(t.check(id, 1, WRITE_A, 4), SessionCheck::Duplicate(ok(2)));
+        t.check_invariants(4).expect("invariants hold");
+    }
+
+    #[test]
+    fn a_response_without_fingerprint_answers_any_write_of_its_sequence() {
+        // Given a session restored from a format-1 snapshot, which kept no fingerprint
+        let records = vec![SessionRecord {
+            client_id: 1,
+            last_used_index: 2,
+            last: Some(CachedResponse {
+                sequence: 1,
+                fingerprint: None,
+                response: ok(2),
+            }),
+        }];
+        let mut t = SessionTable::from_records(SessionConfig::default(), records);
+        // Then the sequence is answered from the cache, as format 1 did
+        assert_eq!(t.check(1, 1, WRITE_B, 3), SessionCheck::Duplicate(ok(2)));
     }
 
     #[test]
@@ -350,7 +412,7 @@ mod tests {
         t.register(1);
         t.register(2);
         // Use session 1 so that session 2 becomes the least recently used.
-        assert_eq!(t.check(1, 1, 3), SessionCheck::Fresh);
+        assert_eq!(t.check(1, 1, WRITE_A, 3), SessionCheck::Fresh);
         t.register(4);
         assert!(t.contains(1));
         assert!(!t.contains(2));
@@ -379,8 +441,8 @@ mod tests {
         let mut t = table(10, 100);
         t.register(1);
         t.register(2);
-        assert_eq!(t.check(2, 4, 3), SessionCheck::Fresh);
-        t.record(2, 4, &ok(3));
+        assert_eq!(t.check(2, 4, WRITE_A, 3), SessionCheck::Fresh);
+        t.record(2, 4, WRITE_A, &ok(3));
         let rebuilt = SessionTable::from_records(t.config(), t.records());
         assert_eq!(rebuilt, t);
     }

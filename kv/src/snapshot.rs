@@ -46,8 +46,13 @@ use crate::store::{InvariantError, KvConfig, KvStore, StoredValue};
 /// The first eight bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
 
-/// The snapshot format this binary writes (and the only one it reads so far).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// The snapshot format this binary writes. Version 2 added each session's fingerprint of its
+/// latest write ([`crate::session::CachedResponse::fingerprint`]).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+
+/// The oldest snapshot format this binary still reads: version 1 files (and transfers from a
+/// node of the previous release) decode with no fingerprints.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 
 /// Size of the fixed header before the body, in bytes.
 pub const SNAPSHOT_HEADER_BYTES: usize = 24;
@@ -99,7 +104,7 @@ pub enum CorruptSnapshot {
     BadMagic,
     /// A format version this binary does not read.
     #[error(
-        "unsupported snapshot format version {version} (this binary reads {SNAPSHOT_FORMAT_VERSION})"
+        "unsupported snapshot format version {version} (this binary reads {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION})"
     )]
     UnsupportedVersion {
         /// The version found.
@@ -195,7 +200,7 @@ impl Snapshot {
         let version = u32::from_le_bytes(header[8..12].try_into().expect("invariant: 4 bytes"));
         let expected = u64::from_le_bytes(header[12..20].try_into().expect("invariant: 8 bytes"));
         let stored_crc = u32::from_le_bytes(header[20..24].try_into().expect("invariant: 4 bytes"));
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(CorruptSnapshot::UnsupportedVersion { version });
         }
         let body = &bytes[SNAPSHOT_HEADER_BYTES..];
@@ -212,9 +217,67 @@ impl Snapshot {
                 actual,
             });
         }
+        if version == 1 {
+            return match postcard::take_from_bytes::<v1::Snapshot>(body) {
+                Ok((snapshot, [])) => Ok(snapshot.into()),
+                Ok(_) | Err(_) => Err(CorruptSnapshot::Malformed),
+            };
+        }
         match postcard::take_from_bytes::<Snapshot>(body) {
             Ok((snapshot, [])) => Ok(snapshot),
             Ok(_) | Err(_) => Err(CorruptSnapshot::Malformed),
+        }
+    }
+}
+
+/// Format 1, read only: sessions kept their latest response without a fingerprint.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::command::{KeyValue, Response};
+    use crate::session::{CachedResponse, SessionRecord};
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(super) struct Snapshot {
+        pub(super) meta: super::SnapshotMeta,
+        pub(super) revision: u64,
+        pub(super) kvs: Vec<KeyValue>,
+        pub(super) sessions: Vec<Session>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(super) struct Session {
+        pub(super) client_id: u64,
+        pub(super) last_used_index: u64,
+        pub(super) last: Option<Cached>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub(super) struct Cached {
+        pub(super) sequence: u64,
+        pub(super) response: Response,
+    }
+
+    impl From<Snapshot> for super::Snapshot {
+        fn from(old: Snapshot) -> Self {
+            super::Snapshot {
+                meta: old.meta,
+                revision: old.revision,
+                kvs: old.kvs,
+                sessions: old
+                    .sessions
+                    .into_iter()
+                    .map(|s| SessionRecord {
+                        client_id: s.client_id,
+                        last_used_index: s.last_used_index,
+                        last: s.last.map(|c| CachedResponse {
+                            sequence: c.sequence,
+                            fingerprint: None,
+                            response: c.response,
+                        }),
+                    })
+                    .collect(),
+            }
         }
     }
 }
@@ -562,6 +625,54 @@ mod tests {
         assert_eq!(restored, s);
     }
 
+    /// A snapshot file of format `version` around `body`.
+    fn with_header(version: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let crc = checksum(&out[8..20], body);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_format_1_snapshot_still_restores_with_no_fingerprints() {
+        // Given a store whose session has a cached response, written in format 1
+        let s = sample_store();
+        let current = s.snapshot(2, Bytes::from_static(b"conf"));
+        let old = v1::Snapshot {
+            meta: current.meta.clone(),
+            revision: current.revision,
+            kvs: current.kvs.clone(),
+            sessions: current
+                .sessions
+                .iter()
+                .map(|r| v1::Session {
+                    client_id: r.client_id,
+                    last_used_index: r.last_used_index,
+                    last: r.last.as_ref().map(|c| v1::Cached {
+                        sequence: c.sequence,
+                        response: c.response.clone(),
+                    }),
+                })
+                .collect(),
+        };
+        let body = postcard::to_stdvec(&old).expect("encode format 1");
+        // When it is decoded
+        let decoded = Snapshot::decode(&with_header(1, &body)).expect("format 1 decodes");
+        // Then everything but the fingerprints is as written, and it restores
+        let mut expected = current;
+        for record in &mut expected.sessions {
+            if let Some(last) = &mut record.last {
+                assert!(last.fingerprint.is_some(), "format 2 keeps fingerprints");
+                last.fingerprint = None;
+            }
+        }
+        assert_eq!(decoded, expected);
+        KvStore::restore(decoded, s.config()).expect("restores");
+    }
+
     #[test]
     fn every_single_byte_flip_is_detected() {
         let bytes = sample_store().snapshot(1, Bytes::new()).encode();
@@ -605,13 +716,11 @@ mod tests {
             Err(CorruptSnapshot::ChecksumMismatch { .. })
         ));
         // A future version with a valid checksum is refused as unsupported, not as damage.
-        let mut future = bytes.clone();
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = checksum(&future[8..20], &future[SNAPSHOT_HEADER_BYTES..]);
-        future[20..24].copy_from_slice(&crc.to_le_bytes());
+        let next = SNAPSHOT_FORMAT_VERSION + 1;
+        let future = with_header(next, &bytes[SNAPSHOT_HEADER_BYTES..]);
         assert_eq!(
             Snapshot::decode(&future),
-            Err(CorruptSnapshot::UnsupportedVersion { version: 2 })
+            Err(CorruptSnapshot::UnsupportedVersion { version: next })
         );
         // A checksummed body that is not a snapshot.
         let mut junk = bytes[..SNAPSHOT_HEADER_BYTES].to_vec();

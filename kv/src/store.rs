@@ -218,10 +218,13 @@ impl KvStore {
                 session: Some(session),
                 op,
             }) => {
-                match self
-                    .sessions
-                    .check(session.client_id, session.sequence, index)
-                {
+                let fingerprint = op.fingerprint();
+                match self.sessions.check(
+                    session.client_id,
+                    session.sequence,
+                    fingerprint,
+                    index,
+                ) {
                     SessionCheck::Unknown => Err(ApplyError::SessionExpired {
                         client_id: session.client_id,
                     }),
@@ -231,10 +234,18 @@ impl KvStore {
                         last_sequence,
                     }),
                     SessionCheck::Duplicate(response) => response,
+                    SessionCheck::Reused => Err(ApplyError::SequenceReused {
+                        client_id: session.client_id,
+                        sequence: session.sequence,
+                    }),
                     SessionCheck::Fresh => {
                         let response = self.write(index, op);
-                        self.sessions
-                            .record(session.client_id, session.sequence, &response);
+                        self.sessions.record(
+                            session.client_id,
+                            session.sequence,
+                            fingerprint,
+                            &response,
+                        );
                         response
                     }
                 }
@@ -845,6 +856,51 @@ mod tests {
             ),
             Err(ApplyError::SessionExpired { client_id: 77 })
         );
+    }
+
+    #[test]
+    fn a_sequence_reused_for_another_write_is_refused_and_changes_nothing() {
+        // Given a session that wrote k=a with sequence 1
+        let mut s = store();
+        apply(&mut s, 1, Command::RegisterSession).expect("register");
+        let session = Session {
+            client_id: 1,
+            sequence: 1,
+        };
+        let first = apply(&mut s, 2, Command::put("k", "a").with_session(session));
+        assert!(first.is_ok());
+        // When the same sequence carries a different write
+        let reused = apply(&mut s, 3, Command::put("k", "b").with_session(session));
+        // Then it is refused, nothing is written, and a replica that applies it agrees
+        assert_eq!(
+            reused,
+            Err(ApplyError::SequenceReused {
+                client_id: 1,
+                sequence: 1
+            })
+        );
+        assert_eq!(s.get(b"k").expect("k").value, b("a"));
+        let delete = apply(&mut s, 4, Command::delete("k").with_session(session));
+        assert!(matches!(delete, Err(ApplyError::SequenceReused { .. })));
+        assert!(s.get(b"k").is_some());
+        // and the true retry still gets the first answer
+        assert_eq!(
+            apply(&mut s, 5, Command::put("k", "a").with_session(session)),
+            first
+        );
+        s.check_invariants().expect("invariants hold");
+        // A snapshot keeps the fingerprint: a restored replica refuses the reuse too.
+        let restored = KvStore::restore(s.snapshot(1, Bytes::new()), KvConfig::default())
+            .expect("restore");
+        let mut restored = restored;
+        assert!(matches!(
+            apply(
+                &mut restored,
+                6,
+                Command::put("k", "c").with_session(session)
+            ),
+            Err(ApplyError::SequenceReused { .. })
+        ));
     }
 
     #[test]
