@@ -12,8 +12,8 @@ use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Wr
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, Body, Handled, Req, await_leader, forward, json_response, ok, param, param_u64,
-    query_params, within,
+    ApiError, Body, CLIENT_ID_HEADER, Handled, Req, SEQUENCE_HEADER, await_leader, forward,
+    json_response, ok, param, param_u64, query_params, within,
 };
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
@@ -34,23 +34,40 @@ fn check_key(key: &[u8]) -> Result<(), ApiError> {
     })
 }
 
-/// The session headers, if the client sent them.
+/// The session headers, if the client sent them. Ids and sequence numbers are checked against
+/// [`kv::SESSION_NUMBER_MIN`]..=[`kv::SESSION_NUMBER_MAX`] here, not in the state machine, so
+/// that log entries written before the check existed still apply as they did.
 fn session(req: &Req) -> Result<Option<Session>, ApiError> {
     let parse = |s: &str, what: &str| {
-        s.trim()
-            .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("{what} must be a whole number")))
+        let n = s.trim().parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_session",
+                format!("{what} must be a whole number, not `{s}`"),
+            )
+        })?;
+        if !(kv::SESSION_NUMBER_MIN..=kv::SESSION_NUMBER_MAX).contains(&n) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_session",
+                format!(
+                    "{what} {n} is out of range: it must be {}..={}",
+                    kv::SESSION_NUMBER_MIN,
+                    kv::SESSION_NUMBER_MAX
+                ),
+            ));
+        }
+        Ok(n)
     };
-    match (
-        req.header("x-raftkv-client-id"),
-        req.header("x-raftkv-sequence"),
-    ) {
+    match (req.header(CLIENT_ID_HEADER), req.header(SEQUENCE_HEADER)) {
         (None, None) => Ok(None),
         (Some(id), Some(seq)) => Ok(Some(Session {
             client_id: parse(id, "X-Raftkv-Client-Id")?,
             sequence: parse(seq, "X-Raftkv-Sequence")?,
         })),
-        _ => Err(ApiError::bad_request(
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_session",
             "X-Raftkv-Client-Id and X-Raftkv-Sequence go together",
         )),
     }
@@ -97,6 +114,9 @@ fn apply_error(e: ApplyError) -> ApiError {
         }
         ApplyError::StaleSequence { .. } => {
             ApiError::new(StatusCode::CONFLICT, "stale_sequence", e.to_string())
+        }
+        ApplyError::SequenceReused { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "sequence_reused", e.to_string())
         }
         ApplyError::Invalid(v) => too_large(v),
         other => ApiError::bad_request(other.to_string()),
@@ -182,12 +202,39 @@ pub async fn delete(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     }
 }
 
-/// `DELETE /keys?prefix=P`.
+/// `DELETE /keys?prefix=P`, or `DELETE /keys?all=true` for every key.
+///
+/// An empty or missing prefix would match every key, so it is taken only with the explicit
+/// `all=true` (and `all=true` only without a prefix): a prefix lost on the way (an unset
+/// shell variable) must not empty the store.
 pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
     let params = query_params(req.parts.uri.query())?;
-    let prefix = param(&params, "prefix").ok_or_else(|| {
-        ApiError::bad_request("DELETE /keys needs ?prefix= (an empty prefix deletes every key)")
-    })?;
+    let all = match param(&params, "all") {
+        None => false,
+        Some(b"true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "all must be `true` (to delete every key), not `{}`",
+                String::from_utf8_lossy(other)
+            )));
+        }
+    };
+    let prefix = param(&params, "prefix").unwrap_or(b"");
+    match (prefix.is_empty(), all) {
+        (false, false) | (true, true) => {}
+        (true, false) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty_prefix",
+                "DELETE /keys needs a non-empty ?prefix=, or ?all=true to delete every key",
+            ));
+        }
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "give ?prefix= or ?all=true, not both: all=true deletes every key",
+            ));
+        }
+    }
     kv::validate_prefix(prefix).map_err(too_large)?;
     let command = with_session(&req, Command::delete_prefix(Bytes::copy_from_slice(prefix)))?;
     match write(server, req, command).await? {
@@ -353,15 +400,28 @@ pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     Ok(response)
 }
 
-/// `GET /keys?prefix=P&limit=N`.
+/// `GET /keys?prefix=P&limit=N&after=K`: one page of the keys under a prefix, in key order.
+///
+/// A page holds at most `limit` keys (at most [`kv::RANGE_LIMIT_MAX`]) strictly after `after`
+/// and is one consistent read at one revision. When more keys match, the answer says
+/// `"more": true` and gives `next` (or `next_base64`): the last key of the page, to pass as
+/// `after` for the next one. Paging has no end but the keys: each page is bounded, the walk is
+/// not. Pages read at different revisions, so a walk sees keys written meanwhile only if they
+/// sort after the page being read.
 pub async fn list(server: &Server, req: Req) -> Handled {
     let params = query_params(req.parts.uri.query())?;
     let prefix = param(&params, "prefix").unwrap_or(b"").to_vec();
     kv::validate_prefix(&prefix).map_err(too_large)?;
+    let after = param(&params, "after").map(<[u8]>::to_vec);
+    if let Some(after) = &after {
+        kv::validate_key(after).map_err(|e| {
+            ApiError::bad_request(format!("after must be a key (the `next` of a page): {e}"))
+        })?;
+    }
     let limit = param_u64(&params, "limit")?.map_or(LIST_LIMIT_DEFAULT, |l| l as usize);
     if limit == 0 || limit > kv::RANGE_LIMIT_MAX {
         return Err(ApiError::bad_request(format!(
-            "limit must be 1..={}",
+            "limit must be 1..={} (page with `after` for more)",
             kv::RANGE_LIMIT_MAX
         )));
     }
@@ -371,16 +431,22 @@ pub async fn list(server: &Server, req: Req) -> Handled {
     }
     let (range, revision) = {
         let machine = server.machine.lock().expect(MACHINE_LOCK);
-        (
-            machine.kv.range_prefix(&prefix, limit),
-            machine.kv.revision(),
-        )
+        let range = match &after {
+            Some(after) => machine.kv.range_prefix_after(&prefix, after, limit),
+            None => machine.kv.range_prefix(&prefix, limit),
+        };
+        (range, machine.kv.revision())
     };
     let mut body = json!({
         "kvs": range.kvs.iter().map(|kv| kv_json(kv, revision)).collect::<Vec<_>>(),
         "more": range.more,
         "revision": revision,
     });
+    if range.more
+        && let Some(last) = range.kvs.last()
+    {
+        text_or_base64(&mut body, "next", &last.key);
+    }
     let stale = matches!(consistency, Consistency::Stale).then(|| Staleness::of(server));
     if let Some(stale) = &stale {
         stale.add_to_json(&mut body);

@@ -34,10 +34,30 @@ pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 /// The largest value body: the `kv` value limit (a larger body is refused with 413 before it
 /// is read in full).
 pub const VALUE_BODY_BYTES_MAX: usize = kv::VALUE_BYTES_MAX;
-/// The header a forwarded request carries, so that it is never forwarded twice.
+/// The header a forwarded request carries: how many times it has been forwarded (1 or more).
+/// A node that is not the leader forwards again while fewer than [`FORWARD_HOPS_MAX`] hops
+/// were made, so a count a client sends itself cannot make a follower refuse a request it
+/// could forward.
 pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
+/// Most times one request is forwarded between nodes: enough for a leader change while the
+/// request travels (follower -> old leader -> new leader), few enough to end a loop fast.
+pub const FORWARD_HOPS_MAX: u64 = 3;
 /// The header with which a client asks for a redirect (307) instead of forwarding.
 pub const NO_FORWARD_HEADER: &str = "x-raftkv-no-forward";
+/// The session id of an exactly-once write (with [`SEQUENCE_HEADER`]).
+pub const CLIENT_ID_HEADER: &str = "x-raftkv-client-id";
+/// The sequence number of an exactly-once write (with [`CLIENT_ID_HEADER`]).
+pub const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
+/// Every `X-Raftkv-*` request header some route takes; any other is refused.
+pub const REQUEST_HEADERS: [&str; 4] = [
+    FORWARDED_HEADER,
+    NO_FORWARD_HEADER,
+    CLIENT_ID_HEADER,
+    SEQUENCE_HEADER,
+];
+/// Largest edit distance at which an unknown parameter or header name is taken for a typo of a
+/// known one and the answer suggests it.
+pub const SUGGESTION_DISTANCE_MAX: usize = 3;
 
 /// The body type of every answer.
 pub type Body = Full<Bytes>;
@@ -233,6 +253,154 @@ pub fn query_params(req_query: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, A
     Ok(params)
 }
 
+/// What a route takes besides its path and body: the query parameters and the `X-Raftkv-*`
+/// headers it reads. The router refuses anything else before a handler runs, so that a typo
+/// (`prev_versoin`) or a parameter another route takes (`revision`) is never silently
+/// ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepts {
+    /// Query parameter names, each at most once.
+    pub params: &'static [&'static str],
+    /// `X-Raftkv-*` header names (lower case), each at most once.
+    pub headers: &'static [&'static str],
+}
+
+/// Headers every route takes: forwarding concerns only routes that forward, and is harmless
+/// elsewhere.
+const FORWARDING_HEADERS: &[&str] = &[FORWARDED_HEADER, NO_FORWARD_HEADER];
+/// Headers of a route that writes keys: forwarding and an optional session.
+const WRITE_HEADERS: &[&str] = &[
+    FORWARDED_HEADER,
+    NO_FORWARD_HEADER,
+    CLIENT_ID_HEADER,
+    SEQUENCE_HEADER,
+];
+
+/// The parameters and headers of the route `method path`, or `None` when there is no such
+/// route (the router then answers 404 or 405). Kept beside [`route`], which it mirrors.
+pub fn accepts(method: &Method, path: &str) -> Option<Accepts> {
+    let only = |params: &'static [&'static str], headers: &'static [&'static str]| {
+        Some(Accepts { params, headers })
+    };
+    if path.starts_with("/keys/") {
+        return match *method {
+            Method::GET => only(&["consistency"], FORWARDING_HEADERS),
+            Method::PUT => only(&["prev_version", "prev_value"], WRITE_HEADERS),
+            Method::DELETE => only(&[], WRITE_HEADERS),
+            _ => None,
+        };
+    }
+    match (method, path) {
+        (&Method::GET, "/keys") => only(
+            &["prefix", "limit", "after", "consistency"],
+            FORWARDING_HEADERS,
+        ),
+        (&Method::DELETE, "/keys") => only(&["prefix", "all"], WRITE_HEADERS),
+        (&Method::POST, "/sessions")
+        | (&Method::GET, "/health" | "/ready")
+        | (&Method::GET, "/cluster/nodes" | "/cluster/leader" | "/cluster/id")
+        | (&Method::POST, "/cluster/join" | "/cluster/remove" | "/cluster/transfer-leader")
+        | (&Method::POST, "/admin/snapshot") => only(&[], FORWARDING_HEADERS),
+        _ => None,
+    }
+}
+
+/// The known name nearest to `name`, if it is close enough to be a typo of it.
+fn suggestion<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (crate::config::edit_distance(name, k), k))
+        .filter(|(d, _)| *d <= SUGGESTION_DISTANCE_MAX)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn did_you_mean(found: Option<&str>) -> String {
+    found.map_or(String::new(), |k| format!("; did you mean {k}?"))
+}
+
+/// Refuses a request whose query or `X-Raftkv-*` headers the route does not take, or repeats
+/// (which value would count is a guess): 400 `unknown_parameter`, `repeated_parameter`,
+/// `unknown_header` or `repeated_header`, naming the culprit and, when one is close, the name
+/// the client probably meant.
+pub fn check_strict(
+    method: &Method,
+    path: &str,
+    parts: &hyper::http::request::Parts,
+) -> Result<(), ApiError> {
+    let Some(accepts) = accepts(method, path) else {
+        return Ok(());
+    };
+    let params = query_params(parts.uri.query())?;
+    for (i, (name, _)) in params.iter().enumerate() {
+        if !accepts.params.contains(&name.as_str()) {
+            let taken = if accepts.params.is_empty() {
+                "takes no query parameters".to_string()
+            } else {
+                format!("takes {}", accepts.params.join(", "))
+            };
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter `{name}`: {method} {} {taken}{}",
+                    route_name(path),
+                    did_you_mean(suggestion(name, accepts.params.iter().copied()))
+                ),
+            )
+            .with("parameter", json!(name)));
+        }
+        if params[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "repeated_parameter",
+                format!("query parameter `{name}` is given more than once; give it once"),
+            )
+            .with("parameter", json!(name)));
+        }
+    }
+    for name in parts.headers.keys() {
+        let name = name.as_str();
+        if !name.starts_with("x-raftkv-") {
+            continue;
+        }
+        if !accepts.headers.contains(&name) {
+            let why = if REQUEST_HEADERS.contains(&name) {
+                format!("{method} {} does not take it", route_name(path))
+            } else {
+                format!(
+                    "no route takes it{}",
+                    did_you_mean(suggestion(name, REQUEST_HEADERS.iter().copied()))
+                )
+            };
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_header",
+                format!("unknown request header `{name}`: {why}"),
+            )
+            .with("header", json!(name)));
+        }
+        if parts.headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "repeated_header",
+                format!("header `{name}` is given more than once; give it once"),
+            )
+            .with("header", json!(name)));
+        }
+    }
+    forwarded_hops(&parts.headers)?;
+    Ok(())
+}
+
+/// The route's name in docs/api.md: `/keys/{key}` for any key.
+fn route_name(path: &str) -> &str {
+    if path.starts_with("/keys/") {
+        "/keys/{key}"
+    } else {
+        path
+    }
+}
+
 /// The value of query parameter `name`, if given.
 pub fn param<'a>(params: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
     params
@@ -300,13 +468,20 @@ impl Req {
 
 /// Sends the request to the leader and relays its answer, or redirects when the client asked
 /// not to be forwarded. Called by a follower for writes.
+///
+/// Each hop adds one to [`FORWARDED_HEADER`]; after [`FORWARD_HOPS_MAX`] hops the request is
+/// refused with 503 (leadership keeps moving, or the nodes disagree on the leader). A client
+/// that sends the header itself only spends hops: below the bound the request is forwarded
+/// as usual.
 pub async fn forward(server: &Server, req: Req) -> Handled {
-    if req.header(FORWARDED_HEADER).is_some() {
-        // The leader that forwarded this has lost leadership meanwhile.
+    let hops = forwarded_hops(&req.parts.headers)?;
+    if hops >= FORWARD_HOPS_MAX {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
-            "leadership moved while the request was forwarded; retry",
+            format!(
+                "the request was forwarded {hops} times ({FORWARDED_HEADER}: {hops}) without reaching the leader; leadership is moving: retry"
+            ),
         ));
     }
     let status = server.node.status();
@@ -342,12 +517,15 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .method(req.parts.method.clone())
         .uri(&url);
     for (name, value) in &req.parts.headers {
-        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH {
+        if name != hyper::header::HOST
+            && name != hyper::header::CONTENT_LENGTH
+            && name != FORWARDED_HEADER
+        {
             builder = builder.header(name, value);
         }
     }
     let outgoing = builder
-        .header(FORWARDED_HEADER, "1")
+        .header(FORWARDED_HEADER, hops + 1)
         .body(Full::new(body))
         .map_err(|e| ApiError::bad_request(format!("cannot forward: {e}")))?;
     let client = forward_client();
@@ -373,6 +551,23 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .map_err(|e| outcome_unknown(&leader.name, &e))?
         .to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+/// How many times the request has been forwarded already: 0 without [`FORWARDED_HEADER`].
+fn forwarded_hops(headers: &hyper::HeaderMap) -> Result<u64, ApiError> {
+    let Some(value) = headers.get(FORWARDED_HEADER) else {
+        return Ok(0);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|hops| (1..=FORWARD_HOPS_MAX).contains(hops))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{FORWARDED_HEADER} is a hop count from 1 to {FORWARD_HOPS_MAX}, set by the nodes; a client need not send it"
+            ))
+        })
 }
 
 /// The answer when the connection to the leader broke after the request went out: the leader
@@ -443,6 +638,8 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
+    // Before the body is read: a misspelt request is refused at once.
+    check_strict(&method, &path, &parts)?;
     // Only a value may be large; every other body is a small JSON document (or empty).
     let limit = if method == Method::PUT && path.starts_with("/keys/") {
         VALUE_BODY_BYTES_MAX
