@@ -239,7 +239,10 @@ fn a_key_given_twice_in_a_flow_map_is_refused_too() {
         },
         &[],
     );
-    assert!(line.contains("duplicate entry with key \"node_id\""), "{line}");
+    assert!(
+        line.contains("duplicate entry with key \"node_id\""),
+        "{line}"
+    );
 }
 
 #[test]

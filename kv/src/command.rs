@@ -271,7 +271,11 @@ impl WriteOp {
                 key,
                 value,
                 prev_kv,
-            } => h.bytes(&[0]).field(key).field(value).bytes(&[u8::from(*prev_kv)]),
+            } => h
+                .bytes(&[0])
+                .field(key)
+                .field(value)
+                .bytes(&[u8::from(*prev_kv)]),
             WriteOp::Delete { key, prev_kv } => {
                 h.bytes(&[1]).field(key).bytes(&[u8::from(*prev_kv)])
             }

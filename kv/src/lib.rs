@@ -48,7 +48,7 @@ pub use session::{
     SESSION_IDLE_INDEXES_DEFAULT, SESSIONS_MAX_DEFAULT, SessionConfig, SessionRecord, SessionTable,
 };
 pub use snapshot::{
-    CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOTS_KEPT, Snapshot, SnapshotError,
-    SnapshotFile, SnapshotMeta, SnapshotStore,
+    CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
+    SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotStore,
 };
 pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};

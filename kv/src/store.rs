@@ -219,12 +219,10 @@ impl KvStore {
                 op,
             }) => {
                 let fingerprint = op.fingerprint();
-                match self.sessions.check(
-                    session.client_id,
-                    session.sequence,
-                    fingerprint,
-                    index,
-                ) {
+                match self
+                    .sessions
+                    .check(session.client_id, session.sequence, fingerprint, index)
+                {
                     SessionCheck::Unknown => Err(ApplyError::SessionExpired {
                         client_id: session.client_id,
                     }),
@@ -890,8 +888,8 @@ mod tests {
         );
         s.check_invariants().expect("invariants hold");
         // A snapshot keeps the fingerprint: a restored replica refuses the reuse too.
-        let restored = KvStore::restore(s.snapshot(1, Bytes::new()), KvConfig::default())
-            .expect("restore");
+        let restored =
+            KvStore::restore(s.snapshot(1, Bytes::new()), KvConfig::default()).expect("restore");
         let mut restored = restored;
         assert!(matches!(
             apply(

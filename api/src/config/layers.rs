@@ -304,7 +304,9 @@ fn find_duplicate_yaml_key(text: &str) -> Option<DuplicateYamlKey> {
                 keys: HashMap::new(),
             });
         }
-        let level = levels.last_mut().expect("invariant: a level was just pushed");
+        let level = levels
+            .last_mut()
+            .expect("invariant: a level was just pushed");
         let path = if level.path.is_empty() || level.indent == 0 {
             key.to_string()
         } else {
