@@ -439,9 +439,27 @@ impl Client {
         Ok(kv)
     }
 
-    /// Lists up to `limit` keys starting with `prefix` (server default 100 when `None`).
+    /// Lists up to `limit` keys starting with `prefix` (server default 100 when `None`): the
+    /// first page; [`Client::list_page`] reads the ones after it.
     pub async fn list(&self, prefix: impl AsRef<[u8]>, limit: Option<u32>) -> Result<ListResult> {
+        self.list_page(prefix, None, limit).await
+    }
+
+    /// One page of the keys starting with `prefix`, strictly after `after` (pass the previous
+    /// page's [`ListResult::next`]); at most `limit` keys (server default 100 when `None`,
+    /// at most [`LIST_LIMIT_MAX`]). Each page is one consistent read; follow `next` while
+    /// `more` to walk any number of keys.
+    pub async fn list_page(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<&[u8]>,
+        limit: Option<u32>,
+    ) -> Result<ListResult> {
         let mut path = format!("/keys?prefix={}", percent_encode(prefix.as_ref()));
+        if let Some(after) = after {
+            check_key(after)?;
+            path.push_str(&format!("&after={}", percent_encode(after)));
+        }
         if let Some(limit) = limit {
             if limit > LIST_LIMIT_MAX {
                 return Err(Error::BadRequest(format!(
@@ -478,9 +496,15 @@ impl Client {
         self.delete_call(key.as_ref(), None).await
     }
 
-    /// Deletes every key starting with `prefix` (every key at all for an empty prefix).
+    /// Deletes every key starting with `prefix`, which must not be empty
+    /// ([`Client::delete_all`] deletes every key).
     pub async fn delete_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<DeleteResult> {
         self.delete_prefix_call(prefix.as_ref(), None).await
+    }
+
+    /// Deletes every key (`DELETE /keys?all=true`).
+    pub async fn delete_all(&self) -> Result<DeleteResult> {
+        self.delete_prefix_call(b"", None).await
     }
 
     /// Registers a client session for exactly-once writes (`POST /sessions`).
@@ -550,7 +574,12 @@ impl Client {
         prefix: &[u8],
         session: Option<(u64, u64)>,
     ) -> Result<DeleteResult> {
-        let path = format!("/keys?prefix={}", percent_encode(prefix));
+        // The server takes an empty prefix only as the explicit "every key".
+        let path = if prefix.is_empty() {
+            "/keys?all=true".to_owned()
+        } else {
+            format!("/keys?prefix={}", percent_encode(prefix))
+        };
         let mut call = Call::new(Method::DELETE, path, Replay::Unsafe);
         if let Some((client_id, sequence)) = session {
             call.headers = session_headers(client_id, sequence);
@@ -911,6 +940,12 @@ impl Session {
         self.client
             .delete_prefix_call(prefix.as_ref(), Some(session))
             .await
+    }
+
+    /// [`Client::delete_all`], exactly once.
+    pub async fn delete_all(&mut self) -> Result<DeleteResult> {
+        let session = self.take_sequence();
+        self.client.delete_prefix_call(b"", Some(session)).await
     }
 }
 

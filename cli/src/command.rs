@@ -24,7 +24,7 @@ use crate::bench::{self, BenchConfig, BenchError, Stop, Workload};
 use crate::client::VALUE_BYTES_MAX;
 use crate::error::printable;
 use crate::types::{ClientOptions, Routing};
-use crate::{Client, Consistency, Error, Precondition};
+use crate::{Client, Consistency, Error, ListResult, Precondition};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -99,23 +99,26 @@ pub enum Command {
         #[command(flatten)]
         condition: OptionalCondition,
     },
-    /// Delete a key, or every key under a prefix.
+    /// Delete a key, every key under a prefix, or every key.
     Delete {
         /// The key.
-        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        #[arg(required_unless_present_any = ["prefix", "all"], conflicts_with_all = ["prefix", "all"])]
         key: Option<OsString>,
-        /// Delete every key starting with this (must not be empty).
-        #[arg(long)]
+        /// Delete every key starting with this (must not be empty: see --all).
+        #[arg(long, conflicts_with = "all")]
         prefix: Option<OsString>,
+        /// Delete every key in the store.
+        #[arg(long)]
+        all: bool,
     },
-    /// List keys and values under a prefix, in byte order.
+    /// List keys and values under a prefix, in byte order, following the server's pages.
     List {
         /// The prefix (may be empty: all keys).
         #[arg(long)]
         prefix: OsString,
-        /// Most keys to list (server default 100, at most 10000).
+        /// Most keys to list in all (default: every matching key).
         #[arg(long)]
-        limit: Option<u32>,
+        limit: Option<u64>,
     },
     /// Compare-and-swap: write NEW only if the key's version or value is as given.
     Cas {
@@ -337,6 +340,80 @@ fn os_bytes(text: &OsString) -> Bytes {
     Bytes::from(text.to_string_lossy().into_owned())
 }
 
+/// Keys `kvcli list` asks for per page: small enough that a page of large values stays well
+/// under the client's answer limit, large enough that a walk makes few round trips.
+pub const LIST_PAGE_KEYS: u32 = 1_000;
+
+/// `kvcli list`: follows the server's pages until the keys or `limit` run out. Text output is
+/// written page by page, so memory stays one page; `--json` gathers one listing (the `kvs`
+/// of every page, `more` and `next` as of the last key printed, `revision` of the last
+/// page).
+async fn list(
+    client: &Client,
+    prefix: &[u8],
+    limit: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+    notes: &mut dyn Write,
+) -> Result<(), CliError> {
+    let mut listed: u64 = 0;
+    let mut after: Option<Bytes> = None;
+    let mut gathered: Option<ListResult> = None;
+    loop {
+        let wanted = limit.map_or(u64::from(LIST_PAGE_KEYS), |l| {
+            (l - listed).min(u64::from(LIST_PAGE_KEYS))
+        });
+        let page_limit =
+            u32::try_from(wanted).expect("invariant: a page is at most LIST_PAGE_KEYS keys");
+        let mut page = client
+            .list_page(prefix, after.as_deref(), Some(page_limit))
+            .await?;
+        listed += page.kvs.len() as u64;
+        let more = page.more;
+        after = page.next.clone();
+        if json {
+            match &mut gathered {
+                None => gathered = Some(page),
+                Some(all) => {
+                    all.kvs.append(&mut page.kvs);
+                    all.more = page.more;
+                    all.next = page.next;
+                    all.revision = page.revision;
+                }
+            }
+        } else {
+            for kv in &page.kvs {
+                writeln!(
+                    out,
+                    "{}\t{}",
+                    printable(&kv.key, usize::MAX),
+                    printable(&kv.value, usize::MAX)
+                )
+                .map_err(io_error)?;
+            }
+        }
+        if !more {
+            break;
+        }
+        if limit.is_some_and(|l| listed >= l) {
+            if !json {
+                writeln!(notes, "note: more keys match; raise --limit to see them")
+                    .map_err(io_error)?;
+            }
+            break;
+        }
+        if after.is_none() {
+            return Err(CliError::Client(Error::Protocol(
+                "a listing page says more keys match but gives no next key".to_owned(),
+            )));
+        }
+    }
+    match gathered {
+        Some(all) if json => print_json(out, &all),
+        _ => Ok(()),
+    }
+}
+
 /// A value argument: its bytes, or stdin for `-` (bounded by the value limit).
 fn value_arg(value: &OsString, stdin: &mut dyn Read) -> Result<Bytes, CliError> {
     if value != "-" {
@@ -431,19 +508,25 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             let condition = condition(c.prev_version, c.prev_value.as_ref());
             put(&client, os_bytes(&key), value, condition, json, out).await
         }
-        Command::Delete { key, prefix } => {
+        Command::Delete { key, prefix, all } => {
             let mut session = client.register_session().await?;
-            let result = match (key, prefix) {
-                (Some(key), None) => session.delete(os_bytes(&key)).await?,
-                (None, Some(prefix)) if !prefix.is_empty() => {
+            let result = match (key, prefix, all) {
+                (Some(key), None, false) => session.delete(os_bytes(&key)).await?,
+                (None, Some(prefix), false) if !prefix.is_empty() => {
                     session.delete_prefix(os_bytes(&prefix)).await?
                 }
-                (None, Some(_)) => {
+                (None, Some(_), false) => {
                     return Err(CliError::Usage(
-                        "delete --prefix needs a non-empty prefix (an empty one would delete every key)".to_owned(),
+                        "delete --prefix needs a non-empty prefix; to delete every key, say --all"
+                            .to_owned(),
                     ));
                 }
-                _ => return Err(CliError::Usage("delete needs a KEY or --prefix".to_owned())),
+                (None, None, true) => session.delete_all().await?,
+                _ => {
+                    return Err(CliError::Usage(
+                        "delete needs a KEY, --prefix P or --all".to_owned(),
+                    ));
+                }
             };
             if json {
                 print_json(out, &result)
@@ -457,24 +540,7 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             }
         }
         Command::List { prefix, limit } => {
-            let listing = client.list(os_bytes(&prefix), limit).await?;
-            if json {
-                return print_json(out, &listing);
-            }
-            for kv in &listing.kvs {
-                writeln!(
-                    out,
-                    "{}\t{}",
-                    printable(&kv.key, usize::MAX),
-                    printable(&kv.value, usize::MAX)
-                )
-                .map_err(io_error)?;
-            }
-            if listing.more {
-                writeln!(notes, "note: more keys match; raise --limit to see them")
-                    .map_err(io_error)?;
-            }
-            Ok(())
+            list(&client, &os_bytes(&prefix), limit, json, out, notes).await
         }
         Command::Cluster { command } => cluster(&client, command, json, out).await,
         Command::Admin {
@@ -784,23 +850,35 @@ mod tests {
     }
 
     #[test]
-    fn delete_takes_a_key_or_a_prefix() {
+    fn delete_takes_a_key_a_prefix_or_all() {
         assert!(matches!(
             parse(&["delete", "k"]).expect("valid").command,
             Command::Delete {
                 key: Some(_),
-                prefix: None
+                prefix: None,
+                all: false
             }
         ));
         assert!(matches!(
             parse(&["delete", "--prefix", "p/"]).expect("valid").command,
             Command::Delete {
                 key: None,
-                prefix: Some(_)
+                prefix: Some(_),
+                all: false
+            }
+        ));
+        assert!(matches!(
+            parse(&["delete", "--all"]).expect("valid").command,
+            Command::Delete {
+                key: None,
+                prefix: None,
+                all: true
             }
         ));
         assert!(parse(&["delete"]).is_err());
         assert!(parse(&["delete", "k", "--prefix", "p"]).is_err());
+        assert!(parse(&["delete", "k", "--all"]).is_err());
+        assert!(parse(&["delete", "--prefix", "p", "--all"]).is_err());
     }
 
     #[test]

@@ -157,8 +157,9 @@ pub struct DeleteResult {
     pub deleted: u64,
 }
 
-/// The answer to a listing by prefix.
+/// The answer to a listing by prefix: one page, read at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ListResultWire", into = "ListResultWire")]
 pub struct ListResult {
     /// The keys, in byte order, at most the limit asked for.
     pub kvs: Vec<KeyValue>,
@@ -166,6 +167,51 @@ pub struct ListResult {
     pub more: bool,
     /// The store's revision when the listing was read.
     pub revision: u64,
+    /// When `more`: the last key of this page, to pass as `after` for the next one
+    /// ([`crate::Client::list_page`]).
+    pub next: Option<Bytes>,
+}
+
+/// The JSON shape of a listing: `next` as text when UTF-8, `next_base64` otherwise.
+#[derive(Serialize, Deserialize)]
+struct ListResultWire {
+    kvs: Vec<KeyValue>,
+    more: bool,
+    revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_base64: Option<String>,
+}
+
+impl TryFrom<ListResultWire> for ListResult {
+    type Error = String;
+
+    fn try_from(wire: ListResultWire) -> Result<Self, String> {
+        let next = match (wire.next, wire.next_base64) {
+            (None, None) => None,
+            (text, base64) => Some(bytes_from_wire(text, base64, "next")?),
+        };
+        Ok(ListResult {
+            kvs: wire.kvs,
+            more: wire.more,
+            revision: wire.revision,
+            next,
+        })
+    }
+}
+
+impl From<ListResult> for ListResultWire {
+    fn from(list: ListResult) -> Self {
+        let (next, next_base64) = list.next.as_deref().map_or((None, None), bytes_to_wire);
+        ListResultWire {
+            kvs: list.kvs,
+            more: list.more,
+            revision: list.revision,
+            next,
+            next_base64,
+        }
+    }
 }
 
 /// A compare-and-swap condition.

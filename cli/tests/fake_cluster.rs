@@ -35,6 +35,16 @@ struct Entry {
     version: u64,
 }
 
+/// A key's entry as if written once at revision 1.
+fn entry(value: &[u8]) -> Entry {
+    Entry {
+        value: value.to_vec(),
+        create: 1,
+        modified: 1,
+        version: 1,
+    }
+}
+
 /// The state all fake nodes share.
 #[derive(Default)]
 struct Store {
@@ -308,6 +318,11 @@ fn route(
         }
         ("DELETE", "/keys") => {
             let prefix = q.get("prefix").cloned().unwrap_or_default();
+            // As the server: an empty prefix only with the explicit all=true.
+            let all = q.get("all").map(Vec::as_slice) == Some(b"true");
+            if prefix.is_empty() != all {
+                return error(400, "empty_prefix");
+            }
             let before = s.kv.len();
             s.kv.retain(|k, _| !k.starts_with(&prefix));
             s.revision += 1;
@@ -324,20 +339,22 @@ fn route(
                 .get("limit")
                 .and_then(|l| std::str::from_utf8(l).ok()?.parse().ok())
                 .unwrap_or(100);
+            // As the server: keys strictly after `after`, and `next` when more match.
+            let after = q.get("after").cloned();
             let matching: Vec<_> =
                 s.kv.iter()
                     .filter(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
                     .collect();
-            let kvs: Vec<_> = matching
-                .iter()
-                .take(limit)
-                .map(|(k, e)| kv_json(k, e))
-                .collect();
-            reply(
-                200,
-                json!({"kvs": kvs, "more": matching.len() > limit, "revision": s.revision})
-                    .to_string(),
-            )
+            let page = &matching[..limit.min(matching.len())];
+            let kvs: Vec<_> = page.iter().map(|(k, e)| kv_json(k, e)).collect();
+            let more = matching.len() > limit;
+            let mut answer = json!({"kvs": kvs, "more": more, "revision": s.revision});
+            if more && let Some((last, _)) = page.last() {
+                let (field, value) = text_or_base64("next", last);
+                answer[field] = value;
+            }
+            reply(200, answer.to_string())
         }
         _ => {
             let Some(encoded) = path.strip_prefix("/keys/") else {
@@ -846,6 +863,103 @@ async fn kvcli(args: &[&str], stdin: &[u8]) -> (Result<(), command::CliError>, V
     )
     .await;
     (outcome, out, notes)
+}
+
+#[tokio::test]
+async fn kvcli_list_follows_the_pages_to_the_last_key_and_stops_at_its_own_limit() {
+    // Given 2,500 keys under p/ (more than two of kvcli's pages), one not UTF-8, and keys
+    // around the prefix
+    let cluster = Cluster::start(1).await;
+    cluster.set_leader(Some(0));
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    {
+        let mut store = cluster.store.lock().expect("test lock");
+        for i in 0..2_500 {
+            let key = format!("p/{i:05}").into_bytes();
+            store.kv.insert(key.clone(), entry(b"v"));
+            expected.push(key);
+        }
+        store.kv.insert(b"p/\xff".to_vec(), entry(b"v"));
+        expected.push(b"p/\xff".to_vec());
+        store.kv.insert(b"o".to_vec(), entry(b"outside"));
+        store.kv.insert(b"q".to_vec(), entry(b"outside"));
+    }
+    let e = cluster.nodes[0].url();
+
+    // When kvcli lists the prefix without a limit
+    let (outcome, out, notes) = kvcli(&["--endpoints", &e, "list", "--prefix", "p/"], b"").await;
+    outcome.expect("list");
+    // Then every key comes once, in order, read in pages that each continue after the last
+    let text = String::from_utf8_lossy(&out);
+    let listed: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let want: Vec<String> = expected
+        .iter()
+        .map(|k| cli::error::printable(k, usize::MAX))
+        .collect();
+    assert_eq!(listed, want);
+    assert!(notes.is_empty(), "{}", String::from_utf8_lossy(&notes));
+    let pages = cluster.nodes[0].seen("GET", "/keys?");
+    assert_eq!(pages.len(), 3, "1,000 keys a page");
+    assert!(!pages[0].path.contains("after="));
+    assert!(
+        pages[1].path.ends_with("&after=p%2F00999&limit=1000"),
+        "{}",
+        pages[1].path
+    );
+
+    // and --limit is a total over pages, with a note that more keys match
+    let (outcome, out, notes) = kvcli(
+        &[
+            "--endpoints",
+            &e,
+            "list",
+            "--prefix",
+            "p/",
+            "--limit",
+            "1500",
+        ],
+        b"",
+    )
+    .await;
+    outcome.expect("list --limit");
+    assert_eq!(String::from_utf8_lossy(&out).lines().count(), 1_500);
+    assert!(String::from_utf8_lossy(&notes).contains("--limit"));
+
+    // and --json gathers the pages into one listing
+    let (outcome, out, _) = kvcli(
+        &["--endpoints", &e, "--json", "list", "--prefix", "p/"],
+        b"",
+    )
+    .await;
+    outcome.expect("list --json");
+    let parsed: serde_json::Value = serde_json::from_slice(&out).expect("one JSON document");
+    assert_eq!(parsed["kvs"].as_array().expect("kvs").len(), 2_501);
+    assert_eq!(parsed["more"], json!(false));
+}
+
+#[tokio::test]
+async fn kvcli_delete_all_says_so_and_an_empty_prefix_is_refused() {
+    let cluster = Cluster::start(1).await;
+    cluster.set_leader(Some(0));
+    {
+        let mut store = cluster.store.lock().expect("test lock");
+        store.kv.insert(b"a".to_vec(), entry(b"1"));
+        store.kv.insert(b"b".to_vec(), entry(b"2"));
+    }
+    let e = cluster.nodes[0].url();
+    let (outcome, _, _) = kvcli(&["--endpoints", &e, "delete", "--prefix", ""], b"").await;
+    assert!(outcome.is_err());
+    assert!(cluster.entry(b"a").is_some(), "nothing deleted");
+    assert!(Cli::try_parse_from(["kvcli", "delete", "--all", "--prefix", "a"]).is_err());
+
+    let (outcome, out, _) = kvcli(&["--endpoints", &e, "delete", "--all"], b"").await;
+    outcome.expect("delete --all");
+    assert!(String::from_utf8_lossy(&out).starts_with("deleted 2 "));
+    let sent = cluster.nodes[0].seen("DELETE", "/keys");
+    assert_eq!(sent.last().expect("a delete").path, "/keys?all=true");
 }
 
 #[tokio::test]
