@@ -468,3 +468,34 @@ pub fn load(
 
     layers.finish()
 }
+
+#[cfg(test)]
+mod duplicate_key_tests {
+    use super::{DuplicateYamlKey, find_duplicate_yaml_key};
+
+    #[test]
+    fn finds_the_repeat_in_its_own_map_only() {
+        // The same key in two sections is no duplicate; the repeat within one is.
+        let text = "raft:\n  node_id: a\nwal:\n  # node_id: commented\n  node_id: b\n  x: 1\n  node_id: c\n";
+        assert_eq!(
+            find_duplicate_yaml_key(text),
+            Some(DuplicateYamlKey {
+                path: "wal.node_id".into(),
+                first_line: 5,
+                second_line: 7,
+            })
+        );
+        assert_eq!(find_duplicate_yaml_key("a:\n  b: 1\nc:\n  b: 2\n"), None);
+    }
+
+    #[test]
+    fn list_items_are_maps_of_their_own() {
+        let text = "peers:\n  - name: a\n    addr: x\n  - name: b\n    addr: y\n";
+        assert_eq!(find_duplicate_yaml_key(text), None);
+        let text = "peers:\n  - name: a\n    name: b\n";
+        assert_eq!(
+            find_duplicate_yaml_key(text).map(|d| (d.path, d.first_line, d.second_line)),
+            Some(("peers.name".into(), 2, 3))
+        );
+    }
+}

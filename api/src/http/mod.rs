@@ -759,3 +759,115 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> hyper::http::request::Parts {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("a valid request").into_parts().0
+    }
+
+    fn refusal(method: Method, uri: &str, headers: &[(&str, &str)]) -> Option<ApiError> {
+        let p = parts(method, uri, headers);
+        check_strict(&p.method, p.uri.path(), &p).err()
+    }
+
+    #[test]
+    fn a_route_takes_its_own_parameters_and_headers() {
+        assert!(refusal(Method::PUT, "/keys/k?prev_version=3", &[]).is_none());
+        assert!(
+            refusal(
+                Method::GET,
+                "/keys?prefix=a&limit=2&after=a1&consistency=stale",
+                &[]
+            )
+            .is_none()
+        );
+        assert!(
+            refusal(
+                Method::DELETE,
+                "/keys?all=true",
+                &[(SEQUENCE_HEADER, "1"), (CLIENT_ID_HEADER, "1")]
+            )
+            .is_none()
+        );
+        assert!(refusal(Method::POST, "/cluster/remove", &[(FORWARDED_HEADER, "2")]).is_none());
+        // Headers outside X-Raftkv- are not the router's business.
+        assert!(refusal(Method::GET, "/health", &[("x-request-id", "7")]).is_none());
+    }
+
+    #[test]
+    fn a_typo_gets_its_own_code_and_the_likely_intent() {
+        let e = refusal(Method::PUT, "/keys/t?prev_versoin=5", &[]).expect("refused");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "unknown_parameter")
+        );
+        assert!(
+            e.message.ends_with("did you mean prev_version?"),
+            "{}",
+            e.message
+        );
+        // Nothing close: no suggestion, but the parameters the route takes.
+        let e = refusal(Method::GET, "/keys/k?revision=1", &[]).expect("refused");
+        assert!(e.message.contains("takes consistency"), "{}", e.message);
+        assert!(!e.message.contains("did you mean"), "{}", e.message);
+        let e = refusal(Method::GET, "/ready?x=1", &[]).expect("refused");
+        assert!(
+            e.message.contains("takes no query parameters"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn repeats_and_misplaced_or_unknown_headers_are_refused() {
+        let e = refusal(Method::GET, "/keys?limit=1&limit=2", &[]).expect("refused");
+        assert_eq!(e.code, "repeated_parameter");
+        let e = refusal(Method::PUT, "/keys/k", &[("X-Raftkv-Sequense", "1")]).expect("refused");
+        assert_eq!(e.code, "unknown_header");
+        assert!(
+            e.message.ends_with("did you mean x-raftkv-sequence?"),
+            "{}",
+            e.message
+        );
+        let e = refusal(Method::GET, "/keys/k", &[(CLIENT_ID_HEADER, "1")]).expect("refused");
+        assert_eq!(e.code, "unknown_header");
+        assert!(
+            e.message.contains("GET /keys/{key} does not take it"),
+            "{}",
+            e.message
+        );
+        let e = refusal(
+            Method::PUT,
+            "/keys/k",
+            &[(SEQUENCE_HEADER, "1"), (SEQUENCE_HEADER, "2")],
+        )
+        .expect("refused");
+        assert_eq!(e.code, "repeated_header");
+    }
+
+    #[test]
+    fn the_forwarded_header_is_a_bounded_hop_count() {
+        for good in ["1", "3"] {
+            assert!(refusal(Method::PUT, "/keys/k", &[(FORWARDED_HEADER, good)]).is_none());
+        }
+        for bad in ["0", "4", "yes", ""] {
+            assert!(
+                refusal(Method::PUT, "/keys/k", &[(FORWARDED_HEADER, bad)]).is_some(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_route_is_left_to_the_router_for_its_404_or_405() {
+        assert!(refusal(Method::GET, "/nowhere?x=1", &[]).is_none());
+        assert!(refusal(Method::PATCH, "/keys/k?x=1", &[]).is_none());
+    }
+}
