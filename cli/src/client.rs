@@ -236,6 +236,17 @@ fn authority_of(http_addr: &str) -> &str {
     without_scheme.trim_end_matches('/')
 }
 
+/// Refuses an empty prefix for a prefix delete: it would match every key, which takes the
+/// explicit `delete_all`.
+fn non_empty_prefix(prefix: &[u8]) -> Result<&[u8]> {
+    if prefix.is_empty() {
+        return Err(Error::BadRequest(
+            "an empty prefix would delete every key; call delete_all to mean that".to_owned(),
+        ));
+    }
+    Ok(prefix)
+}
+
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::BadRequest("the key is empty".to_owned()));
@@ -499,12 +510,13 @@ impl Client {
     /// Deletes every key starting with `prefix`, which must not be empty
     /// ([`Client::delete_all`] deletes every key).
     pub async fn delete_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<DeleteResult> {
-        self.delete_prefix_call(prefix.as_ref(), None).await
+        self.delete_prefix_call(Some(non_empty_prefix(prefix.as_ref())?), None)
+            .await
     }
 
     /// Deletes every key (`DELETE /keys?all=true`).
     pub async fn delete_all(&self) -> Result<DeleteResult> {
-        self.delete_prefix_call(b"", None).await
+        self.delete_prefix_call(None, None).await
     }
 
     /// Registers a client session for exactly-once writes (`POST /sessions`).
@@ -569,16 +581,15 @@ impl Client {
         parse_json(&answer, "DELETE answer")
     }
 
+    /// `DELETE /keys?prefix=P`, or `?all=true` for `None`: the server takes no empty prefix.
     async fn delete_prefix_call(
         &self,
-        prefix: &[u8],
+        prefix: Option<&[u8]>,
         session: Option<(u64, u64)>,
     ) -> Result<DeleteResult> {
-        // The server takes an empty prefix only as the explicit "every key".
-        let path = if prefix.is_empty() {
-            "/keys?all=true".to_owned()
-        } else {
-            format!("/keys?prefix={}", percent_encode(prefix))
+        let path = match prefix {
+            Some(prefix) => format!("/keys?prefix={}", percent_encode(prefix)),
+            None => "/keys?all=true".to_owned(),
         };
         let mut call = Call::new(Method::DELETE, path, Replay::Unsafe);
         if let Some((client_id, sequence)) = session {
@@ -936,16 +947,17 @@ impl Session {
 
     /// [`Client::delete_prefix`], exactly once.
     pub async fn delete_prefix(&mut self, prefix: impl AsRef<[u8]>) -> Result<DeleteResult> {
+        let prefix = non_empty_prefix(prefix.as_ref())?;
         let session = self.take_sequence();
         self.client
-            .delete_prefix_call(prefix.as_ref(), Some(session))
+            .delete_prefix_call(Some(prefix), Some(session))
             .await
     }
 
     /// [`Client::delete_all`], exactly once.
     pub async fn delete_all(&mut self) -> Result<DeleteResult> {
         let session = self.take_sequence();
-        self.client.delete_prefix_call(b"", Some(session)).await
+        self.client.delete_prefix_call(None, Some(session)).await
     }
 }
 

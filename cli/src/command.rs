@@ -117,7 +117,7 @@ pub enum Command {
         #[arg(long)]
         prefix: OsString,
         /// Most keys to list in all (default: every matching key).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
     },
     /// Compare-and-swap: write NEW only if the key's version or value is as given.

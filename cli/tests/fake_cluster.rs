@@ -938,6 +938,7 @@ async fn kvcli_list_follows_the_pages_to_the_last_key_and_stops_at_its_own_limit
     let parsed: serde_json::Value = serde_json::from_slice(&out).expect("one JSON document");
     assert_eq!(parsed["kvs"].as_array().expect("kvs").len(), 2_501);
     assert_eq!(parsed["more"], json!(false));
+    assert!(Cli::try_parse_from(["kvcli", "list", "--prefix", "p/", "--limit", "0"]).is_err());
 }
 
 #[tokio::test]
@@ -954,6 +955,16 @@ async fn kvcli_delete_all_says_so_and_an_empty_prefix_is_refused() {
     assert!(outcome.is_err());
     assert!(cluster.entry(b"a").is_some(), "nothing deleted");
     assert!(Cli::try_parse_from(["kvcli", "delete", "--all", "--prefix", "a"]).is_err());
+    // The library refuses the empty prefix before sending, too.
+    let client = Client::new([e.as_str()]).expect("client");
+    assert!(matches!(
+        client.delete_prefix("").await,
+        Err(Error::BadRequest(_))
+    ));
+    assert!(
+        cluster.nodes[0].seen("DELETE", "/keys").is_empty(),
+        "nothing sent"
+    );
 
     let (outcome, out, _) = kvcli(&["--endpoints", &e, "delete", "--all"], b"").await;
     outcome.expect("delete --all");
