@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use clap::Parser;
 use common::{Proc, leader_of, ready, three_nodes, wait_until};
 use serde_json::Value;
 
@@ -421,6 +422,44 @@ fn a_listing_pages_through_25000_keys_each_once_and_in_order() {
     assert_eq!(seen.len(), expected.len());
     assert!(seen == expected, "the walk differs from the keys written");
     assert!(pages >= 26, "{pages} pages");
+
+    // and kvcli list, following the pages itself, prints every key once, in order
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let endpoint = format!("http://{}", node.http);
+    let kvcli = cli::command::Cli::try_parse_from([
+        "kvcli",
+        "--endpoints",
+        &endpoint,
+        "list",
+        "--prefix",
+        "p/",
+    ])
+    .expect("valid arguments");
+    tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(cli::command::run(
+            kvcli,
+            &mut std::io::empty(),
+            cli::command::Output {
+                out: &mut out,
+                notes: &mut notes,
+                terminal: false,
+            },
+        ))
+        .expect("kvcli list");
+    let printed: Vec<String> = String::from_utf8(out)
+        .expect("kvcli prints text")
+        .lines()
+        .map(|line| line.split('\t').next().expect("a key").to_string())
+        .collect();
+    let want: Vec<String> = expected
+        .iter()
+        .map(|k| cli::error::printable(k, usize::MAX))
+        .collect();
+    assert_eq!(printed.len(), want.len());
+    assert!(printed == want, "kvcli list differs from the keys written");
+    assert!(notes.is_empty(), "{}", String::from_utf8_lossy(&notes));
 
     // and one page may be as large as the limit allows, still with a way on
     let (status, _, body) = request(&node.http, "GET", "/keys?prefix=p/&limit=10000", &[], b"");
