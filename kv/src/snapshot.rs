@@ -16,6 +16,9 @@
 //!     24     n  body: postcard of the snapshot
 //! ```
 //!
+//! Versions: 2 is written; 1 (the same but for sessions' cached responses, which had no write
+//! fingerprint) is still read and restored with no fingerprints.
+//!
 //! A file is accepted only if the magic, version, length (equal to the rest of the file) and
 //! checksum all match (checked in that order) and the body decodes with no bytes left over; the content is then
 //! re-checked by [`KvStore::restore`] with [`KvStore::check_invariants`].

@@ -59,6 +59,8 @@ enum Step {
     Retry(u8),
     /// The client in this slot sends a new write with an old sequence number.
     Stale(u8, WriteOp),
+    /// The client in this slot sends another write with its latest sequence number.
+    Reuse(u8, WriteOp),
     /// A write with a session that was never registered.
     Unknown(WriteOp),
     Register,
@@ -74,6 +76,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => (write_op(), proptest::option::of(any::<u8>())).prop_map(|(op, client)| Step::Write { op, client }),
         3 => any::<u8>().prop_map(Step::Retry),
         1 => (any::<u8>(), write_op()).prop_map(|(c, op)| Step::Stale(c, op)),
+        2 => (any::<u8>(), write_op()).prop_map(|(c, op)| Step::Reuse(c, op)),
         1 => write_op().prop_map(Step::Unknown),
         1 => Just(Step::Register),
         1 => Just(Step::Noop),
@@ -311,6 +314,26 @@ proptest! {
                         Err(ApplyError::StaleSequence { client_id: id, sequence: last_sequence - 1, last_sequence })
                     );
                     prop_assert_eq!(store.range_prefix(b"", usize::MAX), before.range_prefix(b"", usize::MAX));
+                }
+                Step::Reuse(slot, op) => {
+                    let Some((id, (sequence, command, cached))) = model
+                        .client(slot)
+                        .and_then(|id| model.last.get(&id).cloned().map(|last| (id, last)))
+                    else {
+                        store.mark_applied(index).expect("index increases");
+                        continue;
+                    };
+                    let response = store.apply(index, &with_session(op.clone(), id, sequence).encode());
+                    // The same write is a retry; any other is refused as a reuse.
+                    let same = matches!(&command, Command::Write(Write { op: sent, .. }) if *sent == op);
+                    let expected = if same {
+                        cached
+                    } else {
+                        Err(ApplyError::SequenceReused { client_id: id, sequence })
+                    };
+                    prop_assert_eq!(response, expected);
+                    prop_assert_eq!(store.range_prefix(b"", usize::MAX), before.range_prefix(b"", usize::MAX));
+                    prop_assert_eq!(store.revision(), before.revision());
                 }
                 Step::Unknown(op) => {
                     // Session ids are indexes of registrations; index + 1 is never one yet.
