@@ -7,14 +7,15 @@
 
 pub mod cluster;
 pub mod keys;
+pub mod limits;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,8 +23,9 @@ use raft::core::Role;
 use raft::node::NodeError;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::config;
 use crate::server::Server;
 
 /// How long a request may wait for a leader, a commit or a read index before it is answered
@@ -153,24 +155,76 @@ pub async fn within<T>(fut: impl Future<Output = Result<T, NodeError>>) -> Resul
     }
 }
 
-/// Reads the whole body, refusing one over `max` bytes with 413.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the request body exceeds {max} bytes"),
-                ))
-            } else {
-                Err(ApiError::bad_request(format!("reading the body: {e}")))
+/// Reads the whole body, refusing one over `max` bytes with 413, one that does not arrive
+/// within `server.body_read_timeout` with 408 `body_timeout`, and one whose bytes would pass
+/// the node-wide budget of bodies in flight (`server.body_bytes_in_flight_max`) with 503
+/// `overloaded`. A body with a declared length is counted in full before any of it is read;
+/// one without is counted as it comes. The count ends with this call: the bytes it returns
+/// are the handler's, bounded by its own timeout.
+pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<Bytes, ApiError> {
+    let limits = &server.limits;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds {max} bytes"),
+        )
+    };
+    let overloaded = |full: limits::BudgetFull| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "request bodies being received on this node already hold its budget of {} bytes (server.body_bytes_in_flight_max); retry shortly",
+                full.max
+            ),
+        )
+    };
+    let declared = body.size_hint().exact();
+    let mut counted = match declared {
+        Some(len) if len > max as u64 => return Err(too_large()),
+        Some(len) => limits.body_bytes(len as usize).map_err(overloaded)?,
+        None => limits.body_bytes(0).map_err(overloaded)?,
+    };
+    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} (server.body_read_timeout); {len} bytes came",
+                        config::units::format_duration(limits.body_read_timeout)
+                    ),
+                ));
             }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!("reading the body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers carry nothing a handler reads.
+        };
+        len += data.len();
+        if len > max {
+            return Err(too_large());
         }
+        if declared.is_none() {
+            counted.merge(limits.body_bytes(data.len()).map_err(overloaded)?);
+        }
+        chunks.push(data);
     }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Parses a JSON body.
@@ -449,7 +503,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     } else {
         JSON_BODY_BYTES_MAX
     };
-    let body = read_body(body, limit).await?;
+    let body = read_body(&server, body, limit).await?;
     let req = Req { parts, body };
     // A removed node serves nothing but what tells an operator where it stands.
     if let Some(at) = server.removed_at()
@@ -512,7 +566,12 @@ fn method_not_allowed(path: &str) -> ApiError {
     )
 }
 
-async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    server: Arc<Server>,
+    activity: Arc<limits::Activity>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let _busy = activity.busy();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     Ok(match route(server, req).await {
@@ -525,13 +584,22 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
 }
 
 /// Serves the API on `listener` until `shutdown` turns true, then lets the requests in flight
-/// finish (bounded by [`REQUEST_TIMEOUT`]).
+/// finish (bounded by [`REQUEST_TIMEOUT`]). Each connection is admitted within the node's
+/// limits ([`limits`]): over the cap it is answered `503 too_many_connections` and closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = &server.limits;
+    info!(
+        fd_limit = limits.fd_limit(),
+        fd_reserve = limits::FD_RESERVE,
+        max_connections = server.config.server.max_connections,
+        connections_allowed = limits.connections_allowed(),
+        "client connections bounded"
+    );
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -544,16 +612,35 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let server = Arc::clone(&server);
-                let service = hyper::service::service_fn(move |req| handle(Arc::clone(&server), req));
+                let Some(slot) = server.limits.admit() else {
+                    let allowed = server.limits.connections_allowed();
+                    limits::refuse(stream, allowed, server.limits.refusal());
+                    debug!(allowed, "refused a client connection: too many open");
+                    continue;
+                };
+                let activity = limits::Activity::new();
+                let io = TokioIo::new(limits::Watched::new(stream, Arc::clone(&activity)));
+                let for_service = (Arc::clone(&server), Arc::clone(&activity));
+                let service = hyper::service::service_fn(move |req| {
+                    handle(Arc::clone(&for_service.0), Arc::clone(&for_service.1), req)
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(io, service);
                 let conn = graceful.watch(conn);
+                let server = Arc::clone(&server);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, "HTTP connection ended with an error");
+                    match limits::watch(conn, &activity, &server.limits).await {
+                        limits::Ended::Served(Err(e)) => {
+                            debug!(error = %e, "HTTP connection ended with an error")
+                        }
+                        limits::Ended::Served(Ok(())) => {}
+                        limits::Ended::Idle => debug!("closed an idle HTTP connection"),
+                        limits::Ended::HeaderTimeout => {
+                            debug!("closed an HTTP connection whose request header was too slow")
+                        }
                     }
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,

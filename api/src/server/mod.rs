@@ -124,6 +124,8 @@ pub struct Server {
     pub transport: Arc<PeerTransport<TcpNetwork>>,
     /// The address Raft peers connect to, as bound.
     pub raft_listen_addr: std::net::SocketAddr,
+    /// What clients may hold of this node (connections, time, body memory).
+    pub limits: crate::http::limits::Limits,
 }
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
@@ -276,6 +278,11 @@ impl Server {
             transport.set_peer(peer, addr);
         }
         let files: Arc<dyn SnapshotFiles> = snapshot_files;
+        let limits = crate::http::limits::Limits::new(
+            &config.server,
+            crate::http::limits::fd_limit_now(),
+            store.wal_metrics(),
+        );
         let node = node::spawn(
             node_config(&config, id),
             store,
@@ -298,6 +305,7 @@ impl Server {
             machine,
             transport,
             raft_listen_addr,
+            limits,
         });
         tokio::spawn(follow_records(
             Arc::clone(&server.transport),
