@@ -348,3 +348,140 @@ fn idle_connections_slow_headers_and_slow_bodies_are_cut_off() {
     // The cut-off write was not applied.
     assert_eq!(http(&node.http, "GET", "/keys/slow", b"").0, 404);
 }
+
+/// A tmpfs mounted for one test; unmounted (lazily, so a straggling process cannot keep it)
+/// when dropped.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) at `dir`, or says loudly why
+    /// it cannot (not root) and returns `None`.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "\n*** SKIPPED: mounting a small tmpfs to fill needs root; run this test as root (CI does) ***\n"
+            );
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs at {}", dir.display());
+        Some(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Writes a file of zeros in `dir` until the disk is full; returns its path.
+fn fill_disk(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Err(e) = file.write_all(&chunk) {
+            assert_eq!(e.kind(), ErrorKind::StorageFull, "filling the disk: {e}");
+            break;
+        }
+    }
+    // Whatever a partial chunk left: write byte by byte until not one more fits.
+    while file.write_all(&[0]).is_ok() {}
+    path
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_507_serves_reads_and_recovers_by_itself() {
+    let root = tempfile::tempdir().unwrap();
+    // Given a node whose data directory is on a 96 MiB disk (above the default 64 MiB reserve)
+    // with small WAL segments,
+    let Some(disk) = Tmpfs::mount(&root.path().join("disk"), "96m") else {
+        return;
+    };
+    let mut node = Proc::configure(
+        "n1",
+        &disk.dir,
+        None,
+        &["--set", "wal.segment_size=64KiB", "--bootstrap"],
+    );
+    node.log = root.path().join("n1.log");
+    node.start();
+    wait_until("n1 leads", || ready(&node));
+    let value = |i: usize| format!("{i:04}-{}", "v".repeat(1000));
+    // (each acknowledged key, with the number its value starts with)
+    let mut acknowledged: Vec<(String, usize)> = Vec::new();
+    for i in 0..50 {
+        let key = format!("before{i}");
+        assert_eq!(node.put(&key, &value(i)).0, 200);
+        acknowledged.push((key, i));
+    }
+
+    // when the disk fills up,
+    let filler = fill_disk(&disk.dir);
+    // then writes are refused with 507 no_space (a write that raced the filling may pass),
+    let mut refused = None;
+    for i in 0..100 {
+        let key = format!("during{i}");
+        match node.put(&key, &value(i)) {
+            (200, _) => acknowledged.push((key, i)),
+            answer => {
+                refused = Some(answer);
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("writes to a full disk are refused");
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("\"no_space\""), "{body}");
+    for i in 0..5 {
+        let (status, body) = node.put(&format!("refused{i}"), "x");
+        assert_eq!((status, body.contains("\"no_space\"")), (507, true), "{body}");
+    }
+    // linearizable reads and lists go on,
+    assert_eq!(node.get("/keys/before0").0, 200);
+    assert_eq!(node.get("/keys?prefix=before").0, 200);
+    // and /health and /ready say why the node does not take writes.
+    for path in ["/health", "/ready"] {
+        let (status, body) = node.get(path);
+        assert_eq!(status, 507, "{path}: {body}");
+        assert!(body.contains("\"no_space\""), "{path}: {body}");
+    }
+
+    // When the filler is removed, writes are taken again without a restart,
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("writes are taken again", || node.put("after0", &value(0)).0 == 200);
+    acknowledged.push(("after0".into(), 0));
+    for i in 1..50 {
+        let key = format!("after{i}");
+        assert_eq!(node.put(&key, &value(i)).0, 200);
+        acknowledged.push((key, i));
+    }
+    assert_eq!(node.get("/health").0, 200);
+    assert!(ready(&node));
+    // no refused write was applied, and every acknowledged one is there, also after a restart.
+    let check = |node: &Proc| {
+        for (key, i) in &acknowledged {
+            let (status, body) = node.get(&format!("/keys/{key}"));
+            assert_eq!(status, 200, "{key}: {body}");
+            assert!(body.contains(&format!("{i:04}-vvv")), "{key}: {body}");
+        }
+        for i in 0..5 {
+            assert_eq!(node.get(&format!("/keys/refused{i}")).0, 404);
+        }
+    };
+    check(&node);
+    node.kill9();
+    node.start();
+    wait_until("n1 leads again", || ready(&node));
+    check(&node);
+}

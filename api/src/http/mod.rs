@@ -114,7 +114,30 @@ impl ApiError {
                 "shutting_down",
                 "the node is shutting down",
             ),
+            NodeError::NoSpace(no_space) => ApiError::no_space(no_space),
         }
+    }
+
+    /// 507 no_space: the leader's disk is (nearly) full, and the write was not taken.
+    pub fn no_space(no_space: raft::node::NoSpace) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_space",
+            format!(
+                "the write was refused and not applied: {no_space}; writes resume by themselves once space is freed, reads go on"
+            ),
+        )
+    }
+
+    /// 503 storage_failed: the node's storage failed for good and it stopped.
+    pub fn storage_failed(node: &str, failure: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_failed",
+            format!(
+                "{node} stopped: its storage failed ({failure}); see its log, and restart it once the disk is fixed"
+            ),
+        )
     }
 
     fn timeout() -> ApiError {
@@ -319,7 +342,10 @@ pub async fn await_leader(server: &Server) -> Result<bool, ApiError> {
             if let Some(leader) = s.leader {
                 return Ok(leader == server.id && s.role == Some(Role::Leader));
             }
-            if s.failed.is_some() {
+            if let Some(failure) = &s.failed {
+                if s.storage == raft::node::StorageHealth::Failed {
+                    return Err(ApiError::storage_failed(&server.config.raft.node_id, failure));
+                }
                 return Err(ApiError::from_node(NodeError::Stopped));
             }
         }
@@ -527,7 +553,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         (Method::GET, "/keys") => keys::list(&server, req).await,
         (Method::DELETE, "/keys") => keys::delete_prefix(&server, req).await,
         (Method::POST, "/sessions") => keys::register_session(&server, req).await,
-        (Method::GET, "/health") => ok(json!({"status": "ok"})),
+        (Method::GET, "/health") => cluster::health(&server),
         (Method::GET, "/ready") => cluster::ready(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),

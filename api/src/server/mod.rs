@@ -244,6 +244,8 @@ impl Server {
                 (store, files)
             }
         };
+        let mut store = store;
+        store.set_free_space_reserve(config.storage.free_space_reserve);
         let cluster_id = store.cluster_id();
         if let (Origin::Restarted, Some(join_addr)) = (&origin, &config.raft.join_addr) {
             check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
