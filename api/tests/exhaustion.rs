@@ -445,7 +445,11 @@ fn a_full_disk_refuses_writes_with_507_serves_reads_and_recovers_by_itself() {
     assert!(body.contains("\"no_space\""), "{body}");
     for i in 0..5 {
         let (status, body) = node.put(&format!("refused{i}"), "x");
-        assert_eq!((status, body.contains("\"no_space\"")), (507, true), "{body}");
+        assert_eq!(
+            (status, body.contains("\"no_space\"")),
+            (507, true),
+            "{body}"
+        );
     }
     // linearizable reads and lists go on,
     assert_eq!(node.get("/keys/before0").0, 200);
@@ -459,7 +463,9 @@ fn a_full_disk_refuses_writes_with_507_serves_reads_and_recovers_by_itself() {
 
     // When the filler is removed, writes are taken again without a restart,
     std::fs::remove_file(&filler).unwrap();
-    wait_until("writes are taken again", || node.put("after0", &value(0)).0 == 200);
+    wait_until("writes are taken again", || {
+        node.put("after0", &value(0)).0 == 200
+    });
     acknowledged.push(("after0".into(), 0));
     for i in 1..50 {
         let key = format!("after{i}");

@@ -55,7 +55,10 @@ fn an_append_on_a_full_disk_keeps_a_whole_prefix_at_most_and_succeeds_once_space
     fs.crash();
     let wal = open(&fs);
     assert_eq!(wal.last_index(), 12);
-    assert_eq!(wal.read(1, 13).unwrap(), [entries(1, 10, 1), entries(11, 12, 2)].concat());
+    assert_eq!(
+        wal.read(1, 13).unwrap(),
+        [entries(1, 10, 1), entries(11, 12, 2)].concat()
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use raft::core::{ConfChange, ConfChangeKind, Role};
-use raft::node::{Status, StorageHealth};
 use raft::node::driver::node_id_for_name;
+use raft::node::{Status, StorageHealth};
 use serde_json::{Value, json};
 
 use super::{ApiError, Handled, Req, await_leader, forward, json_str, ok, read_json, within};

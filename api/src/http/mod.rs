@@ -344,7 +344,10 @@ pub async fn await_leader(server: &Server) -> Result<bool, ApiError> {
             }
             if let Some(failure) = &s.failed {
                 if s.storage == raft::node::StorageHealth::Failed {
-                    return Err(ApiError::storage_failed(&server.config.raft.node_id, failure));
+                    return Err(ApiError::storage_failed(
+                        &server.config.raft.node_id,
+                        failure,
+                    ));
                 }
                 return Err(ApiError::from_node(NodeError::Stopped));
             }

@@ -416,7 +416,10 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 warn!(node = self.raft.id().0, %no_space, "disk short of space: refusing new writes until space is freed")
             }
             (Some(_), None) => {
-                info!(node = self.raft.id().0, "disk space freed: taking writes again")
+                info!(
+                    node = self.raft.id().0,
+                    "disk space freed: taking writes again"
+                )
             }
             _ => {}
         }
