@@ -182,7 +182,7 @@ pub async fn within<T>(fut: impl Future<Output = Result<T, NodeError>>) -> Resul
 /// within `server.body_read_timeout` with 408 `body_timeout`, and one whose bytes would pass
 /// the node-wide budget of bodies in flight (`server.body_bytes_in_flight_max`) with 503
 /// `overloaded`. A body with a declared length is counted in full before any of it is read;
-/// one without is counted as it comes. The count ends with this call: the bytes it returns
+/// one without is counted as it comes; one declared over `max` is not kept at all. The count ends with this call: the bytes it returns
 /// are the handler's, bounded by its own timeout.
 pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<Bytes, ApiError> {
     let limits = &server.limits;
@@ -204,10 +204,13 @@ pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<By
         )
     };
     let declared = body.size_hint().exact();
+    // A body declared too large is still read up to the limit, and thrown away as it comes:
+    // a client that sends its whole body before reading the answer would otherwise see its
+    // connection reset and never read the 413.
+    let discard = declared.is_some_and(|len| len > max as u64);
     let mut counted = match declared {
-        Some(len) if len > max as u64 => return Err(too_large()),
-        Some(len) => limits.body_bytes(len as usize).map_err(overloaded)?,
-        None => limits.body_bytes(0).map_err(overloaded)?,
+        Some(len) if !discard => limits.body_bytes(len as usize).map_err(overloaded)?,
+        _ => limits.body_bytes(0).map_err(overloaded)?,
     };
     let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
     let mut body = body;
@@ -237,6 +240,9 @@ pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<By
         len += data.len();
         if len > max {
             return Err(too_large());
+        }
+        if discard {
+            continue;
         }
         if declared.is_none() {
             counted.merge(limits.body_bytes(data.len()).map_err(overloaded)?);
