@@ -164,7 +164,7 @@ impl Limits {
     /// the descriptors left after [`FD_RESERVE`] and the WAL's open segments cannot hold that
     /// many clients at [`FDS_PER_CLIENT`] each.
     pub fn connections_allowed(&self) -> usize {
-        let segments = self.wal.snapshot().segments;
+        let segments = self.wal.segments();
         let for_clients = self.fd_limit.saturating_sub(FD_RESERVE + segments) / FDS_PER_CLIENT;
         self.max_connections
             .min(usize::try_from(for_clients).unwrap_or(usize::MAX))

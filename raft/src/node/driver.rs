@@ -818,6 +818,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_failed_fsync_stops_the_node_and_its_status_says_storage_failed() {
+        // Given a lone leader, when the fsync of its next write fails,
+        let fs = SimFs::new(11);
+        let node = lone_leader(&fs, 0).await;
+        fs.fail_next_syncs(1);
+        // then the write is not acknowledged, and the status says the storage failed and why
+        // (a failed fsync is never retried, unlike a full disk).
+        let refused = node.propose(Bytes::from_static(b"lost")).await;
+        assert_eq!(refused, Err(NodeError::Stopped));
+        let status = node.status();
+        assert_eq!(status.storage, StorageHealth::Failed);
+        let failure = status.failed.expect("a failure is named");
+        assert!(failure.contains("fsync"), "{failure}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_follower_whose_leader_connection_ends_campaigns_after_the_random_part_alone() {
         // Given a follower that stops hearing from its leader, when the leader's connection
         // ends, then it campaigns within one base election timeout,
