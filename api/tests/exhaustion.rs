@@ -135,6 +135,24 @@ fn peek(stream: &mut TcpStream) -> Seen {
     seen
 }
 
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The node's resident set size, from /proc.
 fn rss_bytes(p: &Proc) -> u64 {
     let pid = p.child.as_ref().expect("the node runs").id();
@@ -222,8 +240,14 @@ fn more_idle_connections_than_descriptors_are_refused_clearly_and_the_wal_keeps_
         "clients stay well below the descriptor limit: {served} served"
     );
     assert_eq!(served + refused + connect_failures, IDLE_CONNECTIONS);
-    // and the node says it is healthy on the kept connection.
+    // the node says it is healthy on the kept connection,
     assert_eq!(keep_alive_request(&mut kept, "GET", "/health", b"").0, 200);
+    // and its log said at start how the descriptor limit bounds its clients.
+    let log = without_ansi(&node.log_text());
+    assert!(
+        log.contains("fd_limit=1024") && log.contains("connections_allowed="),
+        "{log}"
+    );
 
     // When the idle connections close, new clients are served again and nothing was lost.
     drop(idle);

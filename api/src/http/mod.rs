@@ -628,13 +628,27 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limits = &server.limits;
-    info!(
-        fd_limit = limits.fd_limit(),
-        fd_reserve = limits::FD_RESERVE,
-        max_connections = server.config.server.max_connections,
-        connections_allowed = limits.connections_allowed(),
-        "client connections bounded"
+    let (configured, allowed) = (
+        server.config.server.max_connections,
+        limits.connections_allowed(),
     );
+    if allowed < configured {
+        warn!(
+            fd_limit = limits.fd_limit(),
+            fd_reserve = limits::FD_RESERVE,
+            max_connections = configured,
+            connections_allowed = allowed,
+            "the file descriptor limit lowers the client connection cap below server.max_connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) to serve more"
+        );
+    } else {
+        info!(
+            fd_limit = limits.fd_limit(),
+            fd_reserve = limits::FD_RESERVE,
+            max_connections = configured,
+            connections_allowed = allowed,
+            "client connections bounded"
+        );
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {
