@@ -518,3 +518,76 @@ fn a_full_disk_refuses_writes_with_507_serves_reads_and_recovers_by_itself() {
     wait_until("n1 leads again", || ready(&node));
     check(&node);
 }
+
+#[test]
+fn a_write_that_finds_the_disk_full_is_held_until_space_is_freed_and_never_lost() {
+    let root = tempfile::tempdir().unwrap();
+    // Given a node on a small disk with no free-space reserve (so nothing refuses a write up
+    // front, and the WAL itself meets the full disk) and small WAL segments,
+    let Some(disk) = Tmpfs::mount(&root.path().join("disk"), "16m") else {
+        return;
+    };
+    let mut node = Proc::configure(
+        "n1",
+        &disk.dir,
+        None,
+        &[
+            "--set",
+            "wal.segment_size=64KiB",
+            "--set",
+            "storage.free_space_reserve=0",
+            "--bootstrap",
+        ],
+    );
+    node.log = root.path().join("n1.log");
+    node.start();
+    wait_until("n1 leads", || ready(&node));
+    let value = "v".repeat(1000);
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let key = format!("before{i}");
+        assert_eq!(node.put(&key, &value).0, 200);
+        acknowledged.push(key);
+    }
+    // when the disk fills up and writes go on until one cannot be stored,
+    let filler = fill_disk(&disk.dir);
+    let mut held = None;
+    for i in 0..200 {
+        let key = format!("during{i}");
+        match node.put(&key, &value) {
+            (200, _) => acknowledged.push(key),
+            answer => {
+                held = Some((key, answer));
+                break;
+            }
+        }
+    }
+    // then that write is not acknowledged (its outcome is unknown: it waits for space),
+    let (held_key, (status, body)) = held.expect("a write meets the full disk");
+    assert_eq!(status, 504, "{body}");
+    // the node has not stopped: it says it waits for space.
+    let (status, body) = node.get("/health");
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("\"no_space\""), "{body}");
+
+    // When the filler is removed, the held write is stored, writes are taken again without a
+    // restart, and every acknowledged write is there, also after a restart.
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("writes are taken again", || {
+        node.put("after", &value).0 == 200
+    });
+    acknowledged.push("after".into());
+    acknowledged.push(held_key);
+    wait_until("the node is healthy again", || node.get("/health").0 == 200);
+    let check = |node: &Proc| {
+        for key in &acknowledged {
+            let (status, body) = node.get(&format!("/keys/{key}"));
+            assert_eq!(status, 200, "{key}: {body}");
+        }
+    };
+    check(&node);
+    node.kill9();
+    node.start();
+    wait_until("n1 leads again", || ready(&node));
+    check(&node);
+}
