@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -399,16 +399,26 @@ fn refusal_answer(allowed: usize) -> String {
 /// client still sends until it closes, because closing a socket with unread bytes resets it
 /// and a reset can destroy the answer before the client reads it; without a permit, what has
 /// arrived so far is read first for the same reason.
+///
+/// The socket is written through its std handle: tokio's `try_write` on a socket it has not
+/// yet seen writable refuses without trying.
 pub fn refuse(stream: tokio::net::TcpStream, allowed: usize, linger: Option<OwnedSemaphorePermit>) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = stream.into_std() else {
+        return; // Dropped: closed now.
+    };
     let mut sink = [0u8; 4096];
-    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
-    let _ = stream.try_write(refusal_answer(allowed).as_bytes());
+    // Nonblocking (as tokio left it): reads what has arrived, then stops.
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = stream.write_all(refusal_answer(allowed).as_bytes());
     let Some(permit) = linger else {
         return; // Dropped: closed now.
     };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(stream) else {
+        return;
+    };
     tokio::spawn(async move {
-        let mut stream = stream;
-        let _ = stream.shutdown().await;
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
             loop {
                 match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
