@@ -182,8 +182,8 @@ pub async fn within<T>(fut: impl Future<Output = Result<T, NodeError>>) -> Resul
 /// within `server.body_read_timeout` with 408 `body_timeout`, and one whose bytes would pass
 /// the node-wide budget of bodies in flight (`server.body_bytes_in_flight_max`) with 503
 /// `overloaded`. A body with a declared length is counted in full before any of it is read;
-/// one without is counted as it comes; one declared over `max` is not kept at all. The count ends with this call: the bytes it returns
-/// are the handler's, bounded by its own timeout.
+/// one without is counted as it comes; one declared over `max` is not kept at all. The count
+/// ends with this call: the bytes it returns are the handler's, bounded by its own timeout.
 pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<Bytes, ApiError> {
     let limits = &server.limits;
     let too_large = || {
