@@ -85,6 +85,15 @@ impl WalError {
         }
     }
 
+    /// True when a write failed because the disk (or a quota) is full. Such a failure leaves
+    /// the log whole and unpoisoned: an append may have kept a prefix of its batch (the
+    /// segments it filled before a new one could not be created; not durable until a sync),
+    /// never a half-written record. The caller may retry once space is freed, from
+    /// `last_index() + 1` or after truncating what it no longer wants.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, WalError::Io { source, .. } if crate::fs::is_no_space(source))
+    }
+
     /// True for damage on disk (as opposed to I/O failure or misuse).
     pub fn is_corruption(&self) -> bool {
         matches!(self, WalError::Corrupt { .. })

@@ -34,6 +34,22 @@ pub trait FileSystem: Clone + Send + Sync + 'static {
     /// Takes an exclusive lock on `dir` without waiting; an error of kind
     /// [`io::ErrorKind::WouldBlock`] means someone else holds it.
     fn lock_dir(&self, dir: &Path) -> io::Result<Self::DirLock>;
+    /// Bytes an unprivileged writer may still allocate on the file system that holds `dir`
+    /// (`statvfs`'s available blocks). The default, for a disk that never fills (the simulated
+    /// one), is unlimited.
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        let _ = dir;
+        Ok(u64::MAX)
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota) is full: an error a writer may wait out
+/// and retry once space is freed, unlike a failed fsync.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// An open file. All methods take `&self` so a handle can be shared behind an `Arc`.
@@ -113,6 +129,10 @@ impl FileSystem for RealFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn available_space(&self, dir: &Path) -> io::Result<u64> {
+        fs4::available_space(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

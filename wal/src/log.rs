@@ -311,8 +311,13 @@ impl<F: FileSystem> Wal<F> {
             .fs
             .create_new(&path)
             .map_err(|e| WalError::io(&path, e))?;
-        file.write_all_at(&segment::encode_header(first_index), 0)
-            .map_err(|e| WalError::io(&path, e))?;
+        if let Err(e) = file.write_all_at(&segment::encode_header(first_index), 0) {
+            // Not kept: a retry creates the file anew (and recovery would refuse a segment
+            // without its header). Its name was never synced, so no crash can depend on it.
+            drop(file);
+            let _ = self.fs.remove_file(&path);
+            return Err(WalError::io(&path, e));
+        }
         // The name must be durable before any record in the file is reported durable.
         self.fs
             .sync_dir(&self.dir)
@@ -441,6 +446,9 @@ impl<F: FileSystem> Wal<F> {
             if let Err(e) = written {
                 let path = self.active().path.clone();
                 self.scratch = scratch;
+                if crate::fs::is_no_space(&e) {
+                    return Err(self.undo_partial_write(base, WalError::io(path, e)));
+                }
                 return Err(self.poison(WalError::io(path, e)));
             }
             let active = self
@@ -470,6 +478,33 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
+    /// After a write into the active segment at `base` failed for lack of space: cuts the
+    /// segment back to `base`, so that no record of the failed write (a whole one may have
+    /// landed before the disk filled) can be read back at recovery after a different append
+    /// takes its place. The log is then exactly as before the call and not poisoned; `err`
+    /// is returned for the caller to retry later. If the cut itself fails, what the file holds
+    /// past `base` is unknown, and the log is poisoned.
+    fn undo_partial_write(&mut self, base: u64, err: WalError) -> WalError {
+        let active = self.active();
+        if let Err(e) = active.file.set_len(base) {
+            let path = active.path.clone();
+            return self.poison(WalError::io(path, e));
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a Wal always has an active segment");
+        active.allocated = base;
+        warn!(dir = %self.dir.display(), error = %err, "WAL: no space for an append; nothing was kept, the append may be retried");
+        err
+    }
+
+    /// Bytes still available on the file system that holds the log (see
+    /// [`FileSystem::available_space`]).
+    pub fn available_space(&self) -> std::io::Result<u64> {
+        self.fs.available_space(&self.dir)
+    }
+
     /// Reserves the active segment's space up to at least `end`, a [`PREALLOCATE_BYTES`] step
     /// at a time but not past the segment's size. Reserving is only an optimisation: if the file
     /// system refuses (not every one supports it), the log stops trying and appends grow the
@@ -490,6 +525,8 @@ impl<F: FileSystem> Wal<F> {
                     .expect("a Wal always has an active segment");
                 active.allocated = target;
             }
+            // A full disk is not a file system that cannot reserve: try again next time.
+            Err(e) if crate::fs::is_no_space(&e) => {}
             Err(e) => {
                 warn!(file = %active.path.display(), error = %e,
                       "WAL: cannot reserve space ahead of appends; appends will grow the file");
@@ -548,6 +585,11 @@ impl<F: FileSystem> Wal<F> {
         self.mark_durable(upto);
         let next = self.last_index() + 1;
         if let Err(e) = self.create_segment(next) {
+            // No new segment was kept (see `create_segment`): the sealed one stays active, and
+            // the next append tries the rotation again.
+            if e.is_no_space() {
+                return Err(e);
+            }
             return Err(self.poison(e));
         }
         self.publish_gauges();

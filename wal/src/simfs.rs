@@ -41,6 +41,32 @@ struct Disk {
     /// When set, `sync_data` succeeds without making anything durable.
     lying_syncs: bool,
     syncs: u64,
+    /// When set, the most bytes all files together may hold: a write or extension past it
+    /// fails as on a full disk.
+    capacity: Option<u64>,
+}
+
+impl Disk {
+    /// Bytes held by every file (what a reader sees now).
+    fn used(&self) -> u64 {
+        self.inodes.values().map(|i| i.data.len() as u64).sum()
+    }
+
+    /// Fails as a full disk does if a file growing from `from` to `to` bytes would pass the
+    /// capacity. Called with the file's inode taken out of the disk (see
+    /// `SimFile::with_inode`), so `used` counts the other files only.
+    fn check_growth(&self, from: usize, to: u64) -> io::Result<()> {
+        let Some(capacity) = self.capacity else {
+            return Ok(());
+        };
+        if to > from as u64 && self.used() + to > capacity {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "simulated full disk (ENOSPC)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -82,6 +108,7 @@ impl SimFs {
                 failing_syncs: 0,
                 lying_syncs: false,
                 syncs: 0,
+                capacity: None,
             })),
         }
     }
@@ -144,6 +171,13 @@ impl SimFs {
         }
         report.files.sort();
         report
+    }
+
+    /// Limits the disk to `capacity` bytes across all files (`None`: unlimited). Writes that
+    /// would pass it fail with [`io::ErrorKind::StorageFull`] and write nothing; files already
+    /// past it keep their bytes.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        self.lock().capacity = capacity;
     }
 
     /// Makes the next `count` calls of `sync_data` fail with an I/O error.
@@ -255,7 +289,8 @@ impl FileHandle for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with_inode(|inode, _| {
+        self.with_inode(|inode, disk| {
+            disk.check_growth(inode.data.len(), offset + buf.len() as u64)?;
             write_into(&mut inode.data, offset, buf);
             inode.unsynced.push(Change::Write {
                 offset,
@@ -266,7 +301,8 @@ impl FileHandle for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with_inode(|inode, _| {
+        self.with_inode(|inode, disk| {
+            disk.check_growth(inode.data.len(), len)?;
             inode.data.resize(len as usize, 0);
             inode.unsynced.push(Change::SetLen(len));
             Ok(())
@@ -382,6 +418,13 @@ impl FileSystem for SimFs {
             }
         }
         Ok(())
+    }
+
+    fn available_space(&self, _dir: &Path) -> io::Result<u64> {
+        let disk = self.lock();
+        Ok(disk
+            .capacity
+            .map_or(u64::MAX, |c| c.saturating_sub(disk.used())))
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<SimDirLock> {

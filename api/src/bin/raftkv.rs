@@ -47,6 +47,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    // Before the runtime starts threads or anything opens a file (see `raise_fd_limit`).
+    let fds = api::http::limits::raise_fd_limit();
+    info!(
+        before = fds.before,
+        now = fds.now,
+        hard = fds.hard,
+        "file descriptor limit"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -111,6 +111,28 @@ pub struct RaftSection {
 pub struct ServerSection {
     /// `host:port` of the HTTP API.
     pub http_addr: String,
+    /// The most client connections served at once; one more is answered `503
+    /// too_many_connections` and closed. The node lowers it at start when the process's file
+    /// descriptor limit cannot hold this many beside the reserve for the WAL, snapshots and
+    /// peers (`http::limits`), and logs both figures.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's header, from its first byte; a slower
+    /// one is disconnected.
+    #[serde(with = "units::duration")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body once its header is in; a slower
+    /// one is answered `408 body_timeout`.
+    #[serde(with = "units::duration")]
+    pub body_read_timeout: Duration,
+    /// How long a connection may stay open with no request in progress (before its first
+    /// request, or after an answer) before the node closes it.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// The most bytes of request bodies held in memory at once, across all connections: a
+    /// body that would pass it is answered `503 overloaded` and its bytes released, so slow
+    /// or stalled uploads cannot fill the node's memory.
+    #[serde(with = "units::size")]
+    pub body_bytes_in_flight_max: u64,
 }
 
 /// Storage settings.
@@ -121,6 +143,12 @@ pub struct StorageSection {
     pub data_dir: PathBuf,
     /// Take a snapshot (and compact the WAL) every this many applied entries.
     pub snapshot_every: u64,
+    /// Free space kept in reserve on the data directory's disk: below it, the node refuses
+    /// new writes (`507 no_space`) before they enter the log, so that what is already in
+    /// flight, the hard state and the next snapshot still fit; reads go on, and writes resume
+    /// by themselves once space is freed.
+    #[serde(with = "units::size")]
+    pub free_space_reserve: u64,
 }
 
 /// Write-ahead log settings.
@@ -195,6 +223,15 @@ pub const WAL_BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
 pub const WAL_SEGMENT_SIZE_MIN: u64 = 4 * 1024;
 /// The largest `wal.segment_size` (1 GiB).
 pub const WAL_SEGMENT_SIZE_MAX: u64 = 1024 * 1024 * 1024;
+/// The largest `server.max_connections`.
+pub const MAX_CONNECTIONS_MAX: usize = 1_000_000;
+/// The shortest `server.header_read_timeout`, `server.body_read_timeout` and
+/// `server.idle_timeout`: below this, an ordinary client on a busy network is cut off.
+pub const HTTP_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// The longest of those timeouts.
+pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// The smallest `server.body_bytes_in_flight_max`: one largest value body must fit.
+pub const BODY_BYTES_IN_FLIGHT_MIN: u64 = kv::VALUE_BYTES_MAX as u64;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
 /// The longest `host:port` address (a DNS name is at most 253 bytes).
@@ -217,10 +254,16 @@ impl Default for Config {
             },
             server: ServerSection {
                 http_addr: "127.0.0.1:8080".into(),
+                max_connections: 4096,
+                header_read_timeout: Duration::from_secs(10),
+                body_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                body_bytes_in_flight_max: 64 * 1024 * 1024,
             },
             storage: StorageSection {
                 data_dir: PathBuf::from("./data"),
                 snapshot_every: 10_000,
+                free_space_reserve: 64 * 1024 * 1024,
             },
             wal: WalSection {
                 batch_size: 1024,
@@ -329,6 +372,43 @@ impl Config {
                     units::format_duration(r.heartbeat_timeout),
                     units::format_duration(HEARTBEAT_TIMEOUT_MIN),
                     units::format_duration(r.election_timeout)
+                ),
+            ));
+        }
+        let server = &self.server;
+        if !(1..=MAX_CONNECTIONS_MAX).contains(&server.max_connections) {
+            return Err(bad(
+                "server.max_connections",
+                format!(
+                    "{} is outside 1..={MAX_CONNECTIONS_MAX}",
+                    server.max_connections
+                ),
+            ));
+        }
+        for (key, timeout) in [
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.body_read_timeout", server.body_read_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+        ] {
+            if !(HTTP_TIMEOUT_MIN..=HTTP_TIMEOUT_MAX).contains(&timeout) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{} is outside {}..={}",
+                        units::format_duration(timeout),
+                        units::format_duration(HTTP_TIMEOUT_MIN),
+                        units::format_duration(HTTP_TIMEOUT_MAX)
+                    ),
+                ));
+            }
+        }
+        if server.body_bytes_in_flight_max < BODY_BYTES_IN_FLIGHT_MIN {
+            return Err(bad(
+                "server.body_bytes_in_flight_max",
+                format!(
+                    "{} is below {}, the largest value body",
+                    units::format_size(server.body_bytes_in_flight_max),
+                    units::format_size(BODY_BYTES_IN_FLIGHT_MIN)
                 ),
             ));
         }

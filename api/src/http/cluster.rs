@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use raft::core::{ConfChange, ConfChangeKind, Role};
-use raft::node::Status;
 use raft::node::driver::node_id_for_name;
+use raft::node::{Status, StorageHealth};
 use serde_json::{Value, json};
 
 use super::{ApiError, Handled, Req, await_leader, forward, json_str, ok, read_json, within};
@@ -45,9 +45,43 @@ fn role_name(server: &Server, status: &Status, id: raft::core::NodeId) -> &'stat
     }
 }
 
+/// The storage problem a node has, if any, as the error `/health` and `/ready` answer: a
+/// full disk (507 `no_space`, clears by itself) or storage that failed for good (503
+/// `storage_failed`).
+fn storage_problem(server: &Server, status: &Status) -> Option<ApiError> {
+    match &status.storage {
+        StorageHealth::Ok => None,
+        StorageHealth::NoSpace(no_space) => Some(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_space",
+            format!(
+                "{} refuses writes: {no_space}; reads go on, and writes resume by themselves once space is freed",
+                server.config.raft.node_id
+            ),
+        )),
+        StorageHealth::Failed => Some(ApiError::storage_failed(
+            &server.config.raft.node_id,
+            status.failed.as_deref().unwrap_or("unknown failure"),
+        )),
+    }
+}
+
+/// `GET /health`: the process is up and its storage works. A storage problem is not
+/// health: a full disk answers 507 `no_space`, failed storage 503 `storage_failed`.
+pub fn health(server: &Server) -> Handled {
+    let status = server.node.status();
+    if let Some(problem) = storage_problem(server, &status) {
+        return Err(problem);
+    }
+    ok(json!({"status": "ok"}))
+}
+
 /// `GET /ready`.
 pub fn ready(server: &Server) -> Handled {
     let status = server.node.status();
+    if let Some(problem) = storage_problem(server, &status) {
+        return Err(problem);
+    }
     let config = &status.configuration;
     let member = config.voters.contains(&server.id) || config.learners.contains(&server.id);
     let caught_up = status.applied.0 + READY_LAG_ENTRIES_MAX >= status.commit.0;

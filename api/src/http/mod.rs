@@ -7,14 +7,15 @@
 
 pub mod cluster;
 pub mod keys;
+pub mod limits;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -22,8 +23,9 @@ use raft::core::Role;
 use raft::node::NodeError;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::config;
 use crate::server::Server;
 
 /// How long a request may wait for a leader, a commit or a read index before it is answered
@@ -132,7 +134,30 @@ impl ApiError {
                 "shutting_down",
                 "the node is shutting down",
             ),
+            NodeError::NoSpace(no_space) => ApiError::no_space(no_space),
         }
+    }
+
+    /// 507 no_space: the leader's disk is (nearly) full, and the write was not taken.
+    pub fn no_space(no_space: raft::node::NoSpace) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_space",
+            format!(
+                "the write was refused and not applied: {no_space}; writes resume by themselves once space is freed, reads go on"
+            ),
+        )
+    }
+
+    /// 503 storage_failed: the node's storage failed for good and it stopped.
+    pub fn storage_failed(node: &str, failure: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_failed",
+            format!(
+                "{node} stopped: its storage failed ({failure}); see its log, and restart it once the disk is fixed"
+            ),
+        )
     }
 
     fn timeout() -> ApiError {
@@ -173,24 +198,82 @@ pub async fn within<T>(fut: impl Future<Output = Result<T, NodeError>>) -> Resul
     }
 }
 
-/// Reads the whole body, refusing one over `max` bytes with 413.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the request body exceeds {max} bytes"),
-                ))
-            } else {
-                Err(ApiError::bad_request(format!("reading the body: {e}")))
+/// Reads the whole body, refusing one over `max` bytes with 413, one that does not arrive
+/// within `server.body_read_timeout` with 408 `body_timeout`, and one whose bytes would pass
+/// the node-wide budget of bodies in flight (`server.body_bytes_in_flight_max`) with 503
+/// `overloaded`. A body with a declared length is counted in full before any of it is read;
+/// one without is counted as it comes; one declared over `max` is not kept at all. The count
+/// ends with this call: the bytes it returns are the handler's, bounded by its own timeout.
+pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<Bytes, ApiError> {
+    let limits = &server.limits;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body exceeds {max} bytes"),
+        )
+    };
+    let overloaded = |full: limits::BudgetFull| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "request bodies being received on this node already hold its budget of {} bytes (server.body_bytes_in_flight_max); retry shortly",
+                full.max
+            ),
+        )
+    };
+    let declared = body.size_hint().exact();
+    // A body declared too large is still read up to the limit, and thrown away as it comes:
+    // a client that sends its whole body before reading the answer would otherwise see its
+    // connection reset and never read the 413.
+    let discard = declared.is_some_and(|len| len > max as u64);
+    let mut counted = match declared {
+        Some(len) if !discard => limits.body_bytes(len as usize).map_err(overloaded)?,
+        _ => limits.body_bytes(0).map_err(overloaded)?,
+    };
+    let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {} (server.body_read_timeout); {len} bytes came",
+                        config::units::format_duration(limits.body_read_timeout)
+                    ),
+                ));
             }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!("reading the body: {e}")));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // Trailers carry nothing a handler reads.
+        };
+        len += data.len();
+        if len > max {
+            return Err(too_large());
         }
+        if discard {
+            continue;
+        }
+        if declared.is_none() {
+            counted.merge(limits.body_bytes(data.len()).map_err(overloaded)?);
+        }
+        chunks.push(data);
     }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 /// Parses a JSON body.
@@ -433,7 +516,13 @@ pub async fn await_leader(server: &Server) -> Result<bool, ApiError> {
             if let Some(leader) = s.leader {
                 return Ok(leader == server.id && s.role == Some(Role::Leader));
             }
-            if s.failed.is_some() {
+            if let Some(failure) = &s.failed {
+                if s.storage == raft::node::StorageHealth::Failed {
+                    return Err(ApiError::storage_failed(
+                        &server.config.raft.node_id,
+                        failure,
+                    ));
+                }
                 return Err(ApiError::from_node(NodeError::Stopped));
             }
         }
@@ -646,7 +735,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     } else {
         JSON_BODY_BYTES_MAX
     };
-    let body = read_body(body, limit).await?;
+    let body = read_body(&server, body, limit).await?;
     let req = Req { parts, body };
     // A removed node serves nothing but what tells an operator where it stands.
     if let Some(at) = server.removed_at()
@@ -670,7 +759,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         (Method::GET, "/keys") => keys::list(&server, req).await,
         (Method::DELETE, "/keys") => keys::delete_prefix(&server, req).await,
         (Method::POST, "/sessions") => keys::register_session(&server, req).await,
-        (Method::GET, "/health") => ok(json!({"status": "ok"})),
+        (Method::GET, "/health") => cluster::health(&server),
         (Method::GET, "/ready") => cluster::ready(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),
@@ -709,7 +798,12 @@ fn method_not_allowed(path: &str) -> ApiError {
     )
 }
 
-async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    server: Arc<Server>,
+    activity: Arc<limits::Activity>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let _busy = activity.busy();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     Ok(match route(server, req).await {
@@ -722,13 +816,36 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<
 }
 
 /// Serves the API on `listener` until `shutdown` turns true, then lets the requests in flight
-/// finish (bounded by [`REQUEST_TIMEOUT`]).
+/// finish (bounded by [`REQUEST_TIMEOUT`]). Each connection is admitted within the node's
+/// limits ([`limits`]): over the cap it is answered `503 too_many_connections` and closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = &server.limits;
+    let (configured, allowed) = (
+        server.config.server.max_connections,
+        limits.connections_allowed(),
+    );
+    if allowed < configured {
+        warn!(
+            fd_limit = limits.fd_limit(),
+            fd_reserve = limits::FD_RESERVE,
+            max_connections = configured,
+            connections_allowed = allowed,
+            "the file descriptor limit lowers the client connection cap below server.max_connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) to serve more"
+        );
+    } else {
+        info!(
+            fd_limit = limits.fd_limit(),
+            fd_reserve = limits::FD_RESERVE,
+            max_connections = configured,
+            connections_allowed = allowed,
+            "client connections bounded"
+        );
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -741,16 +858,35 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let server = Arc::clone(&server);
-                let service = hyper::service::service_fn(move |req| handle(Arc::clone(&server), req));
+                let Some(slot) = server.limits.admit() else {
+                    let allowed = server.limits.connections_allowed();
+                    limits::refuse(stream, allowed, server.limits.refusal());
+                    debug!(allowed, "refused a client connection: too many open");
+                    continue;
+                };
+                let activity = limits::Activity::new();
+                let io = TokioIo::new(limits::Watched::new(stream, Arc::clone(&activity)));
+                let for_service = (Arc::clone(&server), Arc::clone(&activity));
+                let service = hyper::service::service_fn(move |req| {
+                    handle(Arc::clone(&for_service.0), Arc::clone(&for_service.1), req)
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(io, service);
                 let conn = graceful.watch(conn);
+                let server = Arc::clone(&server);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, "HTTP connection ended with an error");
+                    match limits::watch(conn, &activity, &server.limits).await {
+                        limits::Ended::Served(Err(e)) => {
+                            debug!(error = %e, "HTTP connection ended with an error")
+                        }
+                        limits::Ended::Served(Ok(())) => {}
+                        limits::Ended::Idle => debug!("closed an idle HTTP connection"),
+                        limits::Ended::HeaderTimeout => {
+                            debug!("closed an HTTP connection whose request header was too slow")
+                        }
                     }
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,

@@ -124,6 +124,8 @@ pub struct Server {
     pub transport: Arc<PeerTransport<TcpNetwork>>,
     /// The address Raft peers connect to, as bound.
     pub raft_listen_addr: std::net::SocketAddr,
+    /// What clients may hold of this node (connections, time, body memory).
+    pub limits: crate::http::limits::Limits,
 }
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
@@ -242,6 +244,8 @@ impl Server {
                 (store, files)
             }
         };
+        let mut store = store;
+        store.set_free_space_reserve(config.storage.free_space_reserve);
         let cluster_id = store.cluster_id();
         if let (Origin::Restarted, Some(join_addr)) = (&origin, &config.raft.join_addr) {
             check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
@@ -276,6 +280,11 @@ impl Server {
             transport.set_peer(peer, addr);
         }
         let files: Arc<dyn SnapshotFiles> = snapshot_files;
+        let limits = crate::http::limits::Limits::new(
+            &config.server,
+            crate::http::limits::fd_limit_now(),
+            store.wal_metrics(),
+        );
         let node = node::spawn(
             node_config(&config, id),
             store,
@@ -298,6 +307,7 @@ impl Server {
             machine,
             transport,
             raft_listen_addr,
+            limits,
         });
         tokio::spawn(follow_records(
             Arc::clone(&server.transport),

@@ -2,7 +2,13 @@
 //! the order in which a `Ready` is handled and why.
 //!
 //! A storage failure stops the loop (and with it the node): after a failed fsync nothing on
-//! disk can be trusted, so the node must not go on acknowledging anything.
+//! disk can be trusted, so the node must not go on acknowledging anything. A full disk is the
+//! one exception, and is waited out: a leader refuses proposals before they enter the log
+//! while the disk's free space is under the store's reserve ([`LogStore::check_free_space`]),
+//! so its log stops growing and it keeps heartbeating and serving reads; and a persist that
+//! still fails for lack of space (a follower's appends, a race with whatever filled the disk)
+//! is retried with backoff, the `Ready` held: nothing in it is acknowledged and no message that
+//! depends on it is sent until it is durable.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::apply::{Applier, ApplyCmd, Waiter};
-use super::store::{LogStore, StoreError};
+use super::store::{LogStore, NoSpace, StoreError};
 use super::{
     APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
-    StateMachine, Status, Transport,
+    StateMachine, Status, StorageHealth, Transport,
 };
 use crate::core::{LogIndex, NodeId, Raft, Role, SnapshotMetadata};
 
@@ -38,6 +44,14 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     removed: Option<LogIndex>,
     /// The first broken Raft rule this node witnessed (see [`Status::alarm`]).
     alarm: Option<String>,
+    /// Ticks since the loop started.
+    ticks: u64,
+    /// Set while the disk is short of space (see the module docs).
+    no_space: Option<NoSpace>,
+    /// The tick at which the free space was last looked at.
+    space_checked_at: Option<u64>,
+    /// Set once writing failed for good.
+    storage_failed: bool,
 }
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
@@ -45,6 +59,16 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
 /// next start: a log found shorter (a segment deleted or truncated) is refused instead of
 /// silently losing committed entries. With the server's 10 ms tick, every 100 ms.
 pub const COMMIT_SAVE_TICKS: u64 = 10;
+
+/// How often, in ticks, the loop looks at the disk's free space when nothing else made it
+/// look (so that a node refusing writes for lack of space notices, and says, that space was
+/// freed). With the server's 10 ms tick, every 100 ms. Proposals look at most once per tick.
+pub const SPACE_CHECK_TICKS: u64 = 10;
+/// The first wait before a persist that failed for lack of space is retried; it doubles up
+/// to [`PERSIST_RETRY_MAX`].
+pub const PERSIST_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+/// The longest wait between retries of a persist that failed for lack of space.
+pub const PERSIST_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Starts a node: the loop and the applier, on the current tokio runtime. `machine` must
 /// already hold the state as of the store's snapshot (the caller restores it at start-up);
@@ -96,6 +120,10 @@ where
         next_read: 0,
         removed: None,
         alarm: None,
+        ticks: 0,
+        no_space: None,
+        space_checked_at: None,
+        storage_failed: false,
     };
     node_loop.publish_status(None);
     let status = Arc::clone(&node_loop.status);
@@ -156,7 +184,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                         self.raft.tick();
                     }
                     ticks += 1;
+                    self.ticks = ticks;
                     ticked = true;
+                    if ticks.is_multiple_of(SPACE_CHECK_TICKS) {
+                        self.refresh_free_space();
+                    }
                     // Reads whose caller gave up (timed out) are forgotten.
                     if ticks.is_multiple_of(64) {
                         self.reads.retain(|_, reply| !reply.is_closed());
@@ -191,10 +223,19 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             // the log on disk and may be saved as the bound the log must reach.
             if persisted.is_ok() && (stop || (ticked && ticks.is_multiple_of(COMMIT_SAVE_TICKS))) {
                 let commit = self.raft.committed();
-                persisted = self.raft.storage_mut().persist_commit(commit);
+                persisted = match self.raft.storage_mut().persist_commit(commit) {
+                    // Only a bound for the next start, saved again next time: not worth
+                    // waiting for space here.
+                    Err(e) if e.is_no_space() => {
+                        warn!(node = self.raft.id().0, error = %e, "could not save the commit index for lack of space; will retry");
+                        Ok(())
+                    }
+                    other => other,
+                };
             }
             if let Err(e) = persisted {
                 error!(node = self.raft.id().0, error = %e, "storage failed: the node stops");
+                self.storage_failed = true;
                 self.publish_status(Some(e.to_string()));
                 return;
             }
@@ -228,6 +269,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 }
                 Err(e) => warn!(node = self.raft.id().0, error = %e, "message refused"),
             },
+            Event::Propose(_, reply) if self.refuses_for_space().is_some() => {
+                let no_space = self.no_space.expect("refuses_for_space saw it set");
+                let _ = reply.send(Err(NodeError::NoSpace(no_space)));
+            }
+            Event::ConfChange(_, reply) if self.refuses_for_space().is_some() => {
+                let no_space = self.no_space.expect("refuses_for_space saw it set");
+                let _ = reply.send(Err(NodeError::NoSpace(no_space)));
+            }
             Event::Propose(data, reply) => match self.raft.propose(data) {
                 Ok(id) => {
                     self.send_apply(ApplyCmd::Wait(id.index, id.term, Waiter::Command(reply)))
@@ -344,6 +393,77 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         }
     }
 
+    /// Whether a proposal must be refused for lack of space: only a leader refuses (a
+    /// follower's answer is "not the leader", whatever its disk), after looking at the free
+    /// space at most once per tick.
+    fn refuses_for_space(&mut self) -> Option<NoSpace> {
+        if self.raft.role() != Role::Leader {
+            return None;
+        }
+        if self.space_checked_at != Some(self.ticks) {
+            self.refresh_free_space();
+        }
+        self.no_space
+    }
+
+    /// Looks at the disk's free space, and says so when the node starts or stops refusing
+    /// writes for lack of it.
+    fn refresh_free_space(&mut self) {
+        self.space_checked_at = Some(self.ticks);
+        let now = self.raft.storage().check_free_space().err();
+        match (self.no_space, now) {
+            (None, Some(no_space)) => {
+                warn!(node = self.raft.id().0, %no_space, "disk short of space: refusing new writes until space is freed")
+            }
+            (Some(_), None) => {
+                info!(
+                    node = self.raft.id().0,
+                    "disk space freed: taking writes again"
+                )
+            }
+            _ => {}
+        }
+        if now != self.no_space {
+            self.no_space = now;
+            self.publish_status(None);
+        }
+    }
+
+    /// Persists one `Ready`'s durable part, waiting out a full disk: a persist that fails for
+    /// lack of space left the store whole (see [`StoreError::is_no_space`]), so the same
+    /// persist is retried with backoff until it succeeds or fails otherwise. Meanwhile the
+    /// loop does nothing else: the `Ready` is held, so nothing in it is acknowledged or
+    /// applied, and no message that depends on it is sent.
+    async fn persist_waiting_for_space(
+        &mut self,
+        rd: &crate::core::Ready,
+    ) -> Result<(), StoreError> {
+        let mut wait = PERSIST_RETRY_MIN;
+        loop {
+            let persisted = self.raft.storage_mut().persist(
+                rd.snapshot.as_ref(),
+                &rd.entries,
+                rd.hard_state.as_ref(),
+            );
+            match persisted {
+                Err(e) if e.is_no_space() => {
+                    if self.no_space.is_none() {
+                        warn!(node = self.raft.id().0, error = %e, "disk full: holding this node's writes until space is freed");
+                        let no_space = self.raft.storage().check_free_space().err();
+                        self.no_space = Some(no_space.unwrap_or(NoSpace {
+                            available: 0,
+                            reserve: 0,
+                        }));
+                        self.publish_status(None);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(PERSIST_RETRY_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
         // The applier runs as long as the loop does; a closed channel means it panicked, and
         // the callers waiting on it see their replies dropped (`NodeError::Stopped`).
@@ -401,11 +521,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             // The fsync runs on this worker thread. Handing the worker to another thread
             // meanwhile (`block_in_place`) was measured and lost: the hand-off costs more than
             // the little work that could overlap with a 0.1 ms fsync (docs/performance.md).
-            self.raft.storage_mut().persist(
-                rd.snapshot.as_ref(),
-                &rd.entries,
-                rd.hard_state.as_ref(),
-            )?;
+            self.persist_waiting_for_space(&rd).await?;
             for message in rd.persisted_messages.drain(..) {
                 self.transport.send(message);
             }
@@ -469,6 +585,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             match_index,
             snapshot: raft.storage().snapshot_metadata().clone(),
             failed,
+            storage: if self.storage_failed {
+                StorageHealth::Failed
+            } else if let Some(no_space) = self.no_space {
+                StorageHealth::NoSpace(no_space)
+            } else {
+                StorageHealth::Ok
+            },
             removed: self.removed,
             alarm: self.alarm.clone(),
         };
@@ -585,6 +708,129 @@ mod tests {
             }
         }
         panic!("no pre-vote within {} ticks", 3 * ELECTION_TICKS);
+    }
+
+    /// Bytes the disk of `fs` holds now.
+    fn used(fs: &SimFs) -> u64 {
+        fs.set_capacity(Some(u64::MAX));
+        let available = wal::FileSystem::available_space(fs, std::path::Path::new("/")).unwrap();
+        fs.set_capacity(None);
+        u64::MAX - available
+    }
+
+    /// A lone voter on `fs` keeping `reserve` bytes free, elected leader.
+    async fn lone_leader(fs: &SimFs, reserve: u64) -> Node<()> {
+        let wal = Wal::open(fs.clone(), "/n1/wal", WalConfig::default()).unwrap();
+        let mut store = store_in_term_1(
+            wal,
+            Configuration {
+                voters: [NodeId(1)].into(),
+                ..Configuration::default()
+            },
+        );
+        store.set_free_space_reserve(reserve);
+        let mut raft = core::Config::new(NodeId(1));
+        raft.election_ticks = ELECTION_TICKS;
+        raft.rng_seed = 7;
+        let config = NodeConfig {
+            raft,
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
+        let node = spawn(
+            config,
+            store,
+            Arc::new(Capture::default()),
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .unwrap();
+        node.campaign().await;
+        while node.status().role != Some(Role::Leader) {
+            tokio::time::sleep(TICK).await;
+        }
+        node
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_short_of_space_refuses_proposals_serves_reads_and_resumes_by_itself() {
+        // Given a lone leader keeping 4 KiB free, that has taken a write,
+        const RESERVE: u64 = 4096;
+        let fs = SimFs::new(9);
+        let node = lone_leader(&fs, RESERVE).await;
+        node.propose(Bytes::from_static(b"first")).await.unwrap();
+        let last = node.status().last_index;
+        // when its disk fills to within the reserve,
+        fs.set_capacity(Some(used(&fs) + 100));
+        tokio::time::sleep(TICK).await; // (it looks at the disk at most once per tick)
+        // then a proposal is refused before it enters the log, saying how much is free,
+        let refused = node.propose(Bytes::from_static(b"refused")).await;
+        assert_eq!(
+            refused,
+            Err(NodeError::NoSpace(NoSpace {
+                available: 100,
+                reserve: RESERVE
+            }))
+        );
+        assert_eq!(node.status().last_index, last);
+        // reads go on, and the status says why writes do not.
+        node.read_index().await.unwrap();
+        assert!(matches!(node.status().storage, StorageHealth::NoSpace(_)));
+        // When space is freed, the node notices by itself and takes writes again.
+        fs.set_capacity(None);
+        tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
+        assert_eq!(node.status().storage, StorageHealth::Ok);
+        node.propose(Bytes::from_static(b"after")).await.unwrap();
+        assert_eq!(node.status().failed, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_persist_that_finds_the_disk_full_is_held_and_completes_once_space_is_freed() {
+        // Given a lone leader with no reserve (it never refuses up front), that has taken a
+        // write,
+        let fs = SimFs::new(10);
+        let node = lone_leader(&fs, 0).await;
+        node.propose(Bytes::from_static(b"first")).await.unwrap();
+        let last = node.status().last_index;
+        // when its disk is full and a proposal comes,
+        fs.set_capacity(Some(used(&fs)));
+        let waiting = tokio::spawn({
+            let node = node.clone();
+            async move { node.propose(Bytes::from_static(b"held")).await }
+        });
+        // then it is not acknowledged while the disk is full, and the node is not stopped
+        // but says it waits for space;
+        tokio::time::sleep(TICK * 50).await;
+        assert!(!waiting.is_finished());
+        assert!(matches!(node.status().storage, StorageHealth::NoSpace(_)));
+        assert_eq!(node.status().failed, None);
+        // once space is freed, the held write is persisted and acknowledged, and writing goes
+        // on.
+        fs.set_capacity(None);
+        waiting.await.unwrap().unwrap();
+        node.propose(Bytes::from_static(b"after")).await.unwrap();
+        assert_eq!(node.status().last_index, last.next().next());
+        tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
+        assert_eq!(node.status().storage, StorageHealth::Ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_fsync_stops_the_node_and_its_status_says_storage_failed() {
+        // Given a lone leader, when the fsync of its next write fails,
+        let fs = SimFs::new(11);
+        let node = lone_leader(&fs, 0).await;
+        fs.fail_next_syncs(1);
+        // then the write is not acknowledged, and the status says the storage failed and why
+        // (a failed fsync is never retried, unlike a full disk).
+        let refused = node.propose(Bytes::from_static(b"lost")).await;
+        assert_eq!(refused, Err(NodeError::Stopped));
+        let status = node.status();
+        assert_eq!(status.storage, StorageHealth::Failed);
+        let failure = status.failed.expect("a failure is named");
+        assert!(failure.contains("fsync"), "{failure}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,7 +34,7 @@ use crate::core::{
 };
 
 pub use identity::ClusterId;
-pub use store::{DurableState, LogStore, SnapshotFiles, StoreError, WalLogStore};
+pub use store::{DurableState, LogStore, NoSpace, SnapshotFiles, StoreError, WalLogStore};
 
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
 /// makes callers wait, which is the node's back-pressure.
@@ -122,6 +122,10 @@ pub enum NodeError {
     /// The node has stopped (shut down or failed).
     #[error("the node has stopped")]
     Stopped,
+    /// The disk is (nearly) full: the proposal was refused before it entered the log. Nothing
+    /// was written; the node takes writes again by itself once space is freed.
+    #[error("no space for new writes: {0}")]
+    NoSpace(NoSpace),
 }
 
 impl NodeError {
@@ -132,6 +136,21 @@ impl NodeError {
             other => NodeError::Refused(other.to_string()),
         }
     }
+}
+
+/// How the node's storage stands, as its status reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StorageHealth {
+    /// Writing works.
+    #[default]
+    Ok,
+    /// The disk is (nearly) full: a leader refuses proposals ([`NodeError::NoSpace`]), and a
+    /// write already in hand waits for space. Reads go on; this clears by itself once space
+    /// is freed.
+    NoSpace(NoSpace),
+    /// Writing failed for good (an fsync or I/O error): the node stopped, and
+    /// [`Status::failed`] says why.
+    Failed,
 }
 
 /// What the node looks like right now, published by the loop after every `Ready`.
@@ -159,6 +178,8 @@ pub struct Status {
     pub snapshot: SnapshotMetadata,
     /// Set when the node stopped because of a failure.
     pub failed: Option<String>,
+    /// Whether the node can write to its storage.
+    pub storage: StorageHealth,
     /// Set when a peer told this node that it was removed from the cluster by the membership
     /// change at this index: the node no longer campaigns (see [`Node::removed`]).
     pub removed: Option<LogIndex>,

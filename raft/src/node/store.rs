@@ -255,6 +255,48 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether this failure is a full disk: a write that may be retried once space is freed
+    /// (see [`wal::WalError::is_no_space`]), unlike every other failure here, which stops
+    /// the node.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::Wal(e) if e.is_no_space())
+    }
+}
+
+/// The disk that holds the log has less free space than the store keeps in reserve (or none
+/// at all): new entries are refused before they enter the log, until space is freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSpace {
+    /// Bytes free on the disk when last looked.
+    pub available: u64,
+    /// The reserve the store keeps ([`WalLogStore::set_free_space_reserve`]); 0 when an
+    /// append found the disk full with no reserve set.
+    pub reserve: u64,
+}
+
+impl std::fmt::Display for NoSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        if self.reserve == 0 {
+            write!(
+                f,
+                "the disk of the data directory is full ({:.1} MiB free)",
+                mib(self.available)
+            )
+        } else {
+            write!(
+                f,
+                "the disk of the data directory has {:.1} MiB free, under the reserve of {:.1} MiB (storage.free_space_reserve)",
+                mib(self.available),
+                mib(self.reserve)
+            )
+        }
+    }
+}
+
+impl std::error::Error for NoSpace {}
+
 /// Where snapshots are kept durably (the state machine's snapshot files). The log store asks it
 /// for the latest snapshot to send to a follower, and hands it a snapshot received from the
 /// leader to keep before the log is reset.
@@ -292,6 +334,14 @@ pub trait LogStore: Storage + Send + 'static {
 
     /// The metadata of the latest snapshot.
     fn snapshot_metadata(&self) -> &SnapshotMetadata;
+
+    /// Whether the disk has room for new entries: `Err` when its free space is under the
+    /// store's reserve. The driver asks before a leader takes a proposal into its log, so
+    /// that a filling disk refuses writes up front instead of failing appends. The default,
+    /// for a store that cannot tell, always has room.
+    fn check_free_space(&self) -> Result<(), NoSpace> {
+        Ok(())
+    }
 }
 
 /// The hard-state slot's content: the Raft hard state, the latest snapshot's metadata and the
@@ -365,6 +415,8 @@ pub struct WalLogStore<F: FileSystem> {
     /// The commit index in the hard-state file: what a restart requires the log to reach.
     saved_commit: LogIndex,
     snapshots: Arc<dyn SnapshotFiles>,
+    /// Free bytes to keep on the disk (0: no check); see [`LogStore::check_free_space`].
+    free_space_reserve: u64,
 }
 
 fn decode_error(what: &'static str, index: u64, e: postcard::Error) -> StoreError {
@@ -415,6 +467,7 @@ impl<F: FileSystem> WalLogStore<F> {
             state: initial,
             saved_commit: LogIndex::ZERO,
             snapshots,
+            free_space_reserve: 0,
         };
         store.save_state()?;
         store.finish_snapshot_install()?;
@@ -445,6 +498,7 @@ impl<F: FileSystem> WalLogStore<F> {
             saved_commit: state.hard_state.commit,
             state,
             snapshots,
+            free_space_reserve: 0,
         };
         // Before any repair touches the log: a log that lost committed entries is evidence,
         // and the repair below could remove more of it.
@@ -493,6 +547,12 @@ impl<F: FileSystem> WalLogStore<F> {
         self.state.hard_state.term == Term::ZERO
             && self.state.snapshot.index == LogIndex::ZERO
             && self.wal.last_index() == 0
+    }
+
+    /// Keeps `bytes` free on the log's disk: below that, [`LogStore::check_free_space`]
+    /// refuses new entries (0, the default, never refuses).
+    pub fn set_free_space_reserve(&mut self, bytes: u64) {
+        self.free_space_reserve = bytes;
     }
 
     /// The WAL's counters, for metrics.
@@ -733,6 +793,19 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
 
     fn snapshot_metadata(&self) -> &SnapshotMetadata {
         &self.state.snapshot
+    }
+
+    fn check_free_space(&self) -> Result<(), NoSpace> {
+        let reserve = self.free_space_reserve;
+        if reserve == 0 {
+            return Ok(());
+        }
+        match self.wal.available_space() {
+            Ok(available) if available < reserve => Err(NoSpace { available, reserve }),
+            // A disk that cannot say how full it is refuses nothing here: a real lack of
+            // space still shows in the append, which the driver waits out.
+            Ok(_) | Err(_) => Ok(()),
+        }
     }
 }
 
