@@ -187,6 +187,7 @@ impl Server {
         })?;
 
         let id = node::driver::node_id_for_name(&config.raft.node_id);
+        node::names::register(id, &config.raft.node_id);
         let data_dir = config.storage.data_dir.clone();
         let found = data_dir::inspect(&data_dir)?;
         let guard = (found == Found::Blank).then(|| CreatedGuard::before_creating(&data_dir));
@@ -265,6 +266,7 @@ impl Server {
         let mut addresses = initial_addresses(&machine, &log_entries(&store)?);
         if let Origin::Joined(admission) = &origin {
             for member in &admission.members {
+                node::names::register(member.id, &member.name);
                 addresses.insert(member.id, member.raft_addr.clone());
             }
         }
@@ -356,6 +358,7 @@ pub fn initial_addresses(machine: &Machine, log: &[Entry]) -> BTreeMap<NodeId, S
         .map(|(id, m)| (*id, m.raft_addr.clone()))
         .collect();
     for member in machine::members_in_log(log) {
+        raft::node::names::register(member.id, &member.name);
         addresses.insert(member.id, member.raft_addr);
     }
     addresses

@@ -16,7 +16,7 @@ use super::apply::{Applier, ApplyCmd, Waiter};
 use super::store::{LogStore, StoreError};
 use super::{
     APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
-    StateMachine, Status, Transport,
+    StateMachine, Status, Transport, names,
 };
 use crate::core::{LogIndex, NodeId, Raft, Role, SnapshotMetadata};
 
@@ -63,8 +63,8 @@ where
 {
     let snapshot_index = store.snapshot_metadata().index;
     let snapshot_configuration = store.snapshot_metadata().configuration.clone();
-    let raft =
-        Raft::new(config.raft.clone(), store).map_err(|e| NodeError::Refused(e.to_string()))?;
+    let snapshot_term = store.snapshot_metadata().term;
+    let raft = Raft::new(config.raft.clone(), store).map_err(NodeError::Rejected)?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let (side_tx, side_rx) = mpsc::unbounded_channel();
     let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE_MAX);
@@ -83,6 +83,8 @@ where
         waiters: Default::default(),
         reads: Default::default(),
         configuration: snapshot_configuration,
+        applied_term: snapshot_term,
+        replay_until: raft.committed(),
     };
     tokio::spawn(applier.run(apply_rx));
     let mut node_loop = Loop::<S, T, M> {
@@ -128,7 +130,7 @@ async fn supervise(
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a panic without a message".into());
-    error!(node = id.0, panic = %what, "the node's loop panicked: the node stops");
+    error!(node = %names::of(id), panic = %what, "the node's loop panicked: the node stops");
     status.send_modify(|s| s.failed = Some(format!("the node's loop panicked: {what}")));
 }
 
@@ -194,7 +196,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 persisted = self.raft.storage_mut().persist_commit(commit);
             }
             if let Err(e) = persisted {
-                error!(node = self.raft.id().0, error = %e, "storage failed: the node stops");
+                error!(node = %names::of(self.raft.id()), error = %e, "storage failed: the node stops");
                 self.publish_status(Some(e.to_string()));
                 return;
             }
@@ -208,7 +210,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 self.raft.check_invariants()
             );
             if stop {
-                info!(node = self.raft.id().0, "node loop stopped");
+                info!(node = %names::of(self.raft.id()), "node loop stopped");
                 return;
             }
         }
@@ -220,13 +222,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Step(message) => match self.raft.step(message) {
                 Ok(()) => {}
                 Err(e @ crate::core::Error::CommittedConflict { .. }) => {
-                    error!(node = self.raft.id().0, error = %e, "a leader broke Raft's rules");
+                    error!(node = %names::of(self.raft.id()), error = %e, "a leader broke Raft's rules");
                     if self.alarm.is_none() {
                         self.alarm = Some(e.to_string());
                         self.publish_status(None);
                     }
                 }
-                Err(e) => warn!(node = self.raft.id().0, error = %e, "message refused"),
+                Err(e) => warn!(node = %names::of(self.raft.id()), error = %e, "message refused"),
             },
             Event::Propose(data, reply) => match self.raft.propose(data) {
                 Ok(id) => {
@@ -275,7 +277,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
-                    warn!(node = self.raft.id().0, index = index.0, error = %e, "periodic snapshot failed");
+                    warn!(node = %names::of(self.raft.id()), index = index.0, error = %e, "periodic snapshot failed");
                 }
             }
             Event::Shutdown => return true,
@@ -299,8 +301,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             return;
         }
         info!(
-            node = self.raft.id().0,
-            leader = peer.0,
+            node = %names::of(self.raft.id()),
+            leader = %names::of(peer),
             term = self.raft.term().0,
             "the leader's connection ended: campaigning after the random part of the election timeout"
         );
@@ -316,8 +318,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             return;
         }
         warn!(
-            node = self.raft.id().0,
-            by = by.0,
+            node = %names::of(self.raft.id()),
+            by = %names::of(by),
             at = at.0,
             "this node was removed from the cluster: it stops campaigning. To add it back, stop it, move its data directory aside and start it with --join-addr"
         );
@@ -336,7 +338,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             && self.added_back_after(at)
         {
             info!(
-                node = self.raft.id().0,
+                node = %names::of(self.raft.id()),
                 "this node was added back to the cluster"
             );
             self.removed = None;
@@ -360,13 +362,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             .raft
             .snapshot_at(index, data)
             .map_err(NodeError::from_core)?;
-        self.snapshots.save(&snapshot).map_err(NodeError::Refused)?;
+        self.snapshots.save(&snapshot).map_err(NodeError::Storage)?;
         self.raft
             .storage_mut()
             .compact(&snapshot.metadata)
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         info!(
-            node = self.raft.id().0,
+            node = %names::of(self.raft.id()),
             index = index.0,
             term = snapshot.metadata.term.0,
             "snapshot taken, log compacted"
@@ -380,7 +382,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             changed = true;
             let mut rd = self.raft.ready();
             if let Some(soft) = rd.soft_state {
-                info!(node = self.raft.id().0, term = self.raft.term().0, role = ?soft.role, leader = ?soft.leader.map(|l| l.0), "role or leader changed");
+                info!(node = %names::of(self.raft.id()), term = self.raft.term().0, role = names::role(soft.role), leader = %names::of_opt(soft.leader), "role or leader changed");
             }
             let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {

@@ -202,7 +202,11 @@ async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcom
             NodeError::NotLeader { leader_hint: None } => {
                 target = (target + 1) % cluster.reachable_hosts()
             }
-            NodeError::Dropped | NodeError::Refused(_) | NodeError::ConfChangeInProgress => {
+            NodeError::Dropped
+            | NodeError::Rejected(_)
+            | NodeError::NothingToSnapshot
+            | NodeError::Storage(_)
+            | NodeError::ConfChangeInProgress => {
                 return Outcome::Fail;
             }
             NodeError::Unknown | NodeError::Stopped if op.is_read_only() => return Outcome::Fail,
