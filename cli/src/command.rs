@@ -10,7 +10,8 @@
 //!   is applied at most once;
 //! - stdout carries only the answer; `kvcli get` without `--json` writes the value's bytes
 //!   exactly (a newline is added only when stdout is a terminal);
-//! - every failure, usage errors included, is one line on stderr.
+//! - every failure, usage errors included, is one line on stderr; only a command line with
+//!   no command at all (bare `kvcli`, or `kvcli cluster`) prints the whole help there.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
@@ -56,7 +57,13 @@ Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:80
 
 /// `kvcli`: the RaftKV command-line client.
 #[derive(Debug, Parser)]
-#[command(name = "kvcli", version, about = "RaftKV command-line client", after_help = EXIT_CODES_HELP)]
+#[command(
+    name = "kvcli",
+    version,
+    about = "RaftKV command-line client",
+    after_help = EXIT_CODES_HELP,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// Comma-separated server URLs (http://host:port); the leader is found among them.
     #[arg(
@@ -70,7 +77,7 @@ pub struct Cli {
     /// Print answers as JSON.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Bound on each attempt of a request, e.g. 500ms, 10s, 1m.
+    /// Bound on each request, all retries included, e.g. 500ms, 10s, 1m.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// What to do.
@@ -128,12 +135,14 @@ pub enum Command {
         new: OsString,
     },
     /// Cluster membership.
+    #[command(arg_required_else_help = true)]
     Cluster {
         /// The cluster command.
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// Node administration.
+    #[command(arg_required_else_help = true)]
     Admin {
         /// The admin command.
         #[command(subcommand)]
@@ -382,7 +391,7 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
         terminal,
     } = output;
     let mut options = ClientOptions {
-        request_timeout: cli.timeout,
+        call_timeout: cli.timeout,
         ..ClientOptions::default()
     };
     if let Command::Bench(args) = &cli.command {
@@ -484,9 +493,14 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             if json {
                 print_json(out, &snapshot)
             } else {
+                let what = if snapshot.taken {
+                    "snapshot taken"
+                } else {
+                    "nothing applied since the latest snapshot, which holds everything: snapshot"
+                };
                 writeln!(
                     out,
-                    "snapshot at index {} term {} with {} keys: {}",
+                    "{what} at index {} term {} with {} keys: {}",
                     snapshot.index, snapshot.term, snapshot.keys, snapshot.file
                 )
                 .map_err(io_error)
@@ -672,6 +686,12 @@ pub fn main() -> ExitCode {
             // --help and --version
             let _ = e.print();
             return ExitCode::SUCCESS;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `kvcli` (or `kvcli cluster`): the help is the useful answer, on stderr
+            // since nothing was done, with the usage exit code.
+            eprint!("{}", e.render());
+            return ExitCode::from(EXIT_USAGE);
         }
         Err(e) => {
             eprintln!("{}", clap_error_line(&e));
