@@ -287,8 +287,11 @@ pub async fn join(server: &Server, req: Req) -> Handled {
     } else {
         "learner"
     };
-    let members: Vec<Value> = server
-        .members()
+    // This leader is in the list even before its own address record is applied (a young
+    // cluster), so the joiner knows its name and address from the start.
+    let mut book = server.members();
+    book.entry(server.id).or_insert_with(|| server.me());
+    let members: Vec<Value> = book
         .values()
         .filter(|m| configuration.contains(m.id))
         .map(|m| json!({"id": m.name, "raft_addr": m.raft_addr, "http_addr": m.http_addr}))

@@ -168,24 +168,18 @@ impl ApiError {
                 "invalid_transfer_target",
                 format!("cannot transfer leadership to {}: {reason}", names::of(to)),
             ),
-            Core::SnapshotOutOfDate { index, current } => ApiError::new(
-                StatusCode::CONFLICT,
-                "snapshot_up_to_date",
-                format!(
-                    "the snapshot at index {} already covers index {}",
-                    current.0, index.0
-                ),
-            ),
             Core::TooManyPendingReads { max } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_reads",
                 format!("{max} linearizable reads are pending on the leader already; retry later"),
             ),
             Core::Storage(why) => ApiError::from_node(NodeError::Storage(why.to_string())),
-            // Neither comes from a client's request (a snapshot is asked for at the applied
-            // index; a committed conflict and a config error come from peers and start-up):
-            // a 500 says that this server, not the client, is wrong.
+            // None comes from a client's request as such (a snapshot is asked for at the
+            // applied index, and `/admin/snapshot` answers an up-to-date one itself; a
+            // committed conflict and a config error come from peers and start-up): a 500 says
+            // that this server, not the client, is wrong.
             other @ (Core::SnapshotBeyondApplied { .. }
+            | Core::SnapshotOutOfDate { .. }
             | Core::CommittedConflict { .. }
             | Core::Config(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -274,6 +274,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(Some(reply))).await,
             Event::SnapshotTaken(index, data, reply) => {
                 let result = self.install_own_snapshot(index, data);
+                if result.is_ok() {
+                    // The status says which snapshot the node holds (`/ready`, and the answer
+                    // to a repeated snapshot request).
+                    self.publish_status(None);
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
