@@ -387,7 +387,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             changed = true;
             let mut rd = self.raft.ready();
             if let Some(soft) = rd.soft_state {
-                info!(node = %names::of(self.raft.id()), term = self.raft.term().0, role = names::role(soft.role), leader = %names::of_opt(soft.leader), "role or leader changed");
+                info!(node = %names::of(self.raft.id()), term = self.raft.term().0, role = %names::role(soft.role), leader = %names::of_opt(soft.leader), "role or leader changed");
             }
             let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {
