@@ -292,10 +292,11 @@ fn each_refusal_is_its_own_documented_code_and_names_the_node() {
         "the file is named by the real term {term}: {file}"
     );
     assert!(Path::new(file).exists(), "{file} exists");
-    let log = leader.log_text();
-    assert!(
-        !log.contains("term=0 "),
-        "no snapshot logged with term 0: {log}"
+    let (_, readiness) = leader.get("/ready");
+    assert_eq!(
+        json_of(&readiness)["snapshot_index"],
+        first["index"],
+        "/ready says which snapshot the node holds: {readiness}"
     );
 
     // When a learner (a node added but never started) is named for leadership, then 409
@@ -589,6 +590,19 @@ fn logs_name_nodes_hold_no_colour_codes_and_do_not_replay_history() {
         }
     }
     assert!(named > 0, "n1 logged no node field at all: {json}");
+    // A snapshot is logged with the term of its last entry, not 0.
+    let (status, body) = post(&n1, "/admin/snapshot", "");
+    assert_eq!(status, 200, "{body}");
+    let saved = n1
+        .log_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "snapshot saved")
+        .expect("n1 logs the snapshot it saved");
+    assert!(
+        saved["fields"]["term"].as_u64() >= Some(1),
+        "the snapshot is logged with its real term: {saved}"
+    );
 
     // When n2 restarts, then it does not log the membership history again.
     n2.terminate();

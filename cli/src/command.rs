@@ -678,6 +678,17 @@ fn clap_error_line(error: &clap::Error) -> String {
     }
 }
 
+/// What a command line clap refused prints on stderr (exit code [`EXIT_USAGE`]): one line
+/// saying what is wrong, except for a command line with no command at all (bare `kvcli`, or
+/// `kvcli cluster`), for which the help is the useful answer.
+fn usage_failure(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        e.render().to_string().trim_end().to_string()
+    } else {
+        clap_error_line(e)
+    }
+}
+
 /// The `kvcli` program: parses the process's arguments, runs, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -687,14 +698,8 @@ pub fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            // Bare `kvcli` (or `kvcli cluster`): the help is the useful answer, on stderr
-            // since nothing was done, with the usage exit code.
-            eprint!("{}", e.render());
-            return ExitCode::from(EXIT_USAGE);
-        }
         Err(e) => {
-            eprintln!("{}", clap_error_line(&e));
+            eprintln!("{}", usage_failure(&e));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -885,9 +890,29 @@ mod tests {
     }
 
     #[test]
+    fn bare_kvcli_prints_the_help() {
+        // Given no command at all, then the whole help is printed (commands and flags), not
+        // one line; a command group alone prints its own help.
+        let error = parse(&[]).expect_err("no command");
+        let text = usage_failure(&error);
+        assert!(text.contains("Usage: kvcli"), "{text}");
+        assert!(
+            text.contains("cluster") && text.contains("--endpoints"),
+            "{text}"
+        );
+        assert!(text.contains("RAFTKV_ENDPOINTS"), "{text}");
+        let error = parse(&["cluster"]).expect_err("no cluster command");
+        let text = usage_failure(&error);
+        assert!(
+            text.contains("transfer") && text.contains("remove"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn usage_errors_render_as_one_line() {
         let error = parse(&["get"]).expect_err("missing key");
-        let line = clap_error_line(&error);
+        let line = usage_failure(&error);
         assert!(line.starts_with("error: "), "{line}");
         assert!(line.contains("<KEY>"), "{line}");
         assert!(!line.contains('\n'));
