@@ -730,7 +730,15 @@ impl Client {
                                 endpoint.base
                             )));
                         }
-                        reason
+                        // An attempt cut short by the call's deadline says less than what
+                        // this endpoint answered before (typically the server's "no leader").
+                        match failures[index].take() {
+                            Some(earlier) if timeout < inner.options.request_timeout => format!(
+                                "{earlier}; then no answer before the call's {:?} ran out",
+                                inner.options.call_timeout
+                            ),
+                            _ => reason,
+                        }
                     }
                 };
                 // Whatever failed here is no longer a leader we should prefer.
