@@ -104,7 +104,7 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// This node does not lead; `leader_hint` may.
-    #[error("not the leader (leader: {leader_hint:?})")]
+    #[error("not the leader (leader: {})", names::of_opt(*leader_hint))]
     NotLeader {
         /// The leader this node knows of.
         leader_hint: Option<NodeId>,
