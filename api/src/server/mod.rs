@@ -318,7 +318,7 @@ impl Server {
             Origin::Founded => "founded",
             Origin::Joined(_) => "joined",
         };
-        info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how, "node started");
+        info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how = %how, "node started");
         Ok(server)
     }
 
