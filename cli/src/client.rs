@@ -10,8 +10,9 @@
 //! given, so a single endpoint names the node.
 //!
 //! Retries. A request tries the endpoints one after another, for
-//! [`ClientOptions::passes`] passes with exponential backoff between passes, and then fails
-//! with [`Error::Unavailable`] listing each endpoint's last failure. What may be retried
+//! [`ClientOptions::passes`] passes with exponential backoff between passes, all within
+//! [`ClientOptions::call_timeout`], and then fails with [`Error::Unavailable`] listing
+//! each endpoint's last failure. A `4xx` answer is final: it is never retried. What may be retried
 //! depends on whether sending the request twice is harmless:
 //! - a refused or failed *connect*, or a `503` (no leader, shutting down): always retried,
 //!   since the request was not applied;
@@ -25,8 +26,9 @@
 //!   retries of one write reuse its number; the number advances after every write whatever
 //!   its outcome, so a later write never reuses the number of an earlier one (the server
 //!   accepts gaps: only a number at or below the last one is a duplicate);
-//! - every answer body is read with a size bound ([`RESPONSE_BYTES_MAX`]) and every attempt
-//!   with a time bound ([`ClientOptions::request_timeout`]);
+//! - every answer body is read with a size bound ([`RESPONSE_BYTES_MAX`]), every attempt
+//!   with a time bound ([`ClientOptions::request_timeout`]) and every call, all its attempts
+//!   together, with another ([`ClientOptions::call_timeout`]);
 //! - a malformed answer becomes [`Error::Protocol`], never a panic.
 
 use std::sync::Arc;
@@ -726,16 +728,28 @@ impl Client {
         let n = inner.endpoints.len();
         let mut failures: Vec<Option<String>> = vec![None; n];
         let mut backoff = inner.options.backoff_initial;
-        for pass in 0..inner.options.passes {
+        // The whole call, retries included, ends by this: without a quorum every attempt
+        // waits out the server's own no-leader timeout, and passes × endpoints of those
+        // would add up to far more than the caller asked to wait.
+        let deadline = tokio::time::Instant::now() + inner.options.call_timeout;
+        'passes: for pass in 0..inner.options.passes {
             if pass > 0 {
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    break;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(inner.options.backoff_max);
             }
-            let start = self.start_index(call.route).await;
+            let start = self.start_index(call.route, deadline).await;
             for step in 0..n {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break 'passes;
+                }
                 let index = (start + step) % n;
                 let endpoint = &inner.endpoints[index];
-                let failure = match self.attempt(endpoint, &call).await? {
+                let timeout = left.min(inner.options.request_timeout);
+                let failure = match self.attempt(endpoint, &call, timeout).await? {
                     Attempt::Answer(answer) => {
                         let retry = match (answer.status, call.route) {
                             (_, Route::NodeLocal) => false,
@@ -756,7 +770,15 @@ impl Client {
                                 endpoint.base
                             )));
                         }
-                        reason
+                        // An attempt cut short by the call's deadline says less than what
+                        // this endpoint answered before (typically the server's "no leader").
+                        match failures[index].take() {
+                            Some(earlier) if timeout < inner.options.request_timeout => format!(
+                                "{earlier}; then no answer before the call's {:?} ran out",
+                                inner.options.call_timeout
+                            ),
+                            _ => reason,
+                        }
                     }
                 };
                 // Whatever failed here is no longer a leader we should prefer.
@@ -785,7 +807,7 @@ impl Client {
     }
 
     /// Where a pass over the endpoints starts.
-    async fn start_index(&self, route: Route) -> usize {
+    async fn start_index(&self, route: Route, deadline: tokio::time::Instant) -> usize {
         let inner = &*self.inner;
         let n = inner.endpoints.len();
         match (route, inner.options.routing) {
@@ -796,7 +818,7 @@ impl Client {
                 if known < n {
                     return known;
                 }
-                if let Some(found) = self.look_up_leader().await {
+                if let Some(found) = self.look_up_leader(deadline).await {
                     return found;
                 }
                 inner.rotation.fetch_add(1, Ordering::Relaxed) % n
@@ -806,7 +828,7 @@ impl Client {
 
     /// Asks the endpoints for the leader, at most once per [`LEADER_LOOKUP_INTERVAL_MIN`];
     /// remembers and returns its index when it is one of the endpoints.
-    async fn look_up_leader(&self) -> Option<usize> {
+    async fn look_up_leader(&self, deadline: tokio::time::Instant) -> Option<usize> {
         let inner = &*self.inner;
         {
             let mut last = inner
@@ -818,11 +840,15 @@ impl Client {
             }
             *last = Some(Instant::now());
         }
-        let timeout = inner.options.request_timeout.min(LEADER_LOOKUP_TIMEOUT_MAX);
         let call = Call::new(Method::GET, "/cluster/leader".to_owned(), Replay::Safe);
         for endpoint in &inner.endpoints {
-            let answer = match tokio::time::timeout(timeout, self.attempt(endpoint, &call)).await {
-                Ok(Ok(Attempt::Answer(answer))) if answer.status == 200 => answer,
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let timeout = left.min(LEADER_LOOKUP_TIMEOUT_MAX);
+            let answer = match self.attempt(endpoint, &call, timeout).await {
+                Ok(Attempt::Answer(answer)) if answer.status == 200 => answer,
                 _ => continue,
             };
             let Ok(leader) = parse_json::<LeaderInfo>(&answer, "leader") else {
@@ -839,8 +865,13 @@ impl Client {
         None
     }
 
-    /// One attempt of `call` on `endpoint`, bounded by the request timeout.
-    async fn attempt(&self, endpoint: &Endpoint, call: &Call<'_>) -> Result<Attempt> {
+    /// One attempt of `call` on `endpoint`, bounded by `timeout` (what is left of the call's).
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        call: &Call<'_>,
+        timeout: Duration,
+    ) -> Result<Attempt> {
         let uri = format!("{}{}", endpoint.base, call.path_and_query);
         let mut builder = Request::builder().method(call.method.clone()).uri(&uri);
         for (name, value) in &call.headers {
@@ -871,7 +902,6 @@ impl Client {
                 Err(e) => Ok(Attempt::Lost(error_chain(&*e))),
             }
         };
-        let timeout = self.inner.options.request_timeout;
         match tokio::time::timeout(timeout, exchange).await {
             Ok(outcome) => outcome,
             Err(_) => Ok(Attempt::Lost(format!("no answer within {timeout:?}"))),

@@ -10,7 +10,8 @@
 //!   is applied at most once;
 //! - stdout carries only the answer; `kvcli get` without `--json` writes the value's bytes
 //!   exactly (a newline is added only when stdout is a terminal);
-//! - every failure, usage errors included, is one line on stderr.
+//! - every failure, usage errors included, is one line on stderr; only a command line with
+//!   no command at all (bare `kvcli`, or `kvcli cluster`) prints the whole help there.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
@@ -56,7 +57,13 @@ Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:80
 
 /// `kvcli`: the RaftKV command-line client.
 #[derive(Debug, Parser)]
-#[command(name = "kvcli", version, about = "RaftKV command-line client", after_help = EXIT_CODES_HELP)]
+#[command(
+    name = "kvcli",
+    version,
+    about = "RaftKV command-line client",
+    after_help = EXIT_CODES_HELP,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// Comma-separated server URLs (http://host:port); the leader is found among them.
     #[arg(
@@ -70,7 +77,7 @@ pub struct Cli {
     /// Print answers as JSON.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Bound on each attempt of a request, e.g. 500ms, 10s, 1m.
+    /// Bound on each request, all retries included, e.g. 500ms, 10s, 1m.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// What to do.
@@ -131,12 +138,14 @@ pub enum Command {
         new: OsString,
     },
     /// Cluster membership.
+    #[command(arg_required_else_help = true)]
     Cluster {
         /// The cluster command.
         #[command(subcommand)]
         command: ClusterCommand,
     },
     /// Node administration.
+    #[command(arg_required_else_help = true)]
     Admin {
         /// The admin command.
         #[command(subcommand)]
@@ -459,7 +468,7 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
         terminal,
     } = output;
     let mut options = ClientOptions {
-        request_timeout: cli.timeout,
+        call_timeout: cli.timeout,
         ..ClientOptions::default()
     };
     if let Command::Bench(args) = &cli.command {
@@ -550,9 +559,14 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             if json {
                 print_json(out, &snapshot)
             } else {
+                let what = if snapshot.taken {
+                    "snapshot taken"
+                } else {
+                    "nothing applied since the latest snapshot, which holds everything: snapshot"
+                };
                 writeln!(
                     out,
-                    "snapshot at index {} term {} with {} keys: {}",
+                    "{what} at index {} term {} with {} keys: {}",
                     snapshot.index, snapshot.term, snapshot.keys, snapshot.file
                 )
                 .map_err(io_error)
@@ -730,6 +744,17 @@ fn clap_error_line(error: &clap::Error) -> String {
     }
 }
 
+/// What a command line clap refused prints on stderr (exit code [`EXIT_USAGE`]): one line
+/// saying what is wrong, except for a command line with no command at all (bare `kvcli`, or
+/// `kvcli cluster`), for which the help is the useful answer.
+fn usage_failure(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        e.render().to_string().trim_end().to_string()
+    } else {
+        clap_error_line(e)
+    }
+}
+
 /// The `kvcli` program: parses the process's arguments, runs, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -740,7 +765,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{}", clap_error_line(&e));
+            eprintln!("{}", usage_failure(&e));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -943,9 +968,29 @@ mod tests {
     }
 
     #[test]
+    fn bare_kvcli_prints_the_help() {
+        // Given no command at all, then the whole help is printed (commands and flags), not
+        // one line; a command group alone prints its own help.
+        let error = parse(&[]).expect_err("no command");
+        let text = usage_failure(&error);
+        assert!(text.contains("Usage: kvcli"), "{text}");
+        assert!(
+            text.contains("cluster") && text.contains("--endpoints"),
+            "{text}"
+        );
+        assert!(text.contains("RAFTKV_ENDPOINTS"), "{text}");
+        let error = parse(&["cluster"]).expect_err("no cluster command");
+        let text = usage_failure(&error);
+        assert!(
+            text.contains("transfer") && text.contains("remove"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn usage_errors_render_as_one_line() {
         let error = parse(&["get"]).expect_err("missing key");
-        let line = clap_error_line(&error);
+        let line = usage_failure(&error);
         assert!(line.starts_with("error: "), "{line}");
         assert!(line.contains("<KEY>"), "{line}");
         assert!(!line.contains('\n'));

@@ -45,10 +45,14 @@ pub enum Error {
         /// The key's version when the condition was checked; 0 when the key does not exist.
         current_version: u64,
     },
-    /// No leader was known within the server's timeout, or the node is shutting down or not
-    /// ready (`503`).
-    #[error("no leader: {0}")]
+    /// The cluster cannot serve the request now (`503`): no leader within the server's
+    /// timeout, the node shutting down or not ready, a leadership transfer under way, failed
+    /// storage. The message ends with the server's code.
+    #[error("unavailable: {0}")]
     NoLeader(String),
+    /// A cluster command named a node that is not a member (`404 unknown_member`).
+    #[error("unknown member: {0}")]
+    UnknownMember(String),
     /// The outcome of the request is unknown: the server answered `504 timeout`, or no answer
     /// came in time after the request was sent. A write may or may not have been applied.
     #[error("timed out, outcome unknown: {0}")]
@@ -117,6 +121,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::CasFailed { .. } => "cas_failed",
             Error::NoLeader(_) => "no_leader",
+            Error::UnknownMember(_) => "unknown_member",
             Error::Timeout(_) => "timeout",
             Error::TooLarge(_) => "too_large",
             Error::BadRequest(_) => "bad_request",
@@ -160,6 +165,7 @@ pub(crate) fn from_response(status: u16, body: &[u8], key: Option<&[u8]>) -> Err
             None => Error::Protocol("409 cas_failed without current_version".to_owned()),
         },
         (409, "session_expired") => Error::SessionExpired(message),
+        (404, "unknown_member") => Error::UnknownMember(message),
         (413, _) => Error::TooLarge(message),
         (400, _) => Error::BadRequest(message),
         (503, _) => Error::NoLeader(format!("{message} ({})", one_line(&parsed.code))),
@@ -227,6 +233,11 @@ mod tests {
         assert_eq!(
             from_response(503, body, None),
             Error::NoLeader("bye (shutting_down)".into())
+        );
+        let body = br#"{"error":"ghost is not a member","code":"unknown_member"}"#;
+        assert_eq!(
+            from_response(404, body, None).to_string(),
+            "unknown member: ghost is not a member"
         );
         let body = br#"{"error":"busy","code":"conf_change_in_progress"}"#;
         assert!(matches!(

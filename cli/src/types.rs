@@ -313,6 +313,15 @@ pub struct SnapshotInfo {
     pub keys: u64,
     /// The file it was written to, on the node.
     pub file: String,
+    /// Whether this request wrote it: `false` when nothing was applied since the latest
+    /// snapshot, which then already holds the whole applied state and is the one described.
+    #[serde(default = "taken_default")]
+    pub taken: bool,
+}
+
+/// A server from before `taken` existed took a snapshot on every successful request.
+fn taken_default() -> bool {
+    true
 }
 
 /// A node's readiness, from `GET /ready`.
@@ -329,8 +338,13 @@ pub struct Readiness {
 /// Options of [`crate::Client`] beyond its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
-    /// Bound on one attempt, from sending the request to the last byte of the answer.
+    /// Bound on one attempt, from sending the request to the last byte of the answer (and
+    /// never more than what is left of [`ClientOptions::call_timeout`]).
     pub request_timeout: Duration,
+    /// Bound on a whole call: every attempt on every endpoint, the pauses between passes and
+    /// the leader lookups included, so that a call fails within this time even when no node
+    /// can answer (no quorum: each attempt waits out the server's no-leader timeout).
+    pub call_timeout: Duration,
     /// Bound on opening a TCP connection.
     pub connect_timeout: Duration,
     /// How many passes over the endpoint list a request makes before giving up with
@@ -362,11 +376,16 @@ pub enum Routing {
 /// Default [`ClientOptions::request_timeout`]: longer than the server's own no-leader
 /// timeout (5 s), so the server's `503` arrives before the client gives up.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default [`ClientOptions::call_timeout`]: as long as one attempt, so a call without a
+/// quorum fails in 10 s however many passes and endpoints are left, while a failover (a few
+/// hundred ms) still fits many times over.
+pub const CALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default [`ClientOptions::connect_timeout`]: a loopback or LAN connect takes far less.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 /// Default [`ClientOptions::passes`]: with the default backoff the pauses add up to about
 /// 1 s, long enough to ride out one leader election (a few hundred ms after a leader dies,
-/// docs/performance.md) with room to spare.
+/// docs/performance.md) with room to spare. The passes stop earlier when the call's
+/// [`ClientOptions::call_timeout`] runs out.
 pub const PASSES_DEFAULT: u32 = 8;
 /// Default [`ClientOptions::backoff_initial`]: short, because the common failure is a leader
 /// that just died and whose successor is elected within a few hundred ms; a long first
@@ -382,6 +401,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            call_timeout: CALL_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             passes: PASSES_DEFAULT,
             backoff_initial: BACKOFF_INITIAL_DEFAULT,

@@ -1138,3 +1138,37 @@ async fn node_local_requests_take_the_first_reachable_endpoint_and_its_answer() 
     assert!(cluster.nodes[0].seen("POST", "/admin/snapshot").is_empty());
     assert!(cluster.nodes[0].seen("GET", "/ready").is_empty());
 }
+
+#[tokio::test]
+async fn a_call_ends_within_its_call_timeout_when_no_node_answers_in_time() {
+    // Given two nodes that each take 3 s over every request, and a client that may wait 10 s
+    // per attempt and make 8 passes, but only 1 s for the whole call
+    let cluster = Cluster::start(2).await;
+    cluster.set_leader(Some(0));
+    for node in &cluster.nodes {
+        for _ in 0..20 {
+            node.fault(Fault::Delay(Duration::from_secs(3)));
+        }
+    }
+    let client = Client::with_options(
+        cluster.urls(),
+        ClientOptions {
+            request_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(1),
+            passes: 8,
+            ..ClientOptions::default()
+        },
+    )
+    .expect("valid endpoints");
+    // When it reads
+    let started = std::time::Instant::now();
+    let outcome = client.get("k", Consistency::Linearizable).await;
+    let took = started.elapsed();
+    // Then it fails as unavailable once the call's second is up, not after 8 passes of
+    // attempts (generous bound: the machine is shared).
+    assert!(
+        matches!(outcome, Err(Error::Unavailable(_))),
+        "expected Unavailable, got {outcome:?}"
+    );
+    assert!(took < Duration::from_millis(2500), "the call took {took:?}");
+}

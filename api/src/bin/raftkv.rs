@@ -25,11 +25,15 @@ struct Cli {
     config: ConfigArgs,
 }
 
+/// Logs go to stderr; colour codes only when stderr is a terminal, so a log file or a pipe
+/// holds plain text.
 fn init_logging(config: &config::Config) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.observability.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.observability.log_format {
         LogFormat::Json => builder.json().init(),
@@ -142,5 +146,5 @@ async fn hand_over_leadership(server: &Server) {
         }
     })
     .await;
-    info!(to = target.0, "leadership handed over before shutdown");
+    info!(to = %raft::node::names::of(target), "leadership handed over before shutdown");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 use raft::core::{ConfChange, ConfChangeKind, Role};
 use raft::node::driver::node_id_for_name;
-use raft::node::{Status, StorageHealth};
+use raft::node::{NodeError, Status, StorageHealth};
 use serde_json::{Value, json};
 
 use super::{ApiError, Handled, Req, await_leader, forward, json_str, ok, read_json, within};
@@ -321,8 +321,11 @@ pub async fn join(server: &Server, req: Req) -> Handled {
     } else {
         "learner"
     };
-    let members: Vec<Value> = server
-        .members()
+    // This leader is in the list even before its own address record is applied (a young
+    // cluster), so the joiner knows its name and address from the start.
+    let mut book = server.members();
+    book.entry(server.id).or_insert_with(|| server.me());
+    let members: Vec<Value> = book
         .values()
         .filter(|m| configuration.contains(m.id))
         .map(|m| json!({"id": m.name, "raft_addr": m.raft_addr, "http_addr": m.http_addr}))
@@ -335,23 +338,51 @@ pub async fn join(server: &Server, req: Req) -> Handled {
     }))
 }
 
-/// `POST /cluster/remove` `{"node_id"}`.
+/// The member a remove or a transfer names: the name checked like a configured one (400
+/// `bad_request`), then looked up among the current members on the leader (404
+/// `unknown_member`, naming it and the members, never a 503 a client would retry).
+fn named_member(
+    server: &Server,
+    name: &str,
+    configuration: &raft::core::Configuration,
+) -> Result<raft::core::NodeId, ApiError> {
+    let id = node_id_for_name(name);
+    if !configuration.contains(id) {
+        let members = server.members();
+        let mut names: Vec<String> = configuration
+            .members()
+            .into_iter()
+            .map(|m| {
+                members
+                    .get(&m)
+                    .map_or_else(|| m.to_string(), |info| info.name.clone())
+            })
+            .collect();
+        names.sort();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_member",
+            format!(
+                "{name} is not a member of cluster {} (members: {})",
+                server.cluster_id,
+                names.join(", ")
+            ),
+        )
+        .with("node_id", json!(name)));
+    }
+    Ok(id)
+}
+
+/// `POST /cluster/remove` `{"node_id"}`: 404 `unknown_member` for a name that is not a
+/// member, 409 `invalid_membership_change` for a removal the configuration cannot take (the
+/// last voter).
 pub async fn remove(server: &Server, req: Req) -> Handled {
     let body = read_json(&req.body)?;
-    let name = json_str(&body, "node_id")?.to_string();
+    let name = field(&body, "node_id", crate::config::check_node_id)?;
     if !await_leader(server).await? {
         return forward(server, req).await;
     }
-    let id = node_id_for_name(&name);
-    let config = server.node.status().configuration;
-    let is_member = config.voters.contains(&id) || config.learners.contains(&id);
-    if !is_member {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{name} is not a member"),
-        ));
-    }
+    let id = named_member(server, &name, &server.node.status().configuration)?;
     within(
         server
             .node
@@ -361,16 +392,25 @@ pub async fn remove(server: &Server, req: Req) -> Handled {
     ok(json!({"removed": name}))
 }
 
-/// `POST /cluster/transfer-leader` `{"node_id"}`.
+/// `POST /cluster/transfer-leader` `{"node_id"}`: 404 `unknown_member` for a name that is
+/// not a member, 409 `invalid_transfer_target` for a learner.
 pub async fn transfer(server: &Server, req: Req) -> Handled {
     let body = read_json(&req.body)?;
-    let name = json_str(&body, "node_id")?.to_string();
+    let name = field(&body, "node_id", crate::config::check_node_id)?;
     if !await_leader(server).await? {
         return forward(server, req).await;
     }
-    let to = node_id_for_name(&name);
-    if server.node.status().leader == Some(to) {
+    let status = server.node.status();
+    let to = named_member(server, &name, &status.configuration)?;
+    if status.leader == Some(to) {
         return ok(json!({"leader": name}));
+    }
+    if !status.configuration.is_voter(to) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_transfer_target",
+            format!("{name} is a learner; only a voter can lead (it is promoted once caught up)"),
+        ));
     }
     within(server.node.transfer_leader(to)).await?;
     let mut status = server.node.watch_status();
@@ -398,25 +438,53 @@ pub async fn transfer(server: &Server, req: Req) -> Handled {
     }
 }
 
-/// `POST /admin/snapshot`: this node's snapshot (any node can take its own).
+/// `POST /admin/snapshot`: this node's snapshot (any node can take its own). When nothing
+/// was applied since the latest snapshot, that snapshot already holds the whole applied state:
+/// the answer is 200 describing it with `"taken": false`, as a repeated request should be,
+/// not an error. 409 `nothing_to_snapshot` before anything is applied.
 pub async fn snapshot(server: &Server) -> Handled {
-    let meta = within(server.node.snapshot_now()).await?;
+    let asked = tokio::time::timeout(super::REQUEST_TIMEOUT, server.node.snapshot_now())
+        .await
+        .map_err(|_| ApiError::timeout())?;
+    let (meta, taken) = match asked {
+        Ok(meta) => (meta, true),
+        Err(NodeError::Rejected(raft::core::Error::SnapshotOutOfDate { .. })) => {
+            (server.node.status().snapshot, false)
+        }
+        Err(e) => return Err(ApiError::from_node(e)),
+    };
     let keys = server
         .machine
         .lock()
         .expect("the state machine lock is poisoned only if apply panicked")
         .kv
         .len();
-    let file = server
-        .config
-        .storage
-        .data_dir
-        .join("snapshots")
-        .join(kv::SnapshotStore::file_name(meta.index.0, 0));
+    let dir = server.config.storage.data_dir.join("snapshots");
     ok(json!({
         "index": meta.index.0,
         "term": meta.term.0,
         "keys": keys,
-        "file": file.display().to_string(),
+        "taken": taken,
+        "file": snapshot_file(&dir, meta.index.0, meta.term.0).display().to_string(),
     }))
+}
+
+/// The file of the snapshot at `index`: named by its index and term, or, for a snapshot an
+/// older version wrote with term 0 in its name, whichever file holds that index.
+fn snapshot_file(dir: &std::path::Path, index: u64, term: u64) -> std::path::PathBuf {
+    let named = dir.join(kv::SnapshotStore::file_name(index, term));
+    if named.exists() {
+        return named;
+    }
+    let prefix = format!("snap-{index:020}-");
+    std::fs::read_dir(dir)
+        .ok()
+        .and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
+            })
+        })
+        .unwrap_or(named)
 }

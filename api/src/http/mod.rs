@@ -20,7 +20,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use raft::core::Role;
-use raft::node::NodeError;
+use raft::node::{NodeError, names};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -103,7 +103,10 @@ impl ApiError {
         json_response(self.status, &body)
     }
 
-    /// The answer for a node error on a request that was not forwarded.
+    /// The answer for a node error on a request that was not forwarded. Each refusal is
+    /// answered as what it is: a request that cannot succeed as it stands gets a 4xx that a
+    /// client does not retry; only a real unavailability (no leader, a leadership transfer
+    /// under way, a full uncommitted window, failed storage, shutdown) is a 503.
     pub fn from_node(e: NodeError) -> ApiError {
         match e {
             NodeError::NotLeader { .. } => ApiError::new(
@@ -126,9 +129,17 @@ impl ApiError {
                 "conf_change_in_progress",
                 "another membership change is in progress; retry when it completes",
             ),
-            NodeError::Refused(why) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
-            }
+            NodeError::Rejected(core) => ApiError::from_core(core),
+            NodeError::NothingToSnapshot => ApiError::new(
+                StatusCode::CONFLICT,
+                "nothing_to_snapshot",
+                "this node has applied nothing yet, so there is nothing to snapshot",
+            ),
+            NodeError::Storage(why) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_failed",
+                format!("this node's storage failed: {why}"),
+            ),
             NodeError::Stopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -160,7 +171,70 @@ impl ApiError {
         )
     }
 
-    fn timeout() -> ApiError {
+    /// The answer for a request the Raft core refused, by its typed reason, with nodes named
+    /// by their names.
+    fn from_core(e: raft::core::Error) -> ApiError {
+        use raft::core::Error as Core;
+        match e {
+            Core::NotLeader { leader_hint } => {
+                ApiError::from_node(NodeError::NotLeader { leader_hint })
+            }
+            Core::ConfChangeInProgress { .. } => {
+                ApiError::from_node(NodeError::ConfChangeInProgress)
+            }
+            Core::TransferInProgress { to } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transfer_in_progress",
+                format!(
+                    "leadership is moving to {}; retry in a moment",
+                    names::of(to)
+                ),
+            ),
+            Core::ProposalDropped { reason } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "proposal_dropped",
+                format!("the leader cannot take more writes now ({reason}); retry later"),
+            ),
+            Core::ProposalTooLarge {
+                size_bytes,
+                max_bytes,
+            } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the write of {size_bytes} bytes exceeds the limit of {max_bytes}"),
+            ),
+            Core::InvalidConfChange(why) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_membership_change",
+                format!("the membership change is refused: {why}"),
+            ),
+            Core::InvalidTransferTarget { to, reason } => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_transfer_target",
+                format!("cannot transfer leadership to {}: {reason}", names::of(to)),
+            ),
+            Core::TooManyPendingReads { max } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_reads",
+                format!("{max} linearizable reads are pending on the leader already; retry later"),
+            ),
+            Core::Storage(why) => ApiError::from_node(NodeError::Storage(why.to_string())),
+            // None comes from a client's request as such (a snapshot is asked for at the
+            // applied index, and `/admin/snapshot` answers an up-to-date one itself; a
+            // committed conflict and a config error come from peers and start-up): a 500 says
+            // that this server, not the client, is wrong.
+            other @ (Core::SnapshotBeyondApplied { .. }
+            | Core::SnapshotOutOfDate { .. }
+            | Core::CommittedConflict { .. }
+            | Core::Config(_)) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the server failed to handle the request: {other}"),
+            ),
+        }
+    }
+
+    pub(crate) fn timeout() -> ApiError {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",

@@ -180,6 +180,7 @@ impl StateMachine for Machine {
                 let _ = self.kv.mark_applied(index.0);
                 match postcard::from_bytes::<MemberInfo>(rest) {
                     Ok(member) => {
+                        raft::node::names::register(member.id, &member.name);
                         self.book.members.insert(member.id, member);
                         self.publish();
                         Output::Member
@@ -212,7 +213,7 @@ impl StateMachine for Machine {
         self.publish();
     }
 
-    fn snapshot_data(&self) -> Bytes {
+    fn snapshot_data(&self, term: raft::core::Term) -> Bytes {
         let extra = SnapshotExtra {
             cluster_id: self.cluster_id,
             members: self.book.members.values().cloned().collect(),
@@ -223,10 +224,11 @@ impl StateMachine for Machine {
                 .map(|(id, at)| (*id, *at))
                 .collect(),
         };
-        // The Raft term and membership are kept by the log store beside the snapshot; the
-        // `kv` snapshot's own metadata carries the address book instead.
+        // The Raft membership is kept by the log store beside the snapshot; the `kv`
+        // snapshot's own metadata carries the address book instead, and the real term, which
+        // names the file and the logs.
         let config = Bytes::from(postcard::to_stdvec(&extra).expect("members always encode"));
-        Bytes::from(self.kv.snapshot(0, config).encode())
+        Bytes::from(self.kv.snapshot(term.0, config).encode())
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
@@ -244,6 +246,9 @@ impl StateMachine for Machine {
             ));
         }
         self.kv = kv::KvStore::restore(kv_snapshot, self.kv.config()).map_err(|e| e.to_string())?;
+        for member in &extra.members {
+            raft::node::names::register(member.id, &member.name);
+        }
         self.book = Book {
             members: extra.members.into_iter().map(|m| (m.id, m)).collect(),
             removed: extra.removed.into_iter().collect(),

@@ -189,6 +189,7 @@ impl Server {
         })?;
 
         let id = node::driver::node_id_for_name(&config.raft.node_id);
+        node::names::register(id, &config.raft.node_id);
         let data_dir = config.storage.data_dir.clone();
         let found = data_dir::inspect(&data_dir)?;
         let guard = (found == Found::Blank).then(|| CreatedGuard::before_creating(&data_dir));
@@ -269,6 +270,7 @@ impl Server {
         let mut addresses = initial_addresses(&machine, &log_entries(&store)?);
         if let Origin::Joined(admission) = &origin {
             for member in &admission.members {
+                node::names::register(member.id, &member.name);
                 addresses.insert(member.id, member.raft_addr.clone());
             }
         }
@@ -326,7 +328,7 @@ impl Server {
             Origin::Founded => "founded",
             Origin::Joined(_) => "joined",
         };
-        info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how, "node started");
+        info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how = %how, "node started");
         Ok(server)
     }
 
@@ -366,6 +368,7 @@ pub fn initial_addresses(machine: &Machine, log: &[Entry]) -> BTreeMap<NodeId, S
         .map(|(id, m)| (*id, m.raft_addr.clone()))
         .collect();
     for member in machine::members_in_log(log) {
+        raft::node::names::register(member.id, &member.name);
         addresses.insert(member.id, member.raft_addr);
     }
     addresses

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use super::{Event, NodeError, StateMachine};
+use super::{Event, NodeError, StateMachine, names};
 use crate::core::{
     Configuration, Entry, EntryPayload, LogIndex, Snapshot, SnapshotMetadata, Term, confchange,
 };
@@ -57,6 +57,12 @@ pub(crate) struct Applier<M: StateMachine> {
     /// The membership as of the applied index: the snapshot's, then each applied change
     /// applied to it exactly as the core does (an invalid change is skipped by everyone).
     pub(crate) configuration: Configuration,
+    /// The term of the entry at the applied index (of the snapshot's last entry before any
+    /// is applied): what a snapshot taken now stands for.
+    pub(crate) applied_term: Term,
+    /// The commit index saved when the node started: entries up to it were applied before the
+    /// restart, and replaying them is not news for the operator's log.
+    pub(crate) replay_until: LogIndex,
 }
 
 const MACHINE_LOCK: &str =
@@ -116,7 +122,12 @@ impl<M: StateMachine> Applier<M> {
                         answers.push((entry.term, waiter, Some(output)));
                     }
                     EntryPayload::ConfChange(change) => {
-                        info!(index = entry.index.0, term = entry.term.0, change = ?change.changes, "membership change applied");
+                        let change_text = names::ChangeText(change);
+                        if entry.index <= self.replay_until {
+                            debug!(index = entry.index.0, term = entry.term.0, change = %change_text, "membership change replayed");
+                        } else {
+                            info!(index = entry.index.0, term = entry.term.0, change = %change_text, "membership change applied");
+                        }
                         if let Ok(next) = confchange::apply(&self.configuration, change) {
                             self.configuration = next;
                         }
@@ -128,6 +139,7 @@ impl<M: StateMachine> Applier<M> {
                         answers.push((entry.term, waiter, None));
                     }
                 }
+                self.applied_term = entry.term;
                 // Published under the lock, so a reader that sees the new index sees its state.
                 self.applied.store(entry.index.0, Ordering::Release);
                 // Proposals below this index that were never seen were overwritten.
@@ -189,6 +201,7 @@ impl<M: StateMachine> Applier<M> {
             }
             self.applied.store(index.0, Ordering::Release);
         }
+        self.applied_term = snapshot.metadata.term;
         self.configuration = snapshot.metadata.configuration.clone();
         self.last_snapshot = index;
         info!(
@@ -210,13 +223,11 @@ impl<M: StateMachine> Applier<M> {
     fn take_snapshot(&mut self, reply: Option<Reply<SnapshotMetadata>>) {
         let (index, data) = {
             let machine = self.machine.lock().expect(MACHINE_LOCK);
-            (self.applied(), machine.snapshot_data())
+            (self.applied(), machine.snapshot_data(self.applied_term))
         };
         if index == LogIndex::ZERO {
             if let Some(reply) = reply {
-                let _ = reply.send(Err(NodeError::Refused(
-                    "nothing applied yet to snapshot".into(),
-                )));
+                let _ = reply.send(Err(NodeError::NothingToSnapshot));
             }
             return;
         }

@@ -22,7 +22,7 @@ use super::apply::{Applier, ApplyCmd, Waiter};
 use super::store::{LogStore, NoSpace, StoreError};
 use super::{
     APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
-    StateMachine, Status, StorageHealth, Transport,
+    StateMachine, Status, StorageHealth, Transport, names,
 };
 use crate::core::{LogIndex, NodeId, Raft, Role, SnapshotMetadata};
 
@@ -87,8 +87,8 @@ where
 {
     let snapshot_index = store.snapshot_metadata().index;
     let snapshot_configuration = store.snapshot_metadata().configuration.clone();
-    let raft =
-        Raft::new(config.raft.clone(), store).map_err(|e| NodeError::Refused(e.to_string()))?;
+    let snapshot_term = store.snapshot_metadata().term;
+    let raft = Raft::new(config.raft.clone(), store).map_err(NodeError::Rejected)?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let (side_tx, side_rx) = mpsc::unbounded_channel();
     let (apply_tx, apply_rx) = mpsc::channel(APPLY_QUEUE_MAX);
@@ -107,6 +107,8 @@ where
         waiters: Default::default(),
         reads: Default::default(),
         configuration: snapshot_configuration,
+        applied_term: snapshot_term,
+        replay_until: raft.committed(),
     };
     tokio::spawn(applier.run(apply_rx));
     let mut node_loop = Loop::<S, T, M> {
@@ -156,7 +158,7 @@ async fn supervise(
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a panic without a message".into());
-    error!(node = id.0, panic = %what, "the node's loop panicked: the node stops");
+    error!(node = %names::of(id), panic = %what, "the node's loop panicked: the node stops");
     status.send_modify(|s| s.failed = Some(format!("the node's loop panicked: {what}")));
 }
 
@@ -227,14 +229,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     // Only a bound for the next start, saved again next time: not worth
                     // waiting for space here.
                     Err(e) if e.is_no_space() => {
-                        warn!(node = self.raft.id().0, error = %e, "could not save the commit index for lack of space; will retry");
+                        warn!(node = %names::of(self.raft.id()), error = %e, "could not save the commit index for lack of space; will retry");
                         Ok(())
                     }
                     other => other,
                 };
             }
             if let Err(e) = persisted {
-                error!(node = self.raft.id().0, error = %e, "storage failed: the node stops");
+                error!(node = %names::of(self.raft.id()), error = %e, "storage failed: the node stops");
                 self.storage_failed = true;
                 self.publish_status(Some(e.to_string()));
                 return;
@@ -249,7 +251,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 self.raft.check_invariants()
             );
             if stop {
-                info!(node = self.raft.id().0, "node loop stopped");
+                info!(node = %names::of(self.raft.id()), "node loop stopped");
                 return;
             }
         }
@@ -261,13 +263,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Step(message) => match self.raft.step(message) {
                 Ok(()) => {}
                 Err(e @ crate::core::Error::CommittedConflict { .. }) => {
-                    error!(node = self.raft.id().0, error = %e, "a leader broke Raft's rules");
+                    error!(node = %names::of(self.raft.id()), error = %e, "a leader broke Raft's rules");
                     if self.alarm.is_none() {
                         self.alarm = Some(e.to_string());
                         self.publish_status(None);
                     }
                 }
-                Err(e) => warn!(node = self.raft.id().0, error = %e, "message refused"),
+                Err(e) => warn!(node = %names::of(self.raft.id()), error = %e, "message refused"),
             },
             Event::Propose(_, reply) if self.refuses_for_space().is_some() => {
                 let no_space = self.no_space.expect("refuses_for_space saw it set");
@@ -321,10 +323,15 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(Some(reply))).await,
             Event::SnapshotTaken(index, data, reply) => {
                 let result = self.install_own_snapshot(index, data);
+                if result.is_ok() {
+                    // The status says which snapshot the node holds (`/ready`, and the answer
+                    // to a repeated snapshot request).
+                    self.publish_status(None);
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 } else if let Err(e) = result {
-                    warn!(node = self.raft.id().0, index = index.0, error = %e, "periodic snapshot failed");
+                    warn!(node = %names::of(self.raft.id()), index = index.0, error = %e, "periodic snapshot failed");
                 }
             }
             Event::Shutdown => return true,
@@ -348,8 +355,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             return;
         }
         info!(
-            node = self.raft.id().0,
-            leader = peer.0,
+            node = %names::of(self.raft.id()),
+            leader = %names::of(peer),
             term = self.raft.term().0,
             "the leader's connection ended: campaigning after the random part of the election timeout"
         );
@@ -365,8 +372,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             return;
         }
         warn!(
-            node = self.raft.id().0,
-            by = by.0,
+            node = %names::of(self.raft.id()),
+            by = %names::of(by),
             at = at.0,
             "this node was removed from the cluster: it stops campaigning. To add it back, stop it, move its data directory aside and start it with --join-addr"
         );
@@ -385,7 +392,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             && self.added_back_after(at)
         {
             info!(
-                node = self.raft.id().0,
+                node = %names::of(self.raft.id()),
                 "this node was added back to the cluster"
             );
             self.removed = None;
@@ -413,11 +420,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         let now = self.raft.storage().check_free_space().err();
         match (self.no_space, now) {
             (None, Some(no_space)) => {
-                warn!(node = self.raft.id().0, %no_space, "disk short of space: refusing new writes until space is freed")
+                warn!(node = %names::of(self.raft.id()), %no_space, "disk short of space: refusing new writes until space is freed")
             }
             (Some(_), None) => {
                 info!(
-                    node = self.raft.id().0,
+                    node = %names::of(self.raft.id()),
                     "disk space freed: taking writes again"
                 )
             }
@@ -448,7 +455,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             match persisted {
                 Err(e) if e.is_no_space() => {
                     if self.no_space.is_none() {
-                        warn!(node = self.raft.id().0, error = %e, "disk full: holding this node's writes until space is freed");
+                        warn!(node = %names::of(self.raft.id()), error = %e, "disk full: holding this node's writes until space is freed");
                         let no_space = self.raft.storage().check_free_space().err();
                         self.no_space = Some(no_space.unwrap_or(NoSpace {
                             available: 0,
@@ -480,13 +487,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             .raft
             .snapshot_at(index, data)
             .map_err(NodeError::from_core)?;
-        self.snapshots.save(&snapshot).map_err(NodeError::Refused)?;
+        self.snapshots.save(&snapshot).map_err(NodeError::Storage)?;
         self.raft
             .storage_mut()
             .compact(&snapshot.metadata)
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         info!(
-            node = self.raft.id().0,
+            node = %names::of(self.raft.id()),
             index = index.0,
             term = snapshot.metadata.term.0,
             "snapshot taken, log compacted"
@@ -500,7 +507,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             changed = true;
             let mut rd = self.raft.ready();
             if let Some(soft) = rd.soft_state {
-                info!(node = self.raft.id().0, term = self.raft.term().0, role = ?soft.role, leader = ?soft.leader.map(|l| l.0), "role or leader changed");
+                info!(node = %names::of(self.raft.id()), term = self.raft.term().0, role = %names::role(soft.role), leader = %names::of_opt(soft.leader), "role or leader changed");
             }
             let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {

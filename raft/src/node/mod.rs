@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod driver;
 pub mod identity;
+pub mod names;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -65,8 +66,10 @@ pub trait StateMachine: Send + 'static {
         self.apply_empty(index);
     }
 
-    /// The serialized state as of the last applied index, for a snapshot.
-    fn snapshot_data(&self) -> Bytes;
+    /// The serialized state as of the last applied index, for a snapshot. `term` is the term
+    /// of the entry at that index, which the snapshot stands for (a state machine that keeps
+    /// it in its own snapshot format, or names files by it, gets the real one).
+    fn snapshot_data(&self, term: Term) -> Bytes;
 
     /// Replaces the whole state with a snapshot's.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
@@ -101,7 +104,7 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// This node does not lead; `leader_hint` may.
-    #[error("not the leader (leader: {leader_hint:?})")]
+    #[error("not the leader (leader: {})", names::of_opt(*leader_hint))]
     NotLeader {
         /// The leader this node knows of.
         leader_hint: Option<NodeId>,
@@ -113,9 +116,18 @@ pub enum NodeError {
     /// that covers it): it may or may not have been applied.
     #[error("the outcome of the proposal is unknown (covered by a snapshot)")]
     Unknown,
-    /// The core refused the request.
+    /// The core refused the request as it stands (a transfer to a learner, an invalid
+    /// membership change, a proposal over the size limit, a snapshot no newer than the
+    /// current one, ...): the typed reason, so that a caller answers each as what it is.
     #[error("{0}")]
-    Refused(String),
+    Rejected(core::Error),
+    /// A snapshot was asked for before anything was applied: there is nothing to keep.
+    #[error("nothing has been applied yet, so there is nothing to snapshot")]
+    NothingToSnapshot,
+    /// Storage failed while serving the request (a snapshot could not be kept, or the log
+    /// not compacted behind it).
+    #[error("storage failed: {0}")]
+    Storage(String),
     /// A membership change is already in flight.
     #[error("a configuration change is in progress")]
     ConfChangeInProgress,
@@ -133,7 +145,7 @@ impl NodeError {
         match e {
             core::Error::NotLeader { leader_hint } => NodeError::NotLeader { leader_hint },
             core::Error::ConfChangeInProgress { .. } => NodeError::ConfChangeInProgress,
-            other => NodeError::Refused(other.to_string()),
+            other => NodeError::Rejected(other),
         }
     }
 }

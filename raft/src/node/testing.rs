@@ -16,7 +16,7 @@ impl StateMachine for Nothing {
     type Output = ();
     fn apply(&mut self, _: LogIndex, _: &[u8]) {}
     fn apply_empty(&mut self, _: LogIndex) {}
-    fn snapshot_data(&self) -> Bytes {
+    fn snapshot_data(&self, _: Term) -> Bytes {
         Bytes::new()
     }
     fn restore(&mut self, _: &Snapshot) -> Result<(), String> {

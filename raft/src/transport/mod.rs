@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::core::{LogIndex, Message, MessageBody, NodeId};
-use crate::node::{ClusterId, Node, Transport};
+use crate::node::{ClusterId, Node, Transport, names};
 /// Why a peer refused a connection: [`TransportReport::Refused`] carries it to the server.
 pub use frame::Refusal;
 use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
@@ -139,6 +139,7 @@ impl RefusalReporter {
     fn refused(&self, refusal: Refusal) {
         let (to, addr) = (self.to, &self.addr);
         if self.logged.should_log(to, refusal.kind()) {
+            let to = names::of(to);
             match &refusal {
                 Refusal::WrongCluster { expected, got } => warn!(
                     peer = %to,
@@ -497,6 +498,7 @@ impl<N: Network> PeerTransport<N> {
         if !self.refusals_logged.should_log(from, refusal.kind()) {
             return;
         }
+        let from = names::of(from);
         match refusal {
             Refusal::WrongCluster { expected, got } => warn!(
                 peer = %from,
@@ -586,7 +588,7 @@ impl<N: Network> Transport for PeerTransport<N> {
     fn send(&self, message: Message) {
         let peers = self.peers.lock().expect(PEERS_LOCK);
         let Some(peer) = peers.get(&message.to) else {
-            debug!(to = message.to.0, "no address for peer: message dropped");
+            debug!(to = %names::of(message.to), "no address for peer: message dropped");
             return;
         };
         if let Err(e) = peer.queue.try_send(message) {
@@ -594,7 +596,7 @@ impl<N: Network> Transport for PeerTransport<N> {
                 mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => m,
             };
             fail_snapshot(&message, &self.reports);
-            debug!(to = message.to.0, "peer queue full: message dropped");
+            debug!(to = %names::of(message.to), "peer queue full: message dropped");
         }
     }
 }
@@ -631,14 +633,14 @@ async fn run_sender<N: Network>(
         let stream = match connected {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                debug!(to = to.0, %addr, error = %e, "connect failed; retrying");
+                debug!(to = %names::of(to), %addr, error = %e, "connect failed; retrying");
                 fail_snapshot(&first, &reports);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
             }
             Err(_) => {
-                debug!(to = to.0, %addr, "connect timed out; retrying");
+                debug!(to = %names::of(to), %addr, "connect timed out; retrying");
                 fail_snapshot(&first, &reports);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
@@ -646,7 +648,7 @@ async fn run_sender<N: Network>(
             }
         };
         let connected_at = tokio::time::Instant::now();
-        info!(from = me.0, to = to.0, %addr, "connected to peer");
+        info!(from = %names::of(me), to = %names::of(to), %addr, "connected to peer");
         let (reader, writer) = tokio::io::split(stream);
         let acks = Arc::new(AckState::default());
         let ack_reader = AbortOnDrop(
@@ -693,11 +695,11 @@ async fn run_sender<N: Network>(
             // fixes it or this node, so ask at the slowest pace, however long the connection
             // lived.
             Err(e) if acks.refused.load(Ordering::Acquire) => {
-                debug!(to = to.0, %addr, error = %e, "peer refused the connection; retrying later");
+                debug!(to = %names::of(to), %addr, error = %e, "peer refused the connection; retrying later");
                 tokio::time::sleep(RECONNECT_BACKOFF_MAX).await;
             }
             Err(e) => {
-                warn!(to = to.0, %addr, error = %e, "peer connection lost; reconnecting");
+                warn!(to = %names::of(to), %addr, error = %e, "peer connection lost; reconnecting");
                 // A connection that had lived a while is replaced at once: it is most often
                 // found dead only when a message is due (peers that rarely talk, such as two
                 // followers, learn of a restarted peer at the first vote request), and that

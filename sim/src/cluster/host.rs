@@ -338,8 +338,8 @@ impl StateMachine for Recording {
         self.inner.apply_empty(index);
     }
 
-    fn snapshot_data(&self) -> Bytes {
-        self.inner.snapshot_data()
+    fn snapshot_data(&self, term: raft::core::Term) -> Bytes {
+        self.inner.snapshot_data(term)
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {

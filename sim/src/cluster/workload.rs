@@ -203,7 +203,9 @@ async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcom
                 target = (target + 1) % cluster.reachable_hosts()
             }
             NodeError::Dropped
-            | NodeError::Refused(_)
+            | NodeError::Rejected(_)
+            | NodeError::NothingToSnapshot
+            | NodeError::Storage(_)
             | NodeError::ConfChangeInProgress
             | NodeError::NoSpace(_) => {
                 return Outcome::Fail;
