@@ -604,7 +604,11 @@ fn logs_name_nodes_hold_no_colour_codes_and_do_not_replay_history() {
         "the snapshot is logged with its real term: {saved}"
     );
 
-    // When n2 restarts, then it does not log the membership history again.
+    // When n2, having applied its own promotion (else that is news to it after the restart),
+    // restarts, then it does not log the membership history again.
+    wait_until("n2 applied its promotion", || {
+        n2.log_text().contains("add voter n2")
+    });
     n2.terminate();
     let before = n2.log_text().len();
     start_logging(&mut n2, "info");

@@ -380,6 +380,7 @@ pub async fn watch<E>(
 
 /// The answer to an over-limit connection: `503 too_many_connections`, and close.
 fn refusal_answer(allowed: usize) -> String {
+    let status = hyper::StatusCode::SERVICE_UNAVAILABLE;
     let body = serde_json::json!({
         "error": format!(
             "this node serves at most {allowed} client connections at once and all are in use (server.max_connections, and the file descriptor limit); retry later or on another node"
@@ -388,7 +389,9 @@ fn refusal_answer(allowed: usize) -> String {
     })
     .to_string();
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
         body.len()
     )
 }
