@@ -38,6 +38,8 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     removed: Option<LogIndex>,
     /// The first broken Raft rule this node witnessed (see [`Status::alarm`]).
     alarm: Option<String>,
+    /// When each peer's refused messages were last logged, by kind of refusal.
+    refusals_logged: crate::transport::RefusalLog,
 }
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
@@ -96,6 +98,7 @@ where
         next_read: 0,
         removed: None,
         alarm: None,
+        refusals_logged: Default::default(),
     };
     node_loop.publish_status(None);
     let status = Arc::clone(&node_loop.status);
@@ -217,17 +220,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// Returns true when the loop must stop.
     async fn handle(&mut self, event: Event<M::Output>) -> bool {
         match event {
-            Event::Step(message) => match self.raft.step(message) {
-                Ok(()) => {}
-                Err(e @ crate::core::Error::CommittedConflict { .. }) => {
-                    error!(node = self.raft.id().0, error = %e, "a leader broke Raft's rules");
-                    if self.alarm.is_none() {
-                        self.alarm = Some(e.to_string());
-                        self.publish_status(None);
-                    }
+            Event::Step(message) => {
+                if let Some(message) = self.check_snapshot_data(message) {
+                    self.step(message);
                 }
-                Err(e) => warn!(node = self.raft.id().0, error = %e, "message refused"),
-            },
+            }
             Event::Propose(data, reply) => match self.raft.propose(data) {
                 Ok(id) => {
                     self.send_apply(ApplyCmd::Wait(id.index, id.term, Waiter::Command(reply)))
@@ -281,6 +278,69 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Shutdown => return true,
         }
         false
+    }
+
+    /// Steps the core with a peer's message. A message the core refuses because of what its
+    /// sender put in it is logged naming the sender, once per interval per peer and kind (a
+    /// forger, or a broken peer, may send thousands).
+    fn step(&mut self, message: crate::core::Message) {
+        match self.raft.step(message) {
+            Ok(()) => {}
+            Err(e @ crate::core::Error::CommittedConflict { .. }) => {
+                error!(node = self.raft.id().0, error = %e, "a leader broke Raft's rules");
+                if self.alarm.is_none() {
+                    self.alarm = Some(e.to_string());
+                    self.publish_status(None);
+                }
+            }
+            Err(e) => match e.refused_peer() {
+                // A peer's message the core would not take (a term out of reach, a shape
+                // no correct node sends): named, once per interval per peer and kind, as
+                // a forger or a broken peer may send thousands.
+                Some((from, kind)) => {
+                    if self.refusals_logged.should_log(from, kind) {
+                        warn!(
+                            node = self.raft.id().0,
+                            peer = %from,
+                            kind,
+                            error = %e,
+                            "refused a message from peer {from} (further such refusals of \
+                             it are not logged for {}s): {e}",
+                            crate::transport::REFUSAL_LOG_INTERVAL.as_secs()
+                        );
+                    }
+                }
+                None => warn!(node = self.raft.id().0, error = %e, "message refused"),
+            },
+        }
+    }
+
+    /// A snapshot a peer streamed must hold data this node can keep (see
+    /// [`SnapshotFiles::verify_received`]): otherwise saving it would fail and stop the node.
+    /// Returns the message, or `None` when it is refused (and logged, rate-limited).
+    fn check_snapshot_data(
+        &mut self,
+        message: crate::core::Message,
+    ) -> Option<crate::core::Message> {
+        let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            return Some(message);
+        };
+        let Err(e) = self.snapshots.verify_received(snapshot) else {
+            return Some(message);
+        };
+        let from = message.from;
+        if self.refusals_logged.should_log(from, "bad_snapshot") {
+            warn!(
+                node = self.raft.id().0,
+                peer = %from,
+                kind = "bad_snapshot",
+                error = %e,
+                "refused a snapshot from peer {from} (further such refusals of it are not \
+                 logged for {}s): {e}",
+                crate::transport::REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+        None
     }
 
     /// The connection from `peer` ended. If `peer` is our leader, forget it

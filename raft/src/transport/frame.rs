@@ -11,7 +11,8 @@
 //! cluster it belongs to. Then frames flow from the opener to the acceptor, except two that go
 //! back: [`Frame::Ack`], which the acceptor sends now and then to say how many bytes it has
 //! read, and [`Frame::Refused`], which an acceptor that will not serve the caller (another
-//! cluster's node, or one removed from this cluster) writes as its only frame before it closes.
+//! cluster's node, one removed from this cluster, or one that is not a member at all) writes
+//! as its only frame before it closes.
 //!
 //! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
 //! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
@@ -32,7 +33,9 @@ use crate::node::ClusterId;
 /// Version 2 added [`Frame::Ack`]: a version-1 receiver never acknowledges, so mixing the two
 /// is refused at the first frame rather than reset every second.
 /// Version 3 added the cluster id to [`Frame::Hello`] and the [`Frame::Refused`] frame.
-pub const WIRE_VERSION: u8 = 3;
+/// Version 4 added [`Refusal::NotMember`]: a version-3 opener could not decode it, so it
+/// would take the refusal for a broken connection and retry at full speed.
+pub const WIRE_VERSION: u8 = 4;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
@@ -103,6 +106,14 @@ pub enum Refusal {
         /// The log index of the membership change that removed the caller.
         at: LogIndex,
     },
+    /// The caller is of the right cluster but not a member of the refusing node's latest
+    /// configuration (committed or not), nor a joiner it expects: nothing it sends would be
+    /// taken. A real member that joined while the refusing node was away can meet this until
+    /// a leader the refusing node knows brings its log up to date.
+    #[error(
+        "the caller is not a member of the refusing node's configuration, nor a node it expects to join"
+    )]
+    NotMember,
 }
 
 impl Refusal {
@@ -111,6 +122,7 @@ impl Refusal {
         match self {
             Refusal::WrongCluster { .. } => "wrong_cluster",
             Refusal::Removed { .. } => "removed",
+            Refusal::NotMember => "not_member",
         }
     }
 }
@@ -213,6 +225,7 @@ mod tests {
                 got: ClusterId(u64::MAX),
             }),
             Frame::Refused(Refusal::Removed { at: LogIndex(42) }),
+            Frame::Refused(Refusal::NotMember),
         ];
         let mut buf = Vec::new();
         for f in &frames {
