@@ -69,7 +69,7 @@ fn send_raw(p: &Proc, bytes: &[u8], linger: Duration) {
     if stream.write_all(bytes).is_err() {
         return;
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = stream.set_read_timeout(Some(linger.min(Duration::from_millis(50))));
     let until = Instant::now() + linger;
     let mut buf = [0u8; 4096];
     while Instant::now() < until {
