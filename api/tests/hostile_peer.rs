@@ -168,6 +168,11 @@ fn forged_term_frames_neither_panic_nor_capture_the_cluster_even_after_a_restart
             ]);
             send_raw(target, &forged, linger);
         }
+        // A node that knows no leader serves callers its configuration lacks (it may be the
+        // one behind); the fake leader calls one that follows the real leader, as most are.
+        wait_until(&format!("{} follows a leader", target.name), || {
+            ready(target)
+        });
         let fake = NodeId(12345);
         let forged = encoded(&[
             hello(fake, cluster),

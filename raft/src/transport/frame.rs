@@ -39,6 +39,11 @@ pub const WIRE_VERSION: u8 = 4;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// The largest first frame of a connection accepted (4 KiB). It must be a Hello (an id, an
+/// address, a cluster id: a few dozen bytes), and it comes from a caller nobody has checked
+/// yet: without this bound, anyone who reaches the port could make the node allocate and
+/// decode a 16 MiB frame of millions of entries before learning it is not a Hello.
+pub const HELLO_BYTES_MAX: u32 = 4096;
 /// The size of the chunks a snapshot's data is streamed in.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// The largest snapshot a receiver reassembles (4 GiB).
@@ -107,9 +112,10 @@ pub enum Refusal {
         at: LogIndex,
     },
     /// The caller is of the right cluster but not a member of the refusing node's latest
-    /// configuration (committed or not), nor a joiner it expects: nothing it sends would be
-    /// taken. A real member that joined while the refusing node was away can meet this until
-    /// a leader the refusing node knows brings its log up to date.
+    /// configuration (committed or not), nor a joiner it expects, and the refusing node
+    /// follows a leader: nothing the caller sends would be taken. A real member that joined
+    /// while the refusing node was away can meet this until that leader brings the refusing
+    /// node's log up to date.
     #[error(
         "the caller is not a member of the refusing node's configuration, nor a node it expects to join"
     )]
@@ -134,10 +140,13 @@ pub enum FrameError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     /// The length field is zero or over the limit.
-    #[error("frame of {len} bytes is outside 1..={FRAME_BYTES_MAX}")]
+    #[error("frame of {len} bytes is outside 1..={max}")]
     BadLength {
         /// What the length field said.
         len: u32,
+        /// The limit for this frame ([`FRAME_BYTES_MAX`], or [`HELLO_BYTES_MAX`] for the
+        /// first frame of a connection).
+        max: u32,
     },
     /// The peer speaks another wire version.
     #[error("wire version {0} (this node speaks {WIRE_VERSION})")]
@@ -171,6 +180,19 @@ pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    read_at_most(r, FRAME_BYTES_MAX).await
+}
+
+/// Reads a connection's first frame, which must be a Hello: at most [`HELLO_BYTES_MAX`].
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    read_at_most(r, HELLO_BYTES_MAX).await
+}
+
+/// Reads one frame of at most `max` body bytes.
+async fn read_at_most<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<Frame>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -178,8 +200,8 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, Fram
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len);
-    if len == 0 || len > FRAME_BYTES_MAX {
-        return Err(FrameError::BadLength { len });
+    if len == 0 || len > max {
+        return Err(FrameError::BadLength { len, max });
     }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body).await?;
@@ -243,8 +265,32 @@ mod tests {
         let mut r = &[0xff, 0xff, 0xff, 0xff, WIRE_VERSION][..];
         assert!(matches!(
             read(&mut r).await,
-            Err(FrameError::BadLength { len: u32::MAX })
+            Err(FrameError::BadLength { len: u32::MAX, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_larger_than_a_hello_is_refused_before_it_is_read() {
+        // Given a caller whose first frame claims 1 MiB (a message of a million entries
+        // instead of a Hello), when the acceptor reads it as the first frame, then it is
+        // refused on its length alone, while a real Hello passes.
+        let mut big = (1024u32 * 1024).to_le_bytes().to_vec();
+        big.push(WIRE_VERSION);
+        assert!(matches!(
+            read_hello(&mut &big[..]).await,
+            Err(FrameError::BadLength {
+                max: HELLO_BYTES_MAX,
+                ..
+            })
+        ));
+        let mut hello = Vec::new();
+        let frame = Frame::Hello {
+            from: NodeId(1),
+            addr: "a-long-host-name.example.com:7001".into(),
+            cluster: ClusterId(7),
+        };
+        encode(&frame, &mut hello);
+        assert_eq!(read_hello(&mut &hello[..]).await.unwrap(), Some(frame));
     }
 
     #[tokio::test]

@@ -15,10 +15,10 @@
 //!
 //! Every connection opens with a Hello that names the caller, its address and its cluster. The
 //! acceptor refuses a caller of another cluster, one that a committed membership change
-//! removed and that is not a member again ([`PeerTransport::set_removed`]), and any other
-//! caller that is neither a member of its latest configuration nor a joiner it expects
-//! ([`PeerTransport::expect_peers`]): it writes one `Refused` frame, closes, and steps its node
-//! with nothing from that connection. Every message on a served connection must name the
+//! removed and that is not a member again ([`PeerTransport::set_removed`]), and, while its node
+//! follows a leader, any other caller that is neither a member of its latest configuration nor
+//! a joiner it expects ([`PeerTransport::expect_peers`]): it writes one `Refused` frame,
+//! closes, and steps its node with nothing from that connection. Every message on a served connection must name the
 //! Hello's caller as its sender; one that names another closes the connection. The opener
 //! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
 //! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
@@ -529,11 +529,13 @@ impl<N: Network> PeerTransport<N> {
     /// - a member of this node's latest configuration (committed or not): never;
     /// - removed by a committed change ([`PeerTransport::set_removed`]): as removed;
     /// - expected ([`PeerTransport::expect_peers`]): never;
-    /// - while this node holds no configuration at all and expects nobody (a joiner restarted
-    ///   before its first entries arrived: it learned its cluster from the cluster it asked to
-    ///   join, and has nothing yet to tell members from strangers): never;
-    /// - anyone else: as not a member, once the configuration has not come to include it
-    ///   within [`MEMBERSHIP_GRACE`].
+    /// - while this node knows no leader: never. This node may be the one that is behind: a
+    ///   member added while it was away (or partitioned) is unknown to it, and if that member
+    ///   now leads, only it can bring this node's log, and with it the configuration, up to
+    ///   date (a blank joiner, or a joiner restarted before its log arrived, is the extreme
+    ///   case). Refusing it would leave this node out of the cluster for good;
+    /// - anyone else, while this node follows a leader: as not a member, once the
+    ///   configuration has not come to include it within [`MEMBERSHIP_GRACE`].
     async fn refusal_for<O: Send + 'static>(
         &self,
         from: NodeId,
@@ -546,10 +548,8 @@ impl<N: Network> PeerTransport<N> {
                 got: cluster,
             });
         }
-        let (member, unconfigured) = node.with_status(|s| {
-            let config = &s.configuration;
-            (config.contains(from), config.members().is_empty())
-        });
+        let (member, leaderless) =
+            node.with_status(|s| (s.configuration.contains(from), s.leader.is_none()));
         if member {
             return None;
         }
@@ -559,11 +559,8 @@ impl<N: Network> PeerTransport<N> {
         if let Some(at) = removed_at {
             return Some(Refusal::Removed { at });
         }
-        let welcome = {
-            let expected = self.expected.lock().expect(PEERS_LOCK);
-            expected.contains(&from) || (unconfigured && expected.is_empty())
-        };
-        if welcome {
+        let expected = self.expected.lock().expect(PEERS_LOCK).contains(&from);
+        if expected || leaderless {
             return None;
         }
         let mut status = node.watch_status();
@@ -902,7 +899,7 @@ where
         inner: reader,
         read: Arc::clone(&read),
     });
-    let (from, addr, cluster) = match frame::read(&mut r).await? {
+    let (from, addr, cluster) = match frame::read_hello(&mut r).await? {
         Some(Frame::Hello {
             from,
             addr,
@@ -1437,9 +1434,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stranger_of_the_right_cluster_is_refused_as_not_a_member() {
-        // Given node 2 (voters {1, 3}, learner 2) of cluster A,
+        // Given node 2 (voters {1, 3}, learner 2) of cluster A, following leader 1 in term 5,
         let node = node2(&[]);
         let transport = node2_transport(CLUSTER_A);
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
         // when node 12345, which no configuration names, calls with the right cluster id and
         // a heartbeat of term 5 behind its Hello,
         let (mut caller, served) = call_node2(&node, &transport, NodeId(12345), CLUSTER_A).await;
@@ -1452,25 +1452,48 @@ mod tests {
         assert!(asked.elapsed() >= MEMBERSHIP_GRACE);
         assert_eq!(answer(&mut caller).await, None);
         assert!(served.await.expect("the server task ends").is_ok());
-        // and its heartbeat never reached the node, nor was its address learned.
-        assert_eq!(settled_term(&node).await, Term(1));
-        assert!(transport.peers().is_empty());
+        // and its heartbeat never reached the node (it still follows 1), nor was its address
+        // learned.
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
+        assert!(!transport.peers().iter().any(|(id, _)| *id == NodeId(12345)));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_expected_joiner_is_served_before_the_configuration_names_it() {
-        // Given node 2 that expects node 7 (it was told of it, as a joiner is told of the
-        // members), though its configuration does not have it,
+    async fn a_node_that_knows_no_leader_serves_a_caller_its_configuration_lacks() {
+        // Given node 2 that follows no leader, and whose configuration does not have node 5
+        // (node 5 joined and came to lead while node 2 was away: node 2's log is behind),
         let node = node2(&[]);
         let transport = node2_transport(CLUSTER_A);
-        transport.expect_peers([NodeId(7)]);
-        // when node 7 calls, then it is served and its heartbeat is taken.
-        let (mut caller, _served) = call_node2(&node, &transport, NodeId(7), CLUSTER_A).await;
+        assert_eq!(node.status().leader, None);
+        // when node 5 calls with its heartbeat, then it is served: only it can bring node 2's
+        // log, and with it the configuration, up to date.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(5), CLUSTER_A).await;
         assert!(
             matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
             "acknowledged, not refused"
         );
         assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expected_joiner_is_served_before_the_configuration_names_it() {
+        // Given node 2 following leader 1, that expects node 7 (it was told of it, as a
+        // joiner is told of the members), though its configuration does not have it,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        transport.expect_peers([NodeId(7)]);
+        // when node 7 calls, then it is served at once: its bytes are acknowledged.
+        let asked = tokio::time::Instant::now();
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(7), CLUSTER_A).await;
+        assert!(
+            matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        assert!(asked.elapsed() < MEMBERSHIP_GRACE, "no grace period waited");
     }
 
     #[tokio::test(start_paused = true)]
