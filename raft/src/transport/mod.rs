@@ -92,6 +92,11 @@ pub const MEMBERSHIP_GRACE: Duration = Duration::from_millis(500);
 /// ([`PeerTransport::expect_peers`]): a joiner's list of the members it was told of. More
 /// are ignored, so a hostile join answer cannot grow the table without bound.
 pub const EXPECTED_PEERS_MAX: usize = 1024;
+/// The most peers whose address a node learns from callers' Hellos (rather than from the
+/// replicated address book). A node that knows no leader serves callers it has never heard
+/// of (see `refusal_for`), and each one learned costs a sender task: beyond this many, a new
+/// caller's address is not learned (the address book still brings every real member's).
+pub const LEARNED_PEERS_MAX: usize = 1024;
 /// The shortest time between two log lines about peer connections closed on a bad frame
 /// (undecodable, out of order, or a message naming another sender than the Hello did). The
 /// caller of such a connection is not known to be anyone, so these lines are limited
@@ -660,12 +665,21 @@ impl<N: Network> PeerTransport<N> {
     }
 
     /// Records the address a caller announced, unless the peer's address is already known
-    /// (the replicated address book stays authoritative).
+    /// (the replicated address book stays authoritative), or [`LEARNED_PEERS_MAX`] peers are
+    /// known already.
     pub fn learn_peer(&self, id: NodeId, addr: String) {
-        let known = self.peers.lock().expect(PEERS_LOCK).contains_key(&id);
-        if !known {
-            self.set_peer(id, addr);
+        let (known, full) = {
+            let peers = self.peers.lock().expect(PEERS_LOCK);
+            (peers.contains_key(&id), peers.len() >= LEARNED_PEERS_MAX)
+        };
+        if known {
+            return;
         }
+        if full {
+            debug!(peer = %id, %addr, "peer table full: the caller's address is not learned");
+            return;
+        }
+        self.set_peer(id, addr);
     }
 
     /// Forgets peer `id` (removed from the cluster); its sender stops.
