@@ -473,7 +473,16 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         (Method::GET, "/keys") => keys::list(&server, req).await,
         (Method::DELETE, "/keys") => keys::delete_prefix(&server, req).await,
         (Method::POST, "/sessions") => keys::register_session(&server, req).await,
-        (Method::GET, "/health") => ok(json!({"status": "ok"})),
+        // A process whose Raft loop stopped (it panicked, or its storage failed) is up but
+        // useless: health says so, as readiness does, so a supervisor restarts it.
+        (Method::GET, "/health") => match server.node.status().failed {
+            None => ok(json!({"status": "ok"})),
+            Some(failure) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("the node stopped: {failure}"),
+            )),
+        },
         (Method::GET, "/ready") => cluster::ready(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),
