@@ -647,6 +647,82 @@ mod tests {
         panic!("no pre-vote within {} ticks", 3 * ELECTION_TICKS);
     }
 
+    /// Snapshot files that, like the server's, keep only data they can read back: here, the
+    /// bytes "good".
+    struct Picky;
+
+    impl SnapshotFiles for Picky {
+        fn save(&self, snapshot: &core::Snapshot) -> Result<(), String> {
+            self.verify_received(snapshot)
+        }
+        fn load(&self, _: &core::SnapshotMetadata) -> Result<core::Snapshot, String> {
+            Err("nothing saved".into())
+        }
+        fn verify_received(&self, snapshot: &core::Snapshot) -> Result<(), String> {
+            match &snapshot.data[..] {
+                b"good" => Ok(()),
+                _ => Err("not a snapshot".into()),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_whose_data_cannot_be_kept_is_refused_and_the_node_goes_on() {
+        // Given node 1 of the voters {1, 2, 3} in term 1, whose snapshot files keep only
+        // readable data,
+        let wal = Wal::open(SimFs::new(3), "/n1/wal", WalConfig::default()).unwrap();
+        let files: Arc<dyn SnapshotFiles> = Arc::new(Picky);
+        let voters = Configuration {
+            voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
+            ..Configuration::default()
+        };
+        let store = crate::node::testing::store_in_term_1_with(wal, voters.clone(), files.clone());
+        let config = NodeConfig {
+            raft: core::Config::new(NodeId(1)),
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        let transport = Arc::new(Capture::default());
+        let node = spawn(
+            config,
+            store,
+            transport,
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .unwrap();
+        // when peer 2 sends an InstallSnapshot at index 5 whose data is garbage,
+        let install = |data: &'static [u8]| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: core::Snapshot {
+                    metadata: core::SnapshotMetadata {
+                        index: LogIndex(5),
+                        term: Term(1),
+                        configuration: voters.clone(),
+                    },
+                    data: bytes::Bytes::from_static(data),
+                },
+            },
+        };
+        node.step(install(b"garbage")).await.unwrap();
+        tokio::time::sleep(TICK * 5).await;
+        // then the node has not stopped (saving it would have failed) and did not take it,
+        let status = node.status();
+        assert_eq!(status.failed, None);
+        assert_eq!(status.commit, LogIndex::ZERO);
+        // and a snapshot it can keep is taken as before.
+        node.step(install(b"good")).await.unwrap();
+        tokio::time::sleep(TICK * 5).await;
+        let status = node.status();
+        assert_eq!(status.failed, None);
+        assert_eq!(status.snapshot.index, LogIndex(5));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_follower_whose_leader_connection_ends_campaigns_after_the_random_part_alone() {
         // Given a follower that stops hearing from its leader, when the leader's connection
