@@ -18,8 +18,9 @@
 //! removed and that is not a member again ([`PeerTransport::set_removed`]), and, while its node
 //! follows a leader, any other caller that is neither a member of its latest configuration nor
 //! a joiner it expects ([`PeerTransport::expect_peers`]): it writes one `Refused` frame,
-//! closes, and steps its node with nothing from that connection. Every message on a served connection must name the
-//! Hello's caller as its sender; one that names another closes the connection. The opener
+//! closes, and steps its node with nothing from that connection. Every message on a served
+//! connection must name the Hello's caller as its sender; one that names another closes the
+//! connection. The opener
 //! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
 //! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
 //! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
@@ -187,7 +188,7 @@ impl RefusalReporter {
                     %addr,
                     "peer {to} at {addr} refused this node: its configuration does not have \
                      this node as a member (its log may be behind the change that added this \
-                     node; it catches up once a leader it knows reaches it)"
+                     node; it catches up from the leader it follows)"
                 ),
             }
         }
@@ -634,8 +635,9 @@ impl<N: Network> PeerTransport<N> {
                 addr,
                 "refused a peer: node {from} at {addr} is not a member of this node's \
                  configuration and was not expected to join; if it is a real member that \
-                 joined while this node was away, this node catches up once a leader it knows \
-                 reaches it (or re-add this node with an empty data directory and --join-addr)"
+                 joined while this node was away, this node catches up from the leader it \
+                 follows (if it stays behind, re-add it with an empty data directory and \
+                 --join-addr)"
             ),
         }
     }
