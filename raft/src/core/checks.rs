@@ -207,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn a_node_whose_storage_holds_a_forged_term_refuses_to_start_instead_of_panicking() {
+        // Given storage whose persisted term is u64::MAX (adopted from a forged frame by a
+        // version before these checks), when a node is built on it, then it is refused with
+        // an error that says what happened, rather than panicking at its first election.
+        let mut storage = MemStorage::new_with_configuration(voters());
+        let mut hs = storage.hard_state().clone();
+        hs.term = Term(u64::MAX);
+        storage.set_hard_state(hs);
+        match Raft::new(Config::new(NodeId(1)), storage) {
+            Err(Error::Storage(e)) => assert!(e.to_string().contains("forged"), "{e}"),
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a node started on a term it can never increment"),
+        }
+    }
+
+    #[test]
     fn a_term_jump_is_refused_beyond_the_bound_and_taken_within_it() {
         let mut node = node1();
         let start = node.term().0;
@@ -259,6 +275,36 @@ mod tests {
             assert_eq!(node.term(), start, "{what}");
             assert_eq!(node.last_index(), last, "{what}");
         }
+    }
+
+    #[test]
+    fn only_the_followed_leader_may_order_an_election_or_confirm_a_read() {
+        // Given node 1 following leader 2 in its term,
+        let mut node = node1();
+        let term = node.term().0;
+        node.step(heartbeat(2, term))
+            .expect("the leader's heartbeat");
+        drain(&mut node);
+        let from = |id: u64, body: MessageBody| Message {
+            from: NodeId(id),
+            to: NodeId(1),
+            term: Term(term),
+            body,
+        };
+        let read = || MessageBody::ReadIndexResponse {
+            context: Bytes::from_static(b"r"),
+            index: LogIndex(1),
+        };
+        // when member 3 (not the leader) sends TimeoutNow and a read confirmation,
+        node.step(from(3, MessageBody::TimeoutNow)).unwrap();
+        node.step(from(3, read())).unwrap();
+        // then the node neither campaigns nor hands out a read;
+        assert_eq!(node.role(), Role::Follower);
+        assert_eq!(node.term(), Term(term));
+        assert!(!node.has_ready(), "nothing to hand out");
+        // while the same from leader 2 are taken.
+        node.step(from(2, read())).unwrap();
+        assert_eq!(node.ready().read_states.len(), 1);
     }
 
     /// Extreme and ordinary values, for the random messages below.
