@@ -114,12 +114,26 @@ pub struct ConfChangeSingle {
     pub node: NodeId,
 }
 
+/// The most single changes one membership change may hold. Real changes name a handful of
+/// nodes; the bound is what a receiver decodes at most, so that one entry of millions of
+/// two-byte changes cannot cost hundreds of megabytes, and a leader refuses to propose more
+/// (followers could not decode it).
+pub const CONF_CHANGES_MAX: usize = 1024;
+
 /// A membership change: one or several single changes applied together through the joint
 /// configuration. An empty list means "leave the joint state".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfChange {
-    /// The changes, applied in order on a copy of the current configuration.
+    /// The changes, applied in order on a copy of the current configuration; at most
+    /// [`CONF_CHANGES_MAX`].
+    #[serde(deserialize_with = "changes_bounded")]
     pub changes: Vec<ConfChangeSingle>,
+}
+
+fn changes_bounded<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ConfChangeSingle>, D::Error> {
+    super::message::bounded_vec(d, CONF_CHANGES_MAX, "membership changes")
 }
 
 impl ConfChange {

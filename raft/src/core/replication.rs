@@ -46,9 +46,11 @@ impl<S: Storage> Raft<S> {
         let last = self.log.last_index();
         let prev_term = self.log.term(prev);
         let entries = self.log.entries(next, last.next(), self.cfg.msg_bytes_max);
-        let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
+        let (Ok(prev_term), Ok(mut entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };
+        // Receivers refuse to decode more (see the constant); the rest goes in the next one.
+        entries.truncate(super::message::ENTRIES_PER_MESSAGE_MAX);
         if entries.is_empty() && !allow_empty {
             return false;
         }
