@@ -13,17 +13,31 @@ use serde::{Deserialize, Serialize};
 
 use super::types::NodeId;
 
+/// The most ids in any one set of a [`Configuration`] that a node decodes (a snapshot's
+/// membership comes from a peer). Far above any real cluster; it keeps a forged snapshot
+/// header of millions of ids from costing hundreds of megabytes.
+pub const CONFIGURATION_IDS_MAX: usize = 4096;
+
+fn ids_bounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<NodeId>, D::Error> {
+    let ids: Vec<NodeId> = super::message::bounded_vec(d, CONFIGURATION_IDS_MAX, "member ids")?;
+    Ok(ids.into_iter().collect())
+}
+
 /// A membership configuration, as carried by snapshots and implied by the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {
     /// The voters of the (incoming) configuration.
+    #[serde(deserialize_with = "ids_bounded")]
     pub voters: BTreeSet<NodeId>,
     /// The voters of the outgoing configuration; non-empty exactly in a joint state.
+    #[serde(deserialize_with = "ids_bounded")]
     pub voters_outgoing: BTreeSet<NodeId>,
     /// Non-voting members that receive the log.
+    #[serde(deserialize_with = "ids_bounded")]
     pub learners: BTreeSet<NodeId>,
     /// Outgoing voters that become learners when the joint state is left: while joint they
     /// still vote in the outgoing half, so they cannot be learners yet.
+    #[serde(deserialize_with = "ids_bounded")]
     pub learners_next: BTreeSet<NodeId>,
     /// Whether the leader leaves the joint state by itself once it is committed.
     pub auto_leave: bool,

@@ -283,6 +283,45 @@ mod tests {
         assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), at);
     }
 
+    #[test]
+    fn a_membership_of_more_ids_or_changes_than_the_bounds_is_refused_while_decoding() {
+        use crate::core::membership::{CONF_CHANGES_MAX, CONFIGURATION_IDS_MAX};
+        // Given a snapshot header whose membership names one id more than the bound,
+        let ids = |n: u64| {
+            (1..=n)
+                .map(NodeId)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let metadata = |n: u64| SnapshotMetadata {
+            index: LogIndex(1),
+            term: Term(1),
+            configuration: Configuration {
+                voters: ids(n),
+                ..Configuration::default()
+            },
+        };
+        // when it is decoded, then decoding fails, while exactly the bound passes;
+        let over = postcard::to_stdvec(&metadata(CONFIGURATION_IDS_MAX as u64 + 1)).unwrap();
+        assert!(postcard::from_bytes::<SnapshotMetadata>(&over).is_err());
+        let at = metadata(CONFIGURATION_IDS_MAX as u64);
+        let bytes = postcard::to_stdvec(&at).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<SnapshotMetadata>(&bytes).unwrap(),
+            at
+        );
+        // and likewise for the single changes of one membership change.
+        let change = |n: usize| ConfChange {
+            changes: vec![ConfChange::single(ConfChangeKind::AddLearner, NodeId(4)).changes[0]; n],
+        };
+        let over = postcard::to_stdvec(&change(CONF_CHANGES_MAX + 1)).unwrap();
+        assert!(postcard::from_bytes::<ConfChange>(&over).is_err());
+        let bytes = postcard::to_stdvec(&change(CONF_CHANGES_MAX)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ConfChange>(&bytes).unwrap(),
+            change(CONF_CHANGES_MAX)
+        );
+    }
+
     /// The transport frames messages with postcard: every kind must survive the round trip.
     #[test]
     fn every_message_kind_round_trips_through_postcard() {
