@@ -73,6 +73,15 @@ pub fn health(server: &Server) -> Handled {
     if let Some(problem) = storage_problem(server, &status) {
         return Err(problem);
     }
+    // A process whose Raft loop stopped (it panicked) is up but useless: health says so, as
+    // readiness does, so that a supervisor restarts it.
+    if let Some(failure) = status.failed {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("{} stopped: {failure}", server.config.raft.node_id),
+        ));
+    }
     ok(json!({"status": "ok"}))
 }
 

@@ -221,11 +221,13 @@ impl ApiError {
             Core::Storage(why) => ApiError::from_node(NodeError::Storage(why.to_string())),
             // None comes from a client's request as such (a snapshot is asked for at the
             // applied index, and `/admin/snapshot` answers an up-to-date one itself; a
-            // committed conflict and a config error come from peers and start-up): a 500 says
-            // that this server, not the client, is wrong.
+            // committed conflict, a term jump, a malformed message and a config error come
+            // from peers and start-up): a 500 says that this server, not the client, is wrong.
             other @ (Core::SnapshotBeyondApplied { .. }
             | Core::SnapshotOutOfDate { .. }
             | Core::CommittedConflict { .. }
+            | Core::TermJump { .. }
+            | Core::Malformed { .. }
             | Core::Config(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -281,6 +281,11 @@ impl Server {
         for (peer, addr) in addresses {
             transport.set_peer(peer, addr);
         }
+        if let Origin::Joined(admission) = &origin {
+            // Until its log arrives this node's configuration is empty: the members the
+            // cluster named in its answer are the callers it serves (the leader among them).
+            transport.expect_peers(admission.members.iter().map(|m| m.id));
+        }
         let files: Arc<dyn SnapshotFiles> = snapshot_files;
         let limits = crate::http::limits::Limits::new(
             &config.server,
@@ -338,8 +343,15 @@ impl Server {
     }
 
     /// Adds a member: records its addresses, then adds it as a learner (the leader promotes it
-    /// once caught up). Only on the leader.
+    /// once caught up). Only on the leader. The leader first makes sure its own address record
+    /// is current (a founder records it only shortly after it leads): the join answer lists
+    /// the members with records, and the joiner serves only those until its log arrives, so
+    /// it must find the leader there.
     pub async fn add_learner(&self, member: MemberInfo) -> Result<(), node::NodeError> {
+        let me = self.me();
+        if self.members().get(&me.id) != Some(&me) {
+            self.propose(Proposal::Member(me)).await?;
+        }
         add_learner(&self.node, member).await
     }
 }

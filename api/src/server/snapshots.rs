@@ -46,6 +46,15 @@ impl KvSnapshotFiles {
 
 impl SnapshotFiles for KvSnapshotFiles {
     fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
+        self.verify_received(snapshot)?;
+        let store = self.store.lock().expect(STORE_LOCK);
+        store
+            .save_received(&snapshot.data)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn verify_received(&self, snapshot: &Snapshot) -> Result<(), String> {
         let index = self.verify(&snapshot.data)?;
         if index != snapshot.metadata.index.0 {
             return Err(format!(
@@ -53,10 +62,6 @@ impl SnapshotFiles for KvSnapshotFiles {
                 snapshot.metadata.index.0
             ));
         }
-        let store = self.store.lock().expect(STORE_LOCK);
-        store
-            .save_received(&snapshot.data)
-            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

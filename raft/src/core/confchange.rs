@@ -31,6 +31,14 @@ pub enum ConfChangeError {
     /// The change would not change anything.
     #[error("the change does not change the configuration")]
     NoChange,
+    /// The change holds more single changes than a node decodes.
+    #[error("the change holds {count} single changes; at most {max} are allowed")]
+    TooManyChanges {
+        /// How many it holds.
+        count: usize,
+        /// [`CONF_CHANGES_MAX`](super::membership::CONF_CHANGES_MAX).
+        max: usize,
+    },
 }
 
 /// Enters the joint configuration C(old,new) described by `change`, on a copy of `current`.
@@ -83,6 +91,11 @@ pub fn apply(
     current: &Configuration,
     change: &ConfChange,
 ) -> Result<Configuration, ConfChangeError> {
+    let max = super::membership::CONF_CHANGES_MAX;
+    if change.changes.len() > max {
+        let count = change.changes.len();
+        return Err(ConfChangeError::TooManyChanges { count, max });
+    }
     if change.is_leave_joint() {
         leave_joint(current)
     } else {
@@ -197,6 +210,23 @@ mod tests {
         assert_eq!(
             apply(&old, &ConfChange::leave_joint()),
             Err(ConfChangeError::NotJoint)
+        );
+        let max = crate::core::membership::CONF_CHANGES_MAX;
+        let huge = ConfChange {
+            changes: vec![
+                ConfChangeSingle {
+                    kind: ConfChangeKind::AddLearner,
+                    node: NodeId(2),
+                };
+                max + 1
+            ],
+        };
+        assert_eq!(
+            apply(&old, &huge),
+            Err(ConfChangeError::TooManyChanges {
+                count: max + 1,
+                max
+            })
         );
         assert_eq!(old, Configuration::with_voters([NodeId(1)]));
     }

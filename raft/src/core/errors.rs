@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 use super::confchange::ConfChangeError;
-use super::types::{LogIndex, NodeId};
+use super::types::{LogIndex, NodeId, Term};
 
 /// Why the core refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -91,6 +91,36 @@ pub enum Error {
         /// This node's commit index.
         commit: LogIndex,
     },
+    /// A peer's message claims a term too far ahead of this node's (more than
+    /// [`TERM_JUMP_MAX`](super::raft::TERM_JUMP_MAX), or above
+    /// [`TERM_MAX`](super::types::TERM_MAX)). Adopting it would be durable and could not be
+    /// undone, so the message is dropped and the node keeps its term.
+    #[error(
+        "refused a message from {from} at term {}: this node is at term {}, and a jump of more than {} terms is taken for a forged or corrupt frame; if {from} is a real member, this node has missed that many elections and must be re-added (stop it, move its data directory aside, start it with --join-addr)",
+        term.0,
+        current.0,
+        super::raft::TERM_JUMP_MAX
+    )]
+    TermJump {
+        /// The sender.
+        from: NodeId,
+        /// The term the message claimed.
+        term: Term,
+        /// This node's term, kept.
+        current: Term,
+    },
+    /// A peer's message is not one a correct node sends (indexes out of order, an entry newer
+    /// than its leader's term, an invalid configuration in a snapshot...). It is dropped
+    /// before it changes anything.
+    #[error("refused a malformed {kind} from {from}: {what}")]
+    Malformed {
+        /// The sender.
+        from: NodeId,
+        /// The kind of message.
+        kind: &'static str,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// The storage failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -143,4 +173,17 @@ pub enum ConfigError {
         /// The configured heartbeat interval.
         heartbeat_ticks: u32,
     },
+}
+
+impl Error {
+    /// For a message refused because of what its sender put in it: the sender and a short
+    /// name for the kind of refusal (for rate-limited logs). `None` for every other error.
+    pub fn refused_peer(&self) -> Option<(NodeId, &'static str)> {
+        match self {
+            Error::TermJump { from, .. } => Some((*from, "term_jump")),
+            Error::Malformed { from, .. } => Some((*from, "malformed")),
+            Error::CommittedConflict { leader, .. } => Some((*leader, "committed_conflict")),
+            _ => None,
+        }
+    }
 }

@@ -13,17 +13,31 @@ use serde::{Deserialize, Serialize};
 
 use super::types::NodeId;
 
+/// The most ids in any one set of a [`Configuration`] that a node decodes (a snapshot's
+/// membership comes from a peer). Far above any real cluster; it keeps a forged snapshot
+/// header of millions of ids from costing hundreds of megabytes.
+pub const CONFIGURATION_IDS_MAX: usize = 4096;
+
+fn ids_bounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<NodeId>, D::Error> {
+    let ids: Vec<NodeId> = super::message::bounded_vec(d, CONFIGURATION_IDS_MAX, "member ids")?;
+    Ok(ids.into_iter().collect())
+}
+
 /// A membership configuration, as carried by snapshots and implied by the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {
     /// The voters of the (incoming) configuration.
+    #[serde(deserialize_with = "ids_bounded")]
     pub voters: BTreeSet<NodeId>,
     /// The voters of the outgoing configuration; non-empty exactly in a joint state.
+    #[serde(deserialize_with = "ids_bounded")]
     pub voters_outgoing: BTreeSet<NodeId>,
     /// Non-voting members that receive the log.
+    #[serde(deserialize_with = "ids_bounded")]
     pub learners: BTreeSet<NodeId>,
     /// Outgoing voters that become learners when the joint state is left: while joint they
     /// still vote in the outgoing half, so they cannot be learners yet.
+    #[serde(deserialize_with = "ids_bounded")]
     pub learners_next: BTreeSet<NodeId>,
     /// Whether the leader leaves the joint state by itself once it is committed.
     pub auto_leave: bool,
@@ -114,12 +128,26 @@ pub struct ConfChangeSingle {
     pub node: NodeId,
 }
 
+/// The most single changes one membership change may hold. Real changes name a handful of
+/// nodes; the bound is what a receiver decodes at most, so that one entry of millions of
+/// two-byte changes cannot cost hundreds of megabytes, and a leader refuses to propose more
+/// (followers could not decode it).
+pub const CONF_CHANGES_MAX: usize = 1024;
+
 /// A membership change: one or several single changes applied together through the joint
 /// configuration. An empty list means "leave the joint state".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfChange {
-    /// The changes, applied in order on a copy of the current configuration.
+    /// The changes, applied in order on a copy of the current configuration; at most
+    /// [`CONF_CHANGES_MAX`].
+    #[serde(deserialize_with = "changes_bounded")]
     pub changes: Vec<ConfChangeSingle>,
+}
+
+fn changes_bounded<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ConfChangeSingle>, D::Error> {
+    super::message::bounded_vec(d, CONF_CHANGES_MAX, "membership changes")
 }
 
 impl ConfChange {

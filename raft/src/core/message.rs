@@ -11,6 +11,56 @@ use serde::{Deserialize, Serialize};
 use super::membership::{ConfChange, Configuration};
 use super::types::{LogIndex, NodeId, Term};
 
+/// The most entries one AppendEntries carries. A leader stops there (as it stops at
+/// `msg_bytes_max`), and a receiver refuses to decode more: without a count bound a 16 MiB
+/// frame of empty entries (three bytes each on the wire) decodes into five million of them,
+/// half a gigabyte, from a single frame of a caller nobody has authenticated.
+pub const ENTRIES_PER_MESSAGE_MAX: usize = 65_536;
+
+/// Deserializes a sequence, refusing it once it holds more than `max` elements, before they
+/// are all allocated (a length prefix is only a claim: the elements are counted as they
+/// come).
+pub(crate) fn bounded_vec<'de, D, T>(
+    d: D,
+    max: usize,
+    what: &'static str,
+) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Bounded<T> {
+        max: usize,
+        what: &'static str,
+        elements: std::marker::PhantomData<T>,
+    }
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {} {}", self.max, self.what)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max).min(1024));
+            while let Some(element) = seq.next_element()? {
+                if out.len() == self.max {
+                    return Err(serde::de::Error::invalid_length(out.len() + 1, &self));
+                }
+                out.push(element);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded {
+        max,
+        what,
+        elements: std::marker::PhantomData,
+    })
+}
+
+fn entries_bounded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+    bounded_vec(d, ENTRIES_PER_MESSAGE_MAX, "entries")
+}
+
 /// Bytes counted for an entry on top of its payload, so that even empty entries cost
 /// something against the byte limits (index, term and tag as encoded, roughly).
 pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
@@ -126,7 +176,9 @@ pub enum MessageBody {
         prev_log_index: LogIndex,
         /// The term at `prev_log_index`, for the consistency check.
         prev_log_term: Term,
-        /// Consecutive entries starting at `prev_log_index + 1`.
+        /// Consecutive entries starting at `prev_log_index + 1`, at most
+        /// [`ENTRIES_PER_MESSAGE_MAX`].
+        #[serde(deserialize_with = "entries_bounded")]
         entries: Vec<Entry>,
         /// The leader's commit index.
         leader_commit: LogIndex,
@@ -202,6 +254,73 @@ impl MessageBody {
 mod tests {
     use super::*;
     use crate::core::membership::{ConfChangeKind, Configuration};
+
+    #[test]
+    fn more_entries_than_a_message_may_carry_are_refused_while_decoding() {
+        // Given an AppendEntries of one entry more than the bound (each entry three bytes on
+        // the wire), when it is decoded, then decoding fails, and exactly the bound passes.
+        let append = |count: usize| Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::AppendEntries {
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries: (1..=count as u64)
+                    .map(|i| Entry {
+                        term: Term(1),
+                        index: LogIndex(i),
+                        payload: EntryPayload::Noop,
+                    })
+                    .collect(),
+                leader_commit: LogIndex(0),
+            },
+        };
+        let over = postcard::to_stdvec(&append(ENTRIES_PER_MESSAGE_MAX + 1)).unwrap();
+        assert!(postcard::from_bytes::<Message>(&over).is_err());
+        let at = append(ENTRIES_PER_MESSAGE_MAX);
+        let bytes = postcard::to_stdvec(&at).unwrap();
+        assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), at);
+    }
+
+    #[test]
+    fn a_membership_of_more_ids_or_changes_than_the_bounds_is_refused_while_decoding() {
+        use crate::core::membership::{CONF_CHANGES_MAX, CONFIGURATION_IDS_MAX};
+        // Given a snapshot header whose membership names one id more than the bound,
+        let ids = |n: u64| {
+            (1..=n)
+                .map(NodeId)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let metadata = |n: u64| SnapshotMetadata {
+            index: LogIndex(1),
+            term: Term(1),
+            configuration: Configuration {
+                voters: ids(n),
+                ..Configuration::default()
+            },
+        };
+        // when it is decoded, then decoding fails, while exactly the bound passes;
+        let over = postcard::to_stdvec(&metadata(CONFIGURATION_IDS_MAX as u64 + 1)).unwrap();
+        assert!(postcard::from_bytes::<SnapshotMetadata>(&over).is_err());
+        let at = metadata(CONFIGURATION_IDS_MAX as u64);
+        let bytes = postcard::to_stdvec(&at).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<SnapshotMetadata>(&bytes).unwrap(),
+            at
+        );
+        // and likewise for the single changes of one membership change.
+        let change = |n: usize| ConfChange {
+            changes: vec![ConfChange::single(ConfChangeKind::AddLearner, NodeId(4)).changes[0]; n],
+        };
+        let over = postcard::to_stdvec(&change(CONF_CHANGES_MAX + 1)).unwrap();
+        assert!(postcard::from_bytes::<ConfChange>(&over).is_err());
+        let bytes = postcard::to_stdvec(&change(CONF_CHANGES_MAX)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<ConfChange>(&bytes).unwrap(),
+            change(CONF_CHANGES_MAX)
+        );
+    }
 
     /// The transport frames messages with postcard: every kind must survive the round trip.
     #[test]

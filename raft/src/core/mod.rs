@@ -6,6 +6,7 @@
 //! - `types`, `message`, `membership`: the vocabulary (terms, indexes, entries, messages,
 //!   configurations);
 //! - `config`, `errors`, `rng`: settings with their limits, typed errors, seeded jitter;
+//! - `checks`: what every peer message must satisfy before the rules see it;
 //! - `storage`, `log`: the durable log as read by the core, plus the unstable tail;
 //! - `quorum`, `confchange`, `conf_log`, `progress`: majorities, joint consensus, the
 //!   configuration history, and per-follower replication state;
@@ -46,6 +47,7 @@
 //! assert!(applied.contains(&hello.index));
 //! ```
 
+pub mod checks;
 pub mod commit;
 pub mod conf_log;
 pub mod confchange;
@@ -73,8 +75,8 @@ pub use membership::{ConfChange, ConfChangeKind, ConfChangeSingle, Configuration
 pub use message::{
     Entry, EntryPayload, HardState, Message, MessageBody, Snapshot, SnapshotMetadata,
 };
-pub use raft::{EntryId, Raft, Role, SoftState};
+pub use raft::{EntryId, Raft, Role, SoftState, TERM_JUMP_MAX};
 pub use read_index::ReadState;
 pub use ready::Ready;
 pub use storage::{InitialState, MemStorage, Storage};
-pub use types::{LogIndex, NodeId, Term};
+pub use types::{LOG_INDEX_MAX, LogIndex, NodeId, TERM_MAX, Term};

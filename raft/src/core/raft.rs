@@ -25,6 +25,16 @@ use super::rng::SplitMix64;
 use super::storage::Storage;
 use super::types::{LogIndex, NodeId, Term};
 
+/// The most a peer's message may raise this node's term in one step. A term only grows by
+/// one per election, so a real peer is this far ahead only after this node missed ten
+/// thousand elections (with pre-vote, elections that actually ran): days of a badly flapping
+/// cluster. A forged or corrupt frame, on the other hand, can claim any term, and a term once
+/// adopted is durable and never goes back (`u64::MAX` would end the cluster: no node could
+/// campaign again). Messages beyond the bound are refused with [`Error::TermJump`], which the
+/// driver logs naming the sender; an operator who sees that line about a real member re-adds
+/// this node, which has fallen too far behind to rejoin by itself.
+pub const TERM_JUMP_MAX: u64 = 10_000;
+
 /// The role of a node (paper §5.1, plus the pre-candidate of dissertation §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -148,6 +158,17 @@ impl<S: Storage> Raft<S> {
         cfg.validate()?;
         let init = storage.initial_state()?;
         let hs = init.hard_state;
+        if hs.term > super::types::TERM_MAX {
+            // Only a forged frame adopted by an older version gets here: refuse to run on it
+            // rather than panic at the first election.
+            return Err(Error::Storage(super::errors::StorageError::Other(format!(
+                "the persisted term {} is above the highest term a node may hold ({}); it was \
+                 most likely adopted from a forged message: this node's data must be replaced \
+                 (move the data directory aside and rejoin the cluster)",
+                hs.term.0,
+                super::types::TERM_MAX.0
+            ))));
+        }
         let meta = init.snapshot_metadata;
         let log = RaftLog::new(storage, hs.commit, cfg.applied);
         let mut configs = ConfigLog::new(meta.index, meta.configuration);
@@ -317,13 +338,17 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Processes a message from a peer. Every message goes through here: the term is
+    /// Processes a message from a peer. Every message goes through here: it is checked first
+    /// (`checks`: a term within reach, fields a correct sender produces; a refused message
+    /// changes nothing and comes back as an error naming its sender), then the term is
     /// normalised once (paper §5.1: a higher term makes anyone a follower; a lower term is
     /// stale), then the message is dispatched on its kind and this node's role.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
         if m.to != self.id || m.from == self.id || m.from == NodeId(0) {
             return Ok(()); // Misrouted: not ours to act on.
         }
+        super::checks::check_term(&m, self.term)?;
+        super::checks::check_shape(&m)?;
         if m.term > self.term && !self.step_higher_term(&m) {
             return Ok(());
         }
@@ -436,8 +461,10 @@ impl<S: Storage> Raft<S> {
                 self.heard_from_leader(m.from);
                 self.handle_snapshot(m.from, snapshot);
             }
-            MessageBody::TimeoutNow => self.handle_timeout_now(),
-            MessageBody::ReadIndexResponse { context, index } => {
+            // Only the leader this node follows may order an election or confirm a read: from
+            // anyone else these would disturb the cluster or answer a read with a stale index.
+            MessageBody::TimeoutNow if self.leader == Some(m.from) => self.handle_timeout_now(),
+            MessageBody::ReadIndexResponse { context, index } if self.leader == Some(m.from) => {
                 self.read_states.push(ReadState { context, index });
             }
             _ => {}

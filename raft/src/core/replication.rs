@@ -46,9 +46,11 @@ impl<S: Storage> Raft<S> {
         let last = self.log.last_index();
         let prev_term = self.log.term(prev);
         let entries = self.log.entries(next, last.next(), self.cfg.msg_bytes_max);
-        let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
+        let (Ok(prev_term), Ok(mut entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };
+        // Receivers refuse to decode more (see the constant); the rest goes in the next one.
+        entries.truncate(super::message::ENTRIES_PER_MESSAGE_MAX);
         if entries.is_empty() && !allow_empty {
             return false;
         }
@@ -109,13 +111,8 @@ impl<S: Storage> Raft<S> {
         entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
-        let well_formed = entries
-            .iter()
-            .enumerate()
-            .all(|(k, e)| e.index == prev.plus(k as u64 + 1) && e.term <= self.term);
-        if !well_formed {
-            return; // A malformed message from a peer is dropped, never trusted.
-        }
+        // `checks::check_shape` saw to it that the entries follow `prev` one by one, with
+        // terms that never go back and never pass the leader's (this node's) term.
         if prev < self.log.committed {
             // Entries at or below the commit index must be the committed ones: a leader that
             // sends others lacks a committed entry. Answering "matched" would make it believe
@@ -220,7 +217,9 @@ impl<S: Storage> Raft<S> {
     ) {
         // The leader's side of fast back-off: skip our own entries of terms newer than the
         // follower's term at its hint, since they cannot match there.
-        let mut next_probe = hint_index;
+        // A hint beyond our log says nothing more than our last index does (and is a peer's
+        // number: never do arithmetic on it unbounded).
+        let mut next_probe = hint_index.min(self.log.last_index());
         if hint_term > Term::ZERO {
             next_probe = self.log.find_conflict_by_term(hint_index, hint_term);
         }

@@ -25,16 +25,29 @@ pub struct LogIndex(pub u64);
 )]
 pub struct NodeId(pub u64);
 
+/// The highest term a node ever adopts. Far beyond any real cluster (a new term every
+/// millisecond for 290 million years), it leaves room above it, so that the term after any
+/// term a node holds always exists: [`Term::next`] never fails on a term the core accepted.
+/// A message at a higher term is refused (see `Raft::step`).
+pub const TERM_MAX: Term = Term(u64::MAX / 2);
+
+/// The highest log index the core accepts from a peer (a snapshot's, an entry's, a commit
+/// index). No real log reaches it; the room above it keeps `index + count` arithmetic on
+/// anything a peer sent from overflowing.
+pub const LOG_INDEX_MAX: LogIndex = LogIndex(u64::MAX / 2);
+
 impl Term {
     /// The term before any election: nothing has happened yet.
     pub const ZERO: Term = Term(0);
 
-    /// The next term, used when a node starts an election.
+    /// The next term, used when a node starts an election. The core only ever holds terms up
+    /// to [`TERM_MAX`] (it refuses higher ones from peers and from its own storage), so the
+    /// next one always exists.
     pub fn next(self) -> Term {
         Term(
             self.0
                 .checked_add(1)
-                .expect("a term cannot reach u64::MAX in practice"),
+                .expect("invariant: the core holds no term above TERM_MAX"),
         )
     }
 }

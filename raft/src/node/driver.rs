@@ -52,6 +52,8 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     space_checked_at: Option<u64>,
     /// Set once writing failed for good.
     storage_failed: bool,
+    /// When each peer's refused messages were last logged, by kind of refusal.
+    refusals_logged: crate::transport::RefusalLog,
 }
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
@@ -126,6 +128,7 @@ where
         no_space: None,
         space_checked_at: None,
         storage_failed: false,
+        refusals_logged: Default::default(),
     };
     node_loop.publish_status(None);
     let status = Arc::clone(&node_loop.status);
@@ -260,17 +263,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// Returns true when the loop must stop.
     async fn handle(&mut self, event: Event<M::Output>) -> bool {
         match event {
-            Event::Step(message) => match self.raft.step(message) {
-                Ok(()) => {}
-                Err(e @ crate::core::Error::CommittedConflict { .. }) => {
-                    error!(node = %names::of(self.raft.id()), error = %e, "a leader broke Raft's rules");
-                    if self.alarm.is_none() {
-                        self.alarm = Some(e.to_string());
-                        self.publish_status(None);
-                    }
+            Event::Step(message) => {
+                if let Some(message) = self.check_snapshot_data(message) {
+                    self.step(message);
                 }
-                Err(e) => warn!(node = %names::of(self.raft.id()), error = %e, "message refused"),
-            },
+            }
             Event::Propose(_, reply) if self.refuses_for_space().is_some() => {
                 let no_space = self.no_space.expect("refuses_for_space saw it set");
                 let _ = reply.send(Err(NodeError::NoSpace(no_space)));
@@ -337,6 +334,71 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Shutdown => return true,
         }
         false
+    }
+
+    /// Steps the core with a peer's message. A message the core refuses because of what its
+    /// sender put in it is logged naming the sender, once per interval per peer and kind (a
+    /// forger, or a broken peer, may send thousands).
+    fn step(&mut self, message: crate::core::Message) {
+        match self.raft.step(message) {
+            Ok(()) => {}
+            Err(e @ crate::core::Error::CommittedConflict { .. }) => {
+                error!(node = %names::of(self.raft.id()), error = %e, "a leader broke Raft's rules");
+                if self.alarm.is_none() {
+                    self.alarm = Some(e.to_string());
+                    self.publish_status(None);
+                }
+            }
+            Err(e) => match e.refused_peer() {
+                // A peer's message the core would not take (a term out of reach, a shape
+                // no correct node sends): named, once per interval per peer and kind, as
+                // a forger or a broken peer may send thousands.
+                Some((from, kind)) => {
+                    if self.refusals_logged.should_log(from, kind) {
+                        warn!(
+                            node = %names::of(self.raft.id()),
+                            peer = %names::of(from),
+                            kind,
+                            error = %e,
+                            "refused a message from peer {} (further such refusals of it \
+                             are not logged for {}s): {e}",
+                            names::of(from),
+                            crate::transport::REFUSAL_LOG_INTERVAL.as_secs()
+                        );
+                    }
+                }
+                None => warn!(node = %names::of(self.raft.id()), error = %e, "message refused"),
+            },
+        }
+    }
+
+    /// A snapshot a peer streamed must hold data this node can keep (see
+    /// [`SnapshotFiles::verify_received`]): otherwise saving it would fail and stop the node.
+    /// Returns the message, or `None` when it is refused (and logged, rate-limited).
+    fn check_snapshot_data(
+        &mut self,
+        message: crate::core::Message,
+    ) -> Option<crate::core::Message> {
+        let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            return Some(message);
+        };
+        let Err(e) = self.snapshots.verify_received(snapshot) else {
+            return Some(message);
+        };
+        let from = message.from;
+        if self.refusals_logged.should_log(from, "bad_snapshot") {
+            warn!(
+                node = %names::of(self.raft.id()),
+                peer = %names::of(from),
+                kind = "bad_snapshot",
+                error = %e,
+                "refused a snapshot from peer {} (further such refusals of it are not \
+                 logged for {}s): {e}",
+                names::of(from),
+                crate::transport::REFUSAL_LOG_INTERVAL.as_secs()
+            );
+        }
+        None
     }
 
     /// The connection from `peer` ended. If `peer` is our leader, forget it
@@ -838,6 +900,82 @@ mod tests {
         assert_eq!(status.storage, StorageHealth::Failed);
         let failure = status.failed.expect("a failure is named");
         assert!(failure.contains("fsync"), "{failure}");
+    }
+
+    /// Snapshot files that, like the server's, keep only data they can read back: here, the
+    /// bytes "good".
+    struct Picky;
+
+    impl SnapshotFiles for Picky {
+        fn save(&self, snapshot: &core::Snapshot) -> Result<(), String> {
+            self.verify_received(snapshot)
+        }
+        fn load(&self, _: &core::SnapshotMetadata) -> Result<core::Snapshot, String> {
+            Err("nothing saved".into())
+        }
+        fn verify_received(&self, snapshot: &core::Snapshot) -> Result<(), String> {
+            match &snapshot.data[..] {
+                b"good" => Ok(()),
+                _ => Err("not a snapshot".into()),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_whose_data_cannot_be_kept_is_refused_and_the_node_goes_on() {
+        // Given node 1 of the voters {1, 2, 3} in term 1, whose snapshot files keep only
+        // readable data,
+        let wal = Wal::open(SimFs::new(3), "/n1/wal", WalConfig::default()).unwrap();
+        let files: Arc<dyn SnapshotFiles> = Arc::new(Picky);
+        let voters = Configuration {
+            voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
+            ..Configuration::default()
+        };
+        let store = crate::node::testing::store_in_term_1_with(wal, voters.clone(), files.clone());
+        let config = NodeConfig {
+            raft: core::Config::new(NodeId(1)),
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        let transport = Arc::new(Capture::default());
+        let node = spawn(
+            config,
+            store,
+            transport,
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .unwrap();
+        // when peer 2 sends an InstallSnapshot at index 5 whose data is garbage,
+        let install = |data: &'static [u8]| Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: core::Snapshot {
+                    metadata: core::SnapshotMetadata {
+                        index: LogIndex(5),
+                        term: Term(1),
+                        configuration: voters.clone(),
+                    },
+                    data: bytes::Bytes::from_static(data),
+                },
+            },
+        };
+        node.step(install(b"garbage")).await.unwrap();
+        tokio::time::sleep(TICK * 5).await;
+        // then the node has not stopped (saving it would have failed) and did not take it,
+        let status = node.status();
+        assert_eq!(status.failed, None);
+        assert_eq!(status.commit, LogIndex::ZERO);
+        // and a snapshot it can keep is taken as before.
+        node.step(install(b"good")).await.unwrap();
+        tokio::time::sleep(TICK * 5).await;
+        let status = node.status();
+        assert_eq!(status.failed, None);
+        assert_eq!(status.snapshot.index, LogIndex(5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -305,6 +305,15 @@ pub trait SnapshotFiles: Send + Sync + 'static {
     fn save(&self, snapshot: &Snapshot) -> Result<(), String>;
     /// The snapshot with this metadata's index, as saved.
     fn load(&self, metadata: &SnapshotMetadata) -> Result<Snapshot, String>;
+    /// Checks a snapshot a peer sent before the node takes it: its data must be one that
+    /// [`SnapshotFiles::save`] will keep and the state machine can load, at the index its
+    /// metadata says. A snapshot refused here is dropped like any malformed message (the
+    /// leader sends it again); one that got past it would stop the node when saving failed.
+    /// The default accepts everything (stores whose `save` cannot fail on content).
+    fn verify_received(&self, snapshot: &Snapshot) -> Result<(), String> {
+        let _ = snapshot;
+        Ok(())
+    }
 }
 
 /// The durable Raft state the driver writes, in the order the `Ready` contract requires.

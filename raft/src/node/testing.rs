@@ -39,6 +39,15 @@ impl SnapshotFiles for NoFiles {
 /// A store on `wal` (blank) that starts in term 1 with `configuration` as its membership, in
 /// cluster 1, with no snapshot files.
 pub(crate) fn store_in_term_1(wal: Wal<SimFs>, configuration: Configuration) -> WalLogStore<SimFs> {
+    store_in_term_1_with(wal, configuration, Arc::new(NoFiles))
+}
+
+/// As [`store_in_term_1`], keeping snapshots in `files`.
+pub(crate) fn store_in_term_1_with(
+    wal: Wal<SimFs>,
+    configuration: Configuration,
+    files: Arc<dyn SnapshotFiles>,
+) -> WalLogStore<SimFs> {
     let initial = DurableState {
         hard_state: HardState {
             term: Term(1),
@@ -52,5 +61,5 @@ pub(crate) fn store_in_term_1(wal: Wal<SimFs>, configuration: Configuration) -> 
         },
         cluster_id: ClusterId(1),
     };
-    WalLogStore::create(wal, Arc::new(NoFiles), initial).expect("a blank WAL")
+    WalLogStore::create(wal, files, initial).expect("a blank WAL")
 }

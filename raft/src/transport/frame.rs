@@ -11,7 +11,8 @@
 //! cluster it belongs to. Then frames flow from the opener to the acceptor, except two that go
 //! back: [`Frame::Ack`], which the acceptor sends now and then to say how many bytes it has
 //! read, and [`Frame::Refused`], which an acceptor that will not serve the caller (another
-//! cluster's node, or one removed from this cluster) writes as its only frame before it closes.
+//! cluster's node, one removed from this cluster, or one that is not a member at all) writes
+//! as its only frame before it closes.
 //!
 //! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
 //! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
@@ -32,10 +33,17 @@ use crate::node::ClusterId;
 /// Version 2 added [`Frame::Ack`]: a version-1 receiver never acknowledges, so mixing the two
 /// is refused at the first frame rather than reset every second.
 /// Version 3 added the cluster id to [`Frame::Hello`] and the [`Frame::Refused`] frame.
-pub const WIRE_VERSION: u8 = 3;
+/// Version 4 added [`Refusal::NotMember`]: a version-3 opener could not decode it, so it
+/// would take the refusal for a broken connection and retry at full speed.
+pub const WIRE_VERSION: u8 = 4;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// The largest first frame of a connection accepted (4 KiB). It must be a Hello (an id, an
+/// address, a cluster id: a few dozen bytes), and it comes from a caller nobody has checked
+/// yet: without this bound, anyone who reaches the port could make the node allocate and
+/// decode a 16 MiB frame of millions of entries before learning it is not a Hello.
+pub const HELLO_BYTES_MAX: u32 = 4096;
 /// The size of the chunks a snapshot's data is streamed in.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// The largest snapshot a receiver reassembles (4 GiB).
@@ -103,6 +111,15 @@ pub enum Refusal {
         /// The log index of the membership change that removed the caller.
         at: LogIndex,
     },
+    /// The caller is of the right cluster but not a member of the refusing node's latest
+    /// configuration (committed or not), nor a joiner it expects, and the refusing node
+    /// follows a leader: nothing the caller sends would be taken. A real member that joined
+    /// while the refusing node was away can meet this until that leader brings the refusing
+    /// node's log up to date.
+    #[error(
+        "the caller is not a member of the refusing node's configuration, nor a node it expects to join"
+    )]
+    NotMember,
 }
 
 impl Refusal {
@@ -111,6 +128,7 @@ impl Refusal {
         match self {
             Refusal::WrongCluster { .. } => "wrong_cluster",
             Refusal::Removed { .. } => "removed",
+            Refusal::NotMember => "not_member",
         }
     }
 }
@@ -122,10 +140,13 @@ pub enum FrameError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
     /// The length field is zero or over the limit.
-    #[error("frame of {len} bytes is outside 1..={FRAME_BYTES_MAX}")]
+    #[error("frame of {len} bytes is outside 1..={max}")]
     BadLength {
         /// What the length field said.
         len: u32,
+        /// The limit for this frame ([`FRAME_BYTES_MAX`], or [`HELLO_BYTES_MAX`] for the
+        /// first frame of a connection).
+        max: u32,
     },
     /// The peer speaks another wire version.
     #[error("wire version {0} (this node speaks {WIRE_VERSION})")]
@@ -159,6 +180,19 @@ pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    read_at_most(r, FRAME_BYTES_MAX).await
+}
+
+/// Reads a connection's first frame, which must be a Hello: at most [`HELLO_BYTES_MAX`].
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, FrameError> {
+    read_at_most(r, HELLO_BYTES_MAX).await
+}
+
+/// Reads one frame of at most `max` body bytes.
+async fn read_at_most<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<Frame>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -166,8 +200,8 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Frame>, Fram
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len);
-    if len == 0 || len > FRAME_BYTES_MAX {
-        return Err(FrameError::BadLength { len });
+    if len == 0 || len > max {
+        return Err(FrameError::BadLength { len, max });
     }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body).await?;
@@ -213,6 +247,7 @@ mod tests {
                 got: ClusterId(u64::MAX),
             }),
             Frame::Refused(Refusal::Removed { at: LogIndex(42) }),
+            Frame::Refused(Refusal::NotMember),
         ];
         let mut buf = Vec::new();
         for f in &frames {
@@ -230,8 +265,32 @@ mod tests {
         let mut r = &[0xff, 0xff, 0xff, 0xff, WIRE_VERSION][..];
         assert!(matches!(
             read(&mut r).await,
-            Err(FrameError::BadLength { len: u32::MAX })
+            Err(FrameError::BadLength { len: u32::MAX, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_larger_than_a_hello_is_refused_before_it_is_read() {
+        // Given a caller whose first frame claims 1 MiB (a message of a million entries
+        // instead of a Hello), when the acceptor reads it as the first frame, then it is
+        // refused on its length alone, while a real Hello passes.
+        let mut big = (1024u32 * 1024).to_le_bytes().to_vec();
+        big.push(WIRE_VERSION);
+        assert!(matches!(
+            read_hello(&mut &big[..]).await,
+            Err(FrameError::BadLength {
+                max: HELLO_BYTES_MAX,
+                ..
+            })
+        ));
+        let mut hello = Vec::new();
+        let frame = Frame::Hello {
+            from: NodeId(1),
+            addr: "a-long-host-name.example.com:7001".into(),
+            cluster: ClusterId(7),
+        };
+        encode(&frame, &mut hello);
+        assert_eq!(read_hello(&mut &hello[..]).await.unwrap(), Some(frame));
     }
 
     #[tokio::test]

@@ -14,9 +14,13 @@
 //! later message to that peer.
 //!
 //! Every connection opens with a Hello that names the caller, its address and its cluster. The
-//! acceptor refuses a caller of another cluster, and one that a committed membership change
-//! removed and that is not a member again ([`PeerTransport::set_removed`]): it writes one
-//! `Refused` frame, closes, and steps its node with nothing from that connection. The opener
+//! acceptor refuses a caller of another cluster, one that a committed membership change
+//! removed and that is not a member again ([`PeerTransport::set_removed`]), and, while its node
+//! follows a leader, any other caller that is neither a member of its latest configuration nor
+//! a joiner it expects ([`PeerTransport::expect_peers`]): it writes one `Refused` frame,
+//! closes, and steps its node with nothing from that connection. Every message on a served
+//! connection must name the Hello's caller as its sender; one that names another closes the
+//! connection. The opener
 //! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
 //! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
 //! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
@@ -78,6 +82,28 @@ pub const REFUSAL_LOG_PEERS_MAX: usize = 1024;
 /// Refused frame before the opener has read it.
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// How long an acceptor waits for its own configuration to name a caller it does not know
+/// before refusing it as [`Refusal::NotMember`]. A leader appends a learner's configuration
+/// entry and sends it entries in the same step, but publishes its new configuration only
+/// after its own fsync; a fast learner's answering connection can arrive in between, and
+/// should be served, not refused and retried a second later. Shorter than [`ACK_TIMEOUT`],
+/// so that the caller does not give up on the connection meanwhile.
+pub const MEMBERSHIP_GRACE: Duration = Duration::from_millis(500);
+/// The most node ids a node expects to hear from without having them in its configuration
+/// ([`PeerTransport::expect_peers`]): a joiner's list of the members it was told of. More
+/// are ignored, so a hostile join answer cannot grow the table without bound.
+pub const EXPECTED_PEERS_MAX: usize = 1024;
+/// The most peers whose address a node learns from callers' Hellos (rather than from the
+/// replicated address book). A node that knows no leader serves callers it has never heard
+/// of (see `refusal_for`), and each one learned costs a sender task: beyond this many, a new
+/// caller's address is not learned (the address book still brings every real member's).
+pub const LEARNED_PEERS_MAX: usize = 1024;
+/// The shortest time between two log lines about peer connections closed on a bad frame
+/// (undecodable, out of order, or a message naming another sender than the Hello did). The
+/// caller of such a connection is not known to be anyone, so these lines are limited
+/// together, each saying how many were left out before it.
+pub const BAD_FRAME_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What the receiver last acknowledged, stored by the sender's ack reader task.
 #[derive(Default)]
 struct AckState {
@@ -95,13 +121,14 @@ struct AckState {
 
 /// When each (peer, kind of refusal) was last logged, so that a refused peer that reconnects
 /// every second is logged once per [`REFUSAL_LOG_INTERVAL`], not every time.
+/// The node's loop uses it too, for the messages its core refuses (see `node::driver`).
 #[derive(Default)]
-struct RefusalLog(Mutex<HashMap<(NodeId, &'static str), tokio::time::Instant>>);
+pub(crate) struct RefusalLog(Mutex<HashMap<(NodeId, &'static str), tokio::time::Instant>>);
 
 impl RefusalLog {
     /// Whether a refusal of `kind` to or from `peer` is to be logged now; if so, notes that it
     /// was.
-    fn should_log(&self, peer: NodeId, kind: &'static str) -> bool {
+    pub(crate) fn should_log(&self, peer: NodeId, kind: &'static str) -> bool {
         let now = tokio::time::Instant::now();
         let mut last = self.0.lock().expect(PEERS_LOCK);
         let recent = |at: &tokio::time::Instant| now.duration_since(*at) < REFUSAL_LOG_INTERVAL;
@@ -156,6 +183,13 @@ impl RefusalReporter {
                     removed_at = at.0,
                     "peer {to} says this node was removed from the cluster (at index {})",
                     at.0
+                ),
+                Refusal::NotMember => warn!(
+                    peer = %to,
+                    %addr,
+                    "peer {to} at {addr} refused this node: its configuration does not have \
+                     this node as a member (its log may be behind the change that added this \
+                     node; it catches up from the leader it follows)"
                 ),
             }
         }
@@ -423,6 +457,12 @@ pub struct PeerTransport<N: Network> {
     inbound: Mutex<HashMap<NodeId, u64>>,
     /// The peers a committed membership change removed, and that change's index.
     removed: Mutex<HashMap<NodeId, LogIndex>>,
+    /// Peers served although the configuration does not have them (yet): the members a
+    /// joiner was told of. See [`PeerTransport::expect_peers`].
+    expected: Mutex<std::collections::BTreeSet<NodeId>>,
+    /// The last time a connection closed on a bad frame was logged, and how many were not
+    /// logged since.
+    bad_frames_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
     /// The acceptor's refusal log lines, rate-limited.
     refusals_logged: RefusalLog,
 }
@@ -448,6 +488,8 @@ impl<N: Network> PeerTransport<N> {
             reports,
             inbound: Mutex::new(HashMap::new()),
             removed: Mutex::new(HashMap::new()),
+            expected: Mutex::new(std::collections::BTreeSet::new()),
+            bad_frames_logged: Mutex::new((None, 0)),
             refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
@@ -471,8 +513,37 @@ impl<N: Network> PeerTransport<N> {
         self.removed.lock().expect(PEERS_LOCK).clone()
     }
 
-    /// Why a caller that announced itself as `from` of `cluster` is refused, if it is.
-    fn refusal_for<O: Send + 'static>(
+    /// Adds node ids to serve although this node's configuration does not have them: a
+    /// joiner, before its log arrives, knows the members only from the answer to its join, and
+    /// must accept the leader that is about to send it that log. At most
+    /// [`EXPECTED_PEERS_MAX`] are kept; the rest are ignored.
+    pub fn expect_peers(&self, ids: impl IntoIterator<Item = NodeId>) {
+        let mut expected = self.expected.lock().expect(PEERS_LOCK);
+        for id in ids {
+            if expected.len() >= EXPECTED_PEERS_MAX {
+                warn!(
+                    "more than {EXPECTED_PEERS_MAX} peers to expect: the rest are not served \
+                     until the log names them"
+                );
+                return;
+            }
+            expected.insert(id);
+        }
+    }
+
+    /// Why a caller that announced itself as `from` of `cluster` is refused, if it is:
+    /// - of another cluster: always;
+    /// - a member of this node's latest configuration (committed or not): never;
+    /// - removed by a committed change ([`PeerTransport::set_removed`]): as removed;
+    /// - expected ([`PeerTransport::expect_peers`]): never;
+    /// - while this node knows no leader: never. This node may be the one that is behind: a
+    ///   member added while it was away (or partitioned) is unknown to it, and if that member
+    ///   now leads, only it can bring this node's log, and with it the configuration, up to
+    ///   date (a blank joiner, or a joiner restarted before its log arrived, is the extreme
+    ///   case). Refusing it would leave this node out of the cluster for good;
+    /// - anyone else, while this node follows a leader: as not a member, once the
+    ///   configuration has not come to include it within [`MEMBERSHIP_GRACE`].
+    async fn refusal_for<O: Send + 'static>(
         &self,
         from: NodeId,
         cluster: ClusterId,
@@ -484,13 +555,55 @@ impl<N: Network> PeerTransport<N> {
                 got: cluster,
             });
         }
-        let at = *self.removed.lock().expect(PEERS_LOCK).get(&from)?;
-        // A node removed and later added back is a member again: the latest configuration,
-        // not the old removal, decides.
-        if node.status().configuration.contains(from) {
+        let (member, leaderless) =
+            node.with_status(|s| (s.configuration.contains(from), s.leader.is_none()));
+        if member {
             return None;
         }
-        Some(Refusal::Removed { at })
+        // A node removed and later added back is a member again (above): the latest
+        // configuration, not the old removal, decides.
+        let removed_at = self.removed.lock().expect(PEERS_LOCK).get(&from).copied();
+        if let Some(at) = removed_at {
+            return Some(Refusal::Removed { at });
+        }
+        let expected = self.expected.lock().expect(PEERS_LOCK).contains(&from);
+        if expected || leaderless {
+            return None;
+        }
+        let mut status = node.watch_status();
+        let deadline = tokio::time::Instant::now() + MEMBERSHIP_GRACE;
+        loop {
+            if status.borrow_and_update().configuration.contains(from) {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                // Out of time, or the node stopped.
+                _ => return Some(Refusal::NotMember),
+            }
+        }
+    }
+
+    /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
+    /// was closed on a bad frame.
+    fn log_bad_frame(&self, addr: &str, error: &frame::FrameError) {
+        let now = tokio::time::Instant::now();
+        let mut logged = self.bad_frames_logged.lock().expect(PEERS_LOCK);
+        let (last, skipped) = &mut *logged;
+        if last.is_some_and(|at| now.duration_since(at) < BAD_FRAME_LOG_INTERVAL) {
+            *skipped += 1;
+            return;
+        }
+        warn!(
+            peer = %addr,
+            error = %error,
+            not_logged = *skipped,
+            "peer connection from {addr} closed on a bad frame: {error} ({} more since the \
+             last such line were not logged)",
+            *skipped
+        );
+        *last = Some(now);
+        *skipped = 0;
     }
 
     /// Logs (rate-limited) that this node refused the caller `from` at `addr`.
@@ -518,6 +631,15 @@ impl<N: Network> PeerTransport<N> {
                  {}) and still runs; stop it, or to bring it back restart it with an empty data \
                  directory and --join-addr",
                 at.0
+            ),
+            Refusal::NotMember => warn!(
+                peer = %from,
+                addr,
+                "refused a peer: node {from} at {addr} is not a member of this node's \
+                 configuration and was not expected to join; if it is a real member that \
+                 joined while this node was away, this node catches up from the leader it \
+                 follows (if it stays behind, re-add it with an empty data directory and \
+                 --join-addr)"
             ),
         }
     }
@@ -547,12 +669,21 @@ impl<N: Network> PeerTransport<N> {
     }
 
     /// Records the address a caller announced, unless the peer's address is already known
-    /// (the replicated address book stays authoritative).
+    /// (the replicated address book stays authoritative), or [`LEARNED_PEERS_MAX`] peers are
+    /// known already.
     pub fn learn_peer(&self, id: NodeId, addr: String) {
-        let known = self.peers.lock().expect(PEERS_LOCK).contains_key(&id);
-        if !known {
-            self.set_peer(id, addr);
+        let (known, full) = {
+            let peers = self.peers.lock().expect(PEERS_LOCK);
+            (peers.contains_key(&id), peers.len() >= LEARNED_PEERS_MAX)
+        };
+        if known {
+            return;
         }
+        if full {
+            debug!(peer = %names::of(id), %addr, "peer table full: the caller's address is not learned");
+            return;
+        }
+        self.set_peer(id, addr);
     }
 
     /// Forgets peer `id` (removed from the cluster); its sender stops.
@@ -786,7 +917,7 @@ where
         inner: reader,
         read: Arc::clone(&read),
     });
-    let (from, addr, cluster) = match frame::read(&mut r).await? {
+    let (from, addr, cluster) = match frame::read_hello(&mut r).await? {
         Some(Frame::Hello {
             from,
             addr,
@@ -797,7 +928,7 @@ where
     };
     // Decided before anything else happens on this connection: a refused caller is neither
     // learned as a peer nor acknowledged, and no message of its reaches the node.
-    if let Some(refusal) = transport.refusal_for(from, cluster, &node) {
+    if let Some(refusal) = transport.refusal_for(from, cluster, &node).await {
         transport.log_refusal(from, &addr, &refusal);
         refuse(r, writer, refusal).await;
         return Ok(());
@@ -936,8 +1067,8 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
         let node = node.clone();
         let transport = Arc::clone(&transport);
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, node, transport).await {
-                warn!(peer = %addr, error = %e, "peer connection closed on a bad frame");
+            if let Err(e) = serve_connection(stream, node, Arc::clone(&transport)).await {
+                transport.log_bad_frame(&addr.to_string(), &e);
             }
         });
     }
@@ -1316,6 +1447,92 @@ mod tests {
             matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
             "acknowledged, not refused"
         );
+        assert_eq!(settled_term(&node).await, Term(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stranger_of_the_right_cluster_is_refused_as_not_a_member() {
+        // Given node 2 (voters {1, 3}, learner 2) of cluster A, following leader 1 in term 5,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
+        // when node 12345, which no configuration names, calls with the right cluster id and
+        // a heartbeat of term 5 behind its Hello,
+        let (mut caller, served) = call_node2(&node, &transport, NodeId(12345), CLUSTER_A).await;
+        // then it is refused as not a member, once the grace period has passed,
+        let asked = tokio::time::Instant::now();
+        assert_eq!(
+            answer(&mut caller).await,
+            Some(Frame::Refused(Refusal::NotMember))
+        );
+        assert!(asked.elapsed() >= MEMBERSHIP_GRACE);
+        assert_eq!(answer(&mut caller).await, None);
+        assert!(served.await.expect("the server task ends").is_ok());
+        // and its heartbeat never reached the node (it still follows 1), nor was its address
+        // learned.
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
+        assert!(!transport.peers().iter().any(|(id, _)| *id == NodeId(12345)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_knows_no_leader_serves_a_caller_its_configuration_lacks() {
+        // Given node 2 that follows no leader, and whose configuration does not have node 5
+        // (node 5 joined and came to lead while node 2 was away: node 2's log is behind),
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        assert_eq!(node.status().leader, None);
+        // when node 5 calls with its heartbeat, then it is served: only it can bring node 2's
+        // log, and with it the configuration, up to date.
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(5), CLUSTER_A).await;
+        assert!(
+            matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expected_joiner_is_served_before_the_configuration_names_it() {
+        // Given node 2 following leader 1, that expects node 7 (it was told of it, as a
+        // joiner is told of the members), though its configuration does not have it,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        transport.expect_peers([NodeId(7)]);
+        // when node 7 calls, then it is served at once: its bytes are acknowledged.
+        let asked = tokio::time::Instant::now();
+        let (mut caller, _served) = call_node2(&node, &transport, NodeId(7), CLUSTER_A).await;
+        assert!(
+            matches!(answer(&mut caller).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        assert!(asked.elapsed() < MEMBERSHIP_GRACE, "no grace period waited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_naming_another_sender_than_the_hello_closes_the_connection() {
+        // Given node 2, and member 1 connected to it,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (mut caller, served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        // when a message on that connection claims to come from member 3 at a higher term,
+        let spoofed = Frame::Message(heartbeat_from(NodeId(3), Term(9)));
+        frame::write(caller.get_mut(), &spoofed)
+            .await
+            .expect("written");
+        caller.get_mut().flush().await.expect("flushed");
+        // then the connection is closed as a protocol error, and the message is not taken.
+        let ended = tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("the connection ends")
+            .expect("the server task ends");
+        assert!(ended.is_err(), "{ended:?}");
         assert_eq!(settled_term(&node).await, Term(5));
     }
 
