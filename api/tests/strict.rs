@@ -295,6 +295,24 @@ fn a_client_sent_forwarded_header_does_not_make_a_follower_refuse() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(nodes[leader].get("/keys/forged"), (200, "yes".into()));
 
+    // With every hop spent, a follower that knows the leader sends the client there (307
+    // not_leader with Location), never a false no_leader.
+    let (status, head, body) = request(
+        &follower.http,
+        "PUT",
+        "/keys/spent",
+        &[("X-Raftkv-Forwarded", "3")],
+        b"v",
+    );
+    assert_eq!((status, code(&body)), (307, "not_leader".into()), "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "location: http://{}/keys/spent",
+            nodes[leader].http
+        )),
+        "{head}"
+    );
+
     // A value that is no hop count is a clear 400.
     let (status, _, body) = request(
         &follower.http,

@@ -635,20 +635,12 @@ impl Req {
 /// not to be forwarded. Called by a follower for writes.
 ///
 /// Each hop adds one to [`FORWARDED_HEADER`]; after [`FORWARD_HOPS_MAX`] hops the request is
-/// refused with 503 (leadership keeps moving, or the nodes disagree on the leader). A client
-/// that sends the header itself only spends hops: below the bound the request is forwarded
-/// as usual.
+/// not forwarded again (leadership keeps moving, or the nodes disagree on the leader, or a
+/// client sent the header itself): it is redirected (307 `not_leader`) to the leader this node
+/// knows, as if the client had asked not to be forwarded, so that the answer is never a false
+/// "no leader"; only a node that knows no leader answers 503.
 pub async fn forward(server: &Server, req: Req) -> Handled {
     let hops = forwarded_hops(&req.parts.headers)?;
-    if hops >= FORWARD_HOPS_MAX {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            format!(
-                "the request was forwarded {hops} times ({FORWARDED_HEADER}: {hops}) without reaching the leader; leadership is moving: retry"
-            ),
-        ));
-    }
     let status = server.node.status();
     let leader = status
         .leader
@@ -667,10 +659,18 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let url = format!("http://{}{path}", leader.http_addr);
-    if req.header(NO_FORWARD_HEADER).is_some() {
+    if req.header(NO_FORWARD_HEADER).is_some() || hops >= FORWARD_HOPS_MAX {
+        let message = if hops >= FORWARD_HOPS_MAX {
+            format!(
+                "this node is not the leader, and the request was forwarded {hops} times already ({FORWARDED_HEADER}: {hops}): send it to the leader {}",
+                leader.name
+            )
+        } else {
+            "this node is not the leader".to_string()
+        };
         let mut response = json_response(
             StatusCode::TEMPORARY_REDIRECT,
-            &json!({"error": "this node is not the leader", "code": "not_leader", "leader": leader.name}),
+            &json!({"error": message, "code": "not_leader", "leader": leader.name}),
         );
         if let Ok(location) = HeaderValue::from_str(&url) {
             response.headers_mut().insert(LOCATION, location);
