@@ -13,13 +13,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_port, http, leader_of, ready, three_nodes, wait_until};
+use common::{Proc, free_port, http, http_with, leader_of, ready, three_nodes, wait_until};
 use serde_json::Value;
 
 const API_DOC: &str = include_str!("../../docs/api.md");
@@ -176,30 +174,6 @@ fn the_error_table_in_docs_api_md_matches_the_codes_the_server_builds() {
         documented.len() >= 20,
         "the table was not found: {documented:?}"
     );
-}
-
-/// A request with extra headers (the common helper sends none); status 0 when unreachable.
-fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let attempt = || -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        stream.write_all(body)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    };
-    attempt().unwrap_or((0, String::new()))
 }
 
 /// Checks that an answer is an error with this status and code, that the pair is in
@@ -492,30 +466,8 @@ fn without_a_quorum_kvcli_get_fails_within_its_timeout() {
 
 /// Starts `p` like `Proc::start`, but logging at `level` (the helper logs warnings only).
 fn start_logging(p: &mut Proc, level: &str) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p.log)
-        .expect("open the node's log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
-    cmd.args([
-        "--node-id",
-        &p.name,
-        "--raft-addr",
-        &p.raft,
-        "--http-addr",
-        &p.http,
-    ])
-    .arg("--data-dir")
-    .arg(&p.dir)
-    .args(&p.extra)
-    .env("RUST_LOG", level)
-    .stdout(Stdio::null())
-    .stderr(Stdio::from(log));
-    if let Some(join) = &p.join {
-        cmd.args(["--join-addr", join]);
-    }
-    p.child = Some(cmd.spawn().expect("start raftkv"));
+    let cmd = p.command(Command::new(env!("CARGO_BIN_EXE_raftkv")), level);
+    p.spawn(cmd);
 }
 
 #[test]
@@ -604,10 +556,14 @@ fn logs_name_nodes_hold_no_colour_codes_and_do_not_replay_history() {
         "the snapshot is logged with its real term: {saved}"
     );
 
-    // When n2, having applied its own promotion (else that is news to it after the restart),
+    // When n2, having applied all n1 committed (else that is news to it after the restart),
     // restarts, then it does not log the membership history again.
-    wait_until("n2 applied its promotion", || {
-        n2.log_text().contains("add voter n2")
+    let index = |p: &Proc, field: &str| -> u64 {
+        let (_, body) = p.get("/ready");
+        serde_json::from_str::<Value>(&body).map_or(0, |v| v[field].as_u64().unwrap_or(0))
+    };
+    wait_until("n2 applied what n1 committed", || {
+        index(&n2, "applied_index") >= index(&n1, "commit_index")
     });
     n2.terminate();
     let before = n2.log_text().len();

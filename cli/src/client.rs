@@ -774,8 +774,8 @@ impl Client {
                         // this endpoint answered before (typically the server's "no leader").
                         match failures[index].take() {
                             Some(earlier) if timeout < inner.options.request_timeout => format!(
-                                "{earlier}; then no answer before the call's {:?} ran out",
-                                inner.options.call_timeout
+                                "{earlier}; then no answer before the call's {} ms ran out",
+                                inner.options.call_timeout.as_millis()
                             ),
                             _ => reason,
                         }

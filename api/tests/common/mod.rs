@@ -76,31 +76,43 @@ impl Proc {
         }
     }
 
-    /// Starts the process (its standard error appended to `self.log`).
+    /// Starts the process (its standard error appended to `self.log`), logging warnings.
     pub fn start(&mut self) {
+        let cmd = self.command(Command::new(env!("CARGO_BIN_EXE_raftkv")), "warn");
+        self.spawn(cmd);
+    }
+
+    /// `program` (raftkv, or a wrapper that execs it with what follows) given this node's
+    /// flags, logging at `log_level` to `self.log`.
+    pub fn command(&self, mut program: Command, log_level: &str) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("open the node's log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_raftkv"));
-        cmd.args([
-            "--node-id",
-            &self.name,
-            "--raft-addr",
-            &self.raft,
-            "--http-addr",
-            &self.http,
-        ])
-        .arg("--data-dir")
-        .arg(&self.dir)
-        .args(&self.extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log));
+        program
+            .args([
+                "--node-id",
+                &self.name,
+                "--raft-addr",
+                &self.raft,
+                "--http-addr",
+                &self.http,
+            ])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .env("RUST_LOG", log_level)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
         if let Some(join) = &self.join {
-            cmd.args(["--join-addr", join]);
+            program.args(["--join-addr", join]);
         }
+        program
+    }
+
+    /// Runs `cmd` (from [`Proc::command`]) as this node's process.
+    pub fn spawn(&mut self, mut cmd: Command) {
         self.child = Some(cmd.spawn().expect("start raftkv"));
     }
 
@@ -178,12 +190,23 @@ impl Drop for Proc {
 
 /// A minimal HTTP/1.1 request (one per connection); status 0 when the node is unreachable.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(addr, method, path, "", body)
+}
+
+/// [`http`] with extra header lines (`"Name: value\r\n"` each).
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     let attempt = || -> std::io::Result<(u16, String)> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )?;
         stream.write_all(body)?;

@@ -979,6 +979,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn shutdown_returns_once_the_commit_index_is_saved() {
+        // Given a lone leader that has just committed a write (its commit index is saved only
+        // every COMMIT_SAVE_TICKS, and at shutdown),
+        let fs = SimFs::new(12);
+        let node = lone_leader(&fs, 0).await;
+        node.propose(Bytes::from_static(b"kept")).await.unwrap();
+        let committed = node.status().commit;
+        // when it shuts down and the process ends at once (a crash right after: nothing more
+        // reaches the disk),
+        node.shutdown().await;
+        fs.crash();
+        // then the hard state on disk already holds that commit index, so the restart knows
+        // how far its log must reach (and does not take what it applied for news).
+        let wal = Wal::open(fs.clone(), "/n1/wal", WalConfig::default()).unwrap();
+        let store = crate::node::WalLogStore::open(wal, Arc::new(NoFiles)).unwrap();
+        let saved = crate::core::Storage::initial_state(&store)
+            .unwrap()
+            .hard_state
+            .commit;
+        assert_eq!(saved, committed);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_follower_whose_leader_connection_ends_campaigns_after_the_random_part_alone() {
         // Given a follower that stops hearing from its leader, when the leader's connection
         // ends, then it campaigns within one base election timeout,

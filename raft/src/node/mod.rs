@@ -40,6 +40,9 @@ pub use store::{DurableState, LogStore, NoSpace, SnapshotFiles, StoreError, WalL
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
 /// makes callers wait, which is the node's back-pressure.
 pub const EVENT_QUEUE_MAX: usize = 8192;
+/// The longest [`Node::shutdown`] waits for the loop to end (it finishes the `Ready` in hand,
+/// an fsync or two, and saves its commit index).
+pub const SHUTDOWN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// Capacity of the queue from the loop to the applier.
 pub const APPLY_QUEUE_MAX: usize = 1024;
 /// The default for [`NodeConfig::events_per_ready_max`]: enough for 64 clients' requests and
@@ -347,9 +350,19 @@ impl<O: Send + 'static> Node<O> {
         self.status.clone()
     }
 
-    /// Stops the loop after the `Ready` in hand (everything acknowledged stays durable).
+    /// Stops the loop after the `Ready` in hand (everything acknowledged stays durable), and
+    /// waits (at most [`SHUTDOWN_WAIT_MAX`]) until it has stopped, having saved its commit
+    /// index: a process that returned at once could end before the loop ran its last step, and
+    /// restart with a commit index older than the entries it had applied.
     pub async fn shutdown(&self) {
         let _ = self.events.send(Event::Shutdown).await;
+        // The loop and its supervisor hold the only senders of the status: once both are
+        // gone, the loop has ended.
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT_MAX, async {
+            while status.changed().await.is_ok() {}
+        })
+        .await;
     }
 }
 
