@@ -9,6 +9,15 @@
 //! slot, and the other still holds a valid copy (the new one or the previous one, and the previous
 //! one only if the save never returned). Bit rot in one slot is survived by the other. On open the
 //! valid slot with the higher sequence wins; two damaged slots are corruption.
+//!
+//! A full disk: a slot *write* that fails for lack of space ([`SaveError::NoSpace`]) leaves the
+//! file retryable. Only that slot may now be torn (a short write can land part of it); the other
+//! slot was not touched by this save and holds a valid copy (the previous state, or this save's
+//! if the failing slot was the second). That slot is marked suspect and the next save writes it
+//! *first*, so that at every moment at least one slot is valid and a crash still tears at most
+//! one. Every attempt takes a new sequence number, so a slot that an attempt did fill can never
+//! tie with a later save. A failed *fsync*, whatever its kind, is not retryable
+//! ([`SaveError::Failed`]): after it the kernel may have dropped the dirty pages.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +39,19 @@ pub(crate) struct HardStateFile<H> {
     file: H,
     path: PathBuf,
     current: Option<Vec<u8>>,
+    /// The highest sequence number any save attempt used (see the module docs).
     sequence: u64,
+    /// The slot whose last write failed (its bytes are unknown): written first by the next save.
+    suspect: Option<u64>,
+}
+
+/// Why [`HardStateFile::save`] failed.
+#[derive(Debug)]
+pub(crate) enum SaveError {
+    /// A slot write failed for lack of space; the file is whole and the save may be retried.
+    NoSpace(WalError),
+    /// Anything else: what the file holds is unknown, or the payload is refused.
+    Failed(WalError),
 }
 
 impl<H: FileHandle> HardStateFile<H> {
@@ -53,6 +74,7 @@ impl<H: FileHandle> HardStateFile<H> {
                 path,
                 current: None,
                 sequence: 0,
+                suspect: None,
             });
         }
         let file = fs.open(&path).map_err(|e| WalError::io(&path, e))?;
@@ -98,6 +120,7 @@ impl<H: FileHandle> HardStateFile<H> {
             path,
             current,
             sequence,
+            suspect: None,
         })
     }
 
@@ -106,25 +129,41 @@ impl<H: FileHandle> HardStateFile<H> {
         self.current.as_deref()
     }
 
-    /// Saves `payload` durably in both slots; returns the number of fsyncs done.
-    pub(crate) fn save(&mut self, payload: &[u8]) -> Result<u32> {
+    /// Saves `payload` durably in both slots; returns the number of fsyncs done. On
+    /// [`SaveError::NoSpace`] nothing is taken as saved and the file stays safe to retry
+    /// (see the module docs).
+    pub(crate) fn save(&mut self, payload: &[u8]) -> Result<u32, SaveError> {
         if payload.len() > HARD_STATE_BYTES_MAX {
-            return Err(WalError::PayloadTooLarge {
+            return Err(SaveError::Failed(WalError::PayloadTooLarge {
                 len: payload.len() as u64,
                 max: HARD_STATE_BYTES_MAX as u64,
-            });
+            }));
         }
-        let sequence = self.sequence + 1;
+        // A new number for every attempt: a slot a failed attempt filled must lose to any
+        // later save, never tie with it.
+        self.sequence += 1;
         let mut slot = Vec::with_capacity(HARD_STATE_SLOT_BYTES as usize);
-        record::encode(RecordKind::HardState, sequence, 0, payload, &mut slot);
+        record::encode(RecordKind::HardState, self.sequence, 0, payload, &mut slot);
         slot.resize(HARD_STATE_SLOT_BYTES as usize, 0);
-        for i in 0..2 {
+        // The suspect slot first: while it is rewritten, the other one is the valid copy.
+        let first = self.suspect.unwrap_or(0);
+        for i in [first, 1 - first] {
+            if let Err(e) = self.file.write_all_at(&slot, i * HARD_STATE_SLOT_BYTES) {
+                let no_space = crate::fs::is_no_space(&e);
+                let err = WalError::io(&self.path, e);
+                if no_space {
+                    self.suspect = Some(i);
+                    return Err(SaveError::NoSpace(err));
+                }
+                return Err(SaveError::Failed(err));
+            }
             self.file
-                .write_all_at(&slot, i * HARD_STATE_SLOT_BYTES)
-                .and_then(|()| self.file.sync_data())
-                .map_err(|e| WalError::io(&self.path, e))?;
+                .sync_data()
+                .map_err(|e| SaveError::Failed(WalError::io(&self.path, e)))?;
+            if self.suspect == Some(i) {
+                self.suspect = None;
+            }
         }
-        self.sequence = sequence;
         self.current = Some(payload.to_vec());
         Ok(2)
     }
