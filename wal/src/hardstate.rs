@@ -15,7 +15,9 @@
 //! slot was not touched by this save and holds a valid copy (the previous state, or this save's
 //! if the failing slot was the second). That slot is marked suspect and the next save writes it
 //! *first*, so that at every moment at least one slot is valid and a crash still tears at most
-//! one. Every attempt takes a new sequence number, so a slot that an attempt did fill can never
+//! one. Opening does the same for a save that a crash cut short: the slot that does not hold
+//! the newest copy (damaged, or older) is written first by the next save, so that the copy the
+//! node went on from is never the one a crash tears. Every attempt takes a new sequence number, so a slot that an attempt did fill can never
 //! tie with a later save. A failed *fsync*, whatever its kind, is not retryable
 //! ([`SaveError::Failed`]): after it the kernel may have dropped the dirty pages.
 
@@ -84,14 +86,19 @@ impl<H: FileHandle> HardStateFile<H> {
         file.read_exact_at(&mut bytes[..readable], 0)
             .map_err(|e| WalError::io(&path, e))?;
         let mut best: Option<(u64, Vec<u8>)> = None;
+        let mut best_slot = 0;
+        // The sequence each slot holds a whole copy of.
+        let mut sequences = [None; 2];
         let mut damaged = Vec::new();
         for slot in 0..2 {
             let start = slot * HARD_STATE_SLOT_BYTES as usize;
             let bytes = &bytes[start..start + HARD_STATE_SLOT_BYTES as usize];
             match record::decode(bytes) {
                 Decoded::Record { header, payload } if header.kind == RecordKind::HardState => {
+                    sequences[slot] = Some(header.index);
                     if best.as_ref().is_none_or(|(seq, _)| header.index > *seq) {
                         best = Some((header.index, payload.to_vec()));
+                        best_slot = slot;
                     }
                 }
                 _ if bytes.iter().all(|b| *b == 0) => {}
@@ -115,12 +122,18 @@ impl<H: FileHandle> HardStateFile<H> {
             Some((seq, payload)) => (seq, Some(payload)),
             None => (0, None),
         };
+        // A save cut short by a crash (or a full disk) leaves one slot without the newest
+        // copy, damaged or older: the next save must write that one first, or a crash during
+        // it could tear the only slot holding the state this node has gone on from.
+        let other = 1 - best_slot;
+        let suspect =
+            (current.is_some() && sequences[other] != Some(sequence)).then_some(other as u64);
         Ok(HardStateFile {
             file,
             path,
             current,
             sequence,
-            suspect: None,
+            suspect,
         })
     }
 
