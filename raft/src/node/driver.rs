@@ -903,10 +903,16 @@ mod tests {
             async move { node.propose(Bytes::from_static(b"held")).await }
         });
         // then it is not acknowledged while the disk is full, and the node is not stopped
-        // but says it waits for space;
+        // but says it waits for space, with the bytes really free (none here);
         tokio::time::sleep(TICK * 50).await;
         assert!(!waiting.is_finished());
-        assert!(matches!(node.status().storage, StorageHealth::NoSpace(_)));
+        assert_eq!(
+            node.status().storage,
+            StorageHealth::NoSpace(NoSpace {
+                available: 0,
+                reserve: 0
+            })
+        );
         assert_eq!(node.status().failed, None);
         // once space is freed, the held write is persisted and acknowledged, and writing goes
         // on.
@@ -1028,6 +1034,40 @@ mod tests {
         }
         tokio::time::sleep(TICK * 20).await;
         assert!(!vote_granted(&transport), "a vote went out unsaved");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_write_reports_the_bytes_really_free_and_holds_until_it_is_persisted() {
+        // Given a lone leader with no reserve, whose disk has 1000 bytes left,
+        const LEFT: u64 = 1000;
+        let fs = SimFs::new(14);
+        let node = lone_leader(&fs, 0).await;
+        fs.set_capacity(Some(used(&fs) + LEFT));
+        // when a write bigger than that comes,
+        let waiting = tokio::spawn({
+            let node = node.clone();
+            async move {
+                node.propose(Bytes::from(vec![7u8; 4 * LEFT as usize]))
+                    .await
+            }
+        });
+        // then it is held, and the status says how much is free (not a placeholder 0), and
+        // keeps saying so across the node's periodic looks at the disk;
+        for _ in 0..3 {
+            tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
+            assert!(!waiting.is_finished());
+            assert_eq!(
+                node.status().storage,
+                StorageHealth::NoSpace(NoSpace {
+                    available: LEFT,
+                    reserve: 0
+                })
+            );
+        }
+        // and once space is freed, the write is acknowledged and the status is clear.
+        fs.set_capacity(None);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(node.status().storage, StorageHealth::Ok);
     }
 
     #[tokio::test(start_paused = true)]
