@@ -90,12 +90,12 @@ impl<H: FileHandle> HardStateFile<H> {
         // The sequence each slot holds a whole copy of.
         let mut sequences = [None; 2];
         let mut damaged = Vec::new();
-        for slot in 0..2 {
+        for (slot, sequence) in sequences.iter_mut().enumerate() {
             let start = slot * HARD_STATE_SLOT_BYTES as usize;
             let bytes = &bytes[start..start + HARD_STATE_SLOT_BYTES as usize];
             match record::decode(bytes) {
                 Decoded::Record { header, payload } if header.kind == RecordKind::HardState => {
-                    sequences[slot] = Some(header.index);
+                    *sequence = Some(header.index);
                     if best.as_ref().is_none_or(|(seq, _)| header.index > *seq) {
                         best = Some((header.index, payload.to_vec()));
                         best_slot = slot;
