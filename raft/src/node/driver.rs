@@ -1037,7 +1037,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_held_write_reports_the_bytes_really_free_and_holds_until_it_is_persisted() {
+    async fn a_held_write_reports_the_bytes_really_free_until_it_is_persisted() {
         // Given a lone leader with no reserve, whose disk has 1000 bytes left,
         const LEFT: u64 = 1000;
         let fs = SimFs::new(14);
@@ -1051,8 +1051,8 @@ mod tests {
                     .await
             }
         });
-        // then it is held, and the status says how much is free (not a placeholder 0), and
-        // keeps saying so across the node's periodic looks at the disk;
+        // then it is held, and the status says how much is free (not a placeholder 0) for as
+        // long as it waits, past several of the intervals at which the node looks at its disk;
         for _ in 0..3 {
             tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
             assert!(!waiting.is_finished());
