@@ -58,8 +58,11 @@ pub enum WalError {
     #[error("invalid WAL configuration: {0}")]
     InvalidConfig(String),
 
-    /// An earlier fsync failed; the log refuses all further work until it is reopened.
-    #[error("the WAL is unusable after an earlier fsync failure ({0}); restart the node")]
+    /// A write or fsync failed in a way that leaves what is on disk unknown (this call's or an
+    /// earlier one's); the log refuses all further work until it is reopened.
+    #[error(
+        "the WAL stopped taking writes after a failed write or fsync ({0}): what is on disk is unknown; restart the node"
+    )]
     Poisoned(String),
 }
 
@@ -85,8 +88,9 @@ impl WalError {
         }
     }
 
-    /// True when a write failed because the disk (or a quota) is full. Such a failure leaves
-    /// the log whole and unpoisoned: an append may have kept a prefix of its batch (the
+    /// True when a write failed because the disk (or a quota) is full and the log is still
+    /// usable (a failure that poisoned the log is [`WalError::Poisoned`], whatever its cause).
+    /// Such a failure leaves the log whole and unpoisoned: an append may have kept a prefix of its batch (the
     /// segments it filled before a new one could not be created; not durable until a sync),
     /// never a half-written record. The caller may retry once space is freed, from
     /// `last_index() + 1` or after truncating what it no longer wants.

@@ -332,7 +332,7 @@ impl<F: FileSystem> GroupCommit<F> {
                 wal.mark_durable(upto);
                 None
             }
-            Err(e) => Some(wal.poison_with(e).to_string()),
+            Err(e) => Some(wal.poison_with(e)),
         };
         let durable_index = wal.durable_index();
         applied

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Result, WalError};
 use crate::fs::{FileHandle, FileSystem};
-use crate::hardstate::HardStateFile;
+use crate::hardstate::{HardStateFile, SaveError};
 use crate::metrics::{WalMetrics, WalMetricsSnapshot};
 use crate::record::{self, Decoded, PAYLOAD_BYTES_MAX, RECORD_OVERHEAD_BYTES, RecordKind};
 use crate::segment::{self, SEGMENT_HEADER_BYTES};
@@ -406,10 +406,14 @@ impl<F: FileSystem> Wal<F> {
     }
 
     /// Marks the log unusable: after a failed write or fsync we no longer know what is on disk.
+    /// Returns [`WalError::Poisoned`] carrying `err`'s text, never `err` itself: a poisoned
+    /// log's failure must not pass for a retryable one ([`WalError::is_no_space`]) even when
+    /// the disk said it was full.
     fn poison(&mut self, err: WalError) -> WalError {
         warn!(dir = %self.dir.display(), error = %err, "WAL poisoned: no further writes until restart");
-        self.poisoned = Some(err.to_string());
-        err
+        let why = err.to_string();
+        self.poisoned = Some(why.clone());
+        WalError::Poisoned(why)
     }
 
     /// Appends entries, which must continue the log: the first has index `last_index() + 1`,
@@ -631,9 +635,11 @@ impl<F: FileSystem> Wal<F> {
         self.durable_index = self.durable_index.max(upto).min(self.last_index());
     }
 
-    /// Poisons the log after a failed fsync done outside it.
-    pub(crate) fn poison_with(&mut self, err: WalError) -> WalError {
-        self.poison(err)
+    /// Poisons the log after a failed fsync done outside it; returns why, for the callers.
+    pub(crate) fn poison_with(&mut self, err: WalError) -> String {
+        let why = err.to_string();
+        self.poison(err);
+        why
     }
 
     /// Reads the entries with indexes in `lo..hi`.
@@ -843,6 +849,12 @@ impl<F: FileSystem> Wal<F> {
 
     /// Saves the hard state (opaque bytes, at most [`crate::HARD_STATE_BYTES_MAX`]) durably.
     /// Call it before sending any message that depends on it (a vote, a new term).
+    ///
+    /// A slot write that fails for lack of space returns an error for which
+    /// [`WalError::is_no_space`] holds and leaves the log unpoisoned: the previous hard state
+    /// is still the one [`Wal::hard_state`] returns, and the save may be retried once space is
+    /// freed (the two-slot file stays crash-safe, see [`crate::hardstate`]). Any other failure,
+    /// a failed fsync above all, poisons the log.
     pub fn save_hard_state(&mut self, payload: &[u8]) -> Result<()> {
         self.check_usable()?;
         match self.hard_state.save(payload) {
@@ -852,8 +864,12 @@ impl<F: FileSystem> Wal<F> {
                     .fetch_add(u64::from(syncs), Ordering::Relaxed);
                 Ok(())
             }
-            Err(e @ WalError::PayloadTooLarge { .. }) => Err(e),
-            Err(e) => Err(self.poison(e)),
+            Err(SaveError::NoSpace(e)) => {
+                warn!(dir = %self.dir.display(), error = %e, "WAL: no space to save the hard state; the previous one stands, the save may be retried");
+                Err(e)
+            }
+            Err(SaveError::Failed(e @ WalError::PayloadTooLarge { .. })) => Err(e),
+            Err(SaveError::Failed(e)) => Err(self.poison(e)),
         }
     }
 

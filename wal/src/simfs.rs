@@ -44,6 +44,10 @@ struct Disk {
     /// When set, the most bytes all files together may hold: a write or extension past it
     /// fails as on a full disk.
     capacity: Option<u64>,
+    /// Writes still to succeed before the failing ones of [`SimFs::fail_writes_for_space`].
+    writes_before_failing: u32,
+    /// How many writes then fail for lack of space.
+    failing_writes: u32,
 }
 
 impl Disk {
@@ -109,6 +113,8 @@ impl SimFs {
                 lying_syncs: false,
                 syncs: 0,
                 capacity: None,
+                writes_before_failing: 0,
+                failing_writes: 0,
             })),
         }
     }
@@ -178,6 +184,16 @@ impl SimFs {
     /// past it keep their bytes.
     pub fn set_capacity(&self, capacity: Option<u64>) {
         self.lock().capacity = capacity;
+    }
+
+    /// Makes writes fail as on a full disk whatever the capacity, as a sparse file's do when
+    /// overwriting a hole: after `skip` more successful `write_all_at` calls, the next `count`
+    /// fail with [`io::ErrorKind::StorageFull`], each having written the first half of its bytes
+    /// (a short write, which may tear what it overwrote).
+    pub fn fail_writes_for_space(&self, skip: u32, count: u32) {
+        let mut disk = self.lock();
+        disk.writes_before_failing = skip;
+        disk.failing_writes = count;
     }
 
     /// Makes the next `count` calls of `sync_data` fail with an I/O error.
@@ -290,6 +306,23 @@ impl FileHandle for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.with_inode(|inode, disk| {
+            if disk.failing_writes > 0 {
+                if disk.writes_before_failing > 0 {
+                    disk.writes_before_failing -= 1;
+                } else {
+                    disk.failing_writes -= 1;
+                    let half = &buf[..buf.len() / 2];
+                    write_into(&mut inode.data, offset, half);
+                    inode.unsynced.push(Change::Write {
+                        offset,
+                        bytes: half.to_vec(),
+                    });
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "simulated full disk (ENOSPC) after a short write",
+                    ));
+                }
+            }
             disk.check_growth(inode.data.len(), offset + buf.len() as u64)?;
             write_into(&mut inode.data, offset, buf);
             inode.unsynced.push(Change::Write {

@@ -253,7 +253,8 @@ fn a_failed_fsync_poisons_the_log_and_is_never_retried() {
     wal.append(&entries(1..=3, 1)).unwrap();
     fs.fail_next_syncs(1);
     let err = wal.sync().unwrap_err();
-    assert!(matches!(err, WalError::Io { .. }), "{err}");
+    assert!(matches!(err, WalError::Poisoned(_)), "{err}");
+    assert!(!err.is_no_space(), "{err}");
     assert_eq!(wal.durable_index(), 0);
     // The next sync would succeed on the disk, but the log must not pretend the data is safe.
     assert!(matches!(wal.sync(), Err(WalError::Poisoned(_))));

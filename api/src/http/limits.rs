@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::ServerSection;
@@ -229,16 +229,21 @@ enum Phase {
 }
 
 /// The phase of one connection and since when; shared by its reader, its handler and its
-/// watchdog.
+/// watchdog. The [`Notify`] wakes the watchdog when a header starts: it sleeps towards the
+/// idle deadline, and without the wake-up a half-sent header would only be cut at that
+/// (longer) deadline instead of `header_read_timeout` after its first byte.
 #[derive(Debug)]
-pub struct Activity(Mutex<(Phase, Instant)>);
+pub struct Activity(Mutex<(Phase, Instant)>, Notify);
 
 const ACTIVITY_LOCK: &str = "an activity lock is held only for a field update that cannot panic";
 
 impl Activity {
     /// A connection just accepted: idle since now.
     pub fn new() -> Arc<Activity> {
-        Arc::new(Activity(Mutex::new((Phase::Idle, Instant::now()))))
+        Arc::new(Activity(
+            Mutex::new((Phase::Idle, Instant::now())),
+            Notify::new(),
+        ))
     }
 
     fn get(&self) -> (Phase, Instant) {
@@ -249,6 +254,8 @@ impl Activity {
         let mut state = self.0.lock().expect(ACTIVITY_LOCK);
         if state.0 == Phase::Idle {
             *state = (Phase::Header, Instant::now());
+            // A stored permit if the watchdog is not waiting yet: the change is never missed.
+            self.1.notify_one();
         }
     }
 
@@ -366,6 +373,8 @@ pub async fn watch<E>(
         });
         tokio::select! {
             result = &mut conn => return Ended::Served(result),
+            // A header started: its deadline replaces the idle one.
+            _ = activity.1.notified() => {}
             _ = tokio::time::sleep_until(wake) => {
                 if deadline.is_some() && activity.get() == seen {
                     return match seen.0 {

@@ -50,6 +50,9 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     no_space: Option<NoSpace>,
     /// The tick at which the free space was last looked at.
     space_checked_at: Option<u64>,
+    /// Set while a persist is held for lack of space ([`Loop::persist_waiting_for_space`]):
+    /// `no_space` then stays set whatever the reserve check says, since a write is waiting.
+    held: bool,
     /// Set once writing failed for good.
     storage_failed: bool,
     /// When each peer's refused messages were last logged, by kind of refusal.
@@ -127,6 +130,7 @@ where
         ticks: 0,
         no_space: None,
         space_checked_at: None,
+        held: false,
         storage_failed: false,
         refusals_logged: Default::default(),
     };
@@ -230,7 +234,10 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 let commit = self.raft.committed();
                 persisted = match self.raft.storage_mut().persist_commit(commit) {
                     // Only a bound for the next start, saved again next time: not worth
-                    // waiting for space here.
+                    // waiting for space here. A no-space failure left the store whole and
+                    // unpoisoned (the previous hard state stands, see `StoreError::is_no_space`),
+                    // so the retry is real; any other failure, a poisoned log above all,
+                    // stops the node now, as in `persist_waiting_for_space`.
                     Err(e) if e.is_no_space() => {
                         warn!(node = %names::of(self.raft.id()), error = %e, "could not save the commit index for lack of space; will retry");
                         Ok(())
@@ -479,7 +486,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// writes for lack of it.
     fn refresh_free_space(&mut self) {
         self.space_checked_at = Some(self.ticks);
-        let now = self.raft.storage().check_free_space().err();
+        let now = if self.held {
+            // A write is waiting for space: the disk is full whatever the reserve says.
+            Some(self.held_no_space())
+        } else {
+            self.raft.storage().check_free_space().err()
+        };
         match (self.no_space, now) {
             (None, Some(no_space)) => {
                 warn!(node = %names::of(self.raft.id()), %no_space, "disk short of space: refusing new writes until space is freed")
@@ -516,21 +528,41 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             );
             match persisted {
                 Err(e) if e.is_no_space() => {
-                    if self.no_space.is_none() {
+                    if !self.held {
                         warn!(node = %names::of(self.raft.id()), error = %e, "disk full: holding this node's writes until space is freed");
-                        let no_space = self.raft.storage().check_free_space().err();
-                        self.no_space = Some(no_space.unwrap_or(NoSpace {
-                            available: 0,
-                            reserve: 0,
-                        }));
+                        self.held = true;
+                    }
+                    // What the status says is refreshed on every try: the real free bytes.
+                    let no_space = Some(self.held_no_space());
+                    if no_space != self.no_space {
+                        self.no_space = no_space;
                         self.publish_status(None);
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(PERSIST_RETRY_MAX);
                 }
-                other => return other,
+                other => {
+                    if self.held && other.is_ok() {
+                        self.held = false;
+                        let free = self.raft.storage().free_space();
+                        info!(node = %names::of(self.raft.id()), free_bytes = ?free, "disk space freed: the held write is persisted");
+                        // Whether writes are taken again is the reserve's to say.
+                        self.refresh_free_space();
+                    }
+                    return other;
+                }
             }
         }
+    }
+
+    /// What the node reports while a write is held: the reserve check's answer if it has
+    /// one, else a full disk with the free bytes the store sees (a write needed more).
+    fn held_no_space(&self) -> NoSpace {
+        let storage = self.raft.storage();
+        storage.check_free_space().err().unwrap_or(NoSpace {
+            available: storage.free_space().unwrap_or(0),
+            reserve: 0,
+        })
     }
 
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
@@ -871,10 +903,16 @@ mod tests {
             async move { node.propose(Bytes::from_static(b"held")).await }
         });
         // then it is not acknowledged while the disk is full, and the node is not stopped
-        // but says it waits for space;
+        // but says it waits for space, with the bytes really free (none here);
         tokio::time::sleep(TICK * 50).await;
         assert!(!waiting.is_finished());
-        assert!(matches!(node.status().storage, StorageHealth::NoSpace(_)));
+        assert_eq!(
+            node.status().storage,
+            StorageHealth::NoSpace(NoSpace {
+                available: 0,
+                reserve: 0
+            })
+        );
         assert_eq!(node.status().failed, None);
         // once space is freed, the held write is persisted and acknowledged, and writing goes
         // on.
@@ -883,6 +921,152 @@ mod tests {
         node.propose(Bytes::from_static(b"after")).await.unwrap();
         assert_eq!(node.status().last_index, last.next().next());
         tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
+        assert_eq!(node.status().storage, StorageHealth::Ok);
+    }
+
+    /// Node 1 of the voters {1, 2, 3} in term 1, with no leader, sending through `transport`.
+    fn follower_in_term_1(fs: &SimFs, transport: &Arc<Capture>) -> Node<()> {
+        let wal = Wal::open(fs.clone(), "/n1/wal", WalConfig::default()).unwrap();
+        let store = store_in_term_1(
+            wal,
+            Configuration {
+                voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
+                ..Configuration::default()
+            },
+        );
+        let mut raft = core::Config::new(NodeId(1));
+        raft.election_ticks = ELECTION_TICKS;
+        raft.rng_seed = 42;
+        let config = NodeConfig {
+            raft,
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        };
+        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
+        spawn(
+            config,
+            store,
+            Arc::clone(transport),
+            files,
+            Arc::new(Mutex::new(Nothing)),
+        )
+        .unwrap()
+    }
+
+    /// Node 2 asks node 1 for its vote in term 2, with a log as long as any.
+    fn vote_request_in_term_2() -> Message {
+        Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(2),
+            body: MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: LogIndex(100),
+                last_log_term: Term(1),
+                leadership_transfer: false,
+            },
+        }
+    }
+
+    /// Whether node 1 has granted a vote in term 2.
+    fn vote_granted(transport: &Capture) -> bool {
+        transport.0.lock().unwrap().iter().any(|m| {
+            m.term == Term(2)
+                && matches!(
+                    m.body,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: false,
+                        granted: true,
+                        ..
+                    }
+                )
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vote_whose_save_finds_the_disk_full_is_not_sent_until_it_is_saved() {
+        // Given a follower in term 1 whose hard-state writes fail for lack of space,
+        let fs = SimFs::new(12);
+        let transport = Arc::new(Capture::default());
+        let node = follower_in_term_1(&fs, &transport);
+        fs.fail_writes_for_space(0, u32::MAX);
+        // when a candidate asks for its vote in term 2,
+        node.step(vote_request_in_term_2()).await.unwrap();
+        // then the vote is not sent while it cannot be saved (before the fix, the retry found
+        // the vote already in memory, saved nothing and sent it), the node is not stopped and
+        // says it waits for space;
+        tokio::time::sleep(TICK * 50).await;
+        assert!(!vote_granted(&transport), "a vote went out unsaved");
+        let status = node.status();
+        assert!(
+            matches!(status.storage, StorageHealth::NoSpace(_)),
+            "{:?}",
+            status.storage
+        );
+        assert_eq!(status.failed, None);
+        // and once writes succeed again, the vote is saved and then sent.
+        fs.fail_writes_for_space(0, 0);
+        let mut waited = 0;
+        while !vote_granted(&transport) {
+            assert!(waited < 1000, "no vote after space came back");
+            tokio::time::sleep(TICK).await;
+            waited += 1;
+        }
+        assert_eq!(node.status().failed, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vote_whose_save_fails_its_fsync_stops_the_node_and_is_never_sent() {
+        // Given a follower in term 1, when the fsync of its vote's save fails,
+        let fs = SimFs::new(13);
+        let transport = Arc::new(Capture::default());
+        let node = follower_in_term_1(&fs, &transport);
+        fs.fail_next_syncs(1);
+        let _ = node.step(vote_request_in_term_2()).await;
+        // then the node stops saying its storage failed, and the vote never goes out.
+        let mut waited = 0;
+        while node.status().storage != StorageHealth::Failed {
+            assert!(waited < 1000, "the node did not stop");
+            tokio::time::sleep(TICK).await;
+            waited += 1;
+        }
+        tokio::time::sleep(TICK * 20).await;
+        assert!(!vote_granted(&transport), "a vote went out unsaved");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_write_reports_the_bytes_really_free_until_it_is_persisted() {
+        // Given a lone leader with no reserve, whose disk has 1000 bytes left,
+        const LEFT: u64 = 1000;
+        let fs = SimFs::new(14);
+        let node = lone_leader(&fs, 0).await;
+        fs.set_capacity(Some(used(&fs) + LEFT));
+        // when a write bigger than that comes,
+        let waiting = tokio::spawn({
+            let node = node.clone();
+            async move {
+                node.propose(Bytes::from(vec![7u8; 4 * LEFT as usize]))
+                    .await
+            }
+        });
+        // then it is held, and the status says how much is free (not a placeholder 0) for as
+        // long as it waits, past several of the intervals at which the node looks at its disk;
+        for _ in 0..3 {
+            tokio::time::sleep(TICK * (SPACE_CHECK_TICKS as u32 + 1)).await;
+            assert!(!waiting.is_finished());
+            assert_eq!(
+                node.status().storage,
+                StorageHealth::NoSpace(NoSpace {
+                    available: LEFT,
+                    reserve: 0
+                })
+            );
+        }
+        // and once space is freed, the write is acknowledged and the status is clear.
+        fs.set_capacity(None);
+        waiting.await.unwrap().unwrap();
         assert_eq!(node.status().storage, StorageHealth::Ok);
     }
 

@@ -258,7 +258,8 @@ pub enum StoreError {
 impl StoreError {
     /// Whether this failure is a full disk: a write that may be retried once space is freed
     /// (see [`wal::WalError::is_no_space`]), unlike every other failure here, which stops
-    /// the node.
+    /// the node. The store is then as before the call (see [`WalLogStore`]'s `save`): a
+    /// poisoned log is never reported as this, whatever the disk said.
     pub fn is_no_space(&self) -> bool {
         matches!(self, StoreError::Wal(e) if e.is_no_space())
     }
@@ -350,6 +351,12 @@ pub trait LogStore: Storage + Send + 'static {
     /// for a store that cannot tell, always has room.
     fn check_free_space(&self) -> Result<(), NoSpace> {
         Ok(())
+    }
+
+    /// Bytes free on the log's disk, if the store can tell (for what the node reports while a
+    /// write is held for lack of space). The default cannot tell.
+    fn free_space(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -605,23 +612,34 @@ impl<F: FileSystem> WalLogStore<F> {
     /// Saves the state with the current commit index (clamped to the log's reach, which it
     /// only passes if the core is wrong).
     fn save_state(&mut self) -> Result<(), StoreError> {
-        let commit = self.state.hard_state.commit.min(self.reach());
-        self.save_with_commit(commit)
+        self.save(self.state.clone())
     }
 
-    /// Saves the state with `commit` as its commit index, durably, and remembers it as saved.
-    fn save_with_commit(&mut self, commit: LogIndex) -> Result<(), StoreError> {
+    /// Saves `next` as the durable state, its commit index clamped to how far the log reaches
+    /// under `next`'s snapshot, and makes it the store's state only once that is durable. A
+    /// failed save (a full disk above all, which the driver retries) leaves `self.state` as
+    /// last saved, so that the retry compares against what is on disk and saves again: a term
+    /// or vote is never taken as durable, nor a message sent on it, before it is.
+    fn save(&mut self, next: DurableState) -> Result<(), StoreError> {
+        let reach = LogIndex(self.wal.last_index()).max(next.snapshot.index);
+        let commit = next.hard_state.commit.min(reach);
+        self.save_with_commit(next, commit)
+    }
+
+    /// [`WalLogStore::save`] with `commit` (at most the log's reach under `next`) saved as the
+    /// commit index, whatever `next` holds in memory.
+    fn save_with_commit(&mut self, next: DurableState, commit: LogIndex) -> Result<(), StoreError> {
         debug_assert!(
-            commit <= self.reach(),
-            "saving commit {commit} past the log's reach {}",
-            self.reach()
+            commit <= LogIndex(self.wal.last_index()).max(next.snapshot.index),
+            "saving commit {commit} past the log's reach"
         );
-        let mut durable = self.state.clone();
+        let mut durable = next.clone();
         durable.hard_state.commit = commit;
         let bytes = durable.encode();
         // The other side of the disk: what is written must read back as what was meant.
         debug_assert_eq!(DurableState::decode(&bytes).as_ref(), Ok(&durable));
         self.wal.save_hard_state(&bytes)?;
+        self.state = next;
         self.saved_commit = commit;
         Ok(())
     }
@@ -718,17 +736,16 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
         entries: &[Entry],
         hard_state: Option<&HardState>,
     ) -> Result<(), StoreError> {
-        let mut state_changed = false;
         if let Some(snapshot) = snapshot {
             // The snapshot's data is durable before the log forgets what it replaces, and the
             // new metadata is durable before the log restarts after it.
             self.snapshots
                 .save(snapshot)
                 .map_err(StoreError::Snapshot)?;
-            self.state.snapshot = snapshot.metadata.clone();
-            self.state.hard_state.commit =
-                self.state.hard_state.commit.max(snapshot.metadata.index);
-            self.save_state()?;
+            let mut next = self.state.clone();
+            next.snapshot = snapshot.metadata.clone();
+            next.hard_state.commit = next.hard_state.commit.max(snapshot.metadata.index);
+            self.save(next)?;
             self.wal.reset(snapshot.metadata.index.0 + 1)?;
         }
         if let Some(first) = entries.first() {
@@ -763,13 +780,18 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             // the commit index alone need not be (it is relearned from the leader), so a
             // change of commit alone costs no fsync: `persist_commit` saves it off the hot
             // path, and a save made here for term or vote carries it along.
+            //
+            // `self.state` holds the term and vote last saved (a failed save changes nothing),
+            // so a retry after a full disk saves them again instead of passing them as durable.
             let must_save =
                 hs.term != self.state.hard_state.term || hs.vote != self.state.hard_state.vote;
-            self.state.hard_state = hs.clone();
-            state_changed |= must_save;
-        }
-        if state_changed {
-            self.save_state()?;
+            if must_save {
+                let mut next = self.state.clone();
+                next.hard_state = hs.clone();
+                self.save(next)?;
+            } else {
+                self.state.hard_state.commit = hs.commit;
+            }
         }
         debug_assert!(self.check().is_ok(), "{:?}", self.check());
         Ok(())
@@ -786,16 +808,18 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
         if commit <= self.saved_commit {
             return Ok(());
         }
-        self.state.hard_state.commit = self.state.hard_state.commit.max(commit);
-        self.save_with_commit(commit)
+        let mut next = self.state.clone();
+        next.hard_state.commit = next.hard_state.commit.max(commit);
+        self.save_with_commit(next, commit)
     }
 
     fn compact(&mut self, snapshot: &SnapshotMetadata) -> Result<(), StoreError> {
         if snapshot.index <= self.state.snapshot.index {
             return Ok(());
         }
-        self.state.snapshot = snapshot.clone();
-        self.save_state()?;
+        let mut next = self.state.clone();
+        next.snapshot = snapshot.clone();
+        self.save(next)?;
         self.wal.compact_prefix(snapshot.index.0)?;
         Ok(())
     }
@@ -815,6 +839,10 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             // space still shows in the append, which the driver waits out.
             Ok(_) | Err(_) => Ok(()),
         }
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        self.wal.available_space().ok()
     }
 }
 
@@ -1270,6 +1298,145 @@ mod tests {
         assert_eq!(
             store.initial_state().unwrap().hard_state.commit,
             LogIndex(7)
+        );
+    }
+
+    /// A store holding entries 1..=3 of term 1 with term 1, no vote and commit 2 saved: the
+    /// state a vote is then asked of.
+    fn store_in_term_1(fs: &SimFs, files: &Arc<MemFiles>) -> (WalLogStore<SimFs>, HardState) {
+        let mut store = create(fs, files);
+        let hs = HardState {
+            term: Term(1),
+            vote: None,
+            commit: LogIndex(2),
+        };
+        let entries: Vec<Entry> = (1..=3).map(|i| entry(i, 1)).collect();
+        store.persist(None, &entries, Some(&hs)).unwrap();
+        (store, hs)
+    }
+
+    /// The hard state a vote for node 2 in term 2 saves.
+    fn vote_in_term_2(before: &HardState) -> HardState {
+        HardState {
+            term: Term(2),
+            vote: Some(NodeId(2)),
+            ..before.clone()
+        }
+    }
+
+    #[test]
+    fn a_vote_whose_save_finds_no_space_is_not_taken_as_saved_and_is_saved_on_the_retry() {
+        // The first slot's write failing, or the second's after the first was synced.
+        for (seed, slot_writes_before) in [(30, 0), (31, 1)] {
+            // Given a store in term 1 with no vote,
+            let fs = SimFs::new(seed);
+            let files = Arc::new(MemFiles::default());
+            let (mut store, before) = store_in_term_1(&fs, &files);
+            let vote = vote_in_term_2(&before);
+            // when saving a vote finds the disk full (a short write into a slot),
+            fs.fail_writes_for_space(slot_writes_before, 1);
+            let err = store.persist(None, &[], Some(&vote)).unwrap_err();
+            // then the failure is "no space", the log is not poisoned, and the store still
+            // holds the state last saved, so that the driver's retry saves it again (before
+            // the fix, the retry found nothing to save and returned Ok: the vote went out
+            // unsaved);
+            assert!(err.is_no_space(), "{err}");
+            assert!(!store.wal.is_poisoned());
+            assert_eq!(store.initial_state().unwrap().hard_state, before);
+            // when the same persist is retried once space is back, it saves,
+            let syncs = fs.sync_count();
+            store.persist(None, &[], Some(&vote)).unwrap();
+            assert!(
+                fs.sync_count() > syncs,
+                "the retry saved (slot {slot_writes_before})"
+            );
+            assert_eq!(store.initial_state().unwrap().hard_state, vote);
+            // and after a crash the vote is there.
+            drop(store);
+            fs.crash();
+            let store = open(&fs, &files);
+            assert_eq!(store.initial_state().unwrap().hard_state, vote);
+        }
+    }
+
+    #[test]
+    fn a_crash_after_a_save_that_found_no_space_recovers_a_whole_state() {
+        for (seed, slot_writes_before) in [(32, 0), (33, 1)] {
+            // Given a store in term 1 whose vote's save failed with a short slot write,
+            let fs = SimFs::new(seed);
+            let files = Arc::new(MemFiles::default());
+            let (mut store, before) = store_in_term_1(&fs, &files);
+            let vote = vote_in_term_2(&before);
+            fs.fail_writes_for_space(slot_writes_before, 1);
+            assert!(store.persist(None, &[], Some(&vote)).is_err());
+            // when a retry also fails, on the slot the first try tore (written first now),
+            fs.fail_writes_for_space(0, 1);
+            assert!(store.persist(None, &[], Some(&vote)).is_err());
+            drop(store);
+            // and the disk crashes, then the store opens (one slot was always whole) with
+            // the state saved before or the vote, never anything else.
+            fs.crash();
+            let found = open(&fs, &files).initial_state().unwrap().hard_state;
+            assert!(
+                found == before || found == vote,
+                "slot {slot_writes_before}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_commit_compaction_or_snapshot_whose_save_finds_no_space_changes_nothing() {
+        let fs = SimFs::new(34);
+        let files = Arc::new(MemFiles::default());
+        let (mut store, before) = store_in_term_1(&fs, &files);
+        let meta = |index: u64| SnapshotMetadata {
+            index: LogIndex(index),
+            term: Term(1),
+            configuration: Configuration::default(),
+        };
+        // Given a disk on which every write fails for lack of space,
+        fs.fail_writes_for_space(0, u32::MAX);
+        // when a commit index, a compaction and a received snapshot are saved, each fails as
+        // "no space" and leaves the store's state and the log as they were.
+        let err = store.persist_commit(LogIndex(3)).unwrap_err();
+        assert!(err.is_no_space(), "{err}");
+        let err = store.compact(&meta(2)).unwrap_err();
+        assert!(err.is_no_space(), "{err}");
+        let snapshot = Snapshot {
+            metadata: meta(10),
+            data: Bytes::from_static(b"state"),
+        };
+        let err = store.persist(Some(&snapshot), &[], None).unwrap_err();
+        assert!(err.is_no_space(), "{err}");
+        assert_eq!(store.initial_state().unwrap().hard_state, before);
+        assert_eq!(*store.snapshot_metadata(), SnapshotMetadata::default());
+        assert_eq!(store.last_index().unwrap(), LogIndex(3));
+        assert!(!store.wal.is_poisoned());
+        // Once space is back, each goes through.
+        fs.fail_writes_for_space(0, 0);
+        store.persist_commit(LogIndex(3)).unwrap();
+        store.compact(&meta(2)).unwrap();
+        store.persist(Some(&snapshot), &[], None).unwrap();
+        assert_eq!(store.snapshot_metadata().index, LogIndex(10));
+    }
+
+    #[test]
+    fn a_failed_fsync_of_the_hard_state_poisons_the_log_and_is_never_no_space() {
+        // Given a store in term 1, when the fsync of a vote's save fails,
+        let fs = SimFs::new(35);
+        let files = Arc::new(MemFiles::default());
+        let (mut store, before) = store_in_term_1(&fs, &files);
+        fs.fail_next_syncs(1);
+        let err = store
+            .persist(None, &[], Some(&vote_in_term_2(&before)))
+            .unwrap_err();
+        // then it is not a retryable failure, the log is poisoned, and a retry fails too.
+        assert!(!err.is_no_space(), "{err}");
+        assert!(store.wal.is_poisoned());
+        assert!(
+            store
+                .persist(None, &[], Some(&vote_in_term_2(&before)))
+                .is_err()
         );
     }
 
