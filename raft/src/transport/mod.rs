@@ -25,6 +25,10 @@
 //! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
 //! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
 //!
+//! What a caller can hold is bounded before anyone knows who it is: at most
+//! [`PEER_CONNECTIONS_MAX`] inbound connections are served at once (one more is closed
+//! unread), and one that sends no Hello within [`HELLO_TIMEOUT`] is closed.
+//!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
 
@@ -95,9 +99,24 @@ pub const MEMBERSHIP_GRACE: Duration = Duration::from_millis(500);
 pub const EXPECTED_PEERS_MAX: usize = 1024;
 /// The most peers whose address a node learns from callers' Hellos (rather than from the
 /// replicated address book). A node that knows no leader serves callers it has never heard
-/// of (see `refusal_for`), and each one learned costs a sender task: beyond this many, a new
-/// caller's address is not learned (the address book still brings every real member's).
-pub const LEARNED_PEERS_MAX: usize = 1024;
+/// of (see `refusal_for`), and each one learned costs a sender task, and with it a socket
+/// while it is connected: beyond this many known peers, a new caller's address is not learned
+/// (the address book still brings every real member's). With [`PEER_CONNECTIONS_MAX`] it
+/// bounds the file descriptors the peer port can take: 128, half of the server's reserve
+/// beside its clients (`FD_RESERVE` in the api crate), which is checked at compile time there.
+pub const LEARNED_PEERS_MAX: usize = 64;
+/// The most inbound peer connections served at once, those still waiting for their Hello
+/// included. A real cluster needs one per peer (two for a moment while a peer replaces its
+/// connection); anything beyond is someone holding sockets open, and each would take a file
+/// descriptor the WAL may need. A connection over the cap is closed at once, unread.
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// How long an inbound connection may take to send its Hello. A real peer writes it the
+/// moment it connects; a caller that sends nothing must not hold one of the
+/// [`PEER_CONNECTIONS_MAX`] slots for ever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest time between two log lines about inbound peer connections closed because
+/// [`PEER_CONNECTIONS_MAX`] were open; each line says how many were left out before it.
+pub const OVER_CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The shortest time between two log lines about peer connections closed on a bad frame
 /// (undecodable, out of order, or a message naming another sender than the Hello did). The
 /// caller of such a connection is not known to be anyone, so these lines are limited
@@ -463,11 +482,38 @@ pub struct PeerTransport<N: Network> {
     /// The last time a connection closed on a bad frame was logged, and how many were not
     /// logged since.
     bad_frames_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
+    /// Slots for inbound connections: [`PEER_CONNECTIONS_MAX`] of them.
+    inbound_slots: Arc<tokio::sync::Semaphore>,
+    /// The last time a connection closed over the cap was logged, and how many were not
+    /// logged since.
+    over_cap_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
     /// The acceptor's refusal log lines, rate-limited.
     refusals_logged: RefusalLog,
 }
 
 const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
+
+/// Whether a line of a kind limited to one per `interval` may be logged now: if so, returns
+/// how many were left out since the last one and notes the time; if not, counts one more left
+/// out. `state` is (when last logged, how many left out since).
+fn rate_limited(
+    state: &Mutex<(Option<tokio::time::Instant>, u64)>,
+    interval: Duration,
+) -> Option<u64> {
+    let now = tokio::time::Instant::now();
+    let mut state = state.lock().expect(PEERS_LOCK);
+    let (last, skipped) = &mut *state;
+    if last.is_some_and(|at| now.duration_since(at) < interval) {
+        *skipped += 1;
+        return None;
+    }
+    *last = Some(now);
+    Some(std::mem::take(skipped))
+}
+
+/// One of the [`PEER_CONNECTIONS_MAX`] inbound connection slots; given back when dropped, so
+/// a connection that ends however it ends frees its slot.
+pub struct InboundSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl<N: Network> PeerTransport<N> {
     /// A transport for node `id` of `cluster`, listening at `addr`. The receiver gets the
@@ -490,6 +536,8 @@ impl<N: Network> PeerTransport<N> {
             removed: Mutex::new(HashMap::new()),
             expected: Mutex::new(std::collections::BTreeSet::new()),
             bad_frames_logged: Mutex::new((None, 0)),
+            inbound_slots: Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX)),
+            over_cap_logged: Mutex::new((None, 0)),
             refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
@@ -584,26 +632,41 @@ impl<N: Network> PeerTransport<N> {
         }
     }
 
+    /// A slot for one more inbound connection, held for as long as it is served; `None` when
+    /// [`PEER_CONNECTIONS_MAX`] are open (the caller closes the connection, and the refusal is
+    /// logged, rate-limited).
+    pub fn inbound_slot(&self, addr: &str) -> Option<InboundSlot> {
+        match Arc::clone(&self.inbound_slots).try_acquire_owned() {
+            Ok(permit) => Some(InboundSlot(permit)),
+            Err(_) => {
+                if let Some(skipped) = rate_limited(&self.over_cap_logged, OVER_CAP_LOG_INTERVAL) {
+                    warn!(
+                        peer = %addr,
+                        cap = PEER_CONNECTIONS_MAX,
+                        not_logged = skipped,
+                        "closed a peer connection from {addr} at once: {PEER_CONNECTIONS_MAX} \
+                         peer connections are open, the most this node serves ({skipped} more \
+                         such connections since the last line were not logged); a real \
+                         cluster needs one per peer, so someone else is holding them open"
+                    );
+                }
+                None
+            }
+        }
+    }
+
     /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
     /// was closed on a bad frame.
     fn log_bad_frame(&self, addr: &str, error: &frame::FrameError) {
-        let now = tokio::time::Instant::now();
-        let mut logged = self.bad_frames_logged.lock().expect(PEERS_LOCK);
-        let (last, skipped) = &mut *logged;
-        if last.is_some_and(|at| now.duration_since(at) < BAD_FRAME_LOG_INTERVAL) {
-            *skipped += 1;
-            return;
+        if let Some(skipped) = rate_limited(&self.bad_frames_logged, BAD_FRAME_LOG_INTERVAL) {
+            warn!(
+                peer = %addr,
+                error = %error,
+                not_logged = skipped,
+                "peer connection from {addr} closed on a bad frame: {error} ({skipped} more \
+                 since the last such line were not logged)"
+            );
         }
-        warn!(
-            peer = %addr,
-            error = %error,
-            not_logged = *skipped,
-            "peer connection from {addr} closed on a bad frame: {error} ({} more since the \
-             last such line were not logged)",
-            *skipped
-        );
-        *last = Some(now);
-        *skipped = 0;
     }
 
     /// Logs (rate-limited) that this node refused the caller `from` at `addr`.
@@ -917,7 +980,15 @@ where
         inner: reader,
         read: Arc::clone(&read),
     });
-    let (from, addr, cluster) = match frame::read_hello(&mut r).await? {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, frame::read_hello(&mut r))
+        .await
+        .map_err(|_| {
+            frame::FrameError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no Hello within {HELLO_TIMEOUT:?} of connecting"),
+            ))
+        })?;
+    let (from, addr, cluster) = match hello? {
         Some(Frame::Hello {
             from,
             addr,
@@ -1048,7 +1119,8 @@ fn protocol(what: &str) -> frame::FrameError {
     frame::FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
 }
 
-/// Accepts peer connections on `listener` until the node stops, serving each on its own task.
+/// Accepts peer connections on `listener` until the node stops, serving each on its own task,
+/// at most [`PEER_CONNECTIONS_MAX`] at once: one over the cap is closed at once.
 pub async fn serve_tcp<O: Send + 'static, N: Network>(
     listener: tokio::net::TcpListener,
     node: Node<O>,
@@ -1063,10 +1135,15 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
                 continue;
             }
         };
+        let Some(slot) = transport.inbound_slot(&addr.to_string()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let transport = Arc::clone(&transport);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = serve_connection(stream, node, Arc::clone(&transport)).await {
                 transport.log_bad_frame(&addr.to_string(), &e);
             }
@@ -1570,6 +1647,88 @@ mod tests {
             "reconnected after {:?}",
             at - due
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_sends_no_hello_is_closed_after_the_hello_timeout() {
+        // Given node 2, when a caller connects and sends nothing,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let connected = tokio::time::Instant::now();
+        let served = tokio::spawn(serve_connection(theirs, node.clone(), transport));
+        // then the connection is closed once the Hello timeout has passed, as a timeout.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(HELLO_TIMEOUT * 2, caller.read(&mut byte))
+            .await
+            .expect("closed in time");
+        assert_eq!(read.expect("a clean close"), 0);
+        assert!(connected.elapsed() >= HELLO_TIMEOUT);
+        let ended = served.await.expect("the server task ends");
+        assert!(
+            matches!(&ended, Err(frame::FrameError::Io(e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{ended:?}"
+        );
+    }
+
+    /// Opens a TCP connection to `addr` as member 1 and sends its Hello and a heartbeat.
+    async fn tcp_call(addr: std::net::SocketAddr) -> BufReader<tokio::net::TcpStream> {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connected");
+        let hello = Frame::Hello {
+            from: NodeId(1),
+            addr: "n1".into(),
+            cluster: CLUSTER_A,
+        };
+        frame::write(&mut stream, &hello).await.expect("written");
+        let message = Frame::Message(heartbeat_from(NodeId(1), Term(5)));
+        frame::write(&mut stream, &message).await.expect("written");
+        BufReader::new(stream)
+    }
+
+    /// The next frame on a TCP connection; `None` when it closed (cleanly or by a reset).
+    async fn tcp_answer(caller: &mut BufReader<tokio::net::TcpStream>) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(20), frame::read(caller))
+            .await
+            .expect("an answer in time")
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn inbound_connections_over_the_cap_are_closed_at_once_until_a_slot_frees() {
+        // Given node 2 serving its peer port, with as many connections open and served as it
+        // serves at once,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(serve_tcp(listener, node.clone(), transport));
+        let mut served = Vec::new();
+        for _ in 0..PEER_CONNECTIONS_MAX {
+            served.push(tcp_call(addr).await);
+        }
+        for caller in &mut served {
+            assert!(matches!(tcp_answer(caller).await, Some(Frame::Ack { .. })));
+        }
+        // when one more connects, then it is closed without an answer (long before any
+        // timeout could have closed it: the others are all still served),
+        let mut over = tcp_call(addr).await;
+        assert_eq!(tcp_answer(&mut over).await, None);
+        // and once one of the served connections ends, a new one is served again.
+        drop(served.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut again = tcp_call(addr).await;
+            if matches!(tcp_answer(&mut again).await, Some(Frame::Ack { .. })) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no slot freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]
