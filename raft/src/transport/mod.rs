@@ -27,7 +27,10 @@
 //!
 //! What a caller can hold is bounded before anyone knows who it is: at most
 //! [`PEER_CONNECTIONS_MAX`] inbound connections are served at once (one more is closed
-//! unread), and one that sends no Hello within [`HELLO_TIMEOUT`] is closed.
+//! unread), and one that sends no Hello within [`HELLO_TIMEOUT`] is closed. Snapshot streams
+//! being reassembled hold at most [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] between them (a stream that
+//! would pass it is refused by closing its connection), and one that stops moving for
+//! [`SNAPSHOT_CHUNK_TIMEOUT`] is dropped with what it held.
 //!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
@@ -114,6 +117,17 @@ pub const PEER_CONNECTIONS_MAX: usize = 64;
 /// moment it connects; a caller that sends nothing must not hold one of the
 /// [`PEER_CONNECTIONS_MAX`] slots for ever.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most bytes of snapshot data this node reassembles at once, over all its inbound
+/// connections: each stream reserves the length its `SnapshotBegin` announces, and one that
+/// would pass the budget is refused (its connection closed, so that its sender reports it
+/// undelivered and the leader sends it again later). As large as the largest snapshot
+/// accepted ([`SNAPSHOT_BYTES_MAX`]), so that any one snapshot can be received: a leader sends
+/// a node one at a time. Without it, every connection could buffer that much.
+pub const SNAPSHOT_BYTES_IN_FLIGHT_MAX: u64 = SNAPSHOT_BYTES_MAX;
+/// How long a snapshot stream may go without its next frame before its connection is closed
+/// and its reservation of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] given back: a sender writes the
+/// chunks back to back, and a stream that stopped moving must not hold the budget for ever.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest time between two log lines about inbound peer connections closed because
 /// [`PEER_CONNECTIONS_MAX`] were open; each line says how many were left out before it.
 pub const OVER_CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -487,6 +501,12 @@ pub struct PeerTransport<N: Network> {
     /// The last time a connection closed over the cap was logged, and how many were not
     /// logged since.
     over_cap_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
+    /// Bytes of snapshot data reserved by the streams being reassembled now (at most
+    /// [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`]).
+    snapshot_bytes: Arc<Mutex<u64>>,
+    /// The last time a snapshot stream refused for the budget was logged, and how many were
+    /// not logged since.
+    snapshot_refusals_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
     /// The acceptor's refusal log lines, rate-limited.
     refusals_logged: RefusalLog,
 }
@@ -509,6 +529,22 @@ fn rate_limited(
     }
     *last = Some(now);
     Some(std::mem::take(skipped))
+}
+
+/// Bytes of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] held by one snapshot stream being reassembled;
+/// given back when dropped, however the stream ends.
+struct SnapshotReservation {
+    bytes: u64,
+    used: Arc<Mutex<u64>>,
+}
+
+impl Drop for SnapshotReservation {
+    fn drop(&mut self) {
+        let mut used = self.used.lock().expect(PEERS_LOCK);
+        *used = used
+            .checked_sub(self.bytes)
+            .expect("a reservation gives back only what it took");
+    }
 }
 
 /// One of the [`PEER_CONNECTIONS_MAX`] inbound connection slots; given back when dropped, so
@@ -538,6 +574,8 @@ impl<N: Network> PeerTransport<N> {
             bad_frames_logged: Mutex::new((None, 0)),
             inbound_slots: Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX)),
             over_cap_logged: Mutex::new((None, 0)),
+            snapshot_bytes: Arc::new(Mutex::new(0)),
+            snapshot_refusals_logged: Mutex::new((None, 0)),
             refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
@@ -653,6 +691,39 @@ impl<N: Network> PeerTransport<N> {
                 None
             }
         }
+    }
+
+    /// Reserves `bytes` of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] for a snapshot stream from
+    /// `from`, or, when they would pass it, logs (rate-limited) that the stream is refused and
+    /// returns `None`.
+    fn reserve_snapshot(&self, from: NodeId, bytes: u64) -> Option<SnapshotReservation> {
+        let mut used = self.snapshot_bytes.lock().expect(PEERS_LOCK);
+        if used.saturating_add(bytes) > SNAPSHOT_BYTES_IN_FLIGHT_MAX {
+            let busy = *used;
+            drop(used);
+            if let Some(skipped) =
+                rate_limited(&self.snapshot_refusals_logged, BAD_FRAME_LOG_INTERVAL)
+            {
+                let from = names::of(from);
+                warn!(
+                    peer = %from,
+                    snapshot_bytes = bytes,
+                    reassembling_bytes = busy,
+                    not_logged = skipped,
+                    "refused a snapshot stream of {bytes} bytes from {from}: {busy} bytes of \
+                     other snapshots are being received, and at most \
+                     {SNAPSHOT_BYTES_IN_FLIGHT_MAX} are held at once; the leader sends it \
+                     again later ({skipped} more such refusals since the last line were not \
+                     logged)"
+                );
+            }
+            return None;
+        }
+        *used += bytes;
+        Some(SnapshotReservation {
+            bytes,
+            used: Arc::clone(&self.snapshot_bytes),
+        })
     }
 
     /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
@@ -1028,8 +1099,23 @@ where
             stepped
         }
     };
-    let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
-    while let Some(f) = frame::read(&mut r).await? {
+    // A snapshot being reassembled: its header, announced length, data so far, and its
+    // share of the node-wide budget.
+    let mut snapshot: Option<(Message, u64, Vec<u8>, SnapshotReservation)> = None;
+    loop {
+        let next = if snapshot.is_some() {
+            tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, frame::read(&mut r))
+                .await
+                .map_err(|_| {
+                    frame::FrameError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("a snapshot stream stopped for {SNAPSHOT_CHUNK_TIMEOUT:?}"),
+                    ))
+                })??
+        } else {
+            frame::read(&mut r).await?
+        };
+        let Some(f) = next else { break };
         match (f, snapshot.take()) {
             (Frame::Message(m), None) => {
                 if m.from != from {
@@ -1049,17 +1135,23 @@ where
                 if data_bytes > SNAPSHOT_BYTES_MAX || message.from != from {
                     return Err(protocol("snapshot too large or from another node"));
                 }
+                let Some(reservation) = transport.reserve_snapshot(from, data_bytes) else {
+                    // Refused (and logged): closing the connection makes the sender report
+                    // the snapshot undelivered, and the leader retries it later.
+                    return Ok(());
+                };
                 let capacity = data_bytes.min(SNAPSHOT_CHUNK_BYTES as u64 * 64) as usize;
-                snapshot = Some((message, data_bytes, Vec::with_capacity(capacity)));
+                let data = Vec::with_capacity(capacity);
+                snapshot = Some((message, data_bytes, data, reservation));
             }
-            (Frame::SnapshotChunk(chunk), Some((message, total, mut data))) => {
+            (Frame::SnapshotChunk(chunk), Some((message, total, mut data, reservation))) => {
                 if data.len() as u64 + chunk.len() as u64 > total {
                     return Err(protocol("snapshot chunks longer than announced"));
                 }
                 data.extend_from_slice(&chunk);
-                snapshot = Some((message, total, data));
+                snapshot = Some((message, total, data, reservation));
             }
-            (Frame::SnapshotEnd, Some((mut message, total, data))) => {
+            (Frame::SnapshotEnd, Some((mut message, total, data, _reservation))) => {
                 if data.len() as u64 != total {
                     return Err(protocol("snapshot shorter than announced"));
                 }
@@ -1669,6 +1761,89 @@ mod tests {
             matches!(&ended, Err(frame::FrameError::Io(e)) if e.kind() == io::ErrorKind::TimedOut),
             "{ended:?}"
         );
+    }
+
+    /// Calls node 2 as `from` (of its cluster) and announces a snapshot of `data_bytes`
+    /// bytes, of which it sends one chunk. Returns the caller's end and the serving task.
+    async fn begin_snapshot(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        data_bytes: u64,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_connection(
+            theirs,
+            node.clone(),
+            Arc::clone(transport),
+        ));
+        let hello = Frame::Hello {
+            from,
+            addr: format!("{from}"),
+            cluster: CLUSTER_A,
+        };
+        let begin = Frame::SnapshotBegin {
+            message: Message {
+                from,
+                to: NodeId(2),
+                term: Term(5),
+                body: MessageBody::InstallSnapshot {
+                    snapshot: core::Snapshot::default(),
+                },
+            },
+            data_bytes,
+        };
+        let chunk = Frame::SnapshotChunk(Bytes::from_static(b"the first bytes"));
+        for f in [hello, begin, chunk] {
+            frame::write(&mut caller, &f).await.expect("written");
+        }
+        caller.flush().await.expect("flushed");
+        (BufReader::new(caller), served)
+    }
+
+    /// Bytes of snapshot data node 2's transport holds reserved now.
+    fn reserved(transport: &PeerTransport<Duplexes>) -> u64 {
+        *transport.snapshot_bytes.lock().expect(PEERS_LOCK)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshot_streams_share_one_budget_and_a_stalled_one_gives_its_share_back() {
+        // Given node 2, receiving from member 1 a snapshot stream that claims the whole
+        // budget and has sent its first chunk,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (_first, first_served) =
+            begin_snapshot(&node, &transport, NodeId(1), SNAPSHOT_BYTES_IN_FLIGHT_MAX).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reserved(&transport), SNAPSHOT_BYTES_IN_FLIGHT_MAX);
+        // when member 3 starts a small snapshot stream on another connection,
+        let (_second, second_served) = begin_snapshot(&node, &transport, NodeId(3), 1024).await;
+        // then that stream is refused: its connection ends at once, holding nothing,
+        let ended = tokio::time::timeout(Duration::from_secs(1), second_served)
+            .await
+            .expect("refused at once")
+            .expect("the server task ends");
+        assert!(ended.is_ok(), "a refusal is a normal end: {ended:?}");
+        assert_eq!(reserved(&transport), SNAPSHOT_BYTES_IN_FLIGHT_MAX);
+        // and when the first stream sends nothing more, its connection is closed once the
+        // chunk timeout has passed, and its share of the budget is given back,
+        let ended = tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT * 2, first_served)
+            .await
+            .expect("closed in time")
+            .expect("the server task ends");
+        assert!(
+            matches!(&ended, Err(frame::FrameError::Io(e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{ended:?}"
+        );
+        assert_eq!(reserved(&transport), 0);
+        // so that member 3's stream, tried again, is taken.
+        let (_again, again_served) = begin_snapshot(&node, &transport, NodeId(3), 1024).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reserved(&transport), 1024);
+        assert!(!again_served.is_finished());
     }
 
     /// Opens a TCP connection to `addr` as member 1 and sends its Hello and a heartbeat.
