@@ -18,7 +18,10 @@
 //! removed and that is not a member again ([`PeerTransport::set_removed`]), and, while its node
 //! follows a leader, any other caller that is neither a member of its latest configuration nor
 //! a joiner it expects ([`PeerTransport::expect_peers`]): it writes one `Refused` frame,
-//! closes, and steps its node with nothing from that connection. Every message on a served
+//! closes, and steps its node with nothing from that connection. A caller served only because
+//! its node knows no leader is a stranger: its messages may raise the node's term only a
+//! little, and only while the node follows no leader ([`Node::step_from_stranger`]). Every
+//! message on a served
 //! connection must name the Hello's caller as its sender; one that names another closes the
 //! connection. The opener
 //! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
@@ -626,7 +629,10 @@ impl<N: Network> PeerTransport<N> {
     ///   member added while it was away (or partitioned) is unknown to it, and if that member
     ///   now leads, only it can bring this node's log, and with it the configuration, up to
     ///   date (a blank joiner, or a joiner restarted before its log arrived, is the extreme
-    ///   case). Refusing it would leave this node out of the cluster for good;
+    ///   case). Refusing it would leave this node out of the cluster for good. Its messages
+    ///   are stepped as a stranger's, which may raise the term only a little, and only while
+    ///   the node follows no leader ([`Node::step_from_stranger`]): a forger in this window
+    ///   cannot take the node to a far term, nor climb once the node follows someone;
     /// - anyone else, while this node follows a leader: as not a member, once the
     ///   configuration has not come to include it within [`MEMBERSHIP_GRACE`].
     async fn refusal_for<O: Send + 'static>(
@@ -724,6 +730,14 @@ impl<N: Network> PeerTransport<N> {
             bytes,
             used: Arc::clone(&self.snapshot_bytes),
         })
+    }
+
+    /// Whether `from` is a stranger to `node`: neither a member of its latest configuration
+    /// nor a joiner it expects. Such a caller is served only while the node knows no leader
+    /// (see `refusal_for`), and its messages are stepped with [`Node::step_from_stranger`].
+    fn is_stranger<O: Send + 'static>(&self, from: NodeId, node: &Node<O>) -> bool {
+        !node.with_status(|s| s.configuration.contains(from))
+            && !self.expected.lock().expect(PEERS_LOCK).contains(&from)
     }
 
     /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
@@ -1089,12 +1103,20 @@ where
     };
     // Stepping waits while the node's queue is full; meanwhile the acknowledgements say
     // "busy", so the sender does not take the pause for a dead connection.
+    // A caller served only because the node knew no leader stays a stranger until the
+    // configuration names it, and the node takes its messages with a tighter term check:
+    // asked again at each message, as the configuration may have come to include it.
     let step = |m: Message| {
         let node = node.clone();
         let busy = Arc::clone(&busy);
+        let stranger = transport.is_stranger(from, &node);
         async move {
             busy.store(true, Ordering::Release);
-            let stepped = node.step(m).await;
+            let stepped = if stranger {
+                node.step_from_stranger(m).await
+            } else {
+                node.step(m).await
+            };
             busy.store(false, Ordering::Release);
             stepped
         }
@@ -1528,6 +1550,20 @@ mod tests {
         BufReader<DuplexStream>,
         tokio::task::JoinHandle<Result<(), frame::FrameError>>,
     ) {
+        call_node2_at(node, transport, from, cluster, Term(5)).await
+    }
+
+    /// [`call_node2`] with a heartbeat of `term`.
+    async fn call_node2_at(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        cluster: ClusterId,
+        term: Term,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
         let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
         let served = tokio::spawn(serve_connection(
             theirs,
@@ -1540,7 +1576,7 @@ mod tests {
             cluster,
         };
         frame::write(&mut caller, &hello).await.expect("written");
-        let message = Frame::Message(heartbeat_from(from, Term(5)));
+        let message = Frame::Message(heartbeat_from(from, term));
         frame::write(&mut caller, &message).await.expect("written");
         caller.flush().await.expect("flushed");
         (BufReader::new(caller), served)
@@ -1662,6 +1698,40 @@ mod tests {
         );
         assert_eq!(settled_term(&node).await, Term(5));
         assert_eq!(node.status().leader, Some(NodeId(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fake_leader_far_ahead_is_not_followed_by_a_node_that_knows_no_leader() {
+        // Given node 2 in term 1 that follows no leader (it just started),
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        assert_eq!((node.status().term, node.status().leader), (Term(1), None));
+        // when node 12345, which no configuration names, calls with the right cluster id and
+        // a heartbeat 5,000 terms ahead (within the bound for members),
+        let forged = Term(1 + 5_000);
+        let (mut stranger, _served) =
+            call_node2_at(&node, &transport, NodeId(12345), CLUSTER_A, forged).await;
+        // then it is served (it might have been a real leader this node does not know yet),
+        assert!(
+            matches!(answer(&mut stranger).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        // but its heartbeat is refused: the node keeps its term and follows no one.
+        assert_eq!(settled_term(&node).await, Term(1));
+        assert_eq!(node.status().leader, None);
+
+        // Given then that node 2 follows member 1 in term 5,
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        // when the stranger, still connected, sends a heartbeat one term ahead,
+        let next = Frame::Message(heartbeat_from(NodeId(12345), Term(6)));
+        frame::write(stranger.get_mut(), &next)
+            .await
+            .expect("written");
+        stranger.get_mut().flush().await.expect("flushed");
+        // then that too is refused: a node that follows a leader is moved on only by members.
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
     }
 
     #[tokio::test(start_paused = true)]
