@@ -735,9 +735,14 @@ impl<N: Network> PeerTransport<N> {
     /// Whether `from` is a stranger to `node`: neither a member of its latest configuration
     /// nor a joiner it expects. Such a caller is served only while the node knows no leader
     /// (see `refusal_for`), and its messages are stepped with [`Node::step_from_stranger`].
+    /// A node whose configuration is empty (a joiner restarted before its log arrived, which
+    /// no longer knows whom it expected) has no stranger: it knows no member to learn the
+    /// term from, and no state to protect, so only a leader can bring it in, whatever its term.
     fn is_stranger<O: Send + 'static>(&self, from: NodeId, node: &Node<O>) -> bool {
-        !node.with_status(|s| s.configuration.contains(from))
-            && !self.expected.lock().expect(PEERS_LOCK).contains(&from)
+        let unknown = node.with_status(|s| {
+            !s.configuration.contains(from) && !s.configuration.members().is_empty()
+        });
+        unknown && !self.expected.lock().expect(PEERS_LOCK).contains(&from)
     }
 
     /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
@@ -1491,18 +1496,20 @@ mod tests {
     /// only when a message moves it. The one place these tests build a node (the store's API
     /// is the part most likely to change under them).
     fn node2(also_learners: &[NodeId]) -> Node<()> {
-        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
         let mut learners: BTreeSet<NodeId> = also_learners.iter().copied().collect();
         learners.insert(NodeId(2));
+        node2_of(Configuration {
+            voters: [NodeId(1), NodeId(3)].into(),
+            learners,
+            ..Configuration::default()
+        })
+    }
+
+    /// A running node 2 in term 1 whose configuration is `configuration`.
+    fn node2_of(configuration: Configuration) -> Node<()> {
+        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = store_in_term_1(
-            wal,
-            Configuration {
-                voters: [NodeId(1), NodeId(3)].into(),
-                learners,
-                ..Configuration::default()
-            },
-        );
+        let store = store_in_term_1(wal, configuration);
         let config = NodeConfig {
             raft: core::Config::new(NodeId(2)),
             tick: Duration::from_millis(10),
@@ -1732,6 +1739,22 @@ mod tests {
         // then that too is refused: a node that follows a leader is moved on only by members.
         assert_eq!(settled_term(&node).await, Term(5));
         assert_eq!(node.status().leader, Some(NodeId(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_with_no_configuration_follows_a_leader_far_ahead() {
+        // Given node 2 in term 1 whose configuration is empty: a joiner restarted before its
+        // log arrived, which no longer knows whom it expected,
+        let node = node2_of(Configuration::default());
+        let transport = node2_transport(CLUSTER_A);
+        // when the leader of a long-lived cluster calls, 5,000 terms ahead,
+        let far = Term(1 + 5_000);
+        let (mut leader, _served) =
+            call_node2_at(&node, &transport, NodeId(5), CLUSTER_A, far).await;
+        // then it is followed: only that leader can bring the node in.
+        assert!(matches!(answer(&mut leader).await, Some(Frame::Ack { .. })));
+        assert_eq!(settled_term(&node).await, far);
+        assert_eq!(node.status().leader, Some(NodeId(5)));
     }
 
     #[tokio::test(start_paused = true)]
