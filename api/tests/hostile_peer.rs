@@ -413,3 +413,124 @@ fn random_and_mutated_frames_for_a_few_seconds_leave_the_cluster_serving() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Raises this test process's own soft descriptor limit to its hard limit: the flood test
+/// holds more than a thousand sockets.
+fn raise_own_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}
+
+/// Starts `p` as [`Proc::start`] does, but under `ulimit -n limit` (through `sh -c`).
+fn start_under_fd_limit(p: &mut Proc, limit: u64) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p.log)
+        .expect("open the node's log file");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_raftkv"))
+        .args([
+            "--node-id",
+            &p.name,
+            "--raft-addr",
+            &p.raft,
+            "--http-addr",
+            &p.http,
+        ])
+        .arg("--data-dir")
+        .arg(&p.dir)
+        .args(&p.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log));
+    p.child = Some(cmd.spawn().expect("start raftkv under sh"));
+}
+
+/// Whether the node closed `stream` (end of stream or reset), reading away what it sent.
+fn closed_by_node(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn more_idle_connections_to_the_raft_port_than_descriptors_are_capped_and_the_wal_keeps_writing() {
+    raise_own_fd_limit();
+    const NODE_FD_LIMIT: u64 = 1024;
+    const IDLE_CONNECTIONS: usize = 1100;
+    let root = tempfile::tempdir().unwrap();
+    // Given a single node under `ulimit -n 1024`, whose WAL opens a new segment file every few
+    // writes (4 KiB segments, no snapshot to close them),
+    let mut node = Proc::configure(
+        "n1",
+        root.path(),
+        None,
+        &common::SMALL_SEGMENTS_NO_SNAPSHOTS,
+    );
+    node.extra.push("--bootstrap".into());
+    start_under_fd_limit(&mut node, NODE_FD_LIMIT);
+    wait_until("n1 leads", || ready(&node));
+    let cluster = cluster_of(&node);
+    let member = node_id_for_name("n1");
+    // when 1,100 connections to its Raft port are opened, each says a correct Hello (with
+    // the member's id: nothing authenticates it), and all are left idle,
+    let greeting = encoded(&[hello(member, cluster)]);
+    let mut idle = Vec::new();
+    let mut connect_failures = 0;
+    for _ in 0..IDLE_CONNECTIONS {
+        match TcpStream::connect(&node.raft) {
+            Ok(mut s) => {
+                let _ = s.write_all(&greeting);
+                idle.push(s);
+            }
+            Err(_) => connect_failures += 1,
+        }
+    }
+    // then at most PEER_CONNECTIONS_MAX of them are served, the rest closed,
+    std::thread::sleep(Duration::from_secs(1));
+    let closed = idle.iter_mut().map(closed_by_node).filter(|c| *c).count();
+    let served = idle.len() - closed;
+    println!(
+        "{IDLE_CONNECTIONS} idle Raft-port connections under ulimit -n {NODE_FD_LIMIT}: \
+         {served} served, {closed} closed by the node, {connect_failures} could not connect"
+    );
+    assert!(
+        served <= raft::transport::PEER_CONNECTIONS_MAX,
+        "{served} served"
+    );
+    // and writes go on, across many new WAL segments, on new client connections, while the
+    // served ones are still held;
+    let value = "x".repeat(200);
+    for i in 0..150 {
+        let (status, body) = node.put(&format!("k{i}"), &value);
+        assert_eq!(status, 200, "write {i} during the flood: {body}");
+    }
+    assert_eq!(node.get("/health").0, 200);
+    let log = node.log_text();
+    assert!(log.contains("peer connections are open"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+    // and once they close, everything written is there.
+    drop(idle);
+    for i in 0..150 {
+        let (status, body) = node.get(&format!("/keys/k{i}"));
+        assert_eq!(status, 200, "k{i}: {body}");
+    }
+    assert!(ready(&node));
+}

@@ -32,9 +32,17 @@ use crate::config::ServerSection;
 /// File descriptors kept out of the clients' reach for everything else the node opens: the
 /// runtime (epoll, event fds), the listeners, standard streams, the data directory's lock and
 /// hard-state file, snapshot files being written or sent, directory syncs, and peer
-/// connections (two per peer, plus snapshot streams). The WAL's segment files are counted
-/// apart, as they are open now.
+/// connections (at most `raft::transport::PEER_CONNECTIONS_MAX` inbound and
+/// `LEARNED_PEERS_MAX` outbound, checked below to take at most half of it). The WAL's
+/// segment files are counted apart, as they are open now.
 pub const FD_RESERVE: u64 = 256;
+// The peer port's sockets (inbound connections, and a sender's socket per known peer) must
+// leave at least half of the reserve to everything else it counts.
+const _: () = assert!(
+    (raft::transport::PEER_CONNECTIONS_MAX + raft::transport::LEARNED_PEERS_MAX) as u64
+        <= FD_RESERVE / 2,
+    "the peer port's connection bounds must fit in half of FD_RESERVE"
+);
 /// File descriptors one client connection may hold: its own socket, and a second one while a
 /// follower forwards its request to the leader.
 pub const FDS_PER_CLIENT: u64 = 2;

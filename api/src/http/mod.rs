@@ -227,6 +227,7 @@ impl ApiError {
             | Core::SnapshotOutOfDate { .. }
             | Core::CommittedConflict { .. }
             | Core::TermJump { .. }
+            | Core::StrangerTerm { .. }
             | Core::Malformed { .. }
             | Core::Config(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

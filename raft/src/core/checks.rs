@@ -5,7 +5,9 @@
 //! The checks are of two kinds, both applied in [`Raft::step`](super::Raft::step) before the
 //! term is looked at, so that a refused message changes nothing at all:
 //! - the term: at most [`TERM_JUMP_MAX`] above this node's and never above [`TERM_MAX`]
-//!   (a term, once adopted, is durable and never goes back);
+//!   (a term, once adopted, is durable and never goes back); from a stranger (a sender the
+//!   configuration lacks, served only while this node knows no leader), at most
+//!   [`STRANGER_TERM_JUMP_MAX`] above, and only while this node follows no leader;
 //! - the shape: every index and term a message carries is one a correct sender could have
 //!   produced (contiguous entries, no entry newer than its leader's term, indexes far from
 //!   overflow, a snapshot's membership that holds its invariants).
@@ -15,8 +17,8 @@
 
 use super::errors::Error;
 use super::message::{Message, MessageBody};
-use super::raft::TERM_JUMP_MAX;
-use super::types::{LOG_INDEX_MAX, TERM_MAX, Term};
+use super::raft::{STRANGER_TERM_JUMP_MAX, TERM_JUMP_MAX};
+use super::types::{LOG_INDEX_MAX, NodeId, TERM_MAX, Term};
 
 /// Refuses a message whose term this node must not adopt.
 pub(crate) fn check_term(m: &Message, current: Term) -> Result<(), Error> {
@@ -26,6 +28,28 @@ pub(crate) fn check_term(m: &Message, current: Term) -> Result<(), Error> {
             from: m.from,
             term: m.term,
             current,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a stranger's message (see [`Raft::step_from_stranger`](super::Raft::step_from_stranger))
+/// that would raise this node's term by more than [`STRANGER_TERM_JUMP_MAX`], or at all while
+/// this node follows `leader`.
+pub(crate) fn check_stranger_term(
+    m: &Message,
+    current: Term,
+    leader: Option<NodeId>,
+) -> Result<(), Error> {
+    if m.term <= current {
+        return Ok(());
+    }
+    if leader.is_some() || m.term.0 - current.0 > STRANGER_TERM_JUMP_MAX {
+        return Err(Error::StrangerTerm {
+            from: m.from,
+            term: m.term,
+            current,
+            leader,
         });
     }
     Ok(())
@@ -220,6 +244,69 @@ mod tests {
             Err(other) => panic!("unexpected error: {other}"),
             Ok(_) => panic!("a node started on a term it can never increment"),
         }
+    }
+
+    #[test]
+    fn a_stranger_may_raise_the_term_of_a_leaderless_node_only_by_a_few_terms() {
+        // Given a follower that knows no leader (it just started),
+        let mut node = node1();
+        let start = node.term().0;
+        assert_eq!(node.leader(), None);
+        // when a stranger (node 12345, not in its configuration) sends a heartbeat 5,000
+        // terms ahead (well within the bound for members), then it is refused and changes
+        // nothing: the node neither takes the term nor follows the stranger,
+        let forged = node.step_from_stranger(heartbeat(12345, start + 5_000));
+        assert!(
+            matches!(
+                forged,
+                Err(Error::StrangerTerm {
+                    from: NodeId(12345),
+                    leader: None,
+                    ..
+                })
+            ),
+            "{forged:?}"
+        );
+        let one_past =
+            node.step_from_stranger(heartbeat(12345, start + STRANGER_TERM_JUMP_MAX + 1));
+        assert!(
+            matches!(one_past, Err(Error::StrangerTerm { .. })),
+            "{one_past:?}"
+        );
+        assert_eq!(node.term(), Term(start));
+        assert_eq!(node.leader(), None);
+        // while a stranger a few terms ahead (a member that joined and came to lead while
+        // this node was away) is followed: only it can bring this node up to date.
+        node.step_from_stranger(heartbeat(5, start + STRANGER_TERM_JUMP_MAX))
+            .expect("within the stranger's bound");
+        assert_eq!(node.term(), Term(start + STRANGER_TERM_JUMP_MAX));
+        assert_eq!(node.leader(), Some(NodeId(5)));
+    }
+
+    #[test]
+    fn a_stranger_cannot_move_a_node_that_follows_a_leader_to_a_new_term() {
+        // Given a follower of leader 2 in its term,
+        let mut node = node1();
+        let term = node.term().0 + 1;
+        node.step(heartbeat(2, term)).expect("a member's heartbeat");
+        assert_eq!(node.leader(), Some(NodeId(2)));
+        // when a stranger (even the stranger it follows, were it one) sends a heartbeat just
+        // one term ahead, then it is refused: step by step it could otherwise climb anywhere,
+        let refused = node.step_from_stranger(heartbeat(12345, term + 1));
+        assert!(
+            matches!(
+                refused,
+                Err(Error::StrangerTerm {
+                    leader: Some(NodeId(2)),
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!((node.term(), node.leader()), (Term(term), Some(NodeId(2))));
+        // while a stranger's message in the node's own term is stepped as any other.
+        node.step_from_stranger(heartbeat(2, term))
+            .expect("no term raised");
     }
 
     #[test]

@@ -109,6 +109,32 @@ pub enum Error {
         /// This node's term, kept.
         current: Term,
     },
+    /// A stranger's message (from a sender this node's configuration does not have, served
+    /// only because this node knows no leader) would raise this node's term by more than
+    /// [`STRANGER_TERM_JUMP_MAX`](super::raft::STRANGER_TERM_JUMP_MAX), or at all while this
+    /// node follows a leader. The message is dropped and the node keeps its term.
+    #[error(
+        "refused a message from {from} at term {}: {from} is not in this node's configuration, and this node, at term {}, {}; if {from} is a real member that joined while this node was away, this node learns the term from the members it knows and then follows it",
+        term.0,
+        current.0,
+        match leader {
+            Some(leader) => format!("follows leader {leader}: only a member may move it to a new term"),
+            None => format!(
+                "takes a term at most {} ahead from a caller it does not know",
+                super::raft::STRANGER_TERM_JUMP_MAX
+            ),
+        }
+    )]
+    StrangerTerm {
+        /// The sender.
+        from: NodeId,
+        /// The term the message claimed.
+        term: Term,
+        /// This node's term, kept.
+        current: Term,
+        /// The leader this node follows, if any.
+        leader: Option<NodeId>,
+    },
     /// A peer's message is not one a correct node sends (indexes out of order, an entry newer
     /// than its leader's term, an invalid configuration in a snapshot...). It is dropped
     /// before it changes anything.
@@ -181,6 +207,7 @@ impl Error {
     pub fn refused_peer(&self) -> Option<(NodeId, &'static str)> {
         match self {
             Error::TermJump { from, .. } => Some((*from, "term_jump")),
+            Error::StrangerTerm { from, .. } => Some((*from, "stranger_term")),
             Error::Malformed { from, .. } => Some((*from, "malformed")),
             Error::CommittedConflict { leader, .. } => Some((*leader, "committed_conflict")),
             _ => None,

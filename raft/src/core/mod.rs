@@ -75,7 +75,7 @@ pub use membership::{ConfChange, ConfChangeKind, ConfChangeSingle, Configuration
 pub use message::{
     Entry, EntryPayload, HardState, Message, MessageBody, Snapshot, SnapshotMetadata,
 };
-pub use raft::{EntryId, Raft, Role, SoftState, TERM_JUMP_MAX};
+pub use raft::{EntryId, Raft, Role, STRANGER_TERM_JUMP_MAX, SoftState, TERM_JUMP_MAX};
 pub use read_index::ReadState;
 pub use ready::Ready;
 pub use storage::{InitialState, MemStorage, Storage};

@@ -34,6 +34,15 @@ use super::types::{LogIndex, NodeId, Term};
 /// driver logs naming the sender; an operator who sees that line about a real member re-adds
 /// this node, which has fallen too far behind to rejoin by itself.
 pub const TERM_JUMP_MAX: u64 = 10_000;
+/// The most a stranger's message may raise this node's term: a stranger is a caller the
+/// driver serves although this node's configuration does not have it (this node knows no
+/// leader, and may be the one that is behind: a member added while it was away, now leading,
+/// is unknown to it). Such a leader is only as many terms ahead as the elections this node
+/// missed, while a forger can pick any term under [`TERM_JUMP_MAX`]; and a stranger may raise
+/// the term only while this node follows no leader, so that it cannot climb step by step.
+/// A node further behind learns the term first from the members it knows (their answers to
+/// its pre-votes carry it), and then takes the stranger's. See [`Raft::step_from_stranger`].
+pub const STRANGER_TERM_JUMP_MAX: u64 = 100;
 
 /// The role of a node (paper §5.1, plus the pre-candidate of dissertation §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,6 +377,16 @@ impl<S: Storage> Raft<S> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Processes a message from a stranger: a sender this node's configuration does not have
+    /// (nor a joiner it expects), which the driver serves only because this node knows no
+    /// leader. It is [`Raft::step`] with a tighter term check: such a message may raise the
+    /// term by at most [`STRANGER_TERM_JUMP_MAX`], and only while this node follows no leader;
+    /// otherwise it is refused with [`Error::StrangerTerm`] and changes nothing.
+    pub fn step_from_stranger(&mut self, m: Message) -> Result<(), Error> {
+        super::checks::check_stranger_term(&m, self.term, self.leader)?;
+        self.step(m)
     }
 
     /// A message from a higher term. Returns whether to go on processing it.

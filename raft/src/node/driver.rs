@@ -270,9 +270,9 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// Returns true when the loop must stop.
     async fn handle(&mut self, event: Event<M::Output>) -> bool {
         match event {
-            Event::Step(message) => {
+            Event::Step(message, sender) => {
                 if let Some(message) = self.check_snapshot_data(message) {
-                    self.step(message);
+                    self.step(message, sender);
                 }
             }
             Event::Propose(_, reply) if self.refuses_for_space().is_some() => {
@@ -346,8 +346,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// Steps the core with a peer's message. A message the core refuses because of what its
     /// sender put in it is logged naming the sender, once per interval per peer and kind (a
     /// forger, or a broken peer, may send thousands).
-    fn step(&mut self, message: crate::core::Message) {
-        match self.raft.step(message) {
+    fn step(&mut self, message: crate::core::Message, sender: super::Sender) {
+        let stepped = match sender {
+            super::Sender::Known => self.raft.step(message),
+            super::Sender::Stranger => self.raft.step_from_stranger(message),
+        };
+        match stepped {
             Ok(()) => {}
             Err(e @ crate::core::Error::CommittedConflict { .. }) => {
                 error!(node = %names::of(self.raft.id()), error = %e, "a leader broke Raft's rules");

@@ -204,9 +204,20 @@ pub struct Status {
     pub alarm: Option<String>,
 }
 
+/// Who sent a peer's message, as far as the transport can tell: it decides how far the
+/// message may move this node's term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sender {
+    /// A member of this node's configuration, or a joiner it expects.
+    Known,
+    /// Anyone else, served only while this node knows no leader (see
+    /// [`Raft::step_from_stranger`](crate::core::Raft::step_from_stranger)).
+    Stranger,
+}
+
 /// A request into the loop.
 pub(crate) enum Event<O> {
-    Step(Message),
+    Step(Message, Sender),
     Propose(Bytes, oneshot::Sender<Result<O, NodeError>>),
     ConfChange(ConfChange, oneshot::Sender<Result<LogIndex, NodeError>>),
     ReadIndex(oneshot::Sender<Result<LogIndex, NodeError>>),
@@ -287,10 +298,22 @@ impl<O: Send + 'static> Node<O> {
         self.ask(Event::SnapshotNow).await
     }
 
-    /// Hands the node a message from a peer (the transport's inbound side).
+    /// Hands the node a message from a peer (the transport's inbound side): a member of its
+    /// configuration, or a joiner it expects.
     pub async fn step(&self, message: Message) -> Result<(), NodeError> {
         self.events
-            .send(Event::Step(message))
+            .send(Event::Step(message, Sender::Known))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Hands the node a message from a stranger: a peer its configuration does not have, nor
+    /// a joiner it expects, served only because the node knows no leader. Such a message may
+    /// raise the node's term only a little, and only while it follows no leader (see
+    /// [`Raft::step_from_stranger`](crate::core::Raft::step_from_stranger)).
+    pub async fn step_from_stranger(&self, message: Message) -> Result<(), NodeError> {
+        self.events
+            .send(Event::Step(message, Sender::Stranger))
             .await
             .map_err(|_| NodeError::Stopped)
     }

@@ -18,12 +18,22 @@
 //! removed and that is not a member again ([`PeerTransport::set_removed`]), and, while its node
 //! follows a leader, any other caller that is neither a member of its latest configuration nor
 //! a joiner it expects ([`PeerTransport::expect_peers`]): it writes one `Refused` frame,
-//! closes, and steps its node with nothing from that connection. Every message on a served
+//! closes, and steps its node with nothing from that connection. A caller served only because
+//! its node knows no leader is a stranger: its messages may raise the node's term only a
+//! little, and only while the node follows no leader ([`Node::step_from_stranger`]). Every
+//! message on a served
 //! connection must name the Hello's caller as its sender; one that names another closes the
 //! connection. The opener
 //! hands each refusal to its server ([`TransportReport::Refused`]), which can tell the operator
 //! or stop the node, and tries again only after [`RECONNECT_BACKOFF_MAX`] (the peer may be
 //! fixed). Both sides log a refusal at most once per [`REFUSAL_LOG_INTERVAL`] per peer and kind.
+//!
+//! What a caller can hold is bounded before anyone knows who it is: at most
+//! [`PEER_CONNECTIONS_MAX`] inbound connections are served at once (one more is closed
+//! unread), and one that sends no Hello within [`HELLO_TIMEOUT`] is closed. Snapshot streams
+//! being reassembled hold at most [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] between them (a stream that
+//! would pass it is refused by closing its connection), and one that stops moving for
+//! [`SNAPSHOT_CHUNK_TIMEOUT`] is dropped with what it held.
 //!
 //! Sockets are behind the [`Network`] trait, so the same code runs over tokio's TCP in
 //! production and over turmoil's simulated TCP in the simulations.
@@ -95,9 +105,35 @@ pub const MEMBERSHIP_GRACE: Duration = Duration::from_millis(500);
 pub const EXPECTED_PEERS_MAX: usize = 1024;
 /// The most peers whose address a node learns from callers' Hellos (rather than from the
 /// replicated address book). A node that knows no leader serves callers it has never heard
-/// of (see `refusal_for`), and each one learned costs a sender task: beyond this many, a new
-/// caller's address is not learned (the address book still brings every real member's).
-pub const LEARNED_PEERS_MAX: usize = 1024;
+/// of (see `refusal_for`), and each one learned costs a sender task, and with it a socket
+/// while it is connected: beyond this many known peers, a new caller's address is not learned
+/// (the address book still brings every real member's). With [`PEER_CONNECTIONS_MAX`] it
+/// bounds the file descriptors the peer port can take: 128, half of the server's reserve
+/// beside its clients (`FD_RESERVE` in the api crate), which is checked at compile time there.
+pub const LEARNED_PEERS_MAX: usize = 64;
+/// The most inbound peer connections served at once, those still waiting for their Hello
+/// included. A real cluster needs one per peer (two for a moment while a peer replaces its
+/// connection); anything beyond is someone holding sockets open, and each would take a file
+/// descriptor the WAL may need. A connection over the cap is closed at once, unread.
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+/// How long an inbound connection may take to send its Hello. A real peer writes it the
+/// moment it connects; a caller that sends nothing must not hold one of the
+/// [`PEER_CONNECTIONS_MAX`] slots for ever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most bytes of snapshot data this node reassembles at once, over all its inbound
+/// connections: each stream reserves the length its `SnapshotBegin` announces, and one that
+/// would pass the budget is refused (its connection closed, so that its sender reports it
+/// undelivered and the leader sends it again later). As large as the largest snapshot
+/// accepted ([`SNAPSHOT_BYTES_MAX`]), so that any one snapshot can be received: a leader sends
+/// a node one at a time. Without it, every connection could buffer that much.
+pub const SNAPSHOT_BYTES_IN_FLIGHT_MAX: u64 = SNAPSHOT_BYTES_MAX;
+/// How long a snapshot stream may go without its next frame before its connection is closed
+/// and its reservation of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] given back: a sender writes the
+/// chunks back to back, and a stream that stopped moving must not hold the budget for ever.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest time between two log lines about inbound peer connections closed because
+/// [`PEER_CONNECTIONS_MAX`] were open; each line says how many were left out before it.
+pub const OVER_CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The shortest time between two log lines about peer connections closed on a bad frame
 /// (undecodable, out of order, or a message naming another sender than the Hello did). The
 /// caller of such a connection is not known to be anyone, so these lines are limited
@@ -463,11 +499,60 @@ pub struct PeerTransport<N: Network> {
     /// The last time a connection closed on a bad frame was logged, and how many were not
     /// logged since.
     bad_frames_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
+    /// Slots for inbound connections: [`PEER_CONNECTIONS_MAX`] of them.
+    inbound_slots: Arc<tokio::sync::Semaphore>,
+    /// The last time a connection closed over the cap was logged, and how many were not
+    /// logged since.
+    over_cap_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
+    /// Bytes of snapshot data reserved by the streams being reassembled now (at most
+    /// [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`]).
+    snapshot_bytes: Arc<Mutex<u64>>,
+    /// The last time a snapshot stream refused for the budget was logged, and how many were
+    /// not logged since.
+    snapshot_refusals_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
     /// The acceptor's refusal log lines, rate-limited.
     refusals_logged: RefusalLog,
 }
 
 const PEERS_LOCK: &str = "the peer table lock is never held across a panic";
+
+/// Whether a line of a kind limited to one per `interval` may be logged now: if so, returns
+/// how many were left out since the last one and notes the time; if not, counts one more left
+/// out. `state` is (when last logged, how many left out since).
+fn rate_limited(
+    state: &Mutex<(Option<tokio::time::Instant>, u64)>,
+    interval: Duration,
+) -> Option<u64> {
+    let now = tokio::time::Instant::now();
+    let mut state = state.lock().expect(PEERS_LOCK);
+    let (last, skipped) = &mut *state;
+    if last.is_some_and(|at| now.duration_since(at) < interval) {
+        *skipped += 1;
+        return None;
+    }
+    *last = Some(now);
+    Some(std::mem::take(skipped))
+}
+
+/// Bytes of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] held by one snapshot stream being reassembled;
+/// given back when dropped, however the stream ends.
+struct SnapshotReservation {
+    bytes: u64,
+    used: Arc<Mutex<u64>>,
+}
+
+impl Drop for SnapshotReservation {
+    fn drop(&mut self) {
+        let mut used = self.used.lock().expect(PEERS_LOCK);
+        *used = used
+            .checked_sub(self.bytes)
+            .expect("a reservation gives back only what it took");
+    }
+}
+
+/// One of the [`PEER_CONNECTIONS_MAX`] inbound connection slots; given back when dropped, so
+/// a connection that ends however it ends frees its slot.
+pub struct InboundSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl<N: Network> PeerTransport<N> {
     /// A transport for node `id` of `cluster`, listening at `addr`. The receiver gets the
@@ -490,6 +575,10 @@ impl<N: Network> PeerTransport<N> {
             removed: Mutex::new(HashMap::new()),
             expected: Mutex::new(std::collections::BTreeSet::new()),
             bad_frames_logged: Mutex::new((None, 0)),
+            inbound_slots: Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX)),
+            over_cap_logged: Mutex::new((None, 0)),
+            snapshot_bytes: Arc::new(Mutex::new(0)),
+            snapshot_refusals_logged: Mutex::new((None, 0)),
             refusals_logged: RefusalLog::default(),
         });
         (transport, rx)
@@ -540,7 +629,10 @@ impl<N: Network> PeerTransport<N> {
     ///   member added while it was away (or partitioned) is unknown to it, and if that member
     ///   now leads, only it can bring this node's log, and with it the configuration, up to
     ///   date (a blank joiner, or a joiner restarted before its log arrived, is the extreme
-    ///   case). Refusing it would leave this node out of the cluster for good;
+    ///   case). Refusing it would leave this node out of the cluster for good. Its messages
+    ///   are stepped as a stranger's, which may raise the term only a little, and only while
+    ///   the node follows no leader ([`Node::step_from_stranger`]): a forger in this window
+    ///   cannot take the node to a far term, nor climb once the node follows someone;
     /// - anyone else, while this node follows a leader: as not a member, once the
     ///   configuration has not come to include it within [`MEMBERSHIP_GRACE`].
     async fn refusal_for<O: Send + 'static>(
@@ -584,26 +676,87 @@ impl<N: Network> PeerTransport<N> {
         }
     }
 
+    /// A slot for one more inbound connection, held for as long as it is served; `None` when
+    /// [`PEER_CONNECTIONS_MAX`] are open (the caller closes the connection, and the refusal is
+    /// logged, rate-limited).
+    pub fn inbound_slot(&self, addr: &str) -> Option<InboundSlot> {
+        match Arc::clone(&self.inbound_slots).try_acquire_owned() {
+            Ok(permit) => Some(InboundSlot(permit)),
+            Err(_) => {
+                if let Some(skipped) = rate_limited(&self.over_cap_logged, OVER_CAP_LOG_INTERVAL) {
+                    warn!(
+                        peer = %addr,
+                        cap = PEER_CONNECTIONS_MAX,
+                        not_logged = skipped,
+                        "closed a peer connection from {addr} at once: {PEER_CONNECTIONS_MAX} \
+                         peer connections are open, the most this node serves ({skipped} more \
+                         such connections since the last line were not logged); a real \
+                         cluster needs one per peer, so someone else is holding them open"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Reserves `bytes` of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] for a snapshot stream from
+    /// `from`, or, when they would pass it, logs (rate-limited) that the stream is refused and
+    /// returns `None`.
+    fn reserve_snapshot(&self, from: NodeId, bytes: u64) -> Option<SnapshotReservation> {
+        let mut used = self.snapshot_bytes.lock().expect(PEERS_LOCK);
+        if used.saturating_add(bytes) > SNAPSHOT_BYTES_IN_FLIGHT_MAX {
+            let busy = *used;
+            drop(used);
+            if let Some(skipped) =
+                rate_limited(&self.snapshot_refusals_logged, BAD_FRAME_LOG_INTERVAL)
+            {
+                let from = names::of(from);
+                warn!(
+                    peer = %from,
+                    snapshot_bytes = bytes,
+                    reassembling_bytes = busy,
+                    not_logged = skipped,
+                    "refused a snapshot stream of {bytes} bytes from {from}: {busy} bytes of \
+                     other snapshots are being received, and at most \
+                     {SNAPSHOT_BYTES_IN_FLIGHT_MAX} are held at once; the leader sends it \
+                     again later ({skipped} more such refusals since the last line were not \
+                     logged)"
+                );
+            }
+            return None;
+        }
+        *used += bytes;
+        Some(SnapshotReservation {
+            bytes,
+            used: Arc::clone(&self.snapshot_bytes),
+        })
+    }
+
+    /// Whether `from` is a stranger to `node`: neither a member of its latest configuration
+    /// nor a joiner it expects. Such a caller is served only while the node knows no leader
+    /// (see `refusal_for`), and its messages are stepped with [`Node::step_from_stranger`].
+    /// A node whose configuration is empty (a joiner restarted before its log arrived, which
+    /// no longer knows whom it expected) has no stranger: it knows no member to learn the
+    /// term from, and no state to protect, so only a leader can bring it in, whatever its term.
+    fn is_stranger<O: Send + 'static>(&self, from: NodeId, node: &Node<O>) -> bool {
+        let unknown = node.with_status(|s| {
+            !s.configuration.contains(from) && !s.configuration.members().is_empty()
+        });
+        unknown && !self.expected.lock().expect(PEERS_LOCK).contains(&from)
+    }
+
     /// Logs, at most once per [`BAD_FRAME_LOG_INTERVAL`], that a peer connection from `addr`
     /// was closed on a bad frame.
     fn log_bad_frame(&self, addr: &str, error: &frame::FrameError) {
-        let now = tokio::time::Instant::now();
-        let mut logged = self.bad_frames_logged.lock().expect(PEERS_LOCK);
-        let (last, skipped) = &mut *logged;
-        if last.is_some_and(|at| now.duration_since(at) < BAD_FRAME_LOG_INTERVAL) {
-            *skipped += 1;
-            return;
+        if let Some(skipped) = rate_limited(&self.bad_frames_logged, BAD_FRAME_LOG_INTERVAL) {
+            warn!(
+                peer = %addr,
+                error = %error,
+                not_logged = skipped,
+                "peer connection from {addr} closed on a bad frame: {error} ({skipped} more \
+                 since the last such line were not logged)"
+            );
         }
-        warn!(
-            peer = %addr,
-            error = %error,
-            not_logged = *skipped,
-            "peer connection from {addr} closed on a bad frame: {error} ({} more since the \
-             last such line were not logged)",
-            *skipped
-        );
-        *last = Some(now);
-        *skipped = 0;
     }
 
     /// Logs (rate-limited) that this node refused the caller `from` at `addr`.
@@ -917,7 +1070,15 @@ where
         inner: reader,
         read: Arc::clone(&read),
     });
-    let (from, addr, cluster) = match frame::read_hello(&mut r).await? {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, frame::read_hello(&mut r))
+        .await
+        .map_err(|_| {
+            frame::FrameError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no Hello within {HELLO_TIMEOUT:?} of connecting"),
+            ))
+        })?;
+    let (from, addr, cluster) = match hello? {
         Some(Frame::Hello {
             from,
             addr,
@@ -947,18 +1108,41 @@ where
     };
     // Stepping waits while the node's queue is full; meanwhile the acknowledgements say
     // "busy", so the sender does not take the pause for a dead connection.
+    // A caller served only because the node knew no leader stays a stranger until the
+    // configuration names it, and the node takes its messages with a tighter term check:
+    // asked again at each message, as the configuration may have come to include it.
     let step = |m: Message| {
         let node = node.clone();
         let busy = Arc::clone(&busy);
+        let stranger = transport.is_stranger(from, &node);
         async move {
             busy.store(true, Ordering::Release);
-            let stepped = node.step(m).await;
+            let stepped = if stranger {
+                node.step_from_stranger(m).await
+            } else {
+                node.step(m).await
+            };
             busy.store(false, Ordering::Release);
             stepped
         }
     };
-    let mut snapshot: Option<(Message, u64, Vec<u8>)> = None;
-    while let Some(f) = frame::read(&mut r).await? {
+    // A snapshot being reassembled: its header, announced length, data so far, and its
+    // share of the node-wide budget.
+    let mut snapshot: Option<(Message, u64, Vec<u8>, SnapshotReservation)> = None;
+    loop {
+        let next = if snapshot.is_some() {
+            tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, frame::read(&mut r))
+                .await
+                .map_err(|_| {
+                    frame::FrameError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("a snapshot stream stopped for {SNAPSHOT_CHUNK_TIMEOUT:?}"),
+                    ))
+                })??
+        } else {
+            frame::read(&mut r).await?
+        };
+        let Some(f) = next else { break };
         match (f, snapshot.take()) {
             (Frame::Message(m), None) => {
                 if m.from != from {
@@ -978,17 +1162,23 @@ where
                 if data_bytes > SNAPSHOT_BYTES_MAX || message.from != from {
                     return Err(protocol("snapshot too large or from another node"));
                 }
+                let Some(reservation) = transport.reserve_snapshot(from, data_bytes) else {
+                    // Refused (and logged): closing the connection makes the sender report
+                    // the snapshot undelivered, and the leader retries it later.
+                    return Ok(());
+                };
                 let capacity = data_bytes.min(SNAPSHOT_CHUNK_BYTES as u64 * 64) as usize;
-                snapshot = Some((message, data_bytes, Vec::with_capacity(capacity)));
+                let data = Vec::with_capacity(capacity);
+                snapshot = Some((message, data_bytes, data, reservation));
             }
-            (Frame::SnapshotChunk(chunk), Some((message, total, mut data))) => {
+            (Frame::SnapshotChunk(chunk), Some((message, total, mut data, reservation))) => {
                 if data.len() as u64 + chunk.len() as u64 > total {
                     return Err(protocol("snapshot chunks longer than announced"));
                 }
                 data.extend_from_slice(&chunk);
-                snapshot = Some((message, total, data));
+                snapshot = Some((message, total, data, reservation));
             }
-            (Frame::SnapshotEnd, Some((mut message, total, data))) => {
+            (Frame::SnapshotEnd, Some((mut message, total, data, _reservation))) => {
                 if data.len() as u64 != total {
                     return Err(protocol("snapshot shorter than announced"));
                 }
@@ -1048,7 +1238,8 @@ fn protocol(what: &str) -> frame::FrameError {
     frame::FrameError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
 }
 
-/// Accepts peer connections on `listener` until the node stops, serving each on its own task.
+/// Accepts peer connections on `listener` until the node stops, serving each on its own task,
+/// at most [`PEER_CONNECTIONS_MAX`] at once: one over the cap is closed at once.
 pub async fn serve_tcp<O: Send + 'static, N: Network>(
     listener: tokio::net::TcpListener,
     node: Node<O>,
@@ -1063,10 +1254,15 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
                 continue;
             }
         };
+        let Some(slot) = transport.inbound_slot(&addr.to_string()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         let transport = Arc::clone(&transport);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = serve_connection(stream, node, Arc::clone(&transport)).await {
                 transport.log_bad_frame(&addr.to_string(), &e);
             }
@@ -1300,18 +1496,20 @@ mod tests {
     /// only when a message moves it. The one place these tests build a node (the store's API
     /// is the part most likely to change under them).
     fn node2(also_learners: &[NodeId]) -> Node<()> {
-        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
         let mut learners: BTreeSet<NodeId> = also_learners.iter().copied().collect();
         learners.insert(NodeId(2));
+        node2_of(Configuration {
+            voters: [NodeId(1), NodeId(3)].into(),
+            learners,
+            ..Configuration::default()
+        })
+    }
+
+    /// A running node 2 in term 1 whose configuration is `configuration`.
+    fn node2_of(configuration: Configuration) -> Node<()> {
+        let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = store_in_term_1(
-            wal,
-            Configuration {
-                voters: [NodeId(1), NodeId(3)].into(),
-                learners,
-                ..Configuration::default()
-            },
-        );
+        let store = store_in_term_1(wal, configuration);
         let config = NodeConfig {
             raft: core::Config::new(NodeId(2)),
             tick: Duration::from_millis(10),
@@ -1359,6 +1557,20 @@ mod tests {
         BufReader<DuplexStream>,
         tokio::task::JoinHandle<Result<(), frame::FrameError>>,
     ) {
+        call_node2_at(node, transport, from, cluster, Term(5)).await
+    }
+
+    /// [`call_node2`] with a heartbeat of `term`.
+    async fn call_node2_at(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        cluster: ClusterId,
+        term: Term,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
         let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
         let served = tokio::spawn(serve_connection(
             theirs,
@@ -1371,7 +1583,7 @@ mod tests {
             cluster,
         };
         frame::write(&mut caller, &hello).await.expect("written");
-        let message = Frame::Message(heartbeat_from(from, Term(5)));
+        let message = Frame::Message(heartbeat_from(from, term));
         frame::write(&mut caller, &message).await.expect("written");
         caller.flush().await.expect("flushed");
         (BufReader::new(caller), served)
@@ -1496,6 +1708,56 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_fake_leader_far_ahead_is_not_followed_by_a_node_that_knows_no_leader() {
+        // Given node 2 in term 1 that follows no leader (it just started),
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        assert_eq!((node.status().term, node.status().leader), (Term(1), None));
+        // when node 12345, which no configuration names, calls with the right cluster id and
+        // a heartbeat 5,000 terms ahead (within the bound for members),
+        let forged = Term(1 + 5_000);
+        let (mut stranger, _served) =
+            call_node2_at(&node, &transport, NodeId(12345), CLUSTER_A, forged).await;
+        // then it is served (it might have been a real leader this node does not know yet),
+        assert!(
+            matches!(answer(&mut stranger).await, Some(Frame::Ack { .. })),
+            "acknowledged, not refused"
+        );
+        // but its heartbeat is refused: the node keeps its term and follows no one.
+        assert_eq!(settled_term(&node).await, Term(1));
+        assert_eq!(node.status().leader, None);
+
+        // Given then that node 2 follows member 1 in term 5,
+        let (_leader, _served) = call_node2(&node, &transport, NodeId(1), CLUSTER_A).await;
+        assert_eq!(settled_term(&node).await, Term(5));
+        // when the stranger, still connected, sends a heartbeat one term ahead,
+        let next = Frame::Message(heartbeat_from(NodeId(12345), Term(6)));
+        frame::write(stranger.get_mut(), &next)
+            .await
+            .expect("written");
+        stranger.get_mut().flush().await.expect("flushed");
+        // then that too is refused: a node that follows a leader is moved on only by members.
+        assert_eq!(settled_term(&node).await, Term(5));
+        assert_eq!(node.status().leader, Some(NodeId(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_with_no_configuration_follows_a_leader_far_ahead() {
+        // Given node 2 in term 1 whose configuration is empty: a joiner restarted before its
+        // log arrived, which no longer knows whom it expected,
+        let node = node2_of(Configuration::default());
+        let transport = node2_transport(CLUSTER_A);
+        // when the leader of a long-lived cluster calls, 5,000 terms ahead,
+        let far = Term(1 + 5_000);
+        let (mut leader, _served) =
+            call_node2_at(&node, &transport, NodeId(5), CLUSTER_A, far).await;
+        // then it is followed: only that leader can bring the node in.
+        assert!(matches!(answer(&mut leader).await, Some(Frame::Ack { .. })));
+        assert_eq!(settled_term(&node).await, far);
+        assert_eq!(node.status().leader, Some(NodeId(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_expected_joiner_is_served_before_the_configuration_names_it() {
         // Given node 2 following leader 1, that expects node 7 (it was told of it, as a
         // joiner is told of the members), though its configuration does not have it,
@@ -1570,6 +1832,171 @@ mod tests {
             "reconnected after {:?}",
             at - due
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_sends_no_hello_is_closed_after_the_hello_timeout() {
+        // Given node 2, when a caller connects and sends nothing,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let connected = tokio::time::Instant::now();
+        let served = tokio::spawn(serve_connection(theirs, node.clone(), transport));
+        // then the connection is closed once the Hello timeout has passed, as a timeout.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(HELLO_TIMEOUT * 2, caller.read(&mut byte))
+            .await
+            .expect("closed in time");
+        assert_eq!(read.expect("a clean close"), 0);
+        assert!(connected.elapsed() >= HELLO_TIMEOUT);
+        let ended = served.await.expect("the server task ends");
+        assert!(
+            matches!(&ended, Err(frame::FrameError::Io(e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{ended:?}"
+        );
+    }
+
+    /// Calls node 2 as `from` (of its cluster) and announces a snapshot of `data_bytes`
+    /// bytes, of which it sends one chunk. Returns the caller's end and the serving task.
+    async fn begin_snapshot(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        data_bytes: u64,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
+        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_connection(
+            theirs,
+            node.clone(),
+            Arc::clone(transport),
+        ));
+        let hello = Frame::Hello {
+            from,
+            addr: format!("{from}"),
+            cluster: CLUSTER_A,
+        };
+        let begin = Frame::SnapshotBegin {
+            message: Message {
+                from,
+                to: NodeId(2),
+                term: Term(5),
+                body: MessageBody::InstallSnapshot {
+                    snapshot: core::Snapshot::default(),
+                },
+            },
+            data_bytes,
+        };
+        let chunk = Frame::SnapshotChunk(Bytes::from_static(b"the first bytes"));
+        for f in [hello, begin, chunk] {
+            frame::write(&mut caller, &f).await.expect("written");
+        }
+        caller.flush().await.expect("flushed");
+        (BufReader::new(caller), served)
+    }
+
+    /// Bytes of snapshot data node 2's transport holds reserved now.
+    fn reserved(transport: &PeerTransport<Duplexes>) -> u64 {
+        *transport.snapshot_bytes.lock().expect(PEERS_LOCK)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshot_streams_share_one_budget_and_a_stalled_one_gives_its_share_back() {
+        // Given node 2, receiving from member 1 a snapshot stream that claims the whole
+        // budget and has sent its first chunk,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let (_first, first_served) =
+            begin_snapshot(&node, &transport, NodeId(1), SNAPSHOT_BYTES_IN_FLIGHT_MAX).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reserved(&transport), SNAPSHOT_BYTES_IN_FLIGHT_MAX);
+        // when member 3 starts a small snapshot stream on another connection,
+        let (_second, second_served) = begin_snapshot(&node, &transport, NodeId(3), 1024).await;
+        // then that stream is refused: its connection ends at once, holding nothing,
+        let ended = tokio::time::timeout(Duration::from_secs(1), second_served)
+            .await
+            .expect("refused at once")
+            .expect("the server task ends");
+        assert!(ended.is_ok(), "a refusal is a normal end: {ended:?}");
+        assert_eq!(reserved(&transport), SNAPSHOT_BYTES_IN_FLIGHT_MAX);
+        // and when the first stream sends nothing more, its connection is closed once the
+        // chunk timeout has passed, and its share of the budget is given back,
+        let ended = tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT * 2, first_served)
+            .await
+            .expect("closed in time")
+            .expect("the server task ends");
+        assert!(
+            matches!(&ended, Err(frame::FrameError::Io(e)) if e.kind() == io::ErrorKind::TimedOut),
+            "{ended:?}"
+        );
+        assert_eq!(reserved(&transport), 0);
+        // so that member 3's stream, tried again, is taken.
+        let (_again, again_served) = begin_snapshot(&node, &transport, NodeId(3), 1024).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reserved(&transport), 1024);
+        assert!(!again_served.is_finished());
+    }
+
+    /// Opens a TCP connection to `addr` as member 1 and sends its Hello and a heartbeat.
+    async fn tcp_call(addr: std::net::SocketAddr) -> BufReader<tokio::net::TcpStream> {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connected");
+        let hello = Frame::Hello {
+            from: NodeId(1),
+            addr: "n1".into(),
+            cluster: CLUSTER_A,
+        };
+        frame::write(&mut stream, &hello).await.expect("written");
+        let message = Frame::Message(heartbeat_from(NodeId(1), Term(5)));
+        frame::write(&mut stream, &message).await.expect("written");
+        BufReader::new(stream)
+    }
+
+    /// The next frame on a TCP connection; `None` when it closed (cleanly or by a reset).
+    async fn tcp_answer(caller: &mut BufReader<tokio::net::TcpStream>) -> Option<Frame> {
+        tokio::time::timeout(Duration::from_secs(20), frame::read(caller))
+            .await
+            .expect("an answer in time")
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn inbound_connections_over_the_cap_are_closed_at_once_until_a_slot_frees() {
+        // Given node 2 serving its peer port, with as many connections open and served as it
+        // serves at once,
+        let node = node2(&[]);
+        let transport = node2_transport(CLUSTER_A);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(serve_tcp(listener, node.clone(), transport));
+        let mut served = Vec::new();
+        for _ in 0..PEER_CONNECTIONS_MAX {
+            served.push(tcp_call(addr).await);
+        }
+        for caller in &mut served {
+            assert!(matches!(tcp_answer(caller).await, Some(Frame::Ack { .. })));
+        }
+        // when one more connects, then it is closed without an answer (long before any
+        // timeout could have closed it: the others are all still served),
+        let mut over = tcp_call(addr).await;
+        assert_eq!(tcp_answer(&mut over).await, None);
+        // and once one of the served connections ends, a new one is served again.
+        drop(served.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut again = tcp_call(addr).await;
+            if matches!(tcp_answer(&mut again).await, Some(Frame::Ack { .. })) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no slot freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]
