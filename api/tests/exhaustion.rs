@@ -9,7 +9,7 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, WAIT_MAX, http, ready, wait_until};
@@ -24,49 +24,6 @@ const STALLED_BODIES: usize = 500;
 const STALLED_BODY_BYTES: usize = 1024 * 1024;
 /// How far above its starting RSS the node may stay once the stalled bodies are gone.
 const RSS_SLACK_BYTES: u64 = 30 * 1024 * 1024;
-
-/// Raises this test process's own soft descriptor limit to its hard limit: the test holds
-/// more than a thousand sockets.
-fn raise_own_fd_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-}
-
-/// Starts `p` as [`Proc::start`] does, but through `sh -c 'ulimit -n LIMIT && exec raftkv'`,
-/// so that the node starts under that hard and soft descriptor limit.
-fn start_under_fd_limit(p: &mut Proc, limit: u64) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p.log)
-        .expect("open the node's log file");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_raftkv"))
-        .args([
-            "--node-id",
-            &p.name,
-            "--raft-addr",
-            &p.raft,
-            "--http-addr",
-            &p.http,
-        ])
-        .arg("--data-dir")
-        .arg(&p.dir)
-        .args(&p.extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log));
-    p.child = Some(cmd.spawn().expect("start raftkv under sh"));
-}
 
 /// One HTTP/1.1 request on a kept-alive connection; returns the status and the body.
 fn keep_alive_request(
@@ -177,7 +134,7 @@ fn start_one(root: &Path, extra: &[&str]) -> Proc {
 
 #[test]
 fn more_idle_connections_than_descriptors_are_refused_clearly_and_the_wal_keeps_writing() {
-    raise_own_fd_limit();
+    common::raise_own_fd_limit();
     let root = tempfile::tempdir().unwrap();
     // Given a node started under `ulimit -n 1024`, whose WAL opens a new segment file every
     // few writes (4 KiB segments, no snapshot to close them),
@@ -188,7 +145,7 @@ fn more_idle_connections_than_descriptors_are_refused_clearly_and_the_wal_keeps_
         &common::SMALL_SEGMENTS_NO_SNAPSHOTS,
     );
     node.extra.push("--bootstrap".into());
-    start_under_fd_limit(&mut node, NODE_FD_LIMIT);
+    common::start_under_fd_limit(&mut node, NODE_FD_LIMIT);
     wait_until("n1 leads", || ready(&node));
     // and a client connection opened before the flood, kept alive,
     let mut kept = TcpStream::connect(&node.http).unwrap();
@@ -265,7 +222,7 @@ fn more_idle_connections_than_descriptors_are_refused_clearly_and_the_wal_keeps_
 
 #[test]
 fn stalled_bodies_are_bounded_and_their_memory_is_given_back_when_they_close() {
-    raise_own_fd_limit();
+    common::raise_own_fd_limit();
     let root = tempfile::tempdir().unwrap();
     // Given a node that has served a few writes (its allocator warm),
     let node = start_one(root.path(), &[]);

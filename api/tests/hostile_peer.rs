@@ -414,48 +414,6 @@ fn random_and_mutated_frames_for_a_few_seconds_leave_the_cluster_serving() {
     }
 }
 
-/// Raises this test process's own soft descriptor limit to its hard limit: the flood test
-/// holds more than a thousand sockets.
-fn raise_own_fd_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-}
-
-/// Starts `p` as [`Proc::start`] does, but under `ulimit -n limit` (through `sh -c`).
-fn start_under_fd_limit(p: &mut Proc, limit: u64) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p.log)
-        .expect("open the node's log file");
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_raftkv"))
-        .args([
-            "--node-id",
-            &p.name,
-            "--raft-addr",
-            &p.raft,
-            "--http-addr",
-            &p.http,
-        ])
-        .arg("--data-dir")
-        .arg(&p.dir)
-        .args(&p.extra)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(log));
-    p.child = Some(cmd.spawn().expect("start raftkv under sh"));
-}
-
 /// Whether the node closed `stream` (end of stream or reset), reading away what it sent.
 fn closed_by_node(stream: &mut TcpStream) -> bool {
     stream.set_nonblocking(true).expect("non-blocking");
@@ -472,7 +430,7 @@ fn closed_by_node(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn more_idle_connections_to_the_raft_port_than_descriptors_are_capped_and_the_wal_keeps_writing() {
-    raise_own_fd_limit();
+    common::raise_own_fd_limit();
     const NODE_FD_LIMIT: u64 = 1024;
     const IDLE_CONNECTIONS: usize = 1100;
     let root = tempfile::tempdir().unwrap();
@@ -485,7 +443,7 @@ fn more_idle_connections_to_the_raft_port_than_descriptors_are_capped_and_the_wa
         &common::SMALL_SEGMENTS_NO_SNAPSHOTS,
     );
     node.extra.push("--bootstrap".into());
-    start_under_fd_limit(&mut node, NODE_FD_LIMIT);
+    common::start_under_fd_limit(&mut node, NODE_FD_LIMIT);
     wait_until("n1 leads", || ready(&node));
     let cluster = cluster_of(&node);
     let member = node_id_for_name("n1");

@@ -277,3 +277,28 @@ pub fn leader_of(nodes: &[&Proc]) -> Option<usize> {
         }
     })
 }
+
+/// Raises this process's soft limit on open files to its hard limit (a test that holds
+/// more than 1,024 connections needs it).
+pub fn raise_own_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+}
+
+/// Starts `p` as [`Proc::start`] does, but through `sh -c 'ulimit -n LIMIT && exec raftkv'`,
+/// so that the node starts under that hard and soft descriptor limit.
+pub fn start_under_fd_limit(p: &mut Proc, limit: u64) {
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_raftkv"));
+    let cmd = p.command(sh, "warn");
+    p.spawn(cmd);
+}
