@@ -765,16 +765,7 @@ mod tests {
                 ..Configuration::default()
             },
         );
-        let mut raft = core::Config::new(NodeId(1));
-        raft.election_ticks = ELECTION_TICKS;
-        raft.rng_seed = 42;
-        let config = NodeConfig {
-            raft,
-            tick: TICK,
-            snapshot_every: 0,
-            events_per_ready_max: 16,
-            batch_wait: Duration::ZERO,
-        };
+        let config = node1_config(42);
         let transport = Arc::new(Capture::default());
         let node = spawn(
             config,
@@ -823,6 +814,21 @@ mod tests {
         u64::MAX - available
     }
 
+    /// Node 1's driver settings in these tests: elections after ELECTION_TICKS, the random
+    /// part seeded with `rng_seed`, no snapshots, small batches.
+    fn node1_config(rng_seed: u64) -> NodeConfig {
+        let mut raft = core::Config::new(NodeId(1));
+        raft.election_ticks = ELECTION_TICKS;
+        raft.rng_seed = rng_seed;
+        NodeConfig {
+            raft,
+            tick: TICK,
+            snapshot_every: 0,
+            events_per_ready_max: 16,
+            batch_wait: Duration::ZERO,
+        }
+    }
+
     /// A lone voter on `fs` keeping `reserve` bytes free, elected leader.
     async fn lone_leader(fs: &SimFs, reserve: u64) -> Node<()> {
         let wal = Wal::open(fs.clone(), "/n1/wal", WalConfig::default()).unwrap();
@@ -834,16 +840,7 @@ mod tests {
             },
         );
         store.set_free_space_reserve(reserve);
-        let mut raft = core::Config::new(NodeId(1));
-        raft.election_ticks = ELECTION_TICKS;
-        raft.rng_seed = 7;
-        let config = NodeConfig {
-            raft,
-            tick: TICK,
-            snapshot_every: 0,
-            events_per_ready_max: 16,
-            batch_wait: Duration::ZERO,
-        };
+        let config = node1_config(7);
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
         let node = spawn(
             config,
@@ -938,16 +935,7 @@ mod tests {
                 ..Configuration::default()
             },
         );
-        let mut raft = core::Config::new(NodeId(1));
-        raft.election_ticks = ELECTION_TICKS;
-        raft.rng_seed = 42;
-        let config = NodeConfig {
-            raft,
-            tick: TICK,
-            snapshot_every: 0,
-            events_per_ready_max: 16,
-            batch_wait: Duration::ZERO,
-        };
+        let config = node1_config(42);
         let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
         spawn(
             config,
