@@ -138,15 +138,7 @@ fn more_idle_connections_than_descriptors_are_refused_clearly_and_the_wal_keeps_
     let root = tempfile::tempdir().unwrap();
     // Given a node started under `ulimit -n 1024`, whose WAL opens a new segment file every
     // few writes (4 KiB segments, no snapshot to close them),
-    let mut node = Proc::configure(
-        "n1",
-        root.path(),
-        None,
-        &common::SMALL_SEGMENTS_NO_SNAPSHOTS,
-    );
-    node.extra.push("--bootstrap".into());
-    common::start_under_fd_limit(&mut node, NODE_FD_LIMIT);
-    wait_until("n1 leads", || ready(&node));
+    let node = common::founder_under_fd_limit(root.path(), NODE_FD_LIMIT);
     // and a client connection opened before the flood, kept alive,
     let mut kept = TcpStream::connect(&node.http).unwrap();
     kept.set_read_timeout(Some(Duration::from_secs(20)))

@@ -436,15 +436,7 @@ fn more_idle_connections_to_the_raft_port_than_descriptors_are_capped_and_the_wa
     let root = tempfile::tempdir().unwrap();
     // Given a single node under `ulimit -n 1024`, whose WAL opens a new segment file every few
     // writes (4 KiB segments, no snapshot to close them),
-    let mut node = Proc::configure(
-        "n1",
-        root.path(),
-        None,
-        &common::SMALL_SEGMENTS_NO_SNAPSHOTS,
-    );
-    node.extra.push("--bootstrap".into());
-    common::start_under_fd_limit(&mut node, NODE_FD_LIMIT);
-    wait_until("n1 leads", || ready(&node));
+    let node = common::founder_under_fd_limit(root.path(), NODE_FD_LIMIT);
     let cluster = cluster_of(&node);
     let member = node_id_for_name("n1");
     // when 1,100 connections to its Raft port are opened, each says a correct Hello (with

@@ -292,13 +292,18 @@ pub fn raise_own_fd_limit() {
     );
 }
 
-/// Starts `p` as [`Proc::start`] does, but through `sh -c 'ulimit -n LIMIT && exec raftkv'`,
-/// so that the node starts under that hard and soft descriptor limit.
-pub fn start_under_fd_limit(p: &mut Proc, limit: u64) {
+/// A lone node `n1` under `root` that founds its cluster under `ulimit -n LIMIT` (started
+/// through `sh -c 'ulimit -n LIMIT && exec raftkv'`), with [`SMALL_SEGMENTS_NO_SNAPSHOTS`]
+/// so that its WAL opens a new segment file every few writes; returned once it leads.
+pub fn founder_under_fd_limit(root: &Path, limit: u64) -> Proc {
+    let mut p = Proc::configure("n1", root, None, &SMALL_SEGMENTS_NO_SNAPSHOTS);
+    p.extra.push("--bootstrap".into());
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_raftkv"));
     let cmd = p.command(sh, "warn");
     p.spawn(cmd);
+    wait_until("n1 leads", || ready(&p));
+    p
 }

@@ -1571,6 +1571,21 @@ mod tests {
         BufReader<DuplexStream>,
         tokio::task::JoinHandle<Result<(), frame::FrameError>>,
     ) {
+        let message = Frame::Message(heartbeat_from(from, term));
+        call_node2_with(node, transport, from, cluster, [message]).await
+    }
+
+    /// Calls node 2 as `from` of `cluster`: its Hello, then `frames`.
+    async fn call_node2_with(
+        node: &Node<()>,
+        transport: &Arc<PeerTransport<Duplexes>>,
+        from: NodeId,
+        cluster: ClusterId,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> (
+        BufReader<DuplexStream>,
+        tokio::task::JoinHandle<Result<(), frame::FrameError>>,
+    ) {
         let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
         let served = tokio::spawn(serve_connection(
             theirs,
@@ -1582,9 +1597,9 @@ mod tests {
             addr: format!("{from}"),
             cluster,
         };
-        frame::write(&mut caller, &hello).await.expect("written");
-        let message = Frame::Message(heartbeat_from(from, term));
-        frame::write(&mut caller, &message).await.expect("written");
+        for f in std::iter::once(hello).chain(frames) {
+            frame::write(&mut caller, &f).await.expect("written");
+        }
         caller.flush().await.expect("flushed");
         (BufReader::new(caller), served)
     }
@@ -1867,17 +1882,6 @@ mod tests {
         BufReader<DuplexStream>,
         tokio::task::JoinHandle<Result<(), frame::FrameError>>,
     ) {
-        let (mut caller, theirs) = tokio::io::duplex(64 * 1024);
-        let served = tokio::spawn(serve_connection(
-            theirs,
-            node.clone(),
-            Arc::clone(transport),
-        ));
-        let hello = Frame::Hello {
-            from,
-            addr: format!("{from}"),
-            cluster: CLUSTER_A,
-        };
         let begin = Frame::SnapshotBegin {
             message: Message {
                 from,
@@ -1890,11 +1894,7 @@ mod tests {
             data_bytes,
         };
         let chunk = Frame::SnapshotChunk(Bytes::from_static(b"the first bytes"));
-        for f in [hello, begin, chunk] {
-            frame::write(&mut caller, &f).await.expect("written");
-        }
-        caller.flush().await.expect("flushed");
-        (BufReader::new(caller), served)
+        call_node2_with(node, transport, from, CLUSTER_A, [begin, chunk]).await
     }
 
     /// Bytes of snapshot data node 2's transport holds reserved now.
