@@ -13,8 +13,10 @@
 //! - [`store`]: [`KvStore`], the ordered map with etcd-style revisions; `apply`, reads and
 //!   `check_invariants`.
 //! - [`session`]: the bounded, deterministic client-session table for exactly-once writes.
-//! - [`snapshot`]: the checksummed snapshot format and [`SnapshotStore`], the directory of
-//!   the newest [`SNAPSHOTS_KEPT`] snapshot files.
+//! - [`view`]: [`KvView`], a point-in-time view of the store that a snapshot is written from.
+//! - [`snapshot`]: the checksummed snapshot formats (streamed: [`KvView::write_snapshot`],
+//!   [`read_snapshot`]) and [`SnapshotStore`], the directory of the newest [`SNAPSHOTS_KEPT`]
+//!   snapshot files.
 //!
 //! Typical use by the node driver:
 //!
@@ -35,6 +37,7 @@ pub mod limits;
 pub mod session;
 pub mod snapshot;
 pub mod store;
+pub mod view;
 
 pub use command::{
     ApplyError, COMMAND_BYTES_MAX, COMMAND_FORMAT_VERSION, CasAction, Command, Compare,
@@ -48,7 +51,9 @@ pub use session::{
     SESSION_IDLE_INDEXES_DEFAULT, SESSIONS_MAX_DEFAULT, SessionConfig, SessionRecord, SessionTable,
 };
 pub use snapshot::{
-    CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
-    SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotStore,
+    CorruptSnapshot, Loaded, Receiving, Recovered, SNAPSHOT_FORMAT_VERSION,
+    SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile,
+    SnapshotMeta, SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
 };
 pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use view::KvView;

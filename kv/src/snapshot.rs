@@ -1,11 +1,18 @@
-//! Snapshots of the state machine: the byte format and the on-disk store.
+//! Snapshots of the state machine: the byte formats and the on-disk store.
 //!
 //! Job: capture the whole replicated state (map, sessions, applied index and revision) plus
 //! the Raft metadata that goes with it (the term of the applied index and the cluster
 //! configuration, which this crate keeps as opaque bytes), turn it into bytes that detect
 //! damage, and keep the last few on disk so the WAL can be compacted behind them.
 //!
-//! File format (all integers little-endian):
+//! Format 3 (written): streamed, see [`format`] for its layout. A [`crate::KvView`] is written
+//! with [`crate::KvView::write_snapshot`] in one forward pass, and read back with
+//! [`read_snapshot`] (building the store), [`verify_snapshot`] (checking only) or
+//! [`read_meta`] (the first bytes only), each in one forward pass with bounded memory.
+//! [`SnapshotStore::write`] and [`SnapshotStore::receive`] put such streams on disk.
+//!
+//! Formats 1 and 2 (read only; [`Snapshot::encode`] still writes format 2 for the callers
+//! and tests that hold a whole [`Snapshot`]), all integers little-endian:
 //!
 //! ```text
 //! offset  size  field
@@ -16,17 +23,20 @@
 //!     24     n  body: postcard of the snapshot
 //! ```
 //!
-//! Versions: 2 is written; 1 (the same but for sessions' cached responses, which had no write
-//! fingerprint) is still read and restored with no fingerprints.
+//! Version 1 is version 2 but for sessions' cached responses, which had no write fingerprint;
+//! it is restored with no fingerprints.
 //!
-//! A file is accepted only if the magic, version, length (equal to the rest of the file) and
+//! A format-1 or 2 file is accepted only if the magic, version, length (equal to the rest of the file) and
 //! checksum all match (checked in that order) and the body decodes with no bytes left over; the content is then
 //! re-checked by [`KvStore::restore`] with [`KvStore::check_invariants`].
 //!
 //! On disk ([`SnapshotStore`]): files are named `snap-<index>-<term>.snap` (20-digit,
 //! zero-padded, so names sort by index); a snapshot is written to a `.tmp` file, fsynced,
 //! renamed into place and the directory fsynced, so a crash leaves either the whole new file
-//! or none of it. After each save only the newest [`SNAPSHOTS_KEPT`] are kept.
+//! or none of it. After each save only the newest [`SNAPSHOTS_KEPT`] are kept. A snapshot
+//! received from a peer streams into a `.recv` file, is verified there, and is renamed into
+//! place only when the caller keeps it (see [`files`]). Leftover `.tmp` and `.recv` files are
+//! removed when the store is opened.
 //!
 //! Recovery ([`SnapshotStore::load_newest`]) takes the newest snapshot that verifies. A
 //! damaged newer file is reported (a `warn` log and in [`Recovered::skipped`]) and the next
@@ -46,28 +56,43 @@ use crate::command::KeyValue;
 use crate::session::{SessionRecord, SessionTable};
 use crate::store::{InvariantError, KvConfig, KvStore, StoredValue};
 
+pub mod files;
+pub mod format;
+
+pub use files::{Loaded, Receiving};
+pub use format::{
+    SNAPSHOT_CONFIG_BYTES_MAX, SNAPSHOT_SESSION_BYTES_MAX, SNAPSHOT_SESSIONS_MAX,
+    SNAPSHOT_TRAILER_BYTES, SnapshotReadError, read_meta, read_snapshot, verify_snapshot,
+};
+
 /// The first eight bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
 
-/// The snapshot format this binary writes. Version 2 added each session's fingerprint of its
-/// latest write ([`crate::session::CachedResponse::fingerprint`]).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The snapshot format this binary writes: 3, streamed ([`format`]). Version 2 added each
+/// session's fingerprint of its latest write ([`crate::session::CachedResponse::fingerprint`]).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+
+/// The last whole-file (postcard) format, which [`Snapshot::encode`] still writes.
+pub const SNAPSHOT_FORMAT_VERSION_WHOLE: u32 = 2;
 
 /// The oldest snapshot format this binary still reads: version 1 files (and transfers from a
 /// node of the previous release) decode with no fingerprints.
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 
-/// Size of the fixed header before the body, in bytes.
+/// Size of the fixed header before the body of formats 1 and 2, in bytes.
 pub const SNAPSHOT_HEADER_BYTES: usize = 24;
 
 /// How many snapshot files [`SnapshotStore::save`] keeps (the newest ones).
 pub const SNAPSHOTS_KEPT: usize = 3;
 
-/// Largest snapshot file accepted when loading, in bytes (64 GiB): a length field above this
-/// is damage, not data.
+/// Largest snapshot accepted when loading or receiving, in bytes (64 GiB): a length field
+/// above this, or a stream that goes on past it, is damage, not data.
 pub const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 
 const TEMP_SUFFIX: &str = ".tmp";
+
+/// Suffix of a snapshot being received from a peer ([`SnapshotStore::receive`]).
+const RECEIVE_SUFFIX: &str = ".recv";
 
 /// The Raft position a snapshot stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +157,44 @@ pub enum CorruptSnapshot {
     /// The checksum matched but the body is not a snapshot (a writer bug).
     #[error("body does not decode as a snapshot")]
     Malformed,
+    /// The stream ended before the snapshot did (format 3).
+    #[error("truncated: the stream ends at byte {offset}, inside the snapshot")]
+    Truncated {
+        /// Bytes read before the end.
+        offset: u64,
+    },
+    /// A length or count is above its bound; nothing was allocated for it (format 3).
+    #[error("{field} length {length} at byte {offset} is above the bound of {max}")]
+    LengthOutOfBounds {
+        /// What the length is of.
+        field: &'static str,
+        /// The length found.
+        length: u64,
+        /// Its bound.
+        max: u64,
+        /// Where the length field starts.
+        offset: u64,
+    },
+    /// A record does not decode (a bad varint or session record) (format 3).
+    #[error("malformed {what} at byte {offset}")]
+    BadRecord {
+        /// What was being read.
+        what: &'static str,
+        /// Where it starts.
+        offset: u64,
+    },
+    /// Bytes follow the trailer (format 3).
+    #[error("unexpected bytes after the trailer at byte {offset}")]
+    TrailingBytes {
+        /// Where the trailer ends.
+        offset: u64,
+    },
+    /// The stream goes on past [`SNAPSHOT_BYTES_MAX`].
+    #[error("longer than the {max}-byte limit")]
+    TooLarge {
+        /// The limit, [`SNAPSHOT_BYTES_MAX`].
+        max: u64,
+    },
 }
 
 /// Why a snapshot could not be saved, listed or loaded.
@@ -155,6 +218,15 @@ pub enum SnapshotError {
         /// What is wrong.
         source: CorruptSnapshot,
     },
+    /// The file verifies, but its content breaks an invariant (a writer bug or a hostile
+    /// peer).
+    #[error("snapshot {path} is inconsistent: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The broken invariant.
+        source: InvariantError,
+    },
     /// The file's name does not match the index and term inside it.
     #[error("snapshot {path} holds index {index} term {term}, not what its name says")]
     NameMismatch {
@@ -171,14 +243,15 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Encodes the snapshot with its header.
+    /// Encodes the snapshot whole, in format 2 (the streamed format 3 is written from a
+    /// [`crate::KvView`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![0u8; SNAPSHOT_HEADER_BYTES];
         out = postcard::to_extend(self, out)
             .expect("invariant: postcard encodes a Snapshot into a Vec");
         let body_bytes = (out.len() - SNAPSHOT_HEADER_BYTES) as u64;
         out[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
-        out[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_WHOLE.to_le_bytes());
         out[12..20].copy_from_slice(&body_bytes.to_le_bytes());
         let crc = checksum(&out[8..20], &out[SNAPSHOT_HEADER_BYTES..]);
         out[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -190,8 +263,14 @@ impl Snapshot {
         out
     }
 
-    /// Verifies and decodes snapshot bytes (header, length, checksum, body). Never panics.
+    /// Verifies and decodes snapshot bytes of any format this binary reads (header, length,
+    /// checksum, body). Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Snapshot, CorruptSnapshot> {
+        if bytes.starts_with(&SNAPSHOT_MAGIC)
+            && bytes.get(8..12) == Some(&SNAPSHOT_FORMAT_VERSION.to_le_bytes()[..])
+        {
+            return format::decode_streamed(bytes);
+        }
         let header = bytes
             .get(..SNAPSHOT_HEADER_BYTES)
             .ok_or(CorruptSnapshot::TooShort {
@@ -206,6 +285,10 @@ impl Snapshot {
         if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(CorruptSnapshot::UnsupportedVersion { version });
         }
+        debug_assert!(
+            version <= SNAPSHOT_FORMAT_VERSION_WHOLE,
+            "format 3 is decoded above"
+        );
         let body = &bytes[SNAPSHOT_HEADER_BYTES..];
         if expected != body.len() as u64 {
             return Err(CorruptSnapshot::LengthMismatch {
@@ -360,6 +443,8 @@ pub struct SnapshotFile {
     pub term: u64,
     /// The file's path.
     pub path: PathBuf,
+    /// The file's size in bytes.
+    pub bytes: u64,
 }
 
 /// The result of [`SnapshotStore::load_newest`].
@@ -384,7 +469,8 @@ pub struct SnapshotStore {
 
 impl SnapshotStore {
     /// Opens (creating if needed) the snapshot directory and removes leftover `.tmp` files of
-    /// saves interrupted by a crash.
+    /// saves and `.recv` files of receptions interrupted by a crash (a received snapshot not
+    /// yet kept is fetched again from the leader).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
@@ -393,10 +479,9 @@ impl SnapshotStore {
             let path = entry
                 .map_err(io_error("read directory", &store.dir))?
                 .path();
-            let is_temp = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("snap-") && n.ends_with(TEMP_SUFFIX));
+            let is_temp = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("snap-") && (n.ends_with(TEMP_SUFFIX) || n.ends_with(RECEIVE_SUFFIX))
+            });
             if is_temp {
                 tracing::info!(path = %path.display(), "removing unfinished snapshot file");
                 fs::remove_file(&path).map_err(io_error("remove", &path))?;
@@ -428,13 +513,20 @@ impl SnapshotStore {
     pub fn list(&self) -> Result<Vec<SnapshotFile>, SnapshotError> {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_error("read directory", &self.dir))? {
-            let path = entry.map_err(io_error("read directory", &self.dir))?.path();
+            let entry = entry.map_err(io_error("read directory", &self.dir))?;
+            let path = entry.path();
             let parsed = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(Self::parse_name);
             if let Some((index, term)) = parsed {
-                files.push(SnapshotFile { index, term, path });
+                let bytes = entry.metadata().map_err(io_error("stat", &path))?.len();
+                files.push(SnapshotFile {
+                    index,
+                    term,
+                    path,
+                    bytes,
+                });
             }
         }
         files.sort();
@@ -481,7 +573,12 @@ impl SnapshotStore {
         sync_dir(&self.dir)?;
         tracing::info!(index, term, bytes = bytes.len(), path = %path.display(), "snapshot saved");
         self.prune()?;
-        Ok(SnapshotFile { index, term, path })
+        Ok(SnapshotFile {
+            index,
+            term,
+            path,
+            bytes: bytes.len() as u64,
+        })
     }
 
     fn prune(&self) -> Result<(), SnapshotError> {
