@@ -549,7 +549,7 @@ fn logs_name_nodes_hold_no_colour_codes_and_do_not_replay_history() {
         .log_text()
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["fields"]["message"] == "snapshot saved")
+        .find(|line| line["fields"]["message"] == "snapshot written")
         .expect("n1 logs the snapshot it saved");
     assert!(
         saved["fields"]["term"].as_u64() >= Some(1),

@@ -141,8 +141,19 @@ pub struct ServerSection {
 pub struct StorageSection {
     /// Where the WAL, the hard state and the snapshots live.
     pub data_dir: PathBuf,
-    /// Take a snapshot (and compact the WAL) every this many applied entries.
+    /// The fewest applied entries between two automatic snapshots (each snapshot compacts the
+    /// WAL behind it).
     pub snapshot_every: u64,
+    /// An automatic snapshot also waits until the log written since the last one reaches this
+    /// percentage of the last snapshot's size, so that snapshots cost the same per write however
+    /// large the state grows (a fixed entry count alone would copy a large state ever more
+    /// often per byte written). Lower: faster restarts (less log to replay), more snapshot
+    /// writing.
+    pub snapshot_log_percent: u32,
+    /// Entries kept in the log behind each snapshot, so that a follower that lags a little
+    /// catches up from the log instead of receiving the whole snapshot (etcd's
+    /// `snapshot-catchup-entries`).
+    pub snapshot_catchup_entries: u64,
     /// Free space kept in reserve on the data directory's disk: below it, the node refuses
     /// new writes (`507 no_space`) before they enter the log, so that what is already in
     /// flight, the hard state and the next snapshot still fit; reads go on, and writes resume
@@ -234,6 +245,18 @@ pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 pub const BODY_BYTES_IN_FLIGHT_MIN: u64 = kv::VALUE_BYTES_MAX as u64;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
+/// Default of `storage.snapshot_log_percent`: a snapshot once the new log reaches a quarter
+/// of the last one's size, so at most about a quarter of the state is replayed at a restart,
+/// and a write costs about four bytes of snapshot writing per byte of log.
+pub const SNAPSHOT_LOG_PERCENT_DEFAULT: u32 = 25;
+/// Largest `storage.snapshot_log_percent`: beyond ten times the state, the log to replay at a
+/// restart dwarfs the snapshot it was meant to spare.
+pub const SNAPSHOT_LOG_PERCENT_MAX: u32 = 1000;
+/// Default of `storage.snapshot_catchup_entries` (etcd's default too).
+pub const SNAPSHOT_CATCHUP_ENTRIES_DEFAULT: u64 = 5_000;
+/// Largest `storage.snapshot_catchup_entries`: a log tail longer than this is better sent as a
+/// snapshot.
+pub const SNAPSHOT_CATCHUP_ENTRIES_MAX: u64 = 10_000_000;
 /// The longest `host:port` address (a DNS name is at most 253 bytes).
 pub const ADDRESS_BYTES_MAX: usize = 255;
 
@@ -263,6 +286,8 @@ impl Default for Config {
             storage: StorageSection {
                 data_dir: PathBuf::from("./data"),
                 snapshot_every: 10_000,
+                snapshot_log_percent: SNAPSHOT_LOG_PERCENT_DEFAULT,
+                snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES_DEFAULT,
                 free_space_reserve: 64 * 1024 * 1024,
             },
             wal: WalSection {
@@ -417,6 +442,24 @@ impl Config {
         }
         if self.storage.snapshot_every == 0 {
             return Err(bad("storage.snapshot_every", "must be at least 1"));
+        }
+        if !(1..=SNAPSHOT_LOG_PERCENT_MAX).contains(&self.storage.snapshot_log_percent) {
+            return Err(bad(
+                "storage.snapshot_log_percent",
+                format!(
+                    "{} is outside 1..={SNAPSHOT_LOG_PERCENT_MAX}",
+                    self.storage.snapshot_log_percent
+                ),
+            ));
+        }
+        if self.storage.snapshot_catchup_entries > SNAPSHOT_CATCHUP_ENTRIES_MAX {
+            return Err(bad(
+                "storage.snapshot_catchup_entries",
+                format!(
+                    "{} is above {SNAPSHOT_CATCHUP_ENTRIES_MAX}",
+                    self.storage.snapshot_catchup_entries
+                ),
+            ));
         }
         let w = &self.wal;
         if !(1..=WAL_BATCH_SIZE_MAX).contains(&w.batch_size) {

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use raft::core::{Configuration, Entry, EntryPayload, LogIndex, NodeId, Snapshot};
-use raft::node::{ClusterId, StateMachine};
+use raft::core::{Configuration, Entry, EntryPayload, LogIndex, NodeId, SnapshotMetadata};
+use raft::node::{ClusterId, Restorer, SnapshotView, StateMachine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -143,14 +143,76 @@ impl Machine {
         self.book_tx.send_replace(self.book.clone());
     }
 
-    /// Decodes a snapshot's data into a `kv` snapshot and the cluster records, checking both.
-    fn decode(data: &[u8]) -> Result<(kv::Snapshot, SnapshotExtra), String> {
-        let snapshot = kv::Snapshot::decode(data).map_err(|e| e.to_string())?;
-        let extra: SnapshotExtra = postcard::from_bytes(&snapshot.meta.config).map_err(|e| {
-            format!("cluster records: {e} (a snapshot from an older RaftKV version without a cluster id?)")
-        })?;
-        Ok((snapshot, extra))
+    /// The cluster records as a snapshot carries them.
+    fn records(&self) -> SnapshotExtra {
+        SnapshotExtra {
+            cluster_id: self.cluster_id,
+            members: self.book.members.values().cloned().collect(),
+            removed: self
+                .book
+                .removed
+                .iter()
+                .map(|(id, at)| (*id, *at))
+                .collect(),
+        }
     }
+}
+
+/// A point-in-time copy of the machine for a snapshot: the `kv` view (O(1) to take: it shares
+/// structure with the live store) and the cluster records, both as of the same applied index.
+pub struct MachineView {
+    kv: kv::KvView,
+    /// The encoded [`SnapshotExtra`], kept in the `kv` snapshot's opaque configuration bytes.
+    records: Bytes,
+    /// The term of the entry at the view's index: it names the file and the logs.
+    term: u64,
+}
+
+impl SnapshotView for MachineView {
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.kv
+            .write_snapshot(self.term, &self.records, out)
+            .map(drop)
+    }
+}
+
+/// A machine's state read back from a snapshot, checked, ready to install.
+pub struct RestoredState {
+    kv: kv::KvStore,
+    records: SnapshotExtra,
+}
+
+/// Decodes the cluster records a snapshot carries in its `kv` configuration bytes.
+fn decode_records(config: &[u8]) -> Result<SnapshotExtra, String> {
+    postcard::from_bytes(config).map_err(|e| {
+        format!(
+            "cluster records: {e} (a snapshot from an older RaftKV version without a cluster id?)"
+        )
+    })
+}
+
+/// Reads a snapshot (streamed, checked whole) into a state for `cluster_id` at `index`.
+fn read_state(
+    data: &mut dyn std::io::Read,
+    config: kv::KvConfig,
+    cluster_id: ClusterId,
+    index: LogIndex,
+) -> Result<RestoredState, String> {
+    let (meta, kv) = kv::read_snapshot(data, config).map_err(|e| e.to_string())?;
+    let records = decode_records(&meta.config)?;
+    if records.cluster_id != cluster_id {
+        return Err(format!(
+            "the snapshot at index {} belongs to cluster {}, this node to cluster {cluster_id}",
+            meta.index, records.cluster_id
+        ));
+    }
+    if meta.index != index.0 {
+        return Err(format!(
+            "snapshot data is at index {} but its metadata says {}",
+            meta.index, index.0
+        ));
+    }
+    Ok(RestoredState { kv, records })
 }
 
 /// The member records in `entries` (a log read back at start), oldest first: the addresses a
@@ -172,6 +234,8 @@ pub fn members_in_log(entries: &[Entry]) -> Vec<MemberInfo> {
 
 impl StateMachine for Machine {
     type Output = Output;
+    type View = MachineView;
+    type Restored = RestoredState;
 
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Output {
         match command.split_first() {
@@ -213,54 +277,57 @@ impl StateMachine for Machine {
         self.publish();
     }
 
-    fn snapshot_data(&self, term: raft::core::Term) -> Bytes {
-        let extra = SnapshotExtra {
-            cluster_id: self.cluster_id,
-            members: self.book.members.values().cloned().collect(),
-            removed: self
-                .book
-                .removed
-                .iter()
-                .map(|(id, at)| (*id, *at))
-                .collect(),
-        };
+    fn view(&self, metadata: &SnapshotMetadata) -> MachineView {
+        debug_assert_eq!(
+            self.kv.applied_index(),
+            metadata.index.0,
+            "a snapshot is of the applied state"
+        );
         // The Raft membership is kept by the log store beside the snapshot; the `kv`
-        // snapshot's own metadata carries the address book instead, and the real term, which
-        // names the file and the logs.
-        let config = Bytes::from(postcard::to_stdvec(&extra).expect("members always encode"));
-        Bytes::from(self.kv.snapshot(term.0, config).encode())
+        // snapshot's own metadata carries the cluster records instead, and the real term,
+        // which names the file and the logs.
+        let records =
+            Bytes::from(postcard::to_stdvec(&self.records()).expect("members always encode"));
+        MachineView {
+            kv: self.kv.view(),
+            records,
+            term: metadata.term.0,
+        }
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let (kv_snapshot, extra) = Machine::decode(&snapshot.data)?;
-        if extra.cluster_id != self.cluster_id {
-            return Err(format!(
-                "the snapshot at index {} belongs to cluster {}, this node to cluster {}",
-                snapshot.metadata.index.0, extra.cluster_id, self.cluster_id
-            ));
-        }
-        if kv_snapshot.meta.index != snapshot.metadata.index.0 {
-            return Err(format!(
-                "snapshot data is at index {} but its metadata says {}",
-                kv_snapshot.meta.index, snapshot.metadata.index.0
-            ));
-        }
-        self.kv = kv::KvStore::restore(kv_snapshot, self.kv.config()).map_err(|e| e.to_string())?;
-        for member in &extra.members {
+    fn restorer(&self) -> Restorer<RestoredState> {
+        let (config, cluster_id) = (self.kv.config(), self.cluster_id);
+        Box::new(move |metadata, data| read_state(data, config, cluster_id, metadata.index))
+    }
+
+    fn install(&mut self, metadata: &SnapshotMetadata, restored: RestoredState) {
+        self.kv = restored.kv;
+        for member in &restored.records.members {
             raft::node::names::register(member.id, &member.name);
         }
         self.book = Book {
-            members: extra.members.into_iter().map(|m| (m.id, m)).collect(),
-            removed: extra.removed.into_iter().collect(),
+            members: restored
+                .records
+                .members
+                .into_iter()
+                .map(|m| (m.id, m))
+                .collect(),
+            removed: restored.records.removed.into_iter().collect(),
         };
-        self.configuration = snapshot.metadata.configuration.clone();
+        self.configuration = metadata.configuration.clone();
         self.publish();
-        Ok(())
     }
 }
 
-/// Checks snapshot data before it is kept (it may come from the network); returns its index
-/// and the cluster it belongs to.
-pub fn verify_snapshot_data(data: &[u8]) -> Result<(u64, ClusterId), String> {
-    Machine::decode(data).map(|(s, extra)| (s.meta.index, extra.cluster_id))
+/// The cluster a snapshot belongs to, from the records in its `kv` configuration bytes.
+pub fn records_cluster(config: &[u8]) -> Result<ClusterId, String> {
+    decode_records(config).map(|records| records.cluster_id)
+}
+
+/// Checks snapshot data before it is kept (it may come from the network), streaming it once:
+/// structure, checksum and content; returns its index and the cluster it belongs to.
+pub fn check_snapshot_data(data: &mut dyn std::io::Read) -> Result<(u64, ClusterId), String> {
+    let meta = kv::verify_snapshot(data).map_err(|e| e.to_string())?;
+    let records = decode_records(&meta.config)?;
+    Ok((meta.index, records.cluster_id))
 }

@@ -255,12 +255,12 @@ impl Server {
         let (mut machine, book_rx) = Machine::new(kv::KvConfig::default(), cluster_id);
         let snapshot_meta = store.snapshot_metadata().clone();
         if snapshot_meta.index.0 > 0 {
-            let snapshot = snapshot_files
-                .load(&snapshot_meta)
+            let bytes = restore_from_files(&mut machine, snapshot_files.as_ref(), &snapshot_meta)
                 .map_err(StartError::Snapshot)?;
-            machine.restore(&snapshot).map_err(StartError::Snapshot)?;
             info!(
                 index = snapshot_meta.index.0,
+                bytes,
+                keys = machine.kv.len(),
                 "state machine restored from snapshot"
             );
         }
@@ -276,8 +276,14 @@ impl Server {
         }
         let machine = Arc::new(Mutex::new(machine));
 
-        let (transport, reports) =
-            PeerTransport::new(id, config.raft.raft_addr.clone(), cluster_id, TcpNetwork);
+        let files: Arc<dyn SnapshotFiles> = snapshot_files;
+        let (transport, reports) = PeerTransport::new(
+            id,
+            config.raft.raft_addr.clone(),
+            cluster_id,
+            TcpNetwork,
+            Arc::clone(&files),
+        );
         for (peer, addr) in addresses {
             transport.set_peer(peer, addr);
         }
@@ -286,7 +292,6 @@ impl Server {
             // cluster named in its answer are the callers it serves (the leader among them).
             transport.expect_peers(admission.members.iter().map(|m| m.id));
         }
-        let files: Arc<dyn SnapshotFiles> = snapshot_files;
         let limits = crate::http::limits::Limits::new(
             &config.server,
             crate::http::limits::fd_limit_now(),
@@ -416,9 +421,24 @@ fn node_config(config: &Config, id: NodeId) -> NodeConfig {
         raft: raft_config,
         tick,
         snapshot_every: config.storage.snapshot_every,
+        snapshot_log_share: f64::from(config.storage.snapshot_log_percent) / 100.0,
         events_per_ready_max: config.wal.batch_size,
         batch_wait: config.wal.batch_wait_time,
     }
+}
+
+/// Restores `machine` at start-up from the snapshot kept at `metadata`: streamed from its file
+/// and checked whole, as a snapshot from a leader is. Returns the file's size in bytes. Public
+/// so that the simulation starts its nodes with the server's own code.
+pub fn restore_from_files(
+    machine: &mut Machine,
+    files: &dyn SnapshotFiles,
+    metadata: &raft::core::SnapshotMetadata,
+) -> Result<u64, String> {
+    let (mut data, bytes) = files.open(metadata)?;
+    let restored = (machine.restorer())(metadata, &mut data)?;
+    machine.install(metadata, restored);
+    Ok(bytes)
 }
 
 /// Writes the founding entry of a new cluster of one: `id` as its only voter, committed.

@@ -3,24 +3,38 @@
 //!
 //! It also holds everything waiting on the applied index: proposals (answered when their entry
 //! is applied, or failed when a different entry turns up at their index) and linearizable reads
-//! (released once the applied index reaches their read index). Every `snapshot_every` applied
-//! entries it serializes the state machine and hands the data to the loop, which turns it into
-//! a snapshot and compacts the log.
+//! (released once the applied index reaches their read index).
+//!
+//! Snapshots stay off the apply path. When one is due (see [`Applier::snapshot_due`]: an
+//! entry-count floor and a share of the last snapshot's size, so that their cost per write does
+//! not grow with the state), the applier takes a [`StateMachine::view`] under the lock, which
+//! the state machine makes cheap, and a writer task writes it out through
+//! [`SnapshotFiles::write`] on a blocking thread while entries go on being applied. Once the
+//! file is durable the writer tells the loop, which compacts the log behind it, and the
+//! applier, which may then start the next one. A snapshot from the leader is read into a new
+//! state on a blocking thread too, and only installed under the lock.
 //!
 //! Invariants: entries are applied once each, in strictly increasing index order; a waiter is
-//! answered at most once; a read is released only when `applied >= read index`.
+//! answered at most once; a read is released only when `applied >= read index`; at most one
+//! snapshot is being written at a time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{Event, NodeError, StateMachine, names};
+use super::snapshot_files::offload;
+use super::{Event, NodeError, SnapshotFiles, StateMachine, names};
 use crate::core::{
-    Configuration, Entry, EntryPayload, LogIndex, Snapshot, SnapshotMetadata, Term, confchange,
+    Configuration, Entry, EntryPayload, Error, LogIndex, SnapshotMetadata, Term, confchange,
 };
+
+/// What an applied entry is counted as, in bytes, beyond its command, toward the next
+/// snapshot: about what the WAL stores per record besides the payload (index, term, length,
+/// checksum), so that many tiny entries count as the log space they take.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 32;
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
@@ -38,19 +52,37 @@ pub(crate) enum ApplyCmd<O> {
     Read(LogIndex, Reply<LogIndex>),
     /// Committed entries, in order.
     Entries(Vec<Entry>),
-    /// Replace the state with this snapshot (already durable).
-    Restore(Snapshot),
-    /// Serialize the state now and hand it to the loop.
-    SnapshotNow(Option<Reply<SnapshotMetadata>>),
+    /// Replace the state with the snapshot kept at this metadata (already durable).
+    Restore(SnapshotMetadata),
+    /// Take a snapshot now (the operator asked).
+    SnapshotNow(Reply<SnapshotMetadata>),
 }
+
+/// From a snapshot writer task back to the applier: the size of the file it wrote, or why it
+/// failed.
+type Written = Result<u64, String>;
 
 pub(crate) struct Applier<M: StateMachine> {
     pub(crate) machine: Arc<Mutex<M>>,
     pub(crate) applied: Arc<AtomicU64>,
+    pub(crate) snapshots: Arc<dyn SnapshotFiles>,
+    /// The entry-count floor between automatic snapshots (0: only on demand).
     pub(crate) snapshot_every: u64,
+    /// The share of the last snapshot's size the entries applied since must reach.
+    pub(crate) snapshot_log_share: f64,
+    /// The index of the latest snapshot, kept or being written.
     pub(crate) last_snapshot: LogIndex,
-    /// Unbounded (it carries only snapshot hand-offs, rare and one at a time), so that the
-    /// applier never waits on the loop while the loop waits on the applier.
+    /// The size in bytes of the latest snapshot file (0 if unknown or none).
+    pub(crate) last_snapshot_bytes: u64,
+    /// Bytes of entries applied since the latest snapshot's index (see
+    /// [`ENTRY_OVERHEAD_BYTES`]).
+    pub(crate) bytes_since_snapshot: u64,
+    /// Set while a writer task writes a snapshot: what to go back to if it fails.
+    pub(crate) writing: Option<Writing>,
+    /// Requests for a snapshot that wait for the next one to be started.
+    pub(crate) snapshot_requests: Vec<Reply<SnapshotMetadata>>,
+    /// Unbounded (it carries only snapshot news, rare and one at a time), so that neither the
+    /// applier nor a writer ever waits on the loop while the loop waits on the applier.
     pub(crate) to_loop: mpsc::UnboundedSender<Event<M::Output>>,
     pub(crate) waiters: BTreeMap<LogIndex, (Term, Waiter<M::Output>)>,
     pub(crate) reads: BTreeMap<LogIndex, Vec<Reply<LogIndex>>>,
@@ -74,7 +106,20 @@ impl<M: StateMachine> Applier<M> {
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<ApplyCmd<M::Output>>) {
-        while let Some(cmd) = commands.recv().await {
+        let (written_tx, mut written_rx) = mpsc::unbounded_channel::<Written>();
+        loop {
+            let cmd = tokio::select! {
+                // Commands first: a snapshot that finished can wait for the entries in hand.
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+                Some(written) = written_rx.recv() => {
+                    self.snapshot_written(written, &written_tx);
+                    continue;
+                }
+            };
             match cmd {
                 ApplyCmd::Wait(index, term, waiter) => {
                     debug_assert!(
@@ -90,14 +135,22 @@ impl<M: StateMachine> Applier<M> {
                         self.reads.entry(index).or_default().push(reply);
                     }
                 }
-                ApplyCmd::Entries(entries) => self.apply_entries(entries),
-                ApplyCmd::Restore(snapshot) => self.restore(snapshot),
-                ApplyCmd::SnapshotNow(reply) => self.take_snapshot(reply),
+                ApplyCmd::Entries(entries) => {
+                    self.apply_entries(entries);
+                    if self.snapshot_due() {
+                        self.start_snapshot(&written_tx);
+                    }
+                }
+                ApplyCmd::Restore(metadata) => self.restore(metadata).await,
+                ApplyCmd::SnapshotNow(reply) => self.snapshot_now(reply, &written_tx),
             }
         }
         // The loop stopped: everyone still waiting learns it.
         for (_, (_, waiter)) in std::mem::take(&mut self.waiters) {
             fail(waiter, NodeError::Stopped);
+        }
+        for reply in self.snapshot_requests.drain(..) {
+            let _ = reply.send(Err(NodeError::Stopped));
         }
     }
 
@@ -116,6 +169,7 @@ impl<M: StateMachine> Applier<M> {
                     "entries are applied in order without gaps"
                 );
                 let waiter = self.waiters.remove(&entry.index);
+                self.bytes_since_snapshot += ENTRY_OVERHEAD_BYTES + entry_bytes(&entry.payload);
                 match &entry.payload {
                     EntryPayload::Normal(data) => {
                         let output = machine.apply(entry.index, data);
@@ -169,9 +223,6 @@ impl<M: StateMachine> Applier<M> {
             }
         }
         self.release_reads();
-        if self.snapshot_every > 0 && applied.0 >= self.last_snapshot.0 + self.snapshot_every {
-            self.take_snapshot(None);
-        }
     }
 
     fn release_reads(&mut self) {
@@ -187,26 +238,40 @@ impl<M: StateMachine> Applier<M> {
         }
     }
 
-    fn restore(&mut self, snapshot: Snapshot) {
-        let index = snapshot.metadata.index;
+    /// Replaces the state with the snapshot kept at `metadata`: read into a new state on a
+    /// blocking thread (the state machine goes on serving reads meanwhile), then installed
+    /// under the lock. Entries that follow wait in the queue, so order is kept.
+    async fn restore(&mut self, metadata: SnapshotMetadata) {
+        let index = metadata.index;
         if index <= self.applied() {
             return;
         }
+        let restorer = self.machine.lock().expect(MACHINE_LOCK).restorer();
+        let files = Arc::clone(&self.snapshots);
+        let read_metadata = metadata.clone();
+        let read = offload(self.snapshots.offload(), move || {
+            let (mut data, bytes) = files.open(&read_metadata)?;
+            restorer(&read_metadata, &mut data).map(|restored| (restored, bytes))
+        })
+        .await;
+        // The snapshot was received whole, checked and kept before the core took it; failing
+        // to read it back now leaves the state machine unusable.
+        let (restored, bytes) =
+            read.unwrap_or_else(|e| panic!("cannot restore the snapshot at {index}: {e}"));
         {
             let mut machine = self.machine.lock().expect(MACHINE_LOCK);
-            if let Err(e) = machine.restore(&snapshot) {
-                // The snapshot was verified when it was received and saved; failing to load it
-                // now leaves the state machine unusable.
-                panic!("cannot restore the snapshot at {index}: {e}");
-            }
+            machine.install(&metadata, restored);
             self.applied.store(index.0, Ordering::Release);
         }
-        self.applied_term = snapshot.metadata.term;
-        self.configuration = snapshot.metadata.configuration.clone();
+        self.applied_term = metadata.term;
+        self.configuration = metadata.configuration.clone();
         self.last_snapshot = index;
+        self.last_snapshot_bytes = bytes;
+        self.bytes_since_snapshot = 0;
         info!(
             index = index.0,
-            term = snapshot.metadata.term.0,
+            term = metadata.term.0,
+            bytes,
             "restored a snapshot from the leader"
         );
         // Proposals the snapshot covers may or may not be in it.
@@ -220,24 +285,126 @@ impl<M: StateMachine> Applier<M> {
         self.release_reads();
     }
 
-    fn take_snapshot(&mut self, reply: Option<Reply<SnapshotMetadata>>) {
-        let (index, data) = {
-            let machine = self.machine.lock().expect(MACHINE_LOCK);
-            (self.applied(), machine.snapshot_data(self.applied_term))
-        };
-        if index == LogIndex::ZERO {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(NodeError::NothingToSnapshot));
-            }
+    /// Whether an automatic snapshot is due: none is being written, at least `snapshot_every`
+    /// entries were applied since the last one, and their bytes reach `snapshot_log_share` of
+    /// the last snapshot's size. The second rule is what keeps the cost per write flat: a
+    /// snapshot costs about its size, and is taken once per that share of it in new log.
+    fn snapshot_due(&self) -> bool {
+        let applied = self.applied();
+        self.snapshot_every > 0
+            && self.writing.is_none()
+            && applied.0 >= self.last_snapshot.0.saturating_add(self.snapshot_every)
+            && self.bytes_since_snapshot as f64
+                >= self.snapshot_log_share * self.last_snapshot_bytes as f64
+    }
+
+    /// The operator asked for a snapshot: one of everything applied so far, unless the latest
+    /// already covers it (then the answer says so, and nothing is written).
+    fn snapshot_now(&mut self, reply: Reply<SnapshotMetadata>, written: &WrittenTx) {
+        let applied = self.applied();
+        if applied == LogIndex::ZERO {
+            let _ = reply.send(Err(NodeError::NothingToSnapshot));
             return;
         }
-        self.last_snapshot = index;
-        debug!(
-            index = index.0,
-            bytes = data.len(),
-            "state machine serialized for a snapshot"
-        );
-        let _ = self.to_loop.send(Event::SnapshotTaken(index, data, reply));
+        if self.writing.is_none() && applied <= self.last_snapshot {
+            let _ = reply.send(Err(NodeError::Rejected(Error::SnapshotOutOfDate {
+                index: applied,
+                current: self.last_snapshot,
+            })));
+            return;
+        }
+        self.snapshot_requests.push(reply);
+        if self.writing.is_none() {
+            self.start_snapshot(written);
+        }
+        // Else the next snapshot starts when this one is written, and answers the request.
+    }
+
+    /// Takes a view of the state at the applied index and hands it to a writer task.
+    fn start_snapshot(&mut self, written: &WrittenTx) {
+        debug_assert!(self.writing.is_none(), "one snapshot is written at a time");
+        let metadata = SnapshotMetadata {
+            index: self.applied(),
+            term: self.applied_term,
+            configuration: self.configuration.clone(),
+        };
+        let view = self.machine.lock().expect(MACHINE_LOCK).view(&metadata);
+        self.writing = Some(Writing {
+            index: metadata.index,
+            counted_bytes: std::mem::take(&mut self.bytes_since_snapshot),
+            previous: self.last_snapshot,
+        });
+        self.last_snapshot = metadata.index;
+        let replies = std::mem::take(&mut self.snapshot_requests);
+        let files = Arc::clone(&self.snapshots);
+        let how = files.offload();
+        let to_loop = self.to_loop.clone();
+        let written = written.clone();
+        debug!(index = metadata.index.0, "snapshot started");
+        tokio::spawn(async move {
+            let write_metadata = metadata.clone();
+            let result = offload(how, move || files.write(&write_metadata, &view)).await;
+            let _ = written.send(result.clone());
+            let _ = to_loop.send(Event::SnapshotWritten(metadata, result, replies));
+        });
+    }
+
+    /// A writer task finished: note the new size, or give back the bytes counted toward the
+    /// failed snapshot so that the next one comes as soon as it would have; then start the one
+    /// requests are waiting for, if any.
+    fn snapshot_written(&mut self, written: Written, tx: &WrittenTx) {
+        let Some(writing) = self.writing.take() else {
+            debug_assert!(false, "a snapshot was written that was never started");
+            return;
+        };
+        match written {
+            Ok(bytes) => self.last_snapshot_bytes = bytes,
+            Err(e) => {
+                warn!(error = %e, "writing a snapshot failed; the log is kept until one is written");
+                self.bytes_since_snapshot += writing.counted_bytes;
+                // A leader's snapshot restored meanwhile stays the latest.
+                if self.last_snapshot == writing.index {
+                    self.last_snapshot = writing.previous;
+                }
+            }
+        }
+        if !self.snapshot_requests.is_empty() {
+            if self.applied() > self.last_snapshot {
+                self.start_snapshot(tx);
+            } else {
+                // Nothing was applied since: the snapshot just written answers them (the loop
+                // reports it with the metadata once it has compacted).
+                let current = self.last_snapshot;
+                for reply in self.snapshot_requests.drain(..) {
+                    let _ = reply.send(Err(NodeError::Rejected(Error::SnapshotOutOfDate {
+                        index: current,
+                        current,
+                    })));
+                }
+            }
+        }
+    }
+}
+
+type WrittenTx = mpsc::UnboundedSender<Written>;
+
+/// A snapshot being written, and what the applier goes back to if writing it fails.
+pub(crate) struct Writing {
+    /// Its index.
+    index: LogIndex,
+    /// The bytes of entries counted toward it.
+    counted_bytes: u64,
+    /// The latest snapshot before it.
+    previous: LogIndex,
+}
+
+/// The bytes an entry's payload takes, for the snapshot cadence.
+fn entry_bytes(payload: &EntryPayload) -> u64 {
+    match payload {
+        EntryPayload::Normal(data) => data.len() as u64,
+        EntryPayload::Noop => 0,
+        // Rare and small: counted as one overhead more.
+        EntryPayload::ConfChange(_) => ENTRY_OVERHEAD_BYTES,
     }
 }
 

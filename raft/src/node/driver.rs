@@ -93,6 +93,14 @@ where
     let snapshot_index = store.snapshot_metadata().index;
     let snapshot_configuration = store.snapshot_metadata().configuration.clone();
     let snapshot_term = store.snapshot_metadata().term;
+    // The size of the snapshot the node starts from sets when the next one is due.
+    let snapshot_bytes = if snapshot_index > LogIndex::ZERO {
+        snapshots
+            .open(store.snapshot_metadata())
+            .map_or(0, |(_, bytes)| bytes)
+    } else {
+        0
+    };
     let raft = Raft::new(config.raft.clone(), store).map_err(NodeError::Rejected)?;
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let (side_tx, side_rx) = mpsc::unbounded_channel();
@@ -106,8 +114,14 @@ where
     let applier = Applier {
         machine,
         applied: Arc::clone(&applied),
+        snapshots: Arc::clone(&snapshots),
         snapshot_every: config.snapshot_every,
+        snapshot_log_share: config.snapshot_log_share,
         last_snapshot: snapshot_index,
+        last_snapshot_bytes: snapshot_bytes,
+        bytes_since_snapshot: 0,
+        writing: None,
+        snapshot_requests: Vec::new(),
         to_loop: side_tx,
         waiters: Default::default(),
         reads: Default::default(),
@@ -324,18 +338,23 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::PeerLost(peer) => self.leader_connection_lost(peer),
             Event::Removed { by, at } => self.told_removed(by, at),
             Event::ReportSnapshot(to, delivered) => self.raft.report_snapshot(to, delivered),
-            Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(Some(reply))).await,
-            Event::SnapshotTaken(index, data, reply) => {
-                let result = self.install_own_snapshot(index, data);
+            Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(reply)).await,
+            Event::SnapshotWritten(metadata, written, replies) => {
+                let result = match written {
+                    Ok(bytes) => self.compact_behind(&metadata, bytes),
+                    Err(e) => Err(NodeError::Storage(e)),
+                };
                 if result.is_ok() {
                     // The status says which snapshot the node holds (`/ready`, and the answer
                     // to a repeated snapshot request).
                     self.publish_status(None);
+                } else if let Err(e) = &result
+                    && replies.is_empty()
+                {
+                    warn!(node = %names::of(self.raft.id()), index = metadata.index.0, error = %e, "periodic snapshot failed");
                 }
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                } else if let Err(e) = result {
-                    warn!(node = %names::of(self.raft.id()), index = index.0, error = %e, "periodic snapshot failed");
+                for reply in replies {
+                    let _ = reply.send(result.clone());
                 }
             }
             Event::Shutdown => return true,
@@ -383,9 +402,10 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         }
     }
 
-    /// A snapshot a peer streamed must hold data this node can keep (see
-    /// [`SnapshotFiles::verify_received`]): otherwise saving it would fail and stop the node.
-    /// Returns the message, or `None` when it is refused (and logged, rate-limited).
+    /// A snapshot reaches the core only once the transport received all of its data and the
+    /// snapshot files checked it ([`SnapshotFiles::has_received`]): otherwise keeping it could
+    /// fail and stop the node. Returns the message, or `None` when it is refused (and logged,
+    /// rate-limited).
     fn check_snapshot_data(
         &mut self,
         message: crate::core::Message,
@@ -393,18 +413,18 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body else {
             return Some(message);
         };
-        let Err(e) = self.snapshots.verify_received(snapshot) else {
+        if self.snapshots.has_received(&snapshot.metadata) {
             return Some(message);
-        };
+        }
         let from = message.from;
         if self.refusals_logged.should_log(from, "bad_snapshot") {
             warn!(
                 node = %names::of(self.raft.id()),
                 peer = %names::of(from),
                 kind = "bad_snapshot",
-                error = %e,
-                "refused a snapshot from peer {} (further such refusals of it are not \
-                 logged for {}s): {e}",
+                index = snapshot.metadata.index.0,
+                "refused a snapshot from peer {} whose data was not received and checked \
+                 (further such refusals of it are not logged for {}s)",
                 names::of(from),
                 crate::transport::REFUSAL_LOG_INTERVAL.as_secs()
             );
@@ -575,28 +595,36 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         let _ = self.apply.send(cmd).await;
     }
 
-    /// Turns the state machine's data into a snapshot, keeps it durably, and compacts the log.
-    fn install_own_snapshot(
+    /// The node's own snapshot at `metadata` is durable (`bytes` long): records it and
+    /// compacts the log behind it (the log store keeps a tail of entries for followers that lag
+    /// a little). The core checks that it still stands for something: a leader's snapshot
+    /// installed while it was written makes it out of date.
+    fn compact_behind(
         &mut self,
-        index: LogIndex,
-        data: Bytes,
+        metadata: &SnapshotMetadata,
+        bytes: u64,
     ) -> Result<SnapshotMetadata, NodeError> {
-        let snapshot = self
+        let expected = self
             .raft
-            .snapshot_at(index, data)
-            .map_err(NodeError::from_core)?;
-        self.snapshots.save(&snapshot).map_err(NodeError::Storage)?;
+            .snapshot_at(metadata.index, Bytes::new())
+            .map_err(NodeError::from_core)?
+            .metadata;
+        debug_assert_eq!(
+            &expected, metadata,
+            "the applier's term and membership at the snapshot's index are the core's"
+        );
         self.raft
             .storage_mut()
-            .compact(&snapshot.metadata)
+            .compact(&expected)
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         info!(
             node = %names::of(self.raft.id()),
-            index = index.0,
-            term = snapshot.metadata.term.0,
+            index = expected.index.0,
+            term = expected.term.0,
+            bytes,
             "snapshot taken, log compacted"
         );
-        Ok(snapshot.metadata)
+        Ok(expected)
     }
 
     async fn handle_ready(&mut self) -> Result<(), StoreError> {
@@ -630,8 +658,9 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             for message in rd.persisted_messages.drain(..) {
                 self.transport.send(message);
             }
-            if let Some(snapshot) = rd.snapshot.clone() {
-                self.send_apply(ApplyCmd::Restore(snapshot)).await;
+            if let Some(snapshot) = &rd.snapshot {
+                self.send_apply(ApplyCmd::Restore(snapshot.metadata.clone()))
+                    .await;
             }
             if !rd.committed_entries.is_empty() {
                 self.send_apply(ApplyCmd::Entries(std::mem::take(&mut rd.committed_entries)))
@@ -824,6 +853,7 @@ mod tests {
             raft,
             tick: TICK,
             snapshot_every: 0,
+            snapshot_log_share: 0.25,
             events_per_ready_max: 16,
             batch_wait: Duration::ZERO,
         }
@@ -1078,31 +1108,16 @@ mod tests {
         assert!(failure.contains("fsync"), "{failure}");
     }
 
-    /// Snapshot files that, like the server's, keep only data they can read back: here, the
-    /// bytes "good".
-    struct Picky;
-
-    impl SnapshotFiles for Picky {
-        fn save(&self, snapshot: &core::Snapshot) -> Result<(), String> {
-            self.verify_received(snapshot)
-        }
-        fn load(&self, _: &core::SnapshotMetadata) -> Result<core::Snapshot, String> {
-            Err("nothing saved".into())
-        }
-        fn verify_received(&self, snapshot: &core::Snapshot) -> Result<(), String> {
-            match &snapshot.data[..] {
-                b"good" => Ok(()),
-                _ => Err("not a snapshot".into()),
-            }
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_snapshot_whose_data_cannot_be_kept_is_refused_and_the_node_goes_on() {
         // Given node 1 of the voters {1, 2, 3} in term 1, whose snapshot files keep only
-        // readable data,
+        // readable data (here, the bytes "good"),
         let wal = Wal::open(SimFs::new(3), "/n1/wal", WalConfig::default()).unwrap();
-        let files: Arc<dyn SnapshotFiles> = Arc::new(Picky);
+        let mem = Arc::new(crate::node::MemSnapshotFiles::new(|_, data| match data {
+            b"good" => Ok(()),
+            _ => Err("not a snapshot".into()),
+        }));
+        let files: Arc<dyn SnapshotFiles> = mem.clone();
         let voters = Configuration {
             voters: [NodeId(1), NodeId(2), NodeId(3)].into(),
             ..Configuration::default()
@@ -1112,6 +1127,7 @@ mod tests {
             raft: core::Config::new(NodeId(1)),
             tick: TICK,
             snapshot_every: 0,
+            snapshot_log_share: 0.25,
             events_per_ready_max: 16,
             batch_wait: Duration::ZERO,
         };
@@ -1124,8 +1140,9 @@ mod tests {
             Arc::new(Mutex::new(Nothing)),
         )
         .unwrap();
-        // when peer 2 sends an InstallSnapshot at index 5 whose data is garbage,
-        let install = |data: &'static [u8]| Message {
+        // when peer 2 sends an InstallSnapshot at index 5 whose data is garbage (refused by
+        // the files when received, so the message reaches the node with no data behind it),
+        let install = || Message {
             from: NodeId(2),
             to: NodeId(1),
             term: Term(1),
@@ -1136,18 +1153,23 @@ mod tests {
                         term: Term(1),
                         configuration: voters.clone(),
                     },
-                    data: bytes::Bytes::from_static(data),
+                    data: bytes::Bytes::new(),
                 },
             },
         };
-        node.step(install(b"garbage")).await.unwrap();
+        let MessageBody::InstallSnapshot { snapshot } = install().body else {
+            unreachable!("built just above")
+        };
+        assert!(mem.receive_whole(&snapshot.metadata, b"garbage").is_err());
+        node.step(install()).await.unwrap();
         tokio::time::sleep(TICK * 5).await;
         // then the node has not stopped (saving it would have failed) and did not take it,
         let status = node.status();
         assert_eq!(status.failed, None);
         assert_eq!(status.commit, LogIndex::ZERO);
         // and a snapshot it can keep is taken as before.
-        node.step(install(b"good")).await.unwrap();
+        mem.receive_whole(&snapshot.metadata, b"good").unwrap();
+        node.step(install()).await.unwrap();
         tokio::time::sleep(TICK * 5).await;
         let status = node.status();
         assert_eq!(status.failed, None);

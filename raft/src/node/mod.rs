@@ -17,7 +17,9 @@
 pub mod apply;
 pub mod driver;
 pub mod identity;
+pub mod mem_snapshots;
 pub mod names;
+pub mod snapshot_files;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -30,12 +32,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{
-    self, ConfChange, Configuration, LogIndex, Message, NodeId, Role, Snapshot, SnapshotMetadata,
-    Term,
+    self, ConfChange, Configuration, LogIndex, Message, NodeId, Role, SnapshotMetadata, Term,
 };
 
 pub use identity::ClusterId;
-pub use store::{DurableState, LogStore, NoSpace, SnapshotFiles, StoreError, WalLogStore};
+pub use mem_snapshots::MemSnapshotFiles;
+pub use snapshot_files::{Offload, Restorer, SnapshotFiles, SnapshotSink, SnapshotView};
+pub use store::{DurableState, LogStore, NoSpace, StoreError, WalLogStore};
 
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
 /// makes callers wait, which is the node's back-pressure.
@@ -53,6 +56,11 @@ pub const EVENTS_PER_READY_MAX_DEFAULT: usize = 1024;
 pub trait StateMachine: Send + 'static {
     /// What applying a command answers, handed to the proposer.
     type Output: Send + 'static;
+    /// A consistent copy of the whole state at the applied index, for a snapshot: cheap to
+    /// take (it is taken under the apply lock) and written out while applying goes on.
+    type View: SnapshotView;
+    /// A state read back from a snapshot by [`StateMachine::restorer`], ready to install.
+    type Restored: Send + 'static;
 
     /// Applies the committed command at `index`.
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Self::Output;
@@ -69,13 +77,18 @@ pub trait StateMachine: Send + 'static {
         self.apply_empty(index);
     }
 
-    /// The serialized state as of the last applied index, for a snapshot. `term` is the term
-    /// of the entry at that index, which the snapshot stands for (a state machine that keeps
-    /// it in its own snapshot format, or names files by it, gets the real one).
-    fn snapshot_data(&self, term: Term) -> Bytes;
+    /// The state as of the last applied index, for the snapshot described by `metadata`
+    /// (whose index is the applied index and whose term is that entry's).
+    fn view(&self, metadata: &SnapshotMetadata) -> Self::View;
 
-    /// Replaces the whole state with a snapshot's.
-    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String>;
+    /// What reads a snapshot's data into a state to install. It runs on a blocking thread,
+    /// without the apply lock, and must check everything it reads (the data may come from a
+    /// peer).
+    fn restorer(&self) -> Restorer<Self::Restored>;
+
+    /// Replaces the whole state with one read by [`StateMachine::restorer`] from the snapshot
+    /// at `metadata`.
+    fn install(&mut self, metadata: &SnapshotMetadata, restored: Self::Restored);
 }
 
 /// Sends messages to peers. Sending never blocks the loop: a transport queues (bounded) and
@@ -92,8 +105,14 @@ pub struct NodeConfig {
     pub raft: core::Config,
     /// The length of one tick.
     pub tick: Duration,
-    /// Take a snapshot every this many applied entries (0: only on demand).
+    /// The fewest entries applied between two automatic snapshots (0: snapshots only on
+    /// demand): `storage.snapshot_every`.
     pub snapshot_every: u64,
+    /// An automatic snapshot also waits until the entries applied since the last one add up to
+    /// this share of the last snapshot's size in bytes (`storage.snapshot_log_share`): the
+    /// snapshot's cost per write then stays the same however large the state grows, where a
+    /// fixed entry count makes it grow with the state.
+    pub snapshot_log_share: f64,
     /// The most events (messages, proposals, reads) the loop takes into one `Ready`, and so
     /// the most proposals that share one WAL fsync (`wal.batch_size`).
     pub events_per_ready_max: usize,
@@ -232,11 +251,12 @@ pub(crate) enum Event<O> {
     },
     ReportSnapshot(NodeId, bool),
     SnapshotNow(oneshot::Sender<Result<SnapshotMetadata, NodeError>>),
-    /// From the applier: the state machine's data as of `index`.
-    SnapshotTaken(
-        LogIndex,
-        Bytes,
-        Option<oneshot::Sender<Result<SnapshotMetadata, NodeError>>>,
+    /// From the snapshot writer: the node's own snapshot at this metadata is durable (or
+    /// failed to be written), answering these requests.
+    SnapshotWritten(
+        SnapshotMetadata,
+        Result<u64, String>,
+        Vec<oneshot::Sender<Result<SnapshotMetadata, NodeError>>>,
     ),
     Shutdown,
 }

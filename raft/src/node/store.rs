@@ -45,7 +45,7 @@ use crate::core::{
     Entry, EntryPayload, HardState, InitialState, LogIndex, Snapshot, SnapshotMetadata, Storage,
     StorageError, Term,
 };
-use crate::node::ClusterId;
+use crate::node::{ClusterId, SnapshotFiles};
 
 /// The first bytes of every durable state in the hard-state slot ("RaftKV durable state"):
 /// what tells this format from anything else a slot may hold. An older RaftKV's bare postcard
@@ -297,25 +297,6 @@ impl std::fmt::Display for NoSpace {
 }
 
 impl std::error::Error for NoSpace {}
-
-/// Where snapshots are kept durably (the state machine's snapshot files). The log store asks it
-/// for the latest snapshot to send to a follower, and hands it a snapshot received from the
-/// leader to keep before the log is reset.
-pub trait SnapshotFiles: Send + Sync + 'static {
-    /// Writes `snapshot` durably (temporary file, fsync, rename, directory fsync).
-    fn save(&self, snapshot: &Snapshot) -> Result<(), String>;
-    /// The snapshot with this metadata's index, as saved.
-    fn load(&self, metadata: &SnapshotMetadata) -> Result<Snapshot, String>;
-    /// Checks a snapshot a peer sent before the node takes it: its data must be one that
-    /// [`SnapshotFiles::save`] will keep and the state machine can load, at the index its
-    /// metadata says. A snapshot refused here is dropped like any malformed message (the
-    /// leader sends it again); one that got past it would stop the node when saving failed.
-    /// The default accepts everything (stores whose `save` cannot fail on content).
-    fn verify_received(&self, snapshot: &Snapshot) -> Result<(), String> {
-        let _ = snapshot;
-        Ok(())
-    }
-}
 
 /// The durable Raft state the driver writes, in the order the `Ready` contract requires.
 pub trait LogStore: Storage + Send + 'static {
@@ -722,10 +703,13 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         Ok(LogIndex(self.wal.last_index()).max(self.state.snapshot.index))
     }
 
+    /// The latest snapshot's metadata only: its data stays in the snapshot files, from which
+    /// the transport streams it (see [`SnapshotFiles::open`]).
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        self.snapshots
-            .load(&self.state.snapshot)
-            .map_err(StorageError::Other)
+        Ok(Snapshot {
+            metadata: self.state.snapshot.clone(),
+            data: bytes::Bytes::new(),
+        })
     }
 }
 
@@ -738,9 +722,10 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
     ) -> Result<(), StoreError> {
         if let Some(snapshot) = snapshot {
             // The snapshot's data is durable before the log forgets what it replaces, and the
-            // new metadata is durable before the log restarts after it.
+            // new metadata is durable before the log restarts after it. The data was received
+            // and checked by the transport; here it is kept.
             self.snapshots
-                .save(snapshot)
+                .keep_received(&snapshot.metadata)
                 .map_err(StoreError::Snapshot)?;
             let mut next = self.state.clone();
             next.snapshot = snapshot.metadata.clone();
@@ -848,7 +833,6 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use bytes::Bytes;
     use wal::segment::{SEGMENT_HEADER_BYTES, parse_segment_file_name, segment_file_name};
@@ -866,24 +850,7 @@ mod tests {
     const PAYLOAD_BYTES: usize = 200;
 
     /// Snapshot files kept in memory.
-    #[derive(Default)]
-    struct MemFiles(Mutex<Vec<Snapshot>>);
-
-    impl SnapshotFiles for MemFiles {
-        fn save(&self, snapshot: &Snapshot) -> Result<(), String> {
-            self.0.lock().unwrap().push(snapshot.clone());
-            Ok(())
-        }
-        fn load(&self, metadata: &SnapshotMetadata) -> Result<Snapshot, String> {
-            self.0
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|s| s.metadata.index == metadata.index)
-                .cloned()
-                .ok_or_else(|| "missing".to_string())
-        }
-    }
+    type MemFiles = crate::node::MemSnapshotFiles;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -965,7 +932,7 @@ mod tests {
     #[test]
     fn entries_and_term_and_vote_survive_a_crash_but_a_commit_alone_costs_no_save() {
         let fs = SimFs::new(1);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let mut store = create(&fs, &files);
         assert!(store.is_fresh());
         let hs = HardState {
@@ -1006,7 +973,7 @@ mod tests {
     fn a_store_created_with_a_cluster_id_reopens_with_it() {
         // Given a blank WAL,
         let fs = SimFs::new(4);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         assert!(WalLogStore::is_blank(&open_wal(&fs)));
         // when a store is created in it for a cluster and the disk crashes,
         let store = create(&fs, &files);
@@ -1026,7 +993,7 @@ mod tests {
     #[test]
     fn create_refuses_a_wal_that_already_holds_a_hard_state_or_entries() {
         let fs = SimFs::new(5);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         drop(create(&fs, &files));
         let refused = |fs: &SimFs| {
             let other = DurableState::new(ClusterId(0xbad));
@@ -1074,7 +1041,7 @@ mod tests {
     fn open_refuses_a_log_whose_last_segment_was_truncated_to_its_header() {
         // Given a store with entries 1..=300 in many segments and commit 298 saved,
         let fs = SimFs::new(6);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let newest = store_with_committed_entries(&fs, &files, 300, 298);
         assert!(
             newest > 1 && newest < 298,
@@ -1104,7 +1071,7 @@ mod tests {
     fn open_refuses_a_log_whose_last_segment_was_deleted() {
         // Given a store with entries 1..=300 in many segments and commit 298 saved,
         let fs = SimFs::new(7);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let newest = store_with_committed_entries(&fs, &files, 300, 298);
         // when the newest segment is deleted,
         fs.remove_file(&Path::new(WAL_DIR).join(segment_file_name(newest)))
@@ -1126,7 +1093,7 @@ mod tests {
     #[test]
     fn open_refuses_a_lost_hard_state_and_never_starts_afresh() {
         let fs = SimFs::new(8);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         store_with_committed_entries(&fs, &files, 40, 40);
         let dir = Path::new(WAL_DIR);
         for damage in ["deleted", "zeroed"] {
@@ -1173,7 +1140,7 @@ mod tests {
     #[test]
     fn open_refuses_a_blank_wal_instead_of_creating_a_store() {
         let fs = SimFs::new(9);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let err = open_refused(&fs, &files);
         assert!(matches!(&err, StoreError::HardStateMissing { .. }), "{err}");
         assert!(err.to_string().contains("never initialised"), "{err}");
@@ -1211,7 +1178,7 @@ mod tests {
         for (seed, (what, bytes)) in cases.into_iter().enumerate() {
             // Given a WAL whose hard-state slot holds a state in another format,
             let fs = SimFs::new(10 + seed as u64);
-            let files = Arc::new(MemFiles::default());
+            let files = Arc::new(MemFiles::accepting_all());
             let mut wal = open_wal(&fs);
             wal.save_hard_state(&bytes).unwrap();
             drop(wal);
@@ -1244,7 +1211,7 @@ mod tests {
     #[test]
     fn a_persisted_commit_survives_a_crash_and_is_saved_only_when_it_rises() {
         let fs = SimFs::new(20);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let mut store = create(&fs, &files);
         let hs = HardState {
             term: Term(1),
@@ -1280,7 +1247,7 @@ mod tests {
     #[test]
     fn a_persisted_commit_alone_survives_a_crash() {
         let fs = SimFs::new(21);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let mut store = create(&fs, &files);
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
         store.persist(None, &entries, None).unwrap();
@@ -1330,7 +1297,7 @@ mod tests {
         for (seed, slot_writes_before) in [(30, 0), (31, 1)] {
             // Given a store in term 1 with no vote,
             let fs = SimFs::new(seed);
-            let files = Arc::new(MemFiles::default());
+            let files = Arc::new(MemFiles::accepting_all());
             let (mut store, before) = store_in_term_1(&fs, &files);
             let vote = vote_in_term_2(&before);
             // when saving a vote finds the disk full (a short write into a slot),
@@ -1364,7 +1331,7 @@ mod tests {
         for (seed, slot_writes_before) in [(32, 0), (33, 1)] {
             // Given a store in term 1 whose vote's save failed with a short slot write,
             let fs = SimFs::new(seed);
-            let files = Arc::new(MemFiles::default());
+            let files = Arc::new(MemFiles::accepting_all());
             let (mut store, before) = store_in_term_1(&fs, &files);
             let vote = vote_in_term_2(&before);
             fs.fail_writes_for_space(slot_writes_before, 1);
@@ -1387,7 +1354,7 @@ mod tests {
     #[test]
     fn a_commit_compaction_or_snapshot_whose_save_finds_no_space_changes_nothing() {
         let fs = SimFs::new(34);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let (mut store, before) = store_in_term_1(&fs, &files);
         let meta = |index: u64| SnapshotMetadata {
             index: LogIndex(index),
@@ -1404,8 +1371,11 @@ mod tests {
         assert!(err.is_no_space(), "{err}");
         let snapshot = Snapshot {
             metadata: meta(10),
-            data: Bytes::from_static(b"state"),
+            data: Bytes::new(),
         };
+        files
+            .receive_whole(&snapshot.metadata, b"state")
+            .expect("any data is taken");
         let err = store.persist(Some(&snapshot), &[], None).unwrap_err();
         assert!(err.is_no_space(), "{err}");
         assert_eq!(store.initial_state().unwrap().hard_state, before);
@@ -1424,7 +1394,7 @@ mod tests {
     fn a_failed_fsync_of_the_hard_state_poisons_the_log_and_is_never_no_space() {
         // Given a store in term 1, when the fsync of a vote's save fails,
         let fs = SimFs::new(35);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let (mut store, before) = store_in_term_1(&fs, &files);
         fs.fail_next_syncs(1);
         let err = store
@@ -1457,7 +1427,7 @@ mod tests {
     #[test]
     fn a_crash_between_saving_snapshot_metadata_and_restarting_the_log_is_finished_on_open() {
         let fs = SimFs::new(2);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         drop(store_with_entries(&fs, &files, 5));
         // Given the metadata of a snapshot at 20 saved, but the log still ending at 5,
         let meta = SnapshotMetadata {
@@ -1465,12 +1435,7 @@ mod tests {
             term: Term(4),
             configuration: Configuration::default(),
         };
-        files
-            .save(&Snapshot {
-                metadata: meta.clone(),
-                data: Bytes::from_static(b"state"),
-            })
-            .unwrap();
+        files.insert(&meta, Bytes::from_static(b"state"));
         let state = DurableState {
             hard_state: HardState {
                 commit: LogIndex(20),
@@ -1485,13 +1450,14 @@ mod tests {
         assert_eq!(store.first_index().unwrap(), LogIndex(21));
         assert_eq!(store.last_index().unwrap(), LogIndex(20));
         assert_eq!(store.term(LogIndex(20)).unwrap(), Term(4));
-        assert_eq!(store.snapshot().unwrap().data, Bytes::from_static(b"state"));
+        assert_eq!(store.snapshot().unwrap().metadata, meta);
+        assert_eq!(files.data(LogIndex(20)), Some(Bytes::from_static(b"state")));
     }
 
     #[test]
     fn a_log_short_of_the_commit_is_refused_before_the_snapshot_repair_touches_it() {
         let fs = SimFs::new(22);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         drop(store_with_entries(&fs, &files, 5));
         // Given a snapshot at 20 and commit 30 saved, but the log ending at 5,
         let state = DurableState {
@@ -1529,7 +1495,7 @@ mod tests {
         // Given a store compacted to a snapshot at 40 whose oldest remaining segment is then
         // deleted,
         let fs = SimFs::new(23);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         store_with_committed_entries(&fs, &files, 100, 100);
         let mut store = open(&fs, &files);
         let meta = SnapshotMetadata {
@@ -1562,7 +1528,7 @@ mod tests {
     #[test]
     fn compaction_moves_the_first_index_and_keeps_the_term_at_the_snapshot() {
         let fs = SimFs::new(3);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let mut store = store_with_entries(&fs, &files, 10);
         let meta = SnapshotMetadata {
             index: LogIndex(6),

@@ -3,35 +3,58 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use wal::{SimFs, Wal};
 
-use super::{ClusterId, DurableState, SnapshotFiles, StateMachine, WalLogStore};
-use crate::core::{Configuration, HardState, LogIndex, Snapshot, SnapshotMetadata, Term};
+use super::{
+    ClusterId, DurableState, Restorer, SnapshotFiles, SnapshotSink, SnapshotView, StateMachine,
+    WalLogStore,
+};
+use crate::core::{Configuration, HardState, LogIndex, SnapshotMetadata, Term};
 
 /// A state machine with nothing in it.
 pub(crate) struct Nothing;
 
-impl StateMachine for Nothing {
-    type Output = ();
-    fn apply(&mut self, _: LogIndex, _: &[u8]) {}
-    fn apply_empty(&mut self, _: LogIndex) {}
-    fn snapshot_data(&self, _: Term) -> Bytes {
-        Bytes::new()
-    }
-    fn restore(&mut self, _: &Snapshot) -> Result<(), String> {
+/// The view of [`Nothing`]: an empty snapshot.
+pub(crate) struct NothingView;
+
+impl SnapshotView for NothingView {
+    fn write_to(&self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
         Ok(())
     }
 }
 
-/// Snapshot files for tests in which no snapshot is ever taken.
+impl StateMachine for Nothing {
+    type Output = ();
+    type View = NothingView;
+    type Restored = ();
+    fn apply(&mut self, _: LogIndex, _: &[u8]) {}
+    fn apply_empty(&mut self, _: LogIndex) {}
+    fn view(&self, _: &SnapshotMetadata) -> NothingView {
+        NothingView
+    }
+    fn restorer(&self) -> Restorer<()> {
+        Box::new(|_, _| Ok(()))
+    }
+    fn install(&mut self, _: &SnapshotMetadata, _: ()) {}
+}
+
+/// Snapshot files for tests in which no snapshot is ever taken or received.
 pub(crate) struct NoFiles;
 
 impl SnapshotFiles for NoFiles {
-    fn save(&self, _: &Snapshot) -> Result<(), String> {
-        Ok(())
+    fn write(&self, _: &SnapshotMetadata, _: &dyn SnapshotView) -> Result<u64, String> {
+        Ok(0)
     }
-    fn load(&self, _: &SnapshotMetadata) -> Result<Snapshot, String> {
+    fn open(&self, _: &SnapshotMetadata) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
+        Err("no snapshots here".into())
+    }
+    fn receive(&self, _: &SnapshotMetadata, _: u64) -> Result<Box<dyn SnapshotSink>, String> {
+        Err("no snapshots here".into())
+    }
+    fn has_received(&self, _: &SnapshotMetadata) -> bool {
+        false
+    }
+    fn keep_received(&self, _: &SnapshotMetadata) -> Result<(), String> {
         Err("no snapshots here".into())
     }
 }

@@ -14,10 +14,12 @@
 //! cluster's node, one removed from this cluster, or one that is not a member at all) writes
 //! as its only frame before it closes.
 //!
-//! A snapshot travels as `SnapshotBegin` (the message with its data cut out, and the data's
-//! length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and `SnapshotEnd`; the receiver
-//! reassembles it and hands the core one whole message. A connection that breaks mid-stream
-//! loses the partial snapshot, and the core sends it again later.
+//! A snapshot travels as `SnapshotBegin` (the message, which carries only the snapshot's
+//! metadata, and the data's length), `SnapshotChunk`s of at most `SNAPSHOT_CHUNK_BYTES`, and
+//! `SnapshotEnd`; `Message` frames may come between the chunks (the sender's heartbeats). The
+//! receiver streams the chunks into a file, checks it whole, and only then hands the core the
+//! message. A connection that breaks mid-stream loses the partial snapshot, and the core sends
+//! it again later.
 //!
 //! Invariants: a reader never allocates more than `FRAME_BYTES_MAX` for a frame, whatever the
 //! length field claims; a frame of another wire version is an error, not a guess.
@@ -35,7 +37,9 @@ use crate::node::ClusterId;
 /// Version 3 added the cluster id to [`Frame::Hello`] and the [`Frame::Refused`] frame.
 /// Version 4 added [`Refusal::NotMember`]: a version-3 opener could not decode it, so it
 /// would take the refusal for a broken connection and retry at full speed.
-pub const WIRE_VERSION: u8 = 4;
+/// Version 5 lets `Message` frames come between a snapshot's chunks: a version-4 receiver
+/// would close the connection on the first heartbeat sent during a snapshot.
+pub const WIRE_VERSION: u8 = 5;
 /// The largest frame body accepted (16 MiB): room for a full AppendEntries
 /// (`msg_bytes_max`, 1 MiB by default) or a snapshot chunk, with margin.
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;

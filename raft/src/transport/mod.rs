@@ -3,9 +3,13 @@
 //! Each peer has a sender task with a bounded queue. `send` never waits: when a peer's queue is
 //! full (the peer is slow or gone) the message is dropped, and Raft's retries cover it. The
 //! sender connects on demand, retries failed connects with exponential backoff (a connection
-//! that had been up a while is replaced at once), and streams snapshots in chunks, reporting
-//! to the node whether each one arrived. The receiving side accepts
-//! connections, checks every frame, reassembles snapshots, and steps the node with each message.
+//! that had been up a while is replaced at once), and streams snapshots in chunks read from the
+//! snapshot files ([`SnapshotFiles::open`]), reporting to the node whether each one arrived;
+//! messages queued meanwhile go out between the chunks, so that a follower receiving a large
+//! snapshot goes on hearing its leader's heartbeats. The receiving side accepts connections,
+//! checks every frame, streams a snapshot's chunks into the snapshot files
+//! ([`SnapshotFiles::receive`]), which check it whole before the node hears of it, and steps
+//! the node with each message.
 //! A peer that sends garbage loses its connection and nothing else. The receiver acknowledges
 //! the bytes it has read every [`ACK_INTERVAL`] on the same connection (or says it is busy
 //! while its node's queue is full), and a sender whose bytes go unacknowledged for
@@ -31,7 +35,7 @@
 //! What a caller can hold is bounded before anyone knows who it is: at most
 //! [`PEER_CONNECTIONS_MAX`] inbound connections are served at once (one more is closed
 //! unread), and one that sends no Hello within [`HELLO_TIMEOUT`] is closed. Snapshot streams
-//! being reassembled hold at most [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] between them (a stream that
+//! being received hold at most [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] of disk between them (a stream that
 //! would pass it is refused by closing its connection), and one that stops moving for
 //! [`SNAPSHOT_CHUNK_TIMEOUT`] is dropped with what it held.
 //!
@@ -42,7 +46,7 @@ pub mod frame;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read as _};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +58,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::core::{LogIndex, Message, MessageBody, NodeId};
-use crate::node::{ClusterId, Node, Transport, names};
+use crate::node::snapshot_files::offload;
+use crate::node::{ClusterId, Node, SnapshotFiles, SnapshotSink, Transport, names};
 /// Why a peer refused a connection: [`TransportReport::Refused`] carries it to the server.
 pub use frame::Refusal;
 use frame::{Frame, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
@@ -120,12 +125,13 @@ pub const PEER_CONNECTIONS_MAX: usize = 64;
 /// moment it connects; a caller that sends nothing must not hold one of the
 /// [`PEER_CONNECTIONS_MAX`] slots for ever.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most bytes of snapshot data this node reassembles at once, over all its inbound
-/// connections: each stream reserves the length its `SnapshotBegin` announces, and one that
-/// would pass the budget is refused (its connection closed, so that its sender reports it
-/// undelivered and the leader sends it again later). As large as the largest snapshot
-/// accepted ([`SNAPSHOT_BYTES_MAX`]), so that any one snapshot can be received: a leader sends
-/// a node one at a time. Without it, every connection could buffer that much.
+/// The most bytes of snapshot data this node receives at once, over all its inbound
+/// connections (they go to temporary files): each stream reserves the length its
+/// `SnapshotBegin` announces, and one that would pass the budget is refused (its connection
+/// closed, so that its sender reports it undelivered and the leader sends it again later). As
+/// large as the largest snapshot accepted ([`SNAPSHOT_BYTES_MAX`]), so that any one snapshot
+/// can be received: a leader sends a node one at a time. Without it, every connection could
+/// fill the disk with that much.
 pub const SNAPSHOT_BYTES_IN_FLIGHT_MAX: u64 = SNAPSHOT_BYTES_MAX;
 /// How long a snapshot stream may go without its next frame before its connection is closed
 /// and its reservation of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`] given back: a sender writes the
@@ -487,6 +493,8 @@ pub struct PeerTransport<N: Network> {
     /// This node's cluster, announced in every Hello and required of every caller.
     cluster: ClusterId,
     network: Arc<N>,
+    /// Where snapshots are streamed from and received into.
+    snapshots: Arc<dyn SnapshotFiles>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     reports: mpsc::UnboundedSender<TransportReport>,
     /// Per peer: the generation of its newest inbound connection.
@@ -555,13 +563,15 @@ impl Drop for SnapshotReservation {
 pub struct InboundSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl<N: Network> PeerTransport<N> {
-    /// A transport for node `id` of `cluster`, listening at `addr`. The receiver gets the
-    /// outcome of every snapshot sent and every refusal by a peer.
+    /// A transport for node `id` of `cluster`, listening at `addr`, that streams snapshots
+    /// from and into `snapshots`. The receiver gets the outcome of every snapshot sent and
+    /// every refusal by a peer.
     pub fn new(
         id: NodeId,
         addr: String,
         cluster: ClusterId,
         network: N,
+        snapshots: Arc<dyn SnapshotFiles>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<TransportReport>) {
         let (reports, rx) = mpsc::unbounded_channel();
         let transport = Arc::new(PeerTransport {
@@ -569,6 +579,7 @@ impl<N: Network> PeerTransport<N> {
             addr,
             cluster,
             network: Arc::new(network),
+            snapshots,
             peers: Mutex::new(HashMap::new()),
             reports,
             inbound: Mutex::new(HashMap::new()),
@@ -814,6 +825,7 @@ impl<N: Network> PeerTransport<N> {
             id,
             addr.clone(),
             Arc::clone(&self.network),
+            Arc::clone(&self.snapshots),
             rx,
             self.reports.clone(),
         ));
@@ -893,6 +905,7 @@ async fn run_sender<N: Network>(
     to: NodeId,
     addr: String,
     network: Arc<N>,
+    snapshots: Arc<dyn SnapshotFiles>,
     mut queue: mpsc::Receiver<Message>,
     reports: mpsc::UnboundedSender<TransportReport>,
 ) {
@@ -965,8 +978,10 @@ async fn run_sender<N: Network>(
                     pending = Some(message);
                     return Err(e);
                 }
-                send_one(&mut w, message, &reports).await?;
-                if let Ok(m) = queue.try_recv() {
+                next = send_one(&mut w, message, &snapshots, &mut queue, &reports).await?;
+                if next.is_none()
+                    && let Ok(m) = queue.try_recv()
+                {
                     next = Some(m);
                 }
             }
@@ -1011,32 +1026,77 @@ fn fail_snapshot(message: &Message, reports: &mpsc::UnboundedSender<TransportRep
     }
 }
 
-/// Writes one message (a snapshot as a stream of chunks).
+/// Writes one message; a snapshot as a stream of chunks read from the snapshot files, with the
+/// messages queued meanwhile written between them (heartbeats must reach a follower that
+/// receives a long snapshot, or it would campaign). Returns a snapshot message taken from the
+/// queue meanwhile, to send next.
 async fn send_one<W: AsyncWrite + Unpin>(
     w: &mut W,
     message: Message,
+    snapshots: &Arc<dyn SnapshotFiles>,
+    queue: &mut mpsc::Receiver<Message>,
     reports: &mpsc::UnboundedSender<TransportReport>,
-) -> io::Result<()> {
+) -> io::Result<Option<Message>> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
-        return frame::write(w, &Frame::Message(message)).await;
+        frame::write(w, &Frame::Message(message)).await?;
+        return Ok(None);
     };
     let to = message.to;
-    let data = snapshot.data.clone();
-    let mut header = message.clone();
-    if let MessageBody::InstallSnapshot { snapshot } = &mut header.body {
-        snapshot.data = Bytes::new();
-    }
+    let metadata = snapshot.metadata.clone();
+    let (mut data, data_bytes) = match snapshots.open(&metadata) {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Pruned since the core chose it, or unreadable: the leader tries again later, with
+            // whichever snapshot is its latest then.
+            warn!(to = %names::of(to), index = metadata.index.0, error = %e, "cannot open the snapshot to send");
+            let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
+                to,
+                delivered: false,
+            }));
+            return Ok(None);
+        }
+    };
+    let how = snapshots.offload();
+    let mut deferred: Option<Message> = None;
     let streamed: io::Result<()> = async {
         frame::write(
             w,
             &Frame::SnapshotBegin {
-                message: header,
-                data_bytes: data.len() as u64,
+                message,
+                data_bytes,
             },
         )
         .await?;
-        for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            frame::write(w, &Frame::SnapshotChunk(data.slice_ref(chunk))).await?;
+        let mut sent = 0u64;
+        while sent < data_bytes {
+            let want = (data_bytes - sent).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let (back, chunk) = offload(how, move || {
+                let mut chunk = vec![0u8; want];
+                let read = data.read_exact(&mut chunk).map(|()| chunk);
+                (data, read)
+            })
+            .await;
+            data = back;
+            let chunk = chunk.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("reading the snapshot at {} to send: {e}", metadata.index),
+                )
+            })?;
+            sent += chunk.len() as u64;
+            frame::write(w, &Frame::SnapshotChunk(Bytes::from(chunk))).await?;
+            // What queued up while the chunk went out follows it, before the next chunk.
+            while let Ok(queued) = queue.try_recv() {
+                if matches!(queued.body, MessageBody::InstallSnapshot { .. }) {
+                    // One snapshot at a time: a newer one replaces any deferred before it.
+                    if let Some(older) = deferred.replace(queued) {
+                        fail_snapshot(&older, reports);
+                    }
+                } else {
+                    frame::write(w, &Frame::Message(queued)).await?;
+                }
+            }
+            w.flush().await?;
         }
         frame::write(w, &Frame::SnapshotEnd).await?;
         w.flush().await
@@ -1046,7 +1106,25 @@ async fn send_one<W: AsyncWrite + Unpin>(
         to,
         delivered: streamed.is_ok(),
     }));
-    streamed
+    if let Err(e) = streamed {
+        if let Some(deferred) = deferred {
+            fail_snapshot(&deferred, reports);
+        }
+        return Err(e);
+    }
+    // The leader asks again for a snapshot that takes long to stream (its retry timer runs
+    // from when it asked): the same one, just delivered, is not sent twice.
+    if let Some(again) = &deferred
+        && let MessageBody::InstallSnapshot { snapshot } = &again.body
+        && snapshot.metadata.index == metadata.index
+    {
+        let _ = reports.send(TransportReport::Snapshot(SnapshotReport {
+            to,
+            delivered: true,
+        }));
+        return Ok(None);
+    }
+    Ok(deferred)
 }
 
 /// Serves one incoming peer connection: reads the caller's Hello, refuses a caller of another
@@ -1126,9 +1204,11 @@ where
             stepped
         }
     };
-    // A snapshot being reassembled: its header, announced length, data so far, and its
-    // share of the node-wide budget.
-    let mut snapshot: Option<(Message, u64, Vec<u8>, SnapshotReservation)> = None;
+    // A snapshot being received: its header, where its data goes, and its share of the
+    // node-wide budget.
+    let mut snapshot: Option<Receiving> = None;
+    let files = Arc::clone(&transport.snapshots);
+    let how = files.offload();
     loop {
         let next = if snapshot.is_some() {
             tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, frame::read(&mut r))
@@ -1144,13 +1224,15 @@ where
         };
         let Some(f) = next else { break };
         match (f, snapshot.take()) {
-            (Frame::Message(m), None) => {
+            // Messages may come between a snapshot's chunks (its sender's heartbeats).
+            (Frame::Message(m), receiving) => {
                 if m.from != from {
                     return Err(protocol("a message from another node than the caller"));
                 }
                 if step(m).await.is_err() {
                     return Ok(()); // The node stopped.
                 }
+                snapshot = receiving;
             }
             (
                 Frame::SnapshotBegin {
@@ -1162,30 +1244,70 @@ where
                 if data_bytes > SNAPSHOT_BYTES_MAX || message.from != from {
                     return Err(protocol("snapshot too large or from another node"));
                 }
+                let MessageBody::InstallSnapshot {
+                    snapshot: announced,
+                } = &message.body
+                else {
+                    return Err(protocol("SnapshotBegin without an InstallSnapshot message"));
+                };
                 let Some(reservation) = transport.reserve_snapshot(from, data_bytes) else {
                     // Refused (and logged): closing the connection makes the sender report
                     // the snapshot undelivered, and the leader retries it later.
                     return Ok(());
                 };
-                let capacity = data_bytes.min(SNAPSHOT_CHUNK_BYTES as u64 * 64) as usize;
-                let data = Vec::with_capacity(capacity);
-                snapshot = Some((message, data_bytes, data, reservation));
+                let sink = match files.receive(&announced.metadata, data_bytes) {
+                    Ok(sink) => sink,
+                    Err(e) => {
+                        warn!(from = %names::of(from), index = announced.metadata.index.0, error = %e, "cannot receive a snapshot");
+                        return Ok(());
+                    }
+                };
+                snapshot = Some(Receiving {
+                    message,
+                    total: data_bytes,
+                    received: 0,
+                    sink,
+                    _reservation: reservation,
+                });
             }
-            (Frame::SnapshotChunk(chunk), Some((message, total, mut data, reservation))) => {
-                if data.len() as u64 + chunk.len() as u64 > total {
+            (Frame::SnapshotChunk(chunk), Some(mut receiving)) => {
+                if receiving.received + chunk.len() as u64 > receiving.total {
                     return Err(protocol("snapshot chunks longer than announced"));
                 }
-                data.extend_from_slice(&chunk);
-                snapshot = Some((message, total, data, reservation));
+                receiving.received += chunk.len() as u64;
+                let sink = receiving.sink;
+                let (sink, written) = offload(how, move || {
+                    let mut sink = sink;
+                    let written = sink.write(&chunk);
+                    (sink, written)
+                })
+                .await;
+                receiving.sink = sink;
+                if let Err(e) = written {
+                    warn!(from = %names::of(from), error = %e, "cannot write a received snapshot");
+                    return Ok(());
+                }
+                snapshot = Some(receiving);
             }
-            (Frame::SnapshotEnd, Some((mut message, total, data, _reservation))) => {
-                if data.len() as u64 != total {
+            (Frame::SnapshotEnd, Some(receiving)) => {
+                if receiving.received != receiving.total {
                     return Err(protocol("snapshot shorter than announced"));
                 }
-                if let MessageBody::InstallSnapshot { snapshot } = &mut message.body {
-                    snapshot.data = Bytes::from(data);
-                } else {
-                    return Err(protocol("SnapshotBegin without an InstallSnapshot message"));
+                let Receiving { message, sink, .. } = receiving;
+                // Made durable and checked whole, off this task: it may take seconds.
+                if let Err(e) = offload(how, move || sink.finish()).await {
+                    if transport.refusals_logged.should_log(from, "bad_snapshot") {
+                        warn!(
+                            from = %names::of(from),
+                            kind = "bad_snapshot",
+                            error = %e,
+                            "refused a snapshot from peer {} (further such refusals of it are \
+                             not logged for {}s): {e}",
+                            names::of(from),
+                            REFUSAL_LOG_INTERVAL.as_secs()
+                        );
+                    }
+                    return Ok(());
                 }
                 if step(message).await.is_err() {
                     return Ok(());
@@ -1195,6 +1317,20 @@ where
         }
     }
     Ok(())
+}
+
+/// A snapshot stream being received on a connection.
+struct Receiving {
+    /// The InstallSnapshot message it carries (metadata only).
+    message: Message,
+    /// The bytes its `SnapshotBegin` announced.
+    total: u64,
+    /// The bytes received so far.
+    received: u64,
+    /// Where its data goes.
+    sink: Box<dyn SnapshotSink>,
+    /// Its share of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`], given back however the stream ends.
+    _reservation: SnapshotReservation,
 }
 
 /// Answers a refused caller with its one frame, then closes the connection, after reading and
@@ -1366,9 +1502,21 @@ mod tests {
         Connects,
         mpsc::UnboundedReceiver<TransportReport>,
     ) {
+        node1_with_files_to_2(cluster, Arc::new(NoFiles))
+    }
+
+    /// [`node1_of_cluster_to_2`] whose snapshots are kept in `files`.
+    fn node1_with_files_to_2(
+        cluster: ClusterId,
+        files: Arc<dyn SnapshotFiles>,
+    ) -> (
+        Arc<PeerTransport<Duplexes>>,
+        Connects,
+        mpsc::UnboundedReceiver<TransportReport>,
+    ) {
         let (tx, connects) = mpsc::unbounded_channel();
         let (transport, reports) =
-            PeerTransport::new(NodeId(1), "n1".into(), cluster, Duplexes(tx));
+            PeerTransport::new(NodeId(1), "n1".into(), cluster, Duplexes(tx), files);
         transport.set_peer(NodeId(2), "n2".into());
         (transport, connects, reports)
     }
@@ -1390,6 +1538,114 @@ mod tests {
         let (at, far) = next_connect(&mut connects).await;
         let mut far = BufReader::new(far);
         (at - due, first_message(&mut far).await)
+    }
+
+    /// An InstallSnapshot from node 1 to node 2 for the snapshot at `index`, term 1 (the
+    /// message carries only metadata: the data is in the snapshot files).
+    fn install_snapshot(index: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: core::Snapshot {
+                    metadata: core::SnapshotMetadata {
+                        index: LogIndex(index),
+                        term: Term(1),
+                        configuration: Configuration::default(),
+                    },
+                    data: Bytes::new(),
+                },
+            },
+        }
+    }
+
+    /// Snapshot data of `bytes` bytes that tells its offsets apart.
+    fn snapshot_data(bytes: usize) -> Bytes {
+        (0..bytes).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_streams_from_its_file_with_heartbeats_between_its_chunks() {
+        // Given node 1, whose snapshot files keep a snapshot of two and a half chunks at
+        // index 7,
+        let files = Arc::new(crate::node::MemSnapshotFiles::accepting_all());
+        let data = snapshot_data(SNAPSHOT_CHUNK_BYTES * 5 / 2);
+        let MessageBody::InstallSnapshot { snapshot } = install_snapshot(7).body else {
+            unreachable!("built as an InstallSnapshot")
+        };
+        files.insert(&snapshot.metadata, data.clone());
+        let (transport, mut connects, mut reports) = node1_with_files_to_2(CLUSTER_A, files);
+        // when the node sends peer 2 that snapshot and then a heartbeat,
+        transport.send(install_snapshot(7));
+        transport.send(heartbeat(1));
+        let (_, far) = next_connect(&mut connects).await;
+        let mut far = BufReader::new(far);
+        // then the peer reads the snapshot's announced length, its chunks with the heartbeat
+        // between the first two (not after the whole snapshot), and its end,
+        let mut frames = Vec::new();
+        loop {
+            let f = frame::read(&mut far).await.expect("a frame").expect("open");
+            let end = matches!(f, Frame::SnapshotEnd);
+            frames.push(f);
+            if end {
+                break;
+            }
+        }
+        assert!(matches!(frames[0], Frame::Hello { .. }));
+        assert!(
+            matches!(&frames[1], Frame::SnapshotBegin { data_bytes, .. } if *data_bytes == data.len() as u64)
+        );
+        assert!(matches!(frames[2], Frame::SnapshotChunk(_)));
+        assert_eq!(frames[3], Frame::Message(heartbeat(1)));
+        let received: Vec<u8> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::SnapshotChunk(chunk) => Some(chunk.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        // the data is the file's, byte for byte,
+        assert_eq!(received, data.to_vec());
+        // and the node hears that the snapshot was delivered.
+        let report = tokio::time::timeout(Duration::from_secs(1), reports.recv())
+            .await
+            .expect("reported")
+            .expect("open");
+        assert_eq!(
+            report,
+            TransportReport::Snapshot(SnapshotReport {
+                to: NodeId(2),
+                delivered: true
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_whose_file_is_gone_is_reported_undelivered_and_the_connection_lives() {
+        // Given node 1, whose snapshot files hold nothing at index 9,
+        let files = Arc::new(crate::node::MemSnapshotFiles::accepting_all());
+        let (transport, mut connects, mut reports) = node1_with_files_to_2(CLUSTER_A, files);
+        // when the node sends peer 2 the snapshot at 9, then a heartbeat,
+        transport.send(install_snapshot(9));
+        transport.send(heartbeat(1));
+        // then the snapshot is reported undelivered (the leader will try again),
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("reported")
+            .expect("open");
+        assert_eq!(
+            report,
+            TransportReport::Snapshot(SnapshotReport {
+                to: NodeId(2),
+                delivered: false
+            })
+        );
+        // and the heartbeat still goes out on the connection, nothing announced before it.
+        let (_, far) = next_connect(&mut connects).await;
+        let mut far = BufReader::new(far);
+        assert_eq!(first_message(&mut far).await, heartbeat(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1507,13 +1763,18 @@ mod tests {
 
     /// A running node 2 in term 1 whose configuration is `configuration`.
     fn node2_of(configuration: Configuration) -> Node<()> {
+        node2_with_files(configuration, Arc::new(NoFiles))
+    }
+
+    /// [`node2_of`] keeping its snapshots in `files`.
+    fn node2_with_files(configuration: Configuration, files: Arc<dyn SnapshotFiles>) -> Node<()> {
         let wal = Wal::open(SimFs::new(2), "/n2/wal", WalConfig::default()).expect("a fresh WAL");
-        let files: Arc<dyn SnapshotFiles> = Arc::new(NoFiles);
-        let store = store_in_term_1(wal, configuration);
+        let store = crate::node::testing::store_in_term_1_with(wal, configuration, files.clone());
         let config = NodeConfig {
             raft: core::Config::new(NodeId(2)),
             tick: Duration::from_millis(10),
             snapshot_every: 0,
+            snapshot_log_share: 0.25,
             events_per_ready_max: 16,
             batch_wait: Duration::ZERO,
         };
@@ -1529,8 +1790,19 @@ mod tests {
 
     /// Node 2's transport, of `cluster`; it is only served, never sends.
     fn node2_transport(cluster: ClusterId) -> Arc<PeerTransport<Duplexes>> {
+        node2_transport_with(
+            cluster,
+            Arc::new(crate::node::MemSnapshotFiles::accepting_all()),
+        )
+    }
+
+    /// [`node2_transport`] receiving snapshots into `files`.
+    fn node2_transport_with(
+        cluster: ClusterId,
+        files: Arc<dyn SnapshotFiles>,
+    ) -> Arc<PeerTransport<Duplexes>> {
         let (unused, _) = mpsc::unbounded_channel();
-        PeerTransport::new(NodeId(2), "n2".into(), cluster, Duplexes(unused)).0
+        PeerTransport::new(NodeId(2), "n2".into(), cluster, Duplexes(unused), files).0
     }
 
     /// A message from `from` to node 2 in `term` (a leader's heartbeat).
@@ -1900,6 +2172,79 @@ mod tests {
     /// Bytes of snapshot data node 2's transport holds reserved now.
     fn reserved(transport: &PeerTransport<Duplexes>) -> u64 {
         *transport.snapshot_bytes.lock().expect(PEERS_LOCK)
+    }
+
+    /// Node 2 (a learner of voters 1 and 3), its snapshot files, which refuse data of four
+    /// bytes or fewer, and its transport over them.
+    fn node2_with_picky_files() -> (
+        Node<()>,
+        Arc<crate::node::MemSnapshotFiles>,
+        Arc<PeerTransport<Duplexes>>,
+    ) {
+        let files = Arc::new(crate::node::MemSnapshotFiles::new(|_, data| {
+            if data.len() > 4 {
+                Ok(())
+            } else {
+                Err("too short to be a snapshot".into())
+            }
+        }));
+        let configuration = Configuration {
+            voters: [NodeId(1), NodeId(3)].into(),
+            learners: [NodeId(2)].into(),
+            ..Configuration::default()
+        };
+        let node = node2_with_files(configuration, files.clone());
+        let transport = node2_transport_with(CLUSTER_A, files.clone());
+        (node, files, transport)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_received_with_a_heartbeat_between_its_chunks_is_checked_then_installed() {
+        // Given node 2 (a learner of voters 1 and 3) receiving into files that check data,
+        let (node, files, transport) = node2_with_picky_files();
+        // when member 1 streams the snapshot at 7 in two chunks with a heartbeat between them,
+        let data = snapshot_data(64);
+        let frames = [
+            Frame::SnapshotBegin {
+                message: install_snapshot(7),
+                data_bytes: data.len() as u64,
+            },
+            Frame::SnapshotChunk(data.slice(..20)),
+            Frame::Message(heartbeat(1)),
+            Frame::SnapshotChunk(data.slice(20..)),
+            Frame::SnapshotEnd,
+        ];
+        let (_caller, _served) =
+            call_node2_with(&node, &transport, NodeId(1), CLUSTER_A, frames).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // then the heartbeat reached the node during the stream (it follows member 1), and
+        // the snapshot, checked whole, was installed and kept byte for byte.
+        let status = node.status();
+        assert_eq!(status.leader, Some(NodeId(1)));
+        assert_eq!(status.snapshot.index, LogIndex(7));
+        assert_eq!(files.data(LogIndex(7)), Some(data));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_received_snapshot_that_fails_its_check_never_reaches_the_node() {
+        // Given node 2 receiving into files that refuse short data,
+        let (node, files, transport) = node2_with_picky_files();
+        // when member 1 streams a snapshot at 7 whose data fails the check,
+        let frames = [
+            Frame::SnapshotBegin {
+                message: install_snapshot(7),
+                data_bytes: 3,
+            },
+            Frame::SnapshotChunk(Bytes::from_static(b"bad")),
+            Frame::SnapshotEnd,
+        ];
+        let (mut caller, served) =
+            call_node2_with(&node, &transport, NodeId(1), CLUSTER_A, frames).await;
+        // then the connection is closed, the node never took the snapshot, and nothing is kept.
+        while answer(&mut caller).await.is_some() {}
+        assert!(served.await.expect("ends").is_ok());
+        assert_eq!(node.status().snapshot.index, LogIndex::ZERO);
+        assert_eq!(files.data(LogIndex(7)), None);
     }
 
     #[tokio::test(start_paused = true)]

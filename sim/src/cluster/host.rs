@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::server::machine::{Machine, MemberInfo, Output, Proposal};
+use api::server::machine::{Machine, MachineView, MemberInfo, Output, Proposal, RestoredState};
 use bytes::Bytes;
 use raft::core::{
     self, BrokenRule, ConfChange, ConfChangeKind, ConfChangeSingle, Entry, EntryPayload, HardState,
-    LogIndex, NodeId, Role, Snapshot, Term,
+    LogIndex, NodeId, Role, SnapshotMetadata, Term,
 };
 use raft::node::{
-    self, ClusterId, DurableState, LogStore, Node, NodeConfig, NodeError, SnapshotFiles,
+    self, ClusterId, DurableState, LogStore, Node, NodeConfig, NodeError, Restorer, SnapshotFiles,
     StateMachine, WalLogStore,
 };
 use raft::transport::{PeerTransport, Refusal, TransportReport};
@@ -327,6 +327,8 @@ pub struct Recording {
 
 impl StateMachine for Recording {
     type Output = Output;
+    type View = MachineView;
+    type Restored = RestoredState;
 
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Output {
         self.monitor.applied(self.node, index.0, fnv1a(command));
@@ -338,14 +340,22 @@ impl StateMachine for Recording {
         self.inner.apply_empty(index);
     }
 
-    fn snapshot_data(&self, term: raft::core::Term) -> Bytes {
-        self.inner.snapshot_data(term)
+    fn apply_conf_change(&mut self, index: LogIndex, configuration: &core::Configuration) {
+        self.monitor.applied(self.node, index.0, EMPTY_ENTRY_HASH);
+        self.inner.apply_conf_change(index, configuration);
     }
 
-    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        self.inner.restore(snapshot)?;
-        self.monitor.restored(self.node, snapshot.metadata.index.0);
-        Ok(())
+    fn view(&self, metadata: &SnapshotMetadata) -> MachineView {
+        self.inner.view(metadata)
+    }
+
+    fn restorer(&self) -> Restorer<RestoredState> {
+        self.inner.restorer()
+    }
+
+    fn install(&mut self, metadata: &SnapshotMetadata, restored: RestoredState) {
+        self.inner.install(metadata, restored);
+        self.monitor.restored(self.node, metadata.index.0);
     }
 }
 
@@ -443,7 +453,7 @@ impl Boot<'_> {
         let (mut machine, book) = Machine::new(kv::KvConfig::default(), store.cluster_id());
         let snapshot = store.snapshot_metadata().clone();
         if snapshot.index > LogIndex::ZERO {
-            machine.restore(&files.load(&snapshot)?)?;
+            api::server::restore_from_files(&mut machine, files.as_ref(), &snapshot)?;
         }
         cluster.monitor.started(self.slot, snapshot.index.0);
         // Founders: every host's address, from the harness. Joining: only what a server knows
@@ -471,6 +481,7 @@ impl Boot<'_> {
             host.raft_addr.clone(),
             store.cluster_id(),
             TurmoilNetwork,
+            Arc::clone(&files),
         );
         for (peer, addr) in addresses {
             transport.set_peer(peer, addr);
@@ -485,6 +496,9 @@ impl Boot<'_> {
                 raft,
                 tick: RAFT_TICK,
                 snapshot_every: cluster.settings.snapshot_every,
+                // The server's default: the simulation's small states keep the entry floor
+                // in charge, so snapshots stay frequent.
+                snapshot_log_share: f64::from(api::config::SNAPSHOT_LOG_PERCENT_DEFAULT) / 100.0,
                 events_per_ready_max: node::EVENTS_PER_READY_MAX_DEFAULT,
                 batch_wait: Duration::ZERO,
             },

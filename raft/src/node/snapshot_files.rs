@@ -1,0 +1,109 @@
+//! The node's seams for snapshot data: where a snapshot's bytes are written, kept, streamed
+//! from and received into. The core never holds snapshot data (its `Snapshot` messages carry
+//! only metadata here); the data goes from the state machine to a file, from that file to a
+//! follower's file, and from the file back into the state machine, in streams.
+//!
+//! - A node's own snapshot: the applier takes a [`SnapshotView`] of the state machine under the
+//!   apply lock (cheap: the state machine shares structure with it), and
+//!   [`SnapshotFiles::write`] writes it out on a blocking thread while applying goes on.
+//! - To a follower: the transport streams the kept file ([`SnapshotFiles::open`]).
+//! - From a leader: the transport streams the chunks into a [`SnapshotSink`]
+//!   ([`SnapshotFiles::receive`]), which checks the whole file when it ends; only then is the
+//!   core told of the snapshot, and the log store keeps the file
+//!   ([`SnapshotFiles::keep_received`]) when it persists the snapshot.
+//! - Restoring: the applier reads the kept file through the state machine's
+//!   [`Restorer`] on a blocking thread, then installs the result under the lock.
+//!
+//! Invariant: a snapshot's metadata is made durable (by the log store) only after its data is:
+//! [`SnapshotFiles::write`] and [`SnapshotFiles::keep_received`] return once the file is
+//! durable.
+
+use std::io::{Read, Write};
+
+use crate::core::SnapshotMetadata;
+
+/// A consistent copy of a state machine's whole state at one applied index, taken under the
+/// apply lock and written out elsewhere while the state machine goes on applying.
+pub trait SnapshotView: Send + 'static {
+    /// Writes the snapshot's data (the state machine's own format, which must detect damage) to
+    /// `out` in one forward pass.
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// Reads snapshot data (from [`SnapshotFiles::open`]) into a state to install. It runs on a
+/// blocking thread without the apply lock, so a large snapshot does not stall reads.
+pub type Restorer<R> =
+    Box<dyn FnOnce(&SnapshotMetadata, &mut dyn Read) -> Result<R, String> + Send + 'static>;
+
+/// Where the node runs blocking snapshot work (file writes, fsyncs, reading a whole snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// On tokio's blocking pool: files on a real disk, where the work takes milliseconds to
+    /// seconds and must not hold up the node's tasks.
+    BlockingPool,
+    /// In place, on the calling task: files in memory (the simulation, whose schedule must
+    /// not depend on other threads).
+    Inline,
+}
+
+/// Receives one snapshot streamed by a peer.
+pub trait SnapshotSink: Send {
+    /// Appends the next chunk.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), String>;
+    /// Every byte arrived: makes the data durable and checks all of it (blocking: run it as
+    /// [`SnapshotFiles::offload`] says). Once this succeeded, [`SnapshotFiles::has_received`]
+    /// answers true for the snapshot until it is kept or a newer one is received.
+    fn finish(self: Box<Self>) -> Result<(), String>;
+}
+
+/// The node's snapshot files.
+pub trait SnapshotFiles: Send + Sync + 'static {
+    /// Writes this node's own snapshot at `metadata` from `view`, durably (temporary file,
+    /// fsync, rename, directory fsync); returns its size in bytes. Blocking.
+    fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String>;
+
+    /// Opens the kept snapshot at `metadata`'s index for reading (to stream it to a follower or
+    /// restore it); returns it with its size in bytes.
+    fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String>;
+
+    /// Starts receiving the snapshot at `metadata`, announced as `bytes` long, from a peer.
+    fn receive(
+        &self,
+        metadata: &SnapshotMetadata,
+        bytes: u64,
+    ) -> Result<Box<dyn SnapshotSink>, String>;
+
+    /// Whether the snapshot at exactly `metadata`'s index and term was received and checked
+    /// ([`SnapshotSink::finish`]) and waits to be kept. The driver steps the core with a
+    /// snapshot only then: keeping it cannot fail on its content.
+    fn has_received(&self, metadata: &SnapshotMetadata) -> bool;
+
+    /// Keeps the received snapshot at `metadata` as the node's latest, durably. The log store
+    /// calls it when it persists the snapshot, before the log forgets what the snapshot covers.
+    /// Keeping one already kept succeeds: the log store retries a persist that failed after
+    /// this step (a full disk).
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String>;
+
+    /// Where blocking work on these files runs.
+    fn offload(&self) -> Offload {
+        Offload::BlockingPool
+    }
+}
+
+/// Runs `work` where `how` says: on tokio's blocking pool, or in place.
+pub async fn offload<T, F>(how: Offload, work: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match how {
+        Offload::Inline => work(),
+        Offload::BlockingPool => match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            // The work panicked: carry the panic to the caller, as running it in place would.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down, and this task goes with it.
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
