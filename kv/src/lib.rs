@@ -12,6 +12,8 @@
 //!   registration, no-op), its versioned encoding, and the [`Response`] of apply.
 //! - [`store`]: [`KvStore`], the ordered map with etcd-style revisions; `apply`, reads and
 //!   `check_invariants`.
+//! - [`tree`]: [`Tree`], the persistent B+tree under the store's map (O(1) clones).
+//! - [`view`]: [`KvView`], an O(1) point-in-time view of the state for snapshots.
 //! - [`session`]: the bounded, deterministic client-session table for exactly-once writes.
 //! - [`snapshot`]: the checksummed snapshot format and [`SnapshotStore`], the directory of
 //!   the newest [`SNAPSHOTS_KEPT`] snapshot files.
@@ -35,6 +37,8 @@ pub mod limits;
 pub mod session;
 pub mod snapshot;
 pub mod store;
+pub mod tree;
+pub mod view;
 
 pub use command::{
     ApplyError, COMMAND_BYTES_MAX, COMMAND_FORMAT_VERSION, CasAction, Command, Compare,
@@ -51,4 +55,6 @@ pub use snapshot::{
     CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
     SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotStore,
 };
-pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use tree::{Keyed, NotSorted, Tree};
+pub use view::KvView;
