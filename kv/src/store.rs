@@ -1306,4 +1306,119 @@ mod tests {
         assert_eq!(r.kvs.len(), RANGE_LIMIT_MAX);
         assert!(r.more);
     }
+
+    #[test]
+    fn data_bytes_counts_every_key_and_follows_every_write() {
+        // Given an empty store
+        let mut s = store();
+        assert_eq!(s.data_bytes(), 0);
+        let cost = |k: &str, v: &str| (k.len() + v.len()) as u64 + KV_OVERHEAD_BYTES;
+        // When keys are created, replaced and deleted, then data_bytes follows
+        apply(&mut s, 1, Command::put("a", "1")).expect("put");
+        apply(&mut s, 2, Command::put("bb", "22")).expect("put");
+        assert_eq!(s.data_bytes(), cost("a", "1") + cost("bb", "22"));
+        apply(&mut s, 3, Command::put("a", "longer")).expect("put");
+        assert_eq!(s.data_bytes(), cost("a", "longer") + cost("bb", "22"));
+        apply(&mut s, 4, Command::delete("bb")).expect("delete");
+        apply(
+            &mut s,
+            5,
+            Command::compare_and_swap("c", Compare::Version(0), CasAction::Put(b("x"))),
+        )
+        .expect("cas");
+        assert_eq!(s.data_bytes(), cost("a", "longer") + cost("c", "x"));
+        apply(&mut s, 6, Command::delete_prefix("")).expect("delete prefix");
+        assert_eq!(s.data_bytes(), 0);
+    }
+
+    #[test]
+    fn a_view_keeps_the_state_of_its_index_while_the_store_goes_on() {
+        // Given a store deep enough for several tree levels, and a view of it
+        let mut s = store();
+        for i in 0..200u64 {
+            apply(&mut s, i + 1, Command::put(format!("k{i:03}"), "old")).expect("put");
+        }
+        let view = s.view();
+        let before = s.clone();
+        // When the store replaces, deletes and adds keys
+        apply(&mut s, 201, Command::put("k005", "new")).expect("put");
+        apply(&mut s, 202, Command::delete_prefix("k1")).expect("delete prefix");
+        apply(&mut s, 203, Command::put("z", "new")).expect("put");
+        apply(&mut s, 204, Command::RegisterSession).expect("register");
+        // Then the view is the store as of index 200
+        assert_eq!(view.applied_index(), 200);
+        assert_eq!(view.revision(), 200);
+        assert_eq!(view.len(), 200);
+        assert!(view.kvs().all(|kv| kv.value == b("old")));
+        assert!(view.sessions().is_empty());
+        assert_eq!(view.to_store(), before);
+        view.to_store().check_invariants().expect("invariants hold");
+        assert_eq!(s.len(), 200 - 100 + 1);
+    }
+
+    #[test]
+    fn from_sorted_checks_what_restore_checked() {
+        let kv = |key: &str, create: u64, modified: u64| KeyValue {
+            key: b(key),
+            value: b("v"),
+            create_revision: create,
+            mod_revision: modified,
+            version: 1,
+        };
+        let build = |kvs: Vec<KeyValue>, revision: u64| {
+            KvStore::from_sorted(KvConfig::default(), 10, revision, kvs.into_iter(), vec![])
+        };
+        let store = build(vec![kv("a", 1, 2), kv("b", 3, 3)], 5).expect("valid");
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.data_bytes(), 2 * (1 + 1 + KV_OVERHEAD_BYTES));
+        assert_eq!(
+            build(vec![kv("b", 1, 1), kv("a", 1, 1)], 5),
+            Err(InvariantError::KeysNotSorted { key: b("a") })
+        );
+        assert_eq!(
+            build(vec![kv("a", 1, 1), kv("a", 1, 1)], 5),
+            Err(InvariantError::KeysNotSorted { key: b("a") })
+        );
+        assert!(matches!(
+            build(vec![kv("", 1, 1)], 5),
+            Err(InvariantError::Limit {
+                error: ValidationError::EmptyKey,
+                ..
+            })
+        ));
+        assert!(matches!(
+            build(vec![kv("a", 3, 2)], 5),
+            Err(InvariantError::Revisions { .. })
+        ));
+        assert!(matches!(
+            build(vec![kv("a", 1, 6)], 5),
+            Err(InvariantError::Revisions { .. })
+        ));
+        assert!(matches!(
+            build(vec![], 11),
+            Err(InvariantError::RevisionAboveApplied { .. })
+        ));
+    }
+
+    #[test]
+    fn the_store_keeps_no_reference_to_a_command_buffer() {
+        // Given a put whose key and value are slices of a large received buffer
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut s = store();
+        let put = Command::Write(Write {
+            session: None,
+            op: WriteOp::Put {
+                key: buffer.slice(0..16),
+                value: buffer.slice(16..116),
+                prev_kv: true,
+            },
+        });
+        // When it is applied, twice (the second answer carries the previous key-value)
+        s.apply_command(1, put.clone()).expect("put");
+        let answer = s.apply_command(2, put).expect("put");
+        drop(answer);
+        // Then nothing in the store still points into the buffer
+        assert!(buffer.is_unique());
+        assert_eq!(s.get(&[b'x'; 16]).expect("stored").value.len(), 100);
+    }
 }
