@@ -155,9 +155,15 @@ impl<T: Keyed + Clone> Node<T> {
                     }
                     Err(i) => i,
                 };
-                let (old, split) = Arc::make_mut(&mut branch.children[child]).insert(item);
+                let target = Arc::make_mut(&mut branch.children[child]);
+                let count_before = target.count();
+                let (old, split) = target.insert(item);
                 let Some((separator, right)) = split else {
-                    branch.settle(child);
+                    // Only merges below (after a split there) can shrink the child; a child
+                    // that grew or stayed needs no look at its neighbours.
+                    if branch.children[child].count() < count_before {
+                        branch.settle(child);
+                    }
                     return (old, None);
                 };
                 branch.keys.insert(child, separator);
