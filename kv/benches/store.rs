@@ -7,6 +7,8 @@
 //! - `apply_new_key_put`: one more new-key put through `apply` (decode, validate, insert);
 //! - `view_then_write`: `view()`, then a new-key put while the view is alive, then the view
 //!   dropped (the write copies the nodes on its path, the drop frees the old ones);
+//! - `view_with_full_session_table`: `view()` of a store holding the default bound of
+//!   10,000 client sessions, each with a cached answer (the view copies the session table);
 //! - `from_sorted_1m`: a store rebuilt from the million key-values in one pass (restore).
 //!
 //! Run with `cargo bench -p kv --bench store`.
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kv::{Command, KeyValue, KvConfig, KvStore};
+use kv::{Command, KeyValue, KvConfig, KvStore, SESSIONS_MAX_DEFAULT, Session};
 
 /// Keys in the store under test.
 const KEYS: u64 = 1_000_000;
@@ -63,6 +65,25 @@ fn bench(c: &mut Criterion) {
             drop(black_box(view));
             black_box(response)
         })
+    });
+    let mut sessions = KvStore::new(KvConfig::default());
+    let mut index = 0;
+    for client in 0..SESSIONS_MAX_DEFAULT as u64 {
+        index += 1;
+        let client_id = index;
+        sessions
+            .apply(index, &Command::RegisterSession.encode())
+            .expect("register");
+        index += 1;
+        let write = Command::put(key(client), vec![b'v'; VALUE_BYTES]).with_session(Session {
+            client_id,
+            sequence: 1,
+        });
+        sessions.apply(index, &write.encode()).expect("put");
+    }
+    assert_eq!(sessions.sessions().len(), SESSIONS_MAX_DEFAULT);
+    group.bench_function("view_with_full_session_table", |b| {
+        b.iter(|| black_box(sessions.view()))
     });
     group.finish();
 

@@ -7,7 +7,7 @@
 //! deleted key is gone, and recreating it starts again at version 1). The store's
 //! [`KvStore::revision`] is the index of the latest write that changed the map.
 //!
-//! The map is a persistent B+tree ([`crate::tree::Tree`]) of compact [`Entry`]s, one heap
+//! The map is a persistent B+tree ([`crate::tree::Tree`]) of compact `Entry`s, one heap
 //! allocation per key: [`KvStore::view`] takes a point-in-time copy in O(1) while apply goes
 //! on. Entries copy the bytes of a command's key and value, so a decoded command's buffer (a
 //! slice of a network or WAL read) is never kept alive by the map.
