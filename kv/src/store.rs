@@ -590,13 +590,12 @@ impl KvStore {
     /// and value out of the command's buffers.
     fn put(&mut self, index: u64, key: &[u8], value: &[u8]) -> Option<Entry> {
         self.revision = index;
-        let (create_revision, version) = match self.map.get(key) {
-            Some(prev) => (prev.create_revision(), prev.version() + 1),
-            None => (index, 1),
-        };
-        let entry = Entry::new(key, value, create_revision, index, version);
-        self.data_bytes += entry.data_bytes();
-        let prev = self.map.insert(entry);
+        let prev = self.map.insert_with(key, |prev| {
+            let (create_revision, version) =
+                prev.map_or((index, 1), |p| (p.create_revision(), p.version() + 1));
+            Entry::new(key, value, create_revision, index, version)
+        });
+        self.data_bytes += (key.len() + value.len()) as u64 + KV_OVERHEAD_BYTES;
         if let Some(prev) = &prev {
             self.data_bytes -= prev.data_bytes();
         }

@@ -112,15 +112,23 @@ impl<T: Keyed + Clone> Node<T> {
         }
     }
 
-    /// Inserts `item`; on overflow splits and returns the new right sibling with its
-    /// separator.
-    fn insert(&mut self, item: T) -> (Option<T>, Option<Split<T>>) {
+    /// Inserts `make(the item with key, if any)` at `key`; on overflow splits and returns the
+    /// new right sibling with its separator. `make` must return an item with key `key`.
+    fn insert_with<F>(&mut self, key: &T::Key, make: F) -> (Option<T>, Option<Split<T>>)
+    where
+        F: FnOnce(Option<&T>) -> T,
+    {
         match self {
             Node::Leaf(items) => {
-                let position = match items.binary_search_by(|probe| probe.key().cmp(item.key())) {
-                    Ok(i) => return (Some(std::mem::replace(&mut items[i], item)), None),
+                let position = match items.binary_search_by(|probe| probe.key().cmp(key)) {
+                    Ok(i) => {
+                        let item = make(Some(&items[i]));
+                        return (Some(std::mem::replace(&mut items[i], item)), None);
+                    }
                     Err(i) => i,
                 };
+                let item = make(None);
+                debug_assert!(item.key() == key, "make returns an item with the key");
                 if items.len() < LEAF_ITEMS_MAX {
                     insert_bounded(items, position, item, LEAF_ITEMS_MAX);
                     return (None, None);
@@ -143,21 +151,24 @@ impl<T: Keyed + Clone> Node<T> {
                 (None, Some((separator, Arc::new(Node::Leaf(right)))))
             }
             Node::Branch(branch) => {
-                let child = match branch
-                    .keys
-                    .binary_search_by(|probe| probe.key().cmp(item.key()))
-                {
+                let child = match branch.keys.binary_search_by(|probe| probe.key().cmp(key)) {
                     Ok(i) => {
-                        // The item replaces the smallest of child i + 1: the separator must
-                        // not keep the old one alive.
-                        branch.keys[i] = item.clone();
-                        i + 1
+                        // A replacement of the smallest item of child i + 1, which changes no
+                        // node's shape; the separator takes the new item so that it does not
+                        // keep the old one alive.
+                        let (old, split) =
+                            Arc::make_mut(&mut branch.children[i + 1]).insert_with(key, make);
+                        debug_assert!(split.is_none(), "a replacement never splits");
+                        if let Some(first) = branch.children[i + 1].first() {
+                            branch.keys[i] = first.clone();
+                        }
+                        return (old, None);
                     }
                     Err(i) => i,
                 };
                 let target = Arc::make_mut(&mut branch.children[child]);
                 let count_before = target.count();
-                let (old, split) = target.insert(item);
+                let (old, split) = target.insert_with(key, make);
                 let Some((separator, right)) = split else {
                     // Only merges below (after a split there) can shrink the child; a child
                     // that grew or stayed needs no look at its neighbours.
@@ -385,7 +396,18 @@ impl<T: Keyed + Clone> Tree<T> {
 
     /// Inserts `item`, replacing and returning the item with an equal key, if any.
     pub fn insert(&mut self, item: T) -> Option<T> {
-        let (old, split) = Arc::make_mut(&mut self.root).insert(item);
+        // The key must outlive the move of `item` into the tree: hold it through a clone.
+        let key_holder = item.clone();
+        self.insert_with(key_holder.key(), move |_| item)
+    }
+
+    /// Inserts the item `make` builds from the one now at `key` (if any), in one descent, and
+    /// returns the replaced item. `make` must return an item whose key is `key`.
+    pub(crate) fn insert_with<F>(&mut self, key: &T::Key, make: F) -> Option<T>
+    where
+        F: FnOnce(Option<&T>) -> T,
+    {
+        let (old, split) = Arc::make_mut(&mut self.root).insert_with(key, make);
         if let Some((separator, right)) = split {
             let left = std::mem::replace(&mut self.root, Arc::new(Node::Leaf(Vec::new())));
             self.root = Arc::new(Node::Branch(Branch {
