@@ -82,3 +82,10 @@ impl std::fmt::Debug for KvView {
             .finish_non_exhaustive()
     }
 }
+
+// A view is handed to a snapshot task on another thread, which also drops it there (freeing
+// the nodes the store has replaced since, off the apply path).
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<KvView>();
+};
