@@ -12,8 +12,10 @@
 //!   registration, no-op), its versioned encoding, and the [`Response`] of apply.
 //! - [`store`]: [`KvStore`], the ordered map with etcd-style revisions; `apply`, reads and
 //!   `check_invariants`.
+//! - [`tree`]: [`Tree`], the persistent B+tree under the store's map (O(1) clones).
 //! - [`session`]: the bounded, deterministic client-session table for exactly-once writes.
-//! - [`view`]: [`KvView`], a point-in-time view of the store that a snapshot is written from.
+//! - [`view`]: [`KvView`], an O(1) point-in-time view of the state that a snapshot is written
+//!   from while the store goes on applying.
 //! - [`snapshot`]: the checksummed snapshot formats (streamed: [`KvView::write_snapshot`],
 //!   [`read_snapshot`]) and [`SnapshotStore`], the directory of the newest [`SNAPSHOTS_KEPT`]
 //!   snapshot files.
@@ -37,6 +39,7 @@ pub mod limits;
 pub mod session;
 pub mod snapshot;
 pub mod store;
+pub mod tree;
 pub mod view;
 
 pub use command::{
@@ -55,5 +58,6 @@ pub use snapshot::{
     SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile,
     SnapshotMeta, SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
 };
-pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use tree::{Keyed, NotSorted, Tree};
 pub use view::KvView;

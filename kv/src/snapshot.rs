@@ -53,8 +53,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::command::KeyValue;
-use crate::session::{SessionRecord, SessionTable};
-use crate::store::{InvariantError, KvConfig, KvStore, StoredValue};
+use crate::session::SessionRecord;
+use crate::store::{Entry, InvariantError, KvConfig, KvStore};
 
 pub mod files;
 pub mod format;
@@ -378,7 +378,7 @@ fn checksum(header_fields: &[u8], body: &[u8]) -> u32 {
 impl KvStore {
     /// Captures the whole state at the applied index. `term` is the term of the entry at
     /// [`KvStore::applied_index`] and `config` the Raft configuration as of that index; both
-    /// are carried along unchanged. Cost: one pass over the map (values are shared, not copied).
+    /// are carried along unchanged. Cost: one pass over the map, copying every key and value.
     pub fn snapshot(&self, term: u64, config: Bytes) -> Snapshot {
         Snapshot {
             meta: SnapshotMeta {
@@ -387,17 +387,7 @@ impl KvStore {
                 config,
             },
             revision: self.revision,
-            kvs: self
-                .map
-                .iter()
-                .map(|(key, stored)| KeyValue {
-                    key: key.clone(),
-                    value: stored.value.clone(),
-                    create_revision: stored.create_revision,
-                    mod_revision: stored.mod_revision,
-                    version: stored.version,
-                })
-                .collect(),
+            kvs: self.map.iter().map(Entry::to_key_value).collect(),
             sessions: self.sessions.records(),
         }
     }
@@ -406,31 +396,13 @@ impl KvStore {
     /// invariant (a snapshot may come from the network: it is input like any other). The
     /// session bound must be at least the number of sessions in the snapshot.
     pub fn restore(snapshot: Snapshot, config: KvConfig) -> Result<KvStore, InvariantError> {
-        let mut map = std::collections::BTreeMap::new();
-        let mut previous: Option<Bytes> = None;
-        for kv in snapshot.kvs {
-            if previous.as_ref().is_some_and(|p| *p >= kv.key) {
-                return Err(InvariantError::KeysNotSorted { key: kv.key });
-            }
-            previous = Some(kv.key.clone());
-            map.insert(
-                kv.key,
-                StoredValue {
-                    value: kv.value,
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                    version: kv.version,
-                },
-            );
-        }
-        let store = KvStore {
-            map,
-            sessions: SessionTable::from_records(config.sessions, snapshot.sessions),
-            applied_index: snapshot.meta.index,
-            revision: snapshot.revision,
-        };
-        store.check_invariants()?;
-        Ok(store)
+        KvStore::from_sorted(
+            config,
+            snapshot.meta.index,
+            snapshot.revision,
+            snapshot.kvs.into_iter(),
+            snapshot.sessions,
+        )
     }
 }
 

@@ -7,32 +7,50 @@
 //! deleted key is gone, and recreating it starts again at version 1). The store's
 //! [`KvStore::revision`] is the index of the latest write that changed the map.
 //!
+//! The map is a persistent B+tree ([`crate::tree::Tree`]) of compact `Entry`s, one heap
+//! allocation per key: [`KvStore::view`] takes a point-in-time copy in O(1) while apply goes
+//! on. Entries copy the bytes of a command's key and value, so a decoded command's buffer (a
+//! slice of a network or WAL read) is never kept alive by the map.
+//!
 //! `apply` never panics on any input: undecodable bytes, oversized keys, unknown sessions and
 //! out-of-order indexes all give a typed [`ApplyError`]. Except for an index that does not
 //! increase (a driver bug, which changes nothing), every call records its index as applied.
 //!
 //! Invariants (checked by [`KvStore::check_invariants`]):
+//! - the tree satisfies its own invariants;
 //! - every key and value is within [`crate::limits`];
 //! - per key: `1 <= create_revision <= mod_revision <= revision <= applied_index`, `version >= 1`;
+//! - [`KvStore::data_bytes`] is the sum over keys of key, value and [`KV_OVERHEAD_BYTES`];
 //! - the session table satisfies its own invariants and bound.
 
-use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::command::{
     ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Response, Write, WriteOp, decode,
 };
-use crate::limits::{ValidationError, validate_key, validate_value};
-use crate::session::{SessionCheck, SessionConfig, SessionInvariantError, SessionTable};
+use crate::limits::{KEY_BYTES_MAX, ValidationError, validate_key, validate_value};
+use crate::session::{
+    SessionCheck, SessionConfig, SessionInvariantError, SessionRecord, SessionTable,
+};
+use crate::tree::{Keyed, Tree};
+use crate::view::KvView;
 
 /// Most key-values one range read returns; a larger `limit` is lowered to this.
 ///
 /// 10,000 entries of at most 1 MiB each is still a lot of memory for one answer; callers page
 /// with [`KvStore::range_prefix_after`].
 pub const RANGE_LIMIT_MAX: usize = 10_000;
+
+/// What one key costs beyond its key and value bytes, for [`KvStore::data_bytes`]: an upper
+/// bound on a snapshot record's framing, the varint lengths of key (2 bytes for up to
+/// [`KEY_BYTES_MAX`]) and value (3 bytes for up to 1 MiB) and its three revisions (10 bytes
+/// each at most). A fixed number, so the quota counts the same on every replica and every
+/// release, and a million empty values still count for something.
+pub const KV_OVERHEAD_BYTES: u64 = 2 + 3 + 3 * 10;
 
 /// Configuration of a [`KvStore`]. Must be the same on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,13 +59,140 @@ pub struct KvConfig {
     pub sessions: SessionConfig,
 }
 
-/// What the map stores per key (the key itself is the map key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct StoredValue {
-    pub(crate) value: Bytes,
-    pub(crate) create_revision: u64,
-    pub(crate) mod_revision: u64,
-    pub(crate) version: u64,
+// A key's length is stored in two bytes.
+const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+
+/// One key with its value and revisions, in a single shared allocation:
+///
+/// ```text
+/// key length (u16 LE) | key | create_revision | mod_revision | version | value
+/// ```
+///
+/// with the three numbers as LEB128 varints (a revision below 2^21 takes 3 bytes). Cloning is
+/// a reference-count increment, which is what copying a tree leaf shared with a view costs
+/// per key. Built only from validated keys (at most [`KEY_BYTES_MAX`] bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Entry(Arc<[u8]>);
+
+/// Length of the key-length field at the start of an [`Entry`].
+const ENTRY_KEY_LEN_BYTES: usize = 2;
+
+/// Longest LEB128 encoding of a u64.
+const VARINT_BYTES_MAX: usize = 10;
+
+impl Entry {
+    /// Copies `key` and `value` into a new entry. `key` must be validated.
+    pub(crate) fn new(
+        key: &[u8],
+        value: &[u8],
+        create_revision: u64,
+        mod_revision: u64,
+        version: u64,
+    ) -> Entry {
+        let key_len =
+            u16::try_from(key.len()).expect("invariant: keys are validated to KEY_BYTES_MAX");
+        let mut bytes = Vec::with_capacity(
+            ENTRY_KEY_LEN_BYTES + key.len() + 3 * VARINT_BYTES_MAX + value.len(),
+        );
+        bytes.extend_from_slice(&key_len.to_le_bytes());
+        bytes.extend_from_slice(key);
+        for number in [create_revision, mod_revision, version] {
+            put_varint(&mut bytes, number);
+        }
+        bytes.extend_from_slice(value);
+        Entry(Arc::from(bytes))
+    }
+
+    fn key_len(&self) -> usize {
+        usize::from(u16::from_le_bytes([self.0[0], self.0[1]]))
+    }
+
+    /// The key.
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        &self.0[ENTRY_KEY_LEN_BYTES..ENTRY_KEY_LEN_BYTES + self.key_len()]
+    }
+
+    /// `(create_revision, mod_revision, version)` and the value.
+    pub(crate) fn meta_and_value(&self) -> ([u64; 3], &[u8]) {
+        let mut rest = &self.0[ENTRY_KEY_LEN_BYTES + self.key_len()..];
+        let mut numbers = [0u64; 3];
+        for number in &mut numbers {
+            let (value, used) = get_varint(rest);
+            *number = value;
+            rest = &rest[used..];
+        }
+        (numbers, rest)
+    }
+
+    /// The value.
+    pub(crate) fn value(&self) -> &[u8] {
+        self.meta_and_value().1
+    }
+
+    /// Revision of the write that created the key.
+    pub(crate) fn create_revision(&self) -> u64 {
+        self.meta_and_value().0[0]
+    }
+
+    /// Revision of the latest write to the key.
+    pub(crate) fn mod_revision(&self) -> u64 {
+        self.meta_and_value().0[1]
+    }
+
+    /// Writes since the key was created.
+    pub(crate) fn version(&self) -> u64 {
+        self.meta_and_value().0[2]
+    }
+
+    /// What the key costs in [`KvStore::data_bytes`].
+    pub(crate) fn data_bytes(&self) -> u64 {
+        (self.key_len() + self.value().len()) as u64 + KV_OVERHEAD_BYTES
+    }
+
+    /// The entry as a [`KeyValue`] (copies key and value into new `Bytes`).
+    pub(crate) fn to_key_value(&self) -> KeyValue {
+        let ([create_revision, mod_revision, version], value) = self.meta_and_value();
+        KeyValue {
+            key: Bytes::copy_from_slice(self.key_bytes()),
+            value: Bytes::copy_from_slice(value),
+            create_revision,
+            mod_revision,
+            version,
+        }
+    }
+}
+
+impl Keyed for Entry {
+    type Key = [u8];
+    fn key(&self) -> &[u8] {
+        self.key_bytes()
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_key_value(), f)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut number: u64) {
+    while number >= 0x80 {
+        out.push((number as u8 & 0x7f) | 0x80);
+        number >>= 7;
+    }
+    out.push(number as u8);
+}
+
+/// Reads a varint written by [`put_varint`] into an entry; returns it and its length.
+fn get_varint(bytes: &[u8]) -> (u64, usize) {
+    let mut number = 0u64;
+    for (i, &byte) in bytes.iter().take(VARINT_BYTES_MAX).enumerate() {
+        number |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (number, i + 1);
+        }
+    }
+    unreachable!("invariant: entries are built by Entry::new, which ends every varint")
 }
 
 /// The answer to a range read.
@@ -105,25 +250,127 @@ pub enum InvariantError {
     /// The session table is inconsistent.
     #[error("session table: {0}")]
     Sessions(#[from] SessionInvariantError),
+    /// The ordered map's structure is broken (a bug in the tree, never bad input).
+    #[error("map structure: {0}")]
+    Tree(String),
+    /// The incrementally kept [`KvStore::data_bytes`] disagrees with the keys held.
+    #[error("data_bytes says {counted}, the keys add up to {actual}")]
+    DataBytes {
+        /// The running total.
+        counted: u64,
+        /// The sum over the keys held.
+        actual: u64,
+    },
 }
 
 /// The replicated key-value state machine.
+///
+/// `Clone` is O(sessions): the map is shared until either copy writes to it. Equality
+/// compares contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvStore {
-    pub(crate) map: BTreeMap<Bytes, StoredValue>,
+    pub(crate) map: Tree<Entry>,
     pub(crate) sessions: SessionTable,
     pub(crate) applied_index: u64,
     pub(crate) revision: u64,
+    /// See [`KvStore::data_bytes`].
+    pub(crate) data_bytes: u64,
 }
 
 impl KvStore {
     /// An empty store at applied index 0.
     pub fn new(config: KvConfig) -> Self {
         KvStore {
-            map: BTreeMap::new(),
+            map: Tree::new(),
             sessions: SessionTable::new(config.sessions),
             applied_index: 0,
             revision: 0,
+            data_bytes: 0,
+        }
+    }
+
+    /// Builds a store from a snapshot's parts in one pass (bulk tree build) and checks every
+    /// invariant [`KvStore::check_invariants`] checks: strictly increasing keys, limits,
+    /// revisions, sessions. `kvs` must be in strictly increasing key order. The session bound
+    /// (from `config`) must be at least the number of sessions.
+    pub fn from_sorted(
+        config: KvConfig,
+        applied_index: u64,
+        revision: u64,
+        kvs: impl Iterator<Item = KeyValue>,
+        sessions: Vec<SessionRecord>,
+    ) -> Result<KvStore, InvariantError> {
+        if revision > applied_index {
+            return Err(InvariantError::RevisionAboveApplied {
+                revision,
+                applied_index,
+            });
+        }
+        let mut error = None;
+        let mut data_bytes = 0u64;
+        let mut previous: Option<Bytes> = None;
+        let entries = kvs.map_while(|kv| {
+            let checked = check_key_value(
+                &kv.key,
+                &kv.value,
+                [kv.create_revision, kv.mod_revision, kv.version],
+                previous.as_deref(),
+                (revision, applied_index),
+            );
+            match checked {
+                Ok(()) => {
+                    let entry = Entry::new(
+                        &kv.key,
+                        &kv.value,
+                        kv.create_revision,
+                        kv.mod_revision,
+                        kv.version,
+                    );
+                    data_bytes += entry.data_bytes();
+                    previous = Some(kv.key);
+                    Some(entry)
+                }
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            }
+        });
+        let map = Tree::from_sorted(entries).expect(
+            "invariant: the adapter above stops at the first key not after the one before it",
+        );
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let sessions = SessionTable::from_records(config.sessions, sessions);
+        sessions.check_invariants(applied_index)?;
+        let store = KvStore {
+            map,
+            sessions,
+            applied_index,
+            revision,
+            data_bytes,
+        };
+        debug_assert_eq!(store.check_invariants(), Ok(()));
+        Ok(store)
+    }
+
+    /// Σ over keys of `key.len() + value.len() +` [`KV_OVERHEAD_BYTES`], kept as keys change
+    /// (deterministic, the same on every replica): the state's size for the space quota.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// An O(1) consistent view of the whole state at the applied index: the map is shared
+    /// with the store, which goes on applying; the session table (at most `sessions_max`
+    /// records) is copied.
+    pub fn view(&self) -> KvView {
+        KvView {
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+            applied_index: self.applied_index,
+            revision: self.revision,
+            data_bytes: self.data_bytes,
         }
     }
 
@@ -259,19 +506,19 @@ impl KvStore {
                 value,
                 prev_kv,
             } => {
-                let prev = self.put(index, key.clone(), value);
+                let prev = self.put(index, &key, &value);
                 Outcome::Put {
                     revision: index,
-                    prev: prev.filter(|_| prev_kv).map(|p| kv(key, p)),
+                    prev: prev.filter(|_| prev_kv).map(|p| p.to_key_value()),
                 }
             }
-            WriteOp::Delete { key, prev_kv } => match self.map.remove(&key) {
+            WriteOp::Delete { key, prev_kv } => match self.remove(&key) {
                 Some(prev) => {
                     self.revision = index;
                     Outcome::Delete {
                         revision: index,
                         deleted: 1,
-                        prev: prev_kv.then(|| kv(key, prev)),
+                        prev: prev_kv.then(|| prev.to_key_value()),
                     }
                 }
                 None => Outcome::Delete {
@@ -281,12 +528,10 @@ impl KvStore {
                 },
             },
             WriteOp::DeletePrefix { prefix } => {
-                let doomed: Vec<Bytes> = self
-                    .prefix_iter(&prefix, None)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in &doomed {
-                    self.map.remove(key);
+                // Collected first: the tree cannot be written while it is being iterated.
+                let doomed: Vec<Entry> = self.prefix_iter(&prefix, None).cloned().collect();
+                for entry in &doomed {
+                    self.remove(entry.key_bytes());
                 }
                 if !doomed.is_empty() {
                     self.revision = index;
@@ -301,16 +546,16 @@ impl KvStore {
                 compare,
                 action,
             } => {
-                let current = self.map.get(&key);
+                let current = self.map.get(&key[..]);
                 let holds = match (&compare, current) {
-                    (Compare::Value(expected), Some(stored)) => stored.value == *expected,
+                    (Compare::Value(expected), Some(stored)) => stored.value() == &expected[..],
                     (Compare::Value(_), None) => false,
-                    (Compare::Version(expected), Some(stored)) => stored.version == *expected,
+                    (Compare::Version(expected), Some(stored)) => stored.version() == *expected,
                     (Compare::Version(expected), None) => *expected == 0,
                 };
                 if !holds {
                     let (version, mod_revision) =
-                        current.map_or((0, 0), |s| (s.version, s.mod_revision));
+                        current.map_or((0, 0), |s| (s.version(), s.mod_revision()));
                     return Ok(Outcome::CompareAndSwap {
                         succeeded: false,
                         revision: self.revision,
@@ -320,15 +565,11 @@ impl KvStore {
                 }
                 let (version, mod_revision) = match action {
                     CasAction::Put(value) => {
-                        self.put(index, key.clone(), value);
-                        let stored = self
-                            .map
-                            .get(&key)
-                            .expect("invariant: a key just put exists");
-                        (stored.version, stored.mod_revision)
+                        let version = self.put(index, &key, &value).map_or(1, |p| p.version() + 1);
+                        (version, index)
                     }
                     CasAction::Delete => {
-                        if self.map.remove(&key).is_some() {
+                        if self.remove(&key).is_some() {
                             self.revision = index;
                         }
                         (0, 0)
@@ -345,29 +586,32 @@ impl KvStore {
         Ok(outcome)
     }
 
-    /// Stores `value` at revision `index`, returning what was there before.
-    fn put(&mut self, index: u64, key: Bytes, value: Bytes) -> Option<StoredValue> {
+    /// Stores `value` at revision `index`, returning what was there before. Copies the key
+    /// and value out of the command's buffers.
+    fn put(&mut self, index: u64, key: &[u8], value: &[u8]) -> Option<Entry> {
         self.revision = index;
-        let (create_revision, version) = match self.map.get(&key) {
-            Some(prev) => (prev.create_revision, prev.version + 1),
-            None => (index, 1),
-        };
-        self.map.insert(
-            key,
-            StoredValue {
-                value,
-                create_revision,
-                mod_revision: index,
-                version,
-            },
-        )
+        let prev = self.map.insert_with(key, |prev| {
+            let (create_revision, version) =
+                prev.map_or((index, 1), |p| (p.create_revision(), p.version() + 1));
+            Entry::new(key, value, create_revision, index, version)
+        });
+        self.data_bytes += (key.len() + value.len()) as u64 + KV_OVERHEAD_BYTES;
+        if let Some(prev) = &prev {
+            self.data_bytes -= prev.data_bytes();
+        }
+        prev
+    }
+
+    /// Removes `key`, keeping [`KvStore::data_bytes`] in step.
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let prev = self.map.remove(key)?;
+        self.data_bytes -= prev.data_bytes();
+        Some(prev)
     }
 
     /// The key-value stored under `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.map
-            .get_key_value(key)
-            .map(|(k, v)| kv(k.clone(), v.clone()))
+        self.map.get(key).map(Entry::to_key_value)
     }
 
     /// Up to `limit` key-values whose keys start with `prefix`, in key order (the empty prefix
@@ -385,11 +629,7 @@ impl KvStore {
     fn range(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Range {
         let limit = limit.min(RANGE_LIMIT_MAX);
         let mut iter = self.prefix_iter(prefix, after);
-        let kvs: Vec<KeyValue> = iter
-            .by_ref()
-            .take(limit)
-            .map(|(k, v)| kv(k.clone(), v.clone()))
-            .collect();
+        let kvs: Vec<KeyValue> = iter.by_ref().take(limit).map(Entry::to_key_value).collect();
         let more = iter.next().is_some();
         Range { kvs, more }
     }
@@ -403,14 +643,14 @@ impl KvStore {
         &'a self,
         prefix: &'a [u8],
         after: Option<&'a [u8]>,
-    ) -> impl Iterator<Item = (&'a Bytes, &'a StoredValue)> + 'a {
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
         let start: Bound<&[u8]> = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
         self.map
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
+            .range(start)
+            .take_while(move |entry| entry.key_bytes().starts_with(prefix))
     }
 
     /// Checks the invariants listed in the module documentation.
@@ -421,41 +661,66 @@ impl KvStore {
                 applied_index: self.applied_index,
             });
         }
-        for (key, stored) in &self.map {
-            validate_key(key)
-                .and_then(|()| validate_value(&stored.value))
-                .map_err(|error| InvariantError::Limit {
-                    key: key.clone(),
-                    error,
-                })?;
-            let ordered = 1 <= stored.create_revision
-                && stored.create_revision <= stored.mod_revision
-                && stored.mod_revision <= self.revision
-                && stored.version >= 1;
-            if !ordered {
-                return Err(InvariantError::Revisions {
-                    key: key.clone(),
-                    create_revision: stored.create_revision,
-                    mod_revision: stored.mod_revision,
-                    version: stored.version,
-                    revision: self.revision,
-                    applied_index: self.applied_index,
-                });
-            }
+        self.map.check_invariants().map_err(InvariantError::Tree)?;
+        let mut actual = 0u64;
+        for entry in self.map.iter() {
+            let (meta, value) = entry.meta_and_value();
+            check_key_value(
+                entry.key_bytes(),
+                value,
+                meta,
+                None,
+                (self.revision, self.applied_index),
+            )?;
+            actual += entry.data_bytes();
+        }
+        if actual != self.data_bytes {
+            return Err(InvariantError::DataBytes {
+                counted: self.data_bytes,
+                actual,
+            });
         }
         self.sessions.check_invariants(self.applied_index)?;
         Ok(())
     }
 }
 
-fn kv(key: Bytes, stored: StoredValue) -> KeyValue {
-    KeyValue {
-        key,
-        value: stored.value,
-        create_revision: stored.create_revision,
-        mod_revision: stored.mod_revision,
-        version: stored.version,
+/// Checks one key-value against the per-key invariants: after `previous` (if given), within
+/// the limits, revisions in order.
+/// `[create_revision, mod_revision, version]`.
+fn check_key_value(
+    key: &[u8],
+    value: &[u8],
+    [create_revision, mod_revision, version]: [u64; 3],
+    previous: Option<&[u8]>,
+    (revision, applied_index): (u64, u64),
+) -> Result<(), InvariantError> {
+    if previous.is_some_and(|previous| previous >= key) {
+        return Err(InvariantError::KeysNotSorted {
+            key: Bytes::copy_from_slice(key),
+        });
     }
+    validate_key(key)
+        .and_then(|()| validate_value(value))
+        .map_err(|error| InvariantError::Limit {
+            key: Bytes::copy_from_slice(key),
+            error,
+        })?;
+    let ordered = 1 <= create_revision
+        && create_revision <= mod_revision
+        && mod_revision <= revision
+        && version >= 1;
+    if !ordered {
+        return Err(InvariantError::Revisions {
+            key: Bytes::copy_from_slice(key),
+            create_revision,
+            mod_revision,
+            version,
+            revision,
+            applied_index,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1039,5 +1304,120 @@ mod tests {
         let r = s.range_prefix(b"k", usize::MAX);
         assert_eq!(r.kvs.len(), RANGE_LIMIT_MAX);
         assert!(r.more);
+    }
+
+    #[test]
+    fn data_bytes_counts_every_key_and_follows_every_write() {
+        // Given an empty store
+        let mut s = store();
+        assert_eq!(s.data_bytes(), 0);
+        let cost = |k: &str, v: &str| (k.len() + v.len()) as u64 + KV_OVERHEAD_BYTES;
+        // When keys are created, replaced and deleted, then data_bytes follows
+        apply(&mut s, 1, Command::put("a", "1")).expect("put");
+        apply(&mut s, 2, Command::put("bb", "22")).expect("put");
+        assert_eq!(s.data_bytes(), cost("a", "1") + cost("bb", "22"));
+        apply(&mut s, 3, Command::put("a", "longer")).expect("put");
+        assert_eq!(s.data_bytes(), cost("a", "longer") + cost("bb", "22"));
+        apply(&mut s, 4, Command::delete("bb")).expect("delete");
+        apply(
+            &mut s,
+            5,
+            Command::compare_and_swap("c", Compare::Version(0), CasAction::Put(b("x"))),
+        )
+        .expect("cas");
+        assert_eq!(s.data_bytes(), cost("a", "longer") + cost("c", "x"));
+        apply(&mut s, 6, Command::delete_prefix("")).expect("delete prefix");
+        assert_eq!(s.data_bytes(), 0);
+    }
+
+    #[test]
+    fn a_view_keeps_the_state_of_its_index_while_the_store_goes_on() {
+        // Given a store deep enough for several tree levels, and a view of it
+        let mut s = store();
+        for i in 0..200u64 {
+            apply(&mut s, i + 1, Command::put(format!("k{i:03}"), "old")).expect("put");
+        }
+        let view = s.view();
+        let before = s.clone();
+        // When the store replaces, deletes and adds keys
+        apply(&mut s, 201, Command::put("k005", "new")).expect("put");
+        apply(&mut s, 202, Command::delete_prefix("k1")).expect("delete prefix");
+        apply(&mut s, 203, Command::put("z", "new")).expect("put");
+        apply(&mut s, 204, Command::RegisterSession).expect("register");
+        // Then the view is the store as of index 200
+        assert_eq!(view.applied_index(), 200);
+        assert_eq!(view.revision(), 200);
+        assert_eq!(view.len(), 200);
+        assert!(view.kvs().all(|kv| kv.value == b("old")));
+        assert!(view.sessions().is_empty());
+        assert_eq!(view.to_store(), before);
+        view.to_store().check_invariants().expect("invariants hold");
+        assert_eq!(s.len(), 200 - 100 + 1);
+    }
+
+    #[test]
+    fn from_sorted_checks_what_restore_checked() {
+        let kv = |key: &str, create: u64, modified: u64| KeyValue {
+            key: b(key),
+            value: b("v"),
+            create_revision: create,
+            mod_revision: modified,
+            version: 1,
+        };
+        let build = |kvs: Vec<KeyValue>, revision: u64| {
+            KvStore::from_sorted(KvConfig::default(), 10, revision, kvs.into_iter(), vec![])
+        };
+        let store = build(vec![kv("a", 1, 2), kv("b", 3, 3)], 5).expect("valid");
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.data_bytes(), 2 * (1 + 1 + KV_OVERHEAD_BYTES));
+        assert_eq!(
+            build(vec![kv("b", 1, 1), kv("a", 1, 1)], 5),
+            Err(InvariantError::KeysNotSorted { key: b("a") })
+        );
+        assert_eq!(
+            build(vec![kv("a", 1, 1), kv("a", 1, 1)], 5),
+            Err(InvariantError::KeysNotSorted { key: b("a") })
+        );
+        assert!(matches!(
+            build(vec![kv("", 1, 1)], 5),
+            Err(InvariantError::Limit {
+                error: ValidationError::EmptyKey,
+                ..
+            })
+        ));
+        assert!(matches!(
+            build(vec![kv("a", 3, 2)], 5),
+            Err(InvariantError::Revisions { .. })
+        ));
+        assert!(matches!(
+            build(vec![kv("a", 1, 6)], 5),
+            Err(InvariantError::Revisions { .. })
+        ));
+        assert!(matches!(
+            build(vec![], 11),
+            Err(InvariantError::RevisionAboveApplied { .. })
+        ));
+    }
+
+    #[test]
+    fn the_store_keeps_no_reference_to_a_command_buffer() {
+        // Given a put whose key and value are slices of a large received buffer
+        let buffer = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut s = store();
+        let put = Command::Write(Write {
+            session: None,
+            op: WriteOp::Put {
+                key: buffer.slice(0..16),
+                value: buffer.slice(16..116),
+                prev_kv: true,
+            },
+        });
+        // When it is applied, twice (the second answer carries the previous key-value)
+        s.apply_command(1, put.clone()).expect("put");
+        let answer = s.apply_command(2, put).expect("put");
+        drop(answer);
+        // Then nothing in the store still points into the buffer
+        assert!(buffer.is_unique());
+        assert_eq!(s.get(&[b'x'; 16]).expect("stored").value.len(), 100);
     }
 }

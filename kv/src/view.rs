@@ -1,111 +1,91 @@
-//! PROVISIONAL (task A2): a point-in-time view of the store, done the simple way.
+//! Point-in-time views of the state machine, for snapshots taken while apply goes on.
 //!
-//! Job: let the streamed snapshot writer and reader (`snapshot::format`) compile and be tested
-//! before the persistent tree (task A1) lands. This whole file is replaced by A1's `view.rs`
-//! at merge: here a view holds a full clone of the store (O(n) to take, not O(1)), and
-//! [`KvStore::from_sorted`] inserts into today's `BTreeMap` one key at a time. The signatures
-//! are the ones A1 provides, so the snapshot code does not change when this file does.
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use bytes::Bytes;
+//! Job: hand the snapshot writer a consistent, immutable copy of the whole replicated state
+//! (map, sessions, applied index, revision) without stopping or slowing apply. A view shares
+//! the map's tree with the live store ([`crate::tree::Tree`] is persistent), so taking one is
+//! O(1) in the number of keys; the store's later writes copy only the nodes they touch.
+//!
+//! Invariant: a view never changes; it is the state exactly as of [`KvView::applied_index`].
 
 use crate::command::KeyValue;
 use crate::session::{SessionRecord, SessionTable};
-use crate::store::{InvariantError, KvConfig, KvStore, StoredValue};
+use crate::store::{Entry, KvStore};
+use crate::tree::Tree;
 
-/// A consistent, immutable copy of the state at one applied index (provisional: a clone of the
-/// whole store).
-#[derive(Debug, Clone)]
+/// A consistent, immutable copy of the state at one applied index (O(1) to take; shares
+/// structure with the live store, which goes on applying).
+#[derive(Clone)]
 pub struct KvView {
-    store: Arc<KvStore>,
+    pub(crate) map: Tree<Entry>,
+    /// Copied when the view is taken: at most `sessions_max` records.
+    pub(crate) sessions: SessionTable,
+    pub(crate) applied_index: u64,
+    pub(crate) revision: u64,
+    pub(crate) data_bytes: u64,
 }
 
 impl KvView {
-    /// Index of the last entry applied when the view was taken.
+    /// The applied index the view stands for.
     pub fn applied_index(&self) -> u64 {
-        self.store.applied_index
+        self.applied_index
     }
 
-    /// The store revision when the view was taken.
+    /// The store revision as of the view.
     pub fn revision(&self) -> u64 {
-        self.store.revision
+        self.revision
     }
 
-    /// Number of keys in the view.
+    /// Number of keys.
     pub fn len(&self) -> usize {
-        self.store.map.len()
+        self.map.len()
     }
 
     /// Whether the view holds no keys.
     pub fn is_empty(&self) -> bool {
-        self.store.map.is_empty()
+        self.map.is_empty()
     }
 
-    /// Every key-value, in key order.
+    /// [`KvStore::data_bytes`] as of the view.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Every key-value, in key order (each one copied out as it is read).
     pub fn kvs(&self) -> impl Iterator<Item = KeyValue> + '_ {
-        self.store.map.iter().map(|(key, stored)| KeyValue {
-            key: key.clone(),
-            value: stored.value.clone(),
-            create_revision: stored.create_revision,
-            mod_revision: stored.mod_revision,
-            version: stored.version,
-        })
+        self.map.iter().map(Entry::to_key_value)
     }
 
-    /// Every live session, in client-id order.
+    /// Every live client session, in client-id order.
     pub fn sessions(&self) -> Vec<SessionRecord> {
-        self.store.sessions.records()
+        self.sessions.records()
     }
 
-    /// The store as of the view.
+    /// The store as of the view (for tests and tools; shares the map with the view).
     pub fn to_store(&self) -> KvStore {
-        (*self.store).clone()
+        KvStore {
+            map: self.map.clone(),
+            sessions: self.sessions.clone(),
+            applied_index: self.applied_index,
+            revision: self.revision,
+            data_bytes: self.data_bytes,
+        }
     }
 }
 
-impl KvStore {
-    /// A consistent view of the whole state at the applied index (provisional: O(n)).
-    pub fn view(&self) -> KvView {
-        KvView {
-            store: Arc::new(self.clone()),
-        }
-    }
-
-    /// Builds a store from a snapshot's parts in one pass and checks every invariant
-    /// ([`KvStore::check_invariants`], and strictly increasing keys).
-    pub fn from_sorted(
-        config: KvConfig,
-        applied_index: u64,
-        revision: u64,
-        kvs: impl Iterator<Item = KeyValue>,
-        sessions: Vec<SessionRecord>,
-    ) -> Result<KvStore, InvariantError> {
-        let mut map = BTreeMap::new();
-        let mut previous: Option<Bytes> = None;
-        for kv in kvs {
-            if previous.as_ref().is_some_and(|p| *p >= kv.key) {
-                return Err(InvariantError::KeysNotSorted { key: kv.key });
-            }
-            previous = Some(kv.key.clone());
-            map.insert(
-                kv.key,
-                StoredValue {
-                    value: kv.value,
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                    version: kv.version,
-                },
-            );
-        }
-        let store = KvStore {
-            map,
-            sessions: SessionTable::from_records(config.sessions, sessions),
-            applied_index,
-            revision,
-        };
-        store.check_invariants()?;
-        Ok(store)
+impl std::fmt::Debug for KvView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvView")
+            .field("applied_index", &self.applied_index)
+            .field("revision", &self.revision)
+            .field("len", &self.map.len())
+            .field("data_bytes", &self.data_bytes)
+            .finish_non_exhaustive()
     }
 }
+
+// A view is handed to a snapshot task on another thread, which also drops it there (freeing
+// the nodes the store has replaced since, off the apply path).
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<KvView>();
+};

@@ -1,5 +1,5 @@
 //! Property tests of the state machine against a model, of determinism across snapshot
-//! restores, and of apply on hostile bytes.
+//! restores, of point-in-time views while writes continue, and of apply on hostile bytes.
 //!
 //! The model is a plain `BTreeMap` with the revision rules written out the obvious way, plus a
 //! map of sessions with no bound (the tests keep well inside the default bounds); eviction and
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kv::{
-    ApplyError, CasAction, Command, Compare, KeyValue, KvConfig, KvStore, Outcome, Response,
-    Session, SessionConfig, Snapshot, Write, WriteOp,
+    ApplyError, CasAction, Command, Compare, KeyValue, KvConfig, KvStore, KvView, Outcome,
+    Response, Session, SessionConfig, SessionRecord, Snapshot, Write, WriteOp,
 };
 use proptest::prelude::*;
 
@@ -464,6 +464,104 @@ proptest! {
             let _ = store.apply(index, bytes);
             prop_assert_eq!(store.applied_index(), index);
             store.check_invariants().expect("invariants hold after hostile input");
+        }
+    }
+
+    /// A view taken while writes continue equals the state at its index: after many more
+    /// writes (puts, deletes, prefix deletes that merge and shrink the tree, sessions that
+    /// expire), each view still equals, exactly, the store as it was when the view was taken.
+    /// The reference is both a `clone()` of the store and a deep copy of its contents (the
+    /// clone shares the tree too, so it alone could not catch a write leaking into shared
+    /// nodes).
+    #[test]
+    fn a_view_taken_while_writes_continue_equals_the_state_at_its_index(
+        initial in 0u32..3_000,
+        steps in proptest::collection::vec(
+            (prop_oneof![
+                4 => view_write_op().prop_map(|op| (op, None)),
+                2 => (view_write_op(), 0u64..8, 1u64..4).prop_map(|(op, c, s)| (op, Some((c, s)))),
+                1 => Just((WriteOp::DeletePrefix { prefix: Bytes::from_static(b"many/0") }, None)),
+            ], prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)], any::<bool>(), 1u64..3),
+            1..150,
+        ),
+    ) {
+        let config = KvConfig { sessions: SessionConfig { sessions_max: 3, idle_indexes_max: 20 } };
+        let mut store = KvStore::new(config);
+        let mut index = 0u64;
+        // A store deep enough that writes copy paths of several levels.
+        for i in 0..initial {
+            index += 1;
+            store.apply(index, &Command::put(many_key(i), vec![b'v'; 20]).encode()).expect("put");
+        }
+        let mut registered: Vec<u64> = Vec::new();
+        let mut views: Vec<(KvView, KvStore, Contents)> = Vec::new();
+        for ((op, session), kind, take_view, gap) in steps {
+            if take_view {
+                views.push((store.view(), store.clone(), Contents::of(&store)));
+            }
+            index += gap;
+            let command = match kind {
+                1 => {
+                    registered.push(index);
+                    Command::RegisterSession
+                }
+                2 => Command::Noop,
+                _ => match session {
+                    Some((slot, sequence)) if !registered.is_empty() => {
+                        with_session(op, registered[slot as usize % registered.len()], sequence)
+                    }
+                    _ => Command::Write(Write { session: None, op }),
+                },
+            };
+            let _ = store.apply(index, &command.encode());
+        }
+        store.check_invariants().expect("invariants hold");
+        for (view, reference, contents) in views {
+            let as_store = view.to_store();
+            as_store.check_invariants().expect("a view's store is consistent");
+            prop_assert_eq!(&as_store, &reference);
+            prop_assert_eq!(Contents::of(&as_store), contents.clone());
+            prop_assert_eq!(view.kvs().collect::<Vec<_>>(), contents.kvs);
+            prop_assert_eq!(view.sessions(), contents.sessions);
+            prop_assert_eq!(view.applied_index(), contents.applied_index);
+            prop_assert_eq!(view.revision(), contents.revision);
+            prop_assert_eq!(view.len(), reference.len());
+            prop_assert_eq!(view.data_bytes(), reference.data_bytes());
+        }
+    }
+}
+
+/// Keys of the bulk of a store in the view test: `many/` and five digits.
+fn many_key(i: u32) -> Bytes {
+    Bytes::from(format!("many/{i:05}"))
+}
+
+/// Writes for the view test: the small colliding keys of the model test, or keys of the bulk.
+fn view_write_op() -> impl Strategy<Value = WriteOp> {
+    prop_oneof![
+        2 => write_op(),
+        2 => (0u32..3_500, value(), any::<bool>()).prop_map(|(i, value, prev_kv)| WriteOp::Put { key: many_key(i), value, prev_kv }),
+        2 => (0u32..3_500, any::<bool>()).prop_map(|(i, prev_kv)| WriteOp::Delete { key: many_key(i), prev_kv }),
+    ]
+}
+
+/// A deep copy of a store's contents, shared with nothing.
+#[derive(Debug, Clone, PartialEq)]
+struct Contents {
+    kvs: Vec<KeyValue>,
+    sessions: Vec<SessionRecord>,
+    applied_index: u64,
+    revision: u64,
+}
+
+impl Contents {
+    fn of(store: &KvStore) -> Contents {
+        let snapshot = store.snapshot(1, Bytes::new());
+        Contents {
+            kvs: snapshot.kvs,
+            sessions: snapshot.sessions,
+            applied_index: store.applied_index(),
+            revision: store.revision(),
         }
     }
 }
