@@ -82,13 +82,14 @@ impl KvStore {
         kvs: impl Iterator<Item = KeyValue>,
         sessions: Vec<SessionRecord>,
     ) -> Result<KvStore, InvariantError> {
-        let mut map = BTreeMap::new();
-        let mut previous: Option<Bytes> = None;
+        let mut map: BTreeMap<Bytes, StoredValue> = BTreeMap::new();
         for kv in kvs {
-            if previous.as_ref().is_some_and(|p| *p >= kv.key) {
+            if map
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= kv.key)
+            {
                 return Err(InvariantError::KeysNotSorted { key: kv.key });
             }
-            previous = Some(kv.key.clone());
             map.insert(
                 kv.key,
                 StoredValue {

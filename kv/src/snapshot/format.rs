@@ -326,7 +326,7 @@ pub fn verify_snapshot(r: &mut dyn Read) -> Result<SnapshotMeta, SnapshotReadErr
         }
         Opened::Streamed { src, meta } => {
             let mut body = Body::start(src, meta)?;
-            while body.next_kv()?.is_some() {}
+            while body.skip_kv()? {}
             body.finish()
         }
     }
@@ -429,6 +429,8 @@ struct Body<R> {
     keys_left: u64,
     /// The last key read, to check the order without keeping the key alive.
     previous_key: Option<Vec<u8>>,
+    /// Scratch for the key [`Body::skip_kv`] reads, reused from key to key.
+    scratch_key: Vec<u8>,
     /// The first invariant breach found; reported only once the trailer verifies.
     invariant: Option<InvariantError>,
 }
@@ -484,6 +486,7 @@ impl<R: Read> Body<R> {
             sessions,
             keys_left,
             previous_key: None,
+            scratch_key: Vec::new(),
             invariant,
         })
     }
@@ -505,42 +508,71 @@ impl<R: Read> Body<R> {
             mod_revision: self.src.varint("mod revision")?,
             version: self.src.varint("version")?,
         };
-        if self.invariant.is_none() {
-            self.invariant = self.check(&kv).err();
-        }
-        let previous = self.previous_key.get_or_insert_with(Vec::new);
-        previous.clear();
-        previous.extend_from_slice(&kv.key);
+        self.checked(&kv.key, [kv.create_revision, kv.mod_revision, kv.version]);
         Ok(Some(kv))
     }
 
+    /// Reads and checks the next key-value like [`Body::next_kv`] without keeping it (no
+    /// allocation per key); `false` after the last one.
+    fn skip_kv(&mut self) -> Result<bool, SnapshotReadError> {
+        if self.keys_left == 0 {
+            return Ok(false);
+        }
+        self.keys_left -= 1;
+        let key_len = self.src.length_varint("key", KEY_BYTES_MAX)?;
+        let mut key = std::mem::take(&mut self.scratch_key);
+        key.resize(key_len, 0);
+        self.src.read_exact(&mut key)?;
+        let value_len = self.src.length_varint("value", VALUE_BYTES_MAX)?;
+        self.src.skip(value_len)?;
+        let revisions = [
+            self.src.varint("create revision")?,
+            self.src.varint("mod revision")?,
+            self.src.varint("version")?,
+        ];
+        self.checked(&key, revisions);
+        self.scratch_key = key;
+        Ok(true)
+    }
+
+    /// Records the first invariant breach of this key-value, and the key for the order check.
+    fn checked(&mut self, key: &[u8], revisions: [u64; 3]) {
+        if self.invariant.is_none() {
+            self.invariant = self.check(key, revisions).err();
+        }
+        let previous = self.previous_key.get_or_insert_with(Vec::new);
+        previous.clear();
+        previous.extend_from_slice(key);
+    }
+
     /// The per-key invariants of [`KvStore::check_invariants`], and the key order.
-    fn check(&self, kv: &KeyValue) -> Result<(), InvariantError> {
-        if kv.key.is_empty() {
+    fn check(&self, key: &[u8], revisions: [u64; 3]) -> Result<(), InvariantError> {
+        let [create_revision, mod_revision, version] = revisions;
+        if key.is_empty() {
             return Err(InvariantError::Limit {
-                key: kv.key.clone(),
+                key: Bytes::new(),
                 error: ValidationError::EmptyKey,
             });
         }
         if self
             .previous_key
             .as_deref()
-            .is_some_and(|previous| previous >= &kv.key[..])
+            .is_some_and(|previous| previous >= key)
         {
             return Err(InvariantError::KeysNotSorted {
-                key: kv.key.clone(),
+                key: Bytes::copy_from_slice(key),
             });
         }
-        let ordered = 1 <= kv.create_revision
-            && kv.create_revision <= kv.mod_revision
-            && kv.mod_revision <= self.revision
-            && kv.version >= 1;
+        let ordered = 1 <= create_revision
+            && create_revision <= mod_revision
+            && mod_revision <= self.revision
+            && version >= 1;
         if !ordered {
             return Err(InvariantError::Revisions {
-                key: kv.key.clone(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
+                key: Bytes::copy_from_slice(key),
+                create_revision,
+                mod_revision,
+                version,
                 revision: self.revision,
                 applied_index: self.meta.index,
             });
@@ -737,6 +769,22 @@ impl<R: Read> Source<R> {
         let offset = self.offset();
         let length = self.varint(field)?;
         Self::bounded(field, length, max, offset)
+    }
+
+    /// Consumes `len` bytes (checksummed like any others) without copying them.
+    fn skip(&mut self, mut len: usize) -> Result<(), SnapshotReadError> {
+        while len > 0 {
+            if self.pos == self.end && !self.refill()? {
+                return Err(CorruptSnapshot::Truncated {
+                    offset: self.offset(),
+                }
+                .into());
+            }
+            let n = (self.end - self.pos).min(len);
+            self.pos += n;
+            len -= n;
+        }
+        Ok(())
     }
 
     /// `len` bytes; the caller has bounded `len`.
