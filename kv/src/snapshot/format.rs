@@ -40,7 +40,7 @@
 
 use std::io::{self, Read, Write};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{
     CorruptSnapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
@@ -498,9 +498,9 @@ impl<R: Read> Body<R> {
         }
         self.keys_left -= 1;
         let key_len = self.src.length_varint("key", KEY_BYTES_MAX)?;
-        let key = Bytes::from(self.src.bytes(key_len)?);
+        let key = self.src.shared(key_len)?;
         let value_len = self.src.length_varint("value", VALUE_BYTES_MAX)?;
-        let value = Bytes::from(self.src.bytes(value_len)?);
+        let value = self.src.shared(value_len)?;
         let kv = KeyValue {
             key,
             value,
@@ -617,9 +617,15 @@ impl<R: Read> Body<R> {
 
 /// A buffered reader that checksums what it hands out (in whole buffers, for speed) until it
 /// is sealed, counts the offset, and turns an early end into [`CorruptSnapshot::Truncated`].
+///
+/// Each buffer is a fresh shared chunk, so keys and values that lie inside one are handed out
+/// as slices of it, with no allocation per key: the store copies them into its own entries,
+/// and a chunk is freed when its last slice is.
 struct Source<R> {
     inner: R,
-    buf: Box<[u8]>,
+    /// Size of each chunk read.
+    capacity: usize,
+    buf: Bytes,
     /// Next byte to hand out.
     pos: usize,
     /// End of the valid bytes in `buf`.
@@ -637,7 +643,8 @@ impl<R: Read> Source<R> {
     fn new(inner: R, capacity: usize) -> Self {
         Source {
             inner,
-            buf: vec![0u8; capacity].into_boxed_slice(),
+            capacity,
+            buf: Bytes::new(),
             pos: 0,
             end: 0,
             hashed: 0,
@@ -665,9 +672,12 @@ impl<R: Read> Source<R> {
             }
             .into());
         }
+        let mut chunk = BytesMut::zeroed(self.capacity);
         loop {
-            match self.inner.read(&mut self.buf) {
+            match self.inner.read(&mut chunk) {
                 Ok(n) => {
+                    chunk.truncate(n);
+                    self.buf = chunk.freeze();
                     self.end = n;
                     return Ok(n > 0);
                 }
@@ -785,6 +795,16 @@ impl<R: Read> Source<R> {
             len -= n;
         }
         Ok(())
+    }
+
+    /// `len` bytes, a slice of the current chunk when they lie inside it; the caller has
+    /// bounded `len`.
+    fn shared(&mut self, len: usize) -> Result<Bytes, SnapshotReadError> {
+        if self.end - self.pos >= len {
+            self.pos += len;
+            return Ok(self.buf.slice(self.pos - len..self.pos));
+        }
+        self.bytes(len).map(Bytes::from)
     }
 
     /// `len` bytes; the caller has bounded `len`.
