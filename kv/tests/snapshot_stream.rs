@@ -154,6 +154,7 @@ proptest! {
             proptest::collection::vec(any::<u8>(), 0..300),
             0..60,
         ),
+        trickle in 1usize..50,
     ) {
         // Given a store built from random keys and values
         let mut store = KvStore::new(KvConfig::default());
@@ -161,11 +162,15 @@ proptest! {
         for (i, (key, value)) in entries.into_iter().enumerate() {
             store.apply(i as u64 + 2, &Command::put(key, value).encode()).expect("put");
         }
-        // When it is written and read back
+        // When it is written and read back, whole or a few bytes per read (so that records
+        // straddle the reader's chunks)
         let bytes = v3_bytes(&store);
         let (_, restored) = read_snapshot(&mut &bytes[..], store.config()).expect("reads");
+        let mut trickle = Trickle { bytes: &bytes, per_read: trickle };
+        let (_, trickled) = read_snapshot(&mut trickle, store.config()).expect("reads");
         // Then it is the same store
-        prop_assert_eq!(restored, store);
+        prop_assert_eq!(&restored, &store);
+        prop_assert_eq!(&trickled, &store);
     }
 }
 
@@ -315,6 +320,21 @@ fn a_replica_with_a_tighter_session_bound_refuses_what_verify_accepts() {
         "{read:?}"
     );
     assert_eq!(verify_snapshot(&mut &bytes[..]).expect("verifies").index, 7);
+}
+
+/// A reader that hands out at most `per_read` bytes per read.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    per_read: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.per_read).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
 }
 
 /// A reader that serves the first `limit` bytes of `bytes` and fails every read after them.

@@ -265,6 +265,9 @@ impl<'a> Sink<'a> {
 /// [`KvStore::from_sorted`]. The trailer is checked at the end: nothing built is returned
 /// unless everything verifies. Formats 1 and 2 (whole-file postcard) are read whole into
 /// memory, decoded and restored, so that an upgraded node starts from its old files.
+///
+/// The key-values handed to `from_sorted` are mostly slices of the reader's 64 KiB chunks:
+/// a store that keeps them as they are keeps those chunks alive (the tree copies them).
 pub fn read_snapshot(
     r: &mut dyn Read,
     config: KvConfig,
@@ -311,7 +314,8 @@ pub fn read_snapshot(
 
 /// Runs every check of [`read_snapshot`] (structure, bounds, trailer, and the invariants that
 /// do not depend on a replica's configuration) without building the map: a snapshot received
-/// from a peer is checked before it is kept. Memory is bounded by one record.
+/// from a peer is checked before it is kept. Memory is bounded by one record. Formats 1 and 2
+/// are decoded whole and restored to be checked.
 pub fn verify_snapshot(r: &mut dyn Read) -> Result<SnapshotMeta, SnapshotReadError> {
     match open(Source::new(r, STREAM_CHUNK_BYTES))? {
         Opened::Whole(snapshot) => {
