@@ -844,3 +844,61 @@ impl<R: Read> Source<R> {
         Ok(!self.refill()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint_of(bytes: &[u8]) -> Result<u64, SnapshotReadError> {
+        Source::new(bytes, STREAM_CHUNK_BYTES).varint("test")
+    }
+
+    #[test]
+    fn varints_read_back_as_written_at_every_width() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            let mut sink = Sink::new(&mut out);
+            sink.varint(value);
+            let staged = sink.chunk.clone();
+            assert!(staged.len() <= VARINT_BYTES_MAX);
+            assert_eq!(varint_of(&staged).expect("reads"), value, "{staged:?}");
+        }
+    }
+
+    #[test]
+    fn a_varint_in_a_longer_form_or_past_u64_is_malformed() {
+        let bad_record = |bytes: &[u8]| {
+            matches!(
+                varint_of(bytes),
+                Err(SnapshotReadError::Corrupt(CorruptSnapshot::BadRecord {
+                    what: "test",
+                    offset: 0
+                }))
+            )
+        };
+        // Given 0 written as two bytes, it is refused (one number, one encoding)
+        assert!(bad_record(&[0x80, 0x00]));
+        // Given a tenth byte above 1, the number would not fit in 64 bits
+        let mut too_big = vec![0xff; 9];
+        too_big.push(0x02);
+        assert!(bad_record(&too_big));
+        // Given eleven continuation bytes, it is refused after ten
+        assert!(bad_record(&[0xff; 11]));
+        // Given a varint cut short, it is a truncation
+        assert!(matches!(
+            varint_of(&[0x80]),
+            Err(SnapshotReadError::Corrupt(CorruptSnapshot::Truncated {
+                offset: 1
+            }))
+        ));
+    }
+}
