@@ -625,3 +625,34 @@ fn a_verified_reception_survives_until_kept_but_not_a_restart() {
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
     assert!(files.keep_received(6, 2).is_err());
 }
+
+#[test]
+fn an_upgraded_node_starts_from_the_files_of_the_previous_release() {
+    // Given a directory holding a format-2 file saved by the previous release
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = SnapshotStore::open(dir.path()).expect("open");
+    let store = sample_store();
+    let old = files
+        .save(&store.snapshot(2, Bytes::from_static(CONFIG)))
+        .expect("save");
+    // When the node starts
+    let loaded = files
+        .load_newest_with(store.config())
+        .expect("load")
+        .expect("some");
+    // Then it has that state, and its next snapshot (format 3) is the newest
+    assert_eq!((loaded.file, &loaded.store), (old, &store));
+    let mut store = loaded.store;
+    store
+        .apply(7, &Command::put("new", "v").encode())
+        .expect("put");
+    let view = store.view();
+    files
+        .write(7, 2, |out| view.write_snapshot(2, CONFIG, out).map(drop))
+        .expect("write");
+    let loaded = files
+        .load_newest_with(store.config())
+        .expect("load")
+        .expect("some");
+    assert_eq!((loaded.meta.index, &loaded.store), (7, &store));
+}
