@@ -5,7 +5,7 @@
 //! configuration, which this crate keeps as opaque bytes), turn it into bytes that detect
 //! damage, and keep the last few on disk so the WAL can be compacted behind them.
 //!
-//! Format 3 (written): streamed, see [`format`] for its layout. A [`crate::KvView`] is written
+//! Format 3 (written): streamed, see [`mod@format`] for its layout. A [`crate::KvView`] is written
 //! with [`crate::KvView::write_snapshot`] in one forward pass, and read back with
 //! [`read_snapshot`] (building the store), [`verify_snapshot`] (checking only) or
 //! [`read_meta`] (the first bytes only), each in one forward pass with bounded memory.
@@ -68,7 +68,7 @@ pub use format::{
 /// The first eight bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP\0";
 
-/// The snapshot format this binary writes: 3, streamed ([`format`]). Version 2 added each
+/// The snapshot format this binary writes: 3, streamed ([`mod@format`]). Version 2 added each
 /// session's fingerprint of its latest write ([`crate::session::CachedResponse::fingerprint`]).
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 

@@ -154,6 +154,7 @@ proptest! {
             proptest::collection::vec(any::<u8>(), 0..300),
             0..60,
         ),
+        trickle in 1usize..50,
     ) {
         // Given a store built from random keys and values
         let mut store = KvStore::new(KvConfig::default());
@@ -161,11 +162,15 @@ proptest! {
         for (i, (key, value)) in entries.into_iter().enumerate() {
             store.apply(i as u64 + 2, &Command::put(key, value).encode()).expect("put");
         }
-        // When it is written and read back
+        // When it is written and read back, whole or a few bytes per read (so that records
+        // straddle the reader's chunks)
         let bytes = v3_bytes(&store);
         let (_, restored) = read_snapshot(&mut &bytes[..], store.config()).expect("reads");
+        let mut trickle = Trickle { bytes: &bytes, per_read: trickle };
+        let (_, trickled) = read_snapshot(&mut trickle, store.config()).expect("reads");
         // Then it is the same store
-        prop_assert_eq!(restored, store);
+        prop_assert_eq!(&restored, &store);
+        prop_assert_eq!(&trickled, &store);
     }
 }
 
@@ -315,6 +320,21 @@ fn a_replica_with_a_tighter_session_bound_refuses_what_verify_accepts() {
         "{read:?}"
     );
     assert_eq!(verify_snapshot(&mut &bytes[..]).expect("verifies").index, 7);
+}
+
+/// A reader that hands out at most `per_read` bytes per read.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    per_read: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.per_read).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
 }
 
 /// A reader that serves the first `limit` bytes of `bytes` and fails every read after them.
@@ -604,4 +624,35 @@ fn a_verified_reception_survives_until_kept_but_not_a_restart() {
     let files = SnapshotStore::open(dir.path()).expect("reopen");
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
     assert!(files.keep_received(6, 2).is_err());
+}
+
+#[test]
+fn an_upgraded_node_starts_from_the_files_of_the_previous_release() {
+    // Given a directory holding a format-2 file saved by the previous release
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = SnapshotStore::open(dir.path()).expect("open");
+    let store = sample_store();
+    let old = files
+        .save(&store.snapshot(2, Bytes::from_static(CONFIG)))
+        .expect("save");
+    // When the node starts
+    let loaded = files
+        .load_newest_with(store.config())
+        .expect("load")
+        .expect("some");
+    // Then it has that state, and its next snapshot (format 3) is the newest
+    assert_eq!((loaded.file, &loaded.store), (old, &store));
+    let mut store = loaded.store;
+    store
+        .apply(7, &Command::put("new", "v").encode())
+        .expect("put");
+    let view = store.view();
+    files
+        .write(7, 2, |out| view.write_snapshot(2, CONFIG, out).map(drop))
+        .expect("write");
+    let loaded = files
+        .load_newest_with(store.config())
+        .expect("load")
+        .expect("some");
+    assert_eq!((loaded.meta.index, &loaded.store), (7, &store));
 }

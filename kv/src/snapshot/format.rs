@@ -40,7 +40,7 @@
 
 use std::io::{self, Read, Write};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{
     CorruptSnapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
@@ -265,6 +265,9 @@ impl<'a> Sink<'a> {
 /// [`KvStore::from_sorted`]. The trailer is checked at the end: nothing built is returned
 /// unless everything verifies. Formats 1 and 2 (whole-file postcard) are read whole into
 /// memory, decoded and restored, so that an upgraded node starts from its old files.
+///
+/// The key-values handed to `from_sorted` are mostly slices of the reader's 64 KiB chunks:
+/// a store that keeps them as they are keeps those chunks alive (the tree copies them).
 pub fn read_snapshot(
     r: &mut dyn Read,
     config: KvConfig,
@@ -311,7 +314,8 @@ pub fn read_snapshot(
 
 /// Runs every check of [`read_snapshot`] (structure, bounds, trailer, and the invariants that
 /// do not depend on a replica's configuration) without building the map: a snapshot received
-/// from a peer is checked before it is kept. Memory is bounded by one record.
+/// from a peer is checked before it is kept. Memory is bounded by one record. Formats 1 and 2
+/// are decoded whole and restored to be checked.
 pub fn verify_snapshot(r: &mut dyn Read) -> Result<SnapshotMeta, SnapshotReadError> {
     match open(Source::new(r, STREAM_CHUNK_BYTES))? {
         Opened::Whole(snapshot) => {
@@ -326,7 +330,7 @@ pub fn verify_snapshot(r: &mut dyn Read) -> Result<SnapshotMeta, SnapshotReadErr
         }
         Opened::Streamed { src, meta } => {
             let mut body = Body::start(src, meta)?;
-            while body.next_kv()?.is_some() {}
+            while body.skip_kv()? {}
             body.finish()
         }
     }
@@ -429,6 +433,8 @@ struct Body<R> {
     keys_left: u64,
     /// The last key read, to check the order without keeping the key alive.
     previous_key: Option<Vec<u8>>,
+    /// Scratch for the key [`Body::skip_kv`] reads, reused from key to key.
+    scratch_key: Vec<u8>,
     /// The first invariant breach found; reported only once the trailer verifies.
     invariant: Option<InvariantError>,
 }
@@ -484,6 +490,7 @@ impl<R: Read> Body<R> {
             sessions,
             keys_left,
             previous_key: None,
+            scratch_key: Vec::new(),
             invariant,
         })
     }
@@ -495,9 +502,9 @@ impl<R: Read> Body<R> {
         }
         self.keys_left -= 1;
         let key_len = self.src.length_varint("key", KEY_BYTES_MAX)?;
-        let key = Bytes::from(self.src.bytes(key_len)?);
+        let key = self.src.shared(key_len)?;
         let value_len = self.src.length_varint("value", VALUE_BYTES_MAX)?;
-        let value = Bytes::from(self.src.bytes(value_len)?);
+        let value = self.src.shared(value_len)?;
         let kv = KeyValue {
             key,
             value,
@@ -505,42 +512,71 @@ impl<R: Read> Body<R> {
             mod_revision: self.src.varint("mod revision")?,
             version: self.src.varint("version")?,
         };
-        if self.invariant.is_none() {
-            self.invariant = self.check(&kv).err();
-        }
-        let previous = self.previous_key.get_or_insert_with(Vec::new);
-        previous.clear();
-        previous.extend_from_slice(&kv.key);
+        self.checked(&kv.key, [kv.create_revision, kv.mod_revision, kv.version]);
         Ok(Some(kv))
     }
 
+    /// Reads and checks the next key-value like [`Body::next_kv`] without keeping it (no
+    /// allocation per key); `false` after the last one.
+    fn skip_kv(&mut self) -> Result<bool, SnapshotReadError> {
+        if self.keys_left == 0 {
+            return Ok(false);
+        }
+        self.keys_left -= 1;
+        let key_len = self.src.length_varint("key", KEY_BYTES_MAX)?;
+        let mut key = std::mem::take(&mut self.scratch_key);
+        key.resize(key_len, 0);
+        self.src.read_exact(&mut key)?;
+        let value_len = self.src.length_varint("value", VALUE_BYTES_MAX)?;
+        self.src.skip(value_len)?;
+        let revisions = [
+            self.src.varint("create revision")?,
+            self.src.varint("mod revision")?,
+            self.src.varint("version")?,
+        ];
+        self.checked(&key, revisions);
+        self.scratch_key = key;
+        Ok(true)
+    }
+
+    /// Records the first invariant breach of this key-value, and the key for the order check.
+    fn checked(&mut self, key: &[u8], revisions: [u64; 3]) {
+        if self.invariant.is_none() {
+            self.invariant = self.check(key, revisions).err();
+        }
+        let previous = self.previous_key.get_or_insert_with(Vec::new);
+        previous.clear();
+        previous.extend_from_slice(key);
+    }
+
     /// The per-key invariants of [`KvStore::check_invariants`], and the key order.
-    fn check(&self, kv: &KeyValue) -> Result<(), InvariantError> {
-        if kv.key.is_empty() {
+    fn check(&self, key: &[u8], revisions: [u64; 3]) -> Result<(), InvariantError> {
+        let [create_revision, mod_revision, version] = revisions;
+        if key.is_empty() {
             return Err(InvariantError::Limit {
-                key: kv.key.clone(),
+                key: Bytes::new(),
                 error: ValidationError::EmptyKey,
             });
         }
         if self
             .previous_key
             .as_deref()
-            .is_some_and(|previous| previous >= &kv.key[..])
+            .is_some_and(|previous| previous >= key)
         {
             return Err(InvariantError::KeysNotSorted {
-                key: kv.key.clone(),
+                key: Bytes::copy_from_slice(key),
             });
         }
-        let ordered = 1 <= kv.create_revision
-            && kv.create_revision <= kv.mod_revision
-            && kv.mod_revision <= self.revision
-            && kv.version >= 1;
+        let ordered = 1 <= create_revision
+            && create_revision <= mod_revision
+            && mod_revision <= self.revision
+            && version >= 1;
         if !ordered {
             return Err(InvariantError::Revisions {
-                key: kv.key.clone(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
+                key: Bytes::copy_from_slice(key),
+                create_revision,
+                mod_revision,
+                version,
                 revision: self.revision,
                 applied_index: self.meta.index,
             });
@@ -585,9 +621,15 @@ impl<R: Read> Body<R> {
 
 /// A buffered reader that checksums what it hands out (in whole buffers, for speed) until it
 /// is sealed, counts the offset, and turns an early end into [`CorruptSnapshot::Truncated`].
+///
+/// Each buffer is a fresh shared chunk, so keys and values that lie inside one are handed out
+/// as slices of it, with no allocation per key: the store copies them into its own entries,
+/// and a chunk is freed when its last slice is.
 struct Source<R> {
     inner: R,
-    buf: Box<[u8]>,
+    /// Size of each chunk read.
+    capacity: usize,
+    buf: Bytes,
     /// Next byte to hand out.
     pos: usize,
     /// End of the valid bytes in `buf`.
@@ -605,7 +647,8 @@ impl<R: Read> Source<R> {
     fn new(inner: R, capacity: usize) -> Self {
         Source {
             inner,
-            buf: vec![0u8; capacity].into_boxed_slice(),
+            capacity,
+            buf: Bytes::new(),
             pos: 0,
             end: 0,
             hashed: 0,
@@ -633,9 +676,12 @@ impl<R: Read> Source<R> {
             }
             .into());
         }
+        let mut chunk = BytesMut::zeroed(self.capacity);
         loop {
-            match self.inner.read(&mut self.buf) {
+            match self.inner.read(&mut chunk) {
                 Ok(n) => {
+                    chunk.truncate(n);
+                    self.buf = chunk.freeze();
                     self.end = n;
                     return Ok(n > 0);
                 }
@@ -739,6 +785,32 @@ impl<R: Read> Source<R> {
         Self::bounded(field, length, max, offset)
     }
 
+    /// Consumes `len` bytes (checksummed like any others) without copying them.
+    fn skip(&mut self, mut len: usize) -> Result<(), SnapshotReadError> {
+        while len > 0 {
+            if self.pos == self.end && !self.refill()? {
+                return Err(CorruptSnapshot::Truncated {
+                    offset: self.offset(),
+                }
+                .into());
+            }
+            let n = (self.end - self.pos).min(len);
+            self.pos += n;
+            len -= n;
+        }
+        Ok(())
+    }
+
+    /// `len` bytes, a slice of the current chunk when they lie inside it; the caller has
+    /// bounded `len`.
+    fn shared(&mut self, len: usize) -> Result<Bytes, SnapshotReadError> {
+        if self.end - self.pos >= len {
+            self.pos += len;
+            return Ok(self.buf.slice(self.pos - len..self.pos));
+        }
+        self.bytes(len).map(Bytes::from)
+    }
+
     /// `len` bytes; the caller has bounded `len`.
     fn bytes(&mut self, len: usize) -> Result<Vec<u8>, SnapshotReadError> {
         let mut out = vec![0u8; len];
@@ -770,5 +842,63 @@ impl<R: Read> Source<R> {
             return Ok(false);
         }
         Ok(!self.refill()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint_of(bytes: &[u8]) -> Result<u64, SnapshotReadError> {
+        Source::new(bytes, STREAM_CHUNK_BYTES).varint("test")
+    }
+
+    #[test]
+    fn varints_read_back_as_written_at_every_width() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            let mut sink = Sink::new(&mut out);
+            sink.varint(value);
+            let staged = sink.chunk.clone();
+            assert!(staged.len() <= VARINT_BYTES_MAX);
+            assert_eq!(varint_of(&staged).expect("reads"), value, "{staged:?}");
+        }
+    }
+
+    #[test]
+    fn a_varint_in_a_longer_form_or_past_u64_is_malformed() {
+        let bad_record = |bytes: &[u8]| {
+            matches!(
+                varint_of(bytes),
+                Err(SnapshotReadError::Corrupt(CorruptSnapshot::BadRecord {
+                    what: "test",
+                    offset: 0
+                }))
+            )
+        };
+        // Given 0 written as two bytes, it is refused (one number, one encoding)
+        assert!(bad_record(&[0x80, 0x00]));
+        // Given a tenth byte above 1, the number would not fit in 64 bits
+        let mut too_big = vec![0xff; 9];
+        too_big.push(0x02);
+        assert!(bad_record(&too_big));
+        // Given eleven continuation bytes, it is refused after ten
+        assert!(bad_record(&[0xff; 11]));
+        // Given a varint cut short, it is a truncation
+        assert!(matches!(
+            varint_of(&[0x80]),
+            Err(SnapshotReadError::Corrupt(CorruptSnapshot::Truncated {
+                offset: 1
+            }))
+        ));
     }
 }
