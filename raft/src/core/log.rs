@@ -474,7 +474,7 @@ impl<S: Storage> RaftLog<S> {
 mod tests {
     use super::*;
     use crate::core::membership::Configuration;
-    use crate::core::message::EntryPayload;
+    use crate::core::message::{EntryPayload, SnapshotMetadata};
     use crate::core::storage::MemStorage;
     use crate::core::types::NodeId;
 
@@ -544,6 +544,42 @@ mod tests {
             vec![e(6, 3)],
             "6 is written again"
         );
+    }
+
+    #[test]
+    fn a_log_over_a_catch_up_tail_starts_its_cursors_at_the_snapshot() {
+        // Given storage holding entries 2..=8, compacted to a snapshot at 6 keeping a tail of
+        // four entries, whose saved commit index (1) trails the snapshot,
+        let config = Configuration::with_voters([NodeId(1)]);
+        let mut storage = MemStorage::new_with_configuration(config.clone());
+        storage.append(&(2..=8).map(|i| e(i, 2)).collect::<Vec<_>>());
+        let metadata = SnapshotMetadata {
+            index: LogIndex(6),
+            term: Term(2),
+            configuration: config,
+        };
+        storage.compact_keeping(
+            Snapshot {
+                metadata,
+                data: bytes::Bytes::new(),
+            },
+            4,
+        );
+        let init = storage.initial_state().unwrap();
+        assert_eq!(init.hard_state.commit, LogIndex(1));
+        // when a log starts over it with nothing known applied,
+        let l = RaftLog::new(storage, &init, LogIndex::ZERO);
+        // then the tail is held, but commit and applied start at the snapshot, not before the
+        // tail: no entry the snapshot covers is handed to the application again.
+        assert_eq!(l.first_index(), LogIndex(3));
+        assert_eq!(l.term(LogIndex(2)), Ok(Term(2)));
+        assert_eq!(l.snapshot_index(), LogIndex(6));
+        assert_eq!((l.committed, l.applied), (LogIndex(6), LogIndex(6)));
+        assert!(
+            l.next_committed_entries(l.last_index(), u64::MAX)
+                .is_empty()
+        );
+        l.check_invariants().unwrap();
     }
 
     #[test]

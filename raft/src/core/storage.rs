@@ -281,3 +281,98 @@ impl Storage for MemStorage {
         Ok(self.snapshot.metadata.index)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message::EntryPayload;
+    use crate::core::types::NodeId;
+
+    fn snapshot(index: u64, term: u64) -> Snapshot {
+        Snapshot {
+            metadata: SnapshotMetadata {
+                index: LogIndex(index),
+                term: Term(term),
+                configuration: Configuration::with_voters([NodeId(1)]),
+            },
+            data: bytes::Bytes::new(),
+        }
+    }
+
+    /// Storage of a one-node cluster: the bootstrap snapshot at 1, then entries 2..=10 of
+    /// term 2.
+    fn storage() -> MemStorage {
+        let mut s = MemStorage::new_with_configuration(Configuration::with_voters([NodeId(1)]));
+        let entries: Vec<Entry> = (2..=10)
+            .map(|i| Entry {
+                term: Term(2),
+                index: LogIndex(i),
+                payload: EntryPayload::Noop,
+            })
+            .collect();
+        s.append(&entries);
+        s
+    }
+
+    fn is_compacted<T>(result: Result<T, StorageError>) -> bool {
+        matches!(result, Err(StorageError::Compacted { .. }))
+    }
+
+    #[test]
+    fn compacting_with_a_tail_keeps_the_last_entries_the_snapshot_covers() {
+        // Given entries 2..=10, when compacted to 8 keeping a tail of three,
+        let mut s = storage();
+        s.compact_keeping(snapshot(8, 2), 3);
+        // then 6..=8 stay behind the snapshot, with the term of 5 for the consistency check.
+        assert_eq!(s.snapshot_index(), Ok(LogIndex(8)));
+        assert_eq!(s.first_index(), Ok(LogIndex(6)));
+        assert_eq!(s.term(LogIndex(5)), Ok(Term(2)));
+        assert_eq!(
+            s.entries(LogIndex(6), LogIndex(11), u64::MAX)
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(is_compacted(s.term(LogIndex(4))));
+        assert!(is_compacted(s.entries(LogIndex(5), LogIndex(11), u64::MAX)));
+    }
+
+    #[test]
+    fn a_tail_never_brings_back_what_an_earlier_compaction_dropped() {
+        // Given entries 2..=10, when compacted to 8 with a tail longer than the log,
+        let mut s = storage();
+        s.compact_keeping(snapshot(8, 2), 100);
+        // then everything held stays, down to the bootstrap snapshot's term;
+        assert_eq!(s.first_index(), Ok(LogIndex(2)));
+        assert_eq!(s.term(LogIndex(1)), Ok(Term(1)));
+        // and a later compaction with a short tail drops all but it.
+        s.compact_keeping(snapshot(10, 2), 1);
+        assert_eq!(s.first_index(), Ok(LogIndex(10)));
+        assert_eq!(s.term(LogIndex(9)), Ok(Term(2)));
+        assert_eq!(s.last_index(), Ok(LogIndex(10)));
+    }
+
+    #[test]
+    fn a_leaders_snapshot_replaces_the_log_tail_and_all() {
+        // Given a storage compacted to 8 with a tail,
+        let mut s = storage();
+        s.compact_keeping(snapshot(8, 2), 3);
+        // when a leader's snapshot at 20 of term 3 is installed,
+        s.apply_snapshot(snapshot(20, 3));
+        // then the log starts right after it, and appends continue it.
+        assert_eq!(s.first_index(), Ok(LogIndex(21)));
+        assert_eq!(s.last_index(), Ok(LogIndex(20)));
+        assert_eq!(s.term(LogIndex(20)), Ok(Term(3)));
+        assert!(is_compacted(s.term(LogIndex(19))));
+        let next = Entry {
+            term: Term(3),
+            index: LogIndex(21),
+            payload: EntryPayload::Noop,
+        };
+        s.append(std::slice::from_ref(&next));
+        assert_eq!(
+            s.entries(LogIndex(21), LogIndex(22), u64::MAX),
+            Ok(vec![next])
+        );
+    }
+}
