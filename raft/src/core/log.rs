@@ -2,8 +2,17 @@
 //! unstable tail (entries and maybe a snapshot) the core has accepted but the driver has not yet
 //! persisted, plus the commit and apply cursors.
 //!
+//! The snapshot's index, not `first_index() - 1`, is where the log's content starts for the
+//! application: the storage may keep a catch-up tail of entries at and below its snapshot's
+//! index (see [`Storage`]'s contract), served to lagging followers like any other entry but
+//! never handed to the application again. [`RaftLog::snapshot_index`] is that index: the
+//! unstable snapshot's while a leader's snapshot awaits persistence, else the storage's
+//! (which moves when the driver compacts).
+//!
 //! Invariants (checked by [`RaftLog::check_invariants`]):
 //! - `applied <= applying <= committed <= last_index()`;
+//! - `first_index() <= snapshot_index() + 1` and `snapshot_index() <= committed`: whatever a
+//!   snapshot covers is committed, and the log (tail included) continues it;
 //! - `persisted <= last_index()`: entries up to `persisted` are durable *and* belong to this
 //!   log (an entry overwritten after a conflict is no longer counted as persisted);
 //! - the unstable entries are contiguous and start at `unstable_offset`;
@@ -12,7 +21,7 @@
 
 use super::errors::StorageError;
 use super::message::{Entry, Snapshot};
-use super::storage::Storage;
+use super::storage::{InitialState, Storage};
 use super::types::{LogIndex, Term};
 
 /// The log of one node: durable prefix, unstable tail, commit and apply cursors.
@@ -41,15 +50,23 @@ pub struct RaftLog<S: Storage> {
 }
 
 impl<S: Storage> RaftLog<S> {
-    /// A log over `storage`, with the commit index from the persisted hard state.
-    pub fn new(storage: S, committed: LogIndex, applied: LogIndex) -> RaftLog<S> {
+    /// A log over `storage`, starting from its initial state `init` (the commit index of its
+    /// hard state, the index of its snapshot) with `applied` entries known applied. Whatever
+    /// the snapshot covers counts as committed and applied, tail included.
+    pub fn new(storage: S, init: &InitialState, applied: LogIndex) -> RaftLog<S> {
         let first = storage
             .first_index()
             .expect("invariant: storage answers first_index");
         let last = storage
             .last_index()
             .expect("invariant: storage answers last_index");
-        let snapshot_index = first.prev();
+        let committed = init.hard_state.commit;
+        let snapshot_index = init.snapshot_metadata.index;
+        assert!(
+            first <= snapshot_index.next() && snapshot_index <= last,
+            "storage holds [{first}, {last}], which does not continue its snapshot at \
+             {snapshot_index}"
+        );
         assert!(
             committed <= last,
             "persisted commit {committed} is beyond the last index {last}"
@@ -84,7 +101,8 @@ impl<S: Storage> RaftLog<S> {
         &mut self.storage
     }
 
-    /// The index of the first entry still held (after the latest snapshot).
+    /// The index of the first entry still held: right after the latest snapshot, or lower
+    /// when the storage keeps a catch-up tail.
     pub fn first_index(&self) -> LogIndex {
         match &self.unstable_snapshot {
             Some(snapshot) => snapshot.metadata.index.next(),
@@ -92,6 +110,18 @@ impl<S: Storage> RaftLog<S> {
                 .storage
                 .first_index()
                 .expect("invariant: storage answers first_index"),
+        }
+    }
+
+    /// The index of the latest snapshot: the one a leader sent, until it is persisted, else
+    /// the storage's. Everything up to it is committed and covered by the snapshot.
+    pub fn snapshot_index(&self) -> LogIndex {
+        match &self.unstable_snapshot {
+            Some(snapshot) => snapshot.metadata.index,
+            None => self
+                .storage
+                .snapshot_index()
+                .expect("invariant: storage answers snapshot_index"),
         }
     }
 
@@ -249,9 +279,11 @@ impl<S: Storage> RaftLog<S> {
             first <= self.last_index().next(),
             "appending at {first} would leave a gap"
         );
+        // The snapshot, catch-up tail included, is committed: nothing overwrites it.
         assert!(
-            first > self.first_index().prev(),
-            "appending at {first} below the snapshot"
+            first > self.snapshot_index(),
+            "appending at {first} at or below the snapshot at {}",
+            self.snapshot_index()
         );
         if first < self.unstable_offset {
             // The conflicting suffix is in storage; the driver overwrites it when persisting.
@@ -412,6 +444,18 @@ impl<S: Storage> RaftLog<S> {
         if self.persisted > last {
             return Err(format!("persisted {} beyond last {last}", self.persisted));
         }
+        let (first, snapshot_index) = (self.first_index(), self.snapshot_index());
+        if first > snapshot_index.next() {
+            return Err(format!(
+                "the log starts at {first}, after the snapshot at {snapshot_index}"
+            ));
+        }
+        if snapshot_index > self.committed {
+            return Err(format!(
+                "the snapshot at {snapshot_index} is beyond commit {}",
+                self.committed
+            ));
+        }
         for (k, e) in self.unstable.iter().enumerate() {
             if e.index != self.unstable_offset.plus(k as u64) {
                 return Err(format!("unstable entry {k} has index {}", e.index));
@@ -430,7 +474,7 @@ impl<S: Storage> RaftLog<S> {
 mod tests {
     use super::*;
     use crate::core::membership::Configuration;
-    use crate::core::message::EntryPayload;
+    use crate::core::message::{EntryPayload, SnapshotMetadata};
     use crate::core::storage::MemStorage;
     use crate::core::types::NodeId;
 
@@ -447,7 +491,9 @@ mod tests {
         let config = Configuration::with_voters([NodeId(1)]);
         let mut storage = MemStorage::new_with_configuration(config);
         storage.append(&[e(2, 2), e(3, 2), e(4, 2)]);
-        RaftLog::new(storage, LogIndex(2), LogIndex(1))
+        let mut init = storage.initial_state().unwrap();
+        init.hard_state.commit = LogIndex(2);
+        RaftLog::new(storage, &init, LogIndex(1))
     }
 
     #[test]
@@ -498,6 +544,42 @@ mod tests {
             vec![e(6, 3)],
             "6 is written again"
         );
+    }
+
+    #[test]
+    fn a_log_over_a_catch_up_tail_starts_its_cursors_at_the_snapshot() {
+        // Given storage holding entries 2..=8, compacted to a snapshot at 6 keeping a tail of
+        // four entries, whose saved commit index (1) trails the snapshot,
+        let config = Configuration::with_voters([NodeId(1)]);
+        let mut storage = MemStorage::new_with_configuration(config.clone());
+        storage.append(&(2..=8).map(|i| e(i, 2)).collect::<Vec<_>>());
+        let metadata = SnapshotMetadata {
+            index: LogIndex(6),
+            term: Term(2),
+            configuration: config,
+        };
+        storage.compact_keeping(
+            Snapshot {
+                metadata,
+                data: bytes::Bytes::new(),
+            },
+            4,
+        );
+        let init = storage.initial_state().unwrap();
+        assert_eq!(init.hard_state.commit, LogIndex(1));
+        // when a log starts over it with nothing known applied,
+        let l = RaftLog::new(storage, &init, LogIndex::ZERO);
+        // then the tail is held, but commit and applied start at the snapshot, not before the
+        // tail: no entry the snapshot covers is handed to the application again.
+        assert_eq!(l.first_index(), LogIndex(3));
+        assert_eq!(l.term(LogIndex(2)), Ok(Term(2)));
+        assert_eq!(l.snapshot_index(), LogIndex(6));
+        assert_eq!((l.committed, l.applied), (LogIndex(6), LogIndex(6)));
+        assert!(
+            l.next_committed_entries(l.last_index(), u64::MAX)
+                .is_empty()
+        );
+        l.check_invariants().unwrap();
     }
 
     #[test]

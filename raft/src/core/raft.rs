@@ -166,7 +166,7 @@ impl<S: Storage> Raft<S> {
     pub fn new(cfg: Config, storage: S) -> Result<Raft<S>, Error> {
         cfg.validate()?;
         let init = storage.initial_state()?;
-        let hs = init.hard_state;
+        let hs = init.hard_state.clone();
         if hs.term > super::types::TERM_MAX {
             // Only a forged frame adopted by an older version gets here: refuse to run on it
             // rather than panic at the first election.
@@ -178,11 +178,12 @@ impl<S: Storage> Raft<S> {
                 super::types::TERM_MAX.0
             ))));
         }
+        let log = RaftLog::new(storage, &init, cfg.applied);
         let meta = init.snapshot_metadata;
-        let log = RaftLog::new(storage, hs.commit, cfg.applied);
+        // The history starts at the snapshot, whose configuration already includes every
+        // configuration entry of the catch-up tail: replaying those would apply them twice.
         let mut configs = ConfigLog::new(meta.index, meta.configuration);
-        let first = log.first_index();
-        for entry in log.all_entries(first, log.last_index().next()) {
+        for entry in log.all_entries(meta.index.next(), log.last_index().next()) {
             if let EntryPayload::ConfChange(change) = &entry.payload {
                 configs.append(entry.index, change);
             }
@@ -277,9 +278,16 @@ impl<S: Storage> Raft<S> {
         self.log.entries(low, high, u64::MAX).ok()
     }
 
-    /// The first index still held in the log.
+    /// The first index still held in the log (at or below the snapshot's index when the
+    /// storage keeps a catch-up tail).
     pub fn first_index(&self) -> LogIndex {
         self.log.first_index()
+    }
+
+    /// The index of the latest snapshot (stored, or received and not yet persisted):
+    /// everything up to it is committed and covered by it.
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.log.snapshot_index()
     }
 
     /// The configuration in force (the latest in the log, committed or not).

@@ -4,8 +4,10 @@
 //! carries the membership as of the snapshot's last entry.
 //!
 //! Compaction itself is the driver's: once the state machine has a snapshot at an applied
-//! index, the driver writes it to storage, which drops the entries it covers. The core reads
-//! the new first index from storage the next time it needs entries.
+//! index, the driver writes it to storage, which drops the entries it covers except perhaps a
+//! catch-up tail (see [`Storage`]). The core reads the new snapshot index and first index from
+//! storage the next time it needs them. A follower whose next entry is still held, tail
+//! included, is sent entries; only one behind `first_index()` gets the snapshot.
 //!
 //! Invariant: a snapshot never moves the commit index back, and a follower never restores a
 //! snapshot whose last entry is already in its log with the same term (that would discard
@@ -104,7 +106,8 @@ impl<S: Storage> Raft<S> {
         if index > applied {
             return Err(Error::SnapshotBeyondApplied { index, applied });
         }
-        let current = self.log.first_index().prev();
+        // Not `first_index() - 1`: with a catch-up tail the log starts below the snapshot.
+        let current = self.log.snapshot_index();
         if index <= current {
             return Err(Error::SnapshotOutOfDate { index, current });
         }

@@ -21,10 +21,21 @@
 //! afresh, because a node that forgot its term and vote could vote twice in a term, and one
 //! that forgot its log would silently lose acknowledged writes.
 //!
+//! Compaction keeps a catch-up tail (etcd's catch-up entries): [`LogStore::compact`] records
+//! the snapshot but drops only the WAL segments wholly below the last
+//! [`WalLogStore::set_catchup_entries`] entries it covers, and the store serves whatever the
+//! WAL still holds at or below the snapshot's index, so that a follower a little behind the
+//! snapshot is sent entries, not the snapshot. The tail is not part of the durable state: the
+//! snapshot metadata stays the truth, and the tail is whatever the WAL holds. `first_index()`
+//! is the WAL's first index + 1 (the WAL's first entry answers `term(first_index() - 1)`), never
+//! above `snapshot.index + 1`. A tail is served only if the WAL's entry at the snapshot's index
+//! has the snapshot's term (the entries below it are then the ones the snapshot covers). A
+//! snapshot received from a leader resets the log after it: no tail then.
+//!
 //! Invariants, checked at open (each breach a typed error naming the file or directory):
-//! - the log continues the snapshot: `first_index() == snapshot.index + 1` and every entry in
-//!   `[first_index, last_index]` is readable (the WAL may still hold a few entries at or below
-//!   the snapshot until their segment is compacted away);
+//! - the log continues the snapshot: the WAL's first index is at most `snapshot.index + 1`,
+//!   its last index at least `snapshot.index`, and every entry in `[first_index, last_index]`
+//!   is readable (entries at or below the snapshot's index are the catch-up tail);
 //! - the log reaches the saved commit index: `max(wal last index, snapshot.index) >=
 //!   saved commit`. A commit index is saved only after the entries it covers are synced (and
 //!   is clamped to the last index), so a log shorter than it lost a segment or a tail that was
@@ -56,6 +67,12 @@ pub const DURABLE_STATE_MAGIC: [u8; 4] = *b"RKDS";
 /// magic, this byte, then the postcard encoding of [`DurableState`] (hard state, snapshot
 /// metadata, cluster id).
 pub const DURABLE_STATE_FORMAT_VERSION: u8 = 1;
+
+/// How many entries at or below a snapshot's index [`LogStore::compact`] keeps by default (at
+/// least; whole WAL segments go, so it may keep more), so that a follower lagging at most this
+/// far behind the snapshot catches up from the log instead of receiving the whole snapshot.
+/// Named after etcd's `SnapshotCatchUpEntries`, whose default is the same.
+pub const SNAPSHOT_CATCHUP_ENTRIES_DEFAULT: u64 = 5_000;
 
 /// How many leading bytes of an unrecognised hard state an error shows: enough to tell an
 /// older format or zeros from garbage, short enough for one log line.
@@ -414,6 +431,9 @@ pub struct WalLogStore<F: FileSystem> {
     snapshots: Arc<dyn SnapshotFiles>,
     /// Free bytes to keep on the disk (0: no check); see [`LogStore::check_free_space`].
     free_space_reserve: u64,
+    /// Entries at or below the snapshot's index that compaction keeps; see
+    /// [`WalLogStore::set_catchup_entries`].
+    catchup_entries: u64,
 }
 
 fn decode_error(what: &'static str, index: u64, e: postcard::Error) -> StoreError {
@@ -465,6 +485,7 @@ impl<F: FileSystem> WalLogStore<F> {
             saved_commit: LogIndex::ZERO,
             snapshots,
             free_space_reserve: 0,
+            catchup_entries: SNAPSHOT_CATCHUP_ENTRIES_DEFAULT,
         };
         store.save_state()?;
         store.finish_snapshot_install()?;
@@ -496,6 +517,7 @@ impl<F: FileSystem> WalLogStore<F> {
             state,
             snapshots,
             free_space_reserve: 0,
+            catchup_entries: SNAPSHOT_CATCHUP_ENTRIES_DEFAULT,
         };
         // Before any repair touches the log: a log that lost committed entries is evidence,
         // and the repair below could remove more of it.
@@ -550,6 +572,25 @@ impl<F: FileSystem> WalLogStore<F> {
     /// refuses new entries (0, the default, never refuses).
     pub fn set_free_space_reserve(&mut self, bytes: u64) {
         self.free_space_reserve = bytes;
+    }
+
+    /// Keeps at least the last `entries` entries a snapshot covers when compacting (the
+    /// catch-up tail; 0 keeps none). Default [`SNAPSHOT_CATCHUP_ENTRIES_DEFAULT`]. Takes effect
+    /// at the next compaction; what the WAL already dropped is not brought back.
+    pub fn set_catchup_entries(&mut self, entries: u64) {
+        self.catchup_entries = entries;
+    }
+
+    /// Where the catch-up tail starts: the WAL's first index, if the WAL still holds entries
+    /// at or below the snapshot's index that lead up to it. Its entry at the snapshot's index
+    /// must carry the snapshot's term: a crash while installing a leader's snapshot can leave
+    /// an old log there (see `finish_snapshot_install`), which is not the one the snapshot
+    /// covers and must not be served as if it were.
+    fn tail_start(&self) -> Option<LogIndex> {
+        let snapshot = &self.state.snapshot;
+        let first = self.wal.first_index();
+        let continues = self.wal.term(snapshot.index.0) == Some(snapshot.term.0);
+        (first <= snapshot.index.0 && continues).then_some(LogIndex(first))
     }
 
     /// The WAL's counters, for metrics.
@@ -680,12 +721,14 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         if index == snap.index {
             return Ok(snap.term);
         }
-        if index < snap.index {
+        let first = self.first_index()?;
+        if index < first.prev() {
             return Err(StorageError::Compacted {
                 requested: index,
-                first: snap.index.next(),
+                first,
             });
         }
+        // After the snapshot, or in the catch-up tail (down to the WAL's first entry).
         self.wal
             .term(index.0)
             .map(Term)
@@ -696,7 +739,11 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
     }
 
     fn first_index(&self) -> Result<LogIndex, StorageError> {
-        Ok(self.state.snapshot.index.next())
+        // The WAL's first entry is not served: it answers the term of the one before the first.
+        Ok(match self.tail_start() {
+            Some(wal_first) => wal_first.next(),
+            None => self.state.snapshot.index.next(),
+        })
     }
 
     fn last_index(&self) -> Result<LogIndex, StorageError> {
@@ -710,6 +757,10 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
             metadata: self.state.snapshot.clone(),
             data: bytes::Bytes::new(),
         })
+    }
+
+    fn snapshot_index(&self) -> Result<LogIndex, StorageError> {
+        Ok(self.state.snapshot.index)
     }
 }
 
@@ -805,7 +856,14 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
         let mut next = self.state.clone();
         next.snapshot = snapshot.clone();
         self.save(next)?;
-        self.wal.compact_prefix(snapshot.index.0)?;
+        // The tail is the last `catchup_entries` entries the snapshot covers, plus the one
+        // before them, whose term the consistency check of the first one sent needs. Only
+        // segments wholly below that go.
+        let upto = match self.catchup_entries {
+            0 => snapshot.index.0,
+            n => snapshot.index.0.saturating_sub(n.saturating_add(1)),
+        };
+        self.wal.compact_prefix(upto)?;
         Ok(())
     }
 
@@ -1498,6 +1556,7 @@ mod tests {
         let files = Arc::new(MemFiles::accepting_all());
         store_with_committed_entries(&fs, &files, 100, 100);
         let mut store = open(&fs, &files);
+        store.set_catchup_entries(0);
         let meta = SnapshotMetadata {
             index: LogIndex(40),
             term: Term(1),
@@ -1526,28 +1585,163 @@ mod tests {
     }
 
     #[test]
-    fn compaction_moves_the_first_index_and_keeps_the_term_at_the_snapshot() {
+    fn compaction_keeps_the_term_at_the_snapshot_and_serves_what_the_wal_still_holds() {
+        // Given a store of 10 entries, all in one WAL segment, that keeps no catch-up tail,
         let fs = SimFs::new(3);
         let files = Arc::new(MemFiles::accepting_all());
         let mut store = store_with_entries(&fs, &files, 10);
-        let meta = SnapshotMetadata {
-            index: LogIndex(6),
-            term: Term(1),
-            configuration: Configuration::default(),
-        };
-        store.compact(&meta).unwrap();
-        assert_eq!(store.first_index().unwrap(), LogIndex(7));
+        store.set_catchup_entries(0);
+        // when it is compacted to a snapshot at 6,
+        store.compact(&snapshot_meta(6, 1)).unwrap();
+        // then the segment stays (it holds entries after the snapshot), so its entries at or
+        // below 6 are still served, all but the first, whose term answers for the one before.
+        assert_eq!(store.snapshot_index().unwrap(), LogIndex(6));
+        assert_eq!(store.first_index().unwrap(), LogIndex(2));
+        assert_eq!(store.term(LogIndex(1)).unwrap(), Term(1));
         assert_eq!(store.term(LogIndex(6)).unwrap(), Term(1));
         assert!(matches!(
-            store.entries(LogIndex(5), LogIndex(8), u64::MAX),
+            store.entries(LogIndex(1), LogIndex(8), u64::MAX),
             Err(StorageError::Compacted { .. })
         ));
         assert_eq!(
             store
-                .entries(LogIndex(7), LogIndex(11), u64::MAX)
+                .entries(LogIndex(2), LogIndex(11), u64::MAX)
                 .unwrap()
                 .len(),
-            4
+            9
         );
+    }
+
+    /// Metadata of a snapshot at `index` in `term`, with no members (the store never reads
+    /// them).
+    fn snapshot_meta(index: u64, term: u64) -> SnapshotMetadata {
+        SnapshotMetadata {
+            index: LogIndex(index),
+            term: Term(term),
+            configuration: Configuration::default(),
+        }
+    }
+
+    /// A store over entries `1..=300` of term 1 in many small segments, committed up to 200,
+    /// compacted to a snapshot at 200 keeping a catch-up tail of 50 entries.
+    fn store_compacted_with_a_tail(fs: &SimFs, files: &Arc<MemFiles>) -> WalLogStore<SimFs> {
+        store_with_committed_entries(fs, files, 300, 200);
+        let mut store = open(fs, files);
+        store.set_catchup_entries(50);
+        store.compact(&snapshot_meta(200, 1)).unwrap();
+        store
+    }
+
+    #[test]
+    fn compaction_keeps_a_catch_up_tail_behind_the_snapshot() {
+        // Given a store of 300 entries whose catch-up tail is 50 entries,
+        let fs = SimFs::new(40);
+        let files = Arc::new(MemFiles::default());
+        // when it is compacted to a snapshot at 200,
+        let store = store_compacted_with_a_tail(&fs, &files);
+        // then the snapshot is recorded, whole segments below the tail are gone,
+        assert_eq!(store.snapshot_index().unwrap(), LogIndex(200));
+        assert_eq!(store.snapshot_metadata().index, LogIndex(200));
+        let wal_first = store.wal.first_index();
+        assert!(
+            wal_first > 100 && wal_first <= 150,
+            "the WAL starts at {wal_first}"
+        );
+        // and at least the last 50 entries the snapshot covers are still served, with the
+        // term of the entry before the first one.
+        let first = store.first_index().unwrap();
+        assert_eq!(first, LogIndex(wal_first + 1));
+        assert!(first <= LogIndex(151), "the log starts at {first}");
+        assert_eq!(store.term(first.prev()).unwrap(), Term(1));
+        let served = store.entries(first, LogIndex(301), u64::MAX).unwrap();
+        assert_eq!(served.len() as u64, 301 - first.0);
+        assert_eq!(served[0], big_entry(first.0));
+        // Below the tail it is compacted.
+        assert!(matches!(
+            store.term(first.prev().prev()),
+            Err(StorageError::Compacted { .. })
+        ));
+        assert!(matches!(
+            store.entries(first.prev(), LogIndex(201), u64::MAX),
+            Err(StorageError::Compacted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_reopened_store_serves_its_catch_up_tail() {
+        // Given a store compacted to 200 with a tail, closed and crashed,
+        let fs = SimFs::new(41);
+        let files = Arc::new(MemFiles::default());
+        let store = store_compacted_with_a_tail(&fs, &files);
+        let first = store.first_index().unwrap();
+        assert!(first <= LogIndex(151));
+        drop(store);
+        fs.crash();
+        // when it opens again, then it serves the same tail (the tail is what the WAL holds:
+        // nothing about it was saved).
+        let store = open(&fs, &files);
+        assert_eq!(store.snapshot_index().unwrap(), LogIndex(200));
+        assert_eq!(store.first_index().unwrap(), first);
+        assert_eq!(store.term(first.prev()).unwrap(), Term(1));
+        assert_eq!(
+            store.entries(first, LogIndex(201), u64::MAX).unwrap(),
+            (first.0..=200).map(big_entry).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn installing_a_leaders_snapshot_resets_the_log_leaving_no_tail() {
+        // Given a store compacted to 200 with a tail,
+        let fs = SimFs::new(42);
+        let files = Arc::new(MemFiles::default());
+        let mut store = store_compacted_with_a_tail(&fs, &files);
+        // when a leader's snapshot at 250 of another term is installed over its uncommitted
+        // entries,
+        let snapshot = Snapshot {
+            metadata: snapshot_meta(250, 2),
+            data: Bytes::from_static(b"state"),
+        };
+        store.persist(Some(&snapshot), &[], None).unwrap();
+        // then the log restarts after it: nothing at or below 250 is served, before or after
+        // a restart.
+        let no_tail = |store: &WalLogStore<SimFs>| {
+            assert_eq!(store.first_index().unwrap(), LogIndex(251));
+            assert_eq!(store.last_index().unwrap(), LogIndex(250));
+            assert_eq!(store.term(LogIndex(250)).unwrap(), Term(2));
+            assert!(matches!(
+                store.term(LogIndex(249)),
+                Err(StorageError::Compacted { .. })
+            ));
+        };
+        no_tail(&store);
+        drop(store);
+        no_tail(&open(&fs, &files));
+    }
+
+    #[test]
+    fn an_old_log_left_by_a_crashed_snapshot_install_is_not_served_as_a_tail() {
+        // Given entries 1..=30 of term 1, and a leader's snapshot at 20 of term 4 whose
+        // metadata was saved before a crash kept the log from being reset,
+        let fs = SimFs::new(43);
+        let files = Arc::new(MemFiles::default());
+        drop(store_with_entries(&fs, &files, 30));
+        let state = DurableState {
+            hard_state: HardState {
+                commit: LogIndex(20),
+                ..HardState::default()
+            },
+            snapshot: snapshot_meta(20, 4),
+            cluster_id: CLUSTER,
+        };
+        save_behind_the_store(&fs, &state);
+        // when the store opens, then the old entries at or below 20 are not served: they are
+        // not the ones the snapshot covers (its term at 20 differs).
+        let store = open(&fs, &files);
+        assert_eq!(store.first_index().unwrap(), LogIndex(21));
+        assert_eq!(store.term(LogIndex(20)).unwrap(), Term(4));
+        assert!(matches!(
+            store.term(LogIndex(19)),
+            Err(StorageError::Compacted { .. })
+        ));
     }
 }

@@ -627,6 +627,12 @@ impl Cluster {
 
     /// The state machine compacts `id`'s log up to its applied index.
     pub fn compact(&mut self, id: u64) -> bool {
+        self.compact_keeping(id, 0)
+    }
+
+    /// The state machine compacts `id`'s log up to its applied index, keeping a catch-up
+    /// tail of the last `tail` entries the snapshot covers. Returns whether it compacted.
+    pub fn compact_keeping(&mut self, id: u64, tail: u64) -> bool {
         let node = &self.nodes[&NodeId(id)];
         let Some(raft) = node.raft.as_ref() else {
             return false;
@@ -642,8 +648,10 @@ impl Cluster {
         let Ok(snapshot) = raft.snapshot_at(index, snapshot_data(index, node.sm_hash)) else {
             return false;
         };
-        self.raft_mut(id).storage_mut().compact(snapshot);
-        self.after_step(format!("compact n{id} to {index}"));
+        self.raft_mut(id)
+            .storage_mut()
+            .compact_keeping(snapshot, tail);
+        self.after_step(format!("compact n{id} to {index} keeping {tail}"));
         true
     }
 
