@@ -51,4 +51,4 @@ pub use snapshot::{
     CorruptSnapshot, Recovered, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
     SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotStore,
 };
-pub use store::{InvariantError, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
+pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};

@@ -341,6 +341,7 @@ impl KvStore {
             );
         }
         let store = KvStore {
+            data_bytes: crate::store::data_bytes_of(&map),
             map,
             sessions: SessionTable::from_records(config.sessions, snapshot.sessions),
             applied_index: snapshot.meta.index,

@@ -102,6 +102,14 @@ pub enum InvariantError {
         /// The first key out of order.
         key: Bytes,
     },
+    /// The size kept incrementally differs from the size counted from the map.
+    #[error("data_bytes is {kept} but the keys and values add up to {counted}")]
+    DataBytes {
+        /// [`KvStore::data_bytes`].
+        kept: u64,
+        /// The sum over the map.
+        counted: u64,
+    },
     /// The session table is inconsistent.
     #[error("session table: {0}")]
     Sessions(#[from] SessionInvariantError),
@@ -114,6 +122,8 @@ pub struct KvStore {
     pub(crate) sessions: SessionTable,
     pub(crate) applied_index: u64,
     pub(crate) revision: u64,
+    /// See [`KvStore::data_bytes`].
+    pub(crate) data_bytes: u64,
 }
 
 impl KvStore {
@@ -124,6 +134,7 @@ impl KvStore {
             sessions: SessionTable::new(config.sessions),
             applied_index: 0,
             revision: 0,
+            data_bytes: 0,
         }
     }
 
@@ -265,7 +276,7 @@ impl KvStore {
                     prev: prev.filter(|_| prev_kv).map(|p| kv(key, p)),
                 }
             }
-            WriteOp::Delete { key, prev_kv } => match self.map.remove(&key) {
+            WriteOp::Delete { key, prev_kv } => match self.remove_entry(&key) {
                 Some(prev) => {
                     self.revision = index;
                     Outcome::Delete {
@@ -286,7 +297,7 @@ impl KvStore {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in &doomed {
-                    self.map.remove(key);
+                    self.remove_entry(key);
                 }
                 if !doomed.is_empty() {
                     self.revision = index;
@@ -328,7 +339,7 @@ impl KvStore {
                         (stored.version, stored.mod_revision)
                     }
                     CasAction::Delete => {
-                        if self.map.remove(&key).is_some() {
+                        if self.remove_entry(&key).is_some() {
                             self.revision = index;
                         }
                         (0, 0)
@@ -352,7 +363,7 @@ impl KvStore {
             Some(prev) => (prev.create_revision, prev.version + 1),
             None => (index, 1),
         };
-        self.map.insert(
+        self.insert_entry(
             key,
             StoredValue {
                 value,
@@ -443,10 +454,68 @@ impl KvStore {
                 });
             }
         }
+        let counted = data_bytes_of(&self.map);
+        if counted != self.data_bytes {
+            return Err(InvariantError::DataBytes {
+                kept: self.data_bytes,
+                counted,
+            });
+        }
         self.sessions.check_invariants(self.applied_index)?;
         Ok(())
     }
 }
+
+// ---- The state's size, for the space quota (issue 12, item 5) -------------------------------
+// Provisional: the persistent map that replaces the BTreeMap (issue 12, item 1) brings its own
+// `data_bytes` and `KV_OVERHEAD_BYTES` with these exact signatures and replaces this block.
+
+/// What one key costs beyond its key and value bytes, in [`KvStore::data_bytes`]: its create
+/// revision, mod revision and version (three u64) and the lengths of its key and value (two
+/// u32), as a snapshot holds them at fixed width. Counting it keeps a store of many empty
+/// values from looking free.
+pub const KV_OVERHEAD_BYTES: u64 = 3 * 8 + 2 * 4;
+
+/// The size one key-value adds to [`KvStore::data_bytes`].
+fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + KV_OVERHEAD_BYTES
+}
+
+/// [`KvStore::data_bytes`] of a whole map, counted from scratch.
+pub(crate) fn data_bytes_of(map: &BTreeMap<Bytes, StoredValue>) -> u64 {
+    map.iter().map(|(k, v)| entry_bytes(k, &v.value)).sum()
+}
+
+impl KvStore {
+    /// Σ over keys of key.len() + value.len() + [`KV_OVERHEAD_BYTES`], maintained incrementally
+    /// (deterministic, the same on every replica at the same applied index): the state's size
+    /// for the space quota. Sessions and revisions are bounded and not counted.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Inserts into the map, keeping [`KvStore::data_bytes`] in step.
+    fn insert_entry(&mut self, key: Bytes, stored: StoredValue) -> Option<StoredValue> {
+        let added = entry_bytes(&key, &stored.value);
+        let key_bytes = key.len() as u64;
+        let prev = self.map.insert(key, stored);
+        self.data_bytes += added;
+        if let Some(prev) = &prev {
+            self.data_bytes -= key_bytes + prev.value.len() as u64 + KV_OVERHEAD_BYTES;
+        }
+        prev
+    }
+
+    /// Removes from the map, keeping [`KvStore::data_bytes`] in step.
+    fn remove_entry(&mut self, key: &[u8]) -> Option<StoredValue> {
+        let prev = self.map.remove(key);
+        if let Some(prev) = &prev {
+            self.data_bytes -= entry_bytes(key, &prev.value);
+        }
+        prev
+    }
+}
+// ---- end of the quota block -----------------------------------------------------------------
 
 fn kv(key: Bytes, stored: StoredValue) -> KeyValue {
     KeyValue {
@@ -1039,5 +1108,44 @@ mod tests {
         let r = s.range_prefix(b"k", usize::MAX);
         assert_eq!(r.kvs.len(), RANGE_LIMIT_MAX);
         assert!(r.more);
+    }
+
+    #[test]
+    fn data_bytes_follows_every_write_and_survives_a_snapshot() {
+        // Given an empty store, its size is zero.
+        let mut s = store();
+        assert_eq!(s.data_bytes(), 0);
+        let size = |key: &str, value: &str| (key.len() + value.len()) as u64 + KV_OVERHEAD_BYTES;
+        // When a key is created, it counts its key, its value and the per-key overhead;
+        apply(&mut s, 1, Command::put("a/1", "xxxx")).expect("put");
+        apply(&mut s, 2, Command::put("a/2", "")).expect("put");
+        assert_eq!(s.data_bytes(), size("a/1", "xxxx") + size("a/2", ""));
+        // an overwrite counts only the new value, longer or shorter;
+        apply(&mut s, 3, Command::put("a/1", "xxxxxxxx")).expect("put");
+        assert_eq!(s.data_bytes(), size("a/1", "xxxxxxxx") + size("a/2", ""));
+        apply(&mut s, 4, Command::put("a/1", "x")).expect("put");
+        assert_eq!(s.data_bytes(), size("a/1", "x") + size("a/2", ""));
+        // a compare-and-swap that holds counts like a put, one that fails changes nothing;
+        let cas = |compare, value: &str| {
+            Command::compare_and_swap("b", compare, CasAction::Put(b(value)))
+        };
+        apply(&mut s, 5, cas(Compare::Version(0), "yy")).expect("cas");
+        apply(&mut s, 6, cas(Compare::Version(0), "zzzzzz")).expect("cas fails");
+        let with_b = size("a/1", "x") + size("a/2", "") + size("b", "yy");
+        assert_eq!(s.data_bytes(), with_b);
+        // Then a snapshot restored elsewhere has the same size,
+        let restored =
+            KvStore::restore(s.snapshot(1, Bytes::new()), KvConfig::default()).expect("restore");
+        assert_eq!(restored.data_bytes(), with_b);
+        // and deletes of every kind give the bytes back, down to zero.
+        apply(&mut s, 7, Command::delete("nothing")).expect("delete");
+        assert_eq!(s.data_bytes(), with_b);
+        let cas_delete = Command::compare_and_swap("b", Compare::Version(1), CasAction::Delete);
+        apply(&mut s, 8, cas_delete).expect("cas delete");
+        assert_eq!(s.data_bytes(), size("a/1", "x") + size("a/2", ""));
+        apply(&mut s, 9, Command::delete("a/2")).expect("delete");
+        assert_eq!(s.data_bytes(), size("a/1", "x"));
+        apply(&mut s, 10, Command::delete_prefix("a/")).expect("delete prefix");
+        assert_eq!(s.data_bytes(), 0);
     }
 }
