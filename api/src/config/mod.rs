@@ -149,6 +149,13 @@ pub struct StorageSection {
     /// by themselves once space is freed.
     #[serde(with = "units::size")]
     pub free_space_reserve: u64,
+    /// The space quota, as etcd's `--quota-backend-bytes`: once the state's size (every key
+    /// and value plus `kv::KV_OVERHEAD_BYTES` each) reaches it, the leader refuses writes that
+    /// would grow the state (`507 quota_exceeded`); deletes, shorter overwrites and reads go
+    /// on, and writes resume by themselves once deletes bring it under. Checked against the
+    /// leader's applied state, so writes in flight may take it past the quota by what they add.
+    #[serde(with = "units::size")]
+    pub quota_bytes: u64,
 }
 
 /// Write-ahead log settings.
@@ -232,6 +239,11 @@ pub const HTTP_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 /// The smallest `server.body_bytes_in_flight_max`: one largest value body must fit.
 pub const BODY_BYTES_IN_FLIGHT_MIN: u64 = kv::VALUE_BYTES_MAX as u64;
+/// The smallest `storage.quota_bytes` (64 KiB): a smaller quota is taken for a forgotten unit
+/// (`quota_bytes: 2` meant as 2 GiB is 2 bytes), and would refuse writes almost at once.
+pub const QUOTA_BYTES_MIN: u64 = 64 * 1024;
+/// The default `storage.quota_bytes` (2 GiB), etcd's default quota.
+pub const QUOTA_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
 /// The longest `host:port` address (a DNS name is at most 253 bytes).
@@ -264,6 +276,7 @@ impl Default for Config {
                 data_dir: PathBuf::from("./data"),
                 snapshot_every: 10_000,
                 free_space_reserve: 64 * 1024 * 1024,
+                quota_bytes: QUOTA_BYTES_DEFAULT,
             },
             wal: WalSection {
                 batch_size: 1024,
@@ -417,6 +430,19 @@ impl Config {
         }
         if self.storage.snapshot_every == 0 {
             return Err(bad("storage.snapshot_every", "must be at least 1"));
+        }
+        if self.storage.quota_bytes < QUOTA_BYTES_MIN {
+            // Unlike etcd, 0 does not mean "the default": a layer that sets a value means it,
+            // and a quota too small to hold anything is refused rather than reinterpreted.
+            return Err(bad(
+                "storage.quota_bytes",
+                format!(
+                    "{} is below the minimum {} (the default is {}; a size without a unit is bytes)",
+                    units::format_size(self.storage.quota_bytes),
+                    units::format_size(QUOTA_BYTES_MIN),
+                    units::format_size(QUOTA_BYTES_DEFAULT)
+                ),
+            ));
         }
         let w = &self.wal;
         if !(1..=WAL_BATCH_SIZE_MAX).contains(&w.batch_size) {
