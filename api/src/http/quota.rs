@@ -33,7 +33,8 @@ use crate::config::units::format_size;
 use crate::server::machine::Machine;
 
 /// How often each node looks at its state's size to log a change of the quota condition: a
-/// state that keeps crossing the quota logs at most one pair of lines per interval.
+/// state that keeps crossing the quota logs at most one pair of lines per interval (only this
+/// look logs the condition's end).
 pub const QUOTA_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
@@ -93,6 +94,12 @@ impl Quota {
     /// `warn` when the state reaches the quota, an `info` when it is back under.
     pub fn observe(&self) -> QuotaState {
         let state = self.state();
+        self.log_change(state);
+        state
+    }
+
+    /// Logs `state`'s condition if it differs from the one last logged.
+    fn log_change(&self, state: QuotaState) {
         let exceeded = state.exceeded();
         let was = self.logged_exceeded.swap(exceeded, Ordering::AcqRel);
         match (was, exceeded) {
@@ -108,7 +115,6 @@ impl Quota {
             ),
             _ => {}
         }
-        state
     }
 
     /// Decides, on the leader and before proposing, whether `command` may go into the log:
@@ -120,14 +126,17 @@ impl Quota {
         command: &Command,
         node: &str,
     ) -> Result<(), ApiError> {
-        if !self.state().exceeded() {
+        let state = self.state();
+        if !state.exceeded() {
             return Ok(());
         }
         let grows = would_grow(&machine.lock().expect(MACHINE_LOCK).kv, command);
         if !grows {
             return Ok(());
         }
-        let state = self.observe();
+        // Only ever logs the condition beginning: it is cleared by `watch` alone, once per
+        // interval, which bounds the lines a state hovering at the quota can log.
+        self.log_change(state);
         Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "quota_exceeded",
