@@ -426,3 +426,59 @@ fn the_raft_listener_binds_raft_listen_addr_when_set_and_raft_addr_otherwise() {
     assert!(line.contains("raft.raft_listen_addr"), "{line}");
     assert!(line.contains("RAFTKV_RAFT__RAFT_LISTEN_ADDR"), "{line}");
 }
+
+#[test]
+fn the_space_quota_defaults_to_2_gib_takes_units_and_refuses_a_forgotten_one() {
+    // Given nothing configured, the quota is etcd's default, 2 GiB.
+    let config = load(&ConfigArgs::default(), env(&[])).unwrap();
+    assert_eq!(config.storage.quota_bytes, 2 << 30);
+    assert_eq!(config.storage.quota_bytes, api::config::QUOTA_BYTES_DEFAULT);
+    // When it is set in a file, the environment or a flag, units are read as for any size.
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "q.yaml", "storage:\n  quota_bytes: 8GiB\n");
+    let from_file = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    assert_eq!(
+        load(&from_file, env(&[])).unwrap().storage.quota_bytes,
+        8 << 30
+    );
+    let from_env = load(
+        &ConfigArgs::default(),
+        env(&[("RAFTKV_STORAGE__QUOTA_BYTES", "512MiB")]),
+    )
+    .unwrap();
+    assert_eq!(from_env.storage.quota_bytes, 512 << 20);
+    let flags = ConfigArgs {
+        set: vec!["storage.quota_bytes=64KiB".into()],
+        ..ConfigArgs::default()
+    };
+    assert_eq!(
+        load(&flags, env(&[])).unwrap().storage.quota_bytes,
+        64 << 10
+    );
+    // Then 0 and a size without its unit are refused, naming the key, the minimum and the
+    // default (0 is not "the default" as in etcd: a layer that sets a value means it);
+    for bad in ["0", "2", "65535"] {
+        let line = error_line(
+            &ConfigArgs::default(),
+            &[("RAFTKV_STORAGE__QUOTA_BYTES", bad)],
+        );
+        assert!(
+            line.contains("storage.quota_bytes")
+                && line.contains("below the minimum 64KiB")
+                && line.contains("default is 2GiB"),
+            "{bad} → {line}"
+        );
+    }
+    // and a value that is not a size says so.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_STORAGE__QUOTA_BYTES", "2 parsecs")],
+    );
+    assert!(
+        line.contains("storage.quota_bytes") && line.contains("unknown size unit"),
+        "{line}"
+    );
+}

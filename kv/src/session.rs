@@ -182,6 +182,19 @@ impl SessionTable {
         self.sessions.contains_key(&client_id)
     }
 
+    /// Whether a write of `client_id` with `sequence` would be applied as a new write now: the
+    /// session is live and `sequence` is above the last one it recorded. Otherwise the state
+    /// machine answers it from the cache or refuses it, and changes no key (the space quota
+    /// lets such writes through, so that a retry gets its first answer).
+    pub fn is_new_write(&self, client_id: u64, sequence: u64) -> bool {
+        self.sessions.get(&client_id).is_some_and(|state| {
+            state
+                .last
+                .as_ref()
+                .is_none_or(|last| sequence > last.sequence)
+        })
+    }
+
     /// Removes every session idle for more than `idle_indexes_max` as of `index`. Called
     /// before each applied index, so the expired set is a function of the index alone.
     pub(crate) fn expire(&mut self, index: u64) {
@@ -373,6 +386,25 @@ mod tests {
         );
         assert_eq!(t.check(99, 1, WRITE_A, 10), SessionCheck::Unknown);
         t.check_invariants(10).expect("invariants hold");
+    }
+
+    #[test]
+    fn only_a_sequence_above_the_last_of_a_live_session_is_a_new_write() {
+        // Given a live session that has recorded sequence 2, and no session 99
+        let mut t = table(10, 100);
+        let id = t.register(1);
+        assert!(
+            t.is_new_write(id, 1),
+            "a session with no write yet takes any sequence"
+        );
+        assert_eq!(t.check(id, 2, WRITE_A, 2), SessionCheck::Fresh);
+        t.record(id, 2, WRITE_A, &ok(2));
+        // Then only a higher sequence is new: the same one is a retry, a lower one stale,
+        assert!(t.is_new_write(id, 3));
+        assert!(!t.is_new_write(id, 2));
+        assert!(!t.is_new_write(id, 1));
+        // and a write of an unknown session is never applied.
+        assert!(!t.is_new_write(99, 1));
     }
 
     #[test]

@@ -160,6 +160,13 @@ pub struct StorageSection {
     /// by themselves once space is freed.
     #[serde(with = "units::size")]
     pub free_space_reserve: u64,
+    /// The space quota, as etcd's `--quota-backend-bytes`: once the state's size (every key
+    /// and value plus `kv::KV_OVERHEAD_BYTES` each) reaches it, the leader refuses writes that
+    /// would grow the state (`507 quota_exceeded`); deletes, shorter overwrites and reads go
+    /// on, and writes resume by themselves once deletes bring it under. Checked against the
+    /// leader's applied state, so writes in flight may take it past the quota by what they add.
+    #[serde(with = "units::size")]
+    pub quota_bytes: u64,
 }
 
 /// Write-ahead log settings.
@@ -243,6 +250,11 @@ pub const HTTP_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 pub const HTTP_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 /// The smallest `server.body_bytes_in_flight_max`: one largest value body must fit.
 pub const BODY_BYTES_IN_FLIGHT_MIN: u64 = kv::VALUE_BYTES_MAX as u64;
+/// The smallest `storage.quota_bytes` (64 KiB): a smaller quota is taken for a forgotten unit
+/// (`quota_bytes: 2` meant as 2 GiB is 2 bytes), and would refuse writes almost at once.
+pub const QUOTA_BYTES_MIN: u64 = 64 * 1024;
+/// The default `storage.quota_bytes` (2 GiB), etcd's default quota.
+pub const QUOTA_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
 /// Default of `storage.snapshot_log_percent`: a snapshot once the new log reaches a quarter
@@ -289,6 +301,7 @@ impl Default for Config {
                 snapshot_log_percent: SNAPSHOT_LOG_PERCENT_DEFAULT,
                 snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES_DEFAULT,
                 free_space_reserve: 64 * 1024 * 1024,
+                quota_bytes: QUOTA_BYTES_DEFAULT,
             },
             wal: WalSection {
                 batch_size: 1024,
@@ -458,6 +471,19 @@ impl Config {
                 format!(
                     "{} is above {SNAPSHOT_CATCHUP_ENTRIES_MAX}",
                     self.storage.snapshot_catchup_entries
+                ),
+            ));
+        }
+        if self.storage.quota_bytes < QUOTA_BYTES_MIN {
+            // Unlike etcd, 0 does not mean "the default": a layer that sets a value means it,
+            // and a quota too small to hold anything is refused rather than reinterpreted.
+            return Err(bad(
+                "storage.quota_bytes",
+                format!(
+                    "{} is below the minimum {} (the default is {}; a size without a unit is bytes)",
+                    units::format_size(self.storage.quota_bytes),
+                    units::format_size(QUOTA_BYTES_MIN),
+                    units::format_size(QUOTA_BYTES_DEFAULT)
                 ),
             ));
         }

@@ -85,7 +85,9 @@ pub fn health(server: &Server) -> Handled {
     ok(json!({"status": "ok"}))
 }
 
-/// `GET /ready`.
+/// `GET /ready`. Its body always shows the space quota (`quota`: used and quota bytes, and
+/// whether writes that grow the state are refused); a state over the quota leaves the node
+/// ready.
 pub fn ready(server: &Server) -> Handled {
     let status = server.node.status();
     if let Some(problem) = storage_problem(server, &status) {
@@ -110,6 +112,9 @@ pub fn ready(server: &Server) -> Handled {
             "applied_index": status.applied.0,
             "commit_index": status.commit.0,
             "snapshot_index": status.snapshot.index.0,
+            // Over the quota the node stays ready: it serves reads, deletes and the writes
+            // that do not grow the state, so a load balancer must not drop it (as etcd).
+            "quota": server.quota.state().to_json(),
         }))
     } else {
         let why = if let Some(failure) = &status.failed {
@@ -125,11 +130,10 @@ pub fn ready(server: &Server) -> Handled {
         } else {
             "still applying the log".to_string()
         };
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            why,
-        ))
+        Err(
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+                .with("quota", server.quota.state().to_json()),
+        )
     }
 }
 

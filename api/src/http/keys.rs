@@ -91,6 +91,10 @@ async fn write(
     if !await_leader(server).await? {
         return Ok(Err(forward(server, req).await));
     }
+    // Judged here, on the leader that proposes it, so that a forwarded write is judged alike.
+    server
+        .quota
+        .check_write(&server.machine, &command, &server.config.raft.node_id)?;
     let proposal = Proposal::Kv(Bytes::from(command.encode()));
     match tokio::time::timeout(super::REQUEST_TIMEOUT, server.propose(proposal)).await {
         Err(_) => Err(ApiError::from_node(raft::node::NodeError::Unknown)),

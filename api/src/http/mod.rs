@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod keys;
 pub mod limits;
+pub mod quota;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -15,6 +15,8 @@
 //! same cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use raft::core::{Configuration, Entry, EntryPayload, LogIndex, NodeId, SnapshotMetadata};
@@ -105,6 +107,9 @@ pub struct Machine {
     /// The membership as of the applied index (to see who a change removed).
     configuration: Configuration,
     book_tx: watch::Sender<Book>,
+    /// `kv.data_bytes()`, published after every change for the space quota, which reads it
+    /// on every write without this machine's lock.
+    data_bytes: Arc<AtomicU64>,
 }
 
 impl Machine {
@@ -119,6 +124,7 @@ impl Machine {
                 book: Book::default(),
                 configuration: Configuration::default(),
                 book_tx,
+                data_bytes: Arc::new(AtomicU64::new(0)),
             },
             rx,
         )
@@ -137,6 +143,17 @@ impl Machine {
     /// The cluster this machine's state belongs to.
     pub fn cluster_id(&self) -> ClusterId {
         self.cluster_id
+    }
+
+    /// The state's size ([`kv::KvStore::data_bytes`]), kept current after every apply and
+    /// restore: what the space quota (`http::quota`) reads.
+    pub fn data_bytes_gauge(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.data_bytes)
+    }
+
+    fn publish_data_bytes(&self) {
+        self.data_bytes
+            .store(self.kv.data_bytes(), Ordering::Release);
     }
 
     fn publish(&self) {
@@ -239,7 +256,11 @@ impl StateMachine for Machine {
 
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Output {
         match command.split_first() {
-            Some((&TAG_KV, rest)) => Output::Kv(self.kv.apply(index.0, rest)),
+            Some((&TAG_KV, rest)) => {
+                let output = Output::Kv(self.kv.apply(index.0, rest));
+                self.publish_data_bytes();
+                output
+            }
             Some((&TAG_MEMBER, rest)) => {
                 let _ = self.kv.mark_applied(index.0);
                 match postcard::from_bytes::<MemberInfo>(rest) {
@@ -316,6 +337,7 @@ impl StateMachine for Machine {
         };
         self.configuration = metadata.configuration.clone();
         self.publish();
+        self.publish_data_bytes();
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Server {
     pub raft_listen_addr: std::net::SocketAddr,
     /// What clients may hold of this node (connections, time, body memory).
     pub limits: crate::http::limits::Limits,
+    /// The space quota (`storage.quota_bytes`) over this node's applied state.
+    pub quota: Arc<crate::http::quota::Quota>,
 }
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
@@ -274,6 +276,10 @@ impl Server {
                 addresses.insert(member.id, member.raft_addr.clone());
             }
         }
+        let quota = Arc::new(crate::http::quota::Quota::new(
+            config.storage.quota_bytes,
+            machine.data_bytes_gauge(),
+        ));
         let machine = Arc::new(Mutex::new(machine));
 
         let files: Arc<dyn SnapshotFiles> = snapshot_files;
@@ -320,7 +326,9 @@ impl Server {
             transport,
             raft_listen_addr,
             limits,
+            quota,
         });
+        tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         tokio::spawn(follow_records(
             Arc::clone(&server.transport),
             server.node.clone(),
