@@ -1154,6 +1154,7 @@ async fn write_new_writes_a_new_key_each_time_and_reports_every_window() {
     assert_eq!(report.errors, 0, "{:?}", report.errors_by_kind);
     assert_eq!(report.ops, 3000);
     assert_eq!(report.key_prefix.as_deref(), Some("nabc123"));
+    assert_eq!(report.keys, 3000, "one new key per operation");
     let store = cluster.store.lock().expect("test lock");
     assert_eq!(store.kv.len(), 3000, "a key was written twice");
     assert_eq!(store.applied, 3000);

@@ -202,7 +202,8 @@ pub struct BenchReport {
     pub read_ratio: Option<f64>,
     /// Concurrent workers.
     pub concurrency: usize,
-    /// Key space.
+    /// Key space; for `write-new`, the new keys the run tried to write (successes and
+    /// failures).
     pub keys: u64,
     /// Bytes per key.
     pub key_size: usize,
@@ -791,7 +792,10 @@ pub async fn run_observed(
             _ => None,
         },
         concurrency: config.concurrency,
-        keys: config.keys,
+        keys: match &shared.new_keys {
+            Some((keys, next)) => next.load(Ordering::Relaxed).min(keys.capacity()),
+            None => config.keys,
+        },
         key_size: config.key_size,
         value_size: config.value_size,
         endpoints: client.endpoints(),
