@@ -336,18 +336,28 @@ impl WindowSummary {
     }
 }
 
+/// Seconds for a person: up to millisecond precision, without trailing zeros (`10`, `0.25`).
+fn seconds(s: f64) -> String {
+    let text = format!("{s:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 impl std::fmt::Display for WindowSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "windows    {} of {:.1} s", self.windows, self.window_s)?;
+        write!(
+            f,
+            "windows    {} of {} s",
+            self.windows,
+            seconds(self.window_s)
+        )?;
         match self.last_to_first_ratio {
             Some(ratio) => write!(
                 f,
-                "; last {:.0} s {:.1} ops/s vs first {:.0} s {:.1} ops/s = {:.3}",
-                self.trend_span_s,
+                "; last {span} s {:.1} ops/s vs first {span} s {:.1} ops/s = {:.3}",
                 self.last_ops_per_s,
-                self.trend_span_s,
                 self.first_ops_per_s,
-                ratio
+                ratio,
+                span = seconds(self.trend_span_s),
             )?,
             None => write!(f, "; too few windows for a trend")?,
         }
@@ -504,7 +514,14 @@ mod tests {
         assert!((s.last_to_first_ratio.expect("trend") - 0.75).abs() < 1e-9);
         assert_eq!((s.worst_p99_ms, s.worst_p99_window), (Some(12.5), Some(17)));
         assert_eq!(s.errors, 2);
-        assert!(s.to_string().contains("= 0.750"), "{s}");
+        assert!(
+            s.to_string().starts_with(
+                "windows    30 of 10 s; last 60 s 1500.0 ops/s vs first 60 s 2000.0 ops/s = 0.750; worst p99 12.500 ms (window 17); errors 2"
+            ),
+            "{s}"
+        );
+        assert_eq!(seconds(0.25), "0.25");
+        assert_eq!(seconds(60.0), "60");
     }
 
     #[test]
