@@ -25,13 +25,16 @@ const COLOURS: [&str; PLOT_SERIES_MAX] = [
 ];
 
 const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 640.0;
+const HEIGHT: f64 = 670.0;
 const LEFT: f64 = 90.0;
 const RIGHT: f64 = 30.0;
-const TITLE_BAND: f64 = 50.0;
+const TITLE_BAND: f64 = 80.0;
 const PANEL_HEIGHT: f64 = 230.0;
 const PANEL_GAP: f64 = 70.0;
+/// About how many steps a value axis is cut into.
 const TICKS: f64 = 5.0;
+/// About how many steps the time axis is cut into (it is wider).
+const TIME_TICKS: f64 = 8.0;
 
 /// Why a picture could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,8 @@ pub enum PlotError {
 pub struct Point {
     /// The middle of the window, seconds from the start of the run.
     pub t_s: f64,
+    /// The end of the window, seconds from the start of the run.
+    pub end_s: f64,
     /// Its throughput.
     pub ops_per_s: f64,
     /// Its p99, milliseconds; `None` when nothing succeeded in it.
@@ -152,6 +157,7 @@ pub fn parse_csv(label: &str, path: &str, text: &str) -> Result<Series, PlotErro
         let length_s = required(length, "length_s")?;
         points.push(Point {
             t_s: start_s + length_s / 2.0,
+            end_s: start_s + length_s,
             ops_per_s: required(rate, "ops_per_s")?,
             p99_ms: number(p99, "p99_ms")?,
         });
@@ -182,9 +188,9 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// A round step (1, 2 or 5 times a power of ten) giving about [`TICKS`] ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = (max / TICKS).max(f64::MIN_POSITIVE);
+/// A round step (1, 2 or 5 times a power of ten) giving about `ticks` steps up to `max`.
+fn tick_step(max: f64, ticks: f64) -> f64 {
+    let raw = (max / ticks).max(f64::MIN_POSITIVE);
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
         .into_iter()
@@ -197,9 +203,9 @@ fn tick_step(max: f64) -> f64 {
 /// The axis top: `max` rounded up to a whole step (at least one step).
 fn axis_top(max: f64) -> (f64, f64) {
     if max <= 0.0 || !max.is_finite() {
-        return (1.0, tick_step(1.0));
+        return (1.0, tick_step(1.0, TICKS));
     }
-    let step = tick_step(max);
+    let step = tick_step(max, TICKS);
     let top = (max / step).ceil().max(1.0) * step;
     (top, step)
 }
@@ -324,8 +330,15 @@ pub fn svg(series: &[Series], options: &PlotOptions) -> Result<String, PlotError
         )));
     }
     let all = || series.iter().flat_map(|s| s.points.iter());
-    let x_end = all().map(|p| p.t_s).fold(0.0, f64::max) * 1.02;
-    let (x_max, x_step) = axis_top(x_end);
+    let x_end = all().map(|p| p.end_s.max(p.t_s)).fold(0.0, f64::max);
+    // The time axis ends where the runs end (a run's last window may run a little over its
+    // duration), with round ticks inside it.
+    let x_max = if x_end > 0.0 && x_end.is_finite() {
+        x_end
+    } else {
+        1.0
+    };
+    let x_step = tick_step(x_max, TIME_TICKS);
     let (rate_max, rate_step) = axis_top(all().map(|p| p.ops_per_s).fold(0.0, f64::max) * 1.05);
     let p99_seen = all().filter_map(|p| p.p99_ms).fold(0.0, f64::max);
     let p99_top = p99_seen.max(options.p99_limit_ms.unwrap_or(0.0)) * 1.05;
@@ -387,8 +400,8 @@ pub fn svg(series: &[Series], options: &PlotOptions) -> Result<String, PlotError
         rate.line(&mut svg, colour, &rates);
         let p99s: Vec<(f64, Option<f64>)> = s.points.iter().map(|p| (p.t_s, p.p99_ms)).collect();
         p99.line(&mut svg, colour, &p99s);
-        // the legend, top right of the throughput panel
-        let (lx, ly) = (WIDTH - RIGHT - 200.0, TITLE_BAND + 16.0 + 18.0 * i as f64);
+        // the legend, in rows of four between the title and the throughput panel
+        let (lx, ly) = (LEFT + 190.0 * (i % 4) as f64, 44.0 + 18.0 * (i / 4) as f64);
         let _ = writeln!(
             svg,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/>"#,
@@ -426,6 +439,7 @@ window,start_s,length_s,ops,ops_per_s,p50_ms,p99_ms,max_ms,errors,errors_by_kind
             s.points[0],
             Point {
                 t_s: 5.0,
+                end_s: 10.0,
                 ops_per_s: 20000.0,
                 p99_ms: Some(4.5)
             }
@@ -552,6 +566,7 @@ window,start_s,length_s,ops,ops_per_s,p50_ms,p99_ms,max_ms,errors,errors_by_kind
             points: (0..30)
                 .map(|i| Point {
                     t_s: 5.0 + 10.0 * f64::from(i),
+                    end_s: 10.0 + 10.0 * f64::from(i),
                     ops_per_s: 15_000.0 - 10.0 * f64::from(i),
                     p99_ms: Some(6.0),
                 })
@@ -573,6 +588,8 @@ window,start_s,length_s,ops,ops_per_s,p50_ms,p99_ms,max_ms,errors,errors_by_kind
         assert!(text.contains("throughput (ops/s)") && text.contains("p99 latency (ms)"));
         assert!(text.contains("time since start of run (s)"));
         assert!(text.contains("target 10 ms"));
+        // the time axis runs to the end of the longer run (300 s), ticked every 50 s
+        assert!(text.contains(">300</text>") && text.contains(">250</text>"));
         let series0 = text
             .split(r#"<g id="series-0">"#)
             .nth(1)
@@ -589,6 +606,7 @@ window,start_s,length_s,ops,ops_per_s,p50_ms,p99_ms,max_ms,errors,errors_by_kind
             label: "x".into(),
             points: vec![Point {
                 t_s: 1.0,
+                end_s: 2.0,
                 ops_per_s: 0.0,
                 p99_ms: None,
             }],
@@ -611,5 +629,7 @@ window,start_s,length_s,ops,ops_per_s,p50_ms,p99_ms,max_ms,errors,errors_by_kind
         assert_eq!(axis_top(0.0), (1.0, 0.2));
         assert_eq!(axis_top(310.0), (400.0, 100.0));
         assert_eq!(tick_label(0.4, 0.2), "0.4");
+        assert_eq!(tick_step(300.02, TIME_TICKS), 50.0);
+        assert_eq!(tick_step(30.0, TIME_TICKS), 5.0);
     }
 }
