@@ -15,13 +15,15 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::bench::{self, BenchConfig, BenchError, Stop, Workload};
+use crate::bench::plot::{self, PlotError, PlotOptions};
+use crate::bench::{self, BenchConfig, BenchError, Stop, WindowReport, Workload};
 use crate::client::VALUE_BYTES_MAX;
 use crate::error::printable;
 use crate::types::{ClientOptions, Routing};
@@ -151,8 +153,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Generate load and report throughput and latency.
-    Bench(BenchArgs),
+    /// Generate load and report throughput and latency (`bench plot` draws window CSVs).
+    Bench(BenchCommand),
 }
 
 /// An optional compare-and-swap condition (`put`).
@@ -213,11 +215,49 @@ pub enum AdminCommand {
     Snapshot,
 }
 
+/// `kvcli bench [OPTIONS]` runs a load; `kvcli bench plot ...` draws earlier runs.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    /// Draw instead of run.
+    #[command(subcommand)]
+    pub command: Option<BenchSubcommand>,
+    /// The run's options.
+    #[command(flatten)]
+    pub args: BenchArgs,
+}
+
+/// `kvcli bench ...` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchSubcommand {
+    /// Draw window CSVs (from `bench --window ... --csv FILE`) as one SVG: ops/s and p99.
+    Plot(PlotArgs),
+}
+
+/// `kvcli bench plot` options.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Window CSVs, each `LABEL=PATH` or `PATH` (then the label is the file's name).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Where to write the SVG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The picture's title.
+    #[arg(long, default_value = "kvcli bench: throughput and p99 per window")]
+    pub title: String,
+    /// Draw a dashed target line at this p99, in milliseconds.
+    #[arg(long)]
+    pub p99_limit_ms: Option<f64>,
+}
+
 /// The workloads of `kvcli bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WorkloadArg {
     /// Puts.
     Write,
+    /// Puts of a new key each (the keyspace grows by one key per write).
+    WriteNew,
     /// Linearizable gets.
     Read,
     /// Stale gets.
@@ -268,6 +308,26 @@ pub struct BenchArgs {
     /// Send to the leader or spread over all endpoints.
     #[arg(long, value_enum, default_value = "leader")]
     pub target: TargetArg,
+    /// Report ops/s, p50, p99, max and errors per window of this length, e.g. 10s.
+    #[arg(long, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+    /// Also write the windows to this CSV file, one row per window as it ends.
+    #[arg(long, requires = "window")]
+    pub csv: Option<PathBuf>,
+    /// The write-new run's tag, in hex (at most 6 digits); random when not given.
+    #[arg(long, value_parser = parse_run_tag)]
+    pub run_tag: Option<u32>,
+}
+
+/// Parses a write-new run tag: 1 to 6 hex digits.
+pub fn parse_run_tag(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 16) {
+        Ok(tag) if tag <= bench::newkeys::RUN_TAG_MAX && !text.starts_with('+') => Ok(tag),
+        _ => Err(format!(
+            "{text:?} is not a run tag (1 to {} hex digits)",
+            bench::newkeys::RUN_TAG_HEX_DIGITS
+        )),
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
@@ -303,6 +363,9 @@ pub enum CliError {
     /// The load generator could not run.
     #[error(transparent)]
     Bench(#[from] BenchError),
+    /// `bench plot` could not draw.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
     /// The command line is wrong beyond what clap checks.
     #[error("{0}")]
     Usage(String),
@@ -324,6 +387,7 @@ pub fn exit_code(error: &CliError) -> u8 {
         }
         CliError::Usage(_) | CliError::Client(Error::InvalidEndpoint { .. }) => EXIT_USAGE,
         CliError::Bench(BenchError::Config(_)) => EXIT_USAGE,
+        CliError::Plot(PlotError::Input(_)) => EXIT_USAGE,
         _ => EXIT_ERROR,
     }
 }
@@ -471,7 +535,11 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
         call_timeout: cli.timeout,
         ..ClientOptions::default()
     };
-    if let Command::Bench(args) = &cli.command {
+    if let Command::Bench(BenchCommand {
+        command: None,
+        args,
+    }) = &cli.command
+    {
         options.idle_connections_per_endpoint = args.concurrency;
         options.routing = match args.target {
             TargetArg::Leader => Routing::Leader,
@@ -572,20 +640,109 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
                 .map_err(io_error)
             }
         }
-        Command::Bench(args) => {
-            let config = bench_config(&args, terminal)?;
-            let target = match args.target {
-                TargetArg::Leader => "leader",
-                TargetArg::All => "all",
-            };
-            let report = bench::run(&client, &config, target).await?;
-            if json {
-                print_json(out, &report)
-            } else {
-                writeln!(out, "{report}").map_err(io_error)
-            }
-        }
+        Command::Bench(BenchCommand {
+            command: Some(BenchSubcommand::Plot(args)),
+            ..
+        }) => plot_command(&args, out),
+        Command::Bench(BenchCommand {
+            command: None,
+            args,
+        }) => bench_command(&client, &args, json, terminal, out).await,
     }
+}
+
+/// `kvcli bench`: runs the load; with `--window`, prints each window as it ends (text, or
+/// one JSON object per line with `--json`) and appends it to the `--csv` file, then the report.
+async fn bench_command(
+    client: &Client,
+    args: &BenchArgs,
+    json: bool,
+    terminal: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let config = bench_config(args, terminal)?;
+    let target = match args.target {
+        TargetArg::Leader => "leader",
+        TargetArg::All => "all",
+    };
+    let mut csv = match &args.csv {
+        Some(path) => {
+            let mut file = std::fs::File::create(path).map_err(|e| {
+                CliError::Io(format!("creating the CSV file {}: {e}", path.display()))
+            })?;
+            writeln!(file, "{}", WindowReport::CSV_HEADER).map_err(|e| {
+                CliError::Io(format!("writing the CSV file {}: {e}", path.display()))
+            })?;
+            Some((path, file))
+        }
+        None => None,
+    };
+    // The first output failure is kept and reported once the run is over: a run is not
+    // cut short for it.
+    let mut failure: Option<CliError> = None;
+    let mut observer = |window: &WindowReport| {
+        let printed = if json {
+            serde_json::to_string(window)
+                .map_err(|e| CliError::Io(format!("encoding JSON: {e}")))
+                .and_then(|line| writeln!(out, "{line}").map_err(io_error))
+        } else {
+            writeln!(out, "{window}").map_err(io_error)
+        };
+        let printed = printed.and_then(|()| out.flush().map_err(io_error));
+        let written = match &mut csv {
+            Some((path, file)) => writeln!(file, "{}", window.csv_row())
+                .and_then(|()| file.flush())
+                .map_err(|e| CliError::Io(format!("writing the CSV file {}: {e}", path.display()))),
+            None => Ok(()),
+        };
+        if let Err(error) = printed.and(written) {
+            failure.get_or_insert(error);
+        }
+    };
+    let report = bench::run_observed(client, &config, target, &mut observer).await?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if json {
+        print_json(out, &report)
+    } else {
+        writeln!(out, "{report}").map_err(io_error)
+    }
+}
+
+/// `kvcli bench plot`: reads each window CSV and writes one SVG.
+fn plot_command(args: &PlotArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let mut series = Vec::new();
+    for input in &args.inputs {
+        let (label, path) = match input.split_once('=') {
+            Some((label, path)) if !label.is_empty() => (label.to_owned(), path),
+            _ => {
+                let stem = std::path::Path::new(input)
+                    .file_stem()
+                    .map_or_else(|| input.clone(), |s| s.to_string_lossy().into_owned());
+                (stem, input.as_str())
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| PlotError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        series.push(plot::parse_csv(&label, path, &text)?);
+    }
+    let options = PlotOptions {
+        title: args.title.clone(),
+        p99_limit_ms: args.p99_limit_ms,
+    };
+    let picture = plot::svg(&series, &options)?;
+    std::fs::write(&args.out, picture)
+        .map_err(|e| CliError::Io(format!("writing {}: {e}", args.out.display())))?;
+    writeln!(
+        out,
+        "wrote {} ({} series)",
+        args.out.display(),
+        series.len()
+    )
+    .map_err(io_error)
 }
 
 async fn put(
@@ -698,6 +855,9 @@ async fn cluster(
 pub fn bench_config(args: &BenchArgs, progress: bool) -> Result<BenchConfig, CliError> {
     let workload = match args.workload {
         WorkloadArg::Write => Workload::Write,
+        WorkloadArg::WriteNew => Workload::WriteNew {
+            run_tag: args.run_tag.unwrap_or_else(bench::newkeys::random_run_tag),
+        },
         WorkloadArg::Read => Workload::Read,
         WorkloadArg::StaleRead => Workload::StaleRead,
         WorkloadArg::Mixed => Workload::Mixed {
@@ -718,7 +878,13 @@ pub fn bench_config(args: &BenchArgs, progress: bool) -> Result<BenchConfig, Cli
         stop,
         preload: args.preload,
         progress,
+        window: args.window,
     };
+    if args.run_tag.is_some() && args.workload != WorkloadArg::WriteNew {
+        return Err(CliError::Usage(
+            "--run-tag is for --workload write-new only".to_owned(),
+        ));
+    }
     bench::validate(&config)?;
     Ok(config)
 }
@@ -938,7 +1104,7 @@ mod tests {
             "--preload",
         ])
         .expect("valid");
-        let Command::Bench(args) = cli.command else {
+        let Command::Bench(BenchCommand { args, .. }) = cli.command else {
             panic!("not bench")
         };
         assert_eq!(args.target, TargetArg::All);
@@ -948,7 +1114,8 @@ mod tests {
         assert!(config.preload);
         assert_eq!((config.key_size, config.value_size), (16, 100));
 
-        let Command::Bench(args) = parse(&["bench"]).expect("valid").command else {
+        let Command::Bench(BenchCommand { args, .. }) = parse(&["bench"]).expect("valid").command
+        else {
             panic!("not bench")
         };
         let config = bench_config(&args, false).expect("valid config");
@@ -957,7 +1124,7 @@ mod tests {
 
         assert!(parse(&["bench", "--duration", "5s", "--ops", "10"]).is_err());
         assert!(parse(&["bench", "--workload", "scan"]).is_err());
-        let Command::Bench(args) = parse(&["bench", "--concurrency", "0"])
+        let Command::Bench(BenchCommand { args, .. }) = parse(&["bench", "--concurrency", "0"])
             .expect("parses")
             .command
         else {
@@ -965,6 +1132,98 @@ mod tests {
         };
         let error = bench_config(&args, false).expect_err("zero concurrency");
         assert_eq!(exit_code(&error), EXIT_USAGE);
+    }
+
+    #[test]
+    fn write_new_with_windows_and_a_csv_makes_a_config() {
+        // Given the growing-keyspace flags, then the config has the tag and the window
+        let cli = parse(&[
+            "bench",
+            "--workload",
+            "write-new",
+            "--run-tag",
+            "a1b2c3",
+            "--window",
+            "10s",
+            "--csv",
+            "w.csv",
+            "--duration",
+            "5m",
+        ])
+        .expect("valid");
+        let Command::Bench(BenchCommand {
+            command: None,
+            args,
+        }) = cli.command
+        else {
+            panic!("not a bench run")
+        };
+        assert_eq!(args.csv, Some(PathBuf::from("w.csv")));
+        let config = bench_config(&args, false).expect("valid config");
+        assert_eq!(config.workload, Workload::WriteNew { run_tag: 0xa1b2c3 });
+        assert_eq!(config.window, Some(Duration::from_secs(10)));
+        assert_eq!(config.stop, Stop::After(Duration::from_secs(300)));
+        // a CSV needs windows; a run tag is hex of at most 6 digits and for write-new only
+        assert!(parse(&["bench", "--csv", "w.csv"]).is_err());
+        assert!(parse(&["bench", "--workload", "write-new", "--run-tag", "1234567"]).is_err());
+        assert!(parse(&["bench", "--workload", "write-new", "--run-tag", "xyz"]).is_err());
+        let Command::Bench(BenchCommand { args, .. }) =
+            parse(&["bench", "--run-tag", "1"]).expect("parses").command
+        else {
+            panic!("not bench")
+        };
+        assert!(matches!(
+            bench_config(&args, false),
+            Err(CliError::Usage(_))
+        ));
+        // a window under the minimum is refused before anything is sent
+        let Command::Bench(BenchCommand { args, .. }) = parse(&["bench", "--window", "10ms"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not bench")
+        };
+        let error = bench_config(&args, false).expect_err("window too short");
+        assert_eq!(exit_code(&error), EXIT_USAGE);
+    }
+
+    #[test]
+    fn bench_plot_is_a_subcommand_that_takes_csvs() {
+        let cli = parse(&[
+            "bench",
+            "plot",
+            "one node=a.csv",
+            "b.csv",
+            "--out",
+            "g.svg",
+            "--p99-limit-ms",
+            "10",
+        ])
+        .expect("valid");
+        let Command::Bench(BenchCommand {
+            command: Some(BenchSubcommand::Plot(plot)),
+            ..
+        }) = cli.command
+        else {
+            panic!("not bench plot")
+        };
+        assert_eq!(plot.inputs, ["one node=a.csv", "b.csv"]);
+        assert_eq!(plot.p99_limit_ms, Some(10.0));
+        // run options do not mix with plot, and plot needs inputs and --out
+        assert!(
+            parse(&[
+                "bench",
+                "--concurrency",
+                "4",
+                "plot",
+                "a.csv",
+                "--out",
+                "g.svg"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["bench", "plot", "--out", "g.svg"]).is_err());
+        assert!(parse(&["bench", "plot", "a.csv"]).is_err());
     }
 
     #[test]

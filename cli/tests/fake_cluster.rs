@@ -1095,6 +1095,7 @@ async fn bench_preloads_then_runs_the_asked_number_of_operations() {
         stop: Stop::Ops(400),
         preload: true,
         progress: false,
+        window: None,
     };
     let report = bench::run(&client, &config, "all")
         .await
@@ -1116,6 +1117,122 @@ async fn bench_preloads_then_runs_the_asked_number_of_operations() {
     assert_eq!(json["workload"], "mixed");
     assert!(json["latency_ms"]["p99_9"].is_number());
     assert!(report.to_string().contains("ops/s"));
+}
+
+#[tokio::test]
+async fn write_new_writes_a_new_key_each_time_and_reports_every_window() {
+    // Given a two-node fake cluster and a write-new run of 6 workers, 3,000 writes, with
+    // 100 ms windows; the leader answers one write with 503 no_leader, which the client
+    // sends again to the other node
+    let cluster = Cluster::start(2).await;
+    cluster.set_leader(Some(0));
+    cluster.nodes[0].fault(Fault::Status(503, "no_leader"));
+    let client = Client::with_options(
+        cluster.urls(),
+        ClientOptions {
+            idle_connections_per_endpoint: 6,
+            ..fast_options()
+        },
+    )
+    .expect("valid endpoints");
+    let config = BenchConfig {
+        workload: Workload::WriteNew { run_tag: 0xabc123 },
+        concurrency: 6,
+        keys: 1,
+        key_size: 16,
+        value_size: 100,
+        stop: Stop::Ops(3000),
+        preload: false,
+        progress: false,
+        window: Some(Duration::from_millis(100)),
+    };
+    let mut windows = Vec::new();
+    let report = bench::run_observed(&client, &config, "leader", &mut |w| windows.push(w.clone()))
+        .await
+        .expect("bench runs");
+    // Then every write made its own key under the run's prefix: as many keys as successes
+    assert_eq!(report.errors, 0, "{:?}", report.errors_by_kind);
+    assert_eq!(report.ops, 3000);
+    assert_eq!(report.key_prefix.as_deref(), Some("nabc123"));
+    assert_eq!(report.keys, 3000, "one new key per operation");
+    let store = cluster.store.lock().expect("test lock");
+    assert_eq!(store.kv.len(), 3000, "a key was written twice");
+    assert_eq!(store.applied, 3000);
+    assert!(
+        store
+            .kv
+            .iter()
+            .all(|(k, e)| k.len() == 16 && k.starts_with(b"nabc123") && e.value.len() == 100)
+    );
+    drop(store);
+    // and the windows came in order, none missing, and add up to the run
+    assert!(!windows.is_empty());
+    assert!(
+        windows
+            .iter()
+            .enumerate()
+            .all(|(i, w)| w.window == i as u64)
+    );
+    assert_eq!(windows.iter().map(|w| w.ops).sum::<u64>(), 3000);
+    let summary = report.windows.as_ref().expect("windows were asked for");
+    assert_eq!(summary.windows, windows.len() as u64);
+    assert_eq!(summary.errors, 0);
+    let json = serde_json::to_value(&report).expect("serialises");
+    assert_eq!(json["workload"], "write-new");
+    assert_eq!(json["windows"]["windows"], windows.len());
+}
+
+#[tokio::test]
+async fn kvcli_bench_write_new_prints_windows_and_writes_the_csv() {
+    // Given a fake node and a temporary CSV path
+    let cluster = Cluster::start(1).await;
+    cluster.set_leader(Some(0));
+    let csv = std::env::temp_dir().join(format!("kvcli-windows-{}.csv", std::process::id()));
+    let csv_arg = csv.to_string_lossy().into_owned();
+    let url = cluster.urls()[0].clone();
+    // When kvcli runs 500 new-key writes with windows, as JSON lines
+    let (outcome, out, _) = kvcli(
+        &[
+            "--endpoints",
+            &url,
+            "--json",
+            "bench",
+            "--workload",
+            "write-new",
+            "--concurrency",
+            "4",
+            "--ops",
+            "500",
+            "--window",
+            "100ms",
+            "--csv",
+            &csv_arg,
+        ],
+        b"",
+    )
+    .await;
+    outcome.expect("bench succeeds");
+    // Then each window is one JSON line, then the report with its window summary
+    let text = String::from_utf8(out).expect("utf-8");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    let (report, windows) = lines.split_last().expect("some output");
+    assert!(
+        windows
+            .iter()
+            .all(|w| w["window"].is_u64() && w["p99_ms"].is_null())
+    );
+    assert_eq!(report["ops"], 500);
+    assert_eq!(report["windows"]["windows"], windows.len());
+    // and the CSV has the header and one row per window
+    let written = std::fs::read_to_string(&csv).expect("CSV written");
+    let _ = std::fs::remove_file(&csv);
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(rows[0], bench::WindowReport::CSV_HEADER);
+    assert_eq!(rows.len(), 1 + windows.len());
+    assert_eq!(cluster.store.lock().expect("test lock").kv.len(), 500);
 }
 
 #[tokio::test]

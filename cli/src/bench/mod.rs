@@ -1,13 +1,17 @@
 //! The load generator behind `kvcli bench`.
 //!
-//! Job: drive a chosen workload (writes, linearizable reads, stale reads or a mix) from
-//! `concurrency` workers over one shared [`Client`] — one keep-alive connection per worker
-//! from a pool sized to the concurrency — for a duration or a number of operations, and
-//! report throughput, errors, latency percentiles and the generator's own CPU time.
+//! Job: drive a chosen workload (writes over a fixed keyspace, writes of new keys only,
+//! linearizable reads, stale reads or a mix) from `concurrency` workers over one shared
+//! [`Client`] — one keep-alive connection per worker from a pool sized to the concurrency —
+//! for a duration or a number of operations, and report throughput, errors, latency
+//! percentiles and the generator's own CPU time, for the whole run and, when asked, per
+//! window of time ([`window`]).
 //!
 //! Invariants:
-//! - keys are `k` followed by a zero-padded index, exactly `key_size` bytes, so a preload
-//!   and a later read run address the same keys;
+//! - keys of the fixed keyspace are `k` followed by a zero-padded index, exactly `key_size`
+//!   bytes, so a preload and a later read run address the same keys;
+//! - the write-new workload takes each key's counter from one shared counter, so no two
+//!   operations of a run, on any worker in any window, write the same key ([`newkeys`]);
 //! - writes go through one [`crate::Session`] per worker, so a retried write is applied once;
 //! - latency is measured per operation, retries included, and only successful operations
 //!   (a missing key is a success for a read) enter the histogram; failures are counted by
@@ -17,6 +21,9 @@
 
 pub mod cpu;
 pub mod histogram;
+pub mod newkeys;
+pub mod plot;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +38,9 @@ use crate::client::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::{Client, Consistency, Error, Session};
 pub use cpu::CpuTime;
 pub use histogram::Histogram;
+pub use newkeys::NewKeys;
+use window::{Sample, WindowClock, WindowTally, WorkerWindows};
+pub use window::{WindowReport, WindowSummary};
 
 /// Most concurrent workers (each holds a connection and a 30 KiB histogram).
 pub const CONCURRENCY_MAX: usize = 1024;
@@ -45,6 +55,12 @@ pub const PROGRESS_TICK: Duration = Duration::from_millis(100);
 pub enum Workload {
     /// Puts of random keys.
     Write,
+    /// Puts of keys never written before in this run: the keyspace grows by one key per
+    /// write. Keys are `n`, the run tag in hex, and a scrambled counter ([`NewKeys`]).
+    WriteNew {
+        /// Tells this run's keys from every other run's (at most [`newkeys::RUN_TAG_MAX`]).
+        run_tag: u32,
+    },
     /// Linearizable gets of random keys.
     Read,
     /// Stale gets of random keys.
@@ -59,7 +75,7 @@ pub enum Workload {
 impl Workload {
     fn writes(&self) -> bool {
         match self {
-            Workload::Write => true,
+            Workload::Write | Workload::WriteNew { .. } => true,
             Workload::Read | Workload::StaleRead => false,
             Workload::Mixed { read_ratio } => *read_ratio < 1.0,
         }
@@ -68,6 +84,7 @@ impl Workload {
     fn name(&self) -> &'static str {
         match self {
             Workload::Write => "write",
+            Workload::WriteNew { .. } => "write-new",
             Workload::Read => "read",
             Workload::StaleRead => "stale-read",
             Workload::Mixed { .. } => "mixed",
@@ -103,6 +120,8 @@ pub struct BenchConfig {
     pub preload: bool,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Report figures per window of this length (at least [`window::WINDOW_MIN`]).
+    pub window: Option<Duration>,
 }
 
 /// Why a run could not be made.
@@ -173,14 +192,18 @@ pub struct CpuUse {
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
-    /// `write`, `read`, `stale-read` or `mixed`.
+    /// `write`, `write-new`, `read`, `stale-read` or `mixed`.
     pub workload: &'static str,
+    /// What every key written by `write-new` starts with (`n` and the run tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
     /// Fraction of reads for `mixed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_ratio: Option<f64>,
     /// Concurrent workers.
     pub concurrency: usize,
-    /// Key space.
+    /// Key space; for `write-new`, the new keys the run tried to write (successes and
+    /// failures).
     pub keys: u64,
     /// Bytes per key.
     pub key_size: usize,
@@ -206,6 +229,9 @@ pub struct BenchReport {
     pub latency_ms: Option<LatencyMs>,
     /// The generator's CPU use; `None` where `/proc/self/stat` is unavailable.
     pub cpu: Option<CpuUse>,
+    /// What the windows add up to, when the run was asked for windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowSummary>,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -214,12 +240,15 @@ impl std::fmt::Display for BenchReport {
             .read_ratio
             .map(|r| format!(" ({:.0}% reads)", r * 100.0))
             .unwrap_or_default();
+        let keys = match &self.key_prefix {
+            Some(prefix) => format!("new keys under {prefix}"),
+            None => format!("{} keys", self.keys),
+        };
         writeln!(
             f,
-            "workload   {}{mix}, concurrency {}, {} keys, key {} B, value {} B, target {} ({})",
+            "workload   {}{mix}, concurrency {}, {keys}, key {} B, value {} B, target {} ({})",
             self.workload,
             self.concurrency,
-            self.keys,
             self.key_size,
             self.value_size,
             self.target,
@@ -253,9 +282,13 @@ impl std::fmt::Display for BenchReport {
                 f,
                 "cpu        generator {:.2} s user + {:.2} s system = {:.1}% of one core",
                 c.user_s, c.system_s, c.percent_of_one_core
-            ),
-            None => write!(f, "cpu        (unavailable: no /proc/self/stat)"),
+            )?,
+            None => write!(f, "cpu        (unavailable: no /proc/self/stat)")?,
         }
+        if let Some(windows) = &self.windows {
+            write!(f, "\n{windows}")?;
+        }
+        Ok(())
     }
 }
 
@@ -283,14 +316,40 @@ pub fn validate(config: &BenchConfig) -> Result<(), BenchError> {
     if config.concurrency == 0 || config.concurrency > CONCURRENCY_MAX {
         return bad(format!("concurrency must be 1..={CONCURRENCY_MAX}"));
     }
-    if config.keys == 0 || config.keys > KEYS_MAX {
-        return bad(format!("keys must be 1..={KEYS_MAX}"));
+    if let Workload::WriteNew { run_tag } = config.workload {
+        if run_tag > newkeys::RUN_TAG_MAX {
+            return bad(format!(
+                "run tag must be at most {:x} (hex)",
+                newkeys::RUN_TAG_MAX
+            ));
+        }
+        let needed = newkeys::NEW_KEY_BYTES_MIN;
+        if config.key_size < needed || config.key_size > KEY_BYTES_MAX {
+            return bad(format!(
+                "key size must be {needed}..={KEY_BYTES_MAX} bytes for new keys"
+            ));
+        }
+        if config.preload {
+            return bad("write-new writes only new keys: it takes no preload".to_owned());
+        }
+    } else {
+        if config.keys == 0 || config.keys > KEYS_MAX {
+            return bad(format!("keys must be 1..={KEYS_MAX}"));
+        }
+        let needed = 1 + digits(config.keys - 1);
+        if config.key_size < needed || config.key_size > KEY_BYTES_MAX {
+            return bad(format!(
+                "key size must be {needed}..={KEY_BYTES_MAX} bytes for {} keys",
+                config.keys
+            ));
+        }
     }
-    let needed = 1 + digits(config.keys - 1);
-    if config.key_size < needed || config.key_size > KEY_BYTES_MAX {
+    if let Some(window) = config.window
+        && window < window::WINDOW_MIN
+    {
         return bad(format!(
-            "key size must be {needed}..={KEY_BYTES_MAX} bytes for {} keys",
-            config.keys
+            "window must be at least {} ms",
+            window::WINDOW_MIN.as_millis()
         ));
     }
     if config.value_size > VALUE_BYTES_MAX {
@@ -345,6 +404,10 @@ struct Shared {
     issued: AtomicU64,
     done: AtomicU64,
     failed: AtomicU64,
+    /// The write-new workload's keys and its next counter.
+    new_keys: Option<(NewKeys, AtomicU64)>,
+    /// Each worker's open windows, when the run reports windows.
+    windows: Option<(WindowClock, Vec<WorkerWindows>)>,
 }
 
 impl Shared {
@@ -353,6 +416,23 @@ impl Shared {
         match self.config.stop {
             Stop::After(d) => self.started.elapsed() < d,
             Stop::Ops(n) => self.issued.fetch_add(1, Ordering::Relaxed) < n,
+        }
+    }
+
+    /// The next new key of the write-new workload; `None` once the run's keys are used up
+    /// (2^32 at the least: in practice never).
+    fn next_new_key(&self) -> Option<Bytes> {
+        let (keys, next) = self.new_keys.as_ref()?;
+        let counter = next.fetch_add(1, Ordering::Relaxed);
+        (counter < keys.capacity()).then(|| keys.key(counter))
+    }
+
+    /// Records a sample of worker `w` in its window, if the run reports windows.
+    fn record_window(&self, w: usize, sample: impl FnOnce() -> Sample) {
+        if let Some((clock, workers)) = &self.windows
+            && let Some(worker) = workers.get(w)
+        {
+            worker.record(clock, || self.started.elapsed(), sample());
         }
     }
 }
@@ -370,7 +450,8 @@ enum Op {
     Read(Consistency),
 }
 
-async fn worker(shared: Arc<Shared>, mut session: Option<Session>, seed: u64) -> Tally {
+async fn worker(shared: Arc<Shared>, mut session: Option<Session>, w: usize) -> Tally {
+    let seed = w as u64 + 1;
     let config = &shared.config;
     let mut rng = Rng::new(seed);
     let mut tally = Tally {
@@ -380,7 +461,7 @@ async fn worker(shared: Arc<Shared>, mut session: Option<Session>, seed: u64) ->
     };
     while shared.claim() {
         let op = match config.workload {
-            Workload::Write => Op::Write,
+            Workload::Write | Workload::WriteNew { .. } => Op::Write,
             Workload::Read => Op::Read(Consistency::Linearizable),
             Workload::StaleRead => Op::Read(Consistency::Stale),
             Workload::Mixed { read_ratio } if rng.unit() < read_ratio => {
@@ -388,7 +469,14 @@ async fn worker(shared: Arc<Shared>, mut session: Option<Session>, seed: u64) ->
             }
             Workload::Mixed { .. } => Op::Write,
         };
-        let key = key_for(rng.below(config.keys), config.key_size);
+        let key = if let Workload::WriteNew { .. } = config.workload {
+            match shared.next_new_key() {
+                Some(key) => key,
+                None => break,
+            }
+        } else {
+            key_for(rng.below(config.keys), config.key_size)
+        };
         let begun = Instant::now();
         let outcome = match (op, session.as_mut()) {
             (Op::Write, Some(session)) => session.put(&key, shared.value.clone()).await.map(drop),
@@ -401,12 +489,17 @@ async fn worker(shared: Arc<Shared>, mut session: Option<Session>, seed: u64) ->
         };
         let latency = begun.elapsed();
         match outcome {
-            Ok(()) => tally.histogram.record(nanos(latency)),
+            Ok(()) => {
+                tally.histogram.record(nanos(latency));
+                shared.record_window(w, || Sample::Ok(nanos(latency)));
+            }
             Err(Error::NotFound { .. }) => {
                 tally.not_found += 1;
                 tally.histogram.record(nanos(latency));
+                shared.record_window(w, || Sample::Ok(nanos(latency)));
             }
             Err(error) => {
+                shared.record_window(w, || Sample::Failed(window::error_label(&error)));
                 if matches!(error, Error::SessionExpired(_))
                     && let Ok(fresh) = shared.client.register_session().await
                 {
@@ -493,6 +586,54 @@ pub async fn run(
     config: &BenchConfig,
     target: &'static str,
 ) -> Result<BenchReport, BenchError> {
+    run_observed(client, config, target, &mut |_| {}).await
+}
+
+/// Collects the windows of a run as they end and hands each to the observer, in order.
+struct WindowCollector<'a> {
+    clock: WindowClock,
+    next: u64,
+    reports: Vec<WindowReport>,
+    observer: &'a mut dyn FnMut(&WindowReport),
+}
+
+impl WindowCollector<'_> {
+    /// Drains every worker's windows up to `through`, reports them, and moves on. With
+    /// `run_end` (the run is over), window `through` is the last and ends there.
+    fn emit_through(&mut self, workers: &[WorkerWindows], through: u64, run_end: Option<Duration>) {
+        if through < self.next {
+            return;
+        }
+        let mut merged: BTreeMap<u64, WindowTally> = BTreeMap::new();
+        for worker in workers {
+            for (index, tally) in worker.drain_through(through) {
+                merged.entry(index).or_default().merge(&tally);
+            }
+        }
+        let empty = WindowTally::default();
+        for index in self.next..=through {
+            let start = self.clock.start(index);
+            let length = match run_end {
+                Some(end) if index == through => end.saturating_sub(start),
+                _ => self.clock.window,
+            };
+            let report =
+                WindowReport::of(index, start, length, merged.get(&index).unwrap_or(&empty));
+            (self.observer)(&report);
+            self.reports.push(report);
+        }
+        self.next = through + 1;
+    }
+}
+
+/// Runs `config` against `client` like [`run`], and with [`BenchConfig::window`] hands each
+/// window's figures to `observer` as soon as the window has ended (in order, none skipped).
+pub async fn run_observed(
+    client: &Client,
+    config: &BenchConfig,
+    target: &'static str,
+    observer: &mut dyn FnMut(&WindowReport),
+) -> Result<BenchReport, BenchError> {
     validate(config)?;
     let value = value_of(config.value_size);
     let mut sessions = Vec::new();
@@ -513,6 +654,19 @@ pub async fn run(
     if config.preload {
         sessions = preload(sessions, config, &value).await?;
     }
+    let new_keys = match config.workload {
+        Workload::WriteNew { run_tag } => Some(
+            NewKeys::new(run_tag, config.key_size)
+                .ok_or_else(|| BenchError::Config("bad key size or run tag".to_owned()))?,
+        ),
+        _ => None,
+    };
+    let key_prefix = new_keys.as_ref().map(|k| k.prefix().to_owned());
+    let limit = match config.stop {
+        Stop::After(d) => Some(d),
+        Stop::Ops(_) => None,
+    };
+    let clock = config.window.map(|w| WindowClock::new(w, limit));
     let shared = Arc::new(Shared {
         client: client.clone(),
         config: config.clone(),
@@ -521,6 +675,15 @@ pub async fn run(
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        new_keys: new_keys.map(|k| (k, AtomicU64::new(0))),
+        windows: clock.map(|c| {
+            (
+                c,
+                (0..config.concurrency)
+                    .map(|_| WorkerWindows::default())
+                    .collect(),
+            )
+        }),
     });
     let cpu_before = CpuTime::now();
     let (length, template) = match config.stop {
@@ -531,7 +694,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut sessions = sessions.into_iter();
     for w in 0..config.concurrency {
-        tasks.spawn(worker(shared.clone(), sessions.next(), w as u64 + 1));
+        tasks.spawn(worker(shared.clone(), sessions.next(), w));
     }
     let ticker = {
         let (shared, bar) = (shared.clone(), bar.clone());
@@ -556,21 +719,58 @@ pub async fn run(
         not_found: 0,
         errors: BTreeMap::new(),
     };
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(tally) => {
-                total.histogram.merge(&tally.histogram);
-                total.not_found += tally.not_found;
-                for (kind, n) in tally.errors {
-                    *total.errors.entry(kind).or_insert(0) += n;
+    let mut collector = clock.map(|clock| WindowCollector {
+        clock,
+        next: 0,
+        reports: Vec::new(),
+        observer,
+    });
+    let started = tokio::time::Instant::from_std(shared.started);
+    loop {
+        // A window is drained once its end has passed (the last one only at the end of the
+        // run, since operations in flight at the deadline still count in it).
+        let due = collector.as_ref().and_then(|c| {
+            let boundary = c.clock.start(c.next) + c.clock.window;
+            let not_last = c.clock.last.is_none_or(|last| c.next < last);
+            not_last.then_some(started + boundary)
+        });
+        let window_due = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok(tally)) => {
+                    total.histogram.merge(&tally.histogram);
+                    total.not_found += tally.not_found;
+                    for (kind, n) in tally.errors {
+                        *total.errors.entry(kind).or_insert(0) += n;
+                    }
+                }
+                Some(Err(panic)) => std::panic::resume_unwind(panic.into_panic()),
+            },
+            () = window_due => {
+                if let (Some(c), Some((_, workers))) = (collector.as_mut(), &shared.windows) {
+                    let through = c.next;
+                    c.emit_through(workers, through, None);
                 }
             }
-            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
         }
     }
     let elapsed = shared.started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
+    let windows = match (collector, &shared.windows) {
+        (Some(mut c), Some((clock, workers))) => {
+            let last = clock.last.unwrap_or_else(|| clock.index(elapsed));
+            c.emit_through(workers, last, Some(elapsed));
+            Some(WindowSummary::of(clock.window, &c.reports))
+        }
+        _ => None,
+    };
     let cpu = match (cpu_before, CpuTime::now()) {
         (Some(before), Some(after)) => {
             let used = after.since(&before);
@@ -586,12 +786,16 @@ pub async fn run(
     let ops = total.histogram.count();
     Ok(BenchReport {
         workload: config.workload.name(),
+        key_prefix,
         read_ratio: match config.workload {
             Workload::Mixed { read_ratio } => Some(read_ratio),
             _ => None,
         },
         concurrency: config.concurrency,
-        keys: config.keys,
+        keys: match &shared.new_keys {
+            Some((keys, next)) => next.load(Ordering::Relaxed).min(keys.capacity()),
+            None => config.keys,
+        },
         key_size: config.key_size,
         value_size: config.value_size,
         endpoints: client.endpoints(),
@@ -604,6 +808,7 @@ pub async fn run(
         ops_per_s: ops as f64 / elapsed.as_secs_f64().max(1e-9),
         latency_ms: LatencyMs::of(&total.histogram),
         cpu,
+        windows,
     })
 }
 
@@ -621,6 +826,7 @@ mod tests {
             stop: Stop::Ops(10),
             preload: false,
             progress: false,
+            window: None,
         }
     }
 
