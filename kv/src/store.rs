@@ -247,14 +247,6 @@ pub enum InvariantError {
         /// The first key out of order.
         key: Bytes,
     },
-    /// The size kept incrementally differs from the size counted from the map.
-    #[error("data_bytes is {kept} but the keys and values add up to {counted}")]
-    DataBytes {
-        /// [`KvStore::data_bytes`].
-        kept: u64,
-        /// The sum over the map.
-        counted: u64,
-    },
     /// The session table is inconsistent.
     #[error("session table: {0}")]
     Sessions(#[from] SessionInvariantError),
@@ -686,13 +678,6 @@ impl KvStore {
             return Err(InvariantError::DataBytes {
                 counted: self.data_bytes,
                 actual,
-            });
-        }
-        let counted = data_bytes_of(&self.map);
-        if counted != self.data_bytes {
-            return Err(InvariantError::DataBytes {
-                kept: self.data_bytes,
-                counted,
             });
         }
         self.sessions.check_invariants(self.applied_index)?;

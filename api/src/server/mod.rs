@@ -249,6 +249,7 @@ impl Server {
         };
         let mut store = store;
         store.set_free_space_reserve(config.storage.free_space_reserve);
+        store.set_catchup_entries(config.storage.snapshot_catchup_entries);
         let cluster_id = store.cluster_id();
         if let (Origin::Restarted, Some(join_addr)) = (&origin, &config.raft.join_addr) {
             check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
@@ -475,7 +476,9 @@ pub fn found_cluster<F: wal::FileSystem>(
 pub fn log_entries<F: wal::FileSystem>(store: &WalLogStore<F>) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
     let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
-    let first = store.first_index().map_err(unreadable)?;
+    // After the snapshot only: the catch-up tail before it holds records the snapshot's
+    // address book already supersedes.
+    let first = store.snapshot_metadata().index.next();
     let last = store.last_index().map_err(unreadable)?;
     store
         .entries(first, last.next(), u64::MAX)

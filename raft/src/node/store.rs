@@ -529,9 +529,18 @@ impl<F: FileSystem> WalLogStore<F> {
 
     /// A crash while installing a snapshot can leave the new metadata saved but the log not
     /// yet restarted after it: finish the restart (the snapshot's data was saved first).
+    ///
+    /// The old log may also reach past the snapshot with another entry at its index (a
+    /// follower whose divergent log the leader's snapshot replaced): that log is another
+    /// history, and is reset too rather than served after the snapshot.
     fn finish_snapshot_install(&mut self) -> Result<(), StoreError> {
-        if self.wal.last_index() < self.state.snapshot.index.0 {
-            self.wal.reset(self.state.snapshot.index.0 + 1)?;
+        let snap = &self.state.snapshot;
+        let diverges = self
+            .wal
+            .term(snap.index.0)
+            .is_some_and(|term| term != snap.term.0);
+        if self.wal.last_index() < snap.index.0 || diverges {
+            self.wal.reset(snap.index.0 + 1)?;
         }
         Ok(())
     }
@@ -1636,7 +1645,7 @@ mod tests {
     fn compaction_keeps_a_catch_up_tail_behind_the_snapshot() {
         // Given a store of 300 entries whose catch-up tail is 50 entries,
         let fs = SimFs::new(40);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         // when it is compacted to a snapshot at 200,
         let store = store_compacted_with_a_tail(&fs, &files);
         // then the snapshot is recorded, whole segments below the tail are gone,
@@ -1671,7 +1680,7 @@ mod tests {
     fn a_reopened_store_serves_its_catch_up_tail() {
         // Given a store compacted to 200 with a tail, closed and crashed,
         let fs = SimFs::new(41);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let store = store_compacted_with_a_tail(&fs, &files);
         let first = store.first_index().unwrap();
         assert!(first <= LogIndex(151));
@@ -1693,7 +1702,7 @@ mod tests {
     fn installing_a_leaders_snapshot_resets_the_log_leaving_no_tail() {
         // Given a store compacted to 200 with a tail,
         let fs = SimFs::new(42);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         let mut store = store_compacted_with_a_tail(&fs, &files);
         // when a leader's snapshot at 250 of another term is installed over its uncommitted
         // entries,
@@ -1723,7 +1732,7 @@ mod tests {
         // Given entries 1..=30 of term 1, and a leader's snapshot at 20 of term 4 whose
         // metadata was saved before a crash kept the log from being reset,
         let fs = SimFs::new(43);
-        let files = Arc::new(MemFiles::default());
+        let files = Arc::new(MemFiles::accepting_all());
         drop(store_with_entries(&fs, &files, 30));
         let state = DurableState {
             hard_state: HardState {

@@ -1738,7 +1738,7 @@ mod tests {
         assert_eq!(read.load(Ordering::Acquire), 16 * 1024);
     }
 
-    use crate::node::testing::{NoFiles, Nothing, store_in_term_1};
+    use crate::node::testing::{NoFiles, Nothing};
 
     /// Drops what the node sends: these tests watch what reaches the node, not its answers.
     struct Nowhere;

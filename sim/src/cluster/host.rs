@@ -317,6 +317,11 @@ impl Cluster {
     }
 }
 
+/// Entries each node keeps in its log behind a snapshot (the server keeps 5,000 by default):
+/// a third of a typical [`NodeSettings::snapshot_every`], so that lagging followers get both
+/// entries from the tail and whole snapshots.
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 20;
+
 /// The server's state machine, reporting every applied entry to the [`Monitor`].
 pub struct Recording {
     /// The real state machine (key-value store and address book).
@@ -450,6 +455,11 @@ impl Boot<'_> {
         } else {
             WalLogStore::open(wal, Arc::clone(&files))?
         };
+        let mut store = store;
+        // A short tail behind each snapshot: followers that lag a little catch up from the
+        // log, as with the server's default, and those that lag more still get snapshots,
+        // which the simulation must keep exercising with its small states.
+        store.set_catchup_entries(SNAPSHOT_CATCHUP_ENTRIES);
         let (mut machine, book) = Machine::new(kv::KvConfig::default(), store.cluster_id());
         let snapshot = store.snapshot_metadata().clone();
         if snapshot.index > LogIndex::ZERO {
