@@ -88,8 +88,10 @@ fn a_three_node_cluster_serves_from_any_node_and_survives_the_loss_of_its_leader
 #[test]
 fn a_node_restarted_after_the_others_compacted_catches_up_through_a_snapshot() {
     let root = tempfile::tempdir().unwrap();
-    // Small segments, so that a snapshot lets the WAL drop whole segments.
-    let extra = SMALL_SEGMENTS_NO_SNAPSHOTS;
+    // Small segments, so that a snapshot lets the WAL drop whole segments, and no catch-up
+    // tail behind a snapshot, so that a follower behind it needs the snapshot itself.
+    let mut extra = SMALL_SEGMENTS_NO_SNAPSHOTS.to_vec();
+    extra.extend(["--set", "storage.snapshot_catchup_entries=0"]);
     let (n1, n2, mut n3) = three_nodes(root.path(), &extra);
     n3.kill9();
     let value = "x".repeat(200);
@@ -114,6 +116,34 @@ fn a_node_restarted_after_the_others_compacted_catches_up_through_a_snapshot() {
     assert!(
         !body.contains("\"snapshot_index\":0"),
         "n3 installed no snapshot: {body}"
+    );
+}
+
+#[test]
+fn a_node_restarted_a_little_behind_catches_up_from_the_log_tail_not_a_snapshot() {
+    // Given three nodes keeping the default catch-up tail (5,000 entries) behind each snapshot,
+    let root = tempfile::tempdir().unwrap();
+    let (n1, n2, mut n3) = three_nodes(root.path(), &SMALL_SEGMENTS_NO_SNAPSHOTS);
+    // when n3 is down for a few hundred writes and the others snapshot and compact meanwhile,
+    n3.kill9();
+    for i in 0..300 {
+        put_anywhere(&[&n1, &n2], &format!("bulk-{i}"), "v");
+    }
+    for n in [&n1, &n2] {
+        let (status, body) = http(&n.http, "POST", "/admin/snapshot", b"");
+        assert_eq!(status, 200, "snapshot on {}: {body}", n.name);
+    }
+    // then the restarted n3 catches up from the entries kept behind the snapshot: it has
+    // every write, and took no snapshot from the leader.
+    n3.start();
+    wait_until("n3 has the last key", || {
+        n3.get("/keys/bulk-299?consistency=stale") == (200, "v".to_string())
+    });
+    assert_eq!(n3.get("/keys/bulk-0?consistency=stale"), (200, "v".into()));
+    let (_, body) = n3.get("/ready");
+    assert!(
+        body.contains("\"snapshot_index\":0"),
+        "n3 installed a snapshot it did not need: {body}"
     );
 }
 

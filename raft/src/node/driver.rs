@@ -344,14 +344,17 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     Ok(bytes) => self.compact_behind(&metadata, bytes),
                     Err(e) => Err(NodeError::Storage(e)),
                 };
-                if result.is_ok() {
+                match &result {
                     // The status says which snapshot the node holds (`/ready`, and the answer
                     // to a repeated snapshot request).
-                    self.publish_status(None);
-                } else if let Err(e) = &result
-                    && replies.is_empty()
-                {
-                    warn!(node = %names::of(self.raft.id()), index = metadata.index.0, error = %e, "periodic snapshot failed");
+                    Ok(_) => self.publish_status(None),
+                    Err(_) if !replies.is_empty() => {} // The requester hears why.
+                    Err(NodeError::Rejected(crate::core::Error::SnapshotOutOfDate { .. })) => {
+                        info!(node = %names::of(self.raft.id()), index = metadata.index.0, "a snapshot from the leader superseded the one just written");
+                    }
+                    Err(e) => {
+                        warn!(node = %names::of(self.raft.id()), index = metadata.index.0, error = %e, "periodic snapshot failed");
+                    }
                 }
                 for reply in replies {
                     let _ = reply.send(result.clone());

@@ -1708,8 +1708,11 @@ mod tests {
         // entries,
         let snapshot = Snapshot {
             metadata: snapshot_meta(250, 2),
-            data: Bytes::from_static(b"state"),
+            data: Bytes::new(),
         };
+        files
+            .receive_whole(&snapshot.metadata, b"state")
+            .expect("any data is taken");
         store.persist(Some(&snapshot), &[], None).unwrap();
         // then the log restarts after it: nothing at or below 250 is served, before or after
         // a restart.

@@ -658,8 +658,13 @@ impl<N: Network> PeerTransport<N> {
                 got: cluster,
             });
         }
-        let (member, leaderless) =
-            node.with_status(|s| (s.configuration.contains(from), s.leader.is_none()));
+        let (member, leaderless, unconfigured) = node.with_status(|s| {
+            (
+                s.configuration.contains(from),
+                s.leader.is_none(),
+                s.configuration.members().is_empty(),
+            )
+        });
         if member {
             return None;
         }
@@ -670,7 +675,10 @@ impl<N: Network> PeerTransport<N> {
             return Some(Refusal::Removed { at });
         }
         let expected = self.expected.lock().expect(PEERS_LOCK).contains(&from);
-        if expected || leaderless {
+        // A node with no configuration yet (a joiner whose log has not arrived) has no member
+        // to prefer and no state to protect: whoever leads now must be able to bring it in,
+        // even while it still follows an earlier leader that lost office before it could.
+        if expected || leaderless || unconfigured {
             return None;
         }
         let mut status = node.watch_status();
@@ -2042,6 +2050,26 @@ mod tests {
         assert!(matches!(answer(&mut leader).await, Some(Frame::Ack { .. })));
         assert_eq!(settled_term(&node).await, far);
         assert_eq!(node.status().leader, Some(NodeId(5)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_with_no_configuration_that_follows_an_old_leader_still_serves_the_new_one() {
+        // Given node 2 whose configuration is empty (a learner whose log has not arrived), that
+        // follows node 5, the leader that added it before losing office,
+        let node = node2_of(Configuration::default());
+        let transport = node2_transport(CLUSTER_A);
+        let (_old, _served) = call_node2_at(&node, &transport, NodeId(5), CLUSTER_A, Term(7)).await;
+        assert_eq!(settled_term(&node).await, Term(7));
+        assert_eq!(node.status().leader, Some(NodeId(5)));
+        // when node 6, which leads now, calls in a later term,
+        let asked = tokio::time::Instant::now();
+        let (mut new, _served) =
+            call_node2_at(&node, &transport, NodeId(6), CLUSTER_A, Term(9)).await;
+        // then it is served at once and followed: only it can bring the node's log.
+        assert!(matches!(answer(&mut new).await, Some(Frame::Ack { .. })));
+        assert!(asked.elapsed() < MEMBERSHIP_GRACE, "no grace period waited");
+        assert_eq!(settled_term(&node).await, Term(9));
+        assert_eq!(node.status().leader, Some(NodeId(6)));
     }
 
     #[tokio::test(start_paused = true)]

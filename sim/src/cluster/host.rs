@@ -345,11 +345,6 @@ impl StateMachine for Recording {
         self.inner.apply_empty(index);
     }
 
-    fn apply_conf_change(&mut self, index: LogIndex, configuration: &core::Configuration) {
-        self.monitor.applied(self.node, index.0, EMPTY_ENTRY_HASH);
-        self.inner.apply_conf_change(index, configuration);
-    }
-
     fn view(&self, metadata: &SnapshotMetadata) -> MachineView {
         self.inner.view(metadata)
     }
