@@ -281,6 +281,12 @@ fn assert_every_acknowledged_write(node: &str, acked: &[String], state: &HashMap
     );
 }
 
+/// Fails if `node` panicked in any of its lives (its log gathers them all).
+fn assert_never_panicked(node: &Proc) {
+    let log = node.log_text();
+    assert!(!log.contains("panicked"), "{} panicked: {log}", node.name);
+}
+
 /// Fails unless each [`Moment`] was hit by at least one round.
 fn assert_each_moment_hit(hits: &[(Moment, bool)]) {
     for moment in [Moment::FileOnDisk, Moment::RightAfter] {
@@ -362,6 +368,7 @@ fn a_node_killed_while_writing_its_snapshot_restarts_with_every_acknowledged_wri
         // and every acknowledged write is there with its value.
         assert_every_acknowledged_write("n1", &acked, &all_keys(&node, false));
     }
+    assert_never_panicked(&node);
     // At least one round killed the node while its snapshot file was being written, and one
     // right after it was renamed (timing only decides which rounds hit their moment; a run
     // that hit none tests nothing and fails).
@@ -480,6 +487,7 @@ fn a_follower_killed_while_receiving_a_snapshot_catches_up_with_every_acknowledg
         on_follower == on_leader,
         "the follower's state is the leader's"
     );
+    nodes.iter().for_each(assert_never_panicked);
     // At least one round killed the follower while a received snapshot was on disk unkept,
     // and one right after it was kept, as it installs it (timing only decides which rounds hit
     // their moment; a run that hit none tests nothing and fails).
