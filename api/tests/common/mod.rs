@@ -307,3 +307,96 @@ pub fn founder_under_fd_limit(root: &Path, limit: u64) -> Proc {
     wait_until("n1 leads", || ready(&p));
     p
 }
+
+/// An HTTP/1.1 client on one kept-alive connection, for tests that write many keys: a new
+/// connection per request would leave tens of thousands of sockets in TIME_WAIT.
+pub struct Client {
+    addr: String,
+    stream: Option<std::io::BufReader<TcpStream>>,
+}
+
+impl Client {
+    /// A client of the node at `addr`; it connects at its first request.
+    pub fn new(addr: &str) -> Client {
+        Client {
+            addr: addr.to_string(),
+            stream: None,
+        }
+    }
+
+    /// One request; status 0 when the node is unreachable or the connection broke (the
+    /// next request then opens a new one). Never retried: a write that got no answer is
+    /// not acknowledged.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        match self.try_request(method, path, body) {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.stream = None;
+                (0, String::new())
+            }
+        }
+    }
+
+    /// `PUT /keys/{key}`; returns the status.
+    pub fn put(&mut self, key: &str, value: &str) -> u16 {
+        self.request("PUT", &format!("/keys/{key}"), value.as_bytes())
+            .0
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        use std::io::BufRead;
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(&self.addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(std::io::BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().expect("connected just above");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let out = reader.get_mut();
+        out.write_all(head.as_bytes())?;
+        out.write_all(body)?;
+        let mut status_line = String::new();
+        if reader.read_line(&mut status_line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = status_line
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.trim().eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        if close {
+            self.stream = None;
+        }
+        Ok((status, String::from_utf8_lossy(&body).to_string()))
+    }
+}
