@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_node() { # data_dir log
-    "$raftkv" --set "raft.node_id=r1" --set "server.http_addr=127.0.0.1:$http_port" \
+    "$raftkv" --bootstrap --set "raft.node_id=r1" --set "server.http_addr=127.0.0.1:$http_port" \
         --set "raft.raft_addr=127.0.0.1:$raft_port" --set "storage.data_dir=$1" \
         >>"$2" 2>&1 &
     pid=$!
