@@ -152,6 +152,51 @@ fn a_node_of_another_cluster_at_a_members_address_changes_nothing() {
     all_pass(scenarios::second_cluster_same_id(), 0..SECOND_CLUSTER_SEEDS);
 }
 
+/// Seeds of [`scenarios::snapshot_install_under_load`] (each moves the cut and the
+/// reconnection and changes the elections and the clients): see the timings in
+/// docs/verification.md.
+const SNAPSHOT_INSTALL_SEEDS: u64 = 10;
+/// Seeds of [`scenarios::crash_during_snapshots`].
+const SNAPSHOT_CRASH_SEEDS: u64 = 12;
+
+#[test]
+fn a_follower_installs_a_large_snapshot_under_load_and_no_election_follows() {
+    all_pass(
+        scenarios::snapshot_install_under_load(),
+        0..SNAPSHOT_INSTALL_SEEDS,
+    );
+}
+
+#[test]
+fn crashes_while_a_snapshot_is_received_or_just_written_lose_no_acknowledged_write() {
+    all_pass(scenarios::crash_during_snapshots(), 0..SNAPSHOT_CRASH_SEEDS);
+}
+
+#[test]
+fn random_faults_still_send_snapshots_to_followers() {
+    // Given the catch-up tail behind every snapshot, when random runs lag followers behind
+    // it (crashes, partitions, added learners), then some of them still get whole snapshots
+    // streamed and installed, so the random runs keep testing snapshot sends.
+    for (scenario, seeds) in [(scenarios::random3(), 0..6), (scenarios::random5(), 0..6)] {
+        let mut received = 0;
+        let mut installed = 0;
+        let mut replay = String::new();
+        for seed in seeds.clone() {
+            let report = run_seed(&scenario, seed);
+            eprintln!("{} seed {seed}: {}", scenario.name, report.snapshots);
+            received += report.snapshots.streams_received;
+            installed += report.snapshots.installed;
+            replay = report.replay_command();
+        }
+        assert!(
+            received > 0 && installed > 0,
+            "{} seeds {seeds:?}: {received} snapshots received and {installed} installed; \
+             replay one with: {replay}",
+            scenario.name,
+        );
+    }
+}
+
 #[test]
 fn a_seed_replays_the_identical_trace() {
     // Given one seed, when it runs twice, then every traced event (statuses, applied entries,

@@ -125,6 +125,20 @@ pub enum Fault {
         /// The host.
         host: usize,
     },
+    /// Cut the lowest-numbered running follower off from every other host, as
+    /// [`Fault::IsolateLeader`] does the leader; the host is remembered
+    /// (`host::SnapshotFaults::cut_off`), and the next [`Fault::Heal`] reconnects it and notes
+    /// every node's term at that moment.
+    IsolateFollower,
+    /// Arm a crash in the middle of a snapshot install: the next snapshot stream any host
+    /// receives is stopped after its first chunk (the rest refused, see
+    /// `disk::MemSnapshots::arm_crash_mid_stream`), and that host is crashed as by
+    /// [`Fault::Crash`] at the end of the step. Armed until it fires or the workload ends.
+    CrashMidInstall,
+    /// Arm a crash of the leader right after it wrote a snapshot of its own: the node leading
+    /// at the end of the first step in which it wrote one (after the arming) is crashed as by
+    /// [`Fault::Crash`]. Armed until it fires or the workload ends.
+    CrashLeaderAfterSnapshot,
 }
 
 impl Fault {

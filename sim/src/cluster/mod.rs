@@ -20,4 +20,4 @@ pub mod scenarios;
 pub mod workload;
 
 pub use faults::{Fault, Schedule, Timed};
-pub use run::{RunReport, Scenario, run, run_seed};
+pub use run::{RunReport, Scenario, SnapshotCounts, run, run_seed};

@@ -54,6 +54,8 @@ struct State {
     leaders: BTreeMap<(usize, u64), usize>,
     /// Per node: the highest term it has reported.
     max_term: Vec<u64>,
+    /// Per node: how many snapshots from a leader it installed.
+    restores: Vec<u64>,
     /// Per node: the last status seen, to trace changes only.
     last_seen: Vec<Option<(Option<Role>, u64, u64)>>,
     violations: Vec<String>,
@@ -80,6 +82,7 @@ impl Monitor {
                 next_apply: vec![1; nodes],
                 leaders: BTreeMap::new(),
                 max_term: vec![0; nodes],
+                restores: vec![0; nodes],
                 last_seen: vec![None; nodes],
                 violations: Vec::new(),
                 trace: 0,
@@ -110,6 +113,7 @@ impl Monitor {
             ));
         }
         s.next_apply[node] = index + 1;
+        s.restores[node] += 1;
         s.record(&("restore", node, index));
     }
 
@@ -204,6 +208,17 @@ impl Monitor {
     pub fn trace_hash(&self) -> (u64, u64) {
         let s = self.lock();
         (s.trace, s.trace_events)
+    }
+
+    /// Per node: how many snapshots from a leader it installed (restored into its state
+    /// machine) while running, over all its starts.
+    pub fn restores(&self) -> Vec<u64> {
+        self.lock().restores.clone()
+    }
+
+    /// Per node: the highest term it has reported so far (0: none yet).
+    pub fn terms(&self) -> Vec<u64> {
+        self.lock().max_term.clone()
     }
 
     /// The leader of each term seen in the run's cluster (cluster 0).

@@ -89,6 +89,7 @@ impl Scenario {
                 clients: 4,
                 keys: 4,
                 start_after: Duration::ZERO,
+                value_bytes: 0,
             },
             duration: Duration::from_secs(4),
             unreachable: Vec::new(),
@@ -139,6 +140,63 @@ pub struct RunReport {
     pub terms_led: usize,
     /// The history.
     pub history: Vec<Event>,
+    /// What the nodes did with snapshots, summed over the hosts.
+    pub snapshots: SnapshotCounts,
+}
+
+/// Snapshots in one run, summed over every host of the run's cluster: how much of the
+/// snapshot machinery the run exercised.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotCounts {
+    /// Snapshots the nodes wrote of their own state.
+    pub written: u64,
+    /// Snapshot streams that began to arrive from a leader.
+    pub streams_begun: u64,
+    /// Streams received whole and checked.
+    pub streams_received: u64,
+    /// Streams that ended before their last byte.
+    pub streams_abandoned: u64,
+    /// Snapshots from a leader installed into a running state machine.
+    pub installed: u64,
+    /// The largest snapshot received, in bytes.
+    pub largest_received_bytes: u64,
+}
+
+impl SnapshotCounts {
+    fn of(cluster: &Cluster) -> SnapshotCounts {
+        let mut counts = SnapshotCounts {
+            installed: cluster.monitor.restores()[..cluster.hosts.len()]
+                .iter()
+                .sum(),
+            ..SnapshotCounts::default()
+        };
+        for host in &cluster.hosts {
+            let activity = host.disk.snapshots.activity();
+            counts.written += activity.written;
+            counts.streams_begun += activity.streams_begun;
+            counts.streams_received += activity.streams_received;
+            counts.streams_abandoned += activity.streams_abandoned;
+            counts.largest_received_bytes = counts
+                .largest_received_bytes
+                .max(activity.largest_received_bytes);
+        }
+        counts
+    }
+}
+
+impl fmt::Display for SnapshotCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "snapshots: {} written, {} streams begun, {} received, {} abandoned, {} installed, largest {} bytes",
+            self.written,
+            self.streams_begun,
+            self.streams_received,
+            self.streams_abandoned,
+            self.installed,
+            self.largest_received_bytes
+        )
+    }
 }
 
 impl RunReport {
@@ -174,6 +232,7 @@ impl fmt::Display for RunReport {
                 .map_or("not checked".to_string(), |v| v.to_string()),
             self.trace_hash
         )?;
+        writeln!(f, "  {}", self.snapshots)?;
         for v in &self.violations {
             writeln!(f, "  violation: {v}")?;
         }
@@ -306,9 +365,18 @@ pub fn run(scenario: &Scenario, seed: u64, schedule: Schedule) -> RunReport {
             });
             faults.next();
         }
+        if phase == Phase::Workload {
+            fire_armed(&mut sim, &cluster, &names);
+        }
         observe(&cluster);
         if phase == Phase::Workload && now >= scenario.duration {
             stop.store(true, Ordering::Relaxed);
+            {
+                let mut faults = cluster.snapshot_faults();
+                faults.mid_install_armed = false;
+                faults.after_snapshot_armed = None;
+            }
+            arm_crash_mid_stream(&cluster, false);
             for host in 0..names.len() {
                 impostor_gone(&mut sim, &cluster, &names, host);
             }
@@ -442,12 +510,101 @@ fn apply(
             }
         }
         Fault::Resume => release_all(sim, names),
-        Fault::Heal => heal(sim, cluster, names),
+        Fault::Heal => {
+            heal(sim, cluster, names);
+            let terms = cluster.monitor.terms();
+            let mut faults = cluster.snapshot_faults();
+            if faults.cut_off.is_some() && faults.terms_at_reconnect.is_none() {
+                faults.terms_at_reconnect = Some(terms);
+            }
+        }
+        Fault::IsolateFollower => {
+            let leader = cluster.leader();
+            let follower = (0..hosts).find(|&h| Some(h) != leader && cluster.live(h).is_some());
+            if let Some(follower) = follower {
+                for (b, name) in names.iter().enumerate() {
+                    if b != follower {
+                        sim.partition(names[follower].as_str(), name.as_str());
+                    }
+                }
+                cluster.snapshot_faults().cut_off = Some(follower);
+                cluster.monitor.trace(&("cut off", follower));
+            }
+        }
+        Fault::CrashMidInstall => {
+            cluster.snapshot_faults().mid_install_armed = true;
+            arm_crash_mid_stream(cluster, true);
+        }
+        Fault::CrashLeaderAfterSnapshot => {
+            let written = written_snapshots(cluster);
+            cluster.snapshot_faults().after_snapshot_armed = Some(written);
+        }
         Fault::Impostor { host } => impostor(sim, cluster, names, *host),
         Fault::ImpostorGone { host } => impostor_gone(sim, cluster, names, *host),
         // The schedule loop holds the faults after it; nothing to do here.
         Fault::AwaitVoters { .. } => {}
         request => requests.push(request.clone()),
+    }
+}
+
+/// Arms (or disarms) every host's snapshot files for [`Fault::CrashMidInstall`].
+fn arm_crash_mid_stream(cluster: &Cluster, armed: bool) {
+    for host in &cluster.hosts {
+        host.disk.snapshots.arm_crash_mid_stream(armed);
+    }
+}
+
+/// Each host's count of its own snapshots written.
+fn written_snapshots(cluster: &Cluster) -> Vec<u64> {
+    cluster
+        .hosts
+        .iter()
+        .map(|h| h.disk.snapshots.activity().written)
+        .collect()
+}
+
+/// Fires the armed snapshot crashes whose moment has come (see [`Fault::CrashMidInstall`] and
+/// [`Fault::CrashLeaderAfterSnapshot`]). Called between steps: what a node does inside one
+/// step (with the simulation's in-place snapshot files, receiving the last chunk, checking,
+/// keeping, persisting and restoring a snapshot all happen in the step the chunk arrives) is
+/// seen whole or not at all.
+fn fire_armed(sim: &mut turmoil::Sim<'_>, cluster: &Cluster, names: &[String]) {
+    let (mid_install, after_snapshot) = {
+        let faults = cluster.snapshot_faults();
+        (
+            faults.mid_install_armed,
+            faults.after_snapshot_armed.clone(),
+        )
+    };
+    if mid_install {
+        let due = (0..names.len()).find_map(|h| {
+            let chunks = cluster.hosts[h].disk.snapshots.activity().crash_due?;
+            cluster.live(h).is_some().then_some((h, chunks))
+        });
+        if let Some((host, chunks)) = due {
+            cluster
+                .monitor
+                .trace(&("crash mid-install", sim.elapsed(), host, chunks));
+            crash(sim, cluster, names, host);
+            arm_crash_mid_stream(cluster, false);
+            let mut faults = cluster.snapshot_faults();
+            faults.mid_install_armed = false;
+            faults.crashed_mid_install.push((host, chunks));
+        }
+    }
+    if let Some(before) = after_snapshot
+        && let Some(leader) = cluster.leader()
+    {
+        let written = cluster.hosts[leader].disk.snapshots.activity().written;
+        if written > before[leader] {
+            cluster
+                .monitor
+                .trace(&("crash after snapshot", sim.elapsed(), leader, written));
+            crash(sim, cluster, names, leader);
+            let mut faults = cluster.snapshot_faults();
+            faults.after_snapshot_armed = None;
+            faults.crashed_after_snapshot.push((leader, written));
+        }
     }
 }
 
@@ -573,7 +730,7 @@ async fn final_reads(
             let op = Operation::Get {
                 key: format!("k{k}"),
             };
-            if let Outcome::Ok(_) = perform(&cluster, &log, FINAL_READER, target, op).await {
+            if let Outcome::Ok(_) = perform(&cluster, &log, FINAL_READER, target, op, 0).await {
                 read = true;
                 break;
             }
@@ -800,5 +957,6 @@ fn finish(
         simulated: sim.elapsed(),
         terms_led: cluster.monitor.leaders().len(),
         history,
+        snapshots: SnapshotCounts::of(cluster),
     }
 }

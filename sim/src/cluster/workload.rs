@@ -8,6 +8,11 @@
 //! proposal is `unknown` (it may take effect later, or never). Every written value is unique,
 //! so a read names the write it saw.
 //!
+//! A workload may pad its values ([`Workload::value_bytes`]) so that the state, and so its
+//! snapshots, grow large while the keys stay few: the store holds the value, a
+//! [`PADDING_MARK`] and filler; the history holds the value alone, and a read strips the
+//! padding before it is recorded, so the checker's work does not grow with the padding.
+//!
 //! Event times are a global sequence number: the simulation runs on one thread, so the order in
 //! which events are recorded is their real-time order.
 
@@ -41,6 +46,33 @@ pub struct Workload {
     /// How long the clients wait before their first operation (zero: they start with the
     /// run). A cluster forming without clients keeps a short log for as long as it forms.
     pub start_after: Duration,
+    /// Every value is stored padded to this many bytes (0: as it is), at most
+    /// `kv::VALUE_BYTES_MAX`.
+    pub value_bytes: usize,
+}
+
+/// Separates a stored value from its padding; no value a client writes contains it.
+pub const PADDING_MARK: char = '#';
+
+/// The value as stored: `value`, then [`PADDING_MARK`] and filler up to `value_bytes` bytes
+/// (`value` as it is when it is that long already, or `value_bytes` is 0).
+pub fn padded(value: &str, value_bytes: usize) -> String {
+    let filler = value_bytes.saturating_sub(value.len() + PADDING_MARK.len_utf8());
+    if value_bytes == 0 || filler == 0 {
+        return value.to_string();
+    }
+    let mut stored = String::with_capacity(value_bytes);
+    stored.push_str(value);
+    stored.push(PADDING_MARK);
+    stored.extend(std::iter::repeat_n('x', filler));
+    stored
+}
+
+/// The value a client wrote, from the value as stored (see [`padded`]).
+pub fn unpadded(stored: &str) -> &str {
+    stored
+        .split_once(PADDING_MARK)
+        .map_or(stored, |(value, _)| value)
 }
 
 /// The history every client appends to.
@@ -125,7 +157,7 @@ pub async fn client(
             },
         };
         let target = rng.below(cluster.reachable_hosts() as u64) as usize;
-        let outcome = perform(&cluster, &log, process, target, op).await;
+        let outcome = perform(&cluster, &log, process, target, op, workload.value_bytes).await;
         if let Outcome::Ok(LinOutput::Value(v)) = &outcome {
             seen[k] = v.clone();
         }
@@ -138,24 +170,26 @@ pub async fn client(
 }
 
 /// Records `op`, runs it against host `target` (following redirects to the leader), records
-/// and returns its outcome.
+/// and returns its outcome. Values are stored padded to `value_bytes` (see [`padded`]).
 pub async fn perform(
     cluster: &Cluster,
     log: &HistoryLog,
     process: ProcessId,
     target: usize,
     op: Operation,
+    value_bytes: usize,
 ) -> Outcome {
     let at = log.push(process, EventKind::Invoke(op.clone()));
     cluster
         .monitor
         .trace(&("invoke", at, process, format!("{op:?}")));
-    let outcome = match tokio::time::timeout(OP_TIMEOUT, execute(cluster, target, &op)).await {
-        Ok(outcome) => outcome,
-        // A read that timed out changed nothing; a write may still happen.
-        Err(_) if op.is_read_only() => Outcome::Fail,
-        Err(_) => Outcome::Unknown,
-    };
+    let outcome =
+        match tokio::time::timeout(OP_TIMEOUT, execute(cluster, target, &op, value_bytes)).await {
+            Ok(outcome) => outcome,
+            // A read that timed out changed nothing; a write may still happen.
+            Err(_) if op.is_read_only() => Outcome::Fail,
+            Err(_) => Outcome::Unknown,
+        };
     let at = log.push(process, EventKind::Complete(outcome.clone()));
     cluster
         .monitor
@@ -163,7 +197,12 @@ pub async fn perform(
     outcome
 }
 
-async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcome {
+async fn execute(
+    cluster: &Cluster,
+    mut target: usize,
+    op: &Operation,
+    value_bytes: usize,
+) -> Outcome {
     for _ in 0..=REDIRECTS_MAX {
         let Some(live) = cluster.live(target) else {
             return Outcome::Fail; // Nothing was sent.
@@ -173,13 +212,13 @@ async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcom
                 Ok(_) => {
                     let value = read_key(&live.machine, key.as_bytes());
                     return Outcome::Ok(LinOutput::Value(
-                        value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                        value.map(|v| unpadded(&String::from_utf8_lossy(&v)).to_string()),
                     ));
                 }
                 Err(e) => e,
             },
             _ => {
-                let command = write_command(op);
+                let command = write_command(op, value_bytes);
                 let proposal = Proposal::Kv(Bytes::from(command.encode())).encode();
                 match live.node.propose(proposal).await {
                     Ok(Output::Kv(Ok(outcome))) => return completed(outcome),
@@ -217,19 +256,19 @@ async fn execute(cluster: &Cluster, mut target: usize, op: &Operation) -> Outcom
     Outcome::Fail
 }
 
-fn write_command(op: &Operation) -> kv::Command {
+fn write_command(op: &Operation, value_bytes: usize) -> kv::Command {
+    let stored = |value: &str| Bytes::from(padded(value, value_bytes));
     match op {
-        Operation::Put { key, value } => {
-            kv::Command::put(Bytes::from(key.clone()), Bytes::from(value.clone()))
-        }
+        Operation::Put { key, value } => kv::Command::put(Bytes::from(key.clone()), stored(value)),
         Operation::Delete { key } => kv::Command::delete(Bytes::from(key.clone())),
+        // Every write of a run pads alike, so the expected value is stored exactly so.
         Operation::Cas { key, expected, new } => kv::Command::compare_and_swap(
             Bytes::from(key.clone()),
             match expected {
-                Some(v) => Compare::Value(Bytes::from(v.clone())),
+                Some(v) => Compare::Value(stored(v)),
                 None => Compare::Version(0),
             },
-            CasAction::Put(Bytes::from(new.clone())),
+            CasAction::Put(stored(new)),
         ),
         Operation::Get { .. } | Operation::Append { .. } | Operation::Txn { .. } => {
             unreachable!("the simulated clients only write with put, delete and cas")
