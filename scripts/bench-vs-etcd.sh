@@ -62,7 +62,7 @@ run() {
     local label=$1 url=$2 script=$3 line
     wrk -t2 -c64 -d2s -s "$bench/wrk/$script" "$url" >/dev/null # warm-up, not recorded
     line=$(wrk -t2 -c64 -d"${dur}s" --latency -s "$bench/wrk/$script" "$url" | grep '^{' | tail -1)
-    line=$(echo "$line" | jq -c --arg label "$label" '. + {label: $label}')
+    line=$(echo "$line" | jq -c --arg name "$label" '. + {"label": $name}')
     echo "$line" >>"$out/wrk.jsonl"
     echo "$line" | jq -r '"\(.label): \(.ops_per_s) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors + .socket_errors)"'
 }
