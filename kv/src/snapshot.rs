@@ -437,6 +437,8 @@ pub struct Recovered {
 #[derive(Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// Receptions started, which name their files apart.
+    pub(crate) receptions: std::sync::atomic::AtomicU64,
 }
 
 impl SnapshotStore {
@@ -446,7 +448,10 @@ impl SnapshotStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
-        let store = SnapshotStore { dir };
+        let store = SnapshotStore {
+            dir,
+            receptions: std::sync::atomic::AtomicU64::new(0),
+        };
         for entry in fs::read_dir(&store.dir).map_err(io_error("read directory", &store.dir))? {
             let path = entry
                 .map_err(io_error("read directory", &store.dir))?
@@ -557,7 +562,12 @@ impl SnapshotStore {
         let files = self.list()?;
         let excess = files.len().saturating_sub(SNAPSHOTS_KEPT);
         for file in &files[..excess] {
-            fs::remove_file(&file.path).map_err(io_error("remove", &file.path))?;
+            match fs::remove_file(&file.path) {
+                // Two prunes (the node's own snapshot and a kept one from the leader) may race
+                // for the same old file: gone is what both wanted.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other.map_err(io_error("remove", &file.path))?,
+            }
             tracing::info!(index = file.index, path = %file.path.display(), "old snapshot removed");
         }
         if excess > 0 {

@@ -517,11 +517,12 @@ fn a_received_snapshot_is_verified_then_kept() {
     }
     assert_eq!(receiving.bytes(), bytes.len() as u64);
     // When it is finished
+    let path = receiving.path().to_path_buf();
     let meta = receiving.finish().expect("verifies");
     assert_eq!((meta.index, meta.term), (6, 2));
     // Then it is not a snapshot until it is kept
     assert!(files.list().expect("list").is_empty());
-    let kept = files.keep_received(6, 2).expect("keep");
+    let kept = files.keep_received(&path, 6, 2).expect("keep");
     assert_eq!(kept.bytes, bytes.len() as u64);
     assert_eq!(files.list().expect("list"), std::slice::from_ref(&kept));
     let (_, loaded) = files.load_with(&kept, store.config()).expect("loads");
@@ -540,13 +541,14 @@ fn a_damaged_received_snapshot_is_refused_and_never_kept() {
     // Given a damaged stream
     let mut receiving = files.receive(6, 2).expect("receive");
     receiving.write(&bytes).expect("write");
+    let path = receiving.path().to_path_buf();
     // When it is finished, it is refused as damage and its file removed
     let error = receiving.finish().expect_err("damage is found");
     assert!(matches!(error, SnapshotError::Corrupt { .. }), "{error}");
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
     // Then it cannot be kept
     assert!(matches!(
-        files.keep_received(6, 2),
+        files.keep_received(&path, 6, 2),
         Err(SnapshotError::Io { op: "stat", .. })
     ));
     assert!(files.list().expect("list").is_empty());
@@ -586,13 +588,29 @@ fn unfinished_receptions_and_writes_are_cleaned_up() {
     drop(receiving);
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
 
-    // A new reception removes an older one's file (left by a crash, say)
+    // Two receptions of the same snapshot write files of their own: dropping the first, late,
+    // leaves the second's whole; and the caller removes every reception's file but the one
+    // it keeps.
+    let mut first = files.receive(6, 2).expect("receive");
+    let mut second = files.receive(6, 2).expect("receive");
+    assert_ne!(first.path(), second.path());
+    first.write(&bytes[..10]).expect("write");
+    second.write(&bytes).expect("write");
+    let kept_path = second.path().to_path_buf();
+    second.finish().expect("verifies");
+    drop(first);
+    assert!(kept_path.exists());
     let stale = dir
         .path()
-        .join(format!("{}.recv", SnapshotStore::file_name(4, 1)));
+        .join(format!("{}.9.recv", SnapshotStore::file_name(4, 1)));
     fs::write(&stale, b"half").expect("write");
+    files
+        .remove_received_except(Some(&kept_path))
+        .expect("removes");
+    assert!(!stale.exists() && kept_path.exists());
+    files.remove_received_except(None).expect("removes");
+    assert!(!kept_path.exists());
     let receiving = files.receive(6, 2).expect("receive");
-    assert!(!stale.exists());
     // A crash (forgotten, not dropped) leaves its .recv file, and a crashed save its .tmp
     std::mem::forget(receiving);
     let temp = dir
@@ -619,11 +637,12 @@ fn a_verified_reception_survives_until_kept_but_not_a_restart() {
     let files = SnapshotStore::open(dir.path()).expect("open");
     let mut receiving = files.receive(6, 2).expect("receive");
     receiving.write(&v3_bytes(&sample_store())).expect("write");
+    let path = receiving.path().to_path_buf();
     receiving.finish().expect("verifies");
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 1);
     let files = SnapshotStore::open(dir.path()).expect("reopen");
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
-    assert!(files.keep_received(6, 2).is_err());
+    assert!(files.keep_received(&path, 6, 2).is_err());
 }
 
 #[test]

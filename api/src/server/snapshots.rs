@@ -19,8 +19,23 @@ use raft::node::{ClusterId, SnapshotFiles, SnapshotSink, SnapshotView};
 
 use super::machine::records_cluster;
 
-/// The snapshot received and checked last, waiting to be kept: its index and term.
-type Received = Arc<Mutex<Option<(u64, u64)>>>;
+/// A snapshot received and checked, waiting to be kept: its index, term and file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Checked {
+    index: u64,
+    term: u64,
+    path: std::path::PathBuf,
+}
+
+/// The most checked receptions waiting to be kept at once: the one the node is taking, and one
+/// newer (a leader that took a newer snapshot meanwhile). An older one is removed with its
+/// file, so a peer cannot fill the disk with checked snapshots the node never takes.
+const CHECKED_WAITING_MAX: usize = 2;
+
+/// The checked receptions waiting to be kept, oldest first. Shared with the receptions in
+/// progress; the file operations on them happen under this lock, so that a file is never
+/// removed while it is being kept.
+type Received = Arc<Mutex<Vec<Checked>>>;
 
 /// The buffer between a snapshot file and its reader (the transport's chunks, or a restore):
 /// few syscalls for a multi-GiB file, small beside the state.
@@ -76,18 +91,37 @@ impl SnapshotSink for Receiving {
             cluster_id,
             received,
         } = *self;
+        let path = file.path().to_path_buf();
         // Checked whole here: checksum, structure and every invariant of the `kv` state.
         let meta = file.finish().map_err(|e| e.to_string())?;
         let cluster = records_cluster(&meta.config)
             .map_err(|e| format!("the received snapshot at index {}: {e}", meta.index))?;
         if cluster != cluster_id {
+            let _ = std::fs::remove_file(&path);
             return Err(format!(
                 "the snapshot at index {} belongs to cluster {cluster}, this node to cluster \
                  {cluster_id}",
                 meta.index
             ));
         }
-        *received.lock().expect(RECEIVED_LOCK) = Some((meta.index, meta.term));
+        let mut waiting = received.lock().expect(RECEIVED_LOCK);
+        if waiting
+            .iter()
+            .any(|c| (c.index, c.term) == (meta.index, meta.term))
+        {
+            // The same snapshot, checked twice: the first copy is the one kept.
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+        waiting.push(Checked {
+            index: meta.index,
+            term: meta.term,
+            path,
+        });
+        while waiting.len() > CHECKED_WAITING_MAX {
+            let oldest = waiting.remove(0);
+            let _ = std::fs::remove_file(&oldest.path);
+        }
         Ok(())
     }
 }
@@ -114,11 +148,15 @@ impl SnapshotFiles for KvSnapshotFiles {
         metadata: &SnapshotMetadata,
         _bytes: u64,
     ) -> Result<Box<dyn SnapshotSink>, String> {
-        let file = self
-            .store
-            .receive(metadata.index.0, metadata.term.0)
-            .map_err(|e| e.to_string())?;
-        *self.received.lock().expect(RECEIVED_LOCK) = None;
+        let (index, term) = (metadata.index.0, metadata.term.0);
+        if self.has_received(metadata) || self.is_kept(index, term)? {
+            // The leader sent it again (its retry timer runs from when it asked): the copy
+            // in hand is the one the node takes.
+            return Err(format!(
+                "the snapshot at index {index} term {term} is already received"
+            ));
+        }
+        let file = self.store.receive(index, term).map_err(|e| e.to_string())?;
         Ok(Box::new(Receiving {
             file,
             cluster_id: self.cluster_id,
@@ -127,27 +165,144 @@ impl SnapshotFiles for KvSnapshotFiles {
     }
 
     fn has_received(&self, metadata: &SnapshotMetadata) -> bool {
-        *self.received.lock().expect(RECEIVED_LOCK) == Some((metadata.index.0, metadata.term.0))
+        self.received
+            .lock()
+            .expect(RECEIVED_LOCK)
+            .iter()
+            .any(|c| (c.index, c.term) == (metadata.index.0, metadata.term.0))
     }
 
     fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String> {
         let (index, term) = (metadata.index.0, metadata.term.0);
-        let kept = self
+        let mut waiting = self.received.lock().expect(RECEIVED_LOCK);
+        let position = waiting
+            .iter()
+            .position(|c| (c.index, c.term) == (index, term));
+        match position {
+            Some(position) => {
+                let checked = waiting.remove(position);
+                self.store
+                    .keep_received(&checked.path, index, term)
+                    .map_err(|e| e.to_string())?;
+            }
+            // Kept by an earlier try whose persist failed after it.
+            None if self.is_kept(index, term)? => {}
+            None => {
+                return Err(format!(
+                    "no snapshot received and checked at index {index} term {term}"
+                ));
+            }
+        }
+        // Checked receptions this one supersedes will never be kept.
+        waiting.retain(|c| {
+            let superseded = c.index <= index;
+            if superseded {
+                let _ = std::fs::remove_file(&c.path);
+            }
+            !superseded
+        });
+        Ok(())
+    }
+}
+
+impl KvSnapshotFiles {
+    /// Whether the snapshot at `index` and `term` is kept already.
+    fn is_kept(&self, index: u64, term: u64) -> Result<bool, String> {
+        Ok(self
             .store
             .list()
             .map_err(|e| e.to_string())?
             .into_iter()
-            .any(|f| (f.index, f.term) == (index, term));
-        if kept {
-            return Ok(()); // Kept by an earlier try whose persist failed after it.
+            .any(|f| (f.index, f.term) == (index, term)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::core::{Configuration, LogIndex, Term};
+    use raft::node::StateMachine;
+
+    use super::*;
+    use crate::server::machine::Machine;
+
+    const CLUSTER: ClusterId = ClusterId(7);
+
+    /// The data of a snapshot of an empty machine of `CLUSTER` at `index`, term 1.
+    fn snapshot_data(index: u64) -> (SnapshotMetadata, Vec<u8>) {
+        let (mut machine, _book) = Machine::new(kv::KvConfig::default(), CLUSTER);
+        machine.apply_empty(LogIndex(index));
+        let metadata = SnapshotMetadata {
+            index: LogIndex(index),
+            term: Term(1),
+            configuration: Configuration::default(),
+        };
+        let mut data = Vec::new();
+        machine
+            .view(&metadata)
+            .write_to(&mut data)
+            .expect("written to memory");
+        (metadata, data)
+    }
+
+    fn receive_whole(files: &KvSnapshotFiles, index: u64) -> Result<SnapshotMetadata, String> {
+        let (metadata, data) = snapshot_data(index);
+        let mut sink = files.receive(&metadata, data.len() as u64)?;
+        sink.write(&data)?;
+        sink.finish()?;
+        Ok(metadata)
+    }
+
+    fn files_in_dir(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).expect("a directory").count()
+    }
+
+    #[test]
+    fn a_snapshot_sent_again_while_the_first_copy_waits_is_refused_and_the_copy_kept() {
+        // Given a node that received and checked the snapshot at 5, not yet kept,
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = KvSnapshotFiles::open(dir.path().to_path_buf(), CLUSTER).expect("opens");
+        let five = receive_whole(&files, 5).expect("received");
+        assert!(files.has_received(&five));
+        // when the leader sends the same snapshot again (its retry timer fired meanwhile),
+        // then the second reception is refused before it touches the first copy,
+        let again = receive_whole(&files, 5);
+        assert!(again.is_err(), "{again:?}");
+        assert!(files.has_received(&five));
+        // and keeping it (as the log store does when it persists it) keeps the checked copy,
+        files.keep_received(&five).expect("kept");
+        assert!(!files.has_received(&five));
+        let (mut data, _) = files.open(&five).expect("opens");
+        let restored =
+            (Machine::new(kv::KvConfig::default(), CLUSTER).0.restorer())(&five, &mut data);
+        assert!(restored.is_ok());
+        // which a retried persist keeps again without error, and a new copy is refused.
+        files.keep_received(&five).expect("kept already");
+        assert!(receive_whole(&files, 5).is_err());
+    }
+
+    #[test]
+    fn keeping_a_snapshot_removes_the_checked_copies_it_supersedes() {
+        // Given checked receptions at 5 and 6 waiting, the node keeps 6,
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = KvSnapshotFiles::open(dir.path().to_path_buf(), CLUSTER).expect("opens");
+        let five = receive_whole(&files, 5).expect("received");
+        let six = receive_whole(&files, 6).expect("received");
+        files.keep_received(&six).expect("kept");
+        // then the copy at 5 is gone with its file: one snapshot file is left.
+        assert!(!files.has_received(&five));
+        assert!(files.keep_received(&five).is_err());
+        assert_eq!(files_in_dir(dir.path()), 1);
+    }
+
+    #[test]
+    fn checked_copies_never_kept_are_bounded() {
+        // Given a peer that streams snapshot after snapshot that the node never takes,
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = KvSnapshotFiles::open(dir.path().to_path_buf(), CLUSTER).expect("opens");
+        for index in 1..=5 {
+            receive_whole(&files, index).expect("received");
         }
-        self.store
-            .keep_received(index, term)
-            .map_err(|e| e.to_string())?;
-        let mut received = self.received.lock().expect(RECEIVED_LOCK);
-        if *received == Some((index, term)) {
-            *received = None;
-        }
-        Ok(())
+        // then only the newest few wait, with their files.
+        assert_eq!(files_in_dir(dir.path()), CHECKED_WAITING_MAX);
     }
 }

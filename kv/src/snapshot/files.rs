@@ -71,6 +71,11 @@ impl Receiving {
             .map_err(io_error("write", &self.path))
     }
 
+    /// The file this reception writes (what [`SnapshotStore::keep_received`] keeps).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -216,13 +221,18 @@ impl SnapshotStore {
         }
     }
 
-    /// Starts receiving the snapshot at `index` and `term` from a peer into
-    /// `snap-<index>-<term>.snap.recv`, removing any older `.recv` file first.
+    /// Starts receiving the snapshot at `index` and `term` from a peer into a file of its own,
+    /// `snap-<index>-<term>.snap.<n>.recv` (`n` counts this store's receptions), so that two
+    /// receptions of the same snapshot, or a stalled one dropped late, never touch each
+    /// other's file: a file that was checked stays exactly as checked until it is kept.
     pub fn receive(&self, index: u64, term: u64) -> Result<Receiving, SnapshotError> {
-        self.remove_received()?;
-        let path = self
-            .dir
-            .join(format!("{}{RECEIVE_SUFFIX}", Self::file_name(index, term)));
+        let n = self
+            .receptions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!(
+            "{}.{n}{RECEIVE_SUFFIX}",
+            Self::file_name(index, term)
+        ));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -239,18 +249,21 @@ impl SnapshotStore {
         })
     }
 
-    /// Renames the received snapshot at `index` and `term`, verified by
-    /// [`Receiving::finish`], into place; fsyncs the directory and prunes old files. Call it
-    /// only after `finish` succeeded (a `.recv` file is otherwise removed, so this then fails
-    /// with an I/O error naming the missing file).
-    pub fn keep_received(&self, index: u64, term: u64) -> Result<SnapshotFile, SnapshotError> {
-        let name = Self::file_name(index, term);
-        let received = self.dir.join(format!("{name}{RECEIVE_SUFFIX}"));
-        let path = self.dir.join(&name);
-        let bytes = fs::metadata(&received)
-            .map_err(io_error("stat", &received))?
+    /// Renames `received`, the file of the snapshot at `index` and `term` that
+    /// [`Receiving::finish`] verified (see [`Receiving::path`]), into place; fsyncs the
+    /// directory and prunes old files. Call it only after `finish` succeeded (a reception's
+    /// file is otherwise removed, so this then fails with an I/O error naming it).
+    pub fn keep_received(
+        &self,
+        received: &Path,
+        index: u64,
+        term: u64,
+    ) -> Result<SnapshotFile, SnapshotError> {
+        let path = self.dir.join(Self::file_name(index, term));
+        let bytes = fs::metadata(received)
+            .map_err(io_error("stat", received))?
             .len();
-        fs::rename(&received, &path).map_err(io_error("rename", &received))?;
+        fs::rename(received, &path).map_err(io_error("rename", received))?;
         sync_dir(&self.dir)?;
         tracing::info!(index, term, bytes, path = %path.display(), "received snapshot kept");
         self.prune()?;
@@ -262,16 +275,22 @@ impl SnapshotStore {
         })
     }
 
-    fn remove_received(&self) -> Result<(), SnapshotError> {
+    /// Removes every reception's file but `keep`: received snapshots that were superseded, or
+    /// checked and never kept. The caller decides when none is in use.
+    pub fn remove_received_except(&self, keep: Option<&Path>) -> Result<(), SnapshotError> {
         for entry in fs::read_dir(&self.dir).map_err(io_error("read directory", &self.dir))? {
             let path = entry.map_err(io_error("read directory", &self.dir))?.path();
             let is_received = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("snap-") && n.ends_with(RECEIVE_SUFFIX));
-            if is_received {
-                tracing::info!(path = %path.display(), "removing an unfinished received snapshot");
-                fs::remove_file(&path).map_err(io_error("remove", &path))?;
+            if is_received && Some(path.as_path()) != keep {
+                tracing::info!(path = %path.display(), "removing a received snapshot that was not kept");
+                match fs::remove_file(&path) {
+                    // Its own reception may have removed it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    other => other.map_err(io_error("remove", &path))?,
+                }
             }
         }
         Ok(())

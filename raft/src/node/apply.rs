@@ -18,12 +18,12 @@
 //! answered at most once; a read is released only when `applied >= read index`; at most one
 //! snapshot is being written at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::snapshot_files::offload;
 use super::{Event, NodeError, SnapshotFiles, StateMachine, names};
@@ -107,18 +107,23 @@ impl<M: StateMachine> Applier<M> {
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<ApplyCmd<M::Output>>) {
         let (written_tx, mut written_rx) = mpsc::unbounded_channel::<Written>();
+        // Commands that arrived while a leader's snapshot was being read, in order.
+        let mut backlog = VecDeque::new();
         loop {
-            let cmd = tokio::select! {
-                // Commands first: a snapshot that finished can wait for the entries in hand.
-                biased;
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => cmd,
-                    None => break,
+            let cmd = match backlog.pop_front() {
+                Some(cmd) => cmd,
+                None => tokio::select! {
+                    // Commands first: a snapshot that finished can wait for the entries in hand.
+                    biased;
+                    cmd = commands.recv() => match cmd {
+                        Some(cmd) => cmd,
+                        None => break,
+                    },
+                    Some(written) = written_rx.recv() => {
+                        self.snapshot_written(written, &written_tx);
+                        continue;
+                    }
                 },
-                Some(written) = written_rx.recv() => {
-                    self.snapshot_written(written, &written_tx);
-                    continue;
-                }
             };
             match cmd {
                 ApplyCmd::Wait(index, term, waiter) => {
@@ -141,7 +146,11 @@ impl<M: StateMachine> Applier<M> {
                         self.start_snapshot(&written_tx);
                     }
                 }
-                ApplyCmd::Restore(metadata) => self.restore(metadata).await,
+                ApplyCmd::Restore(metadata) => {
+                    if !self.restore(metadata, &mut commands, &mut backlog).await {
+                        break;
+                    }
+                }
                 ApplyCmd::SnapshotNow(reply) => self.snapshot_now(reply, &written_tx),
             }
         }
@@ -240,11 +249,19 @@ impl<M: StateMachine> Applier<M> {
 
     /// Replaces the state with the snapshot kept at `metadata`: read into a new state on a
     /// blocking thread (the state machine goes on serving reads meanwhile), then installed
-    /// under the lock. Entries that follow wait in the queue, so order is kept.
-    async fn restore(&mut self, metadata: SnapshotMetadata) {
+    /// under the lock. The commands that arrive meanwhile go to `backlog`, in order, so the
+    /// loop never waits on a full queue while a large snapshot is read (it must go on
+    /// answering its leader). Returns false when the snapshot cannot be read: the node is
+    /// told to stop, and the applier ends.
+    async fn restore(
+        &mut self,
+        metadata: SnapshotMetadata,
+        commands: &mut mpsc::Receiver<ApplyCmd<M::Output>>,
+        backlog: &mut VecDeque<ApplyCmd<M::Output>>,
+    ) -> bool {
         let index = metadata.index;
         if index <= self.applied() {
-            return;
+            return true;
         }
         let restorer = self.machine.lock().expect(MACHINE_LOCK).restorer();
         let files = Arc::clone(&self.snapshots);
@@ -252,12 +269,30 @@ impl<M: StateMachine> Applier<M> {
         let read = offload(self.snapshots.offload(), move || {
             let (mut data, bytes) = files.open(&read_metadata)?;
             restorer(&read_metadata, &mut data).map(|restored| (restored, bytes))
-        })
-        .await;
+        });
+        tokio::pin!(read);
+        let mut open = true;
+        let read = loop {
+            tokio::select! {
+                biased;
+                read = &mut read => break read,
+                cmd = commands.recv(), if open => match cmd {
+                    Some(cmd) => backlog.push_back(cmd),
+                    None => open = false,
+                },
+            }
+        };
         // The snapshot was received whole, checked and kept before the core took it; failing
-        // to read it back now leaves the state machine unusable.
-        let (restored, bytes) =
-            read.unwrap_or_else(|e| panic!("cannot restore the snapshot at {index}: {e}"));
+        // to read it back now (a disk error) leaves the state machine unusable.
+        let (restored, bytes) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                let why = format!("cannot restore the snapshot at {index}: {e}");
+                error!(error = %why, "the state machine cannot go on");
+                let _ = self.to_loop.send(Event::ApplierFailed(why));
+                return false;
+            }
+        };
         {
             let mut machine = self.machine.lock().expect(MACHINE_LOCK);
             machine.install(&metadata, restored);
@@ -283,6 +318,7 @@ impl<M: StateMachine> Applier<M> {
             fail(waiter, NodeError::Unknown);
         }
         self.release_reads();
+        true
     }
 
     /// Whether an automatic snapshot is due: none is being written, at least `snapshot_every`
@@ -357,13 +393,16 @@ impl<M: StateMachine> Applier<M> {
             debug_assert!(false, "a snapshot was written that was never started");
             return;
         };
+        // A leader's snapshot restored meanwhile is the latest, and set the cadence afresh:
+        // this one's outcome then changes nothing.
+        let superseded = self.last_snapshot != writing.index;
         match written {
+            Ok(_) if superseded => {}
             Ok(bytes) => self.last_snapshot_bytes = bytes,
             Err(e) => {
                 warn!(error = %e, "writing a snapshot failed; the log is kept until one is written");
-                self.bytes_since_snapshot += writing.counted_bytes;
-                // A leader's snapshot restored meanwhile stays the latest.
-                if self.last_snapshot == writing.index {
+                if !superseded {
+                    self.bytes_since_snapshot += writing.counted_bytes;
                     self.last_snapshot = writing.previous;
                 }
             }

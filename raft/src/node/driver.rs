@@ -360,6 +360,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     let _ = reply.send(result.clone());
                 }
             }
+            Event::ApplierFailed(why) => {
+                error!(node = %names::of(self.raft.id()), error = %why, "the state machine failed: the node stops");
+                self.storage_failed = true;
+                self.publish_status(Some(why));
+                return true;
+            }
             Event::Shutdown => return true,
         }
         false

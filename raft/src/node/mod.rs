@@ -258,6 +258,9 @@ pub(crate) enum Event<O> {
         Result<u64, String>,
         Vec<oneshot::Sender<Result<SnapshotMetadata, NodeError>>>,
     ),
+    /// From the applier: it cannot go on (a kept snapshot could not be read back), so the
+    /// node stops rather than acknowledge entries it will never apply.
+    ApplierFailed(String),
     Shutdown,
 }
 

@@ -1218,8 +1218,9 @@ where
     let files = Arc::clone(&transport.snapshots);
     let how = files.offload();
     loop {
-        let next = if snapshot.is_some() {
-            tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, frame::read(&mut r))
+        // A stream must keep its chunks coming: the heartbeats between them do not count.
+        let next = if let Some(receiving) = &snapshot {
+            tokio::time::timeout_at(receiving.next_chunk_due, frame::read(&mut r))
                 .await
                 .map_err(|_| {
                     frame::FrameError::Io(io::Error::new(
@@ -1275,6 +1276,7 @@ where
                     total: data_bytes,
                     received: 0,
                     sink,
+                    next_chunk_due: tokio::time::Instant::now() + SNAPSHOT_CHUNK_TIMEOUT,
                     _reservation: reservation,
                 });
             }
@@ -1283,6 +1285,7 @@ where
                     return Err(protocol("snapshot chunks longer than announced"));
                 }
                 receiving.received += chunk.len() as u64;
+                receiving.next_chunk_due = tokio::time::Instant::now() + SNAPSHOT_CHUNK_TIMEOUT;
                 let sink = receiving.sink;
                 let (sink, written) = offload(how, move || {
                     let mut sink = sink;
@@ -1337,6 +1340,9 @@ struct Receiving {
     received: u64,
     /// Where its data goes.
     sink: Box<dyn SnapshotSink>,
+    /// When the connection is closed unless the next chunk has come
+    /// ([`SNAPSHOT_CHUNK_TIMEOUT`] after the last one).
+    next_chunk_due: tokio::time::Instant,
     /// Its share of [`SNAPSHOT_BYTES_IN_FLIGHT_MAX`], given back however the stream ends.
     _reservation: SnapshotReservation,
 }
