@@ -54,9 +54,9 @@ pub use session::{
     SESSION_IDLE_INDEXES_DEFAULT, SESSIONS_MAX_DEFAULT, SessionConfig, SessionRecord, SessionTable,
 };
 pub use snapshot::{
-    CorruptSnapshot, Loaded, Receiving, Recovered, SNAPSHOT_FORMAT_VERSION,
-    SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile,
-    SnapshotMeta, SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
+    CorruptSnapshot, Loaded, Receiving, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
+    SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotReadError,
+    SnapshotStore, read_meta, read_snapshot, verify_snapshot,
 };
 pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
 pub use tree::{Keyed, NotSorted, Tree};

@@ -38,15 +38,15 @@
 //! place only when the caller keeps it (see [`files`]). Leftover `.tmp` and `.recv` files are
 //! removed when the store is opened.
 //!
-//! Recovery ([`SnapshotStore::load_newest`]) takes the newest snapshot that verifies. A
-//! damaged newer file is reported (a `warn` log and in [`Recovered::skipped`]) and the next
+//! Recovery ([`SnapshotStore::load_newest_with`]) takes the newest snapshot that verifies. A
+//! damaged newer file is reported (a `warn` log and in [`Loaded::skipped`]) and the next
 //! older one is tried; damaged files are left in place for the operator. Falling back is only
 //! correct if the log still holds every entry after the older snapshot's index: the caller
 //! must check that (and refuse to start otherwise). Compacting the WAL only up to the
 //! *oldest* kept snapshot keeps that true.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -419,17 +419,6 @@ pub struct SnapshotFile {
     pub bytes: u64,
 }
 
-/// The result of [`SnapshotStore::load_newest`].
-#[derive(Debug)]
-pub struct Recovered {
-    /// The file loaded.
-    pub file: SnapshotFile,
-    /// Its verified contents.
-    pub snapshot: Snapshot,
-    /// Newer files that failed to verify, newest first, and why.
-    pub skipped: Vec<SnapshotError>,
-}
-
 /// The snapshot files of one node: a directory of `snap-<index>-<term>.snap` files.
 ///
 /// One writer at a time: the node's snapshot task owns it (saves and pruning are not
@@ -574,77 +563,6 @@ impl SnapshotStore {
             sync_dir(&self.dir)?;
         }
         Ok(())
-    }
-
-    /// Opens a snapshot file for reading as raw bytes (e.g. to stream it to a follower).
-    pub fn open_file(&self, file: &SnapshotFile) -> Result<File, SnapshotError> {
-        File::open(&file.path).map_err(io_error("open", &file.path))
-    }
-
-    /// Reads, verifies and decodes one snapshot file, and checks that its contents match its
-    /// name.
-    pub fn load(&self, file: &SnapshotFile) -> Result<Snapshot, SnapshotError> {
-        let mut handle = self.open_file(file)?;
-        let len = handle
-            .metadata()
-            .map_err(io_error("stat", &file.path))?
-            .len();
-        if len > SNAPSHOT_BYTES_MAX {
-            return Err(SnapshotError::Corrupt {
-                path: file.path.clone(),
-                source: CorruptSnapshot::LengthMismatch {
-                    expected: SNAPSHOT_BYTES_MAX,
-                    actual: len,
-                },
-            });
-        }
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        handle
-            .read_to_end(&mut bytes)
-            .map_err(io_error("read", &file.path))?;
-        let snapshot = Snapshot::decode(&bytes).map_err(|source| SnapshotError::Corrupt {
-            path: file.path.clone(),
-            source,
-        })?;
-        if snapshot.meta.index != file.index || snapshot.meta.term != file.term {
-            return Err(SnapshotError::NameMismatch {
-                path: file.path.clone(),
-                index: snapshot.meta.index,
-                term: snapshot.meta.term,
-            });
-        }
-        Ok(snapshot)
-    }
-
-    /// The newest snapshot that verifies, or `None` if there are no snapshot files. Damaged
-    /// newer files are skipped with a warning and listed in [`Recovered::skipped`]; if every
-    /// file is damaged this is [`SnapshotError::NoneValid`]. I/O errors are returned at once
-    /// (they are not damage, and falling back past them would hide them).
-    pub fn load_newest(&self) -> Result<Option<Recovered>, SnapshotError> {
-        let mut skipped = Vec::new();
-        for file in self.list()?.into_iter().rev() {
-            match self.load(&file) {
-                Ok(snapshot) => {
-                    return Ok(Some(Recovered {
-                        file,
-                        snapshot,
-                        skipped,
-                    }));
-                }
-                Err(
-                    error @ (SnapshotError::Corrupt { .. } | SnapshotError::NameMismatch { .. }),
-                ) => {
-                    tracing::warn!(%error, "skipping damaged snapshot, trying an older one");
-                    skipped.push(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        if skipped.is_empty() {
-            Ok(None)
-        } else {
-            Err(SnapshotError::NoneValid(skipped))
-        }
     }
 }
 
@@ -857,7 +775,12 @@ mod tests {
     fn store_saves_keeps_three_and_loads_newest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SnapshotStore::open(dir.path().join("snap")).expect("open");
-        assert!(store.load_newest().expect("empty is fine").is_none());
+        assert!(
+            store
+                .load_newest_with(KvConfig::default())
+                .expect("empty is fine")
+                .is_none()
+        );
         let mut kv = KvStore::new(KvConfig::default());
         for index in 1..=5u64 {
             kv.apply(index, &Command::put(format!("k{index}"), "v").encode())
@@ -872,13 +795,13 @@ mod tests {
             files.iter().map(|f| f.index).collect::<Vec<_>>(),
             vec![3, 4, 5]
         );
-        let recovered = store.load_newest().expect("load").expect("some");
+        let recovered = store
+            .load_newest_with(kv.config())
+            .expect("load")
+            .expect("some");
         assert_eq!(recovered.file.index, 5);
         assert!(recovered.skipped.is_empty());
-        assert_eq!(
-            KvStore::restore(recovered.snapshot, kv.config()).expect("restore"),
-            kv
-        );
+        assert_eq!(recovered.store, kv);
     }
 
     #[test]
@@ -896,7 +819,9 @@ mod tests {
         bytes[middle] ^= 0x40;
         fs::write(&newest.path, &bytes).expect("write");
 
-        let error = store.load(&newest).expect_err("damage is detected");
+        let error = store
+            .load_with(&newest, kv.config())
+            .expect_err("damage is detected");
         let message = error.to_string();
         assert!(
             message.contains("damaged") && message.contains("checksum"),
@@ -907,7 +832,10 @@ mod tests {
             "{message}"
         );
 
-        let recovered = store.load_newest().expect("falls back").expect("some");
+        let recovered = store
+            .load_newest_with(kv.config())
+            .expect("falls back")
+            .expect("some");
         assert_eq!(recovered.file.index, 1);
         assert_eq!(recovered.skipped.len(), 1);
 
@@ -915,7 +843,7 @@ mod tests {
         let older = &store.list().expect("list")[0];
         fs::write(&older.path, b"not a snapshot").expect("write");
         assert!(
-            matches!(store.load_newest(), Err(SnapshotError::NoneValid(errors)) if errors.len() == 2)
+            matches!(store.load_newest_with(kv.config()), Err(SnapshotError::NoneValid(errors)) if errors.len() == 2)
         );
     }
 
@@ -929,7 +857,7 @@ mod tests {
         fs::rename(&file.path, &renamed).expect("rename");
         let listed = store.list().expect("list");
         assert!(matches!(
-            store.load(&listed[0]),
+            store.load_with(&listed[0], kv.config()),
             Err(SnapshotError::NameMismatch { index: 5, .. })
         ));
 
