@@ -11,6 +11,7 @@
 //! A `Wal` has one owner (`&mut self` to change it). Group commit across threads is layered on
 //! top in [`crate::GroupCommit`]; the simulator drives a `Wal` directly.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -651,6 +652,36 @@ impl<F: FileSystem> Wal<F> {
     /// pass `max_bytes`, but always returning at least one entry if the range is not empty (so
     /// that a single large entry still makes progress, as Raft's max-bytes-per-message needs).
     pub fn read_limited(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity((hi.saturating_sub(lo)).min(4096) as usize);
+        let mut total = 0u64;
+        self.scan(lo, hi, |index, term, payload| {
+            let len = payload.len() as u64;
+            if !out.is_empty() && total + len > max_bytes {
+                return ControlFlow::Break(());
+            }
+            total += len;
+            out.push(Entry {
+                index,
+                term,
+                payload: payload.to_vec(),
+            });
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits the entries with indexes in `lo..hi` in order, each as its index, term and
+    /// payload, without copying the payload; `visit` ends the scan early with `Break`.
+    ///
+    /// For passes over the whole tail that keep little of it (a restart looking for its
+    /// configuration and address records), where [`Wal::read`]'s copy of every payload would
+    /// cost more than the reading. Every record is checked as `read` checks it.
+    pub fn scan(
+        &self,
+        lo: u64,
+        hi: u64,
+        mut visit: impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<()> {
         if lo > hi || lo < self.first_index() || hi > self.last_index() + 1 {
             return Err(WalError::InvalidOperation(format!(
                 "read of [{lo}, {hi}) outside the log [{}, {}]",
@@ -658,8 +689,6 @@ impl<F: FileSystem> Wal<F> {
                 self.last_index()
             )));
         }
-        let mut out = Vec::with_capacity((hi - lo).min(4096) as usize);
-        let mut total = 0u64;
         let mut index = lo;
         while index < hi {
             let seg_idx = self.segments.partition_point(|s| s.first_index <= index) - 1;
@@ -701,20 +730,14 @@ impl<F: FileSystem> Wal<F> {
                         ),
                     ));
                 }
-                if !out.is_empty() && total + u64::from(header.payload_len) > max_bytes {
-                    return Ok(out);
+                if visit(index, header.term, payload).is_break() {
+                    return Ok(());
                 }
-                total += u64::from(header.payload_len);
-                out.push(Entry {
-                    index,
-                    term: header.term,
-                    payload: payload.to_vec(),
-                });
                 pos += header.record_bytes();
                 index += 1;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Removes every entry with index `>= from` (Raft overwrites a conflicting suffix), durably:

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 /// The tag of a proposal carrying a `kv` command.
 const TAG_KV: u8 = 1;
 /// The tag of a proposal carrying a member record.
-const TAG_MEMBER: u8 = 2;
+pub(crate) const TAG_MEMBER: u8 = 2;
 
 /// Where a member of the cluster can be reached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

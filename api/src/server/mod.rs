@@ -481,17 +481,18 @@ pub fn found_cluster<F: wal::FileSystem>(
     Ok(())
 }
 
-/// Every entry the store holds after its snapshot (what [`initial_addresses`] reads). Public
+/// The address records the store holds after its snapshot (what [`initial_addresses`] reads). Public
 /// so that the simulation starts its nodes with the server's own code.
 pub fn log_entries<F: wal::FileSystem>(store: &WalLogStore<F>) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
     let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
     // After the snapshot only: the catch-up tail before it holds records the snapshot's
-    // address book already supersedes.
+    // address book already supersedes. Only the address records are decoded: the commands
+    // around them are nearly all of a long tail, and the applier reads them anyway.
     let first = store.snapshot_metadata().index.next();
     let last = store.last_index().map_err(unreadable)?;
     store
-        .entries(first, last.next(), u64::MAX)
+        .commands_tagged(first, last.next(), machine::TAG_MEMBER)
         .map_err(unreadable)
 }
 

@@ -423,12 +423,6 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    /// The payloads of every entry in `[low, high)`, for rebuilding state at start-up.
-    pub fn all_entries(&self, low: LogIndex, high: LogIndex) -> Vec<Entry> {
-        self.entries(low, high, u64::MAX)
-            .expect("invariant: entries in the log are readable")
-    }
-
     /// Checks the invariants listed in the module documentation.
     pub fn check_invariants(&self) -> Result<(), String> {
         let last = self.last_index();

@@ -183,7 +183,11 @@ impl<S: Storage> Raft<S> {
         // The history starts at the snapshot, whose configuration already includes every
         // configuration entry of the catch-up tail: replaying those would apply them twice.
         let mut configs = ConfigLog::new(meta.index, meta.configuration);
-        for entry in log.all_entries(meta.index.next(), log.last_index().next()) {
+        let changes = log
+            .storage()
+            .conf_change_entries(meta.index.next(), log.last_index().next())
+            .expect("invariant: entries in the log are readable");
+        for entry in changes {
             if let EntryPayload::ConfChange(change) = &entry.payload {
                 configs.append(entry.index, change);
             }

@@ -18,7 +18,7 @@
 
 use super::errors::StorageError;
 use super::membership::Configuration;
-use super::message::{Entry, HardState, Snapshot, SnapshotMetadata};
+use super::message::{Entry, EntryPayload, HardState, Snapshot, SnapshotMetadata};
 use super::types::{LogIndex, Term};
 
 /// What a core needs at start-up.
@@ -62,6 +62,20 @@ pub trait Storage {
     /// The index of the latest snapshot's last entry, without reading its data: what the log
     /// was compacted to (entries from `first_index()` up to it are the catch-up tail).
     fn snapshot_index(&self) -> Result<LogIndex, StorageError>;
+
+    /// The configuration-change entries in `[low, high)`, in order: what a starting node reads
+    /// of its whole tail to rebuild its membership history. The default filters
+    /// [`Storage::entries`]; a store that can tell an entry's kind without decoding the
+    /// command it carries (the WAL store) skips the commands, which are nearly all of it.
+    fn conf_change_entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = self.entries(low, high, u64::MAX)?;
+        entries.retain(|entry| matches!(entry.payload, EntryPayload::ConfChange(_)));
+        Ok(entries)
+    }
 }
 
 /// An in-memory [`Storage`] that the driver writes through its own methods.

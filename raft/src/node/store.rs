@@ -46,6 +46,7 @@
 //! leader); [`LogStore::persist_commit`] saves it when the driver asks, and every save made
 //! for another reason carries the current commit along.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +58,29 @@ use crate::core::{
     StorageError, Term,
 };
 use crate::node::{ClusterId, SnapshotFiles};
+
+/// The first byte of an [`EntryPayload`] as this store encodes it: postcard writes an enum's
+/// variant index as a varint, one byte for the payload's three variants. Passes over the whole
+/// log read it to skip the commands without decoding them
+/// (`payload_tags_are_the_first_byte_of_the_encoding` keeps these in step with the enum).
+const PAYLOAD_TAG_NORMAL: u8 = 1;
+/// See [`PAYLOAD_TAG_NORMAL`].
+const PAYLOAD_TAG_CONF_CHANGE: u8 = 2;
+
+/// The first byte of the command an encoded `Normal` payload carries, read without decoding
+/// it (the tag, the command's length as a varint, then its bytes); `None` for other payloads
+/// and for an empty command.
+fn command_first_byte(raw: &[u8]) -> Option<u8> {
+    let (&tag, rest) = raw.split_first()?;
+    if tag != PAYLOAD_TAG_NORMAL {
+        return None;
+    }
+    let length_bytes = rest.iter().position(|byte| byte & 0x80 == 0)? + 1;
+    if rest[..length_bytes] == [0] {
+        return None;
+    }
+    rest.get(length_bytes).copied()
+}
 
 /// The first bytes of every durable state in the hard-state slot ("RaftKV durable state"):
 /// what tells this format from anything else a slot may hold. An older RaftKV's bare postcard
@@ -675,14 +699,82 @@ impl<F: FileSystem> WalLogStore<F> {
         Ok(())
     }
 
-    fn decode_entry(e: WalEntry) -> Result<Entry, StoreError> {
+    fn decode_entry(index: u64, term: u64, raw: &[u8]) -> Result<Entry, StoreError> {
         let payload: EntryPayload =
-            postcard::from_bytes(&e.payload).map_err(|err| decode_error("entry", e.index, err))?;
+            postcard::from_bytes(raw).map_err(|err| decode_error("entry", index, err))?;
         Ok(Entry {
-            term: Term(e.term),
-            index: LogIndex(e.index),
+            term: Term(term),
+            index: LogIndex(index),
             payload,
         })
+    }
+
+    /// Whether `[low, high)` is a readable range of the log, and not empty.
+    fn check_range(&self, low: LogIndex, high: LogIndex) -> Result<bool, StorageError> {
+        let first = self.first_index()?;
+        if low < first {
+            return Err(StorageError::Compacted {
+                requested: low,
+                first,
+            });
+        }
+        let last = self.last_index()?;
+        if high > last.next() {
+            return Err(StorageError::Unavailable {
+                requested: high.prev(),
+                last,
+            });
+        }
+        Ok(low < high)
+    }
+
+    /// The entries in `[low, high)` whose encoded payload passes `keep`: only those are
+    /// decoded, so a pass that keeps a few entries of a long tail costs a read of the tail
+    /// and not a copy of every command in it.
+    fn entries_where(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        if !self.check_range(low, high)? {
+            return Ok(out);
+        }
+        let mut failed = None;
+        self.wal
+            .scan(low.0, high.0, |index, term, raw| {
+                if !keep(raw) {
+                    return ControlFlow::Continue(());
+                }
+                match Self::decode_entry(index, term, raw) {
+                    Ok(entry) => {
+                        out.push(entry);
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .map_err(other)?;
+        match failed {
+            Some(e) => Err(other(e)),
+            None => Ok(out),
+        }
+    }
+
+    /// The entries in `[low, high)` that carry an application command whose first byte is
+    /// `tag`, in order. A restarting server finds its peers' address records this way before
+    /// it applies anything, without decoding the commands around them.
+    pub fn commands_tagged(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        tag: u8,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries_where(low, high, |raw| command_first_byte(raw) == Some(tag))
     }
 }
 
@@ -700,29 +792,45 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let first = self.first_index()?;
-        if low < first {
-            return Err(StorageError::Compacted {
-                requested: low,
-                first,
-            });
+        let mut out = Vec::new();
+        if !self.check_range(low, high)? {
+            return Ok(out);
         }
-        let last = self.last_index()?;
-        if high > last.next() {
-            return Err(StorageError::Unavailable {
-                requested: high.prev(),
-                last,
-            });
-        }
-        if low >= high {
-            return Ok(Vec::new());
-        }
+        let mut total = 0u64;
+        let mut failed = None;
         self.wal
-            .read_limited(low.0, high.0, max_bytes)
-            .map_err(other)?
-            .into_iter()
-            .map(|e| Self::decode_entry(e).map_err(other))
-            .collect()
+            .scan(low.0, high.0, |index, term, raw| {
+                let len = raw.len() as u64;
+                if !out.is_empty() && total + len > max_bytes {
+                    return ControlFlow::Break(());
+                }
+                total += len;
+                match Self::decode_entry(index, term, raw) {
+                    Ok(entry) => {
+                        out.push(entry);
+                        ControlFlow::Continue(())
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            })
+            .map_err(other)?;
+        match failed {
+            Some(e) => Err(other(e)),
+            None => Ok(out),
+        }
+    }
+
+    fn conf_change_entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.entries_where(low, high, |raw| {
+            raw.first() == Some(&PAYLOAD_TAG_CONF_CHANGE)
+        })
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
@@ -994,6 +1102,79 @@ mod tests {
         store.persist_commit(LogIndex(commit)).unwrap();
         drop(store);
         last_segment_first_index(fs)
+    }
+
+    #[test]
+    fn payload_tags_are_the_first_byte_of_the_encoding() {
+        // Given one payload of each kind, encoded as `persist` writes them,
+        let encode = |payload: &EntryPayload| postcard::to_stdvec(payload).unwrap();
+        let change = EntryPayload::ConfChange(crate::core::ConfChange::single(
+            crate::core::ConfChangeKind::AddVoter,
+            NodeId(2),
+        ));
+        // then the first byte tells the kind, and a command's first byte is found undecoded,
+        // whatever the length of its length (a 300-byte command takes two varint bytes).
+        assert_eq!(encode(&change)[0], PAYLOAD_TAG_CONF_CHANGE);
+        assert_ne!(encode(&EntryPayload::Noop)[0], PAYLOAD_TAG_CONF_CHANGE);
+        for command in [vec![7u8], vec![9u8; 300]] {
+            let raw = encode(&EntryPayload::Normal(Bytes::from(command.clone())));
+            assert_eq!(raw[0], PAYLOAD_TAG_NORMAL);
+            assert_eq!(command_first_byte(&raw), Some(command[0]));
+        }
+        assert_eq!(
+            command_first_byte(&encode(&EntryPayload::Normal(Bytes::new()))),
+            None
+        );
+        assert_eq!(command_first_byte(&encode(&EntryPayload::Noop)), None);
+        assert_eq!(command_first_byte(&encode(&change)), None);
+    }
+
+    #[test]
+    fn filtered_reads_of_the_log_keep_exactly_what_a_full_read_would() {
+        // Given a log mixing commands with two tags, no-ops and a configuration change,
+        let fs = SimFs::new(1);
+        let files = Arc::new(MemFiles::accepting_all());
+        let mut store = create(&fs, &files);
+        let payloads = [
+            EntryPayload::Noop,
+            EntryPayload::Normal(Bytes::from_static(b"\x01kv")),
+            EntryPayload::Normal(Bytes::from_static(b"\x02member")),
+            EntryPayload::ConfChange(crate::core::ConfChange::single(
+                crate::core::ConfChangeKind::AddLearner,
+                NodeId(3),
+            )),
+            EntryPayload::Normal(Bytes::new()),
+            EntryPayload::Normal(Bytes::from(vec![2u8; 200])),
+        ];
+        let entries: Vec<Entry> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, payload)| Entry {
+                term: Term(1),
+                index: LogIndex(i as u64 + 1),
+                payload: payload.clone(),
+            })
+            .collect();
+        store.persist(None, &entries, None).unwrap();
+        let (low, high) = (LogIndex(1), LogIndex(entries.len() as u64 + 1));
+        // when the tail is read filtered, then it equals the full read filtered.
+        let all = store.entries(low, high, u64::MAX).unwrap();
+        assert_eq!(all, entries);
+        let changes: Vec<Entry> = all
+            .iter()
+            .filter(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+            .cloned()
+            .collect();
+        assert_eq!(store.conf_change_entries(low, high).unwrap(), changes);
+        let tagged: Vec<Entry> = all
+            .iter()
+            .filter(|e| matches!(&e.payload, EntryPayload::Normal(c) if c.first() == Some(&2)))
+            .cloned()
+            .collect();
+        assert_eq!(tagged.len(), 2);
+        assert_eq!(store.commands_tagged(low, high, 2).unwrap(), tagged);
+        // and a range outside the log is refused as a full read refuses it.
+        assert!(store.commands_tagged(low, high.next(), 2).is_err());
     }
 
     #[test]
