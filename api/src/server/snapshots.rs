@@ -41,6 +41,21 @@ type Received = Arc<Mutex<Vec<Checked>>>;
 /// few syscalls for a multi-GiB file, small beside the state.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
+/// How much nicer than the node's other threads the snapshot writer runs (added to the
+/// process's nice value, up to 19). It writes a view of the state while the node goes on: it
+/// may take longer when the machine is busy, never the writes' CPU.
+pub const SNAPSHOT_WRITER_NICENESS: i32 = 10;
+
+/// Raises the calling thread's nice value by `by` (on Linux, `setpriority` on the calling
+/// thread affects that thread only). A refusal only costs the priority: logged, not an error.
+fn lower_this_threads_priority(by: i32) {
+    let result = rustix::process::getpriority_process(None)
+        .and_then(|now| rustix::process::setpriority_process(None, (now + by).min(19)));
+    if let Err(error) = result {
+        tracing::debug!(%error, "the snapshot writer runs at the node's priority");
+    }
+}
+
 const RECEIVED_LOCK: &str = "the received-snapshot lock is never held across a panic";
 
 /// The node's snapshot directory, holding snapshots of one cluster only.
@@ -128,10 +143,23 @@ impl SnapshotSink for Receiving {
 
 impl SnapshotFiles for KvSnapshotFiles {
     fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String> {
-        self.store
-            .write(metadata.index.0, metadata.term.0, |out| view.write_to(out))
-            .map(|file| file.bytes)
-            .map_err(|e| e.to_string())
+        // On a thread of its own at a lower CPU priority: encoding a large state takes a core
+        // for seconds, and on a small machine that core is the one serving the writes.
+        std::thread::scope(|scope| {
+            let writer = std::thread::Builder::new()
+                .name("snapshot-writer".into())
+                .spawn_scoped(scope, || {
+                    lower_this_threads_priority(SNAPSHOT_WRITER_NICENESS);
+                    self.store
+                        .write(metadata.index.0, metadata.term.0, |out| view.write_to(out))
+                        .map(|file| file.bytes)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("starting the snapshot writer thread: {e}"))?;
+            writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String> {
@@ -226,6 +254,22 @@ mod tests {
     use crate::server::machine::Machine;
 
     const CLUSTER: ClusterId = ClusterId(7);
+
+    #[test]
+    fn the_snapshot_writer_lowers_only_its_own_threads_priority() {
+        // Given this thread's nice value,
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        // when another thread lowers its own priority,
+        let theirs = std::thread::spawn(|| {
+            lower_this_threads_priority(SNAPSHOT_WRITER_NICENESS);
+            rustix::process::getpriority_process(None).unwrap()
+        })
+        .join()
+        .unwrap();
+        // then that thread runs nicer and this one is untouched.
+        assert_eq!(theirs, (ours + SNAPSHOT_WRITER_NICENESS).min(19));
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), ours);
+    }
 
     /// The data of a snapshot of an empty machine of `CLUSTER` at `index`, term 1.
     fn snapshot_data(index: u64) -> (SnapshotMetadata, Vec<u8>) {

@@ -24,7 +24,10 @@ use crate::core::SnapshotMetadata;
 
 /// A consistent copy of a state machine's whole state at one applied index, taken under the
 /// apply lock and written out elsewhere while the state machine goes on applying.
-pub trait SnapshotView: Send + 'static {
+///
+/// `Sync` so that a writer can hand it to a thread of its own (the server's runs at a lower
+/// CPU priority).
+pub trait SnapshotView: Send + Sync + 'static {
     /// Writes the snapshot's data (the state machine's own format, which must detect damage) to
     /// `out` in one forward pass.
     fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()>;
