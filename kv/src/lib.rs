@@ -55,8 +55,8 @@ pub use session::{
 };
 pub use snapshot::{
     CorruptSnapshot, Loaded, Receiving, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
-    SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta, SnapshotReadError,
-    SnapshotStore, read_meta, read_snapshot, verify_snapshot,
+    SNAPSHOT_SYNC_BYTES, SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta,
+    SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
 };
 pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
 pub use tree::{Keyed, NotSorted, Tree};

@@ -59,7 +59,7 @@ use crate::store::{Entry, InvariantError, KvConfig, KvStore};
 pub mod files;
 pub mod format;
 
-pub use files::{Loaded, Receiving};
+pub use files::{Loaded, Receiving, SNAPSHOT_SYNC_BYTES};
 pub use format::{
     SNAPSHOT_CONFIG_BYTES_MAX, SNAPSHOT_SESSION_BYTES_MAX, SNAPSHOT_SESSIONS_MAX,
     SNAPSHOT_TRAILER_BYTES, SnapshotReadError, read_meta, read_snapshot, verify_snapshot,
