@@ -79,7 +79,7 @@ pub const BRANCH_CHILDREN_MAX: usize = 32;
 #[cfg(test)]
 pub const BRANCH_CHILDREN_MAX: usize = 4;
 
-/// Longest common key prefix a node keeps for its search hints ([`Keys`]).
+/// Longest common key prefix a node keeps for its search hints (see the module documentation).
 ///
 /// Keys that share more than this within one node still search correctly: their hints are
 /// taken right after the capped prefix, and slots whose hints tie fall back to comparing whole
