@@ -7,6 +7,11 @@
 //! - `apply_new_key_put`: one more new-key put through `apply` (decode, validate, insert);
 //! - `view_then_write`: `view()`, then a new-key put while the view is alive, then the view
 //!   dropped (the write copies the nodes on its path, the drop frees the old ones);
+//! - `apply_new_key_put_random` (own store): a new-key put at a random position of a store of
+//!   `KEYS` scrambled keys (`n` + a 6-hex-digit run tag + a scrambled 9-hex-digit counter,
+//!   16 bytes, as the restart benchmark writes), where every probe of the descent lands on a
+//!   different part of the tree;
+//! - `get_random`: `get` of a random key present in that store;
 //! - `view_with_full_session_table`: `view()` of a store holding the default bound of
 //!   10,000 client sessions, each with a cached answer (the view copies the session table);
 //! - `from_sorted_1m`: a store rebuilt from the million key-values in one pass (restore).
@@ -42,6 +47,27 @@ fn million() -> KvStore {
     store
 }
 
+/// Bits of the scrambled counter in [`scrambled_key`]: nine hex digits, so that the keys of a
+/// few million puts almost never collide (a collision is a replacement, not a new key).
+const SCRAMBLED_MASK: u64 = (1 << 36) - 1;
+
+/// SplitMix64's finaliser: a bijection of u64 that scatters consecutive counters.
+fn splitmix64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A 16-byte key at a random position: "n", a run tag, and the scrambled counter `i`.
+fn scrambled_key(i: u64) -> String {
+    format!("n1f3a9c{:09x}", splitmix64(i) & SCRAMBLED_MASK)
+}
+
+fn scrambled_put(i: u64) -> Vec<u8> {
+    Command::put(scrambled_key(i), vec![b'v'; VALUE_BYTES]).encode()
+}
+
 fn bench(c: &mut Criterion) {
     let mut store = million();
     let mut next = KEYS;
@@ -66,6 +92,34 @@ fn bench(c: &mut Criterion) {
             black_box(response)
         })
     });
+    drop(store);
+    drop(encoded);
+
+    let mut store = KvStore::new(KvConfig::default());
+    for i in 0..KEYS {
+        store.apply(i + 1, &scrambled_put(i)).expect("put");
+    }
+    let mut next = KEYS;
+    let encoded: Vec<Vec<u8>> = (0..2_000_000).map(|i| scrambled_put(KEYS + i)).collect();
+    group.bench_function("apply_new_key_put_random", |b| {
+        b.iter(|| {
+            let entry = &encoded[((next - KEYS) as usize) % encoded.len()];
+            next += 1;
+            black_box(store.apply(next, entry))
+        })
+    });
+    drop(encoded);
+    let present: Vec<Vec<u8>> = (0..KEYS).map(|i| scrambled_key(i).into_bytes()).collect();
+    let mut probe = 0usize;
+    group.bench_function("get_random", |b| {
+        b.iter(|| {
+            // A stride prime to KEYS visits the keys in an order unrelated to their positions.
+            probe = (probe + 7_919) % present.len();
+            black_box(store.get(&present[probe]))
+        })
+    });
+    drop(store);
+
     let mut sessions = KvStore::new(KvConfig::default());
     let mut index = 0;
     for client in 0..SESSIONS_MAX_DEFAULT as u64 {

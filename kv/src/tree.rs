@@ -9,6 +9,17 @@
 //! that is a clone of the smallest item of the child on its right (for the store's entries, a
 //! clone is one reference-count increment).
 //!
+//! Search hints: items are ordered by their key's bytes. Every node (a leaf over its items, a
+//! branch over its separators) keeps the common prefix of those keys and, per slot, an 8-byte
+//! hint: the key's bytes right after that prefix, big-endian and zero-padded. Items and
+//! separators are each a separate heap allocation, so a binary search that read them would
+//! miss cache at every probe; with hints it reads the node's own memory and dereferences an
+//! item only where two hints tie (the key there equals the search key in those 8 bytes). A
+//! search key that does not start with the node's prefix lies before or after every key of the
+//! node, decided by comparing it with the prefix alone. Hints are plain data, cloned with the
+//! node when a shared one is copied. They cost 8 bytes per slot (more with a leaf's spare
+//! capacity) plus the prefix, capped at [`NODE_PREFIX_BYTES_MAX`], per node.
+//!
 //! Invariants (checked by [`Tree::check_invariants`]):
 //! - items are in strictly increasing key order across the whole tree, and `len` counts them;
 //! - every leaf is at the same depth;
@@ -19,7 +30,12 @@
 //! - two adjacent children of a branch hold together more than the capacity of one node (they
 //!   could not be merged). This keeps nodes half full on average while still letting an insert
 //!   at the end of a full leaf leave that leaf full (see [`LEAF_ITEMS_MAX`]); it is why removal
-//!   only ever needs to merge, never to borrow.
+//!   only ever needs to merge, never to borrow;
+//! - every node's prefix is exactly the common prefix of its keys, capped at
+//!   [`NODE_PREFIX_BYTES_MAX`] (empty for a node without keys), and every hint is its key's 8
+//!   bytes after that prefix. Since keys are sorted, the common prefix is that of the first and
+//!   last key, so it changes only when one of those does (an insert outside the prefix
+//!   shortens it without reading any item; a split or the removal of an end key lengthens it).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -28,10 +44,16 @@ use std::sync::Arc;
 
 /// An item that carries its own key.
 pub trait Keyed {
-    /// The key type; items are ordered by it.
-    type Key: Ord + ?Sized;
+    /// The key type. Items are ordered by the key's bytes (lexicographically, as `[u8]`
+    /// orders), which is what lets a node search by inline byte hints.
+    type Key: AsRef<[u8]> + ?Sized;
     /// The item's key.
     fn key(&self) -> &Self::Key;
+}
+
+/// The bytes of an item's key: what the tree orders and searches by.
+fn key_of<T: Keyed>(item: &T) -> &[u8] {
+    item.key().as_ref()
 }
 
 /// Most items in one leaf.
@@ -57,6 +79,22 @@ pub const BRANCH_CHILDREN_MAX: usize = 32;
 #[cfg(test)]
 pub const BRANCH_CHILDREN_MAX: usize = 4;
 
+/// Longest common key prefix a node keeps for its search hints (see the module documentation).
+///
+/// Keys that share more than this within one node still search correctly: their hints are
+/// taken right after the capped prefix, and slots whose hints tie fall back to comparing whole
+/// keys. 64 bytes covers the long shared prefixes of real keyspaces
+/// (`/registry/pods/<namespace>/<name>-`) while bounding what a node holding one long key
+/// keeps. Tiny under `cfg(test)` so that unit tests reach the cap.
+#[cfg(not(test))]
+pub const NODE_PREFIX_BYTES_MAX: usize = 64;
+/// Longest common key prefix a node keeps (tiny under `cfg(test)`, so tests reach the cap).
+#[cfg(test)]
+pub const NODE_PREFIX_BYTES_MAX: usize = 12;
+
+/// Key bytes in one slot's search hint (a `u64`).
+const HINT_BYTES: usize = 8;
+
 /// Deepest tree an iterator expects without growing its stack: more than enough for any tree
 /// that fits in memory (a depth of 16 at half-full branches holds over 16^15 items).
 const ITER_STACK_DEPTH: usize = 16;
@@ -74,15 +112,276 @@ type Split<T> = (T, Arc<Node<T>>);
 
 #[derive(Clone)]
 enum Node<T> {
-    Leaf(Vec<T>),
+    Leaf(Keys<T>),
     Branch(Branch<T>),
 }
 
 #[derive(Clone)]
 struct Branch<T> {
-    /// `keys[i]` is a clone of the smallest item under `children[i + 1]`.
-    keys: Vec<T>,
+    /// `keys.items[i]` is a clone of the smallest item under `children[i + 1]`.
+    keys: Keys<T>,
     children: Vec<Arc<Node<T>>>,
+}
+
+/// The 8 bytes of `key` from `offset`, big-endian and zero-padded past the key's end. For keys
+/// that share their first `offset` bytes, hint order agrees with key order (a smaller hint
+/// means a smaller key), and equal hints say nothing: compare the whole keys.
+fn hint_at(key: &[u8], offset: usize) -> u64 {
+    let mut bytes = [0u8; HINT_BYTES];
+    if let Some(rest) = key.get(offset..) {
+        let n = rest.len().min(HINT_BYTES);
+        bytes[..n].copy_from_slice(&rest[..n]);
+    }
+    u64::from_be_bytes(bytes)
+}
+
+/// Length of the longest common prefix of `a` and `b`.
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// A node's sorted items (a leaf's items or a branch's separators) with inline search hints,
+/// so that a binary search reads the node's own memory and dereferences an item only to
+/// break a tie between equal hints.
+///
+/// Invariants: `prefix` is the common prefix of every item's key, exactly, capped at
+/// [`NODE_PREFIX_BYTES_MAX`] (empty when there are no items); `hints[i]` is
+/// `hint_at(key of items[i], prefix.len())`. Since the items are sorted, their common prefix
+/// is that of the first and the last, so it can change only when one of those does.
+#[derive(Clone)]
+struct Keys<T> {
+    items: Vec<T>,
+    prefix: Box<[u8]>,
+    hints: Vec<u64>,
+}
+
+impl<T: Keyed> Keys<T> {
+    fn new() -> Self {
+        Keys {
+            items: Vec::new(),
+            prefix: Box::default(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// Keys over `items`, which must be in strictly increasing key order.
+    fn from_vec(items: Vec<T>) -> Self {
+        let mut keys = Keys {
+            items,
+            prefix: Box::default(),
+            hints: Vec::new(),
+        };
+        keys.rebuild();
+        keys
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The length the prefix should have for the items held now (reads two items).
+    fn fitted_prefix_len(&self) -> usize {
+        match (self.items.first(), self.items.last()) {
+            (Some(first), Some(last)) => {
+                common_prefix_len(key_of(first), key_of(last)).min(NODE_PREFIX_BYTES_MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Recomputes prefix and every hint from the items (reads every item).
+    fn rebuild(&mut self) {
+        let p = self.fitted_prefix_len();
+        self.prefix = self
+            .items
+            .first()
+            .map_or_else(Box::default, |first| key_of(first)[..p].into());
+        let mut hints = Vec::with_capacity(self.items.capacity());
+        hints.extend(self.items.iter().map(|item| hint_at(key_of(item), p)));
+        self.hints = hints;
+    }
+
+    /// Shortens the prefix to its first `to` bytes (`to <= prefix.len()`), rewriting every
+    /// hint from its old value and the bytes that leave the prefix: no item is read.
+    fn shorten_prefix(&mut self, to: usize) {
+        let p = self.prefix.len();
+        debug_assert!(to <= p, "a prefix only shortens here");
+        if to >= p {
+            return;
+        }
+        // The bytes that move from the prefix into the hints come first in every hint.
+        let moved = p - to;
+        let head = hint_at(&self.prefix, to);
+        if moved >= HINT_BYTES {
+            self.hints.iter_mut().for_each(|hint| *hint = head);
+        } else {
+            let shift = 8 * moved as u32;
+            self.hints
+                .iter_mut()
+                .for_each(|hint| *hint = head | (*hint >> shift));
+        }
+        self.prefix = self.prefix[..to].into();
+    }
+
+    /// After the first or last item changed: brings the prefix to the items' common prefix.
+    fn refit(&mut self) {
+        let fitted = self.fitted_prefix_len();
+        match fitted.cmp(&self.prefix.len()) {
+            Ordering::Less => self.shorten_prefix(fitted),
+            Ordering::Equal => {}
+            Ordering::Greater => self.rebuild(),
+        }
+    }
+
+    /// Makes room in `hints` for as many slots as `items` has: the two grow together.
+    fn match_capacity(&mut self) {
+        let want = self.items.capacity();
+        if self.hints.capacity() < want {
+            self.hints.reserve_exact(want - self.hints.len());
+        }
+    }
+
+    /// Where `key` is: `Ok(i)` if `items[i]` has it, else `Err(i)` with `i` the position
+    /// where it would be inserted. Reads items only where hints tie.
+    fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        if !key.starts_with(&self.prefix) {
+            // Every item starts with the prefix, which `key` leaves or ends before: `key`
+            // lies before all of them or after all of them, as it compares to the prefix.
+            return Err(if key < &self.prefix[..] {
+                0
+            } else {
+                self.items.len()
+            });
+        }
+        let hint = hint_at(key, self.prefix.len());
+        let (mut low, mut high) = (0, self.hints.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let order = self.hints[middle]
+                .cmp(&hint)
+                .then_with(|| key_of(&self.items[middle]).cmp(key));
+            match order {
+                Ordering::Less => low = middle + 1,
+                Ordering::Greater => high = middle,
+                Ordering::Equal => return Ok(middle),
+            }
+        }
+        Err(low)
+    }
+
+    /// Inserts `item` at `index`, its place in key order; `max` bounds the allocation.
+    fn insert(&mut self, index: usize, item: T, max: usize) {
+        let key = key_of(&item);
+        if self.items.is_empty() {
+            self.prefix = key[..key.len().min(NODE_PREFIX_BYTES_MAX)].into();
+        } else if !key.starts_with(&self.prefix) {
+            self.shorten_prefix(common_prefix_len(key, &self.prefix));
+        }
+        // A key that starts with the prefix leaves it as it is: the prefix is already as
+        // long as the keys held share, or at the cap.
+        let hint = hint_at(key, self.prefix.len());
+        insert_bounded(&mut self.items, index, item, max);
+        self.match_capacity();
+        self.hints.insert(index, hint);
+    }
+
+    /// Removes and returns the item at `index`.
+    fn remove(&mut self, index: usize) -> T {
+        let item = self.items.remove(index);
+        self.hints.remove(index);
+        if index == 0 || index == self.items.len() {
+            self.refit();
+        }
+        item
+    }
+
+    /// Replaces the item at `index` with one of the same key (hints do not change).
+    fn replace_same_key(&mut self, index: usize, item: T) -> T {
+        debug_assert!(key_of(&item) == key_of(&self.items[index]));
+        std::mem::replace(&mut self.items[index], item)
+    }
+
+    /// Replaces the item at `index` with one of another key that keeps the items in order.
+    fn replace(&mut self, index: usize, item: T) -> T {
+        let key = key_of(&item);
+        if !key.starts_with(&self.prefix) {
+            self.shorten_prefix(common_prefix_len(key, &self.prefix));
+        }
+        self.hints[index] = hint_at(key, self.prefix.len());
+        let old = std::mem::replace(&mut self.items[index], item);
+        if index == 0 || index + 1 == self.items.len() {
+            self.refit();
+        }
+        old
+    }
+
+    /// Splits off the items from `at` on; both halves fit their prefixes to what they hold.
+    fn split_off(&mut self, at: usize) -> Keys<T> {
+        let mut right = Keys {
+            items: self.items.split_off(at),
+            prefix: self.prefix.clone(),
+            hints: self.hints.split_off(at),
+        };
+        self.refit();
+        right.refit();
+        right
+    }
+
+    /// Appends `other`, whose keys all come after these. No item is read: the union's common
+    /// prefix is the common prefix of the two prefixes.
+    fn append(&mut self, mut other: Keys<T>) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.prefix = std::mem::take(&mut other.prefix);
+            self.items.extend(other.items);
+            self.match_capacity();
+            self.hints.clear();
+            self.hints.extend(other.hints);
+            return;
+        }
+        let to = common_prefix_len(&self.prefix, &other.prefix);
+        self.shorten_prefix(to);
+        other.shorten_prefix(to);
+        self.items.extend(other.items);
+        self.match_capacity();
+        self.hints.extend(other.hints);
+    }
+
+    /// Checks the invariants in the type's documentation.
+    fn check(&self, what: &str) -> Result<(), String> {
+        if self.hints.len() != self.items.len() {
+            return Err(format!(
+                "{what} has {} hints for {} keys",
+                self.hints.len(),
+                self.items.len()
+            ));
+        }
+        let fitted = self.fitted_prefix_len();
+        if self.prefix.len() != fitted {
+            return Err(format!(
+                "{what} keeps a prefix of {} bytes, its keys share {fitted} (capped)",
+                self.prefix.len()
+            ));
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            let key = key_of(item);
+            if !key.starts_with(&self.prefix) {
+                return Err(format!("{what}: key {i} does not start with the prefix"));
+            }
+            if self.hints[i] != hint_at(key, self.prefix.len()) {
+                return Err(format!(
+                    "{what}: hint {i} is not the key's bytes after the prefix"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: Keyed + Clone> Node<T> {
@@ -106,7 +405,7 @@ impl<T: Keyed + Clone> Node<T> {
         let mut node = self;
         loop {
             match node {
-                Node::Leaf(items) => return items.first(),
+                Node::Leaf(items) => return items.items.first(),
                 Node::Branch(branch) => node = branch.children.first()?,
             }
         }
@@ -114,44 +413,44 @@ impl<T: Keyed + Clone> Node<T> {
 
     /// Inserts `make(the item with key, if any)` at `key`; on overflow splits and returns the
     /// new right sibling with its separator. `make` must return an item with key `key`.
-    fn insert_with<F>(&mut self, key: &T::Key, make: F) -> (Option<T>, Option<Split<T>>)
+    fn insert_with<F>(&mut self, key: &[u8], make: F) -> (Option<T>, Option<Split<T>>)
     where
         F: FnOnce(Option<&T>) -> T,
     {
         match self {
             Node::Leaf(items) => {
-                let position = match items.binary_search_by(|probe| probe.key().cmp(key)) {
+                let position = match items.search(key) {
                     Ok(i) => {
-                        let item = make(Some(&items[i]));
-                        return (Some(std::mem::replace(&mut items[i], item)), None);
+                        let item = make(Some(&items.items[i]));
+                        return (Some(items.replace_same_key(i, item)), None);
                     }
                     Err(i) => i,
                 };
                 let item = make(None);
-                debug_assert!(item.key() == key, "make returns an item with the key");
+                debug_assert!(key_of(&item) == key, "make returns an item with the key");
                 if items.len() < LEAF_ITEMS_MAX {
-                    insert_bounded(items, position, item, LEAF_ITEMS_MAX);
+                    items.insert(position, item, LEAF_ITEMS_MAX);
                     return (None, None);
                 }
                 let right = if position == items.len() {
                     // Appending: the left leaf stays full, so keys written in order fill
                     // leaves instead of leaving them half empty.
-                    vec![item]
+                    Keys::from_vec(vec![item])
                 } else {
                     let half = LEAF_ITEMS_MAX / 2;
                     let mut right = items.split_off(half);
                     if position <= half {
-                        insert_bounded(items, position, item, LEAF_ITEMS_MAX);
+                        items.insert(position, item, LEAF_ITEMS_MAX);
                     } else {
-                        insert_bounded(&mut right, position - half, item, LEAF_ITEMS_MAX);
+                        right.insert(position - half, item, LEAF_ITEMS_MAX);
                     }
                     right
                 };
-                let separator = right[0].clone();
+                let separator = right.items[0].clone();
                 (None, Some((separator, Arc::new(Node::Leaf(right)))))
             }
             Node::Branch(branch) => {
-                let child = match branch.keys.binary_search_by(|probe| probe.key().cmp(key)) {
+                let child = match branch.keys.search(key) {
                     Ok(i) => {
                         // A replacement of the smallest item of child i + 1, which changes no
                         // node's shape; the separator takes the new item so that it does not
@@ -160,7 +459,7 @@ impl<T: Keyed + Clone> Node<T> {
                             Arc::make_mut(&mut branch.children[i + 1]).insert_with(key, make);
                         debug_assert!(split.is_none(), "a replacement never splits");
                         if let Some(first) = branch.children[i + 1].first() {
-                            branch.keys[i] = first.clone();
+                            branch.keys.replace_same_key(i, first.clone());
                         }
                         return (old, None);
                     }
@@ -177,7 +476,7 @@ impl<T: Keyed + Clone> Node<T> {
                     }
                     return (old, None);
                 };
-                branch.keys.insert(child, separator);
+                branch.keys.insert(child, separator, BRANCH_CHILDREN_MAX);
                 branch.children.insert(child + 1, right);
                 let appended = child + 2 == branch.children.len();
                 branch.settle(child + 1);
@@ -188,10 +487,10 @@ impl<T: Keyed + Clone> Node<T> {
     }
 
     /// Removes the item with `key`, which the caller checked is present. Returns it.
-    fn remove(&mut self, key: &T::Key) -> Option<T> {
+    fn remove(&mut self, key: &[u8]) -> Option<T> {
         match self {
             Node::Leaf(items) => {
-                let i = items.binary_search_by(|probe| probe.key().cmp(key)).ok()?;
+                let i = items.search(key).ok()?;
                 Some(items.remove(i))
             }
             Node::Branch(branch) => {
@@ -204,10 +503,10 @@ impl<T: Keyed + Clone> Node<T> {
     }
 
     /// Whether a separator on the path of `key` has that key (read only).
-    fn names_separator(&self, key: &T::Key) -> bool {
+    fn names_separator(&self, key: &[u8]) -> bool {
         let mut node = self;
         while let Node::Branch(branch) = node {
-            match branch.keys.binary_search_by(|probe| probe.key().cmp(key)) {
+            match branch.keys.search(key) {
                 Ok(_) => return true,
                 Err(i) => node = &branch.children[i],
             }
@@ -217,12 +516,13 @@ impl<T: Keyed + Clone> Node<T> {
 
     /// After `key` was removed: the separator that still names it (if any) takes the new
     /// smallest item of its right subtree.
-    fn refresh_separator(&mut self, key: &T::Key) {
+    fn refresh_separator(&mut self, key: &[u8]) {
         let Node::Branch(branch) = self else { return };
-        match branch.keys.binary_search_by(|probe| probe.key().cmp(key)) {
+        match branch.keys.search(key) {
             Ok(i) => {
                 if let Some(first) = branch.children[i + 1].first() {
-                    branch.keys[i] = first.clone();
+                    let first = first.clone();
+                    branch.keys.replace(i, first);
                 }
             }
             Err(i) => Arc::make_mut(&mut branch.children[i]).refresh_separator(key),
@@ -231,8 +531,8 @@ impl<T: Keyed + Clone> Node<T> {
 }
 
 /// The child of a branch with separators `keys` whose range holds `key`.
-fn child_for<T: Keyed>(keys: &[T], key: &T::Key) -> usize {
-    match keys.binary_search_by(|probe| probe.key().cmp(key)) {
+fn child_for<T: Keyed>(keys: &Keys<T>, key: &[u8]) -> usize {
+    match keys.search(key) {
         Ok(i) => i + 1,
         Err(i) => i,
     }
@@ -293,19 +593,24 @@ impl<T: Keyed + Clone> Branch<T> {
         let separator = self.keys.remove(c);
         match (Arc::make_mut(&mut self.children[c]), right) {
             (Node::Leaf(left), Node::Leaf(right)) => {
-                reserve_bounded(left, right.len(), LEAF_ITEMS_MAX);
-                left.extend(right);
+                reserve_bounded(&mut left.items, right.len(), LEAF_ITEMS_MAX);
+                left.append(right);
             }
             (Node::Branch(left), Node::Branch(right)) => {
-                reserve_bounded(&mut left.keys, right.keys.len() + 1, BRANCH_CHILDREN_MAX);
+                reserve_bounded(
+                    &mut left.keys.items,
+                    right.keys.len() + 1,
+                    BRANCH_CHILDREN_MAX,
+                );
                 reserve_bounded(
                     &mut left.children,
                     right.children.len(),
                     BRANCH_CHILDREN_MAX,
                 );
                 let boundary = left.children.len();
-                left.keys.push(separator);
-                left.keys.extend(right.keys);
+                left.keys
+                    .insert(left.keys.len(), separator, BRANCH_CHILDREN_MAX);
+                left.keys.append(right.keys);
                 left.children.extend(right.children);
                 // The last child of one and the first of the other are siblings now.
                 left.settle(boundary);
@@ -329,10 +634,9 @@ impl<T: Keyed + Clone> Branch<T> {
         };
         let children = self.children.split_off(at);
         let keys = self.keys.split_off(at);
-        let separator = self
-            .keys
-            .pop()
-            .expect("invariant: a branch over capacity has separators left of the split");
+        // A branch over capacity has `at >= 1` separators left of the split, since `at` is
+        // at least half its children.
+        let separator = self.keys.remove(self.keys.len() - 1);
         Some((separator, Arc::new(Node::Branch(Branch { keys, children }))))
     }
 }
@@ -363,7 +667,7 @@ impl<T: Keyed + Clone> Tree<T> {
     /// An empty tree.
     pub fn new() -> Self {
         Tree {
-            root: Arc::new(Node::Leaf(Vec::new())),
+            root: Arc::new(Node::Leaf(Keys::new())),
             len: 0,
         }
     }
@@ -380,15 +684,11 @@ impl<T: Keyed + Clone> Tree<T> {
 
     /// The item with `key`, if any.
     pub fn get(&self, key: &T::Key) -> Option<&T> {
+        let key = key.as_ref();
         let mut node = &*self.root;
         loop {
             match node {
-                Node::Leaf(items) => {
-                    return items
-                        .binary_search_by(|probe| probe.key().cmp(key))
-                        .ok()
-                        .map(|i| &items[i]);
-                }
+                Node::Leaf(items) => return items.search(key).ok().map(|i| &items.items[i]),
                 Node::Branch(branch) => node = &branch.children[child_for(&branch.keys, key)],
             }
         }
@@ -407,11 +707,11 @@ impl<T: Keyed + Clone> Tree<T> {
     where
         F: FnOnce(Option<&T>) -> T,
     {
-        let (old, split) = Arc::make_mut(&mut self.root).insert_with(key, make);
+        let (old, split) = Arc::make_mut(&mut self.root).insert_with(key.as_ref(), make);
         if let Some((separator, right)) = split {
-            let left = std::mem::replace(&mut self.root, Arc::new(Node::Leaf(Vec::new())));
+            let left = std::mem::replace(&mut self.root, Arc::new(Node::Leaf(Keys::new())));
             self.root = Arc::new(Node::Branch(Branch {
-                keys: vec![separator],
+                keys: Keys::from_vec(vec![separator]),
                 children: vec![left, right],
             }));
         }
@@ -425,6 +725,7 @@ impl<T: Keyed + Clone> Tree<T> {
     /// Removes and returns the item with `key`, if any. A missing key copies no node.
     pub fn remove(&mut self, key: &T::Key) -> Option<T> {
         self.get(key)?;
+        let key = key.as_ref();
         let removed = Arc::make_mut(&mut self.root).remove(key);
         debug_assert!(removed.is_some(), "get found the key");
         if self.root.names_separator(key) {
@@ -446,7 +747,7 @@ impl<T: Keyed + Clone> Tree<T> {
                     Arc::clone(&branch.children[0])
                 }
                 Node::Branch(branch) if branch.children.is_empty() => {
-                    Arc::new(Node::Leaf(Vec::new()))
+                    Arc::new(Node::Leaf(Keys::new()))
                 }
                 _ => break,
             };
@@ -467,17 +768,24 @@ impl<T: Keyed + Clone> Tree<T> {
                 Node::Branch(branch) => {
                     let child = match start {
                         Bound::Unbounded => 0,
-                        Bound::Included(key) | Bound::Excluded(key) => child_for(&branch.keys, key),
+                        Bound::Included(key) | Bound::Excluded(key) => {
+                            child_for(&branch.keys, key.as_ref())
+                        }
                     };
                     iter.branches.push((&branch.children, child + 1));
                     node = &branch.children[child];
                 }
                 Node::Leaf(items) => {
-                    iter.leaf = items;
+                    iter.leaf = &items.items;
                     iter.position = match start {
                         Bound::Unbounded => 0,
-                        Bound::Included(key) => items.partition_point(|item| item.key() < key),
-                        Bound::Excluded(key) => items.partition_point(|item| item.key() <= key),
+                        Bound::Included(key) => match items.search(key.as_ref()) {
+                            Ok(i) | Err(i) => i,
+                        },
+                        Bound::Excluded(key) => match items.search(key.as_ref()) {
+                            Ok(i) => i + 1,
+                            Err(i) => i,
+                        },
                     };
                     return iter;
                 }
@@ -501,10 +809,10 @@ impl<T: Keyed + Clone> Tree<T> {
             let previous = leaf
                 .last()
                 .or_else(|| match level.last().map(|(_, node)| &**node) {
-                    Some(Node::Leaf(full)) => full.last(),
+                    Some(Node::Leaf(full)) => full.items.last(),
                     _ => None,
                 });
-            if previous.is_some_and(|previous| previous.key().cmp(item.key()) != Ordering::Less) {
+            if previous.is_some_and(|previous| key_of(previous) >= key_of(&item)) {
                 return Err(NotSorted {
                     position: len as u64,
                 });
@@ -513,12 +821,12 @@ impl<T: Keyed + Clone> Tree<T> {
             leaf.push(item);
             if leaf.len() == LEAF_ITEMS_MAX {
                 let full = std::mem::replace(&mut leaf, Vec::with_capacity(LEAF_ITEMS_MAX));
-                level.push((full[0].clone(), Arc::new(Node::Leaf(full))));
+                level.push((full[0].clone(), Arc::new(Node::Leaf(Keys::from_vec(full)))));
             }
         }
         if !leaf.is_empty() {
             leaf.shrink_to_fit();
-            level.push((leaf[0].clone(), Arc::new(Node::Leaf(leaf))));
+            level.push((leaf[0].clone(), Arc::new(Node::Leaf(Keys::from_vec(leaf)))));
         }
         if level.is_empty() {
             return Ok(Tree::new());
@@ -539,6 +847,7 @@ impl<T: Keyed + Clone> Tree<T> {
                     children.push(node);
                 }
                 let first = first.expect("invariant: the loop runs while nodes remain");
+                let keys = Keys::from_vec(keys);
                 above.push((first, Arc::new(Node::Branch(Branch { keys, children }))));
             }
             level = above;
@@ -601,9 +910,10 @@ impl<'a, T: Keyed + Clone> Checker<'a, T> {
                         self.leaf_depth
                     ));
                 }
-                for item in items {
+                items.check(&format!("leaf at depth {depth}"))?;
+                for item in &items.items {
                     if let Some(previous) = self.previous
-                        && previous.key() >= item.key()
+                        && key_of(previous) >= key_of(item)
                     {
                         return Err(format!(
                             "item {} is not after the one before it",
@@ -622,10 +932,11 @@ impl<'a, T: Keyed + Clone> Checker<'a, T> {
                         branch.children.len()
                     ));
                 }
+                branch.keys.check(&format!("branch at depth {depth}"))?;
                 for (i, child) in branch.children.iter().enumerate() {
                     if i > 0 {
-                        let separator = branch.keys[i - 1].key();
-                        if child.first().map(Keyed::key) != Some(separator) {
+                        let separator = key_of(&branch.keys.items[i - 1]);
+                        if child.first().map(key_of) != Some(separator) {
                             return Err(format!(
                                 "separator {} at depth {depth} is not the smallest key of the child on its right",
                                 i - 1
@@ -680,7 +991,7 @@ impl<'a, T> Iterator for Iter<'a, T> {
             loop {
                 match node {
                     Node::Leaf(items) => {
-                        self.leaf = items;
+                        self.leaf = &items.items;
                         self.position = 0;
                         break;
                     }
@@ -717,19 +1028,33 @@ mod tests {
 
     use super::*;
 
-    /// A test item: key and a payload to tell versions of a key apart.
+    /// A test item: key bytes and a payload to tell versions of a key apart.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    struct Item(u16, u32);
+    struct Item(Vec<u8>, u32);
 
     impl Keyed for Item {
-        type Key = u16;
-        fn key(&self) -> &u16 {
+        type Key = [u8];
+        fn key(&self) -> &[u8] {
             &self.0
         }
     }
 
+    /// An item keyed by a number: its big-endian bytes, so that byte order is number order.
+    fn item(k: u16, v: u32) -> Item {
+        Item(k.to_be_bytes().to_vec(), v)
+    }
+
+    fn be(k: u16) -> [u8; 2] {
+        k.to_be_bytes()
+    }
+
+    /// The number an item made by [`item`] is keyed by.
+    fn number(item: &Item) -> u16 {
+        u16::from_be_bytes([item.0[0], item.0[1]])
+    }
+
     fn keys(tree: &Tree<Item>) -> Vec<u16> {
-        tree.iter().map(|item| item.0).collect()
+        tree.iter().map(number).collect()
     }
 
     fn depth(tree: &Tree<Item>) -> usize {
@@ -758,10 +1083,10 @@ mod tests {
     fn an_empty_tree_has_nothing_and_holds_its_invariants() {
         let mut tree: Tree<Item> = Tree::new();
         assert!(tree.is_empty());
-        assert_eq!(tree.get(&1), None);
-        assert_eq!(tree.remove(&1), None);
+        assert_eq!(tree.get(&be(1)), None);
+        assert_eq!(tree.remove(&be(1)), None);
         assert_eq!(tree.iter().count(), 0);
-        assert_eq!(tree.range(Bound::Included(&5)).count(), 0);
+        assert_eq!(tree.range(Bound::Included(&be(5)[..])).count(), 0);
         tree.check_invariants().expect("empty tree is valid");
     }
 
@@ -770,7 +1095,7 @@ mod tests {
         // Given keys inserted in increasing order
         let mut tree = Tree::new();
         for k in 0..100u16 {
-            assert_eq!(tree.insert(Item(k, 0)), None);
+            assert_eq!(tree.insert(item(k, 0)), None);
             tree.check_invariants().expect("invariants hold");
         }
         // Then every leaf but the last is full
@@ -787,10 +1112,10 @@ mod tests {
         // Given two runs of keys, 0.. and 1000.., each appended in order
         let mut tree = Tree::new();
         for k in 0..10u16 {
-            tree.insert(Item(1000 + k, 0));
+            tree.insert(item(1000 + k, 0));
         }
         for k in 0..40u16 {
-            tree.insert(Item(k, 0));
+            tree.insert(item(k, 0));
             tree.check_invariants().expect("invariants hold");
         }
         // Then the leaves holding the first run are full up to its last one
@@ -808,11 +1133,11 @@ mod tests {
     fn insert_replaces_an_equal_key_and_returns_the_old_item() {
         let mut tree = Tree::new();
         for k in 0..50u16 {
-            tree.insert(Item(k, 0));
+            tree.insert(item(k, 0));
         }
         // Replacing every key, separators included, keeps len and invariants
         for k in 0..50u16 {
-            assert_eq!(tree.insert(Item(k, 1)), Some(Item(k, 0)));
+            assert_eq!(tree.insert(item(k, 1)), Some(item(k, 0)));
         }
         assert_eq!(tree.len(), 50);
         assert!(tree.iter().all(|item| item.1 == 1));
@@ -822,7 +1147,8 @@ mod tests {
             match node {
                 Node::Leaf(_) => true,
                 Node::Branch(b) => {
-                    b.keys.iter().all(|k| k.1 == 1) && b.children.iter().all(|c| separators_new(c))
+                    b.keys.items.iter().all(|k| k.1 == 1)
+                        && b.children.iter().all(|c| separators_new(c))
                 }
             }
         }
@@ -834,7 +1160,7 @@ mod tests {
         for order in [0u16, 1, 2] {
             let mut tree = Tree::new();
             for k in 0..200u16 {
-                tree.insert(Item(k, 0));
+                tree.insert(item(k, 0));
             }
             let mut doomed: Vec<u16> = (0..200).collect();
             match order {
@@ -843,7 +1169,7 @@ mod tests {
                 _ => doomed.sort_by_key(|k| (k % 7, *k)),
             }
             for (i, k) in doomed.iter().enumerate() {
-                assert_eq!(tree.remove(k), Some(Item(*k, 0)));
+                assert_eq!(tree.remove(&be(*k)), Some(item(*k, 0)));
                 assert_eq!(tree.len(), 199 - i);
                 tree.check_invariants().expect("invariants hold");
             }
@@ -854,22 +1180,26 @@ mod tests {
 
     #[test]
     fn ranges_start_at_the_bound() {
-        let tree = Tree::from_sorted((0..100u16).map(|k| Item(k * 2, 0))).expect("sorted");
-        let from = |b: Bound<&u16>| tree.range(b).map(|i| i.0).take(3).collect::<Vec<_>>();
-        assert_eq!(from(Bound::Included(&10)), vec![10, 12, 14]);
-        assert_eq!(from(Bound::Excluded(&10)), vec![12, 14, 16]);
-        assert_eq!(from(Bound::Included(&11)), vec![12, 14, 16]);
-        assert_eq!(from(Bound::Excluded(&11)), vec![12, 14, 16]);
+        let tree = Tree::from_sorted((0..100u16).map(|k| item(k * 2, 0))).expect("sorted");
+        let from = |b: Bound<u16>| {
+            let b = b.map(be);
+            let b = b.as_ref().map(|k| &k[..]);
+            tree.range(b).map(number).take(3).collect::<Vec<_>>()
+        };
+        assert_eq!(from(Bound::Included(10)), vec![10, 12, 14]);
+        assert_eq!(from(Bound::Excluded(10)), vec![12, 14, 16]);
+        assert_eq!(from(Bound::Included(11)), vec![12, 14, 16]);
+        assert_eq!(from(Bound::Excluded(11)), vec![12, 14, 16]);
         assert_eq!(from(Bound::Unbounded), vec![0, 2, 4]);
-        assert_eq!(from(Bound::Included(&198)), vec![198]);
-        assert_eq!(from(Bound::Excluded(&198)), Vec::<u16>::new());
-        assert_eq!(from(Bound::Included(&500)), Vec::<u16>::new());
+        assert_eq!(from(Bound::Included(198)), vec![198]);
+        assert_eq!(from(Bound::Excluded(198)), Vec::<u16>::new());
+        assert_eq!(from(Bound::Included(500)), Vec::<u16>::new());
     }
 
     #[test]
     fn from_sorted_builds_full_leaves_and_refuses_disorder() {
         for n in [0u16, 1, 3, 4, 5, 16, 17, 100, 1000] {
-            let tree = Tree::from_sorted((0..n).map(|k| Item(k, 0))).expect("sorted");
+            let tree = Tree::from_sorted((0..n).map(|k| item(k, 0))).expect("sorted");
             tree.check_invariants()
                 .unwrap_or_else(|e| panic!("n = {n}: {e}"));
             assert_eq!(keys(&tree), (0..n).collect::<Vec<_>>());
@@ -881,22 +1211,22 @@ mod tests {
                 "n = {n}: {sizes:?}"
             );
         }
-        let refused = Tree::from_sorted([Item(1, 0), Item(3, 0), Item(3, 0)]);
+        let refused = Tree::from_sorted([item(1, 0), item(3, 0), item(3, 0)]);
         assert_eq!(refused.err(), Some(NotSorted { position: 2 }));
-        let refused = Tree::from_sorted([Item(5, 0), Item(4, 0)]);
+        let refused = Tree::from_sorted([item(5, 0), item(4, 0)]);
         assert_eq!(refused.err(), Some(NotSorted { position: 1 }));
     }
 
     #[test]
     fn a_clone_does_not_see_later_writes_and_shares_untouched_nodes() {
         // Given a tree and a clone of it
-        let mut tree = Tree::from_sorted((0..300u16).map(|k| Item(k, 0))).expect("sorted");
+        let mut tree = Tree::from_sorted((0..300u16).map(|k| item(k, 0))).expect("sorted");
         let view = tree.clone();
         assert!(Arc::ptr_eq(&tree.root, &view.root));
         // When the tree is written
-        tree.insert(Item(5, 9));
-        tree.remove(&7);
-        tree.insert(Item(1000, 0));
+        tree.insert(item(5, 9));
+        tree.remove(&be(7));
+        tree.insert(item(1000, 0));
         // Then the clone is unchanged
         assert_eq!(keys(&view), (0..300).collect::<Vec<_>>());
         assert!(view.iter().all(|i| i.1 == 0));
@@ -912,68 +1242,136 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Insert(u16, u32),
-        Remove(u16),
-        Range(u16, bool),
+        Insert(Vec<u8>, u32),
+        Remove(Vec<u8>),
+        Range(Vec<u8>, bool),
         Snapshot,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    /// Operations on number keys (big-endian `u16`).
+    fn number_op() -> impl Strategy<Value = Op> {
+        let key = |range: std::ops::Range<u16>| range.prop_map(|k| be(k).to_vec());
         // A small key space so that inserts, replacements and removals collide.
         prop_oneof![
-            5 => (0u16..300, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            5 => (key(0..300), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
             // Runs of appends past the largest key.
-            2 => (300u16..400, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            4 => (0u16..400).prop_map(Op::Remove),
-            1 => (0u16..400, any::<bool>()).prop_map(|(k, inclusive)| Op::Range(k, inclusive)),
+            2 => (key(300..400), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            4 => key(0..400).prop_map(Op::Remove),
+            1 => (key(0..400), any::<bool>()).prop_map(|(k, inclusive)| Op::Range(k, inclusive)),
             1 => Just(Op::Snapshot),
         ]
+    }
+
+    /// Variable-length byte keys: a few shared prefixes, some longer than
+    /// [`NODE_PREFIX_BYTES_MAX`] and than that plus a hint, then a short tail over bytes that
+    /// make keys prefixes of each other and ties of zero-padded hints (`0`, `1`, `0xff`).
+    fn byte_key() -> impl Strategy<Value = Vec<u8>> {
+        const PREFIXES: [&[u8]; 5] = [
+            b"",
+            b"/r",
+            b"/registry/pods/",
+            b"/registry/pods/default/nginx-5c689d88bb-",
+            b"/registry/pods/default/nginx-5c689d88bb-x",
+        ];
+        (
+            0..PREFIXES.len(),
+            proptest::collection::vec(
+                prop_oneof![Just(0u8), Just(1), Just(b'a'), Just(0xff)],
+                0..4,
+            ),
+        )
+            .prop_map(|(p, tail)| [PREFIXES[p], &tail].concat())
+    }
+
+    fn byte_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (byte_key(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            4 => byte_key().prop_map(Op::Remove),
+            1 => (byte_key(), any::<bool>()).prop_map(|(k, inclusive)| Op::Range(k, inclusive)),
+            1 => Just(Op::Snapshot),
+        ]
+    }
+
+    /// What the tree should hold: key bytes to payload.
+    type Model = BTreeMap<Vec<u8>, u32>;
+
+    /// Runs `ops` on a tree built from `initial` and on a `BTreeMap`: the tree answers like
+    /// the map after every step (for `probes` too), and every clone taken on the way still
+    /// holds exactly what the map held at that moment.
+    fn matches_model(
+        initial: Model,
+        ops: Vec<Op>,
+        probes: &[Vec<u8>],
+    ) -> Result<(), TestCaseError> {
+        let mut model = initial;
+        let mut tree =
+            Tree::from_sorted(model.iter().map(|(k, &v)| Item(k.clone(), v))).expect("sorted");
+        let mut frozen: Vec<(Tree<Item>, Model)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Insert(k, v) => {
+                    let old = tree.insert(Item(k.clone(), v)).map(|i| i.1);
+                    prop_assert_eq!(old, model.insert(k, v));
+                }
+                Op::Remove(k) => {
+                    let old = tree.remove(&k).map(|i| i.1);
+                    prop_assert_eq!(old, model.remove(&k));
+                }
+                Op::Range(k, inclusive) => {
+                    let bound = if inclusive {
+                        Bound::Included(&k[..])
+                    } else {
+                        Bound::Excluded(&k[..])
+                    };
+                    let got: Vec<(Vec<u8>, u32)> =
+                        tree.range(bound).map(|i| (i.0.clone(), i.1)).collect();
+                    let want: Vec<(Vec<u8>, u32)> = model
+                        .range::<[u8], _>((bound, Bound::Unbounded))
+                        .map(|(k, &v)| (k.clone(), v))
+                        .collect();
+                    prop_assert_eq!(got, want);
+                }
+                Op::Snapshot => frozen.push((tree.clone(), model.clone())),
+            }
+            tree.check_invariants().map_err(TestCaseError::fail)?;
+            prop_assert_eq!(tree.len(), model.len());
+            for k in probes {
+                prop_assert_eq!(tree.get(k).map(|i| i.1), model.get(k).copied());
+            }
+        }
+        let all: Vec<(Vec<u8>, u32)> = tree.iter().map(|i| (i.0.clone(), i.1)).collect();
+        prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+        for (clone, expected) in frozen {
+            clone.check_invariants().map_err(TestCaseError::fail)?;
+            let got: Vec<(Vec<u8>, u32)> = clone.iter().map(|i| (i.0.clone(), i.1)).collect();
+            prop_assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+        }
+        Ok(())
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-        /// The tree answers like a `BTreeMap` after every step, and every clone taken on the
-        /// way still holds exactly what the map held at that moment.
+        /// Number keys: the tree answers like a `BTreeMap` and clones stay frozen.
         #[test]
         fn tree_matches_btreemap_and_clones_stay_frozen(
             initial in 0u16..200,
-            ops in proptest::collection::vec(op(), 1..400),
+            ops in proptest::collection::vec(number_op(), 1..400),
         ) {
-            let mut model: BTreeMap<u16, u32> = (0..initial).map(|k| (k * 2, 0)).collect();
-            let mut tree = Tree::from_sorted(model.iter().map(|(&k, &v)| Item(k, v))).expect("sorted");
-            let mut frozen: Vec<(Tree<Item>, BTreeMap<u16, u32>)> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Insert(k, v) => {
-                        let old = tree.insert(Item(k, v)).map(|i| i.1);
-                        prop_assert_eq!(old, model.insert(k, v));
-                    }
-                    Op::Remove(k) => {
-                        let old = tree.remove(&k).map(|i| i.1);
-                        prop_assert_eq!(old, model.remove(&k));
-                    }
-                    Op::Range(k, inclusive) => {
-                        let bound = if inclusive { Bound::Included(&k) } else { Bound::Excluded(&k) };
-                        let got: Vec<(u16, u32)> = tree.range(bound).map(|i| (i.0, i.1)).collect();
-                        let want: Vec<(u16, u32)> = model.range((bound, Bound::Unbounded)).map(|(&k, &v)| (k, v)).collect();
-                        prop_assert_eq!(got, want);
-                    }
-                    Op::Snapshot => frozen.push((tree.clone(), model.clone())),
-                }
-                tree.check_invariants().map_err(TestCaseError::fail)?;
-                prop_assert_eq!(tree.len(), model.len());
-                for k in [0u16, 1, 150, 299, 350] {
-                    prop_assert_eq!(tree.get(&k).map(|i| i.1), model.get(&k).copied());
-                }
-            }
-            let all: Vec<(u16, u32)> = tree.iter().map(|i| (i.0, i.1)).collect();
-            prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
-            for (clone, expected) in frozen {
-                clone.check_invariants().map_err(TestCaseError::fail)?;
-                let got: Vec<(u16, u32)> = clone.iter().map(|i| (i.0, i.1)).collect();
-                prop_assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
-            }
+            let model = (0..initial).map(|k| (be(k * 2).to_vec(), 0)).collect();
+            let probes: Vec<Vec<u8>> = [0u16, 1, 150, 299, 350].map(|k| be(k).to_vec()).into();
+            matches_model(model, ops, &probes)?;
+        }
+
+        /// Variable-length keys with long shared prefixes, keys that are prefixes of each
+        /// other and hints that tie: the same as with number keys.
+        #[test]
+        fn tree_matches_btreemap_with_long_shared_prefixes(
+            initial in proptest::collection::btree_map(byte_key(), any::<u32>(), 0..80),
+            ops in proptest::collection::vec(byte_op(), 1..400),
+            probes in proptest::collection::vec(byte_key(), 4),
+        ) {
+            matches_model(initial, ops, &probes)?;
         }
     }
 }
