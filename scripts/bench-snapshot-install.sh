@@ -93,7 +93,7 @@ while kill -0 "$node3" 2>/dev/null; do
     ((rss_start == 0)) && rss_start=$rss
     ((rss > rss_peak)) && rss_peak=$rss
     if [[ -z $ready_s ]] && curl -fs --max-time 1 "$(url 3)/ready" >/dev/null 2>&1; then
-        ready_s=$(echo "scale=2; ($(date +%s%N) - started) / 1000000000" | bc)
+        ready_s=$(echo "scale=2; ($(date +%s%N) - $started) / 1000000000" | bc)
         echo "node3 ready after $ready_s s"
     fi
     if [[ -n $ready_s ]] && ! kill -0 "$load_pid" 2>/dev/null; then break; fi

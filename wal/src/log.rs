@@ -68,6 +68,10 @@ impl WalConfig {
     }
 }
 
+/// Most bytes a scan of the log reads at once (whole records; one larger record is read
+/// alone): reads stop within a window of where their caller stopped.
+pub const SCAN_WINDOW_BYTES: u64 = 1024 * 1024;
+
 /// One log entry as the WAL stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -95,6 +99,24 @@ impl<H> Segment<H> {
     /// The last entry's index; `first_index - 1` when the segment is empty.
     fn last_index(&self) -> u64 {
         self.first_index + self.offsets.len() as u64 - 1
+    }
+
+    /// The end (exclusive) of the run of entries from `index`, before `hi`, whose records fit
+    /// in [`SCAN_WINDOW_BYTES`] together; at least one entry. `index..hi` must be in the
+    /// segment and not empty.
+    fn window_end(&self, index: u64, hi: u64) -> u64 {
+        let (k0, k_hi) = (
+            (index - self.first_index) as usize,
+            (hi - self.first_index) as usize,
+        );
+        let limit = u64::from(self.offsets[k0]) + SCAN_WINDOW_BYTES;
+        // Record k ends where record k + 1 starts; the last record of the range may end at
+        // the segment's end.
+        let mut fitting = self.offsets[k0 + 1..k_hi].partition_point(|&o| u64::from(o) <= limit);
+        if fitting == k_hi - k0 - 1 && self.record_range(hi - 1).1 <= limit {
+            fitting += 1;
+        }
+        index + fitting.max(1) as u64
     }
 
     /// The byte range of entry `index`, which the segment holds.
@@ -690,18 +712,22 @@ impl<F: FileSystem> Wal<F> {
             )));
         }
         let mut index = lo;
+        let mut bytes = Vec::new();
         while index < hi {
             let seg_idx = self.segments.partition_point(|s| s.first_index <= index) - 1;
             let seg = &self.segments[seg_idx];
-            let seg_hi = hi.min(seg.last_index() + 1);
+            // One window of whole records at a time: a caller that stops after a megabyte
+            // (a message's worth of a long log) must not have read the whole range first.
+            let window_hi = seg.window_end(index, hi.min(seg.last_index() + 1));
             let (start, _) = seg.record_range(index);
-            let (_, end) = seg.record_range(seg_hi - 1);
-            let mut bytes = vec![0u8; (end - start) as usize];
+            let (_, end) = seg.record_range(window_hi - 1);
+            bytes.clear();
+            bytes.resize((end - start) as usize, 0);
             seg.file
                 .read_exact_at(&mut bytes, start)
                 .map_err(|e| WalError::io(&seg.path, e))?;
             let mut pos = 0usize;
-            while index < seg_hi {
+            while index < window_hi {
                 let at = start + pos as u64;
                 let (header, payload) = match record::decode(&bytes[pos..]) {
                     Decoded::Record { header, payload } => (header, payload),

@@ -69,6 +69,10 @@ pub const COMMIT_SAVE_TICKS: u64 = 10;
 /// look (so that a node refusing writes for lack of space notices, and says, that space was
 /// freed). With the server's 10 ms tick, every 100 ms. Proposals look at most once per tick.
 pub const SPACE_CHECK_TICKS: u64 = 10;
+/// A step of the node loop (a persist, a hand-off to the applier) slower than this is logged:
+/// the loop answers no heartbeat meanwhile, and the election timeout is a few times this.
+pub const SLOW_LOOP_STEP: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The first wait before a persist that failed for lack of space is retried; it doubles up
 /// to [`PERSIST_RETRY_MAX`].
 pub const PERSIST_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(10);
@@ -341,7 +345,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(reply)).await,
             Event::SnapshotWritten(metadata, written, replies) => {
                 let result = match written {
-                    Ok(bytes) => self.compact_behind(&metadata, bytes),
+                    Ok(bytes) => {
+                        let started = tokio::time::Instant::now();
+                        let compacted = self.compact_behind(&metadata, bytes);
+                        self.warn_if_slow(started, "compacting the log behind a snapshot", 0);
+                        compacted
+                    }
                     Err(e) => Err(NodeError::Storage(e)),
                 };
                 match &result {
@@ -598,6 +607,16 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         })
     }
 
+    /// Logs a step of the loop that took longer than [`SLOW_LOOP_STEP`]: while it runs the node
+    /// neither sends heartbeats nor answers them, so such steps are what puts elections at
+    /// risk (etcd logs its slow fdatasyncs for the same reason).
+    fn warn_if_slow(&self, started: tokio::time::Instant, step: &str, entries: usize) {
+        let took = started.elapsed();
+        if took >= SLOW_LOOP_STEP {
+            warn!(node = %names::of(self.raft.id()), took_ms = took.as_millis() as u64, entries, "slow node loop step: {step}");
+        }
+    }
+
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
         // The applier runs as long as the loop does; a closed channel means it panicked, and
         // the callers waiting on it see their replies dropped (`NodeError::Stopped`).
@@ -663,7 +682,13 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             // The fsync runs on this worker thread. Handing the worker to another thread
             // meanwhile (`block_in_place`) was measured and lost: the hand-off costs more than
             // the little work that could overlap with a 0.1 ms fsync (docs/performance.md).
+            let started = tokio::time::Instant::now();
             self.persist_waiting_for_space(&rd).await?;
+            self.warn_if_slow(
+                started,
+                "persisting (WAL write and fsync)",
+                rd.entries.len(),
+            );
             for message in rd.persisted_messages.drain(..) {
                 self.transport.send(message);
             }
@@ -672,8 +697,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     .await;
             }
             if !rd.committed_entries.is_empty() {
+                let started = tokio::time::Instant::now();
+                let entries = rd.committed_entries.len();
                 self.send_apply(ApplyCmd::Entries(std::mem::take(&mut rd.committed_entries)))
                     .await;
+                self.warn_if_slow(started, "handing committed entries to the applier", entries);
             }
             for read in rd.read_states.drain(..) {
                 let Some(context) = read_context(&read.context) else {
