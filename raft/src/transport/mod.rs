@@ -1186,11 +1186,12 @@ where
     // When this connection ends, the node hears of it if it was the newest one from `from`:
     // if `from` led, its silence from now on is likely for good (a killed process closes its
     // sockets at once). An older connection that the sender already replaced says nothing.
-    let _lost = PeerLostGuard {
+    let mut lost = PeerLostGuard {
         node: node.clone(),
         peer: from,
         generation: transport.inbound_opened(from),
         transport: Arc::clone(&transport),
+        closed_here: false,
     };
     // Stepping waits while the node's queue is full; meanwhile the acknowledgements say
     // "busy", so the sender does not take the pause for a dead connection.
@@ -1261,13 +1262,16 @@ where
                 };
                 let Some(reservation) = transport.reserve_snapshot(from, data_bytes) else {
                     // Refused (and logged): closing the connection makes the sender report
-                    // the snapshot undelivered, and the leader retries it later.
+                    // the snapshot undelivered, and the leader retries it later. The leader
+                    // is alive: its reconnection must not look like its loss.
+                    lost.closed_here = true;
                     return Ok(());
                 };
                 let sink = match files.receive(&announced.metadata, data_bytes) {
                     Ok(sink) => sink,
                     Err(e) => {
                         warn!(from = %names::of(from), index = announced.metadata.index.0, error = %e, "cannot receive a snapshot");
+                        lost.closed_here = true;
                         return Ok(());
                     }
                 };
@@ -1368,17 +1372,21 @@ where
     let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }
 
-/// Tells the node that the newest connection from `peer` ended, however it ended.
+/// Tells the node that the newest connection from `peer` ended, unless this side closed it
+/// on purpose (a snapshot it refused): the node campaigns early when its leader's connection
+/// ends, and a leader this node hung up on is not gone.
 struct PeerLostGuard<O: Send + 'static, N: Network> {
     node: Node<O>,
     peer: NodeId,
     generation: u64,
     transport: Arc<PeerTransport<N>>,
+    /// This side ended the connection while the peer was well.
+    closed_here: bool,
 }
 
 impl<O: Send + 'static, N: Network> Drop for PeerLostGuard<O, N> {
     fn drop(&mut self) {
-        if self.transport.inbound_closed(self.peer, self.generation) {
+        if self.transport.inbound_closed(self.peer, self.generation) && !self.closed_here {
             self.node.peer_lost(self.peer);
         }
     }
@@ -2279,6 +2287,31 @@ mod tests {
         assert!(served.await.expect("ends").is_ok());
         assert_eq!(node.status().snapshot.index, LogIndex::ZERO);
         assert_eq!(files.data(LogIndex(7)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_this_node_refuses_does_not_count_as_losing_its_leader() {
+        // Given node 2 following member 1 (a heartbeat of term 5 on member 1's connection),
+        let node = node2(&[]);
+        let transport = node2_transport_with(CLUSTER_A, Arc::new(crate::node::testing::NoFiles));
+        // when member 1 then starts a snapshot that node 2 cannot take (its files refuse
+        // every snapshot), so that node 2 hangs up,
+        let frames = [
+            Frame::Message(heartbeat_from(NodeId(1), Term(5))),
+            Frame::SnapshotBegin {
+                message: install_snapshot(7),
+                data_bytes: 3,
+            },
+        ];
+        let (mut caller, served) =
+            call_node2_with(&node, &transport, NodeId(1), CLUSTER_A, frames).await;
+        while answer(&mut caller).await.is_some() {}
+        assert!(served.await.expect("ends").is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // then node 2 still follows member 1: a leader it hung up on is not a lost leader,
+        // and it does not campaign early.
+        let status = node.status();
+        assert_eq!((status.term, status.leader), (Term(5), Some(NodeId(1))));
     }
 
     #[tokio::test(start_paused = true)]
