@@ -11,13 +11,6 @@ use clap::Parser;
 use raft::core::Role;
 use tracing::{info, warn};
 
-/// The node's allocator. The state is millions of small allocations (one per key, plus the
-/// map's nodes) made and freed all the time; under glibc's malloc a growing store spent about
-/// a fifth of the server's CPU in the allocator (`_int_malloc`, `malloc_consolidate`), which
-/// mimalloc's size-class pages avoid (docs/performance.md, issue 12).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long a leader waits for its leadership transfer at shutdown before it stops anyway.
 const SHUTDOWN_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 
