@@ -5,27 +5,20 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
 use common::{free_port, http};
 
-/// Whether all `count` ports from `base + 1` can be bound now.
-fn ports_free(base: u16, count: u16) -> bool {
-    (1..=count).all(|i| {
-        base.checked_add(i)
-            .is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-    })
-}
-
-/// A base such that base+1..=base+count are free (ephemeral ports are spread out, so a few
-/// tries find one).
+/// A base such that base+1..=base+count are free and handed to no other caller: `free_port`
+/// gives out ports in order, each once, so `count` of them in a row are such a run.
 fn free_base(count: u16) -> u16 {
-    (0..100)
-        .map(|_| free_port().saturating_sub(count + 1))
-        .find(|base| ports_free(*base, count))
-        .expect("a run of free ports")
+    loop {
+        let first = free_port();
+        if (1..count).all(|i| free_port() == first + i) {
+            return first - 1;
+        }
+    }
 }
 
 /// Runs `scripts/cluster.sh ARGS` on the cluster in `dir`; returns (success, stdout+stderr).
