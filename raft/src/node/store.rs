@@ -728,14 +728,15 @@ impl<F: FileSystem> WalLogStore<F> {
         Ok(low < high)
     }
 
-    /// The entries in `[low, high)` whose encoded payload passes `keep`: only those are
-    /// decoded, so a pass that keeps a few entries of a long tail costs a read of the tail
-    /// and not a copy of every command in it.
+    /// The entries in `[low, high)` that `keep` takes, looking at each encoded payload in
+    /// order: `Continue(true)` takes it, `Continue(false)` skips it, `Break` ends the read
+    /// before it. Only the entries taken are decoded, so a pass that keeps a few entries of a
+    /// long tail costs a read of the tail and not a copy of every command in it.
     fn entries_where(
         &self,
         low: LogIndex,
         high: LogIndex,
-        keep: impl Fn(&[u8]) -> bool,
+        mut keep: impl FnMut(&[u8]) -> ControlFlow<(), bool>,
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
         if !self.check_range(low, high)? {
@@ -744,8 +745,10 @@ impl<F: FileSystem> WalLogStore<F> {
         let mut failed = None;
         self.wal
             .scan(low.0, high.0, |index, term, raw| {
-                if !keep(raw) {
-                    return ControlFlow::Continue(());
+                match keep(raw) {
+                    ControlFlow::Break(()) => return ControlFlow::Break(()),
+                    ControlFlow::Continue(false) => return ControlFlow::Continue(()),
+                    ControlFlow::Continue(true) => {}
                 }
                 match Self::decode_entry(index, term, raw) {
                     Ok(entry) => {
@@ -774,7 +777,9 @@ impl<F: FileSystem> WalLogStore<F> {
         high: LogIndex,
         tag: u8,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.entries_where(low, high, |raw| command_first_byte(raw) == Some(tag))
+        self.entries_where(low, high, |raw| {
+            ControlFlow::Continue(command_first_byte(raw) == Some(tag))
+        })
     }
 }
 
@@ -792,35 +797,17 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let mut out = Vec::new();
-        if !self.check_range(low, high)? {
-            return Ok(out);
-        }
-        let mut total = 0u64;
-        let mut failed = None;
-        self.wal
-            .scan(low.0, high.0, |index, term, raw| {
-                let len = raw.len() as u64;
-                if !out.is_empty() && total + len > max_bytes {
-                    return ControlFlow::Break(());
-                }
-                total += len;
-                match Self::decode_entry(index, term, raw) {
-                    Ok(entry) => {
-                        out.push(entry);
-                        ControlFlow::Continue(())
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        ControlFlow::Break(())
-                    }
-                }
-            })
-            .map_err(other)?;
-        match failed {
-            Some(e) => Err(other(e)),
-            None => Ok(out),
-        }
+        // At least one entry, then as many as fit in `max_bytes`.
+        let (mut total, mut taken) = (0u64, 0usize);
+        self.entries_where(low, high, |raw| {
+            let len = raw.len() as u64;
+            if taken > 0 && total + len > max_bytes {
+                return ControlFlow::Break(());
+            }
+            total += len;
+            taken += 1;
+            ControlFlow::Continue(true)
+        })
     }
 
     fn conf_change_entries(
@@ -829,7 +816,7 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         high: LogIndex,
     ) -> Result<Vec<Entry>, StorageError> {
         self.entries_where(low, high, |raw| {
-            raw.first() == Some(&PAYLOAD_TAG_CONF_CHANGE)
+            ControlFlow::Continue(raw.first() == Some(&PAYLOAD_TAG_CONF_CHANGE))
         })
     }
 
