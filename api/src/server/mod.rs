@@ -481,8 +481,8 @@ pub fn found_cluster<F: wal::FileSystem>(
     Ok(())
 }
 
-/// The address records the store holds after its snapshot (what [`initial_addresses`] reads). Public
-/// so that the simulation starts its nodes with the server's own code.
+/// The address records the store holds after its snapshot (what [`initial_addresses`]
+/// reads). Public so that the simulation starts its nodes with the server's own code.
 pub fn log_entries<F: wal::FileSystem>(store: &WalLogStore<F>) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
     let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
