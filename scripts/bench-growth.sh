@@ -30,6 +30,7 @@
 # `cargo build --release -p api -p cli`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/bench.sh
 
 out=${1:-bench-growth-$(date -u +%Y%m%dT%H%M%SZ)}
 node_counts=${NODES:-1 3}
@@ -40,16 +41,9 @@ sample=${SAMPLE:-10}
 http_base=${HTTP_BASE:-28080}
 raft_base=${RAFT_BASE:-27000}
 free_mb_min=${FREE_MB_MIN:-2048}
-target_dir=${CARGO_TARGET_DIR:-target}
-raftkv=$target_dir/release/raftkv
-kvcli=$target_dir/release/kvcli
 
-for number in "$duration" "$clients" "$window" "$sample" "$http_base" "$raft_base" "$free_mb_min"; do
-    if ! [[ $number =~ ^[1-9][0-9]*$ ]]; then
-        echo "DURATION, CLIENTS, WINDOW, SAMPLE, the port bases and FREE_MB_MIN must be positive whole numbers, not '$number'" >&2
-        exit 2
-    fi
-done
+require_positive "DURATION, CLIENTS, WINDOW, SAMPLE, the port bases and FREE_MB_MIN" \
+    "$duration" "$clients" "$window" "$sample" "$http_base" "$raft_base" "$free_mb_min"
 for n in $node_counts; do
     if ! [[ $n =~ ^[1-9]$ ]]; then
         echo "NODES must list cluster sizes from 1 to 9, not '$n'" >&2
@@ -57,15 +51,8 @@ for n in $node_counts; do
     fi
 done
 
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release -p api -p cli
-fi
-for bin in "$raftkv" "$kvcli"; do
-    [[ -x $bin ]] || { echo "no binary at $bin" >&2; exit 1; }
-done
-
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+release_binaries
+out=$(absolute_dir "$out")
 data_parent=${DATA_PARENT:-$out}
 mkdir -p "$data_parent"
 

@@ -13,6 +13,7 @@
 # Binaries: ${CARGO_TARGET_DIR:-target}/release/{raftkv,kvcli}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/bench.sh
 
 out=${1:-bench-restart-$(date -u +%Y%m%dT%H%M%SZ)}
 key_counts=${KEYS:-100000 1000000}
@@ -21,22 +22,12 @@ stop_mode=${STOP:-term}
 http_port=${HTTP_PORT:-29081}
 raft_port=${RAFT_PORT:-29001}
 poll_ms=${POLL_MS:-5}
-target_dir=${CARGO_TARGET_DIR:-target}
-raftkv=$target_dir/release/raftkv
-kvcli=$target_dir/release/kvcli
 
-for number in $key_counts "$rounds" "$http_port" "$raft_port" "$poll_ms"; do
-    [[ $number =~ ^[1-9][0-9]*$ ]] || { echo "KEYS, ROUNDS, the ports and POLL_MS must be positive whole numbers, not '$number'" >&2; exit 2; }
-done
+# shellcheck disable=SC2086 # KEYS is a list
+require_positive "KEYS, ROUNDS, the ports and POLL_MS" $key_counts "$rounds" "$http_port" "$raft_port" "$poll_ms"
 [[ $stop_mode == term || $stop_mode == kill ]] || { echo "STOP must be term or kill, not '$stop_mode'" >&2; exit 2; }
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release -p api -p cli
-fi
-for bin in "$raftkv" "$kvcli"; do
-    [[ -x $bin ]] || { echo "no binary at $bin" >&2; exit 1; }
-done
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+release_binaries
+out=$(absolute_dir "$out")
 pid=""
 cleanup() {
     if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null || true; fi

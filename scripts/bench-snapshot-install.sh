@@ -16,6 +16,7 @@
 # Binaries: ${CARGO_TARGET_DIR:-target}/release/{raftkv,kvcli}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/bench.sh
 
 out=${1:-bench-snapshot-install-$(date -u +%Y%m%dT%H%M%SZ)}
 size_mb=${SIZE_MB:-1100}
@@ -24,21 +25,11 @@ load_clients=${LOAD_CLIENTS:-16}
 load_s=${LOAD_S:-90}
 http_base=${HTTP_BASE:-29180}
 raft_base=${RAFT_BASE:-29170}
-target_dir=${CARGO_TARGET_DIR:-target}
-raftkv=$target_dir/release/raftkv
-kvcli=$target_dir/release/kvcli
 
-for number in "$size_mb" "$value_bytes" "$load_clients" "$load_s" "$http_base" "$raft_base"; do
-    [[ $number =~ ^[1-9][0-9]*$ ]] || { echo "SIZE_MB, VALUE_BYTES, LOAD_CLIENTS, LOAD_S and the ports must be positive whole numbers, not '$number'" >&2; exit 2; }
-done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release -p api -p cli
-fi
-for bin in "$raftkv" "$kvcli"; do
-    [[ -x $bin ]] || { echo "no binary at $bin" >&2; exit 1; }
-done
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+require_positive "SIZE_MB, VALUE_BYTES, LOAD_CLIENTS, LOAD_S and the ports" \
+    "$size_mb" "$value_bytes" "$load_clients" "$load_s" "$http_base" "$raft_base"
+release_binaries
+out=$(absolute_dir "$out")
 dir=$out/cluster
 cluster() { NODES=3 HTTP_BASE=$http_base RAFT_BASE=$raft_base RAFTKV_BIN=$raftkv scripts/cluster.sh "$@" "$dir"; }
 load_pid=""

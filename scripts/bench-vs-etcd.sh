@@ -15,6 +15,7 @@
 # wrk and python3; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/bench.sh
 root=$(pwd)
 
 out=${1:-bench-vs-etcd-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -23,20 +24,14 @@ rounds=${ROUNDS:-3}
 dur=${DUR:-15}
 shared=$(cd "${SHARED:-../shared}" && pwd)
 bench=$shared/bench
-target_dir=${CARGO_TARGET_DIR:-target}
-for number in "$rounds" "$dur"; do
-    [[ $number =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS and DUR must be positive whole numbers, not '$number'" >&2; exit 2; }
-done
+require_positive "ROUNDS and DUR" "$rounds" "$dur"
 for tool in etcd wrk python3 jq; do
     command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y etcd-server wrk jq)" >&2; exit 1; }
 done
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release -p api -p cli
-fi
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+release_binaries
+out=$(absolute_dir "$out")
 export ETCDBENCH_DIR=$out/etcd
-export RAFTKV_BIN=$target_dir/release/raftkv
+export RAFTKV_BIN=$raftkv
 raftkv_dir=$out/raftkv
 raftkv_nodes=""
 
