@@ -270,7 +270,7 @@ impl Server {
         // Where the peers are, before anything is applied: the snapshot's book, then the
         // member records in the log (newest last), then what the cluster said when it added
         // this node.
-        let mut addresses = initial_addresses(&machine, &log_entries(&store)?);
+        let mut addresses = initial_addresses(&machine, &address_record_entries(&store)?);
         if let Origin::Joined(admission) = &origin {
             for member in &admission.members {
                 node::names::register(member.id, &member.name);
@@ -483,7 +483,9 @@ pub fn found_cluster<F: wal::FileSystem>(
 
 /// The address records the store holds after its snapshot (what [`initial_addresses`]
 /// reads). Public so that the simulation starts its nodes with the server's own code.
-pub fn log_entries<F: wal::FileSystem>(store: &WalLogStore<F>) -> Result<Vec<Entry>, StartError> {
+pub fn address_record_entries<F: wal::FileSystem>(
+    store: &WalLogStore<F>,
+) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
     let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
     // After the snapshot only: the catch-up tail before it holds records the snapshot's

@@ -503,11 +503,12 @@ impl Boot<'_> {
                 .iter()
                 .map(|peer| (peer.id, peer_addr(&peer.name)))
                 .collect(),
-            Formation::Joining => {
-                api::server::initial_addresses(&machine, &api::server::log_entries(&store)?)
-                    .into_iter()
-                    .collect()
-            }
+            Formation::Joining => api::server::initial_addresses(
+                &machine,
+                &api::server::address_record_entries(&store)?,
+            )
+            .into_iter()
+            .collect(),
         };
         let machine = Arc::new(Mutex::new(Recording {
             inner: machine,
