@@ -34,8 +34,8 @@ pub use group::{
 };
 pub use hardstate::{HARD_STATE_BYTES_MAX, HARD_STATE_FILE_NAME, HARD_STATE_SLOT_BYTES};
 pub use log::{
-    Entry, PREALLOCATE_BYTES, SCAN_WINDOW_BYTES, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
-    SEGMENT_BYTES_MIN, Wal, WalConfig,
+    Entry, PREALLOCATE_BYTES, PendingSync, SCAN_WINDOW_BYTES, SEGMENT_BYTES_DEFAULT,
+    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Wal, WalConfig,
 };
 pub use metrics::{WalMetrics, WalMetricsSnapshot};
 pub use record::PAYLOAD_BYTES_MAX;

@@ -11,6 +11,7 @@
 //! A `Wal` has one owner (`&mut self` to change it). Group commit across threads is layered on
 //! top in [`crate::GroupCommit`]; the simulator drives a `Wal` directly.
 
+use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -627,12 +628,40 @@ impl<F: FileSystem> Wal<F> {
     /// Makes every appended entry durable (one `fdatasync` of the active segment; sealed segments
     /// are already durable). Returns the durable index. A failed fsync poisons the log.
     pub fn sync(&mut self) -> Result<u64> {
+        match self.begin_sync()? {
+            None => Ok(self.durable_index),
+            Some(pending) => {
+                let outcome = pending.run();
+                self.finish_sync(pending.upto(), outcome)
+            }
+        }
+    }
+
+    /// The fsync that [`Wal::sync`] would run, taken out so that it can run on another thread
+    /// while the caller waits without holding its own (`None`: everything appended is already
+    /// durable). Run it with [`PendingSync::run`], then hand the outcome to
+    /// [`Wal::finish_sync`]. The log must not change in between: a truncation could otherwise
+    /// be counted as durable. A sealed segment is synced in full when it is sealed, so a
+    /// rotation in between would be harmless; the node loop, the one caller, changes nothing.
+    pub fn begin_sync(&self) -> Result<Option<PendingSync<F::File>>> {
         self.check_usable()?;
         if self.durable_index == self.last_index() {
-            return Ok(self.durable_index);
+            return Ok(None);
         }
-        let (file, upto) = self.sync_target();
-        file.sync().map_err(|e| self.poison(e))?;
+        let (target, upto) = self.sync_target();
+        Ok(Some(PendingSync { target, upto }))
+    }
+
+    /// Records the outcome of a [`PendingSync`] from [`Wal::begin_sync`]: the entries it covers
+    /// are durable, or, when its fsync failed, the log is poisoned (as by a failed
+    /// [`Wal::sync`]). Returns the durable index.
+    pub fn finish_sync(&mut self, upto: u64, outcome: Result<()>) -> Result<u64> {
+        debug_assert!(
+            upto <= self.last_index(),
+            "the log lost entries while their fsync ran: {upto} > {}",
+            self.last_index()
+        );
+        outcome.map_err(|e| self.poison(e))?;
         self.mark_durable(upto);
         Ok(self.durable_index)
     }
@@ -1042,6 +1071,35 @@ impl<F: FileSystem> Drop for Wal<F> {
 }
 
 /// The handle group commit fsyncs outside the `Wal`'s lock.
+/// An fsync taken out of a [`Wal`] by [`Wal::begin_sync`]: the caller runs it where it likes
+/// (it needs no access to the `Wal`) and reports the outcome through [`Wal::finish_sync`].
+#[must_use = "entries are durable only once the sync has run and Wal::finish_sync has its outcome"]
+pub struct PendingSync<H> {
+    target: SyncTarget<H>,
+    upto: u64,
+}
+
+impl<H: FileHandle> PendingSync<H> {
+    /// The `fdatasync` itself: blocks until the segment's appended records are on disk.
+    pub fn run(&self) -> Result<()> {
+        self.target.sync()
+    }
+
+    /// The last index this sync makes durable.
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+}
+
+impl<H> fmt::Debug for PendingSync<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingSync")
+            .field("path", &self.target.path)
+            .field("upto", &self.upto)
+            .finish()
+    }
+}
+
 pub(crate) struct SyncTarget<H> {
     file: Arc<H>,
     path: PathBuf,

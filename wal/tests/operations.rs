@@ -313,6 +313,56 @@ fn a_failed_fsync_poisons_the_log_and_is_never_retried() {
 }
 
 #[test]
+fn an_fsync_run_on_another_thread_counts_only_once_its_outcome_is_handed_back() {
+    // Given a log with three entries appended and none durable,
+    let fs = SimFs::new(2);
+    let mut wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
+    wal.append(&entries(1..=3, 1)).unwrap();
+    // when its fsync is taken out and run on another thread,
+    let pending = wal
+        .begin_sync()
+        .unwrap()
+        .expect("three entries await their fsync");
+    assert_eq!(pending.upto(), 3);
+    let upto = pending.upto();
+    let outcome = std::thread::spawn(move || pending.run()).join().unwrap();
+    // then nothing counts as durable until the outcome is handed back,
+    assert_eq!(wal.durable_index(), 0);
+    assert_eq!(wal.finish_sync(upto, outcome).unwrap(), 3);
+    assert_eq!(wal.durable_index(), 3);
+    // and with everything durable there is no fsync left to take out.
+    assert!(wal.begin_sync().unwrap().is_none());
+    // The entries survive a crash: the fsync reached the disk.
+    drop(wal);
+    let _ = fs.crash();
+    let wal = Wal::open(fs, "/d", WalConfig::default()).unwrap();
+    assert_eq!(wal.last_index(), 3);
+}
+
+#[test]
+fn a_failed_fsync_run_on_another_thread_poisons_the_log_like_a_failed_sync() {
+    let fs = SimFs::new(4);
+    let mut wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
+    wal.append(&entries(1..=2, 1)).unwrap();
+    fs.fail_next_syncs(1);
+    let pending = wal
+        .begin_sync()
+        .unwrap()
+        .expect("two entries await their fsync");
+    let upto = pending.upto();
+    let outcome = std::thread::spawn(move || pending.run()).join().unwrap();
+    assert!(outcome.is_err());
+    let err = wal.finish_sync(upto, outcome).unwrap_err();
+    assert!(matches!(err, WalError::Poisoned(_)), "{err}");
+    assert_eq!(wal.durable_index(), 0);
+    assert!(matches!(wal.begin_sync(), Err(WalError::Poisoned(_))));
+    assert!(matches!(
+        wal.append(&entries(3..=3, 1)),
+        Err(WalError::Poisoned(_))
+    ));
+}
+
+#[test]
 fn group_commit_gives_concurrent_appenders_distinct_durable_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();

@@ -38,7 +38,7 @@ use crate::core::{
 pub use identity::ClusterId;
 pub use mem_snapshots::MemSnapshotFiles;
 pub use snapshot_files::{Offload, Restorer, SnapshotFiles, SnapshotSink, SnapshotView};
-pub use store::{DurableState, LogStore, NoSpace, StoreError, WalLogStore};
+pub use store::{DeferredSync, DurableState, LogStore, NoSpace, StoreError, SyncDone, WalLogStore};
 
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
 /// makes callers wait, which is the node's back-pressure.

@@ -339,6 +339,41 @@ impl std::fmt::Display for NoSpace {
 
 impl std::error::Error for NoSpace {}
 
+/// The fsync that ends a [`LogStore::persist_deferring_sync`], taken out of the store so that
+/// it can block a thread other than the node loop's. It needs no access to the store; its
+/// outcome goes back through [`LogStore::finish_sync`].
+#[must_use = "the entries are durable only once the sync has run and finish_sync has its outcome"]
+pub struct DeferredSync {
+    fsync: Box<dyn FnOnce() -> wal::Result<()> + Send>,
+    upto: LogIndex,
+}
+
+impl DeferredSync {
+    /// Runs the fsync (blocking until the disk has the entries) and returns its outcome.
+    pub fn run(self) -> SyncDone {
+        SyncDone {
+            upto: self.upto,
+            outcome: (self.fsync)(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeferredSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredSync")
+            .field("upto", &self.upto)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a [`DeferredSync`], for [`LogStore::finish_sync`].
+#[derive(Debug)]
+#[must_use = "hand it to LogStore::finish_sync"]
+pub struct SyncDone {
+    upto: LogIndex,
+    outcome: wal::Result<()>,
+}
+
 /// The durable Raft state the driver writes, in the order the `Ready` contract requires.
 pub trait LogStore: Storage + Send + 'static {
     /// Persists one `Ready`'s durable part: first the snapshot (replacing the whole log), then
@@ -350,7 +385,27 @@ pub trait LogStore: Storage + Send + 'static {
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        if let Some(sync) = self.persist_deferring_sync(snapshot, entries, hard_state)? {
+            self.finish_sync(sync.run())?;
+        }
+        Ok(())
+    }
+
+    /// [`LogStore::persist`], except that it may stop short of the last fsync, that of the
+    /// appended entries, and return it instead: the caller runs it (on any thread) and hands
+    /// its outcome to [`LogStore::finish_sync`], and only then is the `Ready` durable. Nothing
+    /// else may touch the store in between. `None`: everything is durable already.
+    fn persist_deferring_sync(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<Option<DeferredSync>, StoreError>;
+
+    /// Records the outcome of a [`DeferredSync`]: its entries are durable, or, if the fsync
+    /// failed, the store is poisoned and the error stops the node (an fsync is never retried).
+    fn finish_sync(&mut self, done: SyncDone) -> Result<(), StoreError>;
 
     /// Saves the hard state with this commit index if it is higher than the one last saved
     /// (one hard-state save: two slot writes and two fsyncs), so that a restart knows how far
@@ -869,12 +924,23 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
 }
 
 impl<F: FileSystem> LogStore for WalLogStore<F> {
-    fn persist(
+    fn persist_deferring_sync(
         &mut self,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<DeferredSync>, StoreError> {
+        // Term and vote must be durable before any message that depends on them leaves;
+        // the commit index alone need not be (it is relearned from the leader), so a
+        // change of commit alone costs no fsync: `persist_commit` saves it off the hot
+        // path, and a save made here for term or vote carries it along.
+        //
+        // `self.state` holds the term and vote last saved (a failed save changes nothing),
+        // so a retry after a full disk saves them again instead of passing them as durable.
+        let must_save = hard_state.is_some_and(|hs| {
+            hs.term != self.state.hard_state.term || hs.vote != self.state.hard_state.vote
+        });
+        let mut deferred = None;
         if let Some(snapshot) = snapshot {
             // The snapshot's data is durable before the log forgets what it replaces, and the
             // new metadata is durable before the log restarts after it. The data was received
@@ -913,18 +979,18 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
                 })
                 .collect();
             self.wal.append(&records)?;
-            self.wal.sync()?;
+            if must_save {
+                // The hard state below is saved with a commit index the log must reach once
+                // durable: the entries first, here. Rare (a new term or vote), so kept simple.
+                self.wal.sync()?;
+            } else {
+                deferred = self.wal.begin_sync()?.map(|pending| DeferredSync {
+                    upto: LogIndex(pending.upto()),
+                    fsync: Box::new(move || pending.run()),
+                });
+            }
         }
         if let Some(hs) = hard_state {
-            // Term and vote must be durable before any message that depends on them leaves;
-            // the commit index alone need not be (it is relearned from the leader), so a
-            // change of commit alone costs no fsync: `persist_commit` saves it off the hot
-            // path, and a save made here for term or vote carries it along.
-            //
-            // `self.state` holds the term and vote last saved (a failed save changes nothing),
-            // so a retry after a full disk saves them again instead of passing them as durable.
-            let must_save =
-                hs.term != self.state.hard_state.term || hs.vote != self.state.hard_state.vote;
             if must_save {
                 let mut next = self.state.clone();
                 next.hard_state = hs.clone();
@@ -934,6 +1000,11 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             }
         }
         debug_assert!(self.check().is_ok(), "{:?}", self.check());
+        Ok(deferred)
+    }
+
+    fn finish_sync(&mut self, done: SyncDone) -> Result<(), StoreError> {
+        self.wal.finish_sync(done.upto.0, done.outcome)?;
         Ok(())
     }
 
