@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use raft::core::{Configuration, Entry, EntryPayload, LogIndex, NodeId, SnapshotMetadata};
-use raft::node::{ClusterId, Restorer, SnapshotView, StateMachine};
+use raft::node::{ClusterId, Restorer, SnapshotFilesError, SnapshotView, StateMachine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -199,13 +199,28 @@ pub struct RestoredState {
     records: SnapshotExtra,
 }
 
-/// Decodes the cluster records a snapshot carries in its `kv` configuration bytes.
-fn decode_records(config: &[u8]) -> Result<SnapshotExtra, String> {
+/// Decodes the cluster records the snapshot at `index` carries in its `kv` configuration bytes.
+fn decode_records(index: u64, config: &[u8]) -> Result<SnapshotExtra, SnapshotFilesError> {
     postcard::from_bytes(config).map_err(|e| {
-        format!(
-            "cluster records: {e} (a snapshot from an older RaftKV version without a cluster id?)"
+        SnapshotFilesError::damaged(
+            LogIndex(index),
+            format!(
+                "cluster records: {e} (a snapshot from an older RaftKV version without a \
+                 cluster id?)"
+            ),
         )
     })
+}
+
+/// The node's kind of error for a failed read of the snapshot at `index`: the disk, or the
+/// data.
+fn read_error(index: LogIndex, e: kv::SnapshotReadError) -> SnapshotFilesError {
+    match e {
+        kv::SnapshotReadError::Io(source) => {
+            SnapshotFilesError::io(format!("reading the snapshot at index {index}"), source)
+        }
+        damaged => SnapshotFilesError::damaged(index, damaged),
+    }
 }
 
 /// Reads a snapshot (streamed, checked whole) into a state for `cluster_id` at `index`.
@@ -214,19 +229,20 @@ fn read_state(
     config: kv::KvConfig,
     cluster_id: ClusterId,
     index: LogIndex,
-) -> Result<RestoredState, String> {
-    let (meta, kv) = kv::read_snapshot(data, config).map_err(|e| e.to_string())?;
-    let records = decode_records(&meta.config)?;
+) -> Result<RestoredState, SnapshotFilesError> {
+    let (meta, kv) = kv::read_snapshot(data, config).map_err(|e| read_error(index, e))?;
+    let records = decode_records(meta.index, &meta.config)?;
     if records.cluster_id != cluster_id {
-        return Err(format!(
-            "the snapshot at index {} belongs to cluster {}, this node to cluster {cluster_id}",
-            meta.index, records.cluster_id
-        ));
+        return Err(SnapshotFilesError::WrongCluster {
+            index: LogIndex(meta.index),
+            theirs: records.cluster_id,
+            ours: cluster_id,
+        });
     }
     if meta.index != index.0 {
-        return Err(format!(
-            "snapshot data is at index {} but its metadata says {}",
-            meta.index, index.0
+        return Err(SnapshotFilesError::damaged(
+            index,
+            format!("its data is at index {}", meta.index),
         ));
     }
     Ok(RestoredState { kv, records })
@@ -341,15 +357,25 @@ impl StateMachine for Machine {
     }
 }
 
-/// The cluster a snapshot belongs to, from the records in its `kv` configuration bytes.
-pub fn records_cluster(config: &[u8]) -> Result<ClusterId, String> {
-    decode_records(config).map(|records| records.cluster_id)
+/// The cluster the snapshot at `index` belongs to, from the records in its `kv`
+/// configuration bytes.
+pub fn records_cluster(index: u64, config: &[u8]) -> Result<ClusterId, SnapshotFilesError> {
+    decode_records(index, config).map(|records| records.cluster_id)
 }
 
-/// Checks snapshot data before it is kept (it may come from the network), streaming it once:
-/// structure, checksum and content; returns its index and the cluster it belongs to.
-pub fn check_snapshot_data(data: &mut dyn std::io::Read) -> Result<(u64, ClusterId), String> {
-    let meta = kv::verify_snapshot(data).map_err(|e| e.to_string())?;
-    let records = decode_records(&meta.config)?;
-    Ok((meta.index, records.cluster_id))
+/// Checks data claimed to be the snapshot at `index` before it is kept (it may come from the
+/// network), streaming it once: structure, checksum, content, and the index inside; returns
+/// the cluster it belongs to.
+pub fn check_snapshot_data(
+    index: LogIndex,
+    data: &mut dyn std::io::Read,
+) -> Result<ClusterId, SnapshotFilesError> {
+    let meta = kv::verify_snapshot(data).map_err(|e| read_error(index, e))?;
+    if meta.index != index.0 {
+        return Err(SnapshotFilesError::damaged(
+            index,
+            format!("its data is at index {}", meta.index),
+        ));
+    }
+    Ok(decode_records(meta.index, &meta.config)?.cluster_id)
 }

@@ -73,9 +73,15 @@ pub enum StartError {
     /// The durable Raft state is unusable (damaged, too short, of another format).
     #[error("{0}")]
     Store(#[from] node::StoreError),
-    /// The snapshot cannot be loaded or restored.
-    #[error("{0}")]
-    Snapshot(String),
+    /// The snapshot directory cannot be opened.
+    #[error("the snapshot directory cannot be opened: {0}")]
+    SnapshotDir(#[from] kv::SnapshotError),
+    /// The latest snapshot cannot be loaded or restored (the disk, or damaged data).
+    #[error("the latest snapshot cannot be restored: {0}")]
+    Snapshot(#[from] node::SnapshotFilesError),
+    /// The log after the snapshot cannot be read back.
+    #[error("reading the log: {0}")]
+    LogUnreadable(#[source] core::StorageError),
     /// The Raft node refused its settings.
     #[error("{0}")]
     Node(#[from] node::NodeError),
@@ -228,7 +234,7 @@ impl Server {
                 // The store needs the snapshot files and the files need the store's cluster
                 // id: read the id from the WAL's hard state first.
                 let cluster = WalLogStore::<wal::RealFs>::cluster_id_in(&wal)?;
-                let files = files_for(cluster).map_err(StartError::Snapshot)?;
+                let files = files_for(cluster)?;
                 let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
                 (WalLogStore::open(wal, dyn_files)?, files)
             }
@@ -237,7 +243,7 @@ impl Server {
                     Origin::Joined(admission) => admission.cluster_id,
                     _ => ClusterId::random(),
                 };
-                let files = files_for(cluster).map_err(StartError::Snapshot)?;
+                let files = files_for(cluster)?;
                 let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
                 let mut store = WalLogStore::create(wal, dyn_files, DurableState::new(cluster))?;
                 if matches!(origin, Origin::Founded) {
@@ -258,8 +264,7 @@ impl Server {
         let (mut machine, book_rx) = Machine::new(kv::KvConfig::default(), cluster_id);
         let snapshot_meta = store.snapshot_metadata().clone();
         if snapshot_meta.index.0 > 0 {
-            let bytes = restore_from_files(&mut machine, snapshot_files.as_ref(), &snapshot_meta)
-                .map_err(StartError::Snapshot)?;
+            let bytes = restore_from_files(&mut machine, snapshot_files.as_ref(), &snapshot_meta)?;
             info!(
                 index = snapshot_meta.index.0,
                 bytes,
@@ -453,7 +458,7 @@ pub fn restore_from_files(
     machine: &mut Machine,
     files: &dyn SnapshotFiles,
     metadata: &raft::core::SnapshotMetadata,
-) -> Result<u64, String> {
+) -> Result<u64, node::SnapshotFilesError> {
     let (mut data, bytes) = files.open(metadata)?;
     let restored = (machine.restorer())(metadata, &mut data)?;
     machine.install(metadata, restored);
@@ -487,7 +492,7 @@ pub fn address_record_entries<F: wal::FileSystem>(
     store: &WalLogStore<F>,
 ) -> Result<Vec<Entry>, StartError> {
     use raft::core::Storage;
-    let unreadable = |e: core::StorageError| StartError::Snapshot(format!("reading the log: {e}"));
+    let unreadable = StartError::LogUnreadable;
     // After the snapshot only: the catch-up tail before it holds records the snapshot's
     // address book already supersedes. Only the address records are decoded: the commands
     // around them are nearly all of a long tail, and the applier reads them anyway.

@@ -14,8 +14,8 @@
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use raft::core::SnapshotMetadata;
-use raft::node::{ClusterId, SnapshotFiles, SnapshotSink, SnapshotView};
+use raft::core::{LogIndex, SnapshotMetadata};
+use raft::node::{ClusterId, SnapshotFiles, SnapshotFilesError, SnapshotSink, SnapshotView};
 
 use super::machine::records_cluster;
 
@@ -58,6 +58,17 @@ fn lower_this_threads_priority(by: i32) {
 
 const RECEIVED_LOCK: &str = "the received-snapshot lock is never held across a panic";
 
+/// The node's kind of error for a `kv` snapshot store error about the snapshot at `index`: the
+/// disk stays the disk; anything about the content is damage.
+fn files_error(index: u64, e: kv::SnapshotError) -> SnapshotFilesError {
+    match e {
+        kv::SnapshotError::Io { op, path, source } => {
+            SnapshotFilesError::io(format!("{op} {}", path.display()), source)
+        }
+        damaged => SnapshotFilesError::damaged(LogIndex(index), damaged),
+    }
+}
+
 /// The node's snapshot directory, holding snapshots of one cluster only.
 pub struct KvSnapshotFiles {
     store: kv::SnapshotStore,
@@ -67,8 +78,8 @@ pub struct KvSnapshotFiles {
 
 impl KvSnapshotFiles {
     /// Opens (creating) the directory for the snapshots of cluster `cluster_id`.
-    pub fn open(dir: std::path::PathBuf, cluster_id: ClusterId) -> Result<Self, String> {
-        let store = kv::SnapshotStore::open(dir).map_err(|e| e.to_string())?;
+    pub fn open(dir: std::path::PathBuf, cluster_id: ClusterId) -> Result<Self, kv::SnapshotError> {
+        let store = kv::SnapshotStore::open(dir)?;
         Ok(KvSnapshotFiles {
             store,
             cluster_id,
@@ -78,46 +89,55 @@ impl KvSnapshotFiles {
 
     /// The kept file of the snapshot at `index` (named by its index and term; a file an older
     /// version named with term 0 is found by its index too).
-    fn file(&self, index: u64) -> Result<kv::SnapshotFile, String> {
+    fn file(&self, metadata: &SnapshotMetadata) -> Result<kv::SnapshotFile, SnapshotFilesError> {
+        let index = metadata.index.0;
         self.store
             .list()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| files_error(index, e))?
             .into_iter()
             .find(|f| f.index == index)
-            .ok_or_else(|| format!("no snapshot file for index {index}"))
+            .ok_or(SnapshotFilesError::Missing {
+                state: "kept",
+                index: metadata.index,
+                term: metadata.term,
+            })
     }
 }
 
 /// A snapshot being received from a peer into the snapshot directory.
 struct Receiving {
     file: kv::Receiving,
+    /// The index announced for it, for errors.
+    index: u64,
     cluster_id: ClusterId,
     received: Received,
 }
 
 impl SnapshotSink for Receiving {
-    fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
-        self.file.write(chunk).map_err(|e| e.to_string())
+    fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotFilesError> {
+        self.file
+            .write(chunk)
+            .map_err(|e| files_error(self.index, e))
     }
 
-    fn finish(self: Box<Self>) -> Result<(), String> {
+    fn finish(self: Box<Self>) -> Result<(), SnapshotFilesError> {
         let Receiving {
             file,
+            index,
             cluster_id,
             received,
         } = *self;
         let path = file.path().to_path_buf();
         // Checked whole here: checksum, structure and every invariant of the `kv` state.
-        let meta = file.finish().map_err(|e| e.to_string())?;
-        let cluster = records_cluster(&meta.config)
-            .map_err(|e| format!("the received snapshot at index {}: {e}", meta.index))?;
+        let meta = file.finish().map_err(|e| files_error(index, e))?;
+        let cluster = records_cluster(meta.index, &meta.config)?;
         if cluster != cluster_id {
             let _ = std::fs::remove_file(&path);
-            return Err(format!(
-                "the snapshot at index {} belongs to cluster {cluster}, this node to cluster \
-                 {cluster_id}",
-                meta.index
-            ));
+            return Err(SnapshotFilesError::WrongCluster {
+                index: LogIndex(meta.index),
+                theirs: cluster,
+                ours: cluster_id,
+            });
         }
         let mut waiting = received.lock().expect(RECEIVED_LOCK);
         if waiting
@@ -142,7 +162,11 @@ impl SnapshotSink for Receiving {
 }
 
 impl SnapshotFiles for KvSnapshotFiles {
-    fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String> {
+    fn write(
+        &self,
+        metadata: &SnapshotMetadata,
+        view: &dyn SnapshotView,
+    ) -> Result<u64, SnapshotFilesError> {
         // On a thread of its own at a lower CPU priority: encoding a large state takes a core
         // for seconds, and on a small machine that core is the one serving the writes.
         std::thread::scope(|scope| {
@@ -153,18 +177,24 @@ impl SnapshotFiles for KvSnapshotFiles {
                     self.store
                         .write(metadata.index.0, metadata.term.0, |out| view.write_to(out))
                         .map(|file| file.bytes)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| files_error(metadata.index.0, e))
                 })
-                .map_err(|e| format!("starting the snapshot writer thread: {e}"))?;
+                .map_err(|e| SnapshotFilesError::io("starting the snapshot writer thread", e))?;
             writer
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
-    fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String> {
-        let file = self.file(metadata.index.0)?;
-        let (handle, bytes) = self.store.open_snapshot(&file).map_err(|e| e.to_string())?;
+    fn open(
+        &self,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(Box<dyn Read + Send>, u64), SnapshotFilesError> {
+        let file = self.file(metadata)?;
+        let (handle, bytes) = self
+            .store
+            .open_snapshot(&file)
+            .map_err(|e| files_error(file.index, e))?;
         Ok((
             Box::new(std::io::BufReader::with_capacity(READ_BUFFER_BYTES, handle)),
             bytes,
@@ -175,18 +205,23 @@ impl SnapshotFiles for KvSnapshotFiles {
         &self,
         metadata: &SnapshotMetadata,
         _bytes: u64,
-    ) -> Result<Box<dyn SnapshotSink>, String> {
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotFilesError> {
         let (index, term) = (metadata.index.0, metadata.term.0);
         if self.has_received(metadata) || self.is_kept(index, term)? {
             // The leader sent it again (its retry timer runs from when it asked): the copy
             // in hand is the one the node takes.
-            return Err(format!(
-                "the snapshot at index {index} term {term} is already received"
-            ));
+            return Err(SnapshotFilesError::AlreadyReceived {
+                index: metadata.index,
+                term: metadata.term,
+            });
         }
-        let file = self.store.receive(index, term).map_err(|e| e.to_string())?;
+        let file = self
+            .store
+            .receive(index, term)
+            .map_err(|e| files_error(index, e))?;
         Ok(Box::new(Receiving {
             file,
+            index,
             cluster_id: self.cluster_id,
             received: Arc::clone(&self.received),
         }))
@@ -200,7 +235,7 @@ impl SnapshotFiles for KvSnapshotFiles {
             .any(|c| (c.index, c.term) == (metadata.index.0, metadata.term.0))
     }
 
-    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String> {
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), SnapshotFilesError> {
         let (index, term) = (metadata.index.0, metadata.term.0);
         let mut waiting = self.received.lock().expect(RECEIVED_LOCK);
         let position = waiting
@@ -211,14 +246,16 @@ impl SnapshotFiles for KvSnapshotFiles {
                 let checked = waiting.remove(position);
                 self.store
                     .keep_received(&checked.path, index, term)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| files_error(index, e))?;
             }
             // Kept by an earlier try whose persist failed after it.
             None if self.is_kept(index, term)? => {}
             None => {
-                return Err(format!(
-                    "no snapshot received and checked at index {index} term {term}"
-                ));
+                return Err(SnapshotFilesError::Missing {
+                    state: "received",
+                    index: metadata.index,
+                    term: metadata.term,
+                });
             }
         }
         // Checked receptions this one supersedes will never be kept.
@@ -235,11 +272,11 @@ impl SnapshotFiles for KvSnapshotFiles {
 
 impl KvSnapshotFiles {
     /// Whether the snapshot at `index` and `term` is kept already.
-    fn is_kept(&self, index: u64, term: u64) -> Result<bool, String> {
+    fn is_kept(&self, index: u64, term: u64) -> Result<bool, SnapshotFilesError> {
         Ok(self
             .store
             .list()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| files_error(index, e))?
             .into_iter()
             .any(|f| (f.index, f.term) == (index, term)))
     }
@@ -288,7 +325,10 @@ mod tests {
         (metadata, data)
     }
 
-    fn receive_whole(files: &KvSnapshotFiles, index: u64) -> Result<SnapshotMetadata, String> {
+    fn receive_whole(
+        files: &KvSnapshotFiles,
+        index: u64,
+    ) -> Result<SnapshotMetadata, SnapshotFilesError> {
         let (metadata, data) = snapshot_data(index);
         let mut sink = files.receive(&metadata, data.len() as u64)?;
         sink.write(&data)?;
@@ -310,7 +350,10 @@ mod tests {
         // when the leader sends the same snapshot again (its retry timer fired meanwhile),
         // then the second reception is refused before it touches the first copy,
         let again = receive_whole(&files, 5);
-        assert!(again.is_err(), "{again:?}");
+        assert!(
+            matches!(again, Err(SnapshotFilesError::AlreadyReceived { .. })),
+            "{again:?}"
+        );
         assert!(files.has_received(&five));
         // and keeping it (as the log store does when it persists it) keeps the checked copy,
         files.keep_received(&five).expect("kept");
@@ -336,6 +379,35 @@ mod tests {
         assert!(!files.has_received(&five));
         assert!(files.keep_received(&five).is_err());
         assert_eq!(files_in_dir(dir.path()), 1);
+    }
+
+    #[test]
+    fn a_reception_says_whether_the_data_is_damaged_or_of_another_cluster() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = KvSnapshotFiles::open(dir.path().to_path_buf(), CLUSTER).expect("opens");
+        // Given a snapshot whose bytes were damaged in transit,
+        let (metadata, mut data) = snapshot_data(5);
+        let middle = data.len() / 2;
+        data[middle] ^= 0xff;
+        let mut sink = files.receive(&metadata, data.len() as u64).expect("starts");
+        sink.write(&data).expect("written");
+        // then it is refused as damage, naming its index, and not taken.
+        match sink.finish() {
+            Err(SnapshotFilesError::Damaged { index, .. }) => assert_eq!(index, LogIndex(5)),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        assert!(!files.has_received(&metadata));
+        // Given an intact snapshot of another cluster,
+        let other = KvSnapshotFiles::open(dir.path().join("other"), ClusterId(CLUSTER.0 + 1))
+            .expect("opens");
+        let refused = receive_whole(&other, 6);
+        // then it is refused naming both clusters.
+        match refused {
+            Err(SnapshotFilesError::WrongCluster { theirs, ours, .. }) => {
+                assert_eq!((theirs, ours), (CLUSTER, ClusterId(CLUSTER.0 + 1)));
+            }
+            other => panic!("expected a cluster mismatch, got {other:?}"),
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::snapshot_files::offload;
-use super::{Event, NodeError, SnapshotFiles, StateMachine, names};
+use super::{Event, NodeError, SnapshotFiles, SnapshotFilesError, StateMachine, names};
 use crate::core::{
     Configuration, Entry, EntryPayload, Error, LogIndex, SnapshotMetadata, Term, confchange,
 };
@@ -60,7 +60,9 @@ pub(crate) enum ApplyCmd<O> {
 
 /// From a snapshot writer task back to the applier: the size of the file it wrote, or why it
 /// failed.
-type Written = Result<u64, String>;
+/// A snapshot writer's outcome: the file's size, or why it failed (shared: the applier and
+/// the loop both hear it).
+type Written = Result<u64, Arc<SnapshotFilesError>>;
 
 pub(crate) struct Applier<M: StateMachine> {
     pub(crate) machine: Arc<Mutex<M>>,
@@ -379,7 +381,9 @@ impl<M: StateMachine> Applier<M> {
         debug!(index = metadata.index.0, "snapshot started");
         tokio::spawn(async move {
             let write_metadata = metadata.clone();
-            let result = offload(how, move || files.write(&write_metadata, &view)).await;
+            let result = offload(how, move || files.write(&write_metadata, &view))
+                .await
+                .map_err(Arc::new);
             let _ = written.send(result.clone());
             let _ = to_loop.send(Event::SnapshotWritten(metadata, result, replies));
         });

@@ -365,7 +365,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                         self.warn_if_slow(started, "compacting the log behind a snapshot", 0);
                         compacted
                     }
-                    Err(e) => Err(NodeError::Storage(e)),
+                    Err(e) => Err(NodeError::Storage(e.to_string())),
                 };
                 match &result {
                     // The status says which snapshot the node holds (`/ready`, and the answer
@@ -846,6 +846,7 @@ mod tests {
 
     use super::*;
     use crate::core::{self, Configuration, Message, MessageBody, Term};
+    use crate::node::SnapshotFilesError;
 
     const ELECTION_TICKS: u32 = 10;
     const TICK: Duration = Duration::from_millis(10);
@@ -1234,10 +1235,15 @@ mod tests {
         // Given node 1 of the voters {1, 2, 3} in term 1, whose snapshot files keep only
         // readable data (here, the bytes "good"),
         let wal = Wal::open(SimFs::new(3), "/n1/wal", WalConfig::default()).unwrap();
-        let mem = Arc::new(crate::node::MemSnapshotFiles::new(|_, data| match data {
-            b"good" => Ok(()),
-            _ => Err("not a snapshot".into()),
-        }));
+        let mem = Arc::new(crate::node::MemSnapshotFiles::new(
+            |metadata, data| match data {
+                b"good" => Ok(()),
+                _ => Err(SnapshotFilesError::damaged(
+                    metadata.index,
+                    "not a snapshot",
+                )),
+            },
+        ));
         let files: Arc<dyn SnapshotFiles> = mem.clone();
         let voters = Configuration {
             voters: [NodeId(1), NodeId(2), NodeId(3)].into(),

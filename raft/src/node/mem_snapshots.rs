@@ -12,14 +12,17 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::snapshot_files::{Offload, SnapshotFiles, SnapshotSink, SnapshotView};
+use super::snapshot_files::{
+    Offload, SnapshotFiles, SnapshotFilesError, SnapshotSink, SnapshotView,
+};
 use crate::core::{LogIndex, SnapshotMetadata, Term};
 
 /// How many snapshots [`MemSnapshotFiles`] keeps (the newest), as the disk's store does.
 pub const MEM_SNAPSHOTS_KEPT: usize = 3;
 
 /// Checks a snapshot's data before it is kept: what the state machine will be able to read.
-pub type CheckData = dyn Fn(&SnapshotMetadata, &[u8]) -> Result<(), String> + Send + Sync;
+pub type CheckData =
+    dyn Fn(&SnapshotMetadata, &[u8]) -> Result<(), SnapshotFilesError> + Send + Sync;
 
 const LOCK: &str = "the in-memory snapshot lock is never held across a panic";
 
@@ -35,7 +38,10 @@ pub struct MemSnapshotFiles {
 impl MemSnapshotFiles {
     /// Files whose received snapshots must pass `check`.
     pub fn new(
-        check: impl Fn(&SnapshotMetadata, &[u8]) -> Result<(), String> + Send + Sync + 'static,
+        check: impl Fn(&SnapshotMetadata, &[u8]) -> Result<(), SnapshotFilesError>
+        + Send
+        + Sync
+        + 'static,
     ) -> MemSnapshotFiles {
         MemSnapshotFiles {
             kept: Mutex::new(BTreeMap::new()),
@@ -68,7 +74,11 @@ impl MemSnapshotFiles {
     }
 
     /// Receives `data` whole as the snapshot at `metadata`, as the transport would.
-    pub fn receive_whole(&self, metadata: &SnapshotMetadata, data: &[u8]) -> Result<(), String> {
+    pub fn receive_whole(
+        &self,
+        metadata: &SnapshotMetadata,
+        data: &[u8],
+    ) -> Result<(), SnapshotFilesError> {
         let mut sink = self.receive(metadata, data.len() as u64)?;
         sink.write(data)?;
         sink.finish()
@@ -86,24 +96,26 @@ struct MemSink {
 }
 
 impl SnapshotSink for MemSink {
-    fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotFilesError> {
         if self.data.len() as u64 + chunk.len() as u64 > self.announced {
-            return Err(format!(
-                "more than the {} bytes announced for the snapshot at {}",
-                self.announced, self.index
+            return Err(SnapshotFilesError::damaged(
+                self.index,
+                format!("more than the {} bytes announced", self.announced),
             ));
         }
         self.data.extend_from_slice(chunk);
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<(), String> {
+    fn finish(self: Box<Self>) -> Result<(), SnapshotFilesError> {
         if self.data.len() as u64 != self.announced {
-            return Err(format!(
-                "{} bytes of the {} announced for the snapshot at {}",
-                self.data.len(),
-                self.announced,
-                self.index
+            return Err(SnapshotFilesError::damaged(
+                self.index,
+                format!(
+                    "{} bytes of the {} announced",
+                    self.data.len(),
+                    self.announced
+                ),
             ));
         }
         (self.check)(&self.metadata, &self.data)?;
@@ -113,19 +125,31 @@ impl SnapshotSink for MemSink {
 }
 
 impl SnapshotFiles for MemSnapshotFiles {
-    fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String> {
+    fn write(
+        &self,
+        metadata: &SnapshotMetadata,
+        view: &dyn SnapshotView,
+    ) -> Result<u64, SnapshotFilesError> {
         let mut data = Vec::new();
-        view.write_to(&mut data)
-            .map_err(|e| format!("writing the snapshot at {}: {e}", metadata.index))?;
+        view.write_to(&mut data).map_err(|e| {
+            SnapshotFilesError::io(format!("writing the snapshot at {}", metadata.index), e)
+        })?;
         let bytes = data.len() as u64;
         self.insert(metadata, Bytes::from(data));
         Ok(bytes)
     }
 
-    fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String> {
+    fn open(
+        &self,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(Box<dyn Read + Send>, u64), SnapshotFilesError> {
         let data = self
             .data(metadata.index)
-            .ok_or_else(|| format!("no snapshot kept at index {}", metadata.index))?;
+            .ok_or(SnapshotFilesError::Missing {
+                state: "kept",
+                index: metadata.index,
+                term: metadata.term,
+            })?;
         let bytes = data.len() as u64;
         Ok((Box::new(Cursor::new(data)), bytes))
     }
@@ -134,7 +158,7 @@ impl SnapshotFiles for MemSnapshotFiles {
         &self,
         metadata: &SnapshotMetadata,
         bytes: u64,
-    ) -> Result<Box<dyn SnapshotSink>, String> {
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotFilesError> {
         Ok(Box::new(MemSink {
             index: metadata.index,
             term: metadata.term,
@@ -154,7 +178,7 @@ impl SnapshotFiles for MemSnapshotFiles {
         )
     }
 
-    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String> {
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), SnapshotFilesError> {
         let kept = self
             .kept
             .lock()
@@ -173,10 +197,11 @@ impl SnapshotFiles for MemSnapshotFiles {
             }
             other => {
                 *received = other;
-                Err(format!(
-                    "no snapshot received at index {} term {}",
-                    metadata.index, metadata.term
-                ))
+                Err(SnapshotFilesError::Missing {
+                    state: "received",
+                    index: metadata.index,
+                    term: metadata.term,
+                })
             }
         }
     }

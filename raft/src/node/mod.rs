@@ -37,7 +37,9 @@ use crate::core::{
 
 pub use identity::ClusterId;
 pub use mem_snapshots::MemSnapshotFiles;
-pub use snapshot_files::{Offload, Restorer, SnapshotFiles, SnapshotSink, SnapshotView};
+pub use snapshot_files::{
+    BoxError, Offload, Restorer, SnapshotFiles, SnapshotFilesError, SnapshotSink, SnapshotView,
+};
 pub use store::{DeferredSync, DurableState, LogStore, NoSpace, StoreError, SyncDone, WalLogStore};
 
 /// Capacity of the queue of events into the loop (messages and client requests). A full queue
@@ -147,7 +149,9 @@ pub enum NodeError {
     #[error("nothing has been applied yet, so there is nothing to snapshot")]
     NothingToSnapshot,
     /// Storage failed while serving the request (a snapshot could not be kept, or the log
-    /// not compacted behind it).
+    /// not compacted behind it). The typed cause is logged where it happened; a reply carries
+    /// its message, since one outcome answers every request waiting on it (`NodeError` is
+    /// `Clone`, a disk error is not).
     #[error("storage failed: {0}")]
     Storage(String),
     /// A membership change is already in flight.
@@ -255,7 +259,7 @@ pub(crate) enum Event<O> {
     /// failed to be written), answering these requests.
     SnapshotWritten(
         SnapshotMetadata,
-        Result<u64, String>,
+        Result<u64, std::sync::Arc<SnapshotFilesError>>,
         Vec<oneshot::Sender<Result<SnapshotMetadata, NodeError>>>,
     ),
     /// From the applier: it cannot go on (a kept snapshot could not be read back), so the

@@ -20,7 +20,86 @@
 
 use std::io::{Read, Write};
 
-use crate::core::SnapshotMetadata;
+use crate::core::{LogIndex, SnapshotMetadata, Term};
+use crate::node::ClusterId;
+
+/// Any error, as a damaged snapshot's cause (each state machine has its own format errors).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a snapshot file operation failed. The kinds call for different answers: a disk failure
+/// stops a node that needed the snapshot; damaged data from a peer is refused, and the leader
+/// sends it again; a refused reception (already received, another cluster) changes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFilesError {
+    /// The disk (or the OS) failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, on which file.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data does not verify (length, checksum, structure, or the state machine's own
+    /// invariants): damaged on disk or in transit, or sent by a faulty peer.
+    #[error("the snapshot at index {index} is damaged: {source}")]
+    Damaged {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// What is wrong, as the format's reader says.
+        #[source]
+        source: BoxError,
+    },
+    /// The snapshot verifies but belongs to another cluster.
+    #[error(
+        "the snapshot at index {index} belongs to cluster {theirs}, this node to cluster {ours}"
+    )]
+    WrongCluster {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The cluster recorded in the snapshot.
+        theirs: ClusterId,
+        /// This node's cluster.
+        ours: ClusterId,
+    },
+    /// The same snapshot was already received and waits to be kept: the copy in hand is the
+    /// one the node takes.
+    #[error("the snapshot at index {index} term {term} is already received")]
+    AlreadyReceived {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The snapshot's term.
+        term: Term,
+    },
+    /// No snapshot at this index and term is kept, or received and waiting to be kept.
+    #[error("no snapshot is {state} at index {index} term {term}")]
+    Missing {
+        /// "kept" or "received".
+        state: &'static str,
+        /// The index asked for.
+        index: LogIndex,
+        /// The term asked for.
+        term: Term,
+    },
+}
+
+impl SnapshotFilesError {
+    /// A damaged snapshot at `index`, for `reason`.
+    pub fn damaged(index: LogIndex, reason: impl Into<BoxError>) -> SnapshotFilesError {
+        SnapshotFilesError::Damaged {
+            index,
+            source: reason.into(),
+        }
+    }
+
+    /// A failed I/O operation, `context` saying what and where.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> SnapshotFilesError {
+        SnapshotFilesError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
 
 /// A consistent copy of a state machine's whole state at one applied index, taken under the
 /// apply lock and written out elsewhere while the state machine goes on applying.
@@ -35,8 +114,9 @@ pub trait SnapshotView: Send + Sync + 'static {
 
 /// Reads snapshot data (from [`SnapshotFiles::open`]) into a state to install. It runs on a
 /// blocking thread without the apply lock, so a large snapshot does not stall reads.
-pub type Restorer<R> =
-    Box<dyn FnOnce(&SnapshotMetadata, &mut dyn Read) -> Result<R, String> + Send + 'static>;
+pub type Restorer<R> = Box<
+    dyn FnOnce(&SnapshotMetadata, &mut dyn Read) -> Result<R, SnapshotFilesError> + Send + 'static,
+>;
 
 /// Where the node runs blocking snapshot work (file writes, fsyncs, reading a whole snapshot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,29 +132,36 @@ pub enum Offload {
 /// Receives one snapshot streamed by a peer.
 pub trait SnapshotSink: Send {
     /// Appends the next chunk.
-    fn write(&mut self, chunk: &[u8]) -> Result<(), String>;
+    fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotFilesError>;
     /// Every byte arrived: makes the data durable and checks all of it (blocking: run it as
     /// [`SnapshotFiles::offload`] says). Once this succeeded, [`SnapshotFiles::has_received`]
     /// answers true for the snapshot until it is kept or a newer one is received.
-    fn finish(self: Box<Self>) -> Result<(), String>;
+    fn finish(self: Box<Self>) -> Result<(), SnapshotFilesError>;
 }
 
 /// The node's snapshot files.
 pub trait SnapshotFiles: Send + Sync + 'static {
     /// Writes this node's own snapshot at `metadata` from `view`, durably (temporary file,
     /// fsync, rename, directory fsync); returns its size in bytes. Blocking.
-    fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String>;
+    fn write(
+        &self,
+        metadata: &SnapshotMetadata,
+        view: &dyn SnapshotView,
+    ) -> Result<u64, SnapshotFilesError>;
 
     /// Opens the kept snapshot at `metadata`'s index for reading (to stream it to a follower or
     /// restore it); returns it with its size in bytes.
-    fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String>;
+    fn open(
+        &self,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(Box<dyn Read + Send>, u64), SnapshotFilesError>;
 
     /// Starts receiving the snapshot at `metadata`, announced as `bytes` long, from a peer.
     fn receive(
         &self,
         metadata: &SnapshotMetadata,
         bytes: u64,
-    ) -> Result<Box<dyn SnapshotSink>, String>;
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotFilesError>;
 
     /// Whether the snapshot at exactly `metadata`'s index and term was received and checked
     /// ([`SnapshotSink::finish`]) and waits to be kept. The driver steps the core with a
@@ -85,7 +172,7 @@ pub trait SnapshotFiles: Send + Sync + 'static {
     /// calls it when it persists the snapshot, before the log forgets what the snapshot covers.
     /// Keeping one already kept succeeds: the log store retries a persist that failed after
     /// this step (a full disk).
-    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String>;
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), SnapshotFilesError>;
 
     /// Where blocking work on these files runs.
     fn offload(&self) -> Offload {

@@ -208,7 +208,7 @@ pub enum StoreError {
     },
     /// The snapshot files failed.
     #[error("snapshot store: {0}")]
-    Snapshot(String),
+    Snapshot(#[from] crate::node::SnapshotFilesError),
     /// The hard-state slot holds something other than a durable state this build reads.
     #[error("the hard-state file {} cannot be read: {found}. {RESTORE_ADVICE}", .path.display())]
     HardStateFormat {
@@ -945,9 +945,7 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
             // The snapshot's data is durable before the log forgets what it replaces, and the
             // new metadata is durable before the log restarts after it. The data was received
             // and checked by the transport; here it is kept.
-            self.snapshots
-                .keep_received(&snapshot.metadata)
-                .map_err(StoreError::Snapshot)?;
+            self.snapshots.keep_received(&snapshot.metadata)?;
             let mut next = self.state.clone();
             next.snapshot = snapshot.metadata.clone();
             next.hard_state.commit = next.hard_state.commit.max(snapshot.metadata.index);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use wal::{SimFs, Wal};
 
 use super::{
-    ClusterId, DurableState, Restorer, SnapshotFiles, SnapshotSink, SnapshotView, StateMachine,
-    WalLogStore,
+    ClusterId, DurableState, Restorer, SnapshotFiles, SnapshotFilesError, SnapshotSink,
+    SnapshotView, StateMachine, WalLogStore,
 };
 use crate::core::{Configuration, HardState, LogIndex, SnapshotMetadata, Term};
 
@@ -41,21 +41,40 @@ impl StateMachine for Nothing {
 /// Snapshot files for tests in which no snapshot is ever taken or received.
 pub(crate) struct NoFiles;
 
+/// What [`NoFiles`] answers: no snapshot is ever kept or received.
+fn missing(state: &'static str, metadata: &SnapshotMetadata) -> SnapshotFilesError {
+    SnapshotFilesError::Missing {
+        state,
+        index: metadata.index,
+        term: metadata.term,
+    }
+}
+
 impl SnapshotFiles for NoFiles {
-    fn write(&self, _: &SnapshotMetadata, _: &dyn SnapshotView) -> Result<u64, String> {
+    fn write(&self, _: &SnapshotMetadata, _: &dyn SnapshotView) -> Result<u64, SnapshotFilesError> {
         Ok(0)
     }
-    fn open(&self, _: &SnapshotMetadata) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
-        Err("no snapshots here".into())
+    fn open(
+        &self,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(Box<dyn std::io::Read + Send>, u64), SnapshotFilesError> {
+        Err(missing("kept", metadata))
     }
-    fn receive(&self, _: &SnapshotMetadata, _: u64) -> Result<Box<dyn SnapshotSink>, String> {
-        Err("no snapshots here".into())
+    fn receive(
+        &self,
+        metadata: &SnapshotMetadata,
+        _: u64,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotFilesError> {
+        Err(SnapshotFilesError::io(
+            format!("receiving the snapshot at {}", metadata.index),
+            std::io::Error::other("this test node takes no snapshots"),
+        ))
     }
     fn has_received(&self, _: &SnapshotMetadata) -> bool {
         false
     }
-    fn keep_received(&self, _: &SnapshotMetadata) -> Result<(), String> {
-        Err("no snapshots here".into())
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), SnapshotFilesError> {
+        Err(missing("received", metadata))
     }
 }
 

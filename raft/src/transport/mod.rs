@@ -2223,11 +2223,14 @@ mod tests {
         Arc<crate::node::MemSnapshotFiles>,
         Arc<PeerTransport<Duplexes>>,
     ) {
-        let files = Arc::new(crate::node::MemSnapshotFiles::new(|_, data| {
+        let files = Arc::new(crate::node::MemSnapshotFiles::new(|metadata, data| {
             if data.len() > 4 {
                 Ok(())
             } else {
-                Err("too short to be a snapshot".into())
+                Err(crate::node::SnapshotFilesError::damaged(
+                    metadata.index,
+                    "too short to be a snapshot",
+                ))
             }
         }));
         let configuration = Configuration {

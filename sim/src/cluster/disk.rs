@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use api::server::machine::check_snapshot_data;
 use raft::core::SnapshotMetadata;
-use raft::node::{MemSnapshotFiles, Offload, SnapshotFiles, SnapshotSink, SnapshotView};
+use raft::node::{
+    MemSnapshotFiles, Offload, SnapshotFiles, SnapshotFilesError, SnapshotSink, SnapshotView,
+};
 use wal::SimFs;
 
 /// The WAL directory on every simulated disk.
@@ -105,14 +107,7 @@ impl MemSnapshots {
 /// Snapshot files for a simulated disk.
 fn mem_snapshots() -> MemSnapshots {
     let files = MemSnapshotFiles::new(|metadata, data| {
-        let (index, _cluster) = check_snapshot_data(&mut &data[..])?;
-        if index != metadata.index.0 {
-            return Err(format!(
-                "snapshot data at index {index} does not match its metadata ({})",
-                metadata.index.0
-            ));
-        }
-        Ok(())
+        check_snapshot_data(metadata.index, &mut &data[..]).map(|_cluster| ())
     });
     MemSnapshots {
         files,
@@ -121,13 +116,20 @@ fn mem_snapshots() -> MemSnapshots {
 }
 
 impl SnapshotFiles for MemSnapshots {
-    fn write(&self, metadata: &SnapshotMetadata, view: &dyn SnapshotView) -> Result<u64, String> {
+    fn write(
+        &self,
+        metadata: &SnapshotMetadata,
+        view: &dyn SnapshotView,
+    ) -> Result<u64, SnapshotFilesError> {
         let written = self.files.write(metadata, view)?;
         self.activity.lock().expect(ACTIVITY_LOCK).written += 1;
         Ok(written)
     }
 
-    fn open(&self, metadata: &SnapshotMetadata) -> Result<(Box<dyn Read + Send>, u64), String> {
+    fn open(
+        &self,
+        metadata: &SnapshotMetadata,
+    ) -> Result<(Box<dyn Read + Send>, u64), SnapshotFilesError> {
         self.files.open(metadata)
     }
 
@@ -135,7 +137,7 @@ impl SnapshotFiles for MemSnapshots {
         &self,
         metadata: &SnapshotMetadata,
         bytes: u64,
-    ) -> Result<Box<dyn SnapshotSink>, String> {
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotFilesError> {
         let inner = self.files.receive(metadata, bytes)?;
         let mut activity = self.activity.lock().expect(ACTIVITY_LOCK);
         activity.streams_begun += 1;
@@ -154,7 +156,7 @@ impl SnapshotFiles for MemSnapshots {
         self.files.has_received(metadata)
     }
 
-    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), String> {
+    fn keep_received(&self, metadata: &SnapshotMetadata) -> Result<(), SnapshotFilesError> {
         self.files.keep_received(metadata)?;
         self.activity.lock().expect(ACTIVITY_LOCK).kept_received += 1;
         Ok(())
@@ -197,14 +199,17 @@ impl CountedSink {
 }
 
 impl SnapshotSink for CountedSink {
-    fn write(&mut self, chunk: &[u8]) -> Result<(), String> {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), SnapshotFilesError> {
         if self.halted {
-            return Err("the host is crashing (an armed simulation fault)".to_string());
+            return Err(SnapshotFilesError::io(
+                "receiving a snapshot",
+                std::io::Error::other("the host is crashing (an armed simulation fault)"),
+            ));
         }
         let inner = self
             .inner
             .as_mut()
-            .ok_or_else(|| "a chunk after the snapshot stream finished".to_string())?;
+            .expect("a sink is written only before finish, which consumes it");
         inner.write(chunk)?;
         self.chunks += 1;
         self.received_bytes += chunk.len() as u64;
@@ -219,11 +224,11 @@ impl SnapshotSink for CountedSink {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> Result<(), String> {
+    fn finish(mut self: Box<Self>) -> Result<(), SnapshotFilesError> {
         let inner = self
             .inner
             .take()
-            .ok_or_else(|| "the snapshot stream finished twice".to_string())?;
+            .expect("finish consumes the sink, so it runs once");
         let finished = inner.finish();
         self.close(finished.is_ok());
         finished
