@@ -1,11 +1,13 @@
 //! `cargo bench -p wal`: what the log costs on this machine's disk.
 //!
 //! 1. The floor: a bare loop of 132-byte `write` + `fdatasync` on one growing file (the size
-//!    of one record with a 100-byte payload), measured before each group-commit setting. A
-//!    lone writer cannot beat one fsync per acknowledged write.
-//! 2. Group commit: 1, 8 and 64 threads each appending one 100-byte entry at a time and waiting
-//!    until it is durable, for several batch settings (the issue's seed of 10 ms / 100 ops, and
-//!    the defaults), reporting appends/s, p50/p99 latency and the mean batch per fsync.
+//!    of one record with a 100-byte payload). One writer cannot beat one fsync per
+//!    acknowledged write.
+//! 2. The node's path: batches of 1, 8 and 64 entries of 100 bytes, each written with one
+//!    `append` and made durable with one fsync, as the Raft node persists one `Ready`; the
+//!    fsync either in place (`Wal::sync`) or on another thread (`begin_sync`, `run` on a
+//!    dedicated thread, `finish_sync`), as the server runs it. Reports entries/s and the
+//!    p50/p99 time to make a batch durable.
 //! 3. Recovery: open a log of about 1 GiB of 100-byte records and report MB/s and records/s.
 //!
 //! Knobs (environment): `WAL_BENCH_SECS` per run (default 3), `WAL_BENCH_RECOVERY_MB`
@@ -15,12 +17,12 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use wal::{Entry, GroupCommit, GroupCommitConfig, RealFs, Wal, WalConfig, WalWriter};
+use wal::{Entry, PendingSync, RealFs, Wal, WalConfig};
 
 /// The payload size the issue asks for.
 const PAYLOAD_BYTES: usize = 100;
@@ -106,54 +108,87 @@ fn raw_fdatasync(dir: &Path, run_for: Duration) -> Stats {
     Stats::from(latencies, start.elapsed())
 }
 
-/// `appenders` threads, each appending one entry at a time through group commit.
-fn group_commit(
+/// Where a batch's fsync runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncOn {
+    /// In place, on the appending thread (`Wal::sync`).
+    Caller,
+    /// On a dedicated thread, the caller waiting for it (as the server runs it).
+    OtherThread,
+}
+
+/// A thread that runs the fsyncs handed to it and sends back each outcome.
+struct SyncThread {
+    jobs: mpsc::Sender<PendingSync<<RealFs as wal::FileSystem>::File>>,
+    done: mpsc::Receiver<(u64, wal::Result<()>)>,
+}
+
+impl SyncThread {
+    fn start() -> SyncThread {
+        let (jobs, job_rx) = mpsc::channel::<PendingSync<_>>();
+        let (done_tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            for job in job_rx {
+                if done_tx.send((job.upto(), job.run())).is_err() {
+                    return;
+                }
+            }
+        });
+        SyncThread { jobs, done }
+    }
+}
+
+/// Appends `batch`-entry batches for `run_for`, each made durable before the next, the fsync
+/// where `sync_on` says. Returns the time to make each batch durable, and entries/s.
+fn node_path(
     dir: &Path,
-    appenders: usize,
-    config: GroupCommitConfig,
+    batch: u64,
+    sync_on: SyncOn,
     run_for: Duration,
     label: &str,
 ) -> (Stats, f64) {
-    let wal = Wal::open(RealFs, dir, WalConfig::default()).expect("open the log");
-    let metrics = wal.metrics();
-    let group = GroupCommit::new(wal, config).expect("a valid config");
+    let mut wal = Wal::open(RealFs, dir, WalConfig::default()).expect("open the log");
+    let sync_thread = (sync_on == SyncOn::OtherThread).then(SyncThread::start);
     let bar = progress(label, run_for);
-    let barrier = Arc::new(Barrier::new(appenders + 1));
-    let handles: Vec<_> = (0..appenders)
-        .map(|_| {
-            let group = group.clone();
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                let payload = vec![0x5Au8; PAYLOAD_BYTES];
-                let mut latencies = Vec::new();
-                barrier.wait();
-                let start = Instant::now();
-                while start.elapsed() < run_for {
-                    let t = Instant::now();
-                    group.append_next(1, vec![payload.clone()]).expect("append");
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let before = metrics.snapshot();
-    barrier.wait();
+    let payload = vec![0x5Au8; PAYLOAD_BYTES];
+    let mut latencies = Vec::new();
+    let mut entries = 0u64;
     let start = Instant::now();
     while start.elapsed() < run_for {
-        thread::sleep(Duration::from_millis(50));
-        bar.set_position(start.elapsed().as_millis() as u64);
+        let first = wal.last_index() + 1;
+        let records: Vec<Entry> = (0..batch)
+            .map(|k| Entry {
+                index: first + k,
+                term: 1,
+                payload: payload.clone(),
+            })
+            .collect();
+        let t = Instant::now();
+        wal.append(&records).expect("append");
+        match &sync_thread {
+            None => {
+                wal.sync().expect("fsync");
+            }
+            Some(syncer) => {
+                let pending = wal
+                    .begin_sync()
+                    .expect("a healthy log")
+                    .expect("an appended batch awaits its fsync");
+                syncer.jobs.send(pending).expect("the sync thread runs");
+                let (upto, outcome) = syncer.done.recv().expect("the sync thread answers");
+                wal.finish_sync(upto, outcome).expect("fsync");
+            }
+        }
+        latencies.push(t.elapsed());
+        entries += batch;
+        if latencies.len() % 64 == 0 {
+            bar.set_position(start.elapsed().as_millis() as u64);
+        }
     }
-    let latencies: Vec<Duration> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("an appender thread"))
-        .collect();
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    let after = metrics.snapshot();
-    let fsyncs = (after.fsyncs - before.fsyncs).max(1);
-    let per_fsync = (after.records_appended - before.records_appended) as f64 / fsyncs as f64;
-    (Stats::from(latencies, elapsed), per_fsync)
+    let per_sec = entries as f64 / elapsed.as_secs_f64();
+    (Stats::from(latencies, elapsed), per_sec)
 }
 
 /// Tries to empty the page cache (root only), so the next open reads from the disk.
@@ -163,53 +198,6 @@ fn drop_page_cache() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     synced && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
-}
-
-/// `appenders` async tasks on a 2-worker tokio runtime, each appending one entry at a time
-/// through the dedicated writer thread of [`WalWriter`].
-fn async_writer(dir: &Path, appenders: usize, run_for: Duration, label: &str) -> (Stats, f64) {
-    let wal = Wal::open(RealFs, dir, WalConfig::default()).expect("open the log");
-    let metrics = wal.metrics();
-    let writer = WalWriter::start(wal, GroupCommitConfig::default()).expect("a valid config");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let bar = progress(label, run_for);
-    let before = metrics.snapshot();
-    let start = Instant::now();
-    let latencies: Vec<Duration> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..appenders)
-            .map(|_| {
-                let writer = writer.clone();
-                tokio::spawn(async move {
-                    let payload = vec![0x5Au8; PAYLOAD_BYTES];
-                    let mut latencies = Vec::new();
-                    while start.elapsed() < run_for {
-                        let t = Instant::now();
-                        writer
-                            .append_next(1, vec![payload.clone()])
-                            .await
-                            .expect("append");
-                        latencies.push(t.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for task in tasks {
-            all.extend(task.await.expect("an appender task"));
-        }
-        all
-    });
-    let elapsed = start.elapsed();
-    bar.finish_and_clear();
-    let after = metrics.snapshot();
-    let fsyncs = (after.fsyncs - before.fsyncs).max(1);
-    let per_fsync = (after.records_appended - before.records_appended) as f64 / fsyncs as f64;
-    (Stats::from(latencies, elapsed), per_fsync)
 }
 
 /// Writes about `mb` MiB of 100-byte records, then times `Wal::open` twice: first with the
@@ -270,23 +258,11 @@ fn floor(dir: &Path, run_for: Duration) -> Stats {
     raw
 }
 
-/// Prints one setting's line; for 64 appenders also the ratio to `single` (one appender's
-/// throughput in the same setting), when known.
-fn print_row(
-    label: &str,
-    stats: &Stats,
-    per_fsync: f64,
-    raw: &Stats,
-    appenders: usize,
-    single: Option<f64>,
-) {
-    let scale = match (appenders, single) {
-        (64, Some(one)) => format!("  ({:.1}x one appender)", stats.ops_per_sec() / one),
-        _ => String::new(),
-    };
+/// Prints one setting's line: entries/s, the time to make a batch durable, and its p50 against
+/// the floor's.
+fn print_row(label: &str, stats: &Stats, entries_per_sec: f64, raw: &Stats) {
     println!(
-        "{label:<44} {:>9.0} ops/s  p50 {:>8}  p99 {:>8}  {per_fsync:>6.1} records/fsync  p50 {:.2}x floor{scale}",
-        stats.ops_per_sec(),
+        "{label:<44} {entries_per_sec:>9.0} entries/s  p50 {:>8}  p99 {:>8}  p50 {:.2}x floor",
         us(stats.p50),
         us(stats.p99),
         stats.p50.as_secs_f64() / raw.p50.as_secs_f64(),
@@ -308,63 +284,21 @@ fn main() {
     );
 
     if wanted("append") {
-        let configs = [
-            (
-                "seed: wait 10ms, 100 ops",
-                GroupCommitConfig {
-                    batch_ops_max: 100,
-                    batch_bytes_max: wal::BATCH_BYTES_MAX_DEFAULT,
-                    batch_wait: Duration::from_millis(10),
-                },
-            ),
-            (
-                "wait 200µs, 1024 ops",
-                GroupCommitConfig {
-                    batch_wait: Duration::from_micros(200),
-                    ..GroupCommitConfig::default()
-                },
-            ),
-            (
-                "no wait, 100 ops",
-                GroupCommitConfig {
-                    batch_ops_max: 100,
-                    ..GroupCommitConfig::default()
-                },
-            ),
-            ("default: no wait, 1024 ops", GroupCommitConfig::default()),
-        ];
-        let mut single = None;
-        for (name, config) in configs {
+        for sync_on in [SyncOn::Caller, SyncOn::OtherThread] {
             // The floor is measured again right before each setting: the disk's speed drifts
             // on a shared machine, and the ratio is only fair against a neighbouring figure.
             let raw = floor(root.path(), run_for);
-            for appenders in [1, 8, 64] {
-                let dir = root.path().join(format!("gc-{appenders}-{}", name.len()));
-                let label = format!("{name}, {appenders} appenders");
-                let (stats, per_fsync) =
-                    group_commit(&dir, appenders, config.clone(), run_for, &label);
-                if name.starts_with("default") && appenders == 1 {
-                    single = Some(stats.ops_per_sec());
-                }
-                let default_single = single.filter(|_| name.starts_with("default"));
-                print_row(&label, &stats, per_fsync, &raw, appenders, default_single);
+            for batch in [1, 8, 64] {
+                let dir = root.path().join(format!("node-{batch}"));
+                let on = match sync_on {
+                    SyncOn::Caller => "fsync in place",
+                    SyncOn::OtherThread => "fsync on another thread",
+                };
+                let label = format!("{batch}-entry batches, {on}");
+                let (stats, per_sec) = node_path(&dir, batch, sync_on, run_for, &label);
+                print_row(&label, &stats, per_sec, &raw);
                 std::fs::remove_dir_all(&dir).expect("clean up the run's log");
             }
-        }
-    }
-
-    if wanted("async") {
-        let raw = floor(root.path(), run_for);
-        let mut single = None;
-        for appenders in [1, 8, 64] {
-            let dir = root.path().join(format!("async-{appenders}"));
-            let label = format!("WalWriter (async tasks), {appenders} appenders");
-            let (stats, per_fsync) = async_writer(&dir, appenders, run_for, &label);
-            if appenders == 1 {
-                single = Some(stats.ops_per_sec());
-            }
-            print_row(&label, &stats, per_fsync, &raw, appenders, single);
-            std::fs::remove_dir_all(&dir).expect("clean up the run's log");
         }
     }
 

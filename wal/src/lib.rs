@@ -1,37 +1,30 @@
-//! RaftKV's write-ahead log: a segmented, checksummed, append-only log of entries with group
-//! commit and crash recovery, plus the durable hard state.
+//! RaftKV's write-ahead log: a segmented, checksummed, append-only log of entries with crash
+//! recovery, plus the durable hard state.
 //!
 //! - [`record`]: the byte-by-byte record format (magic, version, kind, index, term, length,
 //!   payload, CRC-32).
 //! - [`segment`]: segment files (named by their first index) and the recovery scan.
 //! - [`Wal`]: open/recover, `append`, `sync`, `read`, `truncate_suffix`, `compact_prefix`,
 //!   `reset`, `save_hard_state`.
-//! - [`GroupCommit`]: many threads, one `fdatasync` per batch; `WalWriter` (feature `async`):
-//!   the same for async tasks, through a dedicated writer thread.
+//! - Batching is the caller's: the Raft node appends one `Ready`'s entries at a time and
+//!   syncs them with one `fdatasync`, which [`Wal::begin_sync`] lets it run on another thread.
 //! - [`FileSystem`]: the I/O seam, with [`RealFs`] and the crashable [`SimFs`].
 //!
-//! Durability contract: an entry is durable once [`Wal::sync`] (or a [`GroupCommit`] call) that
-//! covers it returns; recovery never drops a durable entry without an error naming the damaged
+//! Durability contract: an entry is durable once [`Wal::sync`] (or [`Wal::finish_sync`] with a
+//! successful outcome) that covers it returns; recovery never drops a durable entry without an error naming the damaged
 //! file and offset, and never returns bytes that fail their checksum.
 
 pub mod error;
 pub mod fs;
-mod group;
 mod hardstate;
 mod log;
 pub mod metrics;
 pub mod record;
 pub mod segment;
 mod simfs;
-#[cfg(feature = "async")]
-mod writer;
 
 pub use error::{Result, WalError};
 pub use fs::{FileHandle, FileSystem, RealFs};
-pub use group::{
-    BATCH_BYTES_MAX_DEFAULT, BATCH_OPS_MAX_DEFAULT, BATCH_WAIT_DEFAULT, BATCH_WAIT_MAX, Committed,
-    GroupCommit, GroupCommitConfig, WalOp,
-};
 pub use hardstate::{HARD_STATE_BYTES_MAX, HARD_STATE_FILE_NAME, HARD_STATE_SLOT_BYTES};
 pub use log::{
     Entry, PREALLOCATE_BYTES, PendingSync, SCAN_WINDOW_BYTES, SEGMENT_BYTES_DEFAULT,
@@ -40,5 +33,3 @@ pub use log::{
 pub use metrics::{WalMetrics, WalMetricsSnapshot};
 pub use record::PAYLOAD_BYTES_MAX;
 pub use simfs::{CrashReport, SimDirLock, SimFile, SimFs};
-#[cfg(feature = "async")]
-pub use writer::WalWriter;

@@ -8,8 +8,8 @@
 //! - `first_index() <= durable_index() + 1` and `durable_index() <= last_index()`;
 //! - the in-memory offsets and term runs describe exactly the records on disk.
 //!
-//! A `Wal` has one owner (`&mut self` to change it). Group commit across threads is layered on
-//! top in [`crate::GroupCommit`]; the simulator drives a `Wal` directly.
+//! A `Wal` has one owner (`&mut self` to change it): the Raft node's log store, which batches
+//! one `Ready` per append and may run its `fdatasync` elsewhere ([`Wal::begin_sync`]).
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -667,7 +667,7 @@ impl<F: FileSystem> Wal<F> {
     }
 
     /// The file to sync and the index that will be durable once it is synced: lets a caller
-    /// (group commit) run the fsync without holding the `Wal`.
+    /// ([`Wal::begin_sync`]) run the fsync without holding the `Wal`.
     pub(crate) fn sync_target(&self) -> (SyncTarget<F::File>, u64) {
         let active = self.active();
         (
@@ -682,16 +682,13 @@ impl<F: FileSystem> Wal<F> {
 
     /// Records that everything up to `upto` is durable (after a [`SyncTarget::sync`]).
     pub(crate) fn mark_durable(&mut self, upto: u64) {
-        // A truncation while the fsync ran cannot happen (group commit serialises writers), but
-        // never claim more than the log holds.
-        self.durable_index = self.durable_index.max(upto).min(self.last_index());
-    }
-
-    /// Poisons the log after a failed fsync done outside it; returns why, for the callers.
-    pub(crate) fn poison_with(&mut self, err: WalError) -> String {
-        let why = err.to_string();
-        self.poison(err);
-        why
+        // A truncation while the fsync ran cannot happen (the caller of `begin_sync` changes
+        // nothing before `finish_sync`), but never claim more than the log holds.
+        let durable = self.durable_index.max(upto).min(self.last_index());
+        self.metrics
+            .batch_records
+            .record(durable.saturating_sub(self.durable_index));
+        self.durable_index = durable;
     }
 
     /// Reads the entries with indexes in `lo..hi`.
@@ -1070,7 +1067,7 @@ impl<F: FileSystem> Drop for Wal<F> {
     }
 }
 
-/// The handle group commit fsyncs outside the `Wal`'s lock.
+/// The handle a [`PendingSync`] fsyncs outside the `Wal`.
 /// An fsync taken out of a [`Wal`] by [`Wal::begin_sync`]: the caller runs it where it likes
 /// (it needs no access to the `Wal`) and reports the outcome through [`Wal::finish_sync`].
 #[must_use = "entries are durable only once the sync has run and Wal::finish_sync has its outcome"]

@@ -1,5 +1,5 @@
 //! Counters and histograms the server exports (segments, bytes on disk, records appended,
-//! fsyncs, group-commit batch sizes, fsync latency).
+//! fsyncs, records made durable per fsync, fsync latency).
 //!
 //! Plain atomics, so recording costs a few nanoseconds and needs no metrics library here; the
 //! server turns a [`WalMetricsSnapshot`] into Prometheus series.
@@ -86,7 +86,6 @@ pub struct WalMetrics {
     pub(crate) bytes_appended: AtomicU64,
     pub(crate) fsyncs: AtomicU64,
     pub(crate) fsync_latency_us: Histogram,
-    pub(crate) batch_ops: Histogram,
     pub(crate) batch_records: Histogram,
 }
 
@@ -105,9 +104,7 @@ pub struct WalMetricsSnapshot {
     pub fsyncs: u64,
     /// Latency of each `fdatasync`, in microseconds.
     pub fsync_latency_us: HistogramSnapshot,
-    /// Operations (callers) served by each group-commit sync.
-    pub batch_ops: HistogramSnapshot,
-    /// Records made durable by each group-commit sync.
+    /// Records made durable by each fsync of the log (the caller's batch: one Raft `Ready`).
     pub batch_records: HistogramSnapshot,
 }
 
@@ -127,7 +124,6 @@ impl WalMetrics {
             bytes_appended: self.bytes_appended.load(Ordering::Relaxed),
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             fsync_latency_us: self.fsync_latency_us.snapshot(),
-            batch_ops: self.batch_ops.snapshot(),
             batch_records: self.batch_records.snapshot(),
         }
     }

@@ -1,5 +1,6 @@
-//! A real-disk crash test: a child process appends through group commit and reports every
-//! index the log told it was durable; the parent kills it with SIGKILL at a random moment,
+//! A real-disk crash test: a child process appends as the Raft node does (a batch per
+//! `append`, its fsync run on another thread) and reports every index the log told it was
+//! durable; the parent kills it with SIGKILL at a random moment,
 //! reopens the directory and requires every reported entry to be there, byte for byte.
 //!
 //! The child is this same test binary, re-executed with [`CHILD_DIR_ENV`] set: the test
@@ -9,7 +10,7 @@
 //! behind; power loss is the model test's job, on `SimFs`.
 //!
 //! The seed of the kill schedule is printed; `WAL_CRASH_SEED=<n>` replays the same schedule
-//! (the kill moments are the same, the interleaving of threads is up to the OS).
+//! (the kill moments are the same; how far the child got by then is up to the OS).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,14 +20,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wal::{GroupCommit, GroupCommitConfig, RealFs, Wal, WalConfig};
+use wal::{Entry, RealFs, Wal, WalConfig};
 
 /// Set in the child's environment to the data directory it appends to.
 const CHILD_DIR_ENV: &str = "WAL_CRASH_CHILD_DIR";
 /// Set in the child's environment to the term its entries carry (one per round, increasing).
 const CHILD_TERM_ENV: &str = "WAL_CRASH_CHILD_TERM";
-/// Concurrent appenders in the child: enough that batches really group.
-const CHILD_THREADS: u64 = 8;
+/// The largest batch the child appends at once (a busy node's `Ready` holds tens of entries).
+const CHILD_BATCH_MAX: u64 = 64;
 /// Kill-and-reopen rounds per run.
 const ROUNDS: u64 = 6;
 /// Small segments, so kills land around rotations too.
@@ -40,8 +41,8 @@ fn config() -> WalConfig {
     }
 }
 
-/// The payload a child writes for (term, thread, sequence): self-describing, so the parent can
-/// check any entry it finds without having seen the child's report for it.
+/// The payload a child writes for (term, slot in its batch, batch number): self-describing, so
+/// the parent can check any entry it finds without having seen the child's report for it.
 fn payload(term: u64, thread: u64, seq: u64) -> Vec<u8> {
     let head = format!("term={term} thread={thread} seq={seq};");
     let mut bytes = head.into_bytes();
@@ -63,8 +64,10 @@ fn parse_payload(bytes: &[u8]) -> Option<(u64, u64, u64)> {
     (payload(term, thread, seq) == bytes).then_some((term, thread, seq))
 }
 
-/// The child's work: append forever from several threads, printing `durable <index> <term>
-/// <thread> <seq>` after each append the log reports durable.
+/// The child's work, done the way the Raft node persists: batch after batch (1 to
+/// [`CHILD_BATCH_MAX`] entries, like one `Ready`), each written with one `append`, its fsync
+/// run on another thread (the node runs it on tokio's blocking pool) and handed back with
+/// `finish_sync`; only then a `durable <index> <term> <slot> <batch>` line for each entry.
 #[test]
 fn child_entry_point() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
@@ -74,31 +77,44 @@ fn child_entry_point() {
         .expect("the parent sets the term with the directory")
         .parse()
         .expect("the parent passes a decimal term");
-    let wal = Wal::open(RealFs, &dir, config()).expect("the child opens the log");
-    let group = GroupCommit::new(wal, GroupCommitConfig::default()).expect("default config");
-    let (tx, rx) = mpsc::channel::<String>();
-    for thread in 0..CHILD_THREADS {
-        let group = group.clone();
-        let tx = tx.clone();
-        thread::spawn(move || {
-            for seq in 0.. {
-                let committed = group
-                    .append_next(term, vec![payload(term, thread, seq)])
-                    .expect("append on a healthy disk");
-                assert!(committed.durable_index >= committed.last_index);
-                let line = format!("durable {} {term} {thread} {seq}\n", committed.last_index);
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    drop(tx);
-    // One printer, so report lines never interleave.
+    let mut wal = Wal::open(RealFs, &dir, config()).expect("the child opens the log");
+    let mut sizes = SplitMix(term);
     let mut out = std::io::stdout().lock();
-    for line in rx {
-        out.write_all(line.as_bytes())
+    for batch in 0.. {
+        let first = wal.last_index() + 1;
+        let size = 1 + sizes.next() % CHILD_BATCH_MAX;
+        let entries: Vec<Entry> = (0..size)
+            .map(|slot| Entry {
+                index: first + slot,
+                term,
+                payload: payload(term, slot, batch),
+            })
+            .collect();
+        wal.append(&entries).expect("append on a healthy disk");
+        let pending = wal
+            .begin_sync()
+            .expect("a healthy log")
+            .expect("an appended batch awaits its fsync");
+        let upto = pending.upto();
+        let outcome = thread::scope(|scope| {
+            scope
+                .spawn(|| pending.run())
+                .join()
+                .expect("the fsync thread does not panic")
+        });
+        let durable = wal
+            .finish_sync(upto, outcome)
+            .expect("fsync on a healthy disk");
+        assert!(durable >= upto);
+        for entry in &entries {
+            writeln!(
+                out,
+                "durable {} {term} {} {batch}",
+                entry.index,
+                entry.index - first
+            )
             .expect("stdout is the parent's pipe");
+        }
         out.flush().expect("stdout is the parent's pipe");
     }
 }

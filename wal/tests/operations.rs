@@ -1,13 +1,9 @@
 //! Scenarios for the log's operations: append, read, rotation, reopen, truncation, compaction,
-//! reset, hard state, locking, group commit, and fsync failure.
+//! reset, hard state, locking, fsyncs run on another thread, and fsync failure.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use wal::{
-    Entry, FileSystem, GroupCommit, GroupCommitConfig, RealFs, SimFs, Wal, WalConfig, WalError,
-    WalOp,
-};
+use wal::{Entry, FileSystem, RealFs, SimFs, Wal, WalConfig, WalError};
 
 /// The payload entry `index` carries in these tests, so reads can be checked against it.
 fn payload(index: u64) -> Vec<u8> {
@@ -285,12 +281,6 @@ fn out_of_range_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let err = Wal::open(RealFs, dir.path(), WalConfig { segment_bytes: 10 }).unwrap_err();
     assert!(err.to_string().contains("segment_bytes"), "{err}");
-    let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
-    let bad = GroupCommitConfig {
-        batch_ops_max: 0,
-        ..Default::default()
-    };
-    assert!(GroupCommit::new(wal, bad).is_err());
 }
 
 #[test]
@@ -330,6 +320,12 @@ fn an_fsync_run_on_another_thread_counts_only_once_its_outcome_is_handed_back() 
     assert_eq!(wal.durable_index(), 0);
     assert_eq!(wal.finish_sync(upto, outcome).unwrap(), 3);
     assert_eq!(wal.durable_index(), 3);
+    // One fsync made three records durable, and the metrics say so.
+    let metrics = wal.metrics().snapshot();
+    assert_eq!(
+        (metrics.batch_records.count, metrics.batch_records.sum),
+        (1, 3)
+    );
     // and with everything durable there is no fsync left to take out.
     assert!(wal.begin_sync().unwrap().is_none());
     // The entries survive a crash: the fsync reached the disk.
@@ -360,156 +356,6 @@ fn a_failed_fsync_run_on_another_thread_poisons_the_log_like_a_failed_sync() {
         wal.append(&entries(3..=3, 1)),
         Err(WalError::Poisoned(_))
     ));
-}
-
-#[test]
-fn group_commit_gives_concurrent_appenders_distinct_durable_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
-    let metrics = wal.metrics();
-    let group = GroupCommit::new(wal, GroupCommitConfig::default()).unwrap();
-    let threads = 8;
-    let per_thread = 50;
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let group = group.clone();
-            std::thread::spawn(move || {
-                (0..per_thread)
-                    .map(|i| {
-                        let c = group
-                            .append_next(1, vec![format!("t{t}-{i}").into_bytes()])
-                            .unwrap();
-                        assert!(c.durable_index >= c.last_index);
-                        c.last_index
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut indexes: Vec<u64> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
-    indexes.sort_unstable();
-    assert_eq!(indexes, (1..=threads * per_thread).collect::<Vec<_>>());
-    let m = metrics.snapshot();
-    assert_eq!(m.records_appended, threads * per_thread);
-    assert_eq!(
-        m.batch_ops.sum,
-        threads * per_thread,
-        "every operation went through a batch"
-    );
-    assert!(m.fsyncs >= m.batch_ops.count.min(1));
-    group.with_wal(|wal| {
-        wal.check_invariants();
-        let all = wal.read(1, threads * per_thread + 1).unwrap();
-        assert_eq!(all.len() as u64, threads * per_thread);
-    });
-}
-
-#[test]
-fn group_commit_applies_truncations_and_hard_state_in_submission_order() {
-    let fs = SimFs::new(9);
-    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
-    let group = Arc::new(GroupCommit::new(wal, GroupCommitConfig::default()).unwrap());
-    group.append(entries(1..=10, 1)).unwrap();
-    let c = group.submit(WalOp::TruncateSuffix(5)).unwrap();
-    assert_eq!(c.last_index, 4);
-    group.submit(WalOp::SaveHardState(b"hs".to_vec())).unwrap();
-    let c = group.append(entries(5..=6, 2)).unwrap();
-    assert_eq!((c.last_index, c.durable_index), (6, 6));
-    assert!(
-        group.append(entries(9..=9, 2)).is_err(),
-        "gaps are refused through the group too"
-    );
-    group.with_wal(|wal| {
-        assert_eq!(wal.term(5), Some(2));
-        assert_eq!(wal.hard_state(), Some(&b"hs"[..]));
-    });
-}
-
-#[test]
-fn a_failed_group_fsync_fails_every_caller_of_the_batch_and_poisons_the_log() {
-    let fs = SimFs::new(3);
-    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
-    let group = GroupCommit::new(wal, GroupCommitConfig::default()).unwrap();
-    group.append(entries(1..=2, 1)).unwrap();
-    fs.fail_next_syncs(1);
-    assert!(matches!(
-        group.append(entries(3..=3, 1)),
-        Err(WalError::Poisoned(_))
-    ));
-    assert!(matches!(
-        group.append(entries(3..=3, 1)),
-        Err(WalError::Poisoned(_))
-    ));
-}
-
-#[test]
-fn a_bad_append_merged_into_a_batch_fails_alone_and_the_others_land() {
-    // Given a group that holds its writer back long enough for every caller to join one batch,
-    let fs = SimFs::new(11);
-    let wal = Wal::open(fs.clone(), "/d", WalConfig::default()).unwrap();
-    let metrics = wal.metrics();
-    let config = GroupCommitConfig {
-        batch_ops_max: 4,
-        batch_wait: std::time::Duration::from_millis(100),
-        ..GroupCommitConfig::default()
-    };
-    let group = GroupCommit::new(wal, config).unwrap();
-    group.append_next(5, vec![b"first".to_vec()]).unwrap();
-    // when two good appends and two bad ones (an older term, an oversized payload) arrive together
-    // (in any order: every good one has the log's term),
-    let oversized = vec![0u8; wal::PAYLOAD_BYTES_MAX + 1];
-    let ops = [
-        (5, vec![b"good-a".to_vec()]),
-        (4, vec![b"stale-term".to_vec()]),
-        (5, vec![oversized]),
-        (5, vec![b"good-b".to_vec(), b"good-c".to_vec()]),
-    ];
-    let handles: Vec<_> = ops
-        .into_iter()
-        .map(|(term, payloads)| {
-            let group = group.clone();
-            std::thread::spawn(move || (term, group.append_next(term, payloads)))
-        })
-        .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    // then each bad one fails with its own reason, and the good ones land contiguously.
-    let mut good = 0;
-    for (term, result) in &results {
-        match (term, result) {
-            (4, r) => assert!(matches!(r, Err(WalError::InvalidOperation(_))), "{r:?}"),
-            (5, Err(WalError::PayloadTooLarge { .. })) => {}
-            (5, Ok(c)) => {
-                good += 1;
-                assert!(c.durable_index >= c.last_index);
-            }
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
-    assert_eq!(good, 2, "{results:?}");
-    group.with_wal(|wal| {
-        wal.check_invariants();
-        let payloads: Vec<Vec<u8>> = wal
-            .read(1, 5)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.payload)
-            .collect();
-        assert_eq!(wal.last_index(), 4);
-        assert!(payloads.contains(&b"good-a".to_vec()));
-        assert!(
-            payloads
-                .windows(2)
-                .any(|w| w == [b"good-b".to_vec(), b"good-c".to_vec()])
-        );
-        assert!(
-            !wal.is_poisoned(),
-            "a refused append does not poison the log"
-        );
-    });
-    assert!(metrics.snapshot().batch_ops.count >= 2);
 }
 
 #[test]
@@ -553,68 +399,6 @@ fn a_segment_larger_than_one_scan_chunk_recovers_whole_and_loses_only_its_torn_t
         .set_len(len - 10)
         .unwrap();
     check(count - 1);
-}
-
-#[test]
-fn the_async_writer_batches_concurrent_tasks_and_answers_each_with_its_own_durable_index() {
-    // Given a writer thread over a fresh log,
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
-    let metrics = wal.metrics();
-    let writer = wal::WalWriter::start(wal, GroupCommitConfig::default()).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    // when 32 tasks append 20 entries each, one at a time,
-    let mut indexes: Vec<(u64, Vec<u8>)> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..32)
-            .map(|t| {
-                let writer = writer.clone();
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    for i in 0..20 {
-                        let payload = format!("t{t}-{i}").into_bytes();
-                        let c = writer.append_next(1, vec![payload.clone()]).await.unwrap();
-                        assert!(c.durable_index >= c.last_index);
-                        mine.push((c.last_index, payload));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for task in tasks {
-            all.extend(task.await.unwrap());
-        }
-        all
-    });
-    // then every entry has a distinct index holding exactly its payload, and fsyncs were shared.
-    indexes.sort();
-    assert_eq!(
-        indexes.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-        (1..=640).collect::<Vec<_>>()
-    );
-    writer.with_wal(|wal| {
-        for (index, payload) in &indexes {
-            assert_eq!(&wal.read(*index, index + 1).unwrap()[0].payload, payload);
-        }
-        wal.check_invariants();
-    });
-    let m = metrics.snapshot();
-    assert!(
-        m.fsyncs < 640,
-        "{} fsyncs for 640 appends: nothing was batched",
-        m.fsyncs
-    );
-    // A refused operation fails alone and the writer goes on.
-    let refused = runtime.block_on(writer.submit(WalOp::Append(entries(900..=900, 1))));
-    assert!(matches!(refused, Err(WalError::InvalidOperation(_))));
-    let next = runtime
-        .block_on(writer.append_next(1, vec![b"after".to_vec()]))
-        .unwrap();
-    assert_eq!(next.last_index, 641);
 }
 
 #[test]
