@@ -257,10 +257,8 @@ pub const QUOTA_BYTES_MIN: u64 = 64 * 1024;
 pub const QUOTA_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// The longest node id.
 pub const NODE_ID_BYTES_MAX: usize = 64;
-/// Default of `storage.snapshot_log_percent`: a snapshot once the new log reaches a quarter
-/// of the last one's size, so at most about a quarter of the state is replayed at a restart,
-/// and a write costs about four bytes of snapshot writing per byte of log.
-pub const SNAPSHOT_LOG_PERCENT_DEFAULT: u32 = 25;
+/// Default of `storage.snapshot_log_percent` (the node's default, see its docs).
+pub use raft::node::SNAPSHOT_LOG_PERCENT_DEFAULT;
 /// Largest `storage.snapshot_log_percent`: beyond ten times the state, the log to replay at a
 /// restart dwarfs the snapshot it was meant to spare.
 pub const SNAPSHOT_LOG_PERCENT_MAX: u32 = 1000;

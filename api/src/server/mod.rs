@@ -19,33 +19,32 @@
 
 pub mod data_dir;
 pub mod join;
-pub mod machine;
-pub mod snapshots;
+
+pub use replica::boot::{
+    address_record_entries, found_cluster, initial_addresses, restore_from_files,
+};
+pub use replica::duties::{
+    DUTY_INTERVAL, PROMOTE_LAG_ENTRIES_MAX, add_learner, follow_records, handle_reports,
+    leader_duties, may_promote,
+};
+pub use replica::{machine, snapshots};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use raft::core::{
-    self, ConfChange, ConfChangeKind, Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Term,
-};
+use raft::core::{self, LogIndex, NodeId};
 use raft::node::{
-    self, ClusterId, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, StateMachine,
-    WalLogStore,
+    self, ClusterId, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, WalLogStore,
 };
-use raft::transport::{Network, PeerTransport, Refusal, TcpNetwork, TransportReport};
+use raft::transport::{PeerTransport, TcpNetwork};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use data_dir::{CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
 use join::{Admission, JoinRefused};
-use machine::{Book, Machine, MemberInfo, Output, Proposal};
+use machine::{Machine, MemberInfo, Output, Proposal};
 use snapshots::KvSnapshotFiles;
 
-/// How far behind the leader's log a learner may be to be promoted to voter.
-pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 100;
-/// How often the leader looks for learners to promote and checks its own address record.
-pub const DUTY_INTERVAL: Duration = Duration::from_millis(200);
 /// Raft clock ticks per `raft.heartbeat_timeout`. A tick finer than the heartbeat draws the
 /// random part of each follower's election timeout at a finer grain: at one tick per
 /// heartbeat (5 possible draws with the defaults), two followers that learn of a dead leader
@@ -81,7 +80,7 @@ pub enum StartError {
     Snapshot(#[from] node::SnapshotFilesError),
     /// The log after the snapshot cannot be read back.
     #[error("reading the log: {0}")]
-    LogUnreadable(#[source] core::StorageError),
+    LogUnreadable(#[from] core::StorageError),
     /// The Raft node refused its settings.
     #[error("{0}")]
     Node(#[from] node::NodeError),
@@ -385,36 +384,6 @@ impl Server {
     }
 }
 
-/// Adds a member through `node` (the leader): records its addresses, then adds it as a
-/// learner unless it is a member already (a repeated join is answered as the first). The
-/// leader's duties promote it once it has caught up.
-pub async fn add_learner(node: &Node<Output>, member: MemberInfo) -> Result<(), node::NodeError> {
-    node.propose(Proposal::Member(member.clone()).encode())
-        .await?;
-    if node.status().configuration.contains(member.id) {
-        return Ok(());
-    }
-    node.change_membership(ConfChange::single(ConfChangeKind::AddLearner, member.id))
-        .await
-        .map(|_| ())
-}
-
-/// Where a starting node's peers are, before it has applied anything: the address book of
-/// the snapshot it restored (`machine`), then the member records in its log, applied or not,
-/// newest last.
-pub fn initial_addresses(machine: &Machine, log: &[Entry]) -> BTreeMap<NodeId, String> {
-    let mut addresses: BTreeMap<NodeId, String> = machine
-        .members()
-        .iter()
-        .map(|(id, m)| (*id, m.raft_addr.clone()))
-        .collect();
-    for member in machine::members_in_log(log) {
-        raft::node::names::register(member.id, &member.name);
-        addresses.insert(member.id, member.raft_addr);
-    }
-    addresses
-}
-
 /// This node's address record, from its configuration.
 fn member_of(config: &Config) -> MemberInfo {
     MemberInfo {
@@ -451,58 +420,6 @@ fn node_config(config: &Config, id: NodeId) -> NodeConfig {
     }
 }
 
-/// Restores `machine` at start-up from the snapshot kept at `metadata`: streamed from its file
-/// and checked whole, as a snapshot from a leader is. Returns the file's size in bytes. Public
-/// so that the simulation starts its nodes with the server's own code.
-pub fn restore_from_files(
-    machine: &mut Machine,
-    files: &dyn SnapshotFiles,
-    metadata: &raft::core::SnapshotMetadata,
-) -> Result<u64, node::SnapshotFilesError> {
-    let (mut data, bytes) = files.open(metadata)?;
-    let restored = (machine.restorer())(metadata, &mut data)?;
-    machine.install(metadata, restored);
-    Ok(bytes)
-}
-
-/// Writes the founding entry of a new cluster of one: `id` as its only voter, committed.
-/// Public so that the simulation founds its clusters with the server's own code.
-pub fn found_cluster<F: wal::FileSystem>(
-    store: &mut WalLogStore<F>,
-    id: NodeId,
-) -> Result<(), StartError> {
-    let first = Entry {
-        term: Term(1),
-        index: LogIndex(1),
-        payload: EntryPayload::ConfChange(ConfChange::single(ConfChangeKind::AddVoter, id)),
-    };
-    let hard_state = HardState {
-        term: Term(1),
-        vote: None,
-        commit: LogIndex(1),
-    };
-    store.persist(None, &[first], Some(&hard_state))?;
-    store.persist_commit(LogIndex(1))?;
-    Ok(())
-}
-
-/// The address records the store holds after its snapshot (what [`initial_addresses`]
-/// reads). Public so that the simulation starts its nodes with the server's own code.
-pub fn address_record_entries<F: wal::FileSystem>(
-    store: &WalLogStore<F>,
-) -> Result<Vec<Entry>, StartError> {
-    use raft::core::Storage;
-    let unreadable = StartError::LogUnreadable;
-    // After the snapshot only: the catch-up tail before it holds records the snapshot's
-    // address book already supersedes. Only the address records are decoded: the commands
-    // around them are nearly all of a long tail, and the applier reads them anyway.
-    let first = store.snapshot_metadata().index.next();
-    let last = store.last_index().map_err(unreadable)?;
-    store
-        .commands_tagged(first, last.next(), machine::TAG_MEMBER)
-        .map_err(unreadable)
-}
-
 /// A restarting node that was also given `join_addr` checks that the address serves its own
 /// cluster: pointing a member of one cluster at another is a mistake to stop at, not to run
 /// with. When the address does not answer, the node restarts anyway (a restart must come back
@@ -527,126 +444,5 @@ async fn check_join_addr_cluster(
             warn!(cluster = %ours, %join_addr, "restarting as a member; join_addr did not say which cluster it serves");
             Ok(())
         }
-    }
-}
-
-/// Hands the transport's news to the node: how each snapshot sent went, and which peers
-/// refused this node as removed. Runs until the transport is dropped.
-pub async fn handle_reports(
-    node: Node<Output>,
-    mut reports: tokio::sync::mpsc::UnboundedReceiver<TransportReport>,
-) {
-    while let Some(report) = reports.recv().await {
-        match report {
-            TransportReport::Snapshot(report) => {
-                node.report_snapshot(report.to, report.delivered).await
-            }
-            TransportReport::Refused {
-                by,
-                refusal: Refusal::Removed { at },
-            } => node.removed(by, at),
-            // The transport logged it; nothing here can mend another cluster's node.
-            TransportReport::Refused { .. } => {}
-        }
-    }
-}
-
-/// Keeps the transport's peer table in step with the applied records: every member's address,
-/// and which nodes were removed (their connections are refused, and they are told why). Runs
-/// until the machine is dropped.
-pub async fn follow_records<N: Network>(
-    transport: Arc<PeerTransport<N>>,
-    node: Node<Output>,
-    mut book: tokio::sync::watch::Receiver<Book>,
-) {
-    loop {
-        let current = book.borrow_and_update().clone();
-        for (id, member) in &current.members {
-            transport.set_peer(*id, member.raft_addr.clone());
-        }
-        let configuration = node.status().configuration;
-        for (id, _) in transport.peers() {
-            if current.removed.contains_key(&id) && !configuration.contains(id) {
-                transport.remove_peer(id);
-            }
-        }
-        transport.set_removed(current.removed.into_iter().collect());
-        if book.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Whether a leader may promote a learner whose replication stands at `match_index`: it must
-/// have acknowledged entries from this leader (a leader's record of every follower starts at
-/// zero, so a learner that was never reached, or that runs another cluster's data, never
-/// qualifies, however short the log) and be within [`PROMOTE_LAG_ENTRIES_MAX`] of the leader's
-/// last index.
-pub fn may_promote(match_index: LogIndex, last_index: LogIndex) -> bool {
-    match_index > LogIndex::ZERO && last_index.count_since(match_index) <= PROMOTE_LAG_ENTRIES_MAX
-}
-
-/// What only the leader does, periodically: make sure its own address record (`me`) is
-/// current, and promote learners that have caught up ([`may_promote`]). `members` reads the
-/// applied address book. Runs until the node fails or stops.
-pub async fn leader_duties<B>(node: Node<Output>, me: MemberInfo, members: B)
-where
-    B: Fn() -> BTreeMap<NodeId, MemberInfo> + Send + 'static,
-{
-    let mut interval = tokio::time::interval(DUTY_INTERVAL);
-    loop {
-        interval.tick().await;
-        let status = node.status();
-        if status.failed.is_some() {
-            return;
-        }
-        if status.role != Some(Role::Leader) {
-            continue;
-        }
-        let book = members();
-        if book.get(&me.id) != Some(&me) {
-            if let Err(e) = node.propose(Proposal::Member(me.clone()).encode()).await {
-                warn!(error = %e, "could not record this node's addresses");
-            }
-            continue;
-        }
-        let configuration = &status.configuration;
-        if configuration.is_joint() {
-            continue; // A change is in flight.
-        }
-        let promotable = configuration.learners.iter().find(|learner| {
-            status
-                .match_index
-                .iter()
-                .any(|(id, m)| id == *learner && may_promote(*m, status.last_index))
-        });
-        if let Some(&learner) = promotable {
-            let name = book
-                .get(&learner)
-                .map_or_else(|| learner.to_string(), |m| m.name.clone());
-            info!(learner = %name, "learner caught up: promoting to voter");
-            if let Err(e) = node
-                .change_membership(ConfChange::single(ConfChangeKind::AddVoter, learner))
-                .await
-            {
-                warn!(learner = %name, error = %e, "promotion failed; will retry");
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_learner_is_promoted_only_after_it_acknowledged_entries_and_caught_up() {
-        // Given a young cluster whose log has 5 entries, a learner the leader never reached
-        // (match 0) is not promoted, though it is "within 100 entries".
-        assert!(!may_promote(LogIndex(0), LogIndex(5)));
-        // One that acknowledged the whole log is; one 100 behind is; one 101 behind is not.
-        assert!(may_promote(LogIndex(5), LogIndex(5)));
-        assert!(may_promote(LogIndex(100), LogIndex(200)));
-        assert!(!may_promote(LogIndex(99), LogIndex(200)));
     }
 }

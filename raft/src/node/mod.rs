@@ -53,6 +53,11 @@ pub const APPLY_QUEUE_MAX: usize = 1024;
 /// The default for [`NodeConfig::events_per_ready_max`]: enough for 64 clients' requests and
 /// their peers' answers to share one fsync, small enough that one burst adds little latency.
 pub const EVENTS_PER_READY_MAX_DEFAULT: usize = 1024;
+/// The default log share that calls for a snapshot, in percent of the last snapshot's size
+/// ([`NodeConfig::snapshot_log_share`] is this over 100): a snapshot once the new log reaches a
+/// quarter of the last one's size, so at most about a quarter of the state is replayed at a
+/// restart, and a write costs about four bytes of snapshot writing per byte of log.
+pub const SNAPSHOT_LOG_PERCENT_DEFAULT: u32 = 25;
 
 /// The application's replicated state machine, as the node drives it.
 pub trait StateMachine: Send + 'static {

@@ -133,7 +133,7 @@ pub async fn join(cluster: Arc<Cluster>, host: usize) {
             let live = cluster
                 .live(leader)
                 .ok_or_else(|| "leader down".to_string())?;
-            api::server::add_learner(&live.node, member.clone())
+            replica::duties::add_learner(&live.node, member.clone())
                 .await
                 .map_err(|e| e.to_string())
         };

@@ -15,11 +15,11 @@
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use api::server::machine::check_snapshot_data;
 use raft::core::SnapshotMetadata;
 use raft::node::{
     MemSnapshotFiles, Offload, SnapshotFiles, SnapshotFilesError, SnapshotSink, SnapshotView,
 };
+use replica::machine::check_snapshot_data;
 use wal::SimFs;
 
 /// The WAL directory on every simulated disk.

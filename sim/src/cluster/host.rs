@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::server::machine::{Machine, MachineView, MemberInfo, Output, Proposal, RestoredState};
 use bytes::Bytes;
 use raft::core::{
     self, BrokenRule, ConfChange, ConfChangeKind, ConfChangeSingle, Entry, EntryPayload, HardState,
@@ -28,6 +27,7 @@ use raft::node::{
     StateMachine, WalLogStore,
 };
 use raft::transport::{PeerTransport, Refusal, TransportReport};
+use replica::machine::{Machine, MachineView, MemberInfo, Output, Proposal, RestoredState};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::disk::{Disk, WAL_DIR};
@@ -476,7 +476,7 @@ impl Boot<'_> {
                 }
                 Formation::Joining if !self.founders.is_empty() => {
                     debug_assert_eq!(self.founders, BTreeSet::from([host.id]));
-                    api::server::found_cluster(&mut store, host.id)?;
+                    replica::boot::found_cluster(&mut store, host.id)?;
                 }
                 _ => {}
             }
@@ -492,7 +492,7 @@ impl Boot<'_> {
         let (mut machine, book) = Machine::new(kv::KvConfig::default(), store.cluster_id());
         let snapshot = store.snapshot_metadata().clone();
         if snapshot.index > LogIndex::ZERO {
-            api::server::restore_from_files(&mut machine, files.as_ref(), &snapshot)?;
+            replica::boot::restore_from_files(&mut machine, files.as_ref(), &snapshot)?;
         }
         cluster.monitor.started(self.slot, snapshot.index.0);
         // Founders: every host's address, from the harness. Joining: only what a server knows
@@ -503,9 +503,9 @@ impl Boot<'_> {
                 .iter()
                 .map(|peer| (peer.id, peer_addr(&peer.name)))
                 .collect(),
-            Formation::Joining => api::server::initial_addresses(
+            Formation::Joining => replica::boot::initial_addresses(
                 &machine,
-                &api::server::address_record_entries(&store)?,
+                &replica::boot::address_record_entries(&store)?,
             )
             .into_iter()
             .collect(),
@@ -538,7 +538,7 @@ impl Boot<'_> {
                 snapshot_every: cluster.settings.snapshot_every,
                 // The server's default: the simulation's small states keep the entry floor
                 // in charge, so snapshots stay frequent.
-                snapshot_log_share: f64::from(api::config::SNAPSHOT_LOG_PERCENT_DEFAULT) / 100.0,
+                snapshot_log_share: f64::from(node::SNAPSHOT_LOG_PERCENT_DEFAULT) / 100.0,
                 events_per_ready_max: node::EVENTS_PER_READY_MAX_DEFAULT,
                 batch_wait: Duration::ZERO,
             },
@@ -559,15 +559,15 @@ impl Boot<'_> {
                 rx
             }
         };
-        tokio::spawn(api::server::handle_reports(node.clone(), reports));
-        tokio::spawn(api::server::follow_records(
+        tokio::spawn(replica::duties::handle_reports(node.clone(), reports));
+        tokio::spawn(replica::duties::follow_records(
             Arc::clone(&transport),
             node.clone(),
             book,
         ));
         if self.formation == Formation::Joining {
             let book = Arc::clone(&machine);
-            tokio::spawn(api::server::leader_duties(
+            tokio::spawn(replica::duties::leader_duties(
                 node.clone(),
                 cluster.member_info(index),
                 move || book.lock().expect(MACHINE_LOCK).inner.members().clone(),

@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use api::server::machine::{Output, Proposal};
 use bytes::Bytes;
 use kv::{CasAction, Compare, Outcome as KvOutcome};
 use raft::node::NodeError;
+use replica::machine::{Output, Proposal};
 
 use super::host::{Cluster, read_key};
 use crate::lincheck::{Event, EventKind, Operation, Outcome, Output as LinOutput, ProcessId};

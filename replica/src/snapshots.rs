@@ -288,7 +288,7 @@ mod tests {
     use raft::node::StateMachine;
 
     use super::*;
-    use crate::server::machine::Machine;
+    use crate::machine::Machine;
 
     const CLUSTER: ClusterId = ClusterId(7);
 
