@@ -21,7 +21,8 @@ pub mod data_dir;
 pub mod join;
 
 pub use replica::boot::{
-    address_record_entries, found_cluster, initial_addresses, restore_from_files,
+    Restored, StoreStart, address_record_entries, found_cluster, initial_addresses, open_store,
+    restore_from_files, restored_machine,
 };
 pub use replica::duties::{
     DUTY_INTERVAL, PROMOTE_LAG_ENTRIES_MAX, add_learner, follow_records, handle_reports,
@@ -33,9 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use raft::core::{self, LogIndex, NodeId};
-use raft::node::{
-    self, ClusterId, DurableState, LogStore, Node, NodeConfig, SnapshotFiles, WalLogStore,
-};
+use raft::node::{self, ClusterId, LogStore, Node, NodeConfig, SnapshotFiles, WalLogStore};
 use raft::transport::{PeerTransport, TcpNetwork};
 use tracing::{info, warn};
 
@@ -226,33 +225,31 @@ impl Server {
                 segment_bytes: config.wal.segment_size,
             },
         )?;
-        let files_for =
-            |cluster| KvSnapshotFiles::open(data_dir.join(SNAPSHOTS_DIR), cluster).map(Arc::new);
-        let (store, snapshot_files) = match &origin {
-            Origin::Restarted => {
-                // The store needs the snapshot files and the files need the store's cluster
-                // id: read the id from the WAL's hard state first.
-                let cluster = WalLogStore::<wal::RealFs>::cluster_id_in(&wal)?;
-                let files = files_for(cluster)?;
-                let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
-                (WalLogStore::open(wal, dyn_files)?, files)
-            }
-            Origin::Founded | Origin::Joined(_) => {
-                let cluster = match &origin {
-                    Origin::Joined(admission) => admission.cluster_id,
-                    _ => ClusterId::random(),
-                };
-                let files = files_for(cluster)?;
-                let dyn_files: Arc<dyn SnapshotFiles> = files.clone();
-                let mut store = WalLogStore::create(wal, dyn_files, DurableState::new(cluster))?;
-                if matches!(origin, Origin::Founded) {
-                    found_cluster(&mut store, id)?;
-                    info!(node = %config.raft.node_id, cluster = %cluster, "founded a new cluster of one");
-                }
-                (store, files)
-            }
+        let start = match &origin {
+            Origin::Restarted => StoreStart::Existing,
+            Origin::Founded => StoreStart::New {
+                cluster: ClusterId::random(),
+                founders: [id].into(),
+            },
+            Origin::Joined(admission) => StoreStart::New {
+                cluster: admission.cluster_id,
+                founders: Default::default(),
+            },
         };
-        let mut store = store;
+        // The store needs the snapshot files and the files need the store's cluster id: on a
+        // restart, read the id from the WAL's hard state first.
+        let cluster = match &start {
+            StoreStart::Existing => WalLogStore::<wal::RealFs>::cluster_id_in(&wal)?,
+            StoreStart::New { cluster, .. } => *cluster,
+        };
+        let snapshot_files = Arc::new(KvSnapshotFiles::open(
+            data_dir.join(SNAPSHOTS_DIR),
+            cluster,
+        )?);
+        let mut store = open_store(wal, snapshot_files.clone(), &start)?;
+        if matches!(origin, Origin::Founded) {
+            info!(node = %config.raft.node_id, cluster = %cluster, "founded a new cluster of one");
+        }
         store.set_free_space_reserve(config.storage.free_space_reserve);
         store.set_catchup_entries(config.storage.snapshot_catchup_entries);
         let cluster_id = store.cluster_id();
@@ -260,12 +257,14 @@ impl Server {
             check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
         }
 
-        let (mut machine, book_rx) = Machine::new(kv::KvConfig::default(), cluster_id);
-        let snapshot_meta = store.snapshot_metadata().clone();
-        if snapshot_meta.index.0 > 0 {
-            let bytes = restore_from_files(&mut machine, snapshot_files.as_ref(), &snapshot_meta)?;
+        let Restored {
+            machine,
+            book: book_rx,
+            snapshot_bytes,
+        } = restored_machine(&store, snapshot_files.as_ref())?;
+        if let Some(bytes) = snapshot_bytes {
             info!(
-                index = snapshot_meta.index.0,
+                index = store.snapshot_metadata().index.0,
                 bytes,
                 keys = machine.kv.len(),
                 "state machine restored from snapshot"

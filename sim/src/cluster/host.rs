@@ -18,15 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft::core::{
-    self, BrokenRule, ConfChange, ConfChangeKind, ConfChangeSingle, Entry, EntryPayload, HardState,
-    LogIndex, NodeId, Role, SnapshotMetadata, Term,
-};
+use raft::core::{self, BrokenRule, LogIndex, NodeId, Role, SnapshotMetadata};
 use raft::node::{
-    self, ClusterId, DurableState, LogStore, Node, NodeConfig, NodeError, Restorer, SnapshotFiles,
-    StateMachine, WalLogStore,
+    self, ClusterId, LogStore, Node, NodeConfig, NodeError, Restorer, SnapshotFiles, StateMachine,
+    WalLogStore,
 };
 use raft::transport::{PeerTransport, Refusal, TransportReport};
+use replica::boot::{Restored, StoreStart, open_store, restored_machine};
 use replica::machine::{Machine, MachineView, MemberInfo, Output, Proposal, RestoredState};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -467,34 +465,29 @@ impl Boot<'_> {
         // membership by replaying the log from index 1, exactly as a server that joins does. A
         // node that waits to be added is given the cluster's identity as a server learns it
         // from the answer to its join.
-        let store = if WalLogStore::is_blank(&wal) {
-            let initial = DurableState::new(self.cluster_id);
-            let mut store = WalLogStore::create(wal, Arc::clone(&files), initial)?;
-            match self.formation {
-                Formation::Founders if !self.founders.is_empty() => {
-                    write_founding_entry(&mut store, &self.founders)?
-                }
-                Formation::Joining if !self.founders.is_empty() => {
-                    debug_assert_eq!(self.founders, BTreeSet::from([host.id]));
-                    replica::boot::found_cluster(&mut store, host.id)?;
-                }
-                _ => {}
+        let store_start = if WalLogStore::is_blank(&wal) {
+            debug_assert!(
+                self.formation == Formation::Founders
+                    || self.founders.is_empty()
+                    || self.founders == BTreeSet::from([host.id]),
+                "a joining run founds its cluster with one node"
+            );
+            StoreStart::New {
+                cluster: self.cluster_id,
+                founders: self.founders.clone(),
             }
-            store
         } else {
-            WalLogStore::open(wal, Arc::clone(&files))?
+            StoreStart::Existing
         };
-        let mut store = store;
+        let mut store = open_store(wal, Arc::clone(&files), &store_start)?;
         // A short tail behind each snapshot: followers that lag a little catch up from the
         // log, as with the server's default, and those that lag more still get snapshots,
         // which the simulation must keep exercising with its small states.
         store.set_catchup_entries(SNAPSHOT_CATCHUP_ENTRIES);
-        let (mut machine, book) = Machine::new(kv::KvConfig::default(), store.cluster_id());
-        let snapshot = store.snapshot_metadata().clone();
-        if snapshot.index > LogIndex::ZERO {
-            replica::boot::restore_from_files(&mut machine, files.as_ref(), &snapshot)?;
-        }
-        cluster.monitor.started(self.slot, snapshot.index.0);
+        let Restored { machine, book, .. } = restored_machine(&store, files.as_ref())?;
+        cluster
+            .monitor
+            .started(self.slot, store.snapshot_metadata().index.0);
         // Founders: every host's address, from the harness. Joining: only what a server knows
         // before it has applied anything.
         let addresses: Vec<(NodeId, String)> = match self.formation {
@@ -583,33 +576,6 @@ impl Boot<'_> {
         serve_peers(listener, node, transport).await;
         Ok(())
     }
-}
-
-/// Writes the founding entry naming every founder as a voter, committed ([`Formation::Founders`]).
-fn write_founding_entry(
-    store: &mut WalLogStore<wal::SimFs>,
-    founders: &BTreeSet<NodeId>,
-) -> Result<(), node::StoreError> {
-    let founding = ConfChange {
-        changes: founders
-            .iter()
-            .map(|&node| ConfChangeSingle {
-                kind: ConfChangeKind::AddVoter,
-                node,
-            })
-            .collect(),
-    };
-    let first = Entry {
-        term: Term(1),
-        index: LogIndex(1),
-        payload: EntryPayload::ConfChange(founding),
-    };
-    let hard_state = HardState {
-        term: Term(1),
-        vote: None,
-        commit: LogIndex(1),
-    };
-    store.persist(None, &[first], Some(&hard_state))
 }
 
 /// Counts the refusals of another cluster's peer in `counter` and passes every report on to
