@@ -1,0 +1,71 @@
+//! One API call before it is sent anywhere ([`Call`]): method, path, body, headers, whether
+//! sending it twice is harmless ([`Replay`]) and where it goes first ([`Route`]); and the final
+//! [`Answer`] an endpoint gave. Invariant: only a call marked [`Replay::Safe`] is ever sent
+//! again after it may have reached a server.
+
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+/// Whether sending a request twice is harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replay {
+    /// Reads and session writes: retried after any failure.
+    Safe,
+    /// Plain writes: retried only when the request certainly was not applied.
+    Unsafe,
+}
+
+/// Which endpoints a request goes to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Per [`ClientOptions::routing`](crate::ClientOptions::routing).
+    Cluster,
+    /// The endpoints in the order given; only transport failures move on.
+    NodeLocal,
+}
+
+/// One API call, before it is sent anywhere.
+pub(super) struct Call<'a> {
+    pub(super) method: Method,
+    pub(super) path_and_query: String,
+    pub(super) body: Bytes,
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) replay: Replay,
+    pub(super) route: Route,
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn new(method: Method, path_and_query: String, replay: Replay) -> Self {
+        Call {
+            method,
+            path_and_query,
+            body: Bytes::new(),
+            headers: Vec::new(),
+            key: None,
+            replay,
+            route: Route::Cluster,
+        }
+    }
+
+    pub(super) fn json_body(mut self, body: &serde_json::Value) -> Self {
+        self.body = Bytes::from(body.to_string());
+        self.headers
+            .push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        self
+    }
+
+    pub(super) fn accept_json(mut self) -> Self {
+        self.headers
+            .push((ACCEPT, HeaderValue::from_static("application/json")));
+        self
+    }
+}
+
+/// A final answer: its status, headers and body.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+}

@@ -1,0 +1,179 @@
+//! [`Client`]: the Rust SDK for RaftKV's HTTP API (docs/api.md).
+//!
+//! Job: send each call to a node that can answer it, survive a node or a leader going away,
+//! and hand back typed answers or a typed [`Error`].
+//!
+//! Routing. With [`Routing::Leader`] (the default) the client asks `GET /cluster/leader` and
+//! sends key and cluster requests to the leader first, so a write does not pay a forwarding
+//! hop. With [`Routing::Spread`] it rotates over the endpoints (followers forward). Requests
+//! about one node (`/health`, `/ready`, `/admin/snapshot`) go to the endpoints in the order
+//! given, so a single endpoint names the node.
+//!
+//! Retries. A request tries the endpoints one after another, for
+//! [`ClientOptions::passes`] passes with exponential backoff between passes, all within
+//! [`ClientOptions::call_timeout`], and then fails with [`Error::Unavailable`] listing
+//! each endpoint's last failure. A `4xx` answer is final: it is never retried. What may be retried
+//! depends on whether sending the request twice is harmless:
+//! - a refused or failed *connect*, or a `503` (no leader, shutting down): always retried,
+//!   since the request was not applied;
+//! - a connection lost after sending, a client-side timeout, or a `504` (outcome unknown):
+//!   retried only for reads and for [`Session`] writes, which carry the same
+//!   `X-Raftkv-Sequence` on every retry so the server applies them at most once. A plain
+//!   write fails at once with [`Error::Timeout`] instead: the caller must decide.
+//!
+//! Invariants:
+//! - a [`Session`] sends sequence numbers 1, 2, 3, ... one write at a time (`&mut self`); the
+//!   retries of one write reuse its number; the number advances after every write whatever
+//!   its outcome, so a later write never reuses the number of an earlier one (the server
+//!   accepts gaps: only a number at or below the last one is a duplicate);
+//! - every answer body is read with a size bound ([`RESPONSE_BYTES_MAX`]), every attempt
+//!   with a time bound ([`ClientOptions::request_timeout`]) and every call, all its attempts
+//!   together, with another ([`ClientOptions::call_timeout`]);
+//! - a malformed answer becomes [`Error::Protocol`], never a panic.
+//!
+//! Modules, one job each: `endpoint` (parsing the endpoints given), `call` (one request, before
+//! it is sent, and its answer), `retry` (the retry engine: routing, leader lookup, attempts
+//! and the retry rules above), `api` (the API methods: keys, cluster, admin, with their
+//! checks before sending and their answer parsing) and `session` ([`Session`]). This module
+//! holds the [`Client`] handle and the limits they share.
+
+mod api;
+mod call;
+mod endpoint;
+mod retry;
+mod session;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::{Error, Result};
+use crate::types::ClientOptions;
+#[cfg(doc)]
+use crate::types::Routing;
+use endpoint::{Endpoint, parse_endpoint};
+
+pub use session::Session;
+
+/// Largest key the server accepts (docs/api.md: 4 KiB); checked before sending.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+/// Largest value the server accepts (docs/api.md: 1 MiB); checked before sending.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest `limit` of a listing (docs/api.md: 10,000).
+pub const LIST_LIMIT_MAX: u32 = 10_000;
+/// Largest answer body read. A listing of the maximum number of keys with large values can
+/// exceed it, and then fails with [`Error::Protocol`]: list with a smaller limit.
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bound on one leader lookup per endpoint, whatever the request timeout.
+pub const LEADER_LOOKUP_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// Least time between two leader lookups, so that many concurrent callers that lose the
+/// leader together send one lookup, not one each.
+pub const LEADER_LOOKUP_INTERVAL_MIN: Duration = Duration::from_millis(200);
+/// Most endpoints a client accepts; more is a configuration mistake.
+pub const ENDPOINTS_MAX: usize = 64;
+
+/// Header carrying a session's client id.
+pub const CLIENT_ID_HEADER: &str = "x-raftkv-client-id";
+/// Header carrying a session write's sequence number.
+pub const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
+
+const NO_LEADER: usize = usize::MAX;
+
+/// A RaftKV client: cheap to clone (clones share connections and the known leader).
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    endpoints: Vec<Endpoint>,
+    options: ClientOptions,
+    /// Index into `endpoints` of the known leader, or [`NO_LEADER`].
+    leader: AtomicUsize,
+    /// Rotation counter for [`Routing::Spread`] and for starting points without a leader.
+    rotation: AtomicUsize,
+    /// When a leader lookup last started.
+    last_lookup: Mutex<Option<Instant>>,
+}
+
+impl Client {
+    /// A client for `endpoints` (each `http://host:port`) with default options.
+    pub fn new<I, S>(endpoints: I) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Client::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// A client for `endpoints` (each `http://host:port`) with `options`.
+    pub fn with_options<I, S>(endpoints: I, options: ClientOptions) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| parse_endpoint(e.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let no_endpoint = |reason: &str| Error::InvalidEndpoint {
+            endpoint: String::new(),
+            reason: reason.to_owned(),
+        };
+        if endpoints.is_empty() {
+            return Err(no_endpoint("no endpoint given"));
+        }
+        if endpoints.len() > ENDPOINTS_MAX {
+            return Err(no_endpoint(&format!("more than {ENDPOINTS_MAX} endpoints")));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(options.idle_connections_per_endpoint)
+            .build(connector);
+        let options = ClientOptions {
+            passes: options.passes.max(1),
+            ..options
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                endpoints,
+                options,
+                leader: AtomicUsize::new(NO_LEADER),
+                rotation: AtomicUsize::new(0),
+                last_lookup: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The endpoints, normalised to `http://host:port`.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .endpoints
+            .iter()
+            .map(|e| e.base.clone())
+            .collect()
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The endpoint believed to be the leader, if one is known.
+    pub fn known_leader(&self) -> Option<String> {
+        let index = self.inner.leader.load(Ordering::Relaxed);
+        self.inner.endpoints.get(index).map(|e| e.base.clone())
+    }
+}
