@@ -20,7 +20,7 @@ use super::log::RaftLog;
 use super::membership::{ConfChange, Configuration};
 use super::message::{Entry, EntryPayload, HardState, Message, MessageBody};
 use super::progress::Progress;
-use super::read_index::{ReadOnly, ReadState};
+use super::read_index::{PendingReads, ReadState};
 use super::rng::SplitMix64;
 use super::storage::Storage;
 use super::types::{LogIndex, NodeId, Term};
@@ -130,7 +130,7 @@ pub struct Raft<S: Storage> {
     /// Leader only: a leadership transfer in progress.
     pub(crate) transfer: Option<Transfer>,
     /// Leader only: ReadIndex requests by stage.
-    pub(crate) reads: ReadOnly,
+    pub(crate) reads: PendingReads,
     /// Leader only: proposals were appended since the last Ready; the Ready broadcasts them,
     /// so that all proposals between two Readies share one AppendEntries per follower.
     pub(crate) append_pending: bool,
@@ -212,7 +212,7 @@ impl<S: Storage> Raft<S> {
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             transfer: None,
-            reads: ReadOnly::default(),
+            reads: PendingReads::default(),
             append_pending: false,
             uncommitted: std::collections::VecDeque::new(),
             uncommitted_bytes: 0,
