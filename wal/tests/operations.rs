@@ -60,10 +60,10 @@ fn appended_entries_read_back_and_survive_a_reopen_across_many_segments() {
         }
         assert_eq!(wal.sync().unwrap(), 1000);
         assert!(wal.segment_count() > 5, "4 KiB segments must rotate");
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
     }
     let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
-    wal.check_invariants();
+    wal.check_invariants().expect("the WAL invariants hold");
     assert_eq!(
         (wal.first_index(), wal.last_index(), wal.durable_index()),
         (1, 1000, 1000)
@@ -184,7 +184,7 @@ fn truncate_suffix_removes_the_conflicting_entries_durably_even_across_segments(
         // Raft then writes the new leader's entries at the same indexes.
         wal.append(&entries(150..=160, 2)).unwrap();
         wal.sync().unwrap();
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
     }
     let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
     assert_eq!(wal.last_index(), 160);
@@ -219,7 +219,7 @@ fn compact_prefix_removes_only_whole_segments_below_the_snapshot() {
     assert!(wal.first_index() <= 501, "entry 501 is still needed");
     assert!(wal.first_index() > 1);
     assert_holds(&wal, wal.first_index(), 1000);
-    wal.check_invariants();
+    wal.check_invariants().expect("the WAL invariants hold");
     // Compacting past the end never removes the active segment.
     wal.compact_prefix(5000).unwrap();
     assert_eq!(wal.segment_count(), 1);
@@ -401,7 +401,7 @@ fn group_commit_gives_concurrent_appenders_distinct_durable_indexes() {
     );
     assert!(m.fsyncs >= m.batch_ops.count.min(1));
     group.with_wal(|wal| {
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
         let all = wal.read(1, threads * per_thread + 1).unwrap();
         assert_eq!(all.len() as u64, threads * per_thread);
     });
@@ -490,7 +490,7 @@ fn a_bad_append_merged_into_a_batch_fails_alone_and_the_others_land() {
     }
     assert_eq!(good, 2, "{results:?}");
     group.with_wal(|wal| {
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
         let payloads: Vec<Vec<u8>> = wal
             .read(1, 5)
             .unwrap()
@@ -600,7 +600,7 @@ fn the_async_writer_batches_concurrent_tasks_and_answers_each_with_its_own_durab
         for (index, payload) in &indexes {
             assert_eq!(&wal.read(*index, index + 1).unwrap()[0].payload, payload);
         }
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
     });
     let m = metrics.snapshot();
     assert!(
