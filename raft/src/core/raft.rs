@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::conf_log::ConfigLog;
 use super::config::Config;
 use super::errors::Error;
+use super::invariant::InvariantError;
 use super::log::RaftLog;
 use super::membership::{ConfChange, Configuration};
 use super::message::{Entry, EntryPayload, HardState, Message, MessageBody};
@@ -755,51 +756,54 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Checks every invariant of this node and of the structures it owns.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.log.check_invariants()?;
         self.configs.check_invariants()?;
         self.reads.check_invariants()?;
         if self.role == Role::Leader {
             if self.leader != Some(self.id) {
-                return Err(format!(
-                    "leader {} believes the leader is {:?}",
-                    self.id, self.leader
-                ));
+                return Err(InvariantError::LeaderDoesNotKnowItself {
+                    node: self.id,
+                    believed: self.leader,
+                });
             }
             if self.vote != Some(self.id) {
-                return Err(format!("leader {} did not vote for itself", self.id));
+                return Err(InvariantError::LeaderDidNotVoteForItself { node: self.id });
             }
-            let total: u64 = self.uncommitted.iter().map(|(_, bytes)| bytes).sum();
-            if total != self.uncommitted_bytes {
-                return Err(format!(
-                    "uncommitted bytes {} but {total} held",
-                    self.uncommitted_bytes
-                ));
+            let held: u64 = self.uncommitted.iter().map(|(_, bytes)| bytes).sum();
+            if held != self.uncommitted_bytes {
+                return Err(InvariantError::UncommittedBytesMismatch {
+                    counted: self.uncommitted_bytes,
+                    held,
+                });
             }
             if self
                 .uncommitted
                 .front()
                 .is_some_and(|(index, _)| *index <= self.log.committed)
             {
-                return Err("a committed proposal still counts as uncommitted".into());
+                return Err(InvariantError::CommittedProposalCounted);
             }
-            for (id, pr) in self.progress.iter() {
+            for (&peer, pr) in self.progress.iter() {
                 pr.check_invariants()
-                    .map_err(|e| format!("progress of {id}: {e}"))?;
+                    .map_err(|broken| InvariantError::Progress {
+                        peer,
+                        broken: Box::new(broken),
+                    })?;
                 if pr.match_index > self.log.last_index() {
-                    return Err(format!("{id} matched beyond the leader's log"));
+                    return Err(InvariantError::MatchBeyondLeaderLog { peer });
                 }
             }
         } else {
             if !self.progress.is_empty() {
-                return Err("a non-leader tracks progress".into());
+                return Err(InvariantError::NonLeaderTracksProgress);
             }
             if !self.reads.is_empty() {
-                return Err("a non-leader holds reads".into());
+                return Err(InvariantError::NonLeaderHoldsReads);
             }
         }
         if self.role == Role::Candidate && self.vote != Some(self.id) {
-            return Err("a candidate did not vote for itself".into());
+            return Err(InvariantError::CandidateDidNotVoteForItself);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::errors::Error;
 #[cfg(feature = "fault-injection")]
 use super::fault::BrokenRule;
+use super::invariant::InvariantError;
 use super::message::MessageBody;
 use super::quorum::{self, VoteResult};
 use super::raft::{Raft, Role};
@@ -102,14 +103,14 @@ impl PendingReads {
     }
 
     /// Checks the invariants listed in the module documentation.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         let mut previous = 0;
         for (round, _) in self.pending.iter() {
             if *round < previous || *round > self.round {
-                return Err(format!(
-                    "pending round {round} out of order (latest {})",
-                    self.round
-                ));
+                return Err(InvariantError::ReadRoundOutOfOrder {
+                    round: *round,
+                    latest: self.round,
+                });
             }
             previous = *round;
         }
