@@ -46,7 +46,7 @@ use snapshots::KvSnapshotFiles;
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 100;
 /// How often the leader looks for learners to promote and checks its own address record.
 pub const DUTY_INTERVAL: Duration = Duration::from_millis(200);
-/// Raft clock ticks per `raft.heartbeat_timeout`. A tick finer than the heartbeat draws the
+/// Raft clock ticks per `raft.heartbeat_interval`. A tick finer than the heartbeat draws the
 /// random part of each follower's election timeout at a finer grain: at one tick per
 /// heartbeat (5 possible draws with the defaults), two followers that learn of a dead leader
 /// at the same moment draw the same timeout one time in five, campaign together and split the
@@ -422,7 +422,7 @@ fn member_of(config: &Config) -> MemberInfo {
 
 /// The node's settings from the server's configuration.
 fn node_config(config: &Config, id: NodeId) -> NodeConfig {
-    let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
+    let tick = config.raft.heartbeat_interval / TICKS_PER_HEARTBEAT;
     let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
         // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
         // (the top of the randomised timeout) within u32 whatever the input.
@@ -441,8 +441,8 @@ fn node_config(config: &Config, id: NodeId) -> NodeConfig {
         tick,
         snapshot_every: config.storage.snapshot_every,
         snapshot_log_share: f64::from(config.storage.snapshot_log_percent) / 100.0,
-        events_per_ready_max: config.wal.batch_size,
-        batch_wait: config.wal.batch_wait_time,
+        events_per_ready_max: config.raft.batch_size,
+        batch_wait: config.raft.batch_wait,
     }
 }
 
