@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, ConfigError, Source, units};
+use super::{Config, ConfigError, NameConflict, Source, units};
 
 /// The prefix of environment variables read as configuration.
 pub const ENV_PREFIX: &str = "RAFTKV_";
@@ -197,15 +197,15 @@ impl Layers {
             if let Some(key_source) = self.origin.get(alias.key) {
                 let given = &self.tree[section][field];
                 if !same_setting(given, &value) {
-                    return Err(ConfigError::Conflict {
-                        alias: alias.name.to_string(),
+                    return Err(ConfigError::Conflict(Box::new(NameConflict {
+                        alias: alias.name,
                         alias_source: source,
                         alias_value: as_written(&value),
-                        key: alias.key.to_string(),
+                        key: alias.key,
                         key_source: key_source.clone(),
                         key_value: as_written(given),
-                        meaning: alias.meaning.to_string(),
-                    });
+                        meaning: alias.meaning,
+                    })));
                 }
                 continue;
             }

@@ -72,26 +72,9 @@ pub enum ConfigError {
         hint: String,
     },
     /// A setting given under two of its names (see [`ALIASES`]) with different values:
-    /// which one was meant cannot be known.
-    #[error(
-        "config error: {alias} {alias_source} ({alias_value}) and {key} {key_source} ({key_value}) disagree: {meaning}; give only one of them"
-    )]
-    Conflict {
-        /// The other name, as written (`raft.heartbeat_timeout`).
-        alias: String,
-        /// Where it was given.
-        alias_source: Source,
-        /// Its value, as given.
-        alias_value: String,
-        /// The key (`raft.election_timeout`).
-        key: String,
-        /// Where it was given.
-        key_source: Source,
-        /// Its value, as given.
-        key_value: String,
-        /// How the two names relate.
-        meaning: String,
-    },
+    /// which one was meant cannot be known. Boxed: the other variants are far smaller.
+    #[error("config error: {0}")]
+    Conflict(Box<NameConflict>),
     /// The configuration file cannot be read or parsed.
     #[error("config error: cannot read {path}: {problem}")]
     File {
@@ -100,6 +83,28 @@ pub enum ConfigError {
         /// Why.
         problem: String,
     },
+}
+
+/// The two names of one setting, given different values (see [`ConfigError::Conflict`]).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{alias} {alias_source} ({alias_value}) and {key} {key_source} ({key_value}) disagree: {meaning}; give only one of them"
+)]
+pub struct NameConflict {
+    /// The second name, as written (`raft.heartbeat_timeout`).
+    pub alias: &'static str,
+    /// Where it was given.
+    pub alias_source: Source,
+    /// Its value, as given.
+    pub alias_value: String,
+    /// The key (`raft.election_timeout`).
+    pub key: &'static str,
+    /// Where it was given.
+    pub key_source: Source,
+    /// Its value, as given.
+    pub key_value: String,
+    /// How the two names relate.
+    pub meaning: &'static str,
 }
 
 /// Raft settings.
