@@ -4,6 +4,10 @@
 //! defaults' keys (so typos are caught with a suggestion), and the value is written into one
 //! JSON tree. The tree remembers which layer set each key, so that a type or range error later
 //! names the file, variable or flag to fix.
+//!
+//! A key written under one of its [`ALIASES`] is kept aside until every layer is in, then
+//! moved to its key; if the key was given too, under its own name, the two values must mean
+//! the same, or the configuration is refused (which one the operator meant cannot be known).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
