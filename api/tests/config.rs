@@ -116,7 +116,7 @@ fn flags_override_the_environment_which_overrides_the_file_which_overrides_defau
     let args = ConfigArgs {
         config: Some(path),
         node_id: Some("from-flag".into()),
-        set: vec!["wal.batch_wait_time=2ms".into()],
+        set: vec!["raft.batch_wait=2ms".into()],
         ..ConfigArgs::default()
     };
     let config = load(
@@ -136,10 +136,10 @@ fn flags_override_the_environment_which_overrides_the_file_which_overrides_defau
         "file over default"
     );
     assert_eq!(config.wal.segment_size, 16 << 20);
-    assert_eq!(config.wal.batch_wait_time, Duration::from_millis(2));
+    assert_eq!(config.raft.batch_wait, Duration::from_millis(2));
     assert_eq!(config.observability.log_format, LogFormat::Json);
     assert_eq!(
-        config.raft.heartbeat_timeout,
+        config.raft.heartbeat_interval,
         Duration::from_millis(50),
         "default kept"
     );
@@ -151,7 +151,7 @@ fn toml_files_read_like_yaml_files() {
     let path = file(
         &dir,
         "node.toml",
-        "[raft]\nnode_id = \"t1\"\nheartbeat_timeout = 20\n[wal]\nbatch_size = 64\n",
+        "[raft]\nnode_id = \"t1\"\nheartbeat_interval = 20\nbatch_size = 64\n",
     );
     let config = load(
         &ConfigArgs {
@@ -162,8 +162,8 @@ fn toml_files_read_like_yaml_files() {
     )
     .unwrap();
     assert_eq!(config.raft.node_id, "t1");
-    assert_eq!(config.raft.heartbeat_timeout, Duration::from_millis(20));
-    assert_eq!(config.wal.batch_size, 64);
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(20));
+    assert_eq!(config.raft.batch_size, 64);
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn a_key_given_twice_in_a_yaml_file_is_refused_naming_the_key_and_its_line() {
     let path = file(
         &dir,
         "node.yaml",
-        "raft:\n  node_id: n1\n  heartbeat_timeout: 50ms\n  node_id: n2\n",
+        "raft:\n  node_id: n1\n  heartbeat_interval: 50ms\n  node_id: n2\n",
     );
     // When the configuration is loaded
     let line = error_line(
@@ -289,11 +289,16 @@ fn a_bad_value_names_the_key_and_where_it_came_from() {
 fn out_of_range_and_contradictory_settings_are_refused_with_their_key() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
-            &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "200ms")],
-            "raft.heartbeat_timeout",
+            &[("RAFTKV_RAFT__HEARTBEAT_INTERVAL", "200ms")],
+            "raft.heartbeat_interval",
         ),
         (
-            &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "0.0004ms")],
+            &[("RAFTKV_RAFT__HEARTBEAT_INTERVAL", "0.0004ms")],
+            "raft.heartbeat_interval",
+        ),
+        // The seed's name for the election timeout is checked as the election timeout.
+        (
+            &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "1ms")],
             "raft.heartbeat_timeout",
         ),
         (
@@ -301,6 +306,9 @@ fn out_of_range_and_contradictory_settings_are_refused_with_their_key() {
             "raft.election_timeout",
         ),
         (&[("RAFTKV_WAL__SEGMENT_SIZE", "1KiB")], "wal.segment_size"),
+        (&[("RAFTKV_RAFT__BATCH_SIZE", "0")], "raft.batch_size"),
+        (&[("RAFTKV_RAFT__BATCH_WAIT", "1s")], "raft.batch_wait"),
+        // The earlier names, checked alike and named as written.
         (&[("RAFTKV_WAL__BATCH_SIZE", "0")], "wal.batch_size"),
         (
             &[("RAFTKV_WAL__BATCH_WAIT_TIME", "1s")],
@@ -481,4 +489,190 @@ fn the_space_quota_defaults_to_2_gib_takes_units_and_refuses_a_forgotten_one() {
         line.contains("storage.quota_bytes") && line.contains("unknown size unit"),
         "{line}"
     );
+}
+
+#[test]
+fn the_new_names_set_the_heartbeat_interval_and_the_raft_drivers_batch() {
+    // Given the new names in a file, in the environment and in --set flags
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "node.yaml",
+        "raft:\n  heartbeat_interval: 40ms\n  batch_size: 256\n  batch_wait: 1ms\n",
+    );
+    let from_file = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    // When each is loaded, then each sets its field
+    let config = load(&from_file, env(&[])).unwrap();
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(40));
+    assert_eq!(config.raft.batch_size, 256);
+    assert_eq!(config.raft.batch_wait, Duration::from_millis(1));
+    assert_eq!(
+        config.raft.election_timeout,
+        Duration::from_millis(250),
+        "the election timeout is not the heartbeat interval"
+    );
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__HEARTBEAT_INTERVAL", "30ms"),
+            ("RAFTKV_RAFT__BATCH_SIZE", "128"),
+            ("RAFTKV_RAFT__BATCH_WAIT", "2ms"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(30));
+    assert_eq!(config.raft.batch_size, 128);
+    assert_eq!(config.raft.batch_wait, Duration::from_millis(2));
+    let flags = ConfigArgs {
+        set: vec![
+            "raft.heartbeat_interval=20ms".into(),
+            "raft.batch_size=64".into(),
+        ],
+        ..ConfigArgs::default()
+    };
+    let config = load(&flags, env(&[])).unwrap();
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(20));
+    assert_eq!(config.raft.batch_size, 64);
+}
+
+#[test]
+fn raft_heartbeat_timeout_is_the_election_timeout_as_in_the_seed() {
+    // Given the seed's key alone, in a file or in the environment
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir, "seed.yaml", "raft:\n  heartbeat_timeout: 1s\n");
+    let from_file = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    // When loaded, then it sets how long a follower waits before it campaigns, and the
+    // heartbeat interval keeps its default
+    let config = load(&from_file, env(&[])).unwrap();
+    assert_eq!(config.raft.election_timeout, Duration::from_secs(1));
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(50));
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "600ms")]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.election_timeout, Duration::from_millis(600));
+    assert_eq!(config.raft.heartbeat_interval, Duration::from_millis(50));
+    // and given with raft.election_timeout at the same value, written another way, it is
+    // accepted.
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "1s"),
+            ("RAFTKV_RAFT__ELECTION_TIMEOUT", "1000"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.election_timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn raft_heartbeat_timeout_and_a_different_election_timeout_are_refused_saying_why() {
+    // Given a file written for the old meaning (heartbeat_timeout as the heartbeat interval)
+    // beside an election timeout
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "old.yaml",
+        "raft:\n  election_timeout: 500ms\n  heartbeat_timeout: 100ms\n",
+    );
+    // When it is loaded
+    let line = error_line(
+        &ConfigArgs {
+            config: Some(path.clone()),
+            ..ConfigArgs::default()
+        },
+        &[],
+    );
+    // Then it is refused in one line naming both keys, their values and where they came from,
+    // what the seed's key means, and the key the heartbeat interval has now
+    for part in [
+        "raft.heartbeat_timeout",
+        "(100ms)",
+        "raft.election_timeout",
+        "(500ms)",
+        &path.display().to_string(),
+        "election timeout",
+        "raft.heartbeat_interval",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    // and the same holds across layers.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "300ms"),
+            ("RAFTKV_RAFT__ELECTION_TIMEOUT", "250ms"),
+        ],
+    );
+    assert!(line.contains("$RAFTKV_RAFT__HEARTBEAT_TIMEOUT"), "{line}");
+    assert!(line.contains("$RAFTKV_RAFT__ELECTION_TIMEOUT"), "{line}");
+}
+
+#[test]
+fn an_old_heartbeat_timeout_too_short_for_an_election_timeout_says_what_it_means_now() {
+    // Given only the old key at a heartbeat-sized value
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_RAFT__HEARTBEAT_TIMEOUT", "50ms")],
+    );
+    // Then the refusal explains that the key is the election timeout
+    assert!(line.contains("raft.heartbeat_interval"), "{line}");
+    assert!(line.contains("seed's (hashicorp/raft) name"), "{line}");
+}
+
+#[test]
+fn the_wal_batch_keys_still_set_the_raft_drivers_batch() {
+    // Given the earlier names in a file, the environment and a flag
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(
+        &dir,
+        "old.yaml",
+        "wal:\n  batch_size: 512\n  batch_wait_time: 3ms\n",
+    );
+    let from_file = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    // When loaded, then they set what raft.batch_size and raft.batch_wait set
+    let config = load(&from_file, env(&[])).unwrap();
+    assert_eq!(config.raft.batch_size, 512);
+    assert_eq!(config.raft.batch_wait, Duration::from_millis(3));
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_WAL__BATCH_SIZE", "32"),
+            ("RAFTKV_WAL__BATCH_WAIT_TIME", "4ms"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.raft.batch_size, 32);
+    assert_eq!(config.raft.batch_wait, Duration::from_millis(4));
+    let flags = ConfigArgs {
+        set: vec!["wal.batch_wait_time=5ms".into()],
+        ..ConfigArgs::default()
+    };
+    assert_eq!(
+        load(&flags, env(&[])).unwrap().raft.batch_wait,
+        Duration::from_millis(5)
+    );
+    // and an old and a new name given different values are refused.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_WAL__BATCH_SIZE", "32"),
+            ("RAFTKV_RAFT__BATCH_SIZE", "64"),
+        ],
+    );
+    assert!(
+        line.contains("wal.batch_size") && line.contains("raft.batch_size"),
+        "{line}"
+    );
+    assert!(line.contains("earlier name"), "{line}");
 }

@@ -59,5 +59,5 @@ pub use snapshot::{
     SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
 };
 pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
-pub use tree::{Keyed, NotSorted, Tree};
+pub use tree::{Keyed, NodeAt, NotSorted, Tree, TreeInvariantError};
 pub use view::KvView;

@@ -36,7 +36,7 @@ use crate::limits::{KEY_BYTES_MAX, ValidationError, validate_key, validate_value
 use crate::session::{
     SessionCheck, SessionConfig, SessionInvariantError, SessionRecord, SessionTable,
 };
-use crate::tree::{Keyed, Tree};
+use crate::tree::{Keyed, Tree, TreeInvariantError};
 use crate::view::KvView;
 
 /// Most key-values one range read returns; a larger `limit` is lowered to this.
@@ -282,7 +282,7 @@ pub enum InvariantError {
     Sessions(#[from] SessionInvariantError),
     /// The ordered map's structure is broken (a bug in the tree, never bad input).
     #[error("map structure: {0}")]
-    Tree(String),
+    Tree(#[from] TreeInvariantError),
     /// The incrementally kept [`KvStore::data_bytes`] disagrees with the keys held.
     #[error("data_bytes says {counted}, the keys add up to {actual}")]
     DataBytes {
@@ -691,7 +691,7 @@ impl KvStore {
                 applied_index: self.applied_index,
             });
         }
-        self.map.check_invariants().map_err(InvariantError::Tree)?;
+        self.map.check_invariants()?;
         let mut actual = 0u64;
         for entry in self.map.iter() {
             let (meta, value) = entry.meta_and_value();

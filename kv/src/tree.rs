@@ -354,30 +354,29 @@ impl<T: Keyed> Keys<T> {
     }
 
     /// Checks the invariants in the type's documentation.
-    fn check(&self, what: &str) -> Result<(), String> {
+    fn check(&self, node: NodeAt) -> Result<(), TreeInvariantError> {
         if self.hints.len() != self.items.len() {
-            return Err(format!(
-                "{what} has {} hints for {} keys",
-                self.hints.len(),
-                self.items.len()
-            ));
+            return Err(TreeInvariantError::HintCount {
+                node,
+                hints: self.hints.len(),
+                keys: self.items.len(),
+            });
         }
         let fitted = self.fitted_prefix_len();
         if self.prefix.len() != fitted {
-            return Err(format!(
-                "{what} keeps a prefix of {} bytes, its keys share {fitted} (capped)",
-                self.prefix.len()
-            ));
+            return Err(TreeInvariantError::PrefixNotFitted {
+                node,
+                kept: self.prefix.len(),
+                shared: fitted,
+            });
         }
-        for (i, item) in self.items.iter().enumerate() {
+        for (key_index, item) in self.items.iter().enumerate() {
             let key = key_of(item);
             if !key.starts_with(&self.prefix) {
-                return Err(format!("{what}: key {i} does not start with the prefix"));
+                return Err(TreeInvariantError::KeyOutsidePrefix { node, key_index });
             }
-            if self.hints[i] != hint_at(key, self.prefix.len()) {
-                return Err(format!(
-                    "{what}: hint {i} is not the key's bytes after the prefix"
-                ));
+            if self.hints[key_index] != hint_at(key, self.prefix.len()) {
+                return Err(TreeInvariantError::HintMismatch { node, key_index });
             }
         }
         Ok(())
@@ -859,7 +858,7 @@ impl<T: Keyed + Clone> Tree<T> {
     }
 
     /// Checks every invariant in the module documentation; the error says which and where.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), TreeInvariantError> {
         let mut checker = Checker {
             previous: None,
             count: 0,
@@ -868,20 +867,155 @@ impl<T: Keyed + Clone> Tree<T> {
         if let Node::Branch(branch) = &*self.root
             && branch.children.len() < 2
         {
-            return Err(format!(
-                "root branch has {} children, expected at least 2",
-                branch.children.len()
-            ));
+            return Err(TreeInvariantError::RootBranchTooSmall {
+                children: branch.children.len(),
+            });
         }
         checker.node(&self.root, 0, true)?;
         if checker.count != self.len {
-            return Err(format!(
-                "len says {} items, the tree holds {}",
-                self.len, checker.count
-            ));
+            return Err(TreeInvariantError::LenMismatch {
+                len: self.len,
+                held: checker.count,
+            });
         }
         Ok(())
     }
+}
+
+/// Where in a [`Tree`] a broken invariant was found: a leaf or a branch, at a depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAt {
+    /// Whether the node is a branch (else a leaf).
+    pub branch: bool,
+    /// Its depth; the root is at 0.
+    pub depth: usize,
+}
+
+impl std::fmt::Display for NodeAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.branch { "branch" } else { "leaf" };
+        write!(f, "{kind} at depth {}", self.depth)
+    }
+}
+
+/// One broken invariant of a [`Tree`] (listed in the module documentation), with where it
+/// was found. Always a bug in the tree, never bad input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TreeInvariantError {
+    /// The root is a branch with fewer than two children.
+    #[error("root branch has {children} children, expected at least 2")]
+    RootBranchTooSmall {
+        /// Its children.
+        children: usize,
+    },
+    /// `len` disagrees with the items held.
+    #[error("len says {len} items, the tree holds {held}")]
+    LenMismatch {
+        /// The count kept.
+        len: usize,
+        /// The items found.
+        held: usize,
+    },
+    /// A node holds more entries than its capacity.
+    #[error("node at depth {depth} holds {count}, over its capacity {capacity}")]
+    OverCapacity {
+        /// Its depth.
+        depth: usize,
+        /// Its items or children.
+        count: usize,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// A node other than the root is empty.
+    #[error("empty non-root node at depth {depth}")]
+    EmptyNonRoot {
+        /// Its depth.
+        depth: usize,
+    },
+    /// Two leaves lie at different depths.
+    #[error("leaf at depth {depth}, another at depth {first}")]
+    LeavesAtDifferentDepths {
+        /// This leaf's depth.
+        depth: usize,
+        /// The depth of the first leaf found.
+        first: usize,
+    },
+    /// An item's key is not strictly after the one before it.
+    #[error("item {position} is not after the one before it")]
+    ItemsOutOfOrder {
+        /// The item's position in the whole tree.
+        position: usize,
+    },
+    /// A branch does not have one more child than separators.
+    #[error("branch at depth {depth} has {separators} separators for {children} children")]
+    SeparatorCount {
+        /// Its depth.
+        depth: usize,
+        /// Its separators.
+        separators: usize,
+        /// Its children.
+        children: usize,
+    },
+    /// A separator is not the smallest key of the child on its right.
+    #[error(
+        "separator {separator} at depth {depth} is not the smallest key of the child on its right"
+    )]
+    SeparatorNotSmallestKey {
+        /// The separator's position.
+        separator: usize,
+        /// The branch's depth.
+        depth: usize,
+    },
+    /// Two neighbouring children fit in one node: they should have been merged.
+    #[error(
+        "children {left} and {right} at depth {depth} hold {held} together: they should have been merged"
+    )]
+    ChildrenNotMerged {
+        /// The left child's position.
+        left: usize,
+        /// The right child's position.
+        right: usize,
+        /// The children's depth.
+        depth: usize,
+        /// What they hold together.
+        held: usize,
+    },
+    /// A node has not one search hint per key.
+    #[error("{node} has {hints} hints for {keys} keys")]
+    HintCount {
+        /// The node.
+        node: NodeAt,
+        /// Its hints.
+        hints: usize,
+        /// Its keys.
+        keys: usize,
+    },
+    /// A node's prefix is not the (capped) common prefix of its keys.
+    #[error("{node} keeps a prefix of {kept} bytes, its keys share {shared} (capped)")]
+    PrefixNotFitted {
+        /// The node.
+        node: NodeAt,
+        /// The prefix's length.
+        kept: usize,
+        /// The length its keys share, capped.
+        shared: usize,
+    },
+    /// A key does not start with its node's prefix.
+    #[error("{node}: key {key_index} does not start with the prefix")]
+    KeyOutsidePrefix {
+        /// The node.
+        node: NodeAt,
+        /// The key's position in the node.
+        key_index: usize,
+    },
+    /// A hint is not its key's bytes after the prefix.
+    #[error("{node}: hint {key_index} is not the key's bytes after the prefix")]
+    HintMismatch {
+        /// The node.
+        node: NodeAt,
+        /// The key's position in the node.
+        key_index: usize,
+    },
 }
 
 struct Checker<'a, T> {
@@ -891,34 +1025,40 @@ struct Checker<'a, T> {
 }
 
 impl<'a, T: Keyed + Clone> Checker<'a, T> {
-    fn node(&mut self, node: &'a Node<T>, depth: usize, root: bool) -> Result<(), String> {
+    fn node(
+        &mut self,
+        node: &'a Node<T>,
+        depth: usize,
+        root: bool,
+    ) -> Result<(), TreeInvariantError> {
         let count = node.count();
         if count > node.capacity() {
-            return Err(format!(
-                "node at depth {depth} holds {count}, over its capacity {}",
-                node.capacity()
-            ));
+            return Err(TreeInvariantError::OverCapacity {
+                depth,
+                count,
+                capacity: node.capacity(),
+            });
         }
         if !root && count == 0 {
-            return Err(format!("empty non-root node at depth {depth}"));
+            return Err(TreeInvariantError::EmptyNonRoot { depth });
         }
         match node {
             Node::Leaf(items) => {
-                if *self.leaf_depth.get_or_insert(depth) != depth {
-                    return Err(format!(
-                        "leaf at depth {depth}, another at depth {:?}",
-                        self.leaf_depth
-                    ));
+                let first = *self.leaf_depth.get_or_insert(depth);
+                if first != depth {
+                    return Err(TreeInvariantError::LeavesAtDifferentDepths { depth, first });
                 }
-                items.check(&format!("leaf at depth {depth}"))?;
+                items.check(NodeAt {
+                    branch: false,
+                    depth,
+                })?;
                 for item in &items.items {
                     if let Some(previous) = self.previous
                         && key_of(previous) >= key_of(item)
                     {
-                        return Err(format!(
-                            "item {} is not after the one before it",
-                            self.count
-                        ));
+                        return Err(TreeInvariantError::ItemsOutOfOrder {
+                            position: self.count,
+                        });
                     }
                     self.previous = Some(item);
                     self.count += 1;
@@ -926,29 +1066,33 @@ impl<'a, T: Keyed + Clone> Checker<'a, T> {
             }
             Node::Branch(branch) => {
                 if branch.keys.len() + 1 != branch.children.len() {
-                    return Err(format!(
-                        "branch at depth {depth} has {} separators for {} children",
-                        branch.keys.len(),
-                        branch.children.len()
-                    ));
+                    return Err(TreeInvariantError::SeparatorCount {
+                        depth,
+                        separators: branch.keys.len(),
+                        children: branch.children.len(),
+                    });
                 }
-                branch.keys.check(&format!("branch at depth {depth}"))?;
+                branch.keys.check(NodeAt {
+                    branch: true,
+                    depth,
+                })?;
                 for (i, child) in branch.children.iter().enumerate() {
                     if i > 0 {
                         let separator = key_of(&branch.keys.items[i - 1]);
                         if child.first().map(key_of) != Some(separator) {
-                            return Err(format!(
-                                "separator {} at depth {depth} is not the smallest key of the child on its right",
-                                i - 1
-                            ));
+                            return Err(TreeInvariantError::SeparatorNotSmallestKey {
+                                separator: i - 1,
+                                depth,
+                            });
                         }
                         let pair = branch.children[i - 1].count() + child.count();
                         if pair <= child.capacity() {
-                            return Err(format!(
-                                "children {} and {i} at depth {} hold {pair} together: they should have been merged",
-                                i - 1,
-                                depth + 1
-                            ));
+                            return Err(TreeInvariantError::ChildrenNotMerged {
+                                left: i - 1,
+                                right: i,
+                                depth: depth + 1,
+                                held: pair,
+                            });
                         }
                     }
                     self.node(child, depth + 1, false)?;
@@ -1333,7 +1477,8 @@ mod tests {
                 }
                 Op::Snapshot => frozen.push((tree.clone(), model.clone())),
             }
-            tree.check_invariants().map_err(TestCaseError::fail)?;
+            tree.check_invariants()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(tree.len(), model.len());
             for k in probes {
                 prop_assert_eq!(tree.get(k).map(|i| i.1), model.get(k).copied());
@@ -1342,7 +1487,9 @@ mod tests {
         let all: Vec<(Vec<u8>, u32)> = tree.iter().map(|i| (i.0.clone(), i.1)).collect();
         prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
         for (clone, expected) in frozen {
-            clone.check_invariants().map_err(TestCaseError::fail)?;
+            clone
+                .check_invariants()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let got: Vec<(Vec<u8>, u32)> = clone.iter().map(|i| (i.0.clone(), i.1)).collect();
             prop_assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
         }

@@ -17,6 +17,7 @@
 pub mod error;
 pub mod fs;
 mod hardstate;
+mod invariant;
 mod log;
 pub mod metrics;
 pub mod record;
@@ -26,6 +27,7 @@ mod simfs;
 pub use error::{Result, WalError};
 pub use fs::{FileHandle, FileSystem, RealFs};
 pub use hardstate::{HARD_STATE_BYTES_MAX, HARD_STATE_FILE_NAME, HARD_STATE_SLOT_BYTES};
+pub use invariant::WalInvariantError;
 pub use log::{
     Entry, PREALLOCATE_BYTES, PendingSync, SCAN_WINDOW_BYTES, SEGMENT_BYTES_DEFAULT,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, Wal, WalConfig,

@@ -216,7 +216,7 @@ fn every_index_reported_durable_survives_sigkill() {
         let wal = Wal::open(RealFs, &dir, config()).unwrap_or_else(|e| {
             panic!("round {round} (seed {seed}): reopen after SIGKILL failed: {e}")
         });
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
         all_reported.extend(reports);
         let (&max_reported, _) = all_reported
             .last_key_value()

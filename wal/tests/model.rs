@@ -202,7 +202,7 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 model.term = model.term.max(wal.term(last).unwrap_or(0));
             }
         }
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
         prop_assert_eq!(wal.last_index(), model.last(), "step {}: last index", step);
         prop_assert_eq!(wal.first_index(), model.first, "step {}: first index", step);
         prop_assert!(wal.durable_index() >= model.durable.min(wal.last_index()));

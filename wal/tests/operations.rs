@@ -56,10 +56,10 @@ fn appended_entries_read_back_and_survive_a_reopen_across_many_segments() {
         }
         assert_eq!(wal.sync().unwrap(), 1000);
         assert!(wal.segment_count() > 5, "4 KiB segments must rotate");
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
     }
     let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
-    wal.check_invariants();
+    wal.check_invariants().expect("the WAL invariants hold");
     assert_eq!(
         (wal.first_index(), wal.last_index(), wal.durable_index()),
         (1, 1000, 1000)
@@ -180,7 +180,7 @@ fn truncate_suffix_removes_the_conflicting_entries_durably_even_across_segments(
         // Raft then writes the new leader's entries at the same indexes.
         wal.append(&entries(150..=160, 2)).unwrap();
         wal.sync().unwrap();
-        wal.check_invariants();
+        wal.check_invariants().expect("the WAL invariants hold");
     }
     let wal = Wal::open(RealFs, dir.path(), small_segments()).unwrap();
     assert_eq!(wal.last_index(), 160);
@@ -215,7 +215,7 @@ fn compact_prefix_removes_only_whole_segments_below_the_snapshot() {
     assert!(wal.first_index() <= 501, "entry 501 is still needed");
     assert!(wal.first_index() > 1);
     assert_holds(&wal, wal.first_index(), 1000);
-    wal.check_invariants();
+    wal.check_invariants().expect("the WAL invariants hold");
     // Compacting past the end never removes the active segment.
     wal.compact_prefix(5000).unwrap();
     assert_eq!(wal.segment_count(), 1);

@@ -4,13 +4,17 @@
 //! defaults' keys (so typos are caught with a suggestion), and the value is written into one
 //! JSON tree. The tree remembers which layer set each key, so that a type or range error later
 //! names the file, variable or flag to fix.
+//!
+//! A key written under one of its [`ALIASES`] is kept aside until every layer is in, then
+//! moved to its key; if the key was given too, under its own name, the two values must mean
+//! the same, or the configuration is refused (which one the operator meant cannot be known).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, ConfigError, Source};
+use super::{Config, ConfigError, NameConflict, Source, units};
 
 /// The prefix of environment variables read as configuration.
 pub const ENV_PREFIX: &str = "RAFTKV_";
@@ -20,6 +24,41 @@ pub const ENV_SEPARATOR: &str = "__";
 const SECTIONS: [&str; 5] = ["raft", "server", "storage", "wal", "observability"];
 /// The largest configuration file read (a config file is small; anything bigger is a mistake).
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A setting accepted under a second name: the seed's name for it, or an earlier one of ours.
+/// An alias means exactly what its key means.
+pub struct Alias {
+    /// The second name, as written in a file, a variable (`RAFTKV_WAL__BATCH_SIZE`) or `--set`.
+    pub name: &'static str,
+    /// The key it sets.
+    pub key: &'static str,
+    /// How the two names relate, for errors about either.
+    pub meaning: &'static str,
+}
+
+/// Every alias.
+pub const ALIASES: [Alias; 3] = [
+    Alias {
+        name: "raft.heartbeat_timeout",
+        key: "raft.election_timeout",
+        meaning: "raft.heartbeat_timeout is the seed's (hashicorp/raft) name for the election timeout, how long a follower waits without hearing from a leader before it campaigns; the time between a leader's heartbeats is raft.heartbeat_interval",
+    },
+    Alias {
+        name: "wal.batch_size",
+        key: "raft.batch_size",
+        meaning: "wal.batch_size is the earlier name of raft.batch_size (the Raft driver's batch, not the WAL's)",
+    },
+    Alias {
+        name: "wal.batch_wait_time",
+        key: "raft.batch_wait",
+        meaning: "wal.batch_wait_time is the earlier name of raft.batch_wait (the Raft driver's batch, not the WAL's)",
+    },
+];
+
+/// The alias named `name`, if it is one.
+fn alias(name: &str) -> Option<&'static Alias> {
+    ALIASES.iter().find(|a| a.name == name)
+}
 
 /// The configuration flags of the `raftkv` binary (the highest-precedence layer).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -63,6 +102,10 @@ struct Layers {
     /// The known keys, with the kind of value each default has.
     known: HashMap<String, Value>,
     origin: HashMap<String, Source>,
+    /// Values given under an alias, by alias name, until [`Layers::resolve_aliases`].
+    aliased: HashMap<&'static str, (Value, Source)>,
+    /// Keys whose value came through an alias, so that errors name the key as written.
+    via_alias: HashMap<&'static str, &'static Alias>,
 }
 
 impl Layers {
@@ -75,6 +118,8 @@ impl Layers {
             tree,
             known,
             origin: HashMap::new(),
+            aliased: HashMap::new(),
+            via_alias: HashMap::new(),
         }
     }
 
@@ -91,6 +136,11 @@ impl Layers {
 
     /// Sets `key` to `value`, typed already (from a file).
     fn set(&mut self, key: &str, value: Value, source: Source) -> Result<(), ConfigError> {
+        if let Some(alias) = alias(key) {
+            // Kept aside: whether it may set its key depends on whether the key is given too.
+            self.aliased.insert(alias.name, (value, source));
+            return Ok(());
+        }
         if !self.known.contains_key(key) {
             return Err(self.unknown(key, source));
         }
@@ -104,7 +154,8 @@ impl Layers {
 
     /// Sets `key` from text (an environment variable or a flag), typed by its default's kind.
     fn set_text(&mut self, key: &str, text: &str, source: Source) -> Result<(), ConfigError> {
-        let Some(default) = self.known.get(key) else {
+        let typed_as = alias(key).map_or(key, |a| a.key);
+        let Some(default) = self.known.get(typed_as) else {
             return Err(self.unknown(key, source));
         };
         let value = match default {
@@ -136,14 +187,66 @@ impl Layers {
         self.set(key, value, source)
     }
 
-    fn finish(self) -> Result<Config, ConfigError> {
-        let origin = self.origin;
+    /// Moves each value given under an alias to its key, unless the key was given too: then
+    /// the two must agree, or the configuration is refused.
+    fn resolve_aliases(&mut self) -> Result<(), ConfigError> {
+        for alias in ALIASES.iter() {
+            let Some((value, source)) = self.aliased.remove(alias.name) else {
+                continue;
+            };
+            let (section, field) = alias
+                .key
+                .split_once('.')
+                .expect("alias keys are all section.field");
+            if let Some(key_source) = self.origin.get(alias.key) {
+                let given = &self.tree[section][field];
+                if !same_setting(given, &value) {
+                    return Err(ConfigError::Conflict(Box::new(NameConflict {
+                        alias: alias.name,
+                        alias_source: source,
+                        alias_value: as_written(&value),
+                        key: alias.key,
+                        key_source: key_source.clone(),
+                        key_value: as_written(given),
+                        meaning: alias.meaning,
+                    })));
+                }
+                continue;
+            }
+            self.tree[section][field] = value;
+            self.origin.insert(alias.key.to_string(), source);
+            self.via_alias.insert(alias.key, alias);
+        }
+        Ok(())
+    }
+
+    /// An error about `key` names it as the operator wrote it, and says what an alias means
+    /// when the problem involves a value given through one.
+    fn as_given(&self, key: String, mut problem: String) -> (String, String) {
+        let mut written = key.clone();
+        for (aliased_key, alias) in self.via_alias.iter() {
+            if key == *aliased_key {
+                written = alias.name.to_string();
+            }
+            if key == *aliased_key || problem.contains(aliased_key) {
+                problem = format!("{problem} (note: {})", alias.meaning);
+            }
+        }
+        (written, problem)
+    }
+
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        self.resolve_aliases()?;
+        let tree = std::mem::take(&mut self.tree);
+        let origin = &self.origin;
         let source_of = |key: &str| origin.get(key).cloned().unwrap_or(Source::Merged);
-        let mut config: Config = serde_path_to_error::deserialize(self.tree).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
+            let source_ = source_of(&key);
+            let (key, problem) = self.as_given(key, e.into_inner().to_string());
             ConfigError::BadValue {
-                source_: source_of(&key),
-                problem: e.into_inner().to_string(),
+                source_,
+                problem,
                 key,
             }
         })?;
@@ -169,14 +272,37 @@ impl Layers {
                 key,
                 source_: Source::Merged,
                 problem,
-            } => ConfigError::BadValue {
-                source_: source_of(&key),
-                key,
-                problem,
-            },
+            } => {
+                let source_ = source_of(&key);
+                let (key, problem) = self.as_given(key, problem);
+                ConfigError::BadValue {
+                    source_,
+                    key,
+                    problem,
+                }
+            }
             other => other,
         })?;
         Ok(config)
+    }
+}
+
+/// Whether two values given for one setting mean the same: equal as given, or the same
+/// duration written two ways (`1s` and `1000ms`, or a bare number of milliseconds).
+fn same_setting(a: &Value, b: &Value) -> bool {
+    let as_duration = |v: &Value| match v {
+        Value::String(text) => units::parse_duration(text).ok(),
+        Value::Number(n) => n.as_u64().map(std::time::Duration::from_millis),
+        _ => None,
+    };
+    a == b || matches!((as_duration(a), as_duration(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// A value as the operator wrote it, for an error line.
+fn as_written(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -7,6 +7,11 @@
 //! the layer it came from. Unknown keys are errors, not silently ignored: a typo in a config file
 //! must not fall back to a default without a word. [`Config::validate`] then checks what types
 //! cannot (ranges and relations between keys).
+//!
+//! A few settings are also accepted under a second name ([`ALIASES`]): the seed's
+//! (hashicorp/raft style) `raft.heartbeat_timeout` for `raft.election_timeout`, and the earlier
+//! `wal.batch_size` and `wal.batch_wait_time` for `raft.batch_size` and `raft.batch_wait`.
+//! Both names of one setting given with different values are refused.
 
 mod layers;
 pub mod units;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use layers::edit_distance;
-pub use layers::{ConfigArgs, load};
+pub use layers::{ALIASES, Alias, ConfigArgs, load};
 
 /// Where a bad setting came from, for the one-line error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,10 @@ pub enum ConfigError {
         /// A suggestion of the closest known key, if any.
         hint: String,
     },
+    /// A setting given under two of its names (see [`ALIASES`]) with different values:
+    /// which one was meant cannot be known. Boxed: the other variants are far smaller.
+    #[error("config error: {0}")]
+    Conflict(Box<NameConflict>),
     /// The configuration file cannot be read or parsed.
     #[error("config error: cannot read {path}: {problem}")]
     File {
@@ -74,6 +83,28 @@ pub enum ConfigError {
         /// Why.
         problem: String,
     },
+}
+
+/// The two names of one setting, given different values (see [`ConfigError::Conflict`]).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{alias} {alias_source} ({alias_value}) and {key} {key_source} ({key_value}) disagree: {meaning}; give only one of them"
+)]
+pub struct NameConflict {
+    /// The second name, as written (`raft.heartbeat_timeout`).
+    pub alias: &'static str,
+    /// Where it was given.
+    pub alias_source: Source,
+    /// Its value, as given.
+    pub alias_value: String,
+    /// The key (`raft.election_timeout`).
+    pub key: &'static str,
+    /// Where it was given.
+    pub key_source: Source,
+    /// Its value, as given.
+    pub key_value: String,
+    /// How the two names relate.
+    pub meaning: &'static str,
 }
 
 /// Raft settings.
@@ -97,12 +128,22 @@ pub struct RaftSection {
     /// HTTP URL of any member of an existing cluster to join (as a learner, promoted once
     /// caught up). Unset: bootstrap or restart from the data directory.
     pub join_addr: Option<String>,
-    /// Base election timeout; each election waits a random time in `[t, 2t)`.
+    /// Base election timeout: a follower that hears nothing from a leader for a random time
+    /// in `[t, 2t)` campaigns. Also accepted as `raft.heartbeat_timeout`, the seed's
+    /// (hashicorp/raft) name for it.
     #[serde(with = "units::duration")]
     pub election_timeout: Duration,
     /// Interval between a leader's heartbeats; well below the election timeout.
     #[serde(with = "units::duration")]
-    pub heartbeat_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// At most this many requests and peer messages go into one Raft `Ready`, and so share
+    /// one WAL fsync (the node driver's batching). Also accepted as `wal.batch_size`.
+    pub batch_size: usize,
+    /// How long the node driver keeps gathering a batch once its first request has arrived
+    /// (0: batches fill by themselves while the previous fsync runs). Also accepted as
+    /// `wal.batch_wait_time`.
+    #[serde(with = "units::duration")]
+    pub batch_wait: Duration,
 }
 
 /// Client-facing server settings.
@@ -173,13 +214,6 @@ pub struct StorageSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WalSection {
-    /// At most this many requests and messages go into one Raft `Ready`, and so share one
-    /// WAL fsync.
-    pub batch_size: usize,
-    /// How long the node keeps gathering a batch once its first request has arrived (0:
-    /// batches fill by themselves while the previous fsync runs).
-    #[serde(with = "units::duration")]
-    pub batch_wait_time: Duration,
     /// A new segment file starts once the current one passes this size.
     #[serde(with = "units::size")]
     pub segment_size: u64,
@@ -232,11 +266,11 @@ pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u32 = 3;
 /// The shortest heartbeat interval accepted. The Raft clock ticks five times per heartbeat
 /// (`server::TICKS_PER_HEARTBEAT`), and a tick must be a real, nonzero timer period.
-pub const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(1);
-/// The largest `wal.batch_size`.
-pub const WAL_BATCH_SIZE_MAX: usize = 65_536;
-/// The longest `wal.batch_wait_time`.
-pub const WAL_BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
+pub const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(1);
+/// The largest `raft.batch_size`.
+pub const RAFT_BATCH_SIZE_MAX: usize = 65_536;
+/// The longest `raft.batch_wait`.
+pub const RAFT_BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
 /// The smallest `wal.segment_size` (4 KiB).
 pub const WAL_SEGMENT_SIZE_MIN: u64 = 4 * 1024;
 /// The largest `wal.segment_size` (1 GiB).
@@ -283,7 +317,9 @@ impl Default for Config {
                 bootstrap: true,
                 join_addr: None,
                 election_timeout: Duration::from_millis(250),
-                heartbeat_timeout: Duration::from_millis(50),
+                heartbeat_interval: Duration::from_millis(50),
+                batch_size: 1024,
+                batch_wait: Duration::ZERO,
             },
             server: ServerSection {
                 http_addr: "127.0.0.1:8080".into(),
@@ -302,8 +338,6 @@ impl Default for Config {
                 quota_bytes: QUOTA_BYTES_DEFAULT,
             },
             wal: WalSection {
-                batch_size: 1024,
-                batch_wait_time: Duration::ZERO,
                 segment_size: 64 * 1024 * 1024,
             },
             observability: ObservabilitySection {
@@ -398,16 +432,32 @@ impl Config {
                 ),
             ));
         }
-        if r.heartbeat_timeout < HEARTBEAT_TIMEOUT_MIN
-            || r.heartbeat_timeout * ELECTION_TO_HEARTBEAT_RATIO_MIN > r.election_timeout
+        if r.heartbeat_interval < HEARTBEAT_INTERVAL_MIN
+            || r.heartbeat_interval * ELECTION_TO_HEARTBEAT_RATIO_MIN > r.election_timeout
         {
             return Err(bad(
-                "raft.heartbeat_timeout",
+                "raft.heartbeat_interval",
                 format!(
                     "{} must be at least {} and at most 1/{ELECTION_TO_HEARTBEAT_RATIO_MIN} of raft.election_timeout ({})",
-                    units::format_duration(r.heartbeat_timeout),
-                    units::format_duration(HEARTBEAT_TIMEOUT_MIN),
+                    units::format_duration(r.heartbeat_interval),
+                    units::format_duration(HEARTBEAT_INTERVAL_MIN),
                     units::format_duration(r.election_timeout)
+                ),
+            ));
+        }
+        if !(1..=RAFT_BATCH_SIZE_MAX).contains(&r.batch_size) {
+            return Err(bad(
+                "raft.batch_size",
+                format!("{} is outside 1..={RAFT_BATCH_SIZE_MAX}", r.batch_size),
+            ));
+        }
+        if r.batch_wait > RAFT_BATCH_WAIT_MAX {
+            return Err(bad(
+                "raft.batch_wait",
+                format!(
+                    "{} is above the maximum {}",
+                    units::format_duration(r.batch_wait),
+                    units::format_duration(RAFT_BATCH_WAIT_MAX)
                 ),
             ));
         }
@@ -486,22 +536,6 @@ impl Config {
             ));
         }
         let w = &self.wal;
-        if !(1..=WAL_BATCH_SIZE_MAX).contains(&w.batch_size) {
-            return Err(bad(
-                "wal.batch_size",
-                format!("{} is outside 1..={WAL_BATCH_SIZE_MAX}", w.batch_size),
-            ));
-        }
-        if w.batch_wait_time > WAL_BATCH_WAIT_MAX {
-            return Err(bad(
-                "wal.batch_wait_time",
-                format!(
-                    "{} is above the maximum {}",
-                    units::format_duration(w.batch_wait_time),
-                    units::format_duration(WAL_BATCH_WAIT_MAX)
-                ),
-            ));
-        }
         if !(WAL_SEGMENT_SIZE_MIN..=WAL_SEGMENT_SIZE_MAX).contains(&w.segment_size) {
             return Err(bad(
                 "wal.segment_size",

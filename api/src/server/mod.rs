@@ -44,7 +44,7 @@ use join::{Admission, JoinRefused};
 use machine::{Machine, MemberInfo, Output, Proposal};
 use snapshots::KvSnapshotFiles;
 
-/// Raft clock ticks per `raft.heartbeat_timeout`. A tick finer than the heartbeat draws the
+/// Raft clock ticks per `raft.heartbeat_interval`. A tick finer than the heartbeat draws the
 /// random part of each follower's election timeout at a finer grain: at one tick per
 /// heartbeat (5 possible draws with the defaults), two followers that learn of a dead leader
 /// at the same moment draw the same timeout one time in five, campaign together and split the
@@ -395,7 +395,7 @@ fn member_of(config: &Config) -> MemberInfo {
 
 /// The node's settings from the server's configuration.
 fn node_config(config: &Config, id: NodeId) -> NodeConfig {
-    let tick = config.raft.heartbeat_timeout / TICKS_PER_HEARTBEAT;
+    let tick = config.raft.heartbeat_interval / TICKS_PER_HEARTBEAT;
     let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
         // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
         // (the top of the randomised timeout) within u32 whatever the input.
@@ -414,8 +414,8 @@ fn node_config(config: &Config, id: NodeId) -> NodeConfig {
         tick,
         snapshot_every: config.storage.snapshot_every,
         snapshot_log_share: f64::from(config.storage.snapshot_log_percent) / 100.0,
-        events_per_ready_max: config.wal.batch_size,
-        batch_wait: config.wal.batch_wait_time,
+        events_per_ready_max: config.raft.batch_size,
+        batch_wait: config.raft.batch_wait,
     }
 }
 

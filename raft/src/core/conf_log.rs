@@ -10,6 +10,7 @@
 //! - every configuration in it satisfies the membership invariants.
 
 use super::confchange;
+use super::invariant::InvariantError;
 use super::membership::{ConfChange, Configuration};
 use super::types::LogIndex;
 
@@ -99,22 +100,25 @@ impl ConfigLog {
     }
 
     /// Checks the invariants listed in the module documentation.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         if self.history.is_empty() {
-            return Err("empty configuration history".into());
+            return Err(InvariantError::EmptyConfigurationHistory);
         }
         for pair in self.history.windows(2) {
             if pair[1].0 <= pair[0].0 {
-                return Err(format!(
-                    "configuration indexes {} then {}",
-                    pair[0].0, pair[1].0
-                ));
+                return Err(InvariantError::ConfigurationsOutOfOrder {
+                    earlier: pair[0].0,
+                    later: pair[1].0,
+                });
             }
         }
         for (index, config) in self.history.iter() {
             config
                 .check_invariants()
-                .map_err(|e| format!("configuration at {index}: {e}"))?;
+                .map_err(|broken| InvariantError::Configuration {
+                    index: *index,
+                    broken: Box::new(broken),
+                })?;
         }
         Ok(())
     }

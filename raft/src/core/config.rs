@@ -2,6 +2,8 @@
 //! core is built from them.
 
 use super::errors::ConfigError;
+#[cfg(feature = "fault-injection")]
+use super::fault::BrokenRule;
 use super::types::{LogIndex, NodeId};
 
 /// Default ticks without hearing from a leader before a follower campaigns (randomised up to
@@ -70,23 +72,9 @@ pub struct Config {
     /// Seed of the PRNG that jitters election timeouts. Give each node its own.
     pub rng_seed: u64,
     /// A safety rule to break on purpose, so that the simulations can show they catch it.
-    /// Always `None` outside those tests.
+    /// Only in builds with the `fault-injection` feature, which the server never enables.
+    #[cfg(feature = "fault-injection")]
     pub broken_rule: Option<BrokenRule>,
-}
-
-/// Safety rules the core can be told to break, one at a time, to test that the deterministic
-/// simulation notices (a checker that never fails has not been tested). Production code never
-/// sets one: [`Config::new`] leaves it `None` and no configuration file can reach it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BrokenRule {
-    /// Grant votes without checking that the candidate's log is at least as up to date
-    /// (the election restriction of §5.4.1).
-    VoteWithoutLogCheck,
-    /// Answer a linearizable read at once with the leader's commit index: no heartbeat round
-    /// to prove no newer leader exists, no wait for an entry of the leader's own term to
-    /// commit (a read right after an election or a transfer misses acknowledged writes, and a
-    /// deposed leader serves stale data).
-    ReadWithoutConfirmation,
 }
 
 impl Config {
@@ -108,6 +96,7 @@ impl Config {
             pending_reads_max: PENDING_READS_MAX_DEFAULT,
             applied: LogIndex::ZERO,
             rng_seed: id.0,
+            #[cfg(feature = "fault-injection")]
             broken_rule: None,
         }
     }

@@ -178,8 +178,11 @@ impl<S: Storage> Raft<S> {
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && m.term > self.term);
+        #[cfg(feature = "fault-injection")]
         let skip_log_check =
-            self.cfg.broken_rule == Some(super::config::BrokenRule::VoteWithoutLogCheck);
+            self.cfg.broken_rule == Some(super::fault::BrokenRule::VoteWithoutLogCheck);
+        #[cfg(not(feature = "fault-injection"))]
+        let skip_log_check = false;
         let granted =
             can_vote && (skip_log_check || self.log.is_up_to_date(last_log_index, last_log_term));
         let body = MessageBody::RequestVoteResponse { pre_vote, granted };

@@ -20,6 +20,7 @@
 //! - entries up to `committed` are never truncated (paper §5.3, Log Matching plus §5.4).
 
 use super::errors::StorageError;
+use super::invariant::InvariantError;
 use super::message::{Entry, Snapshot};
 use super::storage::{InitialState, Storage};
 use super::types::{LogIndex, Term};
@@ -424,41 +425,47 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Checks the invariants listed in the module documentation.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         let last = self.last_index();
         if !(self.applied <= self.applying
             && self.applying <= self.committed
             && self.committed <= last)
         {
-            return Err(format!(
-                "cursors out of order: applied {} applying {} committed {} last {last}",
-                self.applied, self.applying, self.committed
-            ));
+            return Err(InvariantError::CursorsOutOfOrder {
+                applied: self.applied,
+                applying: self.applying,
+                committed: self.committed,
+                last,
+            });
         }
         if self.persisted > last {
-            return Err(format!("persisted {} beyond last {last}", self.persisted));
+            return Err(InvariantError::PersistedBeyondLast {
+                persisted: self.persisted,
+                last,
+            });
         }
-        let (first, snapshot_index) = (self.first_index(), self.snapshot_index());
-        if first > snapshot_index.next() {
-            return Err(format!(
-                "the log starts at {first}, after the snapshot at {snapshot_index}"
-            ));
+        let (first, snapshot) = (self.first_index(), self.snapshot_index());
+        if first > snapshot.next() {
+            return Err(InvariantError::LogStartsAfterSnapshot { first, snapshot });
         }
-        if snapshot_index > self.committed {
-            return Err(format!(
-                "the snapshot at {snapshot_index} is beyond commit {}",
-                self.committed
-            ));
+        if snapshot > self.committed {
+            return Err(InvariantError::SnapshotBeyondCommit {
+                snapshot,
+                committed: self.committed,
+            });
         }
-        for (k, e) in self.unstable.iter().enumerate() {
-            if e.index != self.unstable_offset.plus(k as u64) {
-                return Err(format!("unstable entry {k} has index {}", e.index));
+        for (position, e) in self.unstable.iter().enumerate() {
+            if e.index != self.unstable_offset.plus(position as u64) {
+                return Err(InvariantError::UnstableEntryMisplaced {
+                    position,
+                    index: e.index,
+                });
             }
         }
         if let Some(snapshot) = &self.unstable_snapshot
             && snapshot.metadata.index.next() != self.unstable_offset
         {
-            return Err("the unstable snapshot does not end before the unstable entries".into());
+            return Err(InvariantError::UnstableSnapshotNotAdjacent);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::invariant::InvariantError;
 use super::types::NodeId;
 
 /// The most ids in any one set of a [`Configuration`] that a node decodes (a snapshot's
@@ -82,27 +83,25 @@ impl Configuration {
     }
 
     /// Checks the invariants listed in the module documentation.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        for id in self.learners.iter() {
-            if self.is_voter(*id) {
-                return Err(format!("{id} is both a learner and a voter"));
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        for &node in self.learners.iter() {
+            if self.is_voter(node) {
+                return Err(InvariantError::LearnerIsVoter { node });
             }
         }
-        for id in self.learners_next.iter() {
-            if !self.voters_outgoing.contains(id) {
-                return Err(format!(
-                    "{id} is in learners_next but not an outgoing voter"
-                ));
+        for &node in self.learners_next.iter() {
+            if !self.voters_outgoing.contains(&node) {
+                return Err(InvariantError::LearnerNextNotOutgoingVoter { node });
             }
-            if self.voters.contains(id) {
-                return Err(format!("{id} is in learners_next but an incoming voter"));
+            if self.voters.contains(&node) {
+                return Err(InvariantError::LearnerNextIsIncomingVoter { node });
             }
         }
         if self.auto_leave && !self.is_joint() {
-            return Err("auto_leave set outside a joint state".to_string());
+            return Err(InvariantError::AutoLeaveOutsideJoint);
         }
         if !self.learners_next.is_empty() && !self.is_joint() {
-            return Err("learners_next set outside a joint state".to_string());
+            return Err(InvariantError::LearnersNextOutsideJoint);
         }
         Ok(())
     }

@@ -5,7 +5,9 @@
 //! Modules, one job each:
 //! - `types`, `message`, `membership`: the vocabulary (terms, indexes, entries, messages,
 //!   configurations);
-//! - `config`, `errors`, `rng`: settings with their limits, typed errors, seeded jitter;
+//! - `config`, `errors`, `invariant`, `rng`: settings with their limits, typed errors (and
+//!   the broken-invariant one every `check_invariants` returns), seeded jitter;
+//! - `fault` (feature `fault-injection` only): the safety rules a simulation may break;
 //! - `checks`: what every peer message must satisfy before the rules see it;
 //! - `storage`, `log`: the durable log as read by the core, plus the unstable tail;
 //! - `quorum`, `confchange`, `conf_log`, `progress`: majorities, joint consensus, the
@@ -54,6 +56,9 @@ pub mod confchange;
 pub mod config;
 pub mod election;
 pub mod errors;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod invariant;
 pub mod log;
 pub mod membership;
 pub mod message;
@@ -69,8 +74,11 @@ pub mod storage;
 pub mod transfer;
 pub mod types;
 
-pub use config::{BrokenRule, Config};
+pub use config::Config;
 pub use errors::{ConfigError, Error, StorageError};
+#[cfg(feature = "fault-injection")]
+pub use fault::BrokenRule;
+pub use invariant::InvariantError;
 pub use membership::{ConfChange, ConfChangeKind, ConfChangeSingle, Configuration};
 pub use message::{
     Entry, EntryPayload, HardState, Message, MessageBody, Snapshot, SnapshotMetadata,

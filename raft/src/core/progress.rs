@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 
+use super::invariant::InvariantError;
 use super::types::LogIndex;
 
 /// The replication state of one follower.
@@ -214,25 +215,24 @@ impl Progress {
         }
     }
 
-    /// Checks `match_index < next_index`.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    /// Checks `match_index < next_index`, and that the in-flight window is within its bound
+    /// and used only in the replicate state.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         if self.match_index >= self.next_index {
-            return Err(format!(
-                "match {} >= next {}",
-                self.match_index, self.next_index
-            ));
+            return Err(InvariantError::MatchNotBelowNext {
+                matched: self.match_index,
+                next: self.next_index,
+            });
         }
         if self.inflights.len() > self.inflights.msgs_max {
-            return Err(format!(
-                "{} messages inflight above the window",
-                self.inflights.len()
-            ));
+            return Err(InvariantError::InflightAboveWindow {
+                inflight: self.inflights.len(),
+            });
         }
         if self.state != ProgressState::Replicate && !self.inflights.is_empty() {
-            return Err(format!(
-                "{} messages inflight outside Replicate",
-                self.inflights.len()
-            ));
+            return Err(InvariantError::InflightOutsideReplicate {
+                inflight: self.inflights.len(),
+            });
         }
         Ok(())
     }

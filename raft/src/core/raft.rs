@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::conf_log::ConfigLog;
 use super::config::Config;
 use super::errors::Error;
+use super::invariant::InvariantError;
 use super::log::RaftLog;
 use super::membership::{ConfChange, Configuration};
 use super::message::{Entry, EntryPayload, HardState, Message, MessageBody};
 use super::progress::Progress;
-use super::read_index::{ReadOnly, ReadState};
+use super::read_index::{PendingReads, ReadState};
 use super::rng::SplitMix64;
 use super::storage::Storage;
 use super::types::{LogIndex, NodeId, Term};
@@ -130,7 +131,7 @@ pub struct Raft<S: Storage> {
     /// Leader only: a leadership transfer in progress.
     pub(crate) transfer: Option<Transfer>,
     /// Leader only: ReadIndex requests by stage.
-    pub(crate) reads: ReadOnly,
+    pub(crate) reads: PendingReads,
     /// Leader only: proposals were appended since the last Ready; the Ready broadcasts them,
     /// so that all proposals between two Readies share one AppendEntries per follower.
     pub(crate) append_pending: bool,
@@ -212,7 +213,7 @@ impl<S: Storage> Raft<S> {
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             transfer: None,
-            reads: ReadOnly::default(),
+            reads: PendingReads::default(),
             append_pending: false,
             uncommitted: std::collections::VecDeque::new(),
             uncommitted_bytes: 0,
@@ -755,51 +756,54 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Checks every invariant of this node and of the structures it owns.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.log.check_invariants()?;
         self.configs.check_invariants()?;
         self.reads.check_invariants()?;
         if self.role == Role::Leader {
             if self.leader != Some(self.id) {
-                return Err(format!(
-                    "leader {} believes the leader is {:?}",
-                    self.id, self.leader
-                ));
+                return Err(InvariantError::LeaderDoesNotKnowItself {
+                    node: self.id,
+                    believed: self.leader,
+                });
             }
             if self.vote != Some(self.id) {
-                return Err(format!("leader {} did not vote for itself", self.id));
+                return Err(InvariantError::LeaderDidNotVoteForItself { node: self.id });
             }
-            let total: u64 = self.uncommitted.iter().map(|(_, bytes)| bytes).sum();
-            if total != self.uncommitted_bytes {
-                return Err(format!(
-                    "uncommitted bytes {} but {total} held",
-                    self.uncommitted_bytes
-                ));
+            let held: u64 = self.uncommitted.iter().map(|(_, bytes)| bytes).sum();
+            if held != self.uncommitted_bytes {
+                return Err(InvariantError::UncommittedBytesMismatch {
+                    counted: self.uncommitted_bytes,
+                    held,
+                });
             }
             if self
                 .uncommitted
                 .front()
                 .is_some_and(|(index, _)| *index <= self.log.committed)
             {
-                return Err("a committed proposal still counts as uncommitted".into());
+                return Err(InvariantError::CommittedProposalCounted);
             }
-            for (id, pr) in self.progress.iter() {
+            for (&peer, pr) in self.progress.iter() {
                 pr.check_invariants()
-                    .map_err(|e| format!("progress of {id}: {e}"))?;
+                    .map_err(|broken| InvariantError::Progress {
+                        peer,
+                        broken: Box::new(broken),
+                    })?;
                 if pr.match_index > self.log.last_index() {
-                    return Err(format!("{id} matched beyond the leader's log"));
+                    return Err(InvariantError::MatchBeyondLeaderLog { peer });
                 }
             }
         } else {
             if !self.progress.is_empty() {
-                return Err("a non-leader tracks progress".into());
+                return Err(InvariantError::NonLeaderTracksProgress);
             }
             if !self.reads.is_empty() {
-                return Err("a non-leader holds reads".into());
+                return Err(InvariantError::NonLeaderHoldsReads);
             }
         }
         if self.role == Role::Candidate && self.vote != Some(self.id) {
-            return Err("a candidate did not vote for itself".into());
+            return Err(InvariantError::CandidateDidNotVoteForItself);
         }
         Ok(())
     }

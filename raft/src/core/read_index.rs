@@ -4,7 +4,7 @@
 //! between two Readies share one round (batching). A leader that has not yet committed an
 //! entry of its own term does not know the latest commit index, so reads wait until it has.
 //!
-//! Invariants (checked by [`ReadOnly::check_invariants`]):
+//! Invariants (checked by [`PendingReads::check_invariants`]):
 //! - pending reads are ordered by round, and every round is at most `round`;
 //! - each read's index never exceeds the commit index of its term's leader (checked by Raft).
 
@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::config::BrokenRule;
 use super::errors::Error;
+#[cfg(feature = "fault-injection")]
+use super::fault::BrokenRule;
+use super::invariant::InvariantError;
 use super::message::MessageBody;
 use super::quorum::{self, VoteResult};
 use super::raft::{Raft, Role};
@@ -41,9 +43,9 @@ pub struct ReadState {
     pub index: LogIndex,
 }
 
-/// The leader's reads, by stage.
+/// The reads a leader holds until it may answer them, by stage.
 #[derive(Clone, Debug, Default)]
-pub struct ReadOnly {
+pub struct PendingReads {
     /// The latest heartbeat round started. Monotonic over the node's life, so an
     /// acknowledgement of an old round can never confirm a newer read.
     pub round: u64,
@@ -58,7 +60,7 @@ pub struct ReadOnly {
     pub pending: VecDeque<(u64, PendingRead)>,
 }
 
-impl ReadOnly {
+impl PendingReads {
     /// How many reads are waiting, at any stage.
     pub fn len(&self) -> usize {
         self.waiting_commit.len() + self.unsent.len() + self.pending.len()
@@ -101,14 +103,14 @@ impl ReadOnly {
     }
 
     /// Checks the invariants listed in the module documentation.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
         let mut previous = 0;
         for (round, _) in self.pending.iter() {
             if *round < previous || *round > self.round {
-                return Err(format!(
-                    "pending round {round} out of order (latest {})",
-                    self.round
-                ));
+                return Err(InvariantError::ReadRoundOutOfOrder {
+                    round: *round,
+                    latest: self.round,
+                });
             }
             previous = *round;
         }
@@ -147,7 +149,10 @@ impl<S: Storage> Raft<S> {
         if from.is_some() && self.reads.len() >= self.cfg.pending_reads_max {
             return; // The follower's client times out and retries; the bound holds.
         }
+        #[cfg(feature = "fault-injection")]
         let unconfirmed = self.cfg.broken_rule == Some(BrokenRule::ReadWithoutConfirmation);
+        #[cfg(not(feature = "fault-injection"))]
+        let unconfirmed = false;
         if self.log.term(self.log.committed).ok() != Some(self.term) && !unconfirmed {
             // §6.4 step 1: until an entry of its term is committed the leader does not know
             // the latest commit index.

@@ -286,12 +286,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             self.check_still_removed();
             // The core's invariants, checked in the running node after every Ready (debug
             // builds: the tests and the simulations), not only in the core's own harness.
-            debug_assert!(
-                self.raft.check_invariants().is_ok(),
-                "node {}: {:?}",
-                self.raft.id().0,
-                self.raft.check_invariants()
-            );
+            if cfg!(debug_assertions)
+                && let Err(broken) = self.raft.check_invariants()
+            {
+                panic!(
+                    "node {}: Raft invariant violated: {broken}",
+                    self.raft.id().0
+                );
+            }
             if stop {
                 info!(node = %names::of(self.raft.id()), "node loop stopped");
                 return;

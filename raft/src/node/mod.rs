@@ -121,10 +121,10 @@ pub struct NodeConfig {
     /// fixed entry count makes it grow with the state.
     pub snapshot_log_share: f64,
     /// The most events (messages, proposals, reads) the loop takes into one `Ready`, and so
-    /// the most proposals that share one WAL fsync (`wal.batch_size`).
+    /// the most proposals that share one WAL fsync (`raft.batch_size`).
     pub events_per_ready_max: usize,
     /// How long the loop keeps gathering events once the first has arrived before it hands
-    /// the batch to storage (`wal.batch_wait_time`; zero: batches fill while the previous
+    /// the batch to storage (`raft.batch_wait`; zero: batches fill while the previous
     /// fsync runs).
     pub batch_wait: Duration,
 }

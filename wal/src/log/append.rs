@@ -82,7 +82,7 @@ impl<F: FileSystem> Wal<F> {
             self.scratch = scratch;
             start = end;
         }
-        debug_assert!(self.check_invariants_ok());
+        self.debug_check_invariants();
         Ok(())
     }
 

@@ -34,7 +34,7 @@ impl<F: FileSystem> Wal<F> {
             info!(dir = %self.dir.display(), upto, removed_segments = removed,
                   first_index = first, "WAL prefix compacted");
         }
-        debug_assert!(self.check_invariants_ok());
+        self.debug_check_invariants();
         Ok(removed)
     }
 }

@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use crate::error::{Result, WalError};
 use crate::fs::{FileHandle, FileSystem};
 use crate::hardstate::{HardStateFile, SaveError};
+use crate::invariant::WalInvariantError;
 use crate::metrics::{WalMetrics, WalMetricsSnapshot};
 use crate::record::RECORD_OVERHEAD_BYTES;
 use crate::segment::SEGMENT_HEADER_BYTES;
@@ -316,33 +317,39 @@ impl<F: FileSystem> Wal<F> {
             .store(self.segments.iter().map(|s| s.len).sum(), Ordering::Relaxed);
     }
 
-    /// Panics if an invariant of the module doc does not hold. Called by tests after every step
-    /// and, in debug builds, after every change.
-    pub fn check_invariants(&self) {
-        if let Err(why) = self.invariant_violation(true) {
-            panic!("WAL invariant violated in {}: {why}", self.dir.display());
+    /// Checks every invariant of the module doc, walking every entry's offset and term run;
+    /// names the first one broken. Called by tests after every step and when the log opens.
+    pub fn check_invariants(&self) -> std::result::Result<(), WalInvariantError> {
+        self.invariant_violation(true)
+    }
+
+    /// The cheap part of [`Wal::check_invariants`] (no walk over every entry).
+    fn check_invariants_cheap(&self) -> std::result::Result<(), WalInvariantError> {
+        self.invariant_violation(false)
+    }
+
+    /// In debug builds, after each change: panics naming the broken invariant, if any.
+    fn debug_check_invariants(&self) {
+        if cfg!(debug_assertions)
+            && let Err(broken) = self.check_invariants_cheap()
+        {
+            panic!("WAL invariant violated in {}: {broken}", self.dir.display());
         }
     }
 
-    /// The cheap part of [`Wal::check_invariants`] (no walk over every entry), for
-    /// `debug_assert!` after each change.
-    fn check_invariants_ok(&self) -> bool {
-        if let Err(why) = self.invariant_violation(false) {
-            panic!("WAL invariant violated in {}: {why}", self.dir.display());
-        }
-        true
-    }
-
-    fn invariant_violation(&self, walk_entries: bool) -> std::result::Result<(), String> {
+    fn invariant_violation(
+        &self,
+        walk_entries: bool,
+    ) -> std::result::Result<(), WalInvariantError> {
         if self.segments.is_empty() {
-            return Err("no active segment".into());
+            return Err(WalInvariantError::NoActiveSegment);
         }
         for pair in self.segments.windows(2) {
             if pair[1].first_index != pair[0].last_index() + 1 {
-                return Err(format!(
-                    "segment {} does not continue segment {}",
-                    pair[1].first_index, pair[0].first_index
-                ));
+                return Err(WalInvariantError::SegmentsNotContiguous {
+                    previous: pair[0].first_index,
+                    next: pair[1].first_index,
+                });
             }
         }
         for seg in self.segments.iter().filter(|_| walk_entries) {
@@ -357,37 +364,34 @@ impl<F: FileSystem> Wal<F> {
                             RECORD_OVERHEAD_BYTES as u64
                         }
                 {
-                    return Err(format!(
-                        "offsets of segment {} not increasing",
-                        seg.first_index
-                    ));
+                    return Err(WalInvariantError::OffsetsNotIncreasing {
+                        segment: seg.first_index,
+                    });
                 }
                 prev = off;
             }
             if seg.len < prev {
-                return Err(format!(
-                    "segment {} shorter than its last offset",
-                    seg.first_index
-                ));
+                return Err(WalInvariantError::SegmentShorterThanOffsets {
+                    segment: seg.first_index,
+                });
             }
         }
         if self.durable_index > self.last_index() || self.durable_index + 1 < self.first_index() {
-            return Err(format!(
-                "durable index {} outside [{}, {}]",
-                self.durable_index,
-                self.first_index() - 1,
-                self.last_index()
-            ));
+            return Err(WalInvariantError::DurableOutOfRange {
+                durable: self.durable_index,
+                low: self.first_index() - 1,
+                last: self.last_index(),
+            });
         }
         match (self.term_runs.first(), self.is_empty()) {
             (None, true) => {}
             (Some(&(start, _)), false) if start == self.first_index() => {}
             (first, _) => {
-                return Err(format!(
-                    "term runs start at {first:?} for a log [{}, {}]",
-                    self.first_index(),
-                    self.last_index()
-                ));
+                return Err(WalInvariantError::TermRunsMisaligned {
+                    first_run: first.map(|&(start, _)| start),
+                    first_index: self.first_index(),
+                    last_index: self.last_index(),
+                });
             }
         }
         if walk_entries
@@ -396,14 +400,17 @@ impl<F: FileSystem> Wal<F> {
                 .windows(2)
                 .any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
         {
-            return Err(format!("term runs not ascending: {:?}", self.term_runs));
+            return Err(WalInvariantError::TermRunsNotAscending {
+                runs: self.term_runs.clone(),
+            });
         }
-        if self
-            .term_runs
-            .last()
-            .is_some_and(|&(start, _)| start > self.last_index())
+        if let Some(&(start, _)) = self.term_runs.last()
+            && start > self.last_index()
         {
-            return Err("a term run starts past the last index".into());
+            return Err(WalInvariantError::TermRunPastEnd {
+                start,
+                last: self.last_index(),
+            });
         }
         Ok(())
     }

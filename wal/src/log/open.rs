@@ -52,7 +52,13 @@ impl<F: FileSystem> Wal<F> {
         };
         wal.recover()?;
         wal.publish_gauges();
-        wal.check_invariants();
+        if let Err(broken) = wal.check_invariants() {
+            // Recovery reports damage on disk as errors; what it built must hold.
+            panic!(
+                "WAL invariant violated after recovering {}: {broken}",
+                wal.dir.display()
+            );
+        }
         info!(dir = %wal.dir.display(), first_index = wal.first_index(), last_index = wal.last_index(),
               segments = wal.segments.len(), "WAL opened");
         Ok(wal)

@@ -64,7 +64,7 @@ impl<F: FileSystem> Wal<F> {
         self.durable_index = self.last_index();
         self.publish_gauges();
         info!(dir = %self.dir.display(), from, last_index = self.last_index(), "WAL suffix truncated");
-        debug_assert!(self.check_invariants_ok());
+        self.debug_check_invariants();
         Ok(())
     }
 
@@ -91,7 +91,7 @@ impl<F: FileSystem> Wal<F> {
         self.durable_index = next_index - 1;
         self.publish_gauges();
         info!(dir = %self.dir.display(), next_index, "WAL reset to start at a new index");
-        debug_assert!(self.check_invariants_ok());
+        self.debug_check_invariants();
         Ok(())
     }
 }
