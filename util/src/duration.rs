@@ -158,6 +158,12 @@ pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, Duration
     Ok(Duration::from_nanos(nanos))
 }
 
+/// [`parse_duration`] for a command-line flag, where a bare number is seconds (`--timeout 10`);
+/// shaped for clap's `value_parser`.
+pub fn parse_flag_duration(text: &str) -> Result<Duration, DurationError> {
+    parse_duration(text, BareNumber::Seconds)
+}
+
 /// Writes a duration the way [`parse_duration`] reads it back whatever its [`BareNumber`]: in
 /// whole milliseconds when it has no finer part, else in microseconds (finer parts are
 /// dropped).
@@ -214,6 +220,7 @@ mod tests {
         // Command lines: seconds (`--timeout 10`, `--duration 1.5`).
         assert_eq!(parse_duration("90", Seconds), ms(90_000));
         assert_eq!(parse_duration("1.5", Seconds), ms(1500));
+        assert_eq!(parse_flag_duration("90"), ms(90_000));
     }
 
     #[test]

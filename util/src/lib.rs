@@ -15,5 +15,7 @@
 pub mod duration;
 pub mod splitmix;
 
-pub use duration::{BareNumber, DurationError, format_duration, parse_duration};
+pub use duration::{
+    BareNumber, DurationError, format_duration, parse_duration, parse_flag_duration,
+};
 pub use splitmix::SplitMix64;

@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use util::SplitMix64;
 use wal::{GroupCommit, GroupCommitConfig, RealFs, Wal, WalConfig};
 
 /// Set in the child's environment to the data directory it appends to.
@@ -103,19 +104,6 @@ fn child_entry_point() {
     }
 }
 
-/// A tiny deterministic generator for the kill schedule (no dependency needed for this).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// Runs one child until killed; returns the reports it printed: index → (term, thread, seq).
 fn run_child_until_killed(
     dir: &Path,
@@ -182,13 +170,13 @@ fn every_index_reported_durable_survives_sigkill() {
     println!(
         "kill schedule seed {seed}; replay with WAL_CRASH_SEED={seed} cargo test -p wal --test crash_kill"
     );
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let dir = tmp.path().join("wal");
     let mut all_reported: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     for round in 0..ROUNDS {
         let term = round + 1;
-        let kill_after = Duration::from_micros(rng.next() % KILL_AFTER_MAX.as_micros() as u64);
+        let kill_after = Duration::from_micros(rng.next_u64() % KILL_AFTER_MAX.as_micros() as u64);
         let reports = run_child_until_killed(&dir, term, kill_after);
         assert!(
             !reports.is_empty(),

@@ -5,7 +5,8 @@
 //! Modules, one job each:
 //! - `types`, `message`, `membership`: the vocabulary (terms, indexes, entries, messages,
 //!   configurations);
-//! - `config`, `errors`, `rng`: settings with their limits, typed errors, seeded jitter;
+//! - `config`, `errors`: settings with their limits, typed errors (the seeded jitter comes
+//!   from `util::SplitMix64`);
 //! - `checks`: what every peer message must satisfy before the rules see it;
 //! - `storage`, `log`: the durable log as read by the core, plus the unstable tail;
 //! - `quorum`, `confchange`, `conf_log`, `progress`: majorities, joint consensus, the
@@ -63,7 +64,6 @@ pub mod raft;
 pub mod read_index;
 pub mod ready;
 pub mod replication;
-pub mod rng;
 pub mod snapshot;
 pub mod storage;
 pub mod transfer;
