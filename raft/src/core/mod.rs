@@ -8,7 +8,8 @@
 //! - `config`, `errors`: settings with their limits, typed errors (the seeded jitter comes
 //!   from `util::SplitMix64`);
 //! - `checks`: what every peer message must satisfy before the rules see it;
-//! - `storage`, `log`: the durable log as read by the core, plus the unstable tail;
+//! - `storage`, `log`: the durable log as read by the core, plus the unstable tail
+//!   (`storage_conformance`, test-only: the scenarios every `Storage` must pass);
 //! - `quorum`, `confchange`, `conf_log`, `progress`: majorities, joint consensus, the
 //!   configuration history, and per-follower replication state;
 //! - `raft`: node state, role transitions and the dispatcher;
@@ -66,6 +67,8 @@ pub mod ready;
 pub mod replication;
 pub mod snapshot;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod storage_conformance;
 pub mod transfer;
 pub mod types;
 
