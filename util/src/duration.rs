@@ -7,19 +7,12 @@
 //! spaces between the number and its unit, a fraction (`1.5s`) and a leading `+`.
 //!
 //! Invariants: a whole number of any unit is read exactly (no floating point on that path); a
-//! fraction is rounded to the nearest nanosecond; nothing longer than
-//! [`DURATION_SECONDS_MAX`] is accepted, so that adding a parsed duration to an `Instant`
-//! cannot overflow.
+//! fraction is rounded to the nearest nanosecond; anything a [`Duration`] holds is accepted
+//! (the longest any former copy accepted), and nothing longer. A caller that needs a tighter
+//! bound (the server's configuration) applies its own.
 
 use std::fmt;
 use std::time::Duration;
-
-/// The longest duration accepted, in seconds (about 31 years): longer than any timeout or run
-/// anyone means, and far from where `Instant + duration` overflows.
-pub const DURATION_SECONDS_MAX: u64 = 1_000_000_000;
-
-/// [`DURATION_SECONDS_MAX`] in nanoseconds.
-const DURATION_NANOS_MAX: u64 = DURATION_SECONDS_MAX * NANOS_PER_SECOND;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -74,8 +67,8 @@ pub enum DurationError {
         /// What follows the number.
         unit: String,
     },
-    /// Longer than [`DURATION_SECONDS_MAX`].
-    #[error("`{text}` is too long a duration (at most {DURATION_SECONDS_MAX} seconds)")]
+    /// Longer than a [`Duration`] holds (2^64 seconds).
+    #[error("`{text}` is too long a duration")]
     TooLong {
         /// The text given.
         text: String,
@@ -140,22 +133,23 @@ pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, Duration
     let too_long = || DurationError::TooLong {
         text: shown(trimmed),
     };
-    let nanos = match number {
-        Number::Whole(whole) => whole.checked_mul(nanos_per_unit).ok_or_else(too_long)?,
+    // u128: a whole u64 of hours in nanoseconds overflows u64, and must be refused, not wrapped.
+    let nanos: u128 = match number {
+        Number::Whole(whole) => u128::from(whole) * u128::from(nanos_per_unit),
         Number::Fraction(value) => {
             let nanos = (value * nanos_per_unit as f64).round();
-            if nanos > DURATION_NANOS_MAX as f64 {
+            // `u64::MAX as f64` is 2^64: seconds past any Duration. Also catches an infinity
+            // (too many digits).
+            if nanos >= u64::MAX as f64 * NANOS_PER_SECOND as f64 {
                 return Err(too_long());
             }
-            // Within the limit, hence finite: digits and dots never parse to NaN, and an
-            // infinity (too many digits) fails the comparison above.
-            nanos as u64
+            nanos as u128
         }
     };
-    if nanos > DURATION_NANOS_MAX {
-        return Err(too_long());
-    }
-    Ok(Duration::from_nanos(nanos))
+    let nanos_per_second = u128::from(NANOS_PER_SECOND);
+    let seconds = u64::try_from(nanos / nanos_per_second).map_err(|_| too_long())?;
+    let subsec = u32::try_from(nanos % nanos_per_second).expect("invariant: below 10^9");
+    Ok(Duration::new(seconds, subsec))
 }
 
 /// [`parse_duration`] for a command-line flag, where a bare number is seconds (`--timeout 10`);
@@ -240,8 +234,8 @@ mod tests {
         // Given whole numbers too large for a double to hold in nanoseconds exactly,
         assert_eq!(parse_duration("12345678901ms", Seconds), ms(12_345_678_901));
         assert_eq!(
-            parse_duration("999999999s", Seconds),
-            Ok(Duration::from_secs(999_999_999))
+            parse_duration("1000000000000h", Seconds),
+            Ok(Duration::from_secs(3_600_000_000_000_000))
         );
         // and fractions that a double cannot hold exactly,
         assert_eq!(parse_duration("0.3s", Seconds), ms(300));
@@ -257,18 +251,29 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_is_inclusive_and_nothing_past_it_is_read() {
-        let max = Ok(Duration::from_secs(DURATION_SECONDS_MAX));
-        assert_eq!(parse_duration("1000000000s", Seconds), max);
-        assert_eq!(parse_duration("1000000000.0", Seconds), max);
+    fn anything_a_duration_holds_is_read_and_nothing_longer() {
+        // Given the longest durations a former copy accepted (lincheck's budgets take
+        // `99999999999999s` to mean "no limit"), then they are read exactly,
+        assert_eq!(
+            parse_duration("99999999999999s", Seconds),
+            Ok(Duration::from_secs(99_999_999_999_999))
+        );
+        assert_eq!(
+            parse_duration("18446744073709551615s", Seconds),
+            Ok(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            parse_duration("18446744073709551615ms", Seconds),
+            Ok(Duration::from_millis(u64::MAX))
+        );
+        // and what a Duration cannot hold is refused, not wrapped or saturated.
         for long in [
-            "1000000001s",
-            "1000000000.5",
-            "16666667m",
-            "278000h",
+            "18446744073709551616s",
+            "18446744073709551615m",
             "18446744073709551615h",
             "99999999999999999999999999s",
             "99999999999999999999999999.5s",
+            &"9".repeat(400),
         ] {
             let refused = parse_duration(long, Seconds);
             assert!(

@@ -12,6 +12,23 @@ use serde::{Deserialize, Deserializer, Serializer};
 pub use util::format_duration;
 use util::{BareNumber, parse_duration};
 
+/// The longest duration a configuration value may be written as (about 31 years): longer than
+/// any setting means, and far from where adding it to an `Instant` overflows.
+pub const CONFIG_DURATION_SECONDS_MAX: u64 = 1_000_000_000;
+
+/// Reads a duration written in a configuration value: a bare number is milliseconds, and
+/// nothing past [`CONFIG_DURATION_SECONDS_MAX`] is taken.
+fn parse_config_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text, BareNumber::Milliseconds).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(CONFIG_DURATION_SECONDS_MAX) {
+        return Err(format!(
+            "`{}` is too long a duration (at most {CONFIG_DURATION_SECONDS_MAX}s)",
+            text.trim()
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses `64MiB`, `1GiB`, `512KiB`, `10MB` (powers of ten) or a bare number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -73,9 +90,7 @@ pub mod duration {
         match TextOrNumber::deserialize(d)
             .map_err(|_| serde::de::Error::custom("expected a duration such as 250ms or 1s"))?
         {
-            TextOrNumber::Text(t) => {
-                parse_duration(&t, BareNumber::Milliseconds).map_err(serde::de::Error::custom)
-            }
+            TextOrNumber::Text(t) => parse_config_duration(&t).map_err(serde::de::Error::custom),
             TextOrNumber::Number(ms) => Ok(Duration::from_millis(ms)),
         }
     }
@@ -148,10 +163,15 @@ mod tests {
                 .contains("unknown duration unit")
         );
         assert!(config_duration("\"1e300s\"").is_err());
+        // The configuration's own bound: inclusive, and what passes it is refused.
+        assert_eq!(
+            config_duration("\"1000000000s\""),
+            Ok(Duration::from_secs(CONFIG_DURATION_SECONDS_MAX))
+        );
         assert!(
-            config_duration("\"2000000000s\"")
+            config_duration("\"1000000001s\"")
                 .unwrap_err()
-                .contains("too long")
+                .contains("too long a duration")
         );
     }
 
