@@ -110,17 +110,14 @@ pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, Duration
     let (number, unit) = unsigned.split_at(split);
     // A whole number is kept whole, so that it is read exactly; only a fraction goes through
     // floating point. Too many digits for a u64 read as a fraction and are then too long.
-    let number = match number.parse::<u64>() {
-        Ok(whole) => Number::Whole(whole),
-        Err(_) => {
-            Number::Fraction(
-                number
-                    .parse::<f64>()
-                    .map_err(|_| DurationError::NotANumber {
-                        text: shown(trimmed),
-                        bare,
-                    })?,
-            )
+    let number = match (number.parse::<u64>(), number.parse::<f64>()) {
+        (Ok(whole), _) => Number::Whole(whole),
+        (Err(_), Ok(value)) => Number::Fraction(value),
+        (Err(_), Err(_)) => {
+            return Err(DurationError::NotANumber {
+                text: shown(trimmed),
+                bare,
+            });
         }
     };
     let nanos_per_unit = match unit.trim() {
@@ -148,7 +145,8 @@ pub fn parse_duration(text: &str, bare: BareNumber) -> Result<Duration, Duration
     };
     let nanos_per_second = u128::from(NANOS_PER_SECOND);
     let seconds = u64::try_from(nanos / nanos_per_second).map_err(|_| too_long())?;
-    let subsec = u32::try_from(nanos % nanos_per_second).expect("invariant: below 10^9");
+    let subsec = u32::try_from(nanos % nanos_per_second)
+        .expect("invariant: a remainder of a division by 10^9 fits in u32");
     Ok(Duration::new(seconds, subsec))
 }
 
