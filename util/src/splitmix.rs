@@ -32,6 +32,7 @@ pub struct SplitMix64 {
 impl SplitMix64 {
     /// A generator whose draws depend only on `seed`. `SplitMix64::new(x).next_u64()` is also
     /// a bijection of `x` that sends neighbours far apart (a hash of a counter or a seed).
+    #[inline]
     pub fn new(seed: u64) -> SplitMix64 {
         SplitMix64 { state: seed }
     }
