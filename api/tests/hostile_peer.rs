@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Proc, put_anywhere, ready, three_nodes, wait_until};
-use raft::core::rng::SplitMix64;
 use raft::core::{
     ConfChange, ConfChangeKind, Configuration, Entry, EntryPayload, LogIndex, Message, MessageBody,
     NodeId, Snapshot, SnapshotMetadata, TERM_JUMP_MAX, Term,
@@ -23,6 +22,7 @@ use raft::core::{
 use raft::node::ClusterId;
 use raft::node::driver::node_id_for_name;
 use raft::transport::frame::{self, Frame, WIRE_VERSION};
+use util::SplitMix64;
 
 /// The cluster a node serves, as anyone can ask it.
 fn cluster_of(p: &Proc) -> ClusterId {

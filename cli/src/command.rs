@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use util::parse_flag_duration;
 
 use crate::bench::plot::{self, PlotError, PlotOptions};
 use crate::bench::{self, BenchConfig, BenchError, Stop, WindowReport, Workload};
@@ -80,7 +81,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Bound on each request, all retries included, e.g. 500ms, 10s, 1m.
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_flag_duration)]
     pub timeout: Duration,
     /// What to do.
     #[command(subcommand)]
@@ -300,7 +301,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
     /// How long to run, e.g. 30s (default 30s unless --ops is given).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "ops")]
+    #[arg(long, value_parser = parse_flag_duration, conflicts_with = "ops")]
     pub duration: Option<Duration>,
     /// Stop after this many operations.
     #[arg(long)]
@@ -309,7 +310,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "leader")]
     pub target: TargetArg,
     /// Report ops/s, p50, p99, max and errors per window of this length, e.g. 10s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_flag_duration)]
     pub window: Option<Duration>,
     /// Also write the windows to this CSV file, one row per window as it ends.
     #[arg(long, requires = "window")]
@@ -328,30 +329,6 @@ pub fn parse_run_tag(text: &str) -> Result<u32, String> {
             bench::newkeys::RUN_TAG_HEX_DIGITS
         )),
     }
-}
-
-/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 500ms, 30s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
 }
 
 /// Why a command failed.
@@ -981,14 +958,25 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("").is_err());
+    fn duration_flags_take_a_unit_or_count_seconds() {
+        // Given each duration flag, when written with a unit or as a bare number, then a bare
+        // number is seconds, and what is not a duration is refused.
+        let timeout = |text: &str| parse(&["--timeout", text, "get", "k"]).map(|cli| cli.timeout);
+        assert_eq!(timeout("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(timeout("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(timeout("1.5").ok(), Some(Duration::from_millis(1500)));
+        for bad in ["fast", "3 weeks", ""] {
+            assert!(timeout(bad).is_err(), "{bad}");
+        }
+        let bench = |flag: &str, text: &str| {
+            let cli = parse(&["bench", flag, text]).expect("valid");
+            let Command::Bench(BenchCommand { args, .. }) = cli.command else {
+                panic!("not bench")
+            };
+            (args.duration, args.window)
+        };
+        assert_eq!(bench("--duration", "30").0, Some(Duration::from_secs(30)));
+        assert_eq!(bench("--window", "10s").1, Some(Duration::from_secs(10)));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kv::{Command, KeyValue, KvConfig, KvStore, SESSIONS_MAX_DEFAULT, Session};
+use util::SplitMix64;
 
 /// Keys in the store under test.
 const KEYS: u64 = 1_000_000;
@@ -51,17 +52,13 @@ fn million() -> KvStore {
 /// few million puts almost never collide (a collision is a replacement, not a new key).
 const SCRAMBLED_MASK: u64 = (1 << 36) - 1;
 
-/// SplitMix64's finaliser: a bijection of u64 that scatters consecutive counters.
-fn splitmix64(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A 16-byte key at a random position: "n", a run tag, and the scrambled counter `i`.
+/// A 16-byte key at a random position: "n", a run tag, and the scrambled counter `i`
+/// (SplitMix64's first draw from `i`: a bijection that scatters consecutive counters).
 fn scrambled_key(i: u64) -> String {
-    format!("n1f3a9c{:09x}", splitmix64(i) & SCRAMBLED_MASK)
+    format!(
+        "n1f3a9c{:09x}",
+        SplitMix64::new(i).next_u64() & SCRAMBLED_MASK
+    )
 }
 
 fn scrambled_put(i: u64) -> Vec<u8> {

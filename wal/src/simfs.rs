@@ -18,6 +18,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use util::SplitMix64;
+
 use crate::fs::{FileHandle, FileSystem};
 
 /// The simulated disk. Cloning shares the same disk.
@@ -108,7 +110,7 @@ impl SimFs {
                 durable_names: BTreeMap::new(),
                 dirs: BTreeSet::new(),
                 locks: BTreeSet::new(),
-                rng: SplitMix64(seed),
+                rng: SplitMix64::new(seed),
                 failing_syncs: 0,
                 lying_syncs: false,
                 syncs: 0,
@@ -156,7 +158,7 @@ impl SimFs {
                         let landed = disk.rng.below(bytes.len() as u64 + 1) as usize;
                         let garbage = disk.rng.below((bytes.len() - landed) as u64 + 1) as usize;
                         let mut torn = bytes[..landed].to_vec();
-                        torn.extend((0..garbage).map(|_| disk.rng.next() as u8));
+                        torn.extend((0..garbage).map(|_| disk.rng.next_u64() as u8));
                         write_into(&mut data, *offset, &torn);
                     }
                     Change::Write { offset, bytes } => write_into(&mut data, *offset, bytes),
@@ -470,25 +472,6 @@ impl FileSystem for SimFs {
             dir: dir.to_path_buf(),
             generation: disk.generation,
         })
-    }
-}
-
-/// SplitMix64: a tiny, well-mixed, seedable generator; enough for crash schedules.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (`bound` > 0); the modulo bias is irrelevant here.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
     }
 }
 

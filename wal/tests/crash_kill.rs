@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use util::SplitMix64;
 use wal::{Entry, RealFs, Wal, WalConfig};
 
 /// Set in the child's environment to the data directory it appends to.
@@ -78,11 +79,11 @@ fn child_entry_point() {
         .parse()
         .expect("the parent passes a decimal term");
     let mut wal = Wal::open(RealFs, &dir, config()).expect("the child opens the log");
-    let mut sizes = SplitMix(term);
+    let mut sizes = SplitMix64::new(term);
     let mut out = std::io::stdout().lock();
     for batch in 0.. {
         let first = wal.last_index() + 1;
-        let size = 1 + sizes.next() % CHILD_BATCH_MAX;
+        let size = 1 + sizes.below(CHILD_BATCH_MAX);
         let entries: Vec<Entry> = (0..size)
             .map(|slot| Entry {
                 index: first + slot,
@@ -116,19 +117,6 @@ fn child_entry_point() {
             .expect("stdout is the parent's pipe");
         }
         out.flush().expect("stdout is the parent's pipe");
-    }
-}
-
-/// A tiny deterministic generator for the kill schedule (no dependency needed for this).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -198,13 +186,13 @@ fn every_index_reported_durable_survives_sigkill() {
     println!(
         "kill schedule seed {seed}; replay with WAL_CRASH_SEED={seed} cargo test -p wal --test crash_kill"
     );
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let dir = tmp.path().join("wal");
     let mut all_reported: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
     for round in 0..ROUNDS {
         let term = round + 1;
-        let kill_after = Duration::from_micros(rng.next() % KILL_AFTER_MAX.as_micros() as u64);
+        let kill_after = Duration::from_micros(rng.next_u64() % KILL_AFTER_MAX.as_micros() as u64);
         let reports = run_child_until_killed(&dir, term, kill_after);
         assert!(
             !reports.is_empty(),

@@ -291,7 +291,7 @@ impl Layers {
 /// duration written two ways (`1s` and `1000ms`, or a bare number of milliseconds).
 fn same_setting(a: &Value, b: &Value) -> bool {
     let as_duration = |v: &Value| match v {
-        Value::String(text) => units::parse_duration(text).ok(),
+        Value::String(text) => units::parse_config_duration(text).ok(),
         Value::Number(n) => n.as_u64().map(std::time::Duration::from_millis),
         _ => None,
     };

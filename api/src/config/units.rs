@@ -2,49 +2,31 @@
 //! configuration values, with serde adapters for the fields that carry them.
 //!
 //! A bare number is milliseconds for a duration and bytes for a size, so that an environment
-//! variable such as `RAFTKV_RAFT__ELECTION_TIMEOUT=300` means what a reader expects.
+//! variable such as `RAFTKV_RAFT__ELECTION_TIMEOUT=300` means what a reader expects. Durations
+//! are read by `util::duration`, the parser `kvcli` and the verification tools share, so that
+//! a duration written for one reads the same in all.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
+pub use util::format_duration;
+use util::{BareNumber, parse_duration};
 
-/// Parses `250ms`, `1.5s`, `2m`, `500us` or a bare number of milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 250ms, 1.5s, 2m)"))?;
-    let seconds_per_unit = match unit.trim() {
-        "" | "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use us, ms, s, m or h)"
-            ));
-        }
-    };
-    let seconds = value * seconds_per_unit;
-    if !seconds.is_finite() || seconds > 1e9 {
-        return Err(format!("`{text}` is too long a duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
+/// The longest duration a configuration value may be written as (about 31 years): longer than
+/// any setting means, and far from where adding it to an `Instant` overflows.
+pub const CONFIG_DURATION_SECONDS_MAX: u64 = 1_000_000_000;
 
-/// Formats a duration the way [`parse_duration`] reads it back, in whole milliseconds when it
-/// has no finer part.
-pub fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}us", d.as_micros())
+/// Reads a duration written in a configuration value: a bare number is milliseconds, and
+/// nothing past [`CONFIG_DURATION_SECONDS_MAX`] is taken.
+pub fn parse_config_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text, BareNumber::Milliseconds).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(CONFIG_DURATION_SECONDS_MAX) {
+        return Err(format!(
+            "`{}` is too long a duration (at most {CONFIG_DURATION_SECONDS_MAX}s)",
+            text.trim()
+        ));
     }
+    Ok(d)
 }
 
 /// Parses `64MiB`, `1GiB`, `512KiB`, `10MB` (powers of ten) or a bare number of bytes.
@@ -108,7 +90,7 @@ pub mod duration {
         match TextOrNumber::deserialize(d)
             .map_err(|_| serde::de::Error::custom("expected a duration such as 250ms or 1s"))?
         {
-            TextOrNumber::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+            TextOrNumber::Text(t) => parse_config_duration(&t).map_err(serde::de::Error::custom),
             TextOrNumber::Number(ms) => Ok(Duration::from_millis(ms)),
         }
     }
@@ -138,31 +120,59 @@ pub mod size {
 mod tests {
     use super::*;
 
+    /// A duration as a configuration file or an environment variable gives it.
+    fn config_duration(value: &str) -> Result<Duration, String> {
+        #[derive(Deserialize)]
+        struct Field {
+            #[serde(with = "duration")]
+            d: Duration,
+        }
+        serde_json::from_str::<Field>(&format!("{{\"d\": {value}}}"))
+            .map(|field| field.d)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn durations_read_in_every_unit_and_round_trip() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("300"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        // Given durations as text or as bare numbers, when read from configuration, then a
+        // bare number counts milliseconds, and a formatted duration reads back the same.
+        assert_eq!(config_duration("\"250ms\""), Ok(Duration::from_millis(250)));
+        assert_eq!(config_duration("\"300\""), Ok(Duration::from_millis(300)));
+        assert_eq!(config_duration("300"), Ok(Duration::from_millis(300)));
+        assert_eq!(config_duration("\"1.5s\""), Ok(Duration::from_millis(1500)));
+        assert_eq!(config_duration("\"2m\""), Ok(Duration::from_secs(120)));
+        assert_eq!(config_duration("\"500us\""), Ok(Duration::from_micros(500)));
         for d in [Duration::from_millis(250), Duration::from_micros(1500)] {
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+            assert_eq!(
+                config_duration(&format!("\"{}\"", format_duration(d))),
+                Ok(d)
+            );
         }
     }
 
     #[test]
     fn bad_durations_say_what_is_wrong() {
         assert!(
-            parse_duration("fast")
+            config_duration("\"fast\"")
                 .unwrap_err()
                 .contains("not a duration")
         );
         assert!(
-            parse_duration("5 parsecs")
+            config_duration("\"5 parsecs\"")
                 .unwrap_err()
                 .contains("unknown duration unit")
         );
-        assert!(parse_duration("1e300s").is_err());
+        assert!(config_duration("\"1e300s\"").is_err());
+        // The configuration's own bound: inclusive, and what passes it is refused.
+        assert_eq!(
+            config_duration("\"1000000000s\""),
+            Ok(Duration::from_secs(CONFIG_DURATION_SECONDS_MAX))
+        );
+        assert!(
+            config_duration("\"1000000001s\"")
+                .unwrap_err()
+                .contains("too long a duration")
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
+use util::splitmix::MIX_MULTIPLIERS;
 
 /// First byte of every key of the write-new workload, so its keys never meet the fixed
 /// keyspace's (`k...`).
@@ -86,7 +87,7 @@ impl NewKeys {
 
 /// A bijection on the integers below 2^bits (bits in 2..=64) that sends neighbours far
 /// apart: multiplications by odd constants and right xorshifts, each invertible modulo
-/// 2^bits (the constants are SplitMix64's).
+/// 2^bits (the multipliers are SplitMix64's output mix).
 fn scramble(x: u64, bits: u32) -> u64 {
     let mask = if bits >= 64 {
         u64::MAX
@@ -95,9 +96,9 @@ fn scramble(x: u64, bits: u32) -> u64 {
     };
     let shift = bits / 2;
     let mut x = x & mask;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9) & mask;
+    x = x.wrapping_mul(MIX_MULTIPLIERS[0]) & mask;
     x ^= x >> shift;
-    x = x.wrapping_mul(0x94D0_49BB_1331_11EB) & mask;
+    x = x.wrapping_mul(MIX_MULTIPLIERS[1]) & mask;
     x ^= x >> shift;
     x
 }

@@ -164,8 +164,8 @@ mod tests {
     use super::*;
     use crate::core::membership::{ConfChange, ConfChangeKind, Configuration};
     use crate::core::message::{Entry, EntryPayload, Snapshot, SnapshotMetadata};
-    use crate::core::rng::SplitMix64;
     use crate::core::{Config, LogIndex, MemStorage, NodeId, Raft, Role};
+    use util::SplitMix64;
 
     fn voters() -> Configuration {
         Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)])

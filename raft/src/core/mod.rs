@@ -5,11 +5,13 @@
 //! Modules, one job each:
 //! - `types`, `message`, `membership`: the vocabulary (terms, indexes, entries, messages,
 //!   configurations);
-//! - `config`, `errors`, `invariant`, `rng`: settings with their limits, typed errors (and
-//!   the broken-invariant one every `check_invariants` returns), seeded jitter;
+//! - `config`, `errors`, `invariant`: settings with their limits, typed errors (and the
+//!   broken-invariant one every `check_invariants` returns); the seeded jitter comes from
+//!   `util::SplitMix64`;
 //! - `fault` (feature `fault-injection` only): the safety rules a simulation may break;
 //! - `checks`: what every peer message must satisfy before the rules see it;
-//! - `storage`, `log`: the durable log as read by the core, plus the unstable tail;
+//! - `storage`, `log`: the durable log as read by the core, plus the unstable tail
+//!   (`storage_conformance`, test-only: the scenarios every `Storage` must pass);
 //! - `quorum`, `confchange`, `conf_log`, `progress`: majorities, joint consensus, the
 //!   configuration history, and per-follower replication state;
 //! - `raft`: node state, role transitions and the dispatcher;
@@ -68,9 +70,10 @@ pub mod raft;
 pub mod read_index;
 pub mod ready;
 pub mod replication;
-pub mod rng;
 pub mod snapshot;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod storage_conformance;
 pub mod transfer;
 pub mod types;
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use util::SplitMix64;
 
 use super::conf_log::ConfigLog;
 use super::config::Config;
@@ -22,7 +23,6 @@ use super::membership::{ConfChange, Configuration};
 use super::message::{Entry, EntryPayload, HardState, Message, MessageBody};
 use super::progress::Progress;
 use super::read_index::{PendingReads, ReadState};
-use super::rng::SplitMix64;
 use super::storage::Storage;
 use super::types::{LogIndex, NodeId, Term};
 

@@ -328,6 +328,43 @@ mod tests {
         s
     }
 
+    /// `MemStorage` writes through its own methods, as a driver keeping everything in memory.
+    impl crate::core::storage_conformance::Harness for MemStorage {
+        type Storage = MemStorage;
+
+        fn founded(configuration: Configuration) -> MemStorage {
+            MemStorage::new_with_configuration(configuration)
+        }
+
+        fn storage(&self) -> &MemStorage {
+            self
+        }
+
+        fn append(&mut self, entries: &[Entry]) {
+            MemStorage::append(self, entries);
+        }
+
+        fn set_hard_state(&mut self, hard_state: &HardState) {
+            MemStorage::set_hard_state(self, hard_state.clone());
+        }
+
+        fn install_snapshot(&mut self, snapshot: &Snapshot) {
+            self.apply_snapshot(snapshot.clone());
+        }
+
+        fn compact(&mut self, metadata: &SnapshotMetadata, tail: u64) {
+            let snapshot = Snapshot {
+                metadata: metadata.clone(),
+                data: bytes::Bytes::new(),
+            };
+            self.compact_keeping(snapshot, tail);
+        }
+    }
+
+    mod conformance {
+        crate::core::storage_conformance::storage_conformance_tests!(super::MemStorage);
+    }
+
     fn is_compacted<T>(result: Result<T, StorageError>) -> bool {
         matches!(result, Err(StorageError::Compacted { .. }))
     }

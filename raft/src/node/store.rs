@@ -783,30 +783,35 @@ impl<F: FileSystem> WalLogStore<F> {
         Ok(low < high)
     }
 
-    /// The entries in `[low, high)` that `keep` takes, looking at each encoded payload in
-    /// order: `Continue(true)` takes it, `Continue(false)` skips it, `Break` ends the read
-    /// before it. Only the entries taken are decoded, so a pass that keeps a few entries of a
-    /// long tail costs a read of the tail and not a copy of every command in it.
+    /// The entries in `[low, high)` whose encoded payload `keep` takes, in order, stopping
+    /// once they would pass `max_bytes` as the core counts them ([`Entry::size_bytes`]; at
+    /// least one entry is taken). Only the entries taken are decoded, so a pass that keeps a
+    /// few entries of a long tail costs a read of the tail and not a copy of every command in
+    /// it.
     fn entries_where(
         &self,
         low: LogIndex,
         high: LogIndex,
-        mut keep: impl FnMut(&[u8]) -> ControlFlow<(), bool>,
+        max_bytes: u64,
+        mut keep: impl FnMut(&[u8]) -> bool,
     ) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
         if !self.check_range(low, high)? {
             return Ok(out);
         }
+        let mut size_bytes = 0u64;
         let mut failed = None;
         self.wal
             .scan(low.0, high.0, |index, term, raw| {
-                match keep(raw) {
-                    ControlFlow::Break(()) => return ControlFlow::Break(()),
-                    ControlFlow::Continue(false) => return ControlFlow::Continue(()),
-                    ControlFlow::Continue(true) => {}
+                if !keep(raw) {
+                    return ControlFlow::Continue(());
                 }
                 match Self::decode_entry(index, term, raw) {
                     Ok(entry) => {
+                        size_bytes = size_bytes.saturating_add(entry.size_bytes());
+                        if !out.is_empty() && size_bytes > max_bytes {
+                            return ControlFlow::Break(());
+                        }
                         out.push(entry);
                         ControlFlow::Continue(())
                     }
@@ -832,8 +837,8 @@ impl<F: FileSystem> WalLogStore<F> {
         high: LogIndex,
         tag: u8,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.entries_where(low, high, |raw| {
-            ControlFlow::Continue(command_first_byte(raw) == Some(tag))
+        self.entries_where(low, high, u64::MAX, |raw| {
+            command_first_byte(raw) == Some(tag)
         })
     }
 }
@@ -852,17 +857,7 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        // At least one entry, then as many as fit in `max_bytes`.
-        let (mut total, mut taken) = (0u64, 0usize);
-        self.entries_where(low, high, |raw| {
-            let len = raw.len() as u64;
-            if taken > 0 && total + len > max_bytes {
-                return ControlFlow::Break(());
-            }
-            total += len;
-            taken += 1;
-            ControlFlow::Continue(true)
-        })
+        self.entries_where(low, high, max_bytes, |_| true)
     }
 
     fn conf_change_entries(
@@ -870,8 +865,8 @@ impl<F: FileSystem> Storage for WalLogStore<F> {
         low: LogIndex,
         high: LogIndex,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.entries_where(low, high, |raw| {
-            ControlFlow::Continue(raw.first() == Some(&PAYLOAD_TAG_CONF_CHANGE))
+        self.entries_where(low, high, u64::MAX, |raw| {
+            raw.first() == Some(&PAYLOAD_TAG_CONF_CHANGE)
         })
     }
 
@@ -1158,6 +1153,65 @@ mod tests {
         store.persist_commit(LogIndex(commit)).unwrap();
         drop(store);
         last_segment_first_index(fs)
+    }
+
+    /// A `WalLogStore` on a simulated disk with the smallest segments (so that compaction
+    /// drops some), written as the driver writes it: through `LogStore`.
+    struct WalHarness {
+        store: WalLogStore<SimFs>,
+        files: Arc<MemFiles>,
+    }
+
+    impl crate::core::storage_conformance::Harness for WalHarness {
+        type Storage = WalLogStore<SimFs>;
+
+        fn founded(configuration: Configuration) -> WalHarness {
+            let files = Arc::new(MemFiles::accepting_all());
+            let initial = DurableState {
+                hard_state: HardState {
+                    term: Term(1),
+                    vote: None,
+                    commit: LogIndex(1),
+                },
+                snapshot: SnapshotMetadata {
+                    index: LogIndex(1),
+                    term: Term(1),
+                    configuration,
+                },
+                cluster_id: CLUSTER,
+            };
+            let wal = open_wal(&SimFs::new(1));
+            let store = WalLogStore::create(wal, dyn_files(&files), initial).unwrap();
+            WalHarness { store, files }
+        }
+
+        fn storage(&self) -> &WalLogStore<SimFs> {
+            &self.store
+        }
+
+        fn append(&mut self, entries: &[Entry]) {
+            self.store.persist(None, entries, None).unwrap();
+        }
+
+        fn set_hard_state(&mut self, hard_state: &HardState) {
+            self.store.persist(None, &[], Some(hard_state)).unwrap();
+        }
+
+        fn install_snapshot(&mut self, snapshot: &Snapshot) {
+            self.files
+                .receive_whole(&snapshot.metadata, &snapshot.data)
+                .expect("the files accept any data");
+            self.store.persist(Some(snapshot), &[], None).unwrap();
+        }
+
+        fn compact(&mut self, metadata: &SnapshotMetadata, tail: u64) {
+            self.store.set_catchup_entries(tail);
+            LogStore::compact(&mut self.store, metadata).unwrap();
+        }
+    }
+
+    mod conformance {
+        crate::core::storage_conformance::storage_conformance_tests!(super::WalHarness);
     }
 
     #[test]

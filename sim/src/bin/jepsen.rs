@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use sim::jepsen::{self, Options, cluster, faults::FaultKind, report};
+use util::parse_flag_duration;
 
 /// Run a Jepsen-style test: real raftkv processes, concurrent clients, injected faults, a
 /// linearizability check and a report.
@@ -27,7 +28,7 @@ struct Args {
     nodes: usize,
 
     /// Length of the workload, during which faults happen (e.g. 60s, 2m, 1500ms).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_flag_duration)]
     duration: Duration,
 
     /// Faults to inject, comma-separated: kill, pause, partition, membership (or none).
@@ -48,7 +49,7 @@ struct Args {
 
     /// Bound on each client operation. Short, so that a client stuck on a paused or cut-off
     /// node soon tries another (its operation is then recorded with an unknown outcome).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_flag_duration)]
     op_timeout: Duration,
 
     /// Report directory (default: <target dir>/jepsen/<unix time>-<seed>/).
@@ -64,11 +65,11 @@ struct Args {
     node_log_level: String,
 
     /// Time budget of the linearizability check (when it runs out the verdict is unknown).
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = parse_flag_duration)]
     check_budget: Duration,
 
     /// Time budget for shrinking a violation to a small failing set.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
     shrink_budget: Duration,
 
     /// Re-check a finished run's directory (its history.jsonl and run.json) instead of running;
@@ -226,26 +227,4 @@ fn parse_fault(text: &str) -> Result<Option<FaultKind>, String> {
             "`{other}` is not a fault (kill, pause, partition, membership, none)"
         )),
     }
-}
-
-/// Parses `90`, `90s`, `1500ms` or `2m` (a bare number is seconds).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (text, 1_000)
-    };
-    let number: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 60, 60s, 1500ms, 2m)"))?;
-    number
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
 }

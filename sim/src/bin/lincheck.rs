@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sim::lincheck::{CheckOptions, Format, Verdict, formats, picture};
+use util::parse_flag_duration;
 
 /// Exit status for a linearizable history.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -38,11 +39,11 @@ struct Args {
 
     /// Time budget for the check, e.g. `60`, `60s`, `1500ms`, `2m`. When it runs out the verdict
     /// is "unknown" (exit 2), never a guess.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_flag_duration)]
     timeout: Duration,
 
     /// Time budget for shrinking a violation to a small failing set.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_flag_duration)]
     shrink_timeout: Duration,
 
     /// Write an HTML page with the report and, for a violation, a picture of the failing set.
@@ -143,26 +144,4 @@ fn run(args: &Args) -> Result<u8, String> {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
-}
-
-/// Parses `90`, `90s`, `1500ms` or `2m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (text, 1_000)
-    };
-    let number: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 60, 60s, 1500ms, 2m)"))?;
-    number
-        .checked_mul(unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long a duration"))
 }

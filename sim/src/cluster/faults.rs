@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::workload::Rng;
+use util::SplitMix64;
 
 /// One thing that goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -201,7 +201,7 @@ impl Schedule {
     /// pauses, membership changes, transfers and forced snapshots, each temporary fault with
     /// its own repair.
     pub fn random(seed: u64, hosts: usize, duration: Duration) -> Schedule {
-        let mut rng = Rng::new(seed ^ 0x5eed_fa17);
+        let mut rng = SplitMix64::new(seed ^ 0x5eed_fa17);
         let span = duration.as_millis() as u64;
         let ms = Duration::from_millis;
         let mut faults = Vec::new();

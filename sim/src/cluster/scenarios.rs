@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use raft::core::BrokenRule;
+use util::SplitMix64;
 
 use super::faults::{Fault, Schedule, Timed};
 use super::host::{Cluster, Formation, Unreachable};
@@ -64,7 +65,7 @@ fn at(ms: u64, fault: Fault) -> Timed {
 
 /// Jitter of up to `span` ms from the seed, so each seed moves the faults a little.
 fn jitter(seed: u64, salt: u64, span: u64) -> u64 {
-    super::workload::Rng::new(seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d)).below(span + 1)
+    SplitMix64::new(seed ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d)).below(span + 1)
 }
 
 /// Leadership moves around the cluster again and again while clients read and write: a

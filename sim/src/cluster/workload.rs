@@ -24,6 +24,7 @@ use bytes::Bytes;
 use kv::{CasAction, Compare, Outcome as KvOutcome};
 use raft::node::NodeError;
 use replica::machine::{Output, Proposal};
+use util::SplitMix64;
 
 use super::host::{Cluster, read_key};
 use crate::lincheck::{Event, EventKind, Operation, Outcome, Output as LinOutput, ProcessId};
@@ -102,31 +103,6 @@ impl HistoryLog {
     }
 }
 
-/// A small deterministic generator (SplitMix64) for the clients' choices.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
 /// One client: operations until `stop` is set.
 pub async fn client(
     cluster: Arc<Cluster>,
@@ -135,7 +111,7 @@ pub async fn client(
     stop: Arc<AtomicBool>,
     log: Arc<HistoryLog>,
 ) -> turmoil::Result {
-    let mut rng = Rng::new(cluster.seed ^ (process + 1).wrapping_mul(0xa076_1d64_78bd_642f));
+    let mut rng = SplitMix64::new(cluster.seed ^ (process + 1).wrapping_mul(0xa076_1d64_78bd_642f));
     let mut seen: Vec<Option<String>> = vec![None; workload.keys];
     let mut sequence = 0u64;
     if !workload.start_after.is_zero() {

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use util::SplitMix64;
 
 use super::cluster::Cluster;
 use super::control;
 use super::proxy::Links;
-use super::rng::Rng;
 
 /// Quiet time at the start of a run, before the first fault: a baseline for the latency plot.
 pub const FIRST_FAULT_AFTER: Duration = Duration::from_millis(1500);
@@ -125,7 +125,7 @@ pub struct Planned {
 /// of each enabled kind, in a random order (squeezed to fit a short run); then kinds are drawn
 /// at random until the time is used up.
 pub fn plan(seed: u64, kinds: &[FaultKind], nodes: usize, duration: Duration) -> Vec<Planned> {
-    let mut rng = Rng::new(seed).fork(0xfa17);
+    let mut rng = SplitMix64::new(seed).fork(0xfa17);
     let mut out = Vec::new();
     if kinds.is_empty() || duration <= FIRST_FAULT_AFTER + QUIET_END {
         return out;
@@ -161,8 +161,8 @@ pub fn plan(seed: u64, kinds: &[FaultKind], nodes: usize, duration: Duration) ->
     out
 }
 
-fn draw(rng: &mut Rng, kind: FaultKind, nodes: usize) -> Fault {
-    let target = |rng: &mut Rng| {
+fn draw(rng: &mut SplitMix64, kind: FaultKind, nodes: usize) -> Fault {
+    let target = |rng: &mut SplitMix64| {
         if rng.chance(40) {
             Target::Leader
         } else {
@@ -217,7 +217,7 @@ pub struct Nemesis {
     cluster: Arc<Mutex<Cluster>>,
     links: Arc<Links>,
     started: Instant,
-    rng: Rng,
+    rng: SplitMix64,
     /// What was done so far.
     pub records: Vec<FaultRecord>,
 }
@@ -243,7 +243,7 @@ impl Nemesis {
             cluster,
             links,
             started,
-            rng: Rng::new(seed).fork(0x7e55),
+            rng: SplitMix64::new(seed).fork(0x7e55),
             records: Vec::new(),
         }
     }

@@ -17,7 +17,6 @@ pub mod faults;
 pub mod http;
 pub mod proxy;
 pub mod report;
-pub mod rng;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -28,13 +27,13 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::task::JoinHandle;
+use util::SplitMix64;
 
 use crate::lincheck::{Operation, Outcome, Output};
 use cluster::Cluster;
 use faults::{FaultKind, Nemesis};
 use proxy::{Links, Proxy};
 use report::{Evaluation, NodeState, ReportError, RunRecord};
-use rng::Rng;
 use workload::{Recorder, Workload};
 
 /// How long the founding node may take to elect itself and the others to join and be
@@ -176,7 +175,7 @@ pub async fn run(options: &Options) -> Result<RunResult, RunError> {
         options.op_timeout,
         Arc::clone(&recorder),
     ));
-    let mut rng = Rng::new(options.seed);
+    let mut rng = SplitMix64::new(options.seed);
     let mut clients = Vec::new();
     for process in 0..options.clients as u64 {
         let client_rng = rng.fork(process);

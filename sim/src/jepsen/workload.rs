@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use util::SplitMix64;
+
 use crate::lincheck::{Event, EventKind, Operation, Outcome, Output, ProcessId};
 
 use super::http::{self, HttpError, Response};
-use super::rng::Rng;
 
 /// Percent of operations that are reads.
 pub const GET_PERCENT: u64 = 45;
@@ -195,7 +196,7 @@ impl Workload {
     /// just failed or timed out is avoided for [`NODE_AVOID`], so that a paused or cut-off node
     /// does not soak up every client's time (each would wait out its timeout there again and
     /// again, and the history would hold almost nothing during the fault).
-    pub async fn client(self: Arc<Self>, process: ProcessId, mut rng: Rng) {
+    pub async fn client(self: Arc<Self>, process: ProcessId, mut rng: SplitMix64) {
         let mut counter = 0u64;
         let mut avoid_until: Vec<Option<Instant>> = vec![None; self.nodes.len()];
         while !self.stop.load(Ordering::Relaxed) {

@@ -24,6 +24,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
+use util::SplitMix64;
+use util::splitmix::GOLDEN_GAMMA;
+
 use super::history::Call;
 use super::model::Model;
 
@@ -127,11 +130,10 @@ impl Hasher for PassThrough {
 #[derive(Default)]
 struct StateHasher(u64);
 
-const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-
 impl Hasher for StateHasher {
     fn finish(&self) -> u64 {
-        splitmix64(self.0)
+        // SplitMix64's first draw from the state: a bijection that spreads the hash's bits.
+        SplitMix64::new(self.0).next_u64()
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -147,7 +149,7 @@ impl Hasher for StateHasher {
         self.write_u64(tail ^ (bytes.len() as u64).rotate_left(56));
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(MIX);
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(GOLDEN_GAMMA);
     }
     fn write_u8(&mut self, n: u8) {
         self.write_u64(u64::from(n));
@@ -155,13 +157,6 @@ impl Hasher for StateHasher {
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(MIX);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// The memo: (bitset, state) pairs, stored flat, chained by hash.
@@ -252,7 +247,9 @@ impl<'a, M: Model> Search<'a, M> {
         let entry = nodes[HEAD as usize].next;
         Search {
             model,
-            zobrist: (0..n as u64).map(|i| splitmix64(i ^ 0x5EED)).collect(),
+            zobrist: (0..n as u64)
+                .map(|i| SplitMix64::new(i ^ 0x5EED).next_u64())
+                .collect(),
             set: vec![0u64; words_per_set],
             set_hash: 0,
             memo: Memo::new(words_per_set),
