@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::apply::{Applier, ApplyCmd, Waiter};
+use super::snapshot_files::{Offload, offload};
 use super::store::{DeferredSync, LogStore, NoSpace, StoreError, SyncDone};
 use super::{
     APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
@@ -630,19 +631,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// one node: inline, the worker sat idle in the fsync a quarter of the time
     /// (docs/performance.md).
     async fn run_sync(off_thread: bool, sync: DeferredSync) -> SyncDone {
-        if !off_thread {
-            return sync.run();
-        }
-        match tokio::task::spawn_blocking(move || sync.run()).await {
-            Ok(done) => done,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => unreachable!(
-                    "a blocking task is cancelled only at runtime shutdown, which drops this \
-                     task before polling it again"
-                ),
-            },
-        }
+        let how = if off_thread {
+            Offload::BlockingPool
+        } else {
+            Offload::Inline
+        };
+        offload(how, move || sync.run()).await
     }
 
     /// What the node reports while a write is held: the reserve check's answer if it has

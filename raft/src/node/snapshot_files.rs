@@ -118,7 +118,8 @@ pub type Restorer<R> = Box<
     dyn FnOnce(&SnapshotMetadata, &mut dyn Read) -> Result<R, SnapshotFilesError> + Send + 'static,
 >;
 
-/// Where the node runs blocking snapshot work (file writes, fsyncs, reading a whole snapshot).
+/// Where the node runs blocking work: snapshot files (writes, fsyncs, reading a whole
+/// snapshot), and the WAL fsync of a batched persist (`Loop::run_sync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offload {
     /// On tokio's blocking pool: files on a real disk, where the work takes milliseconds to
