@@ -82,9 +82,8 @@ pub fn restored_machine<F: wal::FileSystem>(
 }
 
 /// Restores `machine` at start-up from the snapshot kept at `metadata`: streamed from its file
-/// and checked whole, as a snapshot from a leader is. Returns the file's size in bytes. Public
-/// so that the simulation starts its nodes with the server's own code.
-pub fn restore_from_files(
+/// and checked whole, as a snapshot from a leader is. Returns the file's size in bytes.
+fn restore_from_files(
     machine: &mut Machine,
     files: &dyn SnapshotFiles,
     metadata: &raft::core::SnapshotMetadata,
@@ -125,7 +124,7 @@ pub fn found_cluster<F: wal::FileSystem>(
 }
 
 /// The address records the store holds after its snapshot (what [`initial_addresses`]
-/// reads). Public so that the simulation starts its nodes with the server's own code.
+/// reads).
 pub fn address_record_entries<F: wal::FileSystem>(
     store: &WalLogStore<F>,
 ) -> Result<Vec<Entry>, StorageError> {

@@ -3,7 +3,7 @@
 //!
 //! Membership changes run on the leader (a follower forwards them) and answer once the change
 //! is applied on the leader; a join adds a learner, which the leader promotes to voter by
-//! itself once its log has caught up (see `server::leader_duties`).
+//! itself once its log has caught up (see `replica::duties::leader_duties`).
 
 use std::time::Duration;
 

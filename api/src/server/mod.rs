@@ -20,14 +20,10 @@
 pub mod data_dir;
 pub mod join;
 
-pub use replica::boot::{
-    Restored, StoreStart, address_record_entries, found_cluster, initial_addresses, open_store,
-    restore_from_files, restored_machine,
+use replica::boot::{
+    Restored, StoreStart, address_record_entries, initial_addresses, open_store, restored_machine,
 };
-pub use replica::duties::{
-    DUTY_INTERVAL, PROMOTE_LAG_ENTRIES_MAX, add_learner, follow_records, handle_reports,
-    leader_duties, may_promote,
-};
+use replica::duties::{add_learner, follow_records, handle_reports, leader_duties};
 pub use replica::{machine, snapshots};
 
 use std::collections::BTreeMap;
