@@ -69,8 +69,8 @@ use frame::SNAPSHOT_BYTES_MAX;
 use crate::node::{Node, SnapshotFiles, Transport};
 pub use admission::InboundSlot;
 pub(crate) use log_limit::RefusalLog;
-pub use network::{Network, TcpNetwork};
-pub use receiver::{serve_connection, serve_tcp};
+pub use network::{Listener, Network, TcpNetwork};
+pub use receiver::{serve_connection, serve_peers};
 pub use registry::{PeerTransport, SnapshotReport, TransportReport};
 
 /// Messages queued per peer before new ones are dropped.

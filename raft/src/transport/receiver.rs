@@ -1,4 +1,4 @@
-//! The receiving side: accepts peer connections ([`serve_tcp`]) and serves each
+//! The receiving side: accepts peer connections ([`serve_peers`]) and serves each
 //! ([`serve_connection`]): reads the caller's Hello, refuses it or serves it (see
 //! [`super::admission`]), acknowledges what it reads, steps the node with each message, and
 //! streams a snapshot's chunks into the snapshot files, which check it whole before the node
@@ -21,7 +21,7 @@ use crate::node::{Node, SnapshotSink, names};
 use super::ack::{AbortOnDrop, Counted, write_acks};
 use super::admission::SnapshotReservation;
 use super::frame::{self, Frame, SNAPSHOT_BYTES_MAX};
-use super::network::Network;
+use super::network::{Listener, Network};
 use super::registry::PeerTransport;
 use super::{
     HELLO_TIMEOUT, RECONNECT_BACKOFF_MIN, REFUSAL_LINGER, REFUSAL_LOG_INTERVAL, Refusal,
@@ -292,9 +292,9 @@ fn protocol(what: &str) -> frame::FrameError {
 
 /// Accepts peer connections on `listener` until the node stops, serving each on its own task,
 /// at most [`PEER_CONNECTIONS_MAX`](super::PEER_CONNECTIONS_MAX) at once: one over the cap is
-/// closed at once.
-pub async fn serve_tcp<O: Send + 'static, N: Network>(
-    listener: tokio::net::TcpListener,
+/// closed at once. The server runs it over TCP, the simulation over its simulated network.
+pub async fn serve_peers<L: Listener, O: Send + 'static, N: Network>(
+    listener: L,
     node: Node<O>,
     transport: Arc<PeerTransport<N>>,
 ) {
@@ -311,7 +311,6 @@ pub async fn serve_tcp<O: Send + 'static, N: Network>(
             drop(stream);
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let node = node.clone();
         let transport = Arc::clone(&transport);
         tokio::spawn(async move {

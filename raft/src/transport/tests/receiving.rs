@@ -627,7 +627,7 @@ async fn inbound_connections_over_the_cap_are_closed_at_once_until_a_slot_frees(
         .await
         .expect("bound");
     let addr = listener.local_addr().expect("an address");
-    tokio::spawn(serve_tcp(listener, node.clone(), transport));
+    tokio::spawn(serve_peers(listener, node.clone(), transport));
     let mut served = Vec::new();
     for _ in 0..PEER_CONNECTIONS_MAX {
         served.push(tcp_call(addr).await);
