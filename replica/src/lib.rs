@@ -9,8 +9,12 @@
 //! - [`snapshots`]: snapshot files on a real disk, streamed and checked whole.
 //! - [`boot`]: founding a cluster, restoring at start, the peers' first addresses.
 //! - [`duties`]: transport reports, the address book, adding and promoting members.
+//! - [`timing`]: the heartbeat interval and election timeout as the core's ticks.
+//! - [`launch`]: opening a replica's storage and spawning its node, transport and duties.
 
 pub mod boot;
 pub mod duties;
+pub mod launch;
 pub mod machine;
 pub mod snapshots;
+pub mod timing;

@@ -262,10 +262,11 @@ pub const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(20);
 /// The longest election timeout accepted.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// The election timeout must be at least this many heartbeat intervals, so that one lost
-/// heartbeat does not start an election.
-pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u32 = 3;
-/// The shortest heartbeat interval accepted. The Raft clock ticks five times per heartbeat
-/// (`server::TICKS_PER_HEARTBEAT`), and a tick must be a real, nonzero timer period.
+/// heartbeat does not start an election (the replica's own floor).
+pub use replica::timing::ELECTION_TO_HEARTBEAT_RATIO_MIN;
+/// The shortest heartbeat interval accepted. The Raft clock ticks several times per heartbeat
+/// (`replica::timing::TICKS_PER_HEARTBEAT_DEFAULT`), and a tick must be a real, nonzero timer
+/// period.
 pub const HEARTBEAT_INTERVAL_MIN: Duration = Duration::from_millis(1);
 /// The largest `raft.batch_size`.
 pub const RAFT_BATCH_SIZE_MAX: usize = 65_536;
@@ -316,8 +317,8 @@ impl Default for Config {
                 raft_listen_addr: None,
                 bootstrap: true,
                 join_addr: None,
-                election_timeout: Duration::from_millis(250),
-                heartbeat_interval: Duration::from_millis(50),
+                election_timeout: replica::timing::ELECTION_TIMEOUT_DEFAULT,
+                heartbeat_interval: replica::timing::HEARTBEAT_INTERVAL_DEFAULT,
                 batch_size: 1024,
                 batch_wait: Duration::ZERO,
             },

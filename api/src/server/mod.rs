@@ -20,17 +20,17 @@
 pub mod data_dir;
 pub mod join;
 
-use replica::boot::{
-    Restored, StoreStart, address_record_entries, initial_addresses, open_store, restored_machine,
-};
-use replica::duties::{add_learner, follow_records, handle_reports, leader_duties};
+use replica::boot::{Restored, StoreStart};
+use replica::duties::add_learner;
+use replica::launch::{self, Launch, Opened, Replica, ReplicaSettings};
+use replica::timing::{TICKS_PER_HEARTBEAT_DEFAULT, Timing};
 pub use replica::{machine, snapshots};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use raft::core::{self, LogIndex, NodeId};
-use raft::node::{self, ClusterId, LogStore, Node, NodeConfig, SnapshotFiles, WalLogStore};
+use raft::core::{LogIndex, NodeId};
+use raft::node::{self, ClusterId, LogStore, Node, SnapshotFiles, WalLogStore};
 use raft::transport::{PeerTransport, TcpNetwork};
 use tracing::{info, warn};
 
@@ -39,13 +39,6 @@ use data_dir::{CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
 use join::{Admission, JoinRefused};
 use machine::{Machine, MemberInfo, Output, Proposal};
 use snapshots::KvSnapshotFiles;
-
-/// Raft clock ticks per `raft.heartbeat_interval`. A tick finer than the heartbeat draws the
-/// random part of each follower's election timeout at a finer grain: at one tick per
-/// heartbeat (5 possible draws with the defaults), two followers that learn of a dead leader
-/// at the same moment draw the same timeout one time in five, campaign together and split the
-/// vote, which costs a whole further election timeout.
-pub const TICKS_PER_HEARTBEAT: u32 = 5;
 
 /// Why a node could not start. Its `Display` is the one line printed before the node exits.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +63,9 @@ pub enum StartError {
     /// The snapshot directory cannot be opened.
     #[error("the snapshot directory cannot be opened: {0}")]
     SnapshotDir(#[from] kv::SnapshotError),
-    /// The latest snapshot cannot be loaded or restored (the disk, or damaged data).
-    #[error("the latest snapshot cannot be restored: {0}")]
-    Snapshot(#[from] node::SnapshotFilesError),
-    /// The log after the snapshot cannot be read back.
-    #[error("reading the log: {0}")]
-    LogUnreadable(#[from] core::StorageError),
+    /// The store, the latest snapshot or the log after it cannot be read back.
+    #[error("{0}")]
+    Open(#[from] launch::OpenError),
     /// The Raft node refused its settings.
     #[error("{0}")]
     Node(#[from] node::NodeError),
@@ -242,22 +232,25 @@ impl Server {
             data_dir.join(SNAPSHOTS_DIR),
             cluster,
         )?);
-        let mut store = open_store(wal, snapshot_files.clone(), &start)?;
+        let settings = replica_settings(&config);
+        let files: Arc<dyn SnapshotFiles> = snapshot_files;
+        let Opened {
+            store,
+            restored:
+                Restored {
+                    machine,
+                    book,
+                    snapshot_bytes,
+                },
+            mut addresses,
+        } = launch::open(wal, Arc::clone(&files), &start, &settings)?;
         if matches!(origin, Origin::Founded) {
             info!(node = %config.raft.node_id, cluster = %cluster, "founded a new cluster of one");
         }
-        store.set_free_space_reserve(config.storage.free_space_reserve);
-        store.set_catchup_entries(config.storage.snapshot_catchup_entries);
         let cluster_id = store.cluster_id();
         if let (Origin::Restarted, Some(join_addr)) = (&origin, &config.raft.join_addr) {
             check_join_addr_cluster(&data_dir, cluster_id, join_addr).await?;
         }
-
-        let Restored {
-            machine,
-            book: book_rx,
-            snapshot_bytes,
-        } = restored_machine(&store, snapshot_files.as_ref())?;
         if let Some(bytes) = snapshot_bytes {
             info!(
                 index = store.snapshot_metadata().index.0,
@@ -266,66 +259,43 @@ impl Server {
                 "state machine restored from snapshot"
             );
         }
-        // Where the peers are, before anything is applied: the snapshot's book, then the
-        // member records in the log (newest last), then what the cluster said when it added
-        // this node.
-        let mut addresses = initial_addresses(&machine, &address_record_entries(&store)?);
+        // Until its log arrives a joiner's configuration is empty: the members the cluster
+        // named in its answer are where its peers are, and the callers it serves (the leader
+        // among them).
+        let mut expected_peers = BTreeSet::new();
         if let Origin::Joined(admission) = &origin {
             for member in &admission.members {
                 node::names::register(member.id, &member.name);
                 addresses.insert(member.id, member.raft_addr.clone());
+                expected_peers.insert(member.id);
             }
         }
         let quota = Arc::new(crate::http::quota::Quota::new(
             config.storage.quota_bytes,
             machine.data_bytes_gauge(),
         ));
-        let machine = Arc::new(Mutex::new(machine));
-
-        let files: Arc<dyn SnapshotFiles> = snapshot_files;
-        let (transport, reports) = PeerTransport::new(
-            id,
-            config.raft.raft_addr.clone(),
-            cluster_id,
-            TcpNetwork,
-            Arc::clone(&files),
-        );
-        for (peer, addr) in addresses {
-            transport.set_peer(peer, addr);
-        }
-        if let Origin::Joined(admission) = &origin {
-            // Until its log arrives this node's configuration is empty: the members the
-            // cluster named in its answer are the callers it serves (the leader among them).
-            transport.expect_peers(admission.members.iter().map(|m| m.id));
-        }
         let limits = crate::http::limits::Limits::new(
             &config.server,
             crate::http::limits::fd_limit_now(),
             store.wal_metrics(),
         );
-        let node = node::spawn(
-            node_config(&config, id),
+        let machine = Arc::new(Mutex::new(machine));
+        let Replica { node, transport } = launch::launch(
+            Launch {
+                node_config: settings.node_config(id, id.0 ^ u64::from(std::process::id())),
+                me: member_of(&config),
+                network: TcpNetwork,
+                listener,
+                files,
+                machine: Arc::clone(&machine),
+                book,
+                addresses,
+                expected_peers,
+                report_tap: None,
+            },
             store,
-            Arc::clone(&transport),
-            files,
-            Arc::clone(&machine),
-        )?;
-        // A node that is its cluster's only voter wins any election at once: it campaigns now
-        // instead of waiting out an election timeout, so a restarted single node serves
-        // sooner. Nobody else's term can be disturbed: there is nobody else.
-        let lone_voter = node.with_status(|s| {
-            s.configuration.voters == std::collections::BTreeSet::from([id])
-                && s.configuration.voters_outgoing.is_empty()
-        });
-        if lone_voter {
-            node.campaign().await;
-        }
-        tokio::spawn(raft::transport::serve_tcp(
-            listener,
-            node.clone(),
-            Arc::clone(&transport),
-        ));
-        tokio::spawn(handle_reports(node.clone(), reports));
+        )
+        .await?;
 
         let server = Arc::new(Server {
             config,
@@ -339,15 +309,6 @@ impl Server {
             quota,
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
-        tokio::spawn(follow_records(
-            Arc::clone(&server.transport),
-            server.node.clone(),
-            book_rx,
-        ));
-        let machine = Arc::clone(&server.machine);
-        tokio::spawn(leader_duties(server.node.clone(), server.me(), move || {
-            machine.lock().expect(MACHINE_LOCK).members().clone()
-        }));
         if let Some(guard) = guard {
             guard.disarm();
         }
@@ -389,29 +350,20 @@ fn member_of(config: &Config) -> MemberInfo {
     }
 }
 
-/// The node's settings from the server's configuration.
-fn node_config(config: &Config, id: NodeId) -> NodeConfig {
-    let tick = config.raft.heartbeat_interval / TICKS_PER_HEARTBEAT;
-    let election_ticks = (config.raft.election_timeout.as_nanos() / tick.as_nanos().max(1))
-        // Config validation bounds this far lower; the cap keeps `2 * election_ticks`
-        // (the top of the randomised timeout) within u32 whatever the input.
-        .clamp(
-            u128::from(3 * TICKS_PER_HEARTBEAT),
-            u128::from(u32::MAX / 2),
-        ) as u32;
-    let mut raft_config = core::Config::new(id);
-    raft_config.election_ticks = election_ticks;
-    raft_config.heartbeat_ticks = TICKS_PER_HEARTBEAT;
-    raft_config.snapshot_retry_ticks =
-        core::config::SNAPSHOT_RETRY_TICKS_DEFAULT.saturating_mul(TICKS_PER_HEARTBEAT);
-    raft_config.rng_seed = id.0 ^ std::process::id() as u64;
-    NodeConfig {
-        raft: raft_config,
-        tick,
+/// The replica's settings from the server's configuration.
+fn replica_settings(config: &Config) -> ReplicaSettings {
+    ReplicaSettings {
+        timing: Timing {
+            heartbeat_interval: config.raft.heartbeat_interval,
+            election_timeout: config.raft.election_timeout,
+            ticks_per_heartbeat: TICKS_PER_HEARTBEAT_DEFAULT,
+        },
         snapshot_every: config.storage.snapshot_every,
         snapshot_log_share: f64::from(config.storage.snapshot_log_percent) / 100.0,
         events_per_ready_max: config.raft.batch_size,
         batch_wait: config.raft.batch_wait,
+        catchup_entries: config.storage.snapshot_catchup_entries,
+        free_space_reserve: config.storage.free_space_reserve,
     }
 }
 

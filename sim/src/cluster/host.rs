@@ -20,22 +20,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft::core::{self, BrokenRule, LogIndex, NodeId, Role, SnapshotMetadata};
 use raft::node::{
-    self, ClusterId, LogStore, Node, NodeConfig, NodeError, Restorer, SnapshotFiles, StateMachine,
-    WalLogStore,
+    self, ClusterId, LogStore, Node, NodeError, Restorer, SnapshotFiles, StateMachine, WalLogStore,
 };
-use raft::transport::{PeerTransport, Refusal, TransportReport};
-use replica::boot::{Restored, StoreStart, open_store, restored_machine};
+use raft::transport::{Refusal, TransportReport};
+use replica::boot::{Restored, StoreStart};
+use replica::launch::{self, Launch, Opened, Replica, ReplicaMachine, ReplicaSettings};
 use replica::machine::{Machine, MachineView, MemberInfo, Output, Proposal, RestoredState};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use replica::timing::{TICKS_PER_HEARTBEAT_DEFAULT, Timing};
 
 use super::disk::{Disk, WAL_DIR};
 use super::monitor::{EMPTY_ENTRY_HASH, Monitor, fnv1a};
-use super::net::{PEER_PORT, TurmoilNetwork, peer_addr, serve_peers};
+use super::net::{PEER_PORT, TurmoilListener, TurmoilNetwork, peer_addr};
 
-/// The length of one Raft tick in simulated time.
-pub const RAFT_TICK: Duration = Duration::from_millis(10);
-/// Election timeout in ticks (randomised up to twice this): 100–200 ms.
-pub const ELECTION_TICKS: u32 = 10;
+/// Every simulated node's clock: a server's started with `raft.heartbeat_interval: 10ms` and
+/// `raft.election_timeout: 100ms` (elections after 100–200 ms of silence), ticking as the server
+/// does. Five times faster than the server's defaults, so that a few seconds of simulated time
+/// see many elections.
+pub const TIMING: Timing = Timing {
+    heartbeat_interval: Duration::from_millis(10),
+    election_timeout: Duration::from_millis(100),
+    ticks_per_heartbeat: TICKS_PER_HEARTBEAT_DEFAULT,
+};
 /// WAL segment size: the smallest the WAL takes, so that rotation and whole-segment
 /// compaction happen in every run. Compaction removes whole segments only, so a segment holds
 /// the entries a lagging follower can still get from the log: at 16 KiB (about 200 of the
@@ -154,8 +159,8 @@ pub struct Cluster {
     pub seed: u64,
     /// The cluster's identity (from the seed), as founding would make it.
     pub cluster_id: ClusterId,
-    /// How many times a peer refused a node because it belongs to another cluster (counted
-    /// in [`Formation::Joining`] runs only, see [`count_refusals`]).
+    /// How many times a peer refused a node because it belongs to another cluster (see
+    /// [`count_refusal`]).
     pub wrong_cluster_refusals: Arc<AtomicU64>,
     /// What the snapshot faults did (the harness writes it, the scenarios' checks read it).
     pub snapshot_faults: Mutex<SnapshotFaults>,
@@ -391,6 +396,12 @@ impl StateMachine for Recording {
     }
 }
 
+impl ReplicaMachine for Recording {
+    fn machine(&self) -> &Machine {
+        &self.inner
+    }
+}
+
 /// The host software of host `index`: opens its disk, starts the node and serves its peers
 /// until turmoil crashes it. On an [`Unreachable`] host nothing starts; while an [`Impostor`]
 /// is set, the impostor starts instead of the host's own node.
@@ -479,123 +490,92 @@ impl Boot<'_> {
         } else {
             StoreStart::Existing
         };
-        let mut store = open_store(wal, Arc::clone(&files), &store_start)?;
-        // A short tail behind each snapshot: followers that lag a little catch up from the
-        // log, as with the server's default, and those that lag more still get snapshots,
-        // which the simulation must keep exercising with its small states.
-        store.set_catchup_entries(SNAPSHOT_CATCHUP_ENTRIES);
-        let Restored { machine, book, .. } = restored_machine(&store, files.as_ref())?;
+        let settings = settings(&cluster.settings);
+        let Opened {
+            store,
+            restored: Restored { machine, book, .. },
+            addresses,
+        } = launch::open(wal, Arc::clone(&files), &store_start, &settings)?;
         cluster
             .monitor
             .started(self.slot, store.snapshot_metadata().index.0);
         // Founders: every host's address, from the harness. Joining: only what a server knows
         // before it has applied anything.
-        let addresses: Vec<(NodeId, String)> = match self.formation {
+        let addresses = match self.formation {
             Formation::Founders => cluster
                 .hosts
                 .iter()
                 .map(|peer| (peer.id, peer_addr(&peer.name)))
                 .collect(),
-            Formation::Joining => replica::boot::initial_addresses(
-                &machine,
-                &replica::boot::address_record_entries(&store)?,
-            )
-            .into_iter()
-            .collect(),
+            Formation::Joining => addresses,
         };
         let machine = Arc::new(Mutex::new(Recording {
             inner: machine,
             node: self.slot,
             monitor: Arc::clone(&cluster.monitor),
         }));
-
-        let (transport, reports) = PeerTransport::new(
+        let mut node_config = settings.node_config(
             host.id,
-            host.raft_addr.clone(),
-            store.cluster_id(),
-            TurmoilNetwork,
-            Arc::clone(&files),
+            cluster.seed ^ host.id.0 ^ start.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        for (peer, addr) in addresses {
-            transport.set_peer(peer, addr);
-        }
-        let mut raft = core::Config::new(host.id);
-        raft.election_ticks = ELECTION_TICKS;
-        raft.heartbeat_ticks = 1;
-        raft.rng_seed = cluster.seed ^ host.id.0 ^ start.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        raft.broken_rule = cluster.settings.broken_rule;
-        let node = node::spawn(
-            NodeConfig {
-                raft,
-                tick: RAFT_TICK,
-                snapshot_every: cluster.settings.snapshot_every,
-                // The server's default: the simulation's small states keep the entry floor
-                // in charge, so snapshots stay frequent.
-                snapshot_log_share: f64::from(node::SNAPSHOT_LOG_PERCENT_DEFAULT) / 100.0,
-                events_per_ready_max: node::EVENTS_PER_READY_MAX_DEFAULT,
-                batch_wait: Duration::ZERO,
+        node_config.raft.broken_rule = cluster.settings.broken_rule;
+        let refusals = Arc::clone(&cluster.wrong_cluster_refusals);
+        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
+        let Replica { node, .. } = launch::launch(
+            Launch {
+                node_config,
+                me: cluster.member_info(index),
+                network: TurmoilNetwork,
+                listener: TurmoilListener(listener),
+                files,
+                machine: Arc::clone(&machine),
+                book,
+                addresses,
+                expected_peers: BTreeSet::new(),
+                report_tap: Some(Box::new(move |report| count_refusal(report, &refusals))),
             },
             store,
-            Arc::clone(&transport),
-            files,
-            Arc::clone(&machine),
-        )?;
-        let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
-        let reports = match self.formation {
-            // One more task changes the order tasks run in, and so every older seed's trace:
-            // the runs formed by founders keep the layout their seeds were made with.
-            Formation::Founders => reports,
-            Formation::Joining => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let counter = Arc::clone(&cluster.wrong_cluster_refusals);
-                tokio::spawn(count_refusals(reports, tx, counter));
-                rx
-            }
-        };
-        tokio::spawn(replica::duties::handle_reports(node.clone(), reports));
-        tokio::spawn(replica::duties::follow_records(
-            Arc::clone(&transport),
-            node.clone(),
-            book,
-        ));
-        if self.formation == Formation::Joining {
-            let book = Arc::clone(&machine);
-            tokio::spawn(replica::duties::leader_duties(
-                node.clone(),
-                cluster.member_info(index),
-                move || book.lock().expect(MACHINE_LOCK).inner.members().clone(),
-            ));
-        }
+        )
+        .await?;
         if self.impostor {
             tokio::spawn(impostor_writes(node.clone()));
         }
-        *self.sink.lock().expect(LIVE_LOCK) = Some(LiveNode {
-            node: node.clone(),
-            machine,
-        });
-        serve_peers(listener, node, transport).await;
+        *self.sink.lock().expect(LIVE_LOCK) = Some(LiveNode { node, machine });
+        // The host's software runs until turmoil crashes the host; its tasks do the work.
+        std::future::pending::<()>().await;
         Ok(())
     }
 }
 
-/// Counts the refusals of another cluster's peer in `counter` and passes every report on to
-/// the server's handler, so that a run can tell that its nodes were refused as it expects.
-async fn count_refusals(
-    mut reports: UnboundedReceiver<TransportReport>,
-    to_server: UnboundedSender<TransportReport>,
-    counter: Arc<AtomicU64>,
-) {
-    while let Some(report) = reports.recv().await {
-        if let TransportReport::Refused {
-            refusal: Refusal::WrongCluster { .. },
-            ..
-        } = &report
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        if to_server.send(report).is_err() {
-            return;
-        }
+/// The replica settings of every simulated node: a server's, with the simulation's timing,
+/// snapshot frequency and catch-up tail.
+fn settings(node: &NodeSettings) -> ReplicaSettings {
+    ReplicaSettings {
+        timing: TIMING,
+        snapshot_every: node.snapshot_every,
+        // The server's default: the simulation's small states keep the entry floor in charge,
+        // so snapshots stay frequent.
+        snapshot_log_share: f64::from(node::SNAPSHOT_LOG_PERCENT_DEFAULT) / 100.0,
+        events_per_ready_max: node::EVENTS_PER_READY_MAX_DEFAULT,
+        batch_wait: Duration::ZERO,
+        // A short tail behind each snapshot: followers that lag a little catch up from the
+        // log, as with the server's default, and those that lag more still get snapshots,
+        // which the simulation must keep exercising with its small states.
+        catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+        // The simulated disk has no size; a full disk is tested on its own (`SimFs`).
+        free_space_reserve: 0,
+    }
+}
+
+/// Counts a refusal of another cluster's peer in `counter`, so that a run can tell that its
+/// nodes were refused as it expects.
+fn count_refusal(report: &TransportReport, counter: &AtomicU64) {
+    if let TransportReport::Refused {
+        refusal: Refusal::WrongCluster { .. },
+        ..
+    } = report
+    {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

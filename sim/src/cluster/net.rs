@@ -1,22 +1,17 @@
 //! The peer transport's sockets in simulation: turmoil's TCP behind the transport's
-//! [`Network`] seam, and the accept loop that feeds incoming peer connections to the real
-//! [`serve_connection`].
+//! [`Network`] and [`Listener`] seams, so that the server's own sender, accept loop and
+//! receiver carry the simulated nodes' traffic.
 //!
 //! Hosts are addressed by name (`n1:7000`); turmoil resolves the name to its simulated address,
 //! so partitions, held links and latency apply to Raft traffic exactly as they would on wires.
 
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-use raft::node::Node;
-use raft::transport::{Network, PeerTransport, serve_connection};
-use tracing::debug;
+use raft::transport::{Listener, Network};
 
 /// The port every simulated node listens on for its peers.
 pub const PEER_PORT: u16 = 7000;
-
-/// How long the accept loop waits after a failed accept before it tries again.
-pub const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// [`Network`] over turmoil's simulated TCP.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,28 +30,14 @@ pub fn peer_addr(name: &str) -> String {
     format!("{name}:{PEER_PORT}")
 }
 
-/// Accepts peer connections until the host is crashed, serving each with the transport's own
-/// receiving code.
-pub async fn serve_peers<O: Send + 'static>(
-    listener: turmoil::net::TcpListener,
-    node: Node<O>,
-    transport: Arc<PeerTransport<TurmoilNetwork>>,
-) {
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                debug!(error = %e, "accepting a peer connection failed");
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        let node = node.clone();
-        let transport = Arc::clone(&transport);
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, node, transport).await {
-                debug!(%from, error = %e, "peer connection closed on a bad frame");
-            }
-        });
+/// turmoil's listener behind the transport's [`Listener`] seam, so that the simulated node
+/// accepts its peers with the server's own accept loop.
+pub struct TurmoilListener(pub turmoil::net::TcpListener);
+
+impl Listener for TurmoilListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+        self.0.accept().await
     }
 }
