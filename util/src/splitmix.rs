@@ -65,6 +65,11 @@ impl SplitMix64 {
         self.below(len as u64) as usize
     }
 
+    /// A number in `[0, 1)`, from the draw's top 53 bits (every such `f64` equally likely).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// True with probability `percent` / 100.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent

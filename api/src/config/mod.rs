@@ -297,8 +297,8 @@ pub use raft::node::SNAPSHOT_LOG_PERCENT_DEFAULT;
 /// Largest `storage.snapshot_log_percent`: beyond ten times the state, the log to replay at a
 /// restart dwarfs the snapshot it was meant to spare.
 pub const SNAPSHOT_LOG_PERCENT_MAX: u32 = 1000;
-/// Default of `storage.snapshot_catchup_entries` (etcd's default too).
-pub const SNAPSHOT_CATCHUP_ENTRIES_DEFAULT: u64 = 5_000;
+/// Default of `storage.snapshot_catchup_entries` (the store's default, etcd's too).
+pub use raft::node::store::SNAPSHOT_CATCHUP_ENTRIES_DEFAULT;
 /// Largest `storage.snapshot_catchup_entries`: a log tail longer than this is better sent as a
 /// snapshot.
 pub const SNAPSHOT_CATCHUP_ENTRIES_MAX: u64 = 10_000_000;

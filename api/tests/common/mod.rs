@@ -10,7 +10,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a test waits for a cluster to reach a state before it fails.
@@ -25,30 +24,15 @@ pub const SMALL_SEGMENTS_NO_SNAPSHOTS: [&str; 4] = [
     "storage.snapshot_every=100000",
 ];
 
-/// Where the test nodes' ports start: below Linux's ephemeral range (32768–60999), so that a
-/// port chosen here is never taken as the local port of an outgoing connection in the moment
-/// between its choice and its node's bind. Ports from the ephemeral range lost that race once
-/// under CI's load (a joiner that could not listen, so "three voters" never came).
-const TEST_PORT_BASE: u16 = 20_000;
-/// How many ports [`free_port`] cycles through from [`TEST_PORT_BASE`].
-const TEST_PORT_SPAN: u32 = 10_000;
-/// Ports handed out by this test process so far.
-static PORTS_TAKEN: AtomicU32 = AtomicU32::new(0);
+/// The test nodes' ports (see `util::ports`): 20000 on, apart from the Jepsen-style runs'
+/// range (10000 on), as both may run on one machine.
+static TEST_PORTS: util::PortRange = util::PortRange::new(20_000, 10_000);
 
 /// A port nobody listens on right now, and that this process has not handed out before.
 pub fn free_port() -> u16 {
-    // Two test processes may run at once (two `cargo test` runs): each starts at its own place.
-    let start = std::process::id() % TEST_PORT_SPAN;
-    loop {
-        let taken = PORTS_TAKEN.fetch_add(1, Ordering::Relaxed);
-        assert!(taken < TEST_PORT_SPAN, "every test port is taken");
-        let offset = u16::try_from((start + taken) % TEST_PORT_SPAN)
-            .expect("invariant: the span fits in a port number");
-        let port = TEST_PORT_BASE + offset;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    TEST_PORTS
+        .free_port()
+        .expect("a free test port (10,000 per test process)")
 }
 
 /// One `raftkv` process and how to reach it.

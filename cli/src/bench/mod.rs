@@ -369,32 +369,6 @@ pub fn validate(config: &BenchConfig) -> Result<(), BenchError> {
     }
 }
 
-/// A small xorshift generator: cheap, seeded per worker, good enough to pick keys.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// What all workers share.
 struct Shared {
     client: Client,
@@ -453,7 +427,7 @@ enum Op {
 async fn worker(shared: Arc<Shared>, mut session: Option<Session>, w: usize) -> Tally {
     let seed = w as u64 + 1;
     let config = &shared.config;
-    let mut rng = Rng::new(seed);
+    let mut rng = util::SplitMix64::new(seed);
     let mut tally = Tally {
         histogram: Histogram::new(),
         not_found: 0,
@@ -896,8 +870,10 @@ mod tests {
     }
 
     #[test]
-    fn rng_spreads_over_the_key_space() {
-        let mut rng = Rng::new(1);
+    fn the_workers_generator_spreads_over_the_key_space() {
+        // Given one worker's generator, when it picks 10,000 keys of ten, then each key gets
+        // its share within a fifth, and its fractions lie in [0, 1).
+        let mut rng = util::SplitMix64::new(1);
         let mut hits = [0u32; 10];
         for _ in 0..10_000 {
             hits[rng.below(10) as usize] += 1;

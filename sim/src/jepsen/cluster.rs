@@ -12,7 +12,7 @@
 //! on 127.0.0.1.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,38 +42,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     move |source| ClusterError::Io { what, source }
 }
 
-/// Where the nodes' ports start: below Linux's ephemeral range (32768–60999), so that a port
-/// chosen here is never taken as the local port of an outgoing connection (the clients', the
-/// proxies') between its choice and its node's bind; ports from that range lost this race now
-/// and then. Apart from the API tests' range (20000 on), as both may run on one machine.
-const PORT_BASE: u16 = 10_000;
-/// How many ports [`free_port`] cycles through from [`PORT_BASE`].
-const PORT_SPAN: u32 = 10_000;
-/// Ports handed out by this process so far.
-static PORTS_TAKEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The nodes' ports (see `util::ports`): 10000 on, apart from the API tests' range (20000
+/// on), as both may run on one machine.
+static PORTS: util::PortRange = util::PortRange::new(10_000, 10_000);
 
 /// Picks a free loopback port that this process has not handed out before. Another process
 /// could still bind it before the node does; the node then fails to start and the run reports
 /// a setup error.
 pub fn free_port() -> Result<u16, ClusterError> {
-    // Two processes may pick at once: each starts at its own place in the span.
-    let start = std::process::id() % PORT_SPAN;
-    let mut last_error = None;
-    for _ in 0..PORT_SPAN {
-        let taken = PORTS_TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let offset = u16::try_from((start + taken) % PORT_SPAN)
-            .expect("invariant: the span fits in a port number");
-        match TcpListener::bind(("127.0.0.1", PORT_BASE + offset)) {
-            Ok(_) => return Ok(PORT_BASE + offset),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(io("finding a free port")(last_error.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "every port of the span is taken",
-        )
-    })))
+    PORTS.free_port().map_err(io("finding a free port"))
 }
 
 /// One node position of the cluster.
