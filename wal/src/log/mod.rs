@@ -109,6 +109,19 @@ struct Segment<H> {
 }
 
 impl<H> Segment<H> {
+    /// A segment whose file holds only its header (just created, or found so): no entries, and
+    /// nothing reserved past the header.
+    fn empty(first_index: u64, path: PathBuf, file: H) -> Segment<H> {
+        Segment {
+            first_index,
+            path,
+            file: Arc::new(file),
+            offsets: Vec::new(),
+            len: SEGMENT_HEADER_BYTES,
+            allocated: SEGMENT_HEADER_BYTES,
+        }
+    }
+
     /// The last entry's index; `first_index - 1` when the segment is empty.
     fn last_index(&self) -> u64 {
         self.first_index + self.offsets.len() as u64 - 1

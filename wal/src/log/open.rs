@@ -135,14 +135,7 @@ impl<F: FileSystem> Wal<F> {
                     .and_then(|()| file.write_all_at(&segment::encode_header(first_index), 0))
                     .and_then(|()| file.sync_data())
                     .map_err(|e| WalError::io(&path, e))?;
-                self.segments.push(Segment {
-                    first_index,
-                    path,
-                    file: Arc::new(file),
-                    offsets: Vec::new(),
-                    len: SEGMENT_HEADER_BYTES,
-                    allocated: SEGMENT_HEADER_BYTES,
-                });
+                self.segments.push(Segment::empty(first_index, path, file));
                 return Ok(());
             }
             Err(why) => return Err(WalError::corrupt(&path, 0, why)),
@@ -208,14 +201,7 @@ impl<F: FileSystem> Wal<F> {
         self.fs
             .sync_dir(&self.dir)
             .map_err(|e| WalError::io(&self.dir, e))?;
-        self.segments.push(Segment {
-            first_index,
-            path,
-            file: Arc::new(file),
-            offsets: Vec::new(),
-            len: SEGMENT_HEADER_BYTES,
-            allocated: SEGMENT_HEADER_BYTES,
-        });
+        self.segments.push(Segment::empty(first_index, path, file));
         Ok(())
     }
 }
