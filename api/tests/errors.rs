@@ -1,8 +1,8 @@
 //! Errors that say what they are, and what an operator reads, on real `raftkv` processes
 //! (issue 11, parts 4 and 5, as found on f4a642e):
-//! - docs/api.md's error table is the whole truth: every `(status, code)` the server builds in
-//!   api/src is a row, and every row is built somewhere (a source scan, so a new code fails
-//!   this test until it is documented); each row a test can provoke is provoked on a cluster;
+//! - docs/api.md's error table is the whole truth: it lists exactly the contract's codes
+//!   (`proto::rest::ErrorCode`), every one of them is built somewhere in api/src (a source
+//!   scan), and each row is built with its status; each row a test can provoke is provoked on a cluster;
 //! - a remove or transfer of a node that is not a member is `404 unknown_member` naming it, a
 //!   transfer to a learner is `409 invalid_transfer_target`, a repeated snapshot is an honest
 //!   `200` with `"taken": false` and the snapshot's real term (never a `503` kvcli retries);
@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use proto::rest::ErrorCode;
 
 use common::{Proc, free_port, http, http_with, leader_of, ready, three_nodes, wait_until};
 use serde_json::Value;
@@ -45,38 +47,9 @@ fn documented() -> BTreeSet<(u16, String)> {
     rows
 }
 
-/// The number of a `hyper::StatusCode` constant's name.
-fn status_of(name: &str) -> u16 {
-    match name {
-        "TEMPORARY_REDIRECT" => 307,
-        "BAD_REQUEST" => 400,
-        "UNAUTHORIZED" => 401,
-        "FORBIDDEN" => 403,
-        "NOT_FOUND" => 404,
-        "METHOD_NOT_ALLOWED" => 405,
-        "REQUEST_TIMEOUT" => 408,
-        "CONFLICT" => 409,
-        "GONE" => 410,
-        "LENGTH_REQUIRED" => 411,
-        "PAYLOAD_TOO_LARGE" => 413,
-        "URI_TOO_LONG" => 414,
-        "UNSUPPORTED_MEDIA_TYPE" => 415,
-        "REQUEST_HEADER_FIELDS_TOO_LARGE" => 431,
-        "TOO_MANY_REQUESTS" => 429,
-        "INTERNAL_SERVER_ERROR" => 500,
-        "SERVICE_UNAVAILABLE" => 503,
-        "GATEWAY_TIMEOUT" => 504,
-        "INSUFFICIENT_STORAGE" => 507,
-        other => {
-            panic!("api/tests/errors.rs does not know StatusCode::{other}: add it to status_of")
-        }
-    }
-}
-
-/// Every `(status, code)` pair built in api/src, with the files that build it. Recognised
-/// forms (whitespace ignored): `StatusCode::NAME, "code"` (as `ApiError::new` takes them),
-/// `conflict("code"` (409), `bad_request(` (400), and a JSON body's `"code": "x"` under the
-/// nearest `StatusCode::NAME` before it.
+/// Every `(status, code)` pair built in api/src, with the files that build it: each
+/// `ErrorCode::Name` the source names (the contract's codes, `proto::rest::ErrorCode`, carry
+/// their status), and `bad_request(` for 400 `bad_request`.
 fn built_in_source() -> BTreeMap<(u16, String), BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found: BTreeMap<(u16, String), BTreeSet<String>> = BTreeMap::new();
@@ -91,56 +64,29 @@ fn built_in_source() -> BTreeMap<(u16, String), BTreeSet<String>> {
         if path.extension().and_then(|e| e.to_str()) != Some("rs") {
             continue;
         }
-        let text: String = std::fs::read_to_string(&path)
-            .expect("read a source file")
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
+        let text = std::fs::read_to_string(&path).expect("read a source file");
         let name = path
             .strip_prefix(&root)
             .expect("under api/src")
             .display()
             .to_string();
-        let mut add = |status: u16, code: &str| {
+        let mut add = |code: ErrorCode| {
             found
-                .entry((status, code.to_string()))
+                .entry((code.http_status(), code.as_str().to_string()))
                 .or_default()
                 .insert(name.clone());
         };
-        let literal_after = |rest: &str| -> Option<String> {
-            let rest = rest.strip_prefix('"')?;
-            let end = rest.find('"')?;
-            Some(rest[..end].to_string())
-        };
-        for (at, _) in text.match_indices("StatusCode::") {
-            let rest = &text[at + "StatusCode::".len()..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-                .unwrap_or(rest.len());
-            let (constant, rest) = rest.split_at(end);
-            if let Some(code) = rest.strip_prefix(',').and_then(literal_after) {
-                add(status_of(constant), &code);
+        for code in ErrorCode::ALL {
+            let spelled = format!("ErrorCode::{code:?}");
+            let named = text.match_indices(&spelled).any(|(at, _)| {
+                !text[at + spelled.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            });
+            if named {
+                add(code);
             }
         }
-        for (at, _) in text.match_indices("conflict(") {
-            if let Some(code) = literal_after(&text[at + "conflict(".len()..]) {
-                add(409, &code);
-            }
-        }
-        if text.contains("ApiError::bad_request(") || text.contains("fnbad_request(") {
-            add(400, "bad_request");
-        }
-        for (at, _) in text.match_indices("\"code\":\"") {
-            let code = literal_after(&text[at + "\"code\":".len()..]).expect("a literal");
-            let before = &text[..at];
-            let Some(status_at) = before.rfind("StatusCode::") else {
-                continue;
-            };
-            let rest = &before[status_at + "StatusCode::".len()..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-                .unwrap_or(rest.len());
-            add(status_of(&rest[..end]), &code);
+        if text.contains("bad_request(") {
+            add(ErrorCode::BadRequest);
         }
     }
     found
@@ -170,9 +116,14 @@ fn the_error_table_in_docs_api_md_matches_the_codes_the_server_builds() {
         unbuilt.is_empty(),
         "rows of docs/api.md's error table that no code in api/src builds: {unbuilt:?}"
     );
-    assert!(
-        documented.len() >= 20,
-        "the table was not found: {documented:?}"
+    // ... and the table is the contract's list of codes, no more and no less.
+    let contract: BTreeSet<(u16, String)> = ErrorCode::ALL
+        .iter()
+        .map(|c| (c.http_status(), c.as_str().to_string()))
+        .collect();
+    assert_eq!(
+        documented, contract,
+        "docs/api.md's error table and proto::rest::ErrorCode differ"
     );
 }
 

@@ -772,7 +772,10 @@ async fn cluster(
                 writeln!(
                     out,
                     "{:<16} {:<10} {:<22} {:<22} {match_index}",
-                    n.id.0, n.role, n.raft_addr, n.http_addr
+                    n.id.0,
+                    n.role,
+                    n.raft_addr.as_deref().unwrap_or("-"),
+                    n.http_addr.as_deref().unwrap_or("-")
                 )
                 .map_err(io_error)?;
             }

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use proto::rest::{ErrorBody, ErrorCode};
 
 /// Result of every client call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -133,16 +133,6 @@ impl Error {
     }
 }
 
-/// The API's error body: `{"error": "<sentence>", "code": "<token>"}`, plus
-/// `current_version` for `cas_failed`.
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    code: String,
-    #[serde(default)]
-    current_version: Option<u64>,
-}
-
 /// Maps an error answer (`status` ≥ 300) to an [`Error`]. `key` names the key of a key
 /// request, for [`Error::NotFound`].
 pub(crate) fn from_response(status: u16, body: &[u8], key: Option<&[u8]>) -> Error {
@@ -156,16 +146,19 @@ pub(crate) fn from_response(status: u16, body: &[u8], key: Option<&[u8]>) -> Err
         }
     };
     let message = one_line(&parsed.error);
-    match (status, parsed.code.as_str()) {
-        (404, "not_found") => Error::NotFound {
+    let code = ErrorCode::from_token(&parsed.code).filter(|c| c.http_status() == status);
+    match (status, code) {
+        (_, Some(ErrorCode::NotFound)) => Error::NotFound {
             key: key.map_or_else(|| message.clone(), |k| printable(k, usize::MAX)),
         },
-        (409, "cas_failed") => match parsed.current_version {
-            Some(current_version) => Error::CasFailed { current_version },
-            None => Error::Protocol("409 cas_failed without current_version".to_owned()),
-        },
-        (409, "session_expired") => Error::SessionExpired(message),
-        (404, "unknown_member") => Error::UnknownMember(message),
+        (_, Some(ErrorCode::CasFailed)) => {
+            match parsed.extra.get("current_version").and_then(|v| v.as_u64()) {
+                Some(current_version) => Error::CasFailed { current_version },
+                None => Error::Protocol("409 cas_failed without current_version".to_owned()),
+            }
+        }
+        (_, Some(ErrorCode::SessionExpired)) => Error::SessionExpired(message),
+        (_, Some(ErrorCode::UnknownMember)) => Error::UnknownMember(message),
         (413, _) => Error::TooLarge(message),
         (400, _) => Error::BadRequest(message),
         (503, _) => Error::NoLeader(format!("{message} ({})", one_line(&parsed.code))),

@@ -33,7 +33,8 @@
 pub mod bench;
 pub mod client;
 pub mod command;
-pub mod encoding;
+/// The byte encodings of the REST API (the contract's, `proto::rest::encoding`).
+pub use proto::rest::encoding;
 pub mod error;
 pub mod types;
 

@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use proto::rest::headers;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -232,8 +233,8 @@ async fn handle(store: Arc<Mutex<Store>>, node: Node, req: Request<Incoming>) ->
         .uri()
         .path_and_query()
         .map_or(path.clone(), |p| p.as_str().to_owned());
-    let client_id = header_u64(&req, "x-raftkv-client-id");
-    let sequence = header_u64(&req, "x-raftkv-sequence");
+    let client_id = header_u64(&req, headers::CLIENT_ID);
+    let sequence = header_u64(&req, headers::SEQUENCE);
     node.log.lock().expect("test lock").push(Seen {
         method: method.clone(),
         path: raw,
@@ -406,13 +407,13 @@ fn get(
     }
     let mut r = reply(200, e.value.clone());
     let h = r.headers_mut();
-    h.insert("x-raftkv-create-revision", e.create.into());
-    h.insert("x-raftkv-mod-revision", e.modified.into());
-    h.insert("x-raftkv-version", e.version.into());
-    h.insert("x-raftkv-revision", s.revision.into());
+    h.insert(headers::CREATE_REVISION, e.create.into());
+    h.insert(headers::MOD_REVISION, e.modified.into());
+    h.insert(headers::VERSION, e.version.into());
+    h.insert(headers::REVISION, s.revision.into());
     if stale {
-        h.insert("x-raftkv-applied-index", s.revision.into());
-        h.insert("x-raftkv-commit-index", (s.revision + 2).into());
+        h.insert(headers::APPLIED_INDEX, s.revision.into());
+        h.insert(headers::COMMIT_INDEX, (s.revision + 2).into());
     }
     r
 }

@@ -5,9 +5,10 @@
 //! is applied on the leader; a join adds a learner, which the leader promotes to voter by
 //! itself once its log has caught up (see `replica::duties::leader_duties`).
 
+use proto::rest::ErrorCode;
 use std::time::Duration;
 
-use hyper::StatusCode;
+use proto::rest;
 use raft::core::{ConfChange, ConfChangeKind, Role};
 use raft::node::driver::node_id_for_name;
 use raft::node::{NodeError, Status, StorageHealth};
@@ -52,8 +53,7 @@ fn storage_problem(server: &Server, status: &Status) -> Option<ApiError> {
     match &status.storage {
         StorageHealth::Ok => None,
         StorageHealth::NoSpace(no_space) => Some(ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "no_space",
+            ErrorCode::NoSpace,
             format!(
                 "{} refuses writes: {no_space}; reads go on, and writes resume by themselves once space is freed",
                 server.config.raft.node_id
@@ -77,12 +77,13 @@ pub fn health(server: &Server) -> Handled {
     // readiness does, so that a supervisor restarts it.
     if let Some(failure) = status.failed {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
+            ErrorCode::NotReady,
             format!("{} stopped: {failure}", server.config.raft.node_id),
         ));
     }
-    ok(json!({"status": "ok"}))
+    ok(rest::Health {
+        status: "ok".to_string(),
+    })
 }
 
 /// `GET /ready`. Its body always shows the space quota (`quota`: used and quota bytes, and
@@ -130,10 +131,7 @@ pub fn ready(server: &Server) -> Handled {
         } else {
             "still applying the log".to_string()
         };
-        Err(
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
-                .with("quota", server.quota.state().to_json()),
-        )
+        Err(ApiError::new(ErrorCode::NotReady, why).with("quota", server.quota.state().to_json()))
     }
 }
 
@@ -141,8 +139,7 @@ pub fn ready(server: &Server) -> Handled {
 /// "member has been permanently removed"): it serves nothing, and says how to add it back.
 pub fn removed_error(server: &Server, at: raft::core::LogIndex) -> ApiError {
     ApiError::new(
-        StatusCode::GONE,
-        "node_removed",
+        ErrorCode::NodeRemoved,
         format!(
             "{} was removed from cluster {} (membership change at index {}); to add it back, stop it, move its data directory aside and start it with --join-addr",
             server.config.raft.node_id, server.cluster_id, at.0
@@ -163,7 +160,7 @@ pub fn nodes(server: &Server) -> Handled {
         .chain(&config.learners_next)
         .copied()
         .collect();
-    let nodes: Vec<Value> = ids
+    let nodes: Vec<rest::NodeInfo> = ids
         .into_iter()
         .map(|id| {
             let member = members.get(&id);
@@ -172,16 +169,16 @@ pub fn nodes(server: &Server) -> Handled {
                 .iter()
                 .find(|(m, _)| *m == id)
                 .map(|(_, i)| i.0);
-            json!({
-                "id": member.map_or_else(|| id.0.to_string(), |m| m.name.clone()),
-                "raft_addr": member.map(|m| m.raft_addr.clone()),
-                "http_addr": member.map(|m| m.http_addr.clone()),
-                "role": role_name(server, &status, id),
-                "match_index": match_index,
-            })
+            rest::NodeInfo {
+                id: rest::NodeId(member.map_or_else(|| id.0.to_string(), |m| m.name.clone())),
+                raft_addr: member.map(|m| m.raft_addr.clone()),
+                http_addr: member.map(|m| m.http_addr.clone()),
+                role: role_name(server, &status, id).to_string(),
+                match_index,
+            }
         })
         .collect();
-    ok(json!({"nodes": nodes}))
+    ok(rest::Nodes { nodes })
 }
 
 /// `GET /cluster/leader`.
@@ -191,10 +188,9 @@ pub fn leader(server: &Server) -> Handled {
         .leader
         .and_then(|id| server.members().get(&id).cloned());
     match leader {
-        Some(m) => ok(json!({"id": m.name, "raft_addr": m.raft_addr, "http_addr": m.http_addr})),
+        Some(m) => ok(address_of(&m)),
         None => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
+            ErrorCode::NoLeader,
             "no leader is known (or its address is not recorded yet)",
         )),
     }
@@ -215,13 +211,26 @@ fn field(
     Ok(value.to_string())
 }
 
-fn conflict(code: &'static str, message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, code, message)
+fn conflict(code: ErrorCode, message: String) -> ApiError {
+    debug_assert_eq!(code.http_status(), 409, "{code} is not a conflict");
+    ApiError::new(code, message)
+}
+
+/// A member's addresses as the contract sends them.
+fn address_of(member: &MemberInfo) -> rest::LeaderInfo {
+    rest::LeaderInfo {
+        id: rest::NodeId(member.name.clone()),
+        raft_addr: member.raft_addr.clone(),
+        http_addr: member.http_addr.clone(),
+    }
 }
 
 /// `GET /cluster/id`: the cluster this node belongs to.
 pub fn cluster_id(server: &Server) -> Handled {
-    ok(json!({"cluster_id": server.cluster_id.to_string(), "node_id": server.config.raft.node_id}))
+    ok(rest::ClusterIdentity {
+        cluster_id: server.cluster_id.to_string(),
+        node_id: rest::NodeId(server.config.raft.node_id.clone()),
+    })
 }
 
 /// `POST /cluster/join` `{"node_id", "raft_addr", "http_addr", "cluster_id"?, "fresh"?}`.
@@ -249,7 +258,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
             .ok_or_else(|| ApiError::bad_request("cluster_id must be 16 hex digits"))?;
         if claimed != server.cluster_id {
             return Err(conflict(
-                "cluster_mismatch",
+                ErrorCode::ClusterMismatch,
                 format!(
                     "{name} belongs to cluster {claimed}; this is cluster {}",
                     server.cluster_id
@@ -266,7 +275,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
     if let Some(existing) = members.get(&id) {
         if existing.name != name {
             return Err(conflict(
-                "id_collision",
+                ErrorCode::IdCollision,
                 format!(
                     "node name {name} maps to the same id as {}; choose another name",
                     existing.name
@@ -276,7 +285,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
         let is_member = configuration.contains(id);
         if is_member && (existing.raft_addr != raft_addr || existing.http_addr != http_addr) {
             return Err(conflict(
-                "member_exists",
+                ErrorCode::MemberExists,
                 format!(
                     "{name} is already a member at raft {} and http {}; a join does not change a member's addresses (remove it first to add it anew)",
                     existing.raft_addr, existing.http_addr
@@ -285,7 +294,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
         }
         if fresh && configuration.is_voter(id) {
             return Err(conflict(
-                "member_exists",
+                ErrorCode::MemberExists,
                 format!(
                     "{name} is already a voter; a voter whose data directory is empty lost its votes and log, so it must be removed first (kvcli cluster remove {name}) and then join again"
                 ),
@@ -298,7 +307,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
             && (m.raft_addr == raft_addr || m.http_addr == http_addr)
     }) {
         return Err(conflict(
-            "address_in_use",
+            ErrorCode::AddressInUse,
             format!(
                 "member {} already uses raft {} / http {}",
                 other.name, other.raft_addr, other.http_addr
@@ -313,7 +322,7 @@ pub async fn join(server: &Server, req: Req) -> Handled {
             && theirs != server.cluster_id.to_string()
         {
             return Err(conflict(
-                "cluster_mismatch",
+                ErrorCode::ClusterMismatch,
                 format!(
                     "{name} at {http_addr} already belongs to cluster {theirs}; this is cluster {}. To move it here, stop it, move its data directory aside and start it with --join-addr",
                     server.cluster_id
@@ -338,17 +347,17 @@ pub async fn join(server: &Server, req: Req) -> Handled {
     // cluster), so the joiner knows its name and address from the start.
     let mut book = server.members();
     book.entry(server.id).or_insert_with(|| server.me());
-    let members: Vec<Value> = book
+    let members = book
         .values()
         .filter(|m| configuration.contains(m.id))
-        .map(|m| json!({"id": m.name, "raft_addr": m.raft_addr, "http_addr": m.http_addr}))
+        .map(address_of)
         .collect();
-    ok(json!({
-        "id": name,
-        "role": role,
-        "cluster_id": server.cluster_id.to_string(),
-        "members": members,
-    }))
+    ok(rest::JoinResult {
+        id: rest::NodeId(name),
+        role: role.to_string(),
+        cluster_id: Some(server.cluster_id.to_string()),
+        members,
+    })
 }
 
 /// The member a remove or a transfer names: the name checked like a configured one (400
@@ -373,8 +382,7 @@ fn named_member(
             .collect();
         names.sort();
         return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_member",
+            ErrorCode::UnknownMember,
             format!(
                 "{name} is not a member of cluster {} (members: {})",
                 server.cluster_id,
@@ -402,7 +410,9 @@ pub async fn remove(server: &Server, req: Req) -> Handled {
             .change_membership(ConfChange::single(ConfChangeKind::RemoveNode, id)),
     )
     .await?;
-    ok(json!({"removed": name}))
+    ok(rest::RemoveResult {
+        removed: rest::NodeId(name),
+    })
 }
 
 /// `POST /cluster/transfer-leader` `{"node_id"}`: 404 `unknown_member` for a name that is
@@ -416,12 +426,13 @@ pub async fn transfer(server: &Server, req: Req) -> Handled {
     let status = server.node.status();
     let to = named_member(server, &name, &status.configuration)?;
     if status.leader == Some(to) {
-        return ok(json!({"leader": name}));
+        return ok(rest::TransferResult {
+            leader: rest::NodeId(name),
+        });
     }
     if !status.configuration.is_voter(to) {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_transfer_target",
+            ErrorCode::InvalidTransferTarget,
             format!("{name} is a learner; only a voter can lead (it is promoted once caught up)"),
         ));
     }
@@ -439,10 +450,11 @@ pub async fn transfer(server: &Server, req: Req) -> Handled {
     })
     .await;
     match waited {
-        Ok(true) => ok(json!({"leader": name})),
+        Ok(true) => ok(rest::TransferResult {
+            leader: rest::NodeId(name),
+        }),
         _ => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             format!(
                 "{name} did not take over within {}s",
                 TRANSFER_WAIT_MAX.as_secs()
@@ -473,13 +485,15 @@ pub async fn snapshot(server: &Server) -> Handled {
         .kv
         .len();
     let dir = server.config.storage.data_dir.join("snapshots");
-    ok(json!({
-        "index": meta.index.0,
-        "term": meta.term.0,
-        "keys": keys,
-        "taken": taken,
-        "file": snapshot_file(&dir, meta.index.0, meta.term.0).display().to_string(),
-    }))
+    ok(rest::SnapshotInfo {
+        index: meta.index.0,
+        term: meta.term.0,
+        keys: keys as u64,
+        file: snapshot_file(&dir, meta.index.0, meta.term.0)
+            .display()
+            .to_string(),
+        taken,
+    })
 }
 
 /// The file of the snapshot at `index`: named by its index and term, or, for a snapshot an

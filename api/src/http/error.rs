@@ -7,37 +7,42 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
+use proto::rest::{ErrorBody, ErrorCode};
 use raft::node::{NodeError, names};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 
 /// The body type of every answer.
 pub type Body = Full<Bytes>;
 
-/// An error answer: status, stable code, message, and optional extra JSON fields.
+/// An error answer: its code (which sets its status), message, and optional extra JSON fields.
 #[derive(Debug)]
 pub struct ApiError {
-    pub(super) status: StatusCode,
-    pub(super) code: &'static str,
+    pub(super) code: ErrorCode,
     pub(super) message: String,
     pub(super) extra: Option<(&'static str, Value)>,
 }
 
 impl ApiError {
     /// An error answer.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
             extra: None,
         }
     }
 
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status())
+            .expect("invariant: every error code's status is a valid HTTP status")
+    }
+
     /// 400 bad_request.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        ApiError::new(ErrorCode::BadRequest, message)
     }
 
     /// Adds a field to the JSON body.
@@ -47,11 +52,16 @@ impl ApiError {
     }
 
     pub(super) fn into_response(self) -> Response<Body> {
-        let mut body = json!({"error": self.message, "code": self.code});
+        let status = self.status();
+        let mut body = ErrorBody {
+            error: self.message,
+            code: self.code.as_str().to_string(),
+            extra: serde_json::Map::new(),
+        };
         if let Some((field, value)) = self.extra {
-            body[field] = value;
+            body.extra.insert(field.to_string(), value);
         }
-        json_response(self.status, &body)
+        json_response(status, &body)
     }
 
     /// The answer for a node error on a request that was not forwarded. Each refusal is
@@ -60,42 +70,33 @@ impl ApiError {
     /// under way, a full uncommitted window, failed storage, shutdown) is a 503.
     pub fn from_node(e: NodeError) -> ApiError {
         match e {
-            NodeError::NotLeader { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                "no leader is available; retry",
-            ),
+            NodeError::NotLeader { .. } => {
+                ApiError::new(ErrorCode::NoLeader, "no leader is available; retry")
+            }
             NodeError::Dropped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
+                ErrorCode::NoLeader,
                 "the leader changed before the write committed; it was not applied: retry",
             ),
             NodeError::Unknown => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
+                ErrorCode::Timeout,
                 "the outcome of the write is unknown (it may have been applied)",
             ),
             NodeError::ConfChangeInProgress => ApiError::new(
-                StatusCode::CONFLICT,
-                "conf_change_in_progress",
+                ErrorCode::ConfChangeInProgress,
                 "another membership change is in progress; retry when it completes",
             ),
             NodeError::Rejected(core) => ApiError::from_core(core),
             NodeError::NothingToSnapshot => ApiError::new(
-                StatusCode::CONFLICT,
-                "nothing_to_snapshot",
+                ErrorCode::NothingToSnapshot,
                 "this node has applied nothing yet, so there is nothing to snapshot",
             ),
             NodeError::Storage(why) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_failed",
+                ErrorCode::StorageFailed,
                 format!("this node's storage failed: {why}"),
             ),
-            NodeError::Stopped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the node is shutting down",
-            ),
+            NodeError::Stopped => {
+                ApiError::new(ErrorCode::ShuttingDown, "the node is shutting down")
+            }
             NodeError::NoSpace(no_space) => ApiError::no_space(no_space),
         }
     }
@@ -103,8 +104,7 @@ impl ApiError {
     /// 507 no_space: the leader's disk is (nearly) full, and the write was not taken.
     pub fn no_space(no_space: raft::node::NoSpace) -> ApiError {
         ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "no_space",
+            ErrorCode::NoSpace,
             format!(
                 "the write was refused and not applied: {no_space}; writes resume by themselves once space is freed, reads go on"
             ),
@@ -114,8 +114,7 @@ impl ApiError {
     /// 503 storage_failed: the node's storage failed for good and it stopped.
     pub fn storage_failed(node: &str, failure: &str) -> ApiError {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_failed",
+            ErrorCode::StorageFailed,
             format!(
                 "{node} stopped: its storage failed ({failure}); see its log, and restart it once the disk is fixed"
             ),
@@ -134,39 +133,33 @@ impl ApiError {
                 ApiError::from_node(NodeError::ConfChangeInProgress)
             }
             Core::TransferInProgress { to } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transfer_in_progress",
+                ErrorCode::TransferInProgress,
                 format!(
                     "leadership is moving to {}; retry in a moment",
                     names::of(to)
                 ),
             ),
             Core::ProposalDropped { reason } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "proposal_dropped",
+                ErrorCode::ProposalDropped,
                 format!("the leader cannot take more writes now ({reason}); retry later"),
             ),
             Core::ProposalTooLarge {
                 size_bytes,
                 max_bytes,
             } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                ErrorCode::TooLarge,
                 format!("the write of {size_bytes} bytes exceeds the limit of {max_bytes}"),
             ),
             Core::InvalidConfChange(why) => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_membership_change",
+                ErrorCode::InvalidMembershipChange,
                 format!("the membership change is refused: {why}"),
             ),
             Core::InvalidTransferTarget { to, reason } => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_transfer_target",
+                ErrorCode::InvalidTransferTarget,
                 format!("cannot transfer leadership to {}: {reason}", names::of(to)),
             ),
             Core::TooManyPendingReads { max } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_reads",
+                ErrorCode::TooManyReads,
                 format!("{max} linearizable reads are pending on the leader already; retry later"),
             ),
             Core::Storage(why) => ApiError::from_node(NodeError::Storage(why.to_string())),
@@ -181,8 +174,7 @@ impl ApiError {
             | Core::StrangerTerm { .. }
             | Core::Malformed { .. }
             | Core::Config(_)) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 format!("the server failed to handle the request: {other}"),
             ),
         }
@@ -190,8 +182,7 @@ impl ApiError {
 
     pub(crate) fn timeout() -> ApiError {
         ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             format!(
                 "no answer within {}s; a write may still be applied",
                 REQUEST_TIMEOUT.as_secs()
@@ -204,8 +195,10 @@ impl ApiError {
 pub type Handled = Result<Response<Body>, ApiError>;
 
 /// A JSON answer.
-pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    let json = serde_json::to_vec(body)
+        .expect("invariant: answer bodies are maps with string keys, which serialise to JSON");
+    let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -213,8 +206,8 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     response
 }
 
-/// 200 with a JSON body.
-pub fn ok(body: Value) -> Handled {
+/// 200 with a JSON body (one of the contract's answers, `proto::rest`).
+pub fn ok(body: impl serde::Serialize) -> Handled {
     Ok(json_response(StatusCode::OK, &body))
 }
 

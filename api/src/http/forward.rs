@@ -2,6 +2,7 @@
 //! [`super::FORWARD_HOPS_MAX`] hops), or redirecting when the client asks not to be forwarded;
 //! plus the small JSON client the server uses to call other nodes.
 
+use proto::rest::ErrorCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,8 +42,7 @@ pub async fn await_leader(server: &Server) -> Result<bool, ApiError> {
             Ok(Err(_)) => return Err(ApiError::from_node(NodeError::Stopped)),
             Err(_) => {
                 return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_leader",
+                    ErrorCode::NoLeader,
                     format!("no leader within {}s", REQUEST_TIMEOUT.as_secs()),
                 ));
             }
@@ -66,8 +66,7 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .and_then(|id| server.members().get(&id).cloned())
         .ok_or_else(|| {
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
+                ErrorCode::NoLeader,
                 "the leader's address is not known yet; retry",
             )
         })?;
@@ -87,9 +86,17 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         } else {
             "this node is not the leader".to_string()
         };
+        let code = ErrorCode::NotLeader;
+        let mut body = proto::rest::ErrorBody {
+            error: message,
+            code: code.as_str().to_string(),
+            extra: serde_json::Map::new(),
+        };
+        body.extra.insert("leader".into(), json!(leader.name));
         let mut response = json_response(
-            StatusCode::TEMPORARY_REDIRECT,
-            &json!({"error": message, "code": "not_leader", "leader": leader.name}),
+            StatusCode::from_u16(code.http_status())
+                .expect("invariant: every error code's status is a valid HTTP status"),
+            &body,
         );
         if let Ok(location) = HeaderValue::from_str(&url) {
             response.headers_mut().insert(LOCATION, location);
@@ -120,8 +127,7 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
             if e.is_connect() {
                 // Nothing reached the leader: safe to retry anywhere.
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_leader",
+                    ErrorCode::NoLeader,
                     format!("the leader {} is unreachable: {e}", leader.name),
                 )
             } else {
@@ -159,8 +165,7 @@ pub(super) fn forwarded_hops(headers: &hyper::HeaderMap) -> Result<u64, ApiError
 /// as "not applied"), but as a timeout whose outcome is unknown.
 fn outcome_unknown(leader: &str, e: &dyn std::fmt::Display) -> ApiError {
     ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
+        ErrorCode::Timeout,
         format!(
             "the connection to the leader {leader} broke after the request was sent ({e}); a write may still be applied"
         ),

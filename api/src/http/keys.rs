@@ -9,7 +9,9 @@ use bytes::Bytes;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Write, WriteOp};
-use serde_json::{Value, json};
+use proto::rest;
+use proto::rest::ErrorCode;
+use serde_json::json;
 
 use super::{
     ApiError, Body, CLIENT_ID_HEADER, Handled, Req, SEQUENCE_HEADER, await_leader, forward,
@@ -24,7 +26,7 @@ pub const LIST_LIMIT_DEFAULT: usize = 100;
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
 fn too_large(e: kv::ValidationError) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+    ApiError::new(ErrorCode::TooLarge, e.to_string())
 }
 
 fn check_key(key: &[u8]) -> Result<(), ApiError> {
@@ -41,15 +43,13 @@ fn session(req: &Req) -> Result<Option<Session>, ApiError> {
     let parse = |s: &str, what: &str| {
         let n = s.trim().parse::<u64>().map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_session",
+                ErrorCode::BadSession,
                 format!("{what} must be a whole number, not `{s}`"),
             )
         })?;
         if !(kv::SESSION_NUMBER_MIN..=kv::SESSION_NUMBER_MAX).contains(&n) {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_session",
+                ErrorCode::BadSession,
                 format!(
                     "{what} {n} is out of range: it must be {}..={}",
                     kv::SESSION_NUMBER_MIN,
@@ -66,8 +66,7 @@ fn session(req: &Req) -> Result<Option<Session>, ApiError> {
             sequence: parse(seq, "X-Raftkv-Sequence")?,
         })),
         _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_session",
+            ErrorCode::BadSession,
             "X-Raftkv-Client-Id and X-Raftkv-Sequence go together",
         )),
     }
@@ -104,8 +103,7 @@ async fn write(
         Ok(Ok(Output::Kv(Ok(outcome)))) => Ok(Ok(outcome)),
         Ok(Ok(Output::Kv(Err(e)))) => Err(apply_error(e)),
         Ok(Ok(_)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "the state machine answered a key command with something else",
         )),
     }
@@ -114,13 +112,11 @@ async fn write(
 fn apply_error(e: ApplyError) -> ApiError {
     match e {
         ApplyError::SessionExpired { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "session_expired", e.to_string())
+            ApiError::new(ErrorCode::SessionExpired, e.to_string())
         }
-        ApplyError::StaleSequence { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "stale_sequence", e.to_string())
-        }
+        ApplyError::StaleSequence { .. } => ApiError::new(ErrorCode::StaleSequence, e.to_string()),
         ApplyError::SequenceReused { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "sequence_reused", e.to_string())
+            ApiError::new(ErrorCode::SequenceReused, e.to_string())
         }
         ApplyError::Invalid(v) => too_large(v),
         other => ApiError::bad_request(other.to_string()),
@@ -129,8 +125,7 @@ fn apply_error(e: ApplyError) -> ApiError {
 
 fn unexpected(outcome: Outcome) -> ApiError {
     ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         format!("unexpected outcome {outcome:?}"),
     )
 }
@@ -171,21 +166,20 @@ pub async fn put(server: &Server, req: Req, key: Vec<u8>) -> Handled {
         Err(forwarded) => forwarded,
         Ok(Outcome::Put { revision, prev }) => {
             let version = prev.map_or(1, |p| p.version + 1);
-            ok(json!({"revision": revision, "version": version}))
+            ok(rest::PutResult { revision, version })
         }
         Ok(Outcome::CompareAndSwap {
             succeeded: true,
             revision,
             version,
             ..
-        }) => ok(json!({"revision": revision, "version": version})),
+        }) => ok(rest::PutResult { revision, version }),
         Ok(Outcome::CompareAndSwap {
             succeeded: false,
             version,
             ..
         }) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "cas_failed",
+            ErrorCode::CasFailed,
             "the compare-and-swap condition did not hold",
         )
         .with("current_version", json!(version))),
@@ -201,7 +195,7 @@ pub async fn delete(server: &Server, req: Req, key: Vec<u8>) -> Handled {
         Err(forwarded) => forwarded,
         Ok(Outcome::Delete {
             revision, deleted, ..
-        }) => ok(json!({"revision": revision, "deleted": deleted})),
+        }) => ok(rest::DeleteResult { revision, deleted }),
         Ok(other) => Err(unexpected(other)),
     }
 }
@@ -228,8 +222,7 @@ pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
         (false, false) | (true, true) => {}
         (true, false) => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "empty_prefix",
+                ErrorCode::EmptyPrefix,
                 "DELETE /keys needs a non-empty ?prefix=, or ?all=true to delete every key",
             ));
         }
@@ -244,7 +237,7 @@ pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
     match write(server, req, command).await? {
         Err(forwarded) => forwarded,
         Ok(Outcome::DeletePrefix { revision, deleted }) => {
-            ok(json!({"revision": revision, "deleted": deleted}))
+            ok(rest::DeleteResult { revision, deleted })
         }
         Ok(other) => Err(unexpected(other)),
     }
@@ -254,7 +247,7 @@ pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
 pub async fn register_session(server: &Server, req: Req) -> Handled {
     match write(server, req, Command::RegisterSession).await? {
         Err(forwarded) => forwarded,
-        Ok(Outcome::SessionRegistered { client_id }) => ok(json!({"client_id": client_id})),
+        Ok(Outcome::SessionRegistered { client_id }) => ok(rest::SessionRegistered { client_id }),
         Ok(other) => Err(unexpected(other)),
     }
 }
@@ -283,45 +276,17 @@ async fn linearizable_barrier(server: &Server) -> Result<(), ApiError> {
     within(server.node.read_index()).await.map(|_| ())
 }
 
-fn text_or_base64(out: &mut Value, field: &str, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => out[field] = json!(text),
-        Err(_) => out[format!("{field}_base64")] = json!(base64(bytes)),
+/// A key-value as the contract sends it, with the store's revision when read.
+fn kv_answer(kv: &KeyValue, revision: u64, stale: Option<rest::StaleInfo>) -> rest::KeyValue {
+    rest::KeyValue {
+        key: kv.key.clone(),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        revision,
+        stale,
     }
-}
-
-fn kv_json(kv: &KeyValue, revision: u64) -> Value {
-    let mut out = json!({
-        "create_revision": kv.create_revision,
-        "mod_revision": kv.mod_revision,
-        "version": kv.version,
-        "revision": revision,
-    });
-    text_or_base64(&mut out, "key", &kv.key);
-    text_or_base64(&mut out, "value", &kv.value);
-    out
-}
-
-/// Standard base64 with padding (RFC 4648), for keys and values that are not UTF-8.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// The staleness bound of a stale read: what this node applied and the commit it knows of.
@@ -340,14 +305,20 @@ impl Staleness {
         }
     }
 
-    fn add_to_json(&self, body: &mut Value) {
-        body["stale"] = json!({"applied_index": self.applied, "commit_index": self.commit});
+    fn info(&self) -> rest::StaleInfo {
+        rest::StaleInfo {
+            applied_index: self.applied,
+            commit_index: self.commit,
+        }
     }
 
     fn add_headers(&self, response: &mut Response<Body>) {
         let headers = response.headers_mut();
-        headers.insert("x-raftkv-applied-index", HeaderValue::from(self.applied));
-        headers.insert("x-raftkv-commit-index", HeaderValue::from(self.commit));
+        headers.insert(
+            rest::headers::APPLIED_INDEX,
+            HeaderValue::from(self.applied),
+        );
+        headers.insert(rest::headers::COMMIT_INDEX, HeaderValue::from(self.commit));
     }
 }
 
@@ -364,21 +335,14 @@ pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
         (machine.kv.get(&key), machine.kv.revision())
     };
     let Some(kv) = found else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such key",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such key"));
     };
     let wants_json = req
         .header(ACCEPT.as_str())
         .is_some_and(|a| a.contains("application/json"));
     let stale = matches!(consistency, Consistency::Stale).then(|| Staleness::of(server));
     if wants_json {
-        let mut body = kv_json(&kv, revision);
-        if let Some(stale) = &stale {
-            stale.add_to_json(&mut body);
-        }
+        let body = kv_answer(&kv, revision, stale.as_ref().map(Staleness::info));
         let mut response = json_response(StatusCode::OK, &body);
         if let Some(stale) = &stale {
             stale.add_headers(&mut response);
@@ -392,12 +356,15 @@ pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
         HeaderValue::from_static("application/octet-stream"),
     );
     headers.insert(
-        "x-raftkv-create-revision",
+        rest::headers::CREATE_REVISION,
         HeaderValue::from(kv.create_revision),
     );
-    headers.insert("x-raftkv-mod-revision", HeaderValue::from(kv.mod_revision));
-    headers.insert("x-raftkv-version", HeaderValue::from(kv.version));
-    headers.insert("x-raftkv-revision", HeaderValue::from(revision));
+    headers.insert(
+        rest::headers::MOD_REVISION,
+        HeaderValue::from(kv.mod_revision),
+    );
+    headers.insert(rest::headers::VERSION, HeaderValue::from(kv.version));
+    headers.insert(rest::headers::REVISION, HeaderValue::from(revision));
     if let Some(stale) = &stale {
         stale.add_headers(&mut response);
     }
@@ -441,43 +408,26 @@ pub async fn list(server: &Server, req: Req) -> Handled {
         };
         (range, machine.kv.revision())
     };
-    let mut body = json!({
-        "kvs": range.kvs.iter().map(|kv| kv_json(kv, revision)).collect::<Vec<_>>(),
-        "more": range.more,
-        "revision": revision,
-    });
-    if range.more
-        && let Some(last) = range.kvs.last()
-    {
-        text_or_base64(&mut body, "next", &last.key);
-    }
     let stale = matches!(consistency, Consistency::Stale).then(|| Staleness::of(server));
-    if let Some(stale) = &stale {
-        stale.add_to_json(&mut body);
-    }
+    let next = if range.more {
+        range.kvs.last().map(|last| last.key.clone())
+    } else {
+        None
+    };
+    let body = rest::ListResult {
+        kvs: range
+            .kvs
+            .iter()
+            .map(|kv| kv_answer(kv, revision, None))
+            .collect(),
+        more: range.more,
+        revision,
+        next,
+        stale: stale.as_ref().map(Staleness::info),
+    };
     let mut response = json_response(StatusCode::OK, &body);
     if let Some(stale) = &stale {
         stale.add_headers(&mut response);
     }
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64;
-
-    #[test]
-    fn base64_matches_rfc_4648_test_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected);
-        }
-    }
 }

@@ -397,14 +397,17 @@ pub async fn watch<E>(
 
 /// The answer to an over-limit connection: `503 too_many_connections`, and close.
 fn refusal_answer(allowed: usize) -> String {
-    let status = hyper::StatusCode::SERVICE_UNAVAILABLE;
-    let body = serde_json::json!({
-        "error": format!(
+    let code = proto::rest::ErrorCode::TooManyConnections;
+    let status = hyper::StatusCode::from_u16(code.http_status())
+        .expect("invariant: every error code's status is a valid HTTP status");
+    let body = serde_json::to_string(&proto::rest::ErrorBody {
+        error: format!(
             "this node serves at most {allowed} client connections at once and all are in use (server.max_connections, and the file descriptor limit); retry later or on another node"
         ),
-        "code": "too_many_connections",
+        code: code.as_str().to_string(),
+        extra: serde_json::Map::new(),
     })
-    .to_string();
+    .expect("invariant: an error body serialises to JSON");
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),

@@ -24,12 +24,13 @@ pub use forward::*;
 pub use request::*;
 pub use strict::*;
 
+use proto::rest::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -48,16 +49,16 @@ pub const VALUE_BODY_BYTES_MAX: usize = kv::VALUE_BYTES_MAX;
 /// A node that is not the leader forwards again while fewer than [`FORWARD_HOPS_MAX`] hops
 /// were made, so a count a client sends itself cannot make a follower refuse a request it
 /// could forward.
-pub const FORWARDED_HEADER: &str = "x-raftkv-forwarded";
+pub const FORWARDED_HEADER: &str = proto::rest::headers::FORWARDED;
 /// Most times one request is forwarded between nodes: enough for a leader change while the
 /// request travels (follower -> old leader -> new leader), few enough to end a loop fast.
 pub const FORWARD_HOPS_MAX: u64 = 3;
 /// The header with which a client asks for a redirect (307) instead of forwarding.
-pub const NO_FORWARD_HEADER: &str = "x-raftkv-no-forward";
+pub const NO_FORWARD_HEADER: &str = proto::rest::headers::NO_FORWARD;
 /// The session id of an exactly-once write (with [`SEQUENCE_HEADER`]).
-pub const CLIENT_ID_HEADER: &str = "x-raftkv-client-id";
+pub const CLIENT_ID_HEADER: &str = proto::rest::headers::CLIENT_ID;
 /// The sequence number of an exactly-once write (with [`CLIENT_ID_HEADER`]).
-pub const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
+pub const SEQUENCE_HEADER: &str = proto::rest::headers::SEQUENCE;
 /// Every `X-Raftkv-*` request header some route takes; any other is refused.
 pub const REQUEST_HEADERS: [&str; 4] = [
     FORWARDED_HEADER,
@@ -129,8 +130,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
             | "/admin/snapshot",
         ) => Err(method_not_allowed(&path)),
         _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_route",
+            ErrorCode::NoRoute,
             format!("no route {path}; see docs/api.md"),
         )),
     }
@@ -138,8 +138,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
 
 fn method_not_allowed(path: &str) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("this method is not supported on {path}"),
     )
 }
@@ -155,7 +154,7 @@ async fn handle(
     Ok(match route(server, req).await {
         Ok(response) => response,
         Err(e) => {
-            debug!(%method, %path, status = e.status.as_u16(), code = e.code, error = %e.message, "request failed");
+            debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
             e.into_response()
         }
     })
@@ -287,8 +286,8 @@ mod tests {
     fn a_typo_gets_its_own_code_and_the_likely_intent() {
         let e = refusal(Method::PUT, "/keys/t?prev_versoin=5", &[]).expect("refused");
         assert_eq!(
-            (e.status, e.code),
-            (StatusCode::BAD_REQUEST, "unknown_parameter")
+            (e.code.http_status(), e.code),
+            (400, ErrorCode::UnknownParameter)
         );
         assert!(
             e.message.ends_with("did you mean prev_version?"),
@@ -310,16 +309,16 @@ mod tests {
     #[test]
     fn repeats_and_misplaced_or_unknown_headers_are_refused() {
         let e = refusal(Method::GET, "/keys?limit=1&limit=2", &[]).expect("refused");
-        assert_eq!(e.code, "repeated_parameter");
+        assert_eq!(e.code, ErrorCode::RepeatedParameter);
         let e = refusal(Method::PUT, "/keys/k", &[("X-Raftkv-Sequense", "1")]).expect("refused");
-        assert_eq!(e.code, "unknown_header");
+        assert_eq!(e.code, ErrorCode::UnknownHeader);
         assert!(
             e.message.ends_with("did you mean x-raftkv-sequence?"),
             "{}",
             e.message
         );
         let e = refusal(Method::GET, "/keys/k", &[(CLIENT_ID_HEADER, "1")]).expect("refused");
-        assert_eq!(e.code, "unknown_header");
+        assert_eq!(e.code, ErrorCode::UnknownHeader);
         assert!(
             e.message.contains("GET /keys/{key} does not take it"),
             "{}",
@@ -331,7 +330,7 @@ mod tests {
             &[(SEQUENCE_HEADER, "1"), (SEQUENCE_HEADER, "2")],
         )
         .expect("refused");
-        assert_eq!(e.code, "repeated_header");
+        assert_eq!(e.code, ErrorCode::RepeatedHeader);
     }
 
     #[test]

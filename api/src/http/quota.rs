@@ -19,11 +19,11 @@
 //! - the condition is logged once when the state reaches the quota and once when it is back
 //!   under, by the periodic look of [`watch`] (or by the first refusal), never per request.
 
+use proto::rest::ErrorCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use hyper::StatusCode;
 use kv::{CasAction, Command, KvStore, Write, WriteOp};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -138,8 +138,7 @@ impl Quota {
         // interval, which bounds the lines a state hovering at the quota can log.
         self.log_change(state);
         Err(ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "quota_exceeded",
+            ErrorCode::QuotaExceeded,
             format!(
                 "the write was refused and not applied: the stored data ({} bytes) has reached the space quota of {} (storage.quota_bytes on the leader {node}); deletes, overwrites with values no longer than the stored ones, and reads go on, and writes are taken again once deletes bring the data under the quota",
                 state.used_bytes,
@@ -306,8 +305,8 @@ mod tests {
             .check_write(&machine, &Command::put("new", "v"), "n1")
             .expect_err("over the quota");
         assert_eq!(
-            (refused.status, refused.code),
-            (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded")
+            (refused.code.http_status(), refused.code),
+            (507, ErrorCode::QuotaExceeded)
         );
         assert!(refused.message.contains("leader n1"), "{}", refused.message);
         assert_eq!(

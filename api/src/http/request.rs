@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::StatusCode;
 use hyper::body::{Body as _, Incoming};
+use proto::rest::ErrorCode;
 use serde_json::Value;
 
 use super::*;
@@ -23,15 +23,13 @@ pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<By
     let limits = &server.limits;
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            ErrorCode::TooLarge,
             format!("the request body exceeds {max} bytes"),
         )
     };
     let overloaded = |full: limits::BudgetFull| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             format!(
                 "request bodies being received on this node already hold its budget of {} bytes (server.body_bytes_in_flight_max); retry shortly",
                 full.max
@@ -55,8 +53,7 @@ pub async fn read_body(server: &Server, body: Incoming, max: usize) -> Result<By
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    ErrorCode::BodyTimeout,
                     format!(
                         "the request body did not arrive within {} (server.body_read_timeout); {len} bytes came",
                         config::units::format_duration(limits.body_read_timeout)

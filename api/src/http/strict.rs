@@ -2,7 +2,8 @@
 //! refusal (with a did-you-mean suggestion) of any other, so that a typo never silently turns a
 //! conditional write into a blind one.
 
-use hyper::{Method, StatusCode};
+use hyper::Method;
+use proto::rest::ErrorCode;
 use serde_json::json;
 
 use super::*;
@@ -93,8 +94,7 @@ pub fn check_strict(
                 format!("takes {}", accepts.params.join(", "))
             };
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_parameter",
+                ErrorCode::UnknownParameter,
                 format!(
                     "unknown query parameter `{name}`: {method} {} {taken}{}",
                     route_name(path),
@@ -105,8 +105,7 @@ pub fn check_strict(
         }
         if params[..i].iter().any(|(earlier, _)| earlier == name) {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "repeated_parameter",
+                ErrorCode::RepeatedParameter,
                 format!("query parameter `{name}` is given more than once; give it once"),
             )
             .with("parameter", json!(name)));
@@ -114,7 +113,7 @@ pub fn check_strict(
     }
     for name in parts.headers.keys() {
         let name = name.as_str();
-        if !name.starts_with("x-raftkv-") {
+        if !name.starts_with(proto::rest::headers::PREFIX) {
             continue;
         }
         if !accepts.headers.contains(&name) {
@@ -127,16 +126,14 @@ pub fn check_strict(
                 )
             };
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_header",
+                ErrorCode::UnknownHeader,
                 format!("unknown request header `{name}`: {why}"),
             )
             .with("header", json!(name)));
         }
         if parts.headers.get_all(name).iter().nth(1).is_some() {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "repeated_header",
+                ErrorCode::RepeatedHeader,
                 format!("header `{name}` is given more than once; give it once"),
             )
             .with("header", json!(name)));

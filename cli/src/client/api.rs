@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderMap;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 #[cfg(doc)]
@@ -23,6 +22,7 @@ use crate::types::{
     Consistency, DeleteResult, JoinResult, KeyValue, LeaderInfo, ListResult, NodeInfo,
     Precondition, PutResult, Readiness, RemoveResult, SnapshotInfo, StaleInfo, TransferResult,
 };
+use proto::rest::{Health, JoinRequest, NodeRequest, Nodes, headers};
 
 /// Refuses an empty prefix for a prefix delete: it would match every key, which takes the
 /// explicit `delete_all`.
@@ -109,8 +109,8 @@ impl Client {
         let answer = self.execute_ok(call).await?;
         let headers = &answer.headers;
         let stale = match (
-            header_u64(headers, "x-raftkv-applied-index")?,
-            header_u64(headers, "x-raftkv-commit-index")?,
+            header_u64(headers, headers::APPLIED_INDEX)?,
+            header_u64(headers, headers::COMMIT_INDEX)?,
         ) {
             (Some(applied_index), Some(commit_index)) => Some(StaleInfo {
                 applied_index,
@@ -120,10 +120,10 @@ impl Client {
         };
         Ok(KeyValue {
             key: Bytes::copy_from_slice(key),
-            create_revision: required_header(headers, "x-raftkv-create-revision")?,
-            mod_revision: required_header(headers, "x-raftkv-mod-revision")?,
-            version: required_header(headers, "x-raftkv-version")?,
-            revision: required_header(headers, "x-raftkv-revision")?,
+            create_revision: required_header(headers, headers::CREATE_REVISION)?,
+            mod_revision: required_header(headers, headers::MOD_REVISION)?,
+            version: required_header(headers, headers::VERSION)?,
+            revision: required_header(headers, headers::REVISION)?,
             stale,
             value: answer.body,
         })
@@ -290,10 +290,6 @@ impl Client {
 
     /// The cluster's members (`GET /cluster/nodes`).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        #[derive(Deserialize)]
-        struct Nodes {
-            nodes: Vec<NodeInfo>,
-        }
         let answer = self
             .execute_ok(Call::new(
                 Method::GET,
@@ -323,8 +319,13 @@ impl Client {
         raft_addr: &str,
         http_addr: &str,
     ) -> Result<JoinResult> {
-        let body =
-            serde_json::json!({"node_id": node_id, "raft_addr": raft_addr, "http_addr": http_addr});
+        let body = JoinRequest {
+            node_id: node_id.to_owned(),
+            raft_addr: raft_addr.to_owned(),
+            http_addr: http_addr.to_owned(),
+            cluster_id: None,
+            fresh: false,
+        };
         let call =
             Call::new(Method::POST, "/cluster/join".to_owned(), Replay::Unsafe).json_body(&body);
         parse_json(&self.execute_ok(call).await?, "POST /cluster/join answer")
@@ -332,7 +333,9 @@ impl Client {
 
     /// Removes a node from the configuration (`POST /cluster/remove`).
     pub async fn remove(&self, node_id: &str) -> Result<RemoveResult> {
-        let body = serde_json::json!({"node_id": node_id});
+        let body = NodeRequest {
+            node_id: node_id.to_owned(),
+        };
         let call =
             Call::new(Method::POST, "/cluster/remove".to_owned(), Replay::Unsafe).json_body(&body);
         parse_json(&self.execute_ok(call).await?, "POST /cluster/remove answer")
@@ -340,7 +343,9 @@ impl Client {
 
     /// Moves leadership to `node_id` (`POST /cluster/transfer-leader`).
     pub async fn transfer_leader(&self, node_id: &str) -> Result<TransferResult> {
-        let body = serde_json::json!({"node_id": node_id});
+        let body = NodeRequest {
+            node_id: node_id.to_owned(),
+        };
         let call = Call::new(
             Method::POST,
             "/cluster/transfer-leader".to_owned(),
@@ -365,10 +370,6 @@ impl Client {
 
     /// The `status` of the first reachable endpoint's `GET /health` (`"ok"`).
     pub async fn health(&self) -> Result<String> {
-        #[derive(Deserialize)]
-        struct Health {
-            status: String,
-        }
         let mut call = Call::new(Method::GET, "/health".to_owned(), Replay::Safe);
         call.route = Route::NodeLocal;
         Ok(parse_json::<Health>(&self.execute_ok(call).await?, "GET /health answer")?.status)

@@ -49,8 +49,11 @@ impl<'a> Call<'a> {
         }
     }
 
-    pub(super) fn json_body(mut self, body: &serde_json::Value) -> Self {
-        self.body = Bytes::from(body.to_string());
+    pub(super) fn json_body(mut self, body: &impl serde::Serialize) -> Self {
+        self.body = Bytes::from(
+            serde_json::to_vec(body)
+                .expect("invariant: the contract's request bodies serialise to JSON"),
+        );
         self.headers
             .push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
         self

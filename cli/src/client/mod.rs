@@ -80,9 +80,9 @@ pub const LEADER_LOOKUP_INTERVAL_MIN: Duration = Duration::from_millis(200);
 pub const ENDPOINTS_MAX: usize = 64;
 
 /// Header carrying a session's client id.
-pub const CLIENT_ID_HEADER: &str = "x-raftkv-client-id";
+pub const CLIENT_ID_HEADER: &str = proto::rest::headers::CLIENT_ID;
 /// Header carrying a session write's sequence number.
-pub const SEQUENCE_HEADER: &str = "x-raftkv-sequence";
+pub const SEQUENCE_HEADER: &str = proto::rest::headers::SEQUENCE;
 
 const NO_LEADER: usize = usize::MAX;
 

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{HeaderName, HeaderValue};
-use serde::Deserialize;
+use proto::rest::SessionRegistered;
 
 use super::api::{non_empty_prefix, parse_json};
 use super::call::{Call, Replay};
@@ -32,10 +32,6 @@ pub(super) fn session_headers(client_id: u64, sequence: u64) -> Vec<(HeaderName,
 impl Client {
     /// Registers a client session for exactly-once writes (`POST /sessions`).
     pub async fn register_session(&self) -> Result<Session> {
-        #[derive(Deserialize)]
-        struct Registered {
-            client_id: u64,
-        }
         let answer = self
             .execute_ok(Call::new(
                 Method::POST,
@@ -43,7 +39,7 @@ impl Client {
                 Replay::Unsafe,
             ))
             .await?;
-        let registered: Registered = parse_json(&answer, "POST /sessions answer")?;
+        let registered: SessionRegistered = parse_json(&answer, "POST /sessions answer")?;
         Ok(Session {
             client: self.clone(),
             client_id: registered.client_id,
