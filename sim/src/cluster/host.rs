@@ -77,14 +77,15 @@ pub struct NodeSettings {
 pub enum Formation {
     /// Every founding voter writes the same first entry, naming all of them, and every
     /// host's transport is given every other host's address at each start. The scenarios that
-    /// predate joins run this way, and their seeds depend on it.
+    /// predate joins run this way. Their nodes run the server's duties too (the leader
+    /// records its address and promotes learners that caught up, before the schedule's own
+    /// `Promote` if it comes later).
     #[default]
     Founders,
     /// As servers form a cluster: host 0 founds a cluster of one (the server's own founding
     /// code); the other founding hosts start blank, in the cluster's id as a server learns it
     /// from the answer to its join, and wait until the schedule's [`super::faults::Fault::Join`]
-    /// has the leader add them with the server's `add_learner`. Every node runs the server's
-    /// leader duties, which promote a learner once it has caught up. A node's transport learns
+    /// has the leader add them with the server's `add_learner`. A node's transport learns
     /// addresses only as a server's does: from the snapshot's address book and the member
     /// records in its log at start, then from the applied records (and from each caller's
     /// Hello). A full restart must therefore find its peers without any help from the harness.
