@@ -45,8 +45,10 @@ pub struct KeyValue {
     pub mod_revision: u64,
     /// How many times the key was written since it was created (1 after the first put).
     pub version: u64,
-    /// The store's revision when the read was served (0 inside a listing, which carries
-    /// its revision in [`ListResult::revision`]).
+    /// The store's revision when the read was served; inside a listing, the listing's
+    /// ([`ListResult::revision`]). The store's own key-value (`kv::KeyValue`) has no such
+    /// field: this type is the answer, read at one revision, and the contract depends on no
+    /// store crate.
     pub revision: u64,
     /// Present on stale reads.
     pub stale: Option<StaleInfo>,
