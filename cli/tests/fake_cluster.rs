@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use proto::rest::headers;
+use proto::rest::{self, ErrorCode, headers};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -63,8 +63,8 @@ struct Store {
 /// A fault injected into a node's next key request.
 #[derive(Clone, Debug)]
 enum Fault {
-    /// Answer with this status and error code, applying nothing.
-    Status(u16, &'static str),
+    /// Answer with this error code (and its status), applying nothing.
+    Status(ErrorCode),
     /// Close the connection without answering, applying nothing.
     Drop,
     /// Apply the request, then close the connection without answering.
@@ -180,11 +180,25 @@ fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
-fn error(status: u16, code: &str) -> Response<Full<Bytes>> {
-    reply(
-        status,
-        json!({"error": format!("fake {code}"), "code": code}).to_string(),
-    )
+/// A contract answer body as JSON.
+fn json_of(answer: &impl serde::Serialize) -> String {
+    serde_json::to_string(answer).expect("the contract's answers serialise to JSON")
+}
+
+/// An error answer with `code`'s status; `extra` adds the fields some codes carry.
+fn error_body(code: ErrorCode, extra: &[(&str, serde_json::Value)]) -> String {
+    json_of(&rest::ErrorBody {
+        error: format!("fake {code}"),
+        code: code.as_str().to_owned(),
+        extra: extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    })
+}
+
+fn error(code: ErrorCode) -> Response<Full<Bytes>> {
+    reply(code.http_status(), error_body(code, &[]))
 }
 
 fn header_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
@@ -204,26 +218,17 @@ fn query(req: &Request<Incoming>) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
-fn text_or_base64(name: &str, bytes: &[u8]) -> (String, serde_json::Value) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => (name.to_owned(), json!(text)),
-        Err(_) => (
-            format!("{name}_base64"),
-            json!(cli::encoding::base64_encode(bytes)),
-        ),
+/// A key and its entry as the contract sends them, read at `revision`.
+fn kv_answer(key: &[u8], e: &Entry, revision: u64) -> rest::KeyValue {
+    rest::KeyValue {
+        key: Bytes::copy_from_slice(key),
+        value: Bytes::copy_from_slice(&e.value),
+        create_revision: e.create,
+        mod_revision: e.modified,
+        version: e.version,
+        revision,
+        stale: None,
     }
-}
-
-fn kv_json(key: &[u8], e: &Entry) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    let (k, v) = text_or_base64("key", key);
-    m.insert(k, v);
-    let (k, v) = text_or_base64("value", &e.value);
-    m.insert(k, v);
-    m.insert("create_revision".into(), json!(e.create));
-    m.insert("mod_revision".into(), json!(e.modified));
-    m.insert("version".into(), json!(e.version));
-    m
 }
 
 async fn handle(store: Arc<Mutex<Store>>, node: Node, req: Request<Incoming>) -> Reply {
@@ -259,7 +264,7 @@ async fn handle(store: Arc<Mutex<Store>>, node: Node, req: Request<Incoming>) ->
         .map_err(std::io::Error::other)?
         .to_bytes();
     match fault {
-        Some(Fault::Status(status, code)) => return Ok(error(status, code)),
+        Some(Fault::Status(code)) => return Ok(error(code)),
         Some(Fault::Drop) => return Err(std::io::Error::other("fault: drop")),
         Some(Fault::Garbage) => return Ok(reply(200, "<html>not json</html>")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -296,42 +301,64 @@ fn route(
         ("GET", "/cluster/leader") => match &s.leader_http {
             Some(addr) => reply(
                 200,
-                json!({"id": "n1", "raft_addr": "127.0.0.1:1", "http_addr": addr}).to_string(),
+                json_of(&rest::LeaderInfo {
+                    id: rest::NodeId("n1".into()),
+                    raft_addr: "127.0.0.1:1".into(),
+                    http_addr: addr.clone(),
+                }),
             ),
-            None => error(503, "no_leader"),
+            None => error(ErrorCode::NoLeader),
         },
-        ("GET", "/health") => reply(200, json!({"status": "ok"}).to_string()),
+        ("GET", "/health") => reply(
+            200,
+            json_of(&rest::Health {
+                status: "ok".into(),
+            }),
+        ),
         ("GET", "/ready") => match &s.leader_http {
             Some(_) => reply(
                 200,
                 json!({"status": "ready", "applied": s.revision}).to_string(),
             ),
-            None => error(503, "not_ready"),
+            None => error(ErrorCode::NotReady),
         },
         ("POST", "/admin/snapshot") => reply(
             200,
-            json!({"index": s.revision, "term": 1, "keys": s.kv.len(), "file": "snap-1"})
-                .to_string(),
+            json_of(&rest::SnapshotInfo {
+                index: s.revision,
+                term: 1,
+                keys: s.kv.len() as u64,
+                file: "snap-1".into(),
+                taken: true,
+            }),
         ),
         ("POST", "/sessions") => {
             s.next_client_id += 1;
-            reply(200, json!({"client_id": s.next_client_id}).to_string())
+            reply(
+                200,
+                json_of(&rest::SessionRegistered {
+                    client_id: s.next_client_id,
+                }),
+            )
         }
         ("DELETE", "/keys") => {
             let prefix = q.get("prefix").cloned().unwrap_or_default();
             // As the server: an empty prefix only with the explicit all=true.
             let all = q.get("all").map(Vec::as_slice) == Some(b"true");
             if prefix.is_empty() != all {
-                return error(400, "empty_prefix");
+                return error(ErrorCode::EmptyPrefix);
             }
             let before = s.kv.len();
             s.kv.retain(|k, _| !k.starts_with(&prefix));
             s.revision += 1;
             s.applied += 1;
-            let deleted = before - s.kv.len();
+            let deleted = (before - s.kv.len()) as u64;
             reply(
                 200,
-                json!({"revision": s.revision, "deleted": deleted}).to_string(),
+                json_of(&rest::DeleteResult {
+                    revision: s.revision,
+                    deleted,
+                }),
             )
         }
         ("GET", "/keys") => {
@@ -348,21 +375,28 @@ fn route(
                     .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
                     .collect();
             let page = &matching[..limit.min(matching.len())];
-            let kvs: Vec<_> = page.iter().map(|(k, e)| kv_json(k, e)).collect();
             let more = matching.len() > limit;
-            let mut answer = json!({"kvs": kvs, "more": more, "revision": s.revision});
-            if more && let Some((last, _)) = page.last() {
-                let (field, value) = text_or_base64("next", last);
-                answer[field] = value;
-            }
-            reply(200, answer.to_string())
+            let answer = rest::ListResult {
+                kvs: page
+                    .iter()
+                    .map(|(k, e)| kv_answer(k, e, s.revision))
+                    .collect(),
+                more,
+                revision: s.revision,
+                next: page
+                    .last()
+                    .filter(|_| more)
+                    .map(|(last, _)| Bytes::copy_from_slice(last)),
+                stale: None,
+            };
+            reply(200, json_of(&answer))
         }
         _ => {
             let Some(encoded) = path.strip_prefix("/keys/") else {
-                return error(404, "no_route");
+                return error(ErrorCode::NoRoute);
             };
             let Some(key) = percent_decode(encoded) else {
-                return error(400, "bad_request");
+                return error(ErrorCode::BadRequest);
             };
             if method == "GET" {
                 return get(s, &key, q, json_wanted);
@@ -391,19 +425,16 @@ fn get(
     json_wanted: bool,
 ) -> Response<Full<Bytes>> {
     let Some(e) = s.kv.get(key) else {
-        return error(404, "not_found");
+        return error(ErrorCode::NotFound);
     };
     let stale = q.get("consistency").is_some_and(|c| c == b"stale");
     if json_wanted {
-        let mut m = kv_json(key, e);
-        m.insert("revision".into(), json!(s.revision));
-        if stale {
-            m.insert(
-                "stale".into(),
-                json!({"applied_index": s.revision, "commit_index": s.revision + 2}),
-            );
-        }
-        return reply(200, serde_json::Value::Object(m).to_string());
+        let mut answer = kv_answer(key, e, s.revision);
+        answer.stale = stale.then_some(rest::StaleInfo {
+            applied_index: s.revision,
+            commit_index: s.revision + 2,
+        });
+        return reply(200, json_of(&answer));
     }
     let mut r = reply(200, e.value.clone());
     let h = r.headers_mut();
@@ -439,9 +470,9 @@ fn write(
                 (None, None) => true,
             };
             if !holds {
-                let body =
-                    json!({"error": "fake cas", "code": "cas_failed", "current_version": current});
-                return (409, body.to_string());
+                let code = ErrorCode::CasFailed;
+                let answer = error_body(code, &[("current_version", json!(current))]);
+                return (code.http_status(), answer);
             }
             s.revision += 1;
             s.applied += 1;
@@ -457,7 +488,10 @@ fn write(
             entry.version += 1;
             (
                 200,
-                json!({"revision": revision, "version": entry.version}).to_string(),
+                json_of(&rest::PutResult {
+                    revision,
+                    version: entry.version,
+                }),
             )
         }
         "DELETE" => {
@@ -466,13 +500,16 @@ fn write(
             let deleted = u64::from(s.kv.remove(&key).is_some());
             (
                 200,
-                json!({"revision": s.revision, "deleted": deleted}).to_string(),
+                json_of(&rest::DeleteResult {
+                    revision: s.revision,
+                    deleted,
+                }),
             )
         }
-        _ => (
-            405,
-            json!({"error": "fake", "code": "method_not_allowed"}).to_string(),
-        ),
+        _ => {
+            let code = ErrorCode::MethodNotAllowed;
+            (code.http_status(), error_body(code, &[]))
+        }
     }
 }
 
@@ -576,7 +613,7 @@ fn client_with(urls: &[String], passes: u32) -> Client {
 async fn a_503_moves_even_a_plain_write_to_the_next_node() {
     let cluster = Cluster::start(2).await;
     cluster.set_leader(Some(0));
-    cluster.nodes[0].fault(Fault::Status(503, "no_leader"));
+    cluster.nodes[0].fault(Fault::Status(ErrorCode::NoLeader));
     let client = client(&cluster.urls());
     client.put("k", "v").await.expect("write lands on node 1");
     assert_eq!(cluster.nodes[1].seen("PUT", "/keys/k").len(), 1);
@@ -630,7 +667,7 @@ async fn a_504_is_retried_with_the_same_sequence_only_in_a_session() {
     cluster.set_leader(Some(0));
     let client = client(&cluster.urls());
     let mut session = client.register_session().await.expect("session");
-    cluster.nodes[0].fault(Fault::Status(504, "timeout"));
+    cluster.nodes[0].fault(Fault::Status(ErrorCode::Timeout));
     session.delete("absent").await.expect("retried delete");
     let sequences: Vec<_> = [0, 1]
         .iter()
@@ -639,7 +676,7 @@ async fn a_504_is_retried_with_the_same_sequence_only_in_a_session() {
         .collect();
     assert_eq!(sequences, [Some(1), Some(1)]);
 
-    cluster.nodes[0].fault(Fault::Status(504, "timeout"));
+    cluster.nodes[0].fault(Fault::Status(ErrorCode::Timeout));
     assert!(matches!(client.put("p", "v").await, Err(Error::Timeout(_))));
     assert!(
         cluster.nodes[1].seen("PUT", "/keys/p").is_empty(),
@@ -720,17 +757,17 @@ async fn error_codes_map_to_typed_errors() {
     assert_eq!(swapped.version, 2);
 
     let node = &cluster.nodes[0];
-    node.fault(Fault::Status(413, "too_large"));
+    node.fault(Fault::Status(ErrorCode::TooLarge));
     assert!(matches!(
         client.put("k", "v").await,
         Err(Error::TooLarge(_))
     ));
-    node.fault(Fault::Status(400, "bad_request"));
+    node.fault(Fault::Status(ErrorCode::BadRequest));
     assert!(matches!(
         client.get("k", Consistency::Linearizable).await,
         Err(Error::BadRequest(_))
     ));
-    node.fault(Fault::Status(409, "session_expired"));
+    node.fault(Fault::Status(ErrorCode::SessionExpired));
     assert!(matches!(
         client.delete("k").await,
         Err(Error::SessionExpired(_))
@@ -748,7 +785,7 @@ async fn error_codes_map_to_typed_errors() {
     ));
     // a 503 on the only endpoint, every pass: unavailable, naming the server's reason
     for _ in 0..2 {
-        node.fault(Fault::Status(503, "shutting_down"));
+        node.fault(Fault::Status(ErrorCode::ShuttingDown));
     }
     match client.get("k", Consistency::Linearizable).await {
         Err(Error::Unavailable(f)) => assert!(f[0].reason.contains("shutting_down"), "{f:?}"),
@@ -1127,7 +1164,7 @@ async fn write_new_writes_a_new_key_each_time_and_reports_every_window() {
     // sends again to the other node
     let cluster = Cluster::start(2).await;
     cluster.set_leader(Some(0));
-    cluster.nodes[0].fault(Fault::Status(503, "no_leader"));
+    cluster.nodes[0].fault(Fault::Status(ErrorCode::NoLeader));
     let client = Client::with_options(
         cluster.urls(),
         ClientOptions {

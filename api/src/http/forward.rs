@@ -173,12 +173,16 @@ fn outcome_unknown(leader: &str, e: &dyn std::fmt::Display) -> ApiError {
 }
 
 /// POSTs a JSON body to `url` and returns the status and the parsed answer.
-pub async fn post_json(url: &str, body: &Value) -> Result<(StatusCode, Value), String> {
+pub async fn post_json(
+    url: &str,
+    body: &impl serde::Serialize,
+) -> Result<(StatusCode, Value), String> {
+    let body = serde_json::to_vec(body).map_err(|e| format!("encoding the body for {url}: {e}"))?;
     let request = Request::builder()
         .method(Method::POST)
         .uri(url)
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     call_json(url, request, REQUEST_TIMEOUT).await
 }

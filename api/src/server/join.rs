@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
+use proto::rest::{self, ErrorCode};
 use raft::node::ClusterId;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::machine::MemberInfo;
@@ -53,23 +54,22 @@ fn base(join_addr: &str) -> &str {
 /// Whether an answer is worth another attempt: the cluster is busy, has no leader yet, or is
 /// in the middle of another membership change.
 fn transient(status: u16, code: &str) -> bool {
-    matches!(status, 0 | 429 | 500..=599) || code == "conf_change_in_progress"
+    matches!(status, 0 | 429 | 500..=599) || code == ErrorCode::ConfChangeInProgress.as_str()
 }
 
+/// The admission in a `200` answer to a join (the contract's [`rest::JoinResult`]); `None`
+/// when the answer is not one, or names no cluster.
 fn parse_admission(answer: &Value) -> Option<Admission> {
-    let cluster_id = answer.get("cluster_id")?.as_str()?.parse().ok()?;
-    let members = answer
-        .get("members")?
-        .as_array()?
-        .iter()
-        .filter_map(|m| {
-            let name = m.get("id")?.as_str()?.to_string();
-            Some(MemberInfo {
-                id: raft::node::driver::node_id_for_name(&name),
-                name,
-                raft_addr: m.get("raft_addr")?.as_str()?.to_string(),
-                http_addr: m.get("http_addr")?.as_str()?.to_string(),
-            })
+    let joined: rest::JoinResult = serde_json::from_value(answer.clone()).ok()?;
+    let cluster_id = joined.cluster_id?.parse().ok()?;
+    let members = joined
+        .members
+        .into_iter()
+        .map(|m| MemberInfo {
+            id: raft::node::driver::node_id_for_name(&m.id.0),
+            name: m.id.0,
+            raft_addr: m.raft_addr,
+            http_addr: m.http_addr,
         })
         .collect();
     Some(Admission {
@@ -85,12 +85,13 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
     let url = format!("{}/cluster/join", base(join_addr));
     // `fresh`: the node asks for itself and has a blank data directory, so the cluster need
     // not ask it which cluster it belongs to (it belongs to none yet).
-    let body = json!({
-        "node_id": me.name,
-        "raft_addr": me.raft_addr,
-        "http_addr": me.http_addr,
-        "fresh": true,
-    });
+    let body = rest::JoinRequest {
+        node_id: me.name.clone(),
+        raft_addr: me.raft_addr.clone(),
+        http_addr: me.http_addr.clone(),
+        cluster_id: None,
+        fresh: true,
+    };
     let mut delay = JOIN_RETRY_MIN;
     loop {
         let (status, answer) = match crate::http::post_json(&url, &body).await {
@@ -100,11 +101,10 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
                 (0, Value::Null)
             }
         };
-        let code = answer
-            .get("code")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let refusal = serde_json::from_value::<rest::ErrorBody>(answer.clone()).ok();
+        let code = refusal
+            .as_ref()
+            .map_or_else(String::new, |r| r.code.clone());
         if status == 200 {
             match parse_admission(&answer) {
                 Some(admission) => {
@@ -122,11 +122,7 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
             }
         }
         if !transient(status, &code) {
-            let message = answer
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no explanation")
-                .to_string();
+            let message = refusal.map_or_else(|| "no explanation".to_string(), |r| r.error);
             return Err(JoinRefused {
                 url,
                 status,
@@ -147,10 +143,11 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
 pub async fn cluster_of(join_addr: &str) -> Option<ClusterId> {
     let url = format!("{}/cluster/id", base(join_addr));
     match crate::http::get_json(&url, CLUSTER_CHECK_TIMEOUT).await {
-        Ok((status, answer)) if status.is_success() => answer
-            .get("cluster_id")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok()),
+        Ok((status, answer)) if status.is_success() => {
+            serde_json::from_value::<rest::ClusterIdentity>(answer)
+                .ok()
+                .and_then(|identity| identity.cluster_id.parse().ok())
+        }
         _ => None,
     }
 }
@@ -158,6 +155,7 @@ pub async fn cluster_of(join_addr: &str) -> Option<ClusterId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn busy_answers_are_retried_and_refusals_are_final() {
