@@ -106,17 +106,17 @@ pub fn ready(server: &Server) -> Handled {
         && status.failed.is_none()
         && status.alarm.is_none()
     {
-        ok(json!({
-            "status": "ready",
-            "cluster_id": server.cluster_id.to_string(),
-            "term": status.term.0,
-            "applied_index": status.applied.0,
-            "commit_index": status.commit.0,
-            "snapshot_index": status.snapshot.index.0,
+        ok(rest::Ready {
+            status: "ready".to_string(),
+            cluster_id: server.cluster_id.to_string(),
+            term: status.term.0,
+            applied_index: status.applied.0,
+            commit_index: status.commit.0,
+            snapshot_index: status.snapshot.index.0,
             // Over the quota the node stays ready: it serves reads, deletes and the writes
             // that do not grow the state, so a load balancer must not drop it (as etcd).
-            "quota": server.quota.state().to_json(),
-        }))
+            quota: server.quota.state().info(),
+        })
     } else {
         let why = if let Some(failure) = &status.failed {
             format!("the node stopped: {failure}")

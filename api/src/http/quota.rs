@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kv::{CasAction, Command, KvStore, Write, WriteOp};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::ApiError;
@@ -54,13 +54,18 @@ impl QuotaState {
         self.used_bytes >= self.quota_bytes
     }
 
-    /// `{"used_bytes", "quota_bytes", "exceeded"}`.
+    /// As the contract sends it.
+    pub fn info(&self) -> proto::rest::QuotaInfo {
+        proto::rest::QuotaInfo {
+            used_bytes: self.used_bytes,
+            quota_bytes: self.quota_bytes,
+            exceeded: self.exceeded(),
+        }
+    }
+
+    /// As a JSON value, for the `quota` field of error answers.
     pub fn to_json(&self) -> Value {
-        json!({
-            "used_bytes": self.used_bytes,
-            "quota_bytes": self.quota_bytes,
-            "exceeded": self.exceeded(),
-        })
+        serde_json::to_value(self.info()).expect("invariant: a quota serialises to JSON")
     }
 }
 
@@ -202,6 +207,7 @@ pub async fn watch(quota: Weak<Quota>) {
 mod tests {
     use super::*;
     use kv::{Compare, KvConfig, Session};
+    use serde_json::json;
 
     fn store_with(keys: &[(&'static str, &'static str)]) -> KvStore {
         let mut store = KvStore::new(KvConfig::default());

@@ -366,6 +366,36 @@ pub struct Health {
     pub status: String,
 }
 
+/// The space quota over a node's applied state, as `/ready` and `507 quota_exceeded` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaInfo {
+    /// The applied state's size, as the quota counts it.
+    pub used_bytes: u64,
+    /// `storage.quota_bytes`.
+    pub quota_bytes: u64,
+    /// Whether writes that would grow the state are refused.
+    pub exceeded: bool,
+}
+
+/// The answer to `GET /ready` on a ready node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+    /// The cluster this node belongs to (16 hex digits).
+    pub cluster_id: String,
+    /// The node's current term.
+    pub term: u64,
+    /// The highest log index it has applied.
+    pub applied_index: u64,
+    /// The highest commit index it knows of.
+    pub commit_index: u64,
+    /// The last index its latest snapshot covers.
+    pub snapshot_index: u64,
+    /// The space quota (a node over it stays ready: it serves reads and deletes).
+    pub quota: QuotaInfo,
+}
+
 /// The body of `POST /cluster/join`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
