@@ -5,10 +5,9 @@
 //! is applied on the leader; a join adds a learner, which the leader promotes to voter by
 //! itself once its log has caught up (see `replica::duties::leader_duties`).
 
-use proto::rest::ErrorCode;
 use std::time::Duration;
 
-use proto::rest;
+use proto::rest::{self, ErrorCode};
 use raft::core::{ConfChange, ConfChangeKind, Role};
 use raft::node::driver::node_id_for_name;
 use raft::node::{NodeError, Status, StorageHealth};

@@ -2,7 +2,6 @@
 //! [`super::FORWARD_HOPS_MAX`] hops), or redirecting when the client asks not to be forwarded;
 //! plus the small JSON client the server uses to call other nodes.
 
-use proto::rest::ErrorCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
+use proto::rest::ErrorCode;
 use raft::core::Role;
 use raft::node::NodeError;
 use serde_json::{Value, json};

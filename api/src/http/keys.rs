@@ -9,8 +9,7 @@ use bytes::Bytes;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Write, WriteOp};
-use proto::rest;
-use proto::rest::ErrorCode;
+use proto::rest::{self, ErrorCode};
 use serde_json::json;
 
 use super::{

@@ -24,7 +24,6 @@ pub use forward::*;
 pub use request::*;
 pub use strict::*;
 
-use proto::rest::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +31,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
+use proto::rest::ErrorCode;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 

@@ -19,12 +19,12 @@
 //! - the condition is logged once when the state reaches the quota and once when it is back
 //!   under, by the periodic look of [`watch`] (or by the first refusal), never per request.
 
-use proto::rest::ErrorCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kv::{CasAction, Command, KvStore, Write, WriteOp};
+use proto::rest::ErrorCode;
 use serde_json::Value;
 use tracing::{info, warn};
 
