@@ -475,7 +475,8 @@ pub fn snapshot_install_under_load() -> Scenario {
     s.schedule = |seed, _| {
         let cut = 300 + jitter(seed, 1, 200);
         // 1.8-2.2 s away: at 1.5-1.9 s, one seed in sixty of the server's tick rate caught up
-        // from the log (its clients sat on the cut-off follower and wrote too little).
+        // from the log (too few writes while it was away; most likely its clients waited on
+        // reads sent to the cut-off follower).
         let back = cut + 1800 + jitter(seed, 2, 400);
         Schedule::new(vec![at(cut, Fault::IsolateFollower), at(back, Fault::Heal)])
     };
