@@ -14,7 +14,6 @@ use serde::de::DeserializeOwned;
 #[cfg(doc)]
 use super::Session;
 use super::call::{Answer, Call, Replay, Route};
-use super::session::session_headers;
 use super::{Client, KEY_BYTES_MAX, LIST_LIMIT_MAX, NO_LEADER, VALUE_BYTES_MAX};
 use crate::encoding::percent_encode;
 use crate::error::{Error, Result, from_response, one_line, printable};
@@ -243,10 +242,7 @@ impl Client {
         let mut call = Call::new(Method::PUT, path, Replay::Unsafe);
         call.body = value;
         call.key = Some(key);
-        if let Some((client_id, sequence)) = session {
-            call.headers = session_headers(client_id, sequence);
-            call.replay = Replay::Safe;
-        }
+        let call = call.in_session(session);
         let answer = self.execute_ok(call).await?;
         parse_json(&answer, "PUT answer")
     }
@@ -259,10 +255,7 @@ impl Client {
         check_key(key)?;
         let mut call = Call::new(Method::DELETE, key_path(key), Replay::Unsafe);
         call.key = Some(key);
-        if let Some((client_id, sequence)) = session {
-            call.headers = session_headers(client_id, sequence);
-            call.replay = Replay::Safe;
-        }
+        let call = call.in_session(session);
         let answer = self.execute_ok(call).await?;
         parse_json(&answer, "DELETE answer")
     }
@@ -277,11 +270,7 @@ impl Client {
             Some(prefix) => format!("/keys?prefix={}", percent_encode(prefix)),
             None => "/keys?all=true".to_owned(),
         };
-        let mut call = Call::new(Method::DELETE, path, Replay::Unsafe);
-        if let Some((client_id, sequence)) = session {
-            call.headers = session_headers(client_id, sequence);
-            call.replay = Replay::Safe;
-        }
+        let call = Call::new(Method::DELETE, path, Replay::Unsafe).in_session(session);
         let answer = self.execute_ok(call).await?;
         parse_json(&answer, "DELETE /keys?prefix answer")
     }

@@ -15,18 +15,26 @@ use super::{CLIENT_ID_HEADER, Client, SEQUENCE_HEADER};
 use crate::error::Result;
 use crate::types::{DeleteResult, Precondition, PutResult};
 
-/// The headers of a session write.
-pub(super) fn session_headers(client_id: u64, sequence: u64) -> Vec<(HeaderName, HeaderValue)> {
-    vec![
-        (
-            HeaderName::from_static(CLIENT_ID_HEADER),
-            HeaderValue::from(client_id),
-        ),
-        (
-            HeaderName::from_static(SEQUENCE_HEADER),
-            HeaderValue::from(sequence),
-        ),
-    ]
+impl Call<'_> {
+    /// Makes this write one of a session's (`(client_id, sequence)`), if it is: it carries the
+    /// session's headers, and a retry of it is safe, since the server applies each sequence
+    /// number at most once.
+    pub(super) fn in_session(mut self, session: Option<(u64, u64)>) -> Self {
+        if let Some((client_id, sequence)) = session {
+            self.headers = vec![
+                (
+                    HeaderName::from_static(CLIENT_ID_HEADER),
+                    HeaderValue::from(client_id),
+                ),
+                (
+                    HeaderName::from_static(SEQUENCE_HEADER),
+                    HeaderValue::from(sequence),
+                ),
+            ];
+            self.replay = Replay::Safe;
+        }
+        self
+    }
 }
 
 impl Client {
