@@ -71,7 +71,12 @@ for round in $(seq 1 "$rounds"); do
         for i in $(seq 1 "$nodes"); do
             how=(--bootstrap)
             ((i == 1)) || how=(--join-addr "http://127.0.0.1:$((http_base + 1))")
-            "$bin" "${how[@]}" --set "raft.node_id=n$i" \
+            # A binary from before the gRPC API does not take its address.
+            grpc=()
+            if "$bin" --help | grep -q -- --grpc-addr; then
+                grpc=(--grpc-addr "127.0.0.1:$((http_base + 20 + i))")
+            fi
+            "$bin" "${how[@]}" "${grpc[@]}" --set "raft.node_id=n$i" \
                 --set "server.http_addr=127.0.0.1:$((http_base + i))" \
                 --set "raft.raft_addr=127.0.0.1:$((http_base + 10 + i))" \
                 --set "storage.data_dir=$dir/n$i" >"$data_parent/n$i.log" 2>&1 &

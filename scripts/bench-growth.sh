@@ -40,6 +40,7 @@ window=${WINDOW:-10}
 sample=${SAMPLE:-10}
 http_base=${HTTP_BASE:-28080}
 raft_base=${RAFT_BASE:-27000}
+grpc_base=${GRPC_BASE:-27100}
 free_mb_min=${FREE_MB_MIN:-2048}
 
 require_positive "DURATION, CLIENTS, WINDOW, SAMPLE, the port bases and FREE_MB_MIN" \
@@ -68,7 +69,7 @@ cleanup() {
         sampler_pid=""
     fi
     if [[ -n $cluster_dir ]]; then
-        NODES=$cluster_nodes HTTP_BASE=$http_base RAFT_BASE=$raft_base RAFTKV_BIN=$raftkv \
+        NODES=$cluster_nodes HTTP_BASE=$http_base RAFT_BASE=$raft_base GRPC_BASE=$grpc_base RAFTKV_BIN=$raftkv \
             scripts/cluster.sh stop "$cluster_dir" >/dev/null || true
         if [[ ${KEEP_DATA:-0} != 1 ]]; then
             rm -rf "$cluster_dir"
@@ -127,7 +128,7 @@ for nodes in $node_counts; do
     cluster_dir=$(mktemp -d "$data_parent/data-n$nodes.XXXXXX")
     cluster_nodes=$nodes
     echo "== $nodes node(s): fresh cluster in $cluster_dir"
-    NODES=$nodes HTTP_BASE=$http_base RAFT_BASE=$raft_base RAFTKV_BIN=$raftkv \
+    NODES=$nodes HTTP_BASE=$http_base RAFT_BASE=$raft_base GRPC_BASE=$grpc_base RAFTKV_BIN=$raftkv \
         scripts/cluster.sh start "$cluster_dir"
     endpoints=""
     for n in $(seq "$nodes"); do

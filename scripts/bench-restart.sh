@@ -21,6 +21,7 @@ rounds=${ROUNDS:-5}
 stop_mode=${STOP:-term}
 http_port=${HTTP_PORT:-29081}
 raft_port=${RAFT_PORT:-29001}
+grpc_port=${GRPC_PORT:-29091}
 poll_ms=${POLL_MS:-5}
 
 # shellcheck disable=SC2086 # KEYS is a list
@@ -36,7 +37,8 @@ trap cleanup EXIT
 
 start_node() { # data_dir log
     "$raftkv" --bootstrap --set "raft.node_id=r1" --set "server.http_addr=127.0.0.1:$http_port" \
-        --set "raft.raft_addr=127.0.0.1:$raft_port" --set "storage.data_dir=$1" \
+        --set "raft.raft_addr=127.0.0.1:$raft_port" --set "server.grpc_addr=127.0.0.1:$grpc_port" \
+        --set "storage.data_dir=$1" \
         >>"$2" 2>&1 &
     pid=$!
 }

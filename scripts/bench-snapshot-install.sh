@@ -25,13 +25,14 @@ load_clients=${LOAD_CLIENTS:-16}
 load_s=${LOAD_S:-90}
 http_base=${HTTP_BASE:-29180}
 raft_base=${RAFT_BASE:-29170}
+grpc_base=${GRPC_BASE:-29190}
 
 require_positive "SIZE_MB, VALUE_BYTES, LOAD_CLIENTS, LOAD_S and the ports" \
     "$size_mb" "$value_bytes" "$load_clients" "$load_s" "$http_base" "$raft_base"
 release_binaries
 out=$(absolute_dir "$out")
 dir=$out/cluster
-cluster() { NODES=3 HTTP_BASE=$http_base RAFT_BASE=$raft_base RAFTKV_BIN=$raftkv scripts/cluster.sh "$@" "$dir"; }
+cluster() { NODES=3 HTTP_BASE=$http_base RAFT_BASE=$raft_base GRPC_BASE=$grpc_base RAFTKV_BIN=$raftkv scripts/cluster.sh "$@" "$dir"; }
 load_pid=""
 sampler_pid=""
 cleanup() {
@@ -72,6 +73,7 @@ echo "== $load_s s of new-key writes ($load_clients clients) while node3 restart
 load_pid=$!
 sleep 5
 "$raftkv" --node-id node3 --raft-addr "127.0.0.1:$((raft_base + 3))" --http-addr "127.0.0.1:$((http_base + 3))" \
+    --grpc-addr "127.0.0.1:$((grpc_base + 3))" \
     --data-dir "$dir/node3" --join-addr "$(url 1)" >>"$dir/node3.log" 2>&1 &
 node3=$!
 echo "$node3" >"$out/node3.pid"

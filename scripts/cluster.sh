@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A local RaftKV cluster on 127.0.0.1: node N serves HTTP on HTTP_BASE+N (8081, 8082, ...)
-# and Raft on RAFT_BASE+N (7001, 7002, ...).
+# A local RaftKV cluster on 127.0.0.1: node N serves HTTP on HTTP_BASE+N (8081, 8082, ...),
+# gRPC on GRPC_BASE+N (9091, 9092, ...) and Raft on RAFT_BASE+N (7001, 7002, ...).
 #   scripts/cluster.sh start|stop|status [DIR]
-# Environment: NODES (default 3; 1, 3 and 5 make sense), HTTP_BASE (8080), RAFT_BASE (7000),
-# RAFTKV_BIN (target/release/raftkv; start builds it if missing), RAFTKV_CLUSTER_DIR (the
-# default DIR, ./cluster-data), START_WAIT and STOP_WAIT (seconds; 30 and 10).
+# Environment: NODES (default 3; 1, 3 and 5 make sense), HTTP_BASE (8080), GRPC_BASE (9090),
+# RAFT_BASE (7000), RAFTKV_BIN (target/release/raftkv; start builds it if missing),
+# RAFTKV_CLUSTER_DIR (the default DIR, ./cluster-data), START_WAIT and STOP_WAIT (seconds; 30
+# and 10).
 # Data and logs go under DIR; logs are appended across restarts. node1 founds the cluster;
 # the others join it through node1's HTTP API on their first start.
 #
@@ -20,6 +21,7 @@ bin=${RAFTKV_BIN:-target/release/raftkv}
 nodes=${NODES:-3}
 http_base=${HTTP_BASE:-8080}
 raft_base=${RAFT_BASE:-7000}
+grpc_base=${GRPC_BASE:-9090}
 start_wait=${START_WAIT:-30}
 stop_wait=${STOP_WAIT:-10}
 
@@ -30,6 +32,7 @@ fi
 
 http_addr() { echo "127.0.0.1:$((http_base + $1))"; }
 raft_addr() { echo "127.0.0.1:$((raft_base + $1))"; }
+grpc_addr() { echo "127.0.0.1:$((grpc_base + $1))"; }
 
 # Whether the pid in $1 is a live process (a killed node stays a zombie until it is reaped,
 # which can take seconds here, and must count as stopped).
@@ -82,7 +85,7 @@ start_node() {
         join=(--join-addr "http://$(http_addr 1)")
     fi
     "$bin" --node-id "node$n" --raft-addr "$(raft_addr "$n")" --http-addr "$(http_addr "$n")" \
-        --data-dir "$dir/node$n" "${join[@]}" >>"$dir/node$n.log" 2>&1 &
+        --grpc-addr "$(grpc_addr "$n")" --data-dir "$dir/node$n" "${join[@]}" >>"$dir/node$n.log" 2>&1 &
     echo $! >"$dir/node$n.pid"
     # Serving HTTP means it opened its data directory (the WAL lock included) and started.
     local outcome=0

@@ -22,7 +22,7 @@ fn free_base(count: u16) -> u16 {
 }
 
 /// Runs `scripts/cluster.sh ARGS` on the cluster in `dir`; returns (success, stdout+stderr).
-fn cluster_sh(command: &str, dir: &Path, http_base: u16, raft_base: u16) -> (bool, String) {
+fn cluster_sh(command: &str, dir: &Path, bases: Bases) -> (bool, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
     let output = Command::new("bash")
         .arg(script)
@@ -30,8 +30,9 @@ fn cluster_sh(command: &str, dir: &Path, http_base: u16, raft_base: u16) -> (boo
         .arg(dir)
         .env("RAFTKV_BIN", env!("CARGO_BIN_EXE_raftkv"))
         .env("NODES", "3")
-        .env("HTTP_BASE", http_base.to_string())
-        .env("RAFT_BASE", raft_base.to_string())
+        .env("HTTP_BASE", bases.http.to_string())
+        .env("RAFT_BASE", bases.raft.to_string())
+        .env("GRPC_BASE", bases.grpc.to_string())
         .env("START_WAIT", "40")
         .output()
         .expect("run scripts/cluster.sh");
@@ -66,13 +67,20 @@ fn alive(pid: u32) -> bool {
 /// Stops the cluster however the test ends, so a failed assertion leaves no node running.
 struct StopOnDrop<'a> {
     dir: &'a Path,
-    http_base: u16,
-    raft_base: u16,
+    bases: Bases,
+}
+
+/// The port bases `scripts/cluster.sh` numbers its nodes' ports from.
+#[derive(Clone, Copy)]
+struct Bases {
+    http: u16,
+    raft: u16,
+    grpc: u16,
 }
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        let _ = cluster_sh("stop", self.dir, self.http_base, self.raft_base);
+        let _ = cluster_sh("stop", self.dir, self.bases);
     }
 }
 
@@ -80,7 +88,12 @@ impl Drop for StopOnDrop<'_> {
 fn cluster_sh_start_waits_for_ready_nodes_and_stop_for_exited_ones() {
     let root = tempfile::tempdir().expect("temp dir");
     let dir = root.path().join("cluster");
-    let (http_base, raft_base) = (free_base(3), free_base(3));
+    let bases = Bases {
+        http: free_base(3),
+        raft: free_base(3),
+        grpc: free_base(3),
+    };
+    let http_base = bases.http;
     let ready = |n: u16| {
         http(
             &format!("127.0.0.1:{}", http_base + n),
@@ -91,15 +104,11 @@ fn cluster_sh_start_waits_for_ready_nodes_and_stop_for_exited_ones() {
         .0
     };
 
-    let _stop = StopOnDrop {
-        dir: &dir,
-        http_base,
-        raft_base,
-    };
+    let _stop = StopOnDrop { dir: &dir, bases };
 
     // When the cluster is started, then every node is ready as soon as `start` returns, and
     // the script says how to point kvcli at it.
-    let (ok, text) = cluster_sh("start", &dir, http_base, raft_base);
+    let (ok, text) = cluster_sh("start", &dir, bases);
     assert!(ok, "start failed: {text}");
     for n in 1..=3 {
         assert_eq!(ready(n), 200, "node{n} not ready after start: {text}");
@@ -117,18 +126,18 @@ fn cluster_sh_start_waits_for_ready_nodes_and_stop_for_exited_ones() {
     // the new start comes back whole (no node dies on the previous one's WAL lock).
     let pids: Vec<u32> = (1..=3).filter_map(|n| pid_of(&dir, n)).collect();
     assert_eq!(pids.len(), 3, "{text}");
-    let (ok, text) = cluster_sh("stop", &dir, http_base, raft_base);
+    let (ok, text) = cluster_sh("stop", &dir, bases);
     assert!(ok, "stop failed: {text}");
     let running: Vec<u32> = pids.into_iter().filter(|pid| alive(*pid)).collect();
     assert!(
         running.is_empty(),
         "still running after stop returned: {running:?}"
     );
-    let (ok, text) = cluster_sh("start", &dir, http_base, raft_base);
+    let (ok, text) = cluster_sh("start", &dir, bases);
     assert!(ok, "restart failed: {text}");
     for n in 1..=3 {
         assert_eq!(ready(n), 200, "node{n} not ready after the restart: {text}");
     }
-    let (ok, text) = cluster_sh("stop", &dir, http_base, raft_base);
+    let (ok, text) = cluster_sh("stop", &dir, bases);
     assert!(ok, "stop failed: {text}");
 }

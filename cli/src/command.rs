@@ -810,7 +810,7 @@ async fn cluster(
             // A blank node refuses to start unless told how: say what to pass.
             writeln!(
                 out,
-                "start it with: raftkv --node-id {id} --raft-addr {raft_addr} --http-addr {http_addr} --join-addr <any member's HTTP URL>"
+                "start it with: raftkv --node-id {id} --raft-addr {raft_addr} --http-addr {http_addr} --grpc-addr <its gRPC host:port> --join-addr <any member's HTTP URL>"
             )
             .map_err(io_error)
         }

@@ -305,6 +305,7 @@ fn route(
                     id: rest::NodeId("n1".into()),
                     raft_addr: "127.0.0.1:1".into(),
                     http_addr: addr.clone(),
+                    grpc_addr: None,
                 }),
             ),
             None => error(ErrorCode::NoLeader),

@@ -30,6 +30,12 @@ const TAG_KV: u8 = 1;
 pub(crate) const TAG_MEMBER: u8 = 2;
 
 /// Where a member of the cluster can be reached.
+///
+/// Encoded with postcard, which is not self-describing: the gRPC address came last, after
+/// records were already in logs and snapshots, so a record without it is the first layout
+/// ([`MemberInfoV1`]) and decodes as such ([`MemberInfo::decode`]). A node records its own
+/// address anew at start when its record differs, so a cluster upgraded node by node fills in
+/// the gRPC addresses by itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// The Raft id (derived from the name).
@@ -40,6 +46,49 @@ pub struct MemberInfo {
     pub raft_addr: String,
     /// Its HTTP address.
     pub http_addr: String,
+    /// Its gRPC address; `None` in a record written before nodes served gRPC.
+    pub grpc_addr: Option<String>,
+}
+
+/// A member record in its first layout, without the gRPC address.
+#[derive(Serialize, Deserialize)]
+struct MemberInfoV1 {
+    id: NodeId,
+    name: String,
+    raft_addr: String,
+    http_addr: String,
+}
+
+impl From<MemberInfoV1> for MemberInfo {
+    fn from(v1: MemberInfoV1) -> MemberInfo {
+        MemberInfo {
+            id: v1.id,
+            name: v1.name,
+            raft_addr: v1.raft_addr,
+            http_addr: v1.http_addr,
+            grpc_addr: None,
+        }
+    }
+}
+
+impl MemberInfo {
+    /// Decodes a member record of either layout. A first-layout record is a strict prefix of
+    /// the current one, so reading it as the current layout runs out of bytes and fails,
+    /// rather than misreading; an older node reading a current record ignores the trailing
+    /// field.
+    fn decode(bytes: &[u8]) -> Result<MemberInfo, postcard::Error> {
+        postcard::from_bytes::<MemberInfo>(bytes)
+            .or_else(|_| postcard::from_bytes::<MemberInfoV1>(bytes).map(MemberInfo::from))
+    }
+
+    fn v1(&self) -> MemberInfoV1 {
+        MemberInfoV1 {
+            id: self.id,
+            name: self.name.clone(),
+            raft_addr: self.raft_addr.clone(),
+            http_addr: self.http_addr.clone(),
+        }
+    }
 }
 
 /// What the server proposes.
@@ -81,11 +130,70 @@ pub enum Output {
 }
 
 /// The snapshot's payload beside the `kv` data: the cluster's identity and records.
-#[derive(Serialize, Deserialize)]
 struct SnapshotExtra {
     cluster_id: ClusterId,
     members: Vec<MemberInfo>,
     removed: Vec<(NodeId, LogIndex)>,
+}
+
+/// [`SnapshotExtra`] as encoded: the first layout's fields, then the members' gRPC addresses
+/// (added later, so a first-layout payload is a strict prefix and decodes as
+/// [`SnapshotExtraV1`]).
+#[derive(Serialize, Deserialize)]
+struct SnapshotExtraWire {
+    cluster_id: ClusterId,
+    members: Vec<MemberInfoV1>,
+    removed: Vec<(NodeId, LogIndex)>,
+    grpc_addrs: Vec<(NodeId, String)>,
+}
+
+/// The first layout of the snapshot's records, without gRPC addresses.
+#[derive(Serialize, Deserialize)]
+struct SnapshotExtraV1 {
+    cluster_id: ClusterId,
+    members: Vec<MemberInfoV1>,
+    removed: Vec<(NodeId, LogIndex)>,
+}
+
+impl SnapshotExtra {
+    fn encode(&self) -> Vec<u8> {
+        let wire = SnapshotExtraWire {
+            cluster_id: self.cluster_id,
+            members: self.members.iter().map(MemberInfo::v1).collect(),
+            removed: self.removed.clone(),
+            grpc_addrs: self
+                .members
+                .iter()
+                .filter_map(|m| m.grpc_addr.clone().map(|a| (m.id, a)))
+                .collect(),
+        };
+        postcard::to_stdvec(&wire).expect("members always encode")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SnapshotExtra, postcard::Error> {
+        let wire = postcard::from_bytes::<SnapshotExtraWire>(bytes).or_else(|_| {
+            postcard::from_bytes::<SnapshotExtraV1>(bytes).map(|v1| SnapshotExtraWire {
+                cluster_id: v1.cluster_id,
+                members: v1.members,
+                removed: v1.removed,
+                grpc_addrs: Vec::new(),
+            })
+        })?;
+        let grpc: BTreeMap<NodeId, String> = wire.grpc_addrs.into_iter().collect();
+        Ok(SnapshotExtra {
+            cluster_id: wire.cluster_id,
+            members: wire
+                .members
+                .into_iter()
+                .map(|v1| {
+                    let mut member = MemberInfo::from(v1);
+                    member.grpc_addr = grpc.get(&member.id).cloned();
+                    member
+                })
+                .collect(),
+            removed: wire.removed,
+        })
+    }
 }
 
 /// The cluster records as applied, published after every change.
@@ -201,7 +309,7 @@ pub struct RestoredState {
 
 /// Decodes the cluster records the snapshot at `index` carries in its `kv` configuration bytes.
 fn decode_records(index: u64, config: &[u8]) -> Result<SnapshotExtra, SnapshotFilesError> {
-    postcard::from_bytes(config).map_err(|e| {
+    SnapshotExtra::decode(config).map_err(|e| {
         SnapshotFilesError::damaged(
             LogIndex(index),
             format!(
@@ -257,7 +365,7 @@ pub fn members_in_log(entries: &[Entry]) -> Vec<MemberInfo> {
         .iter()
         .filter_map(|entry| match &entry.payload {
             EntryPayload::Normal(data) => match data.split_first() {
-                Some((&TAG_MEMBER, rest)) => postcard::from_bytes::<MemberInfo>(rest).ok(),
+                Some((&TAG_MEMBER, rest)) => MemberInfo::decode(rest).ok(),
                 _ => None,
             },
             _ => None,
@@ -279,7 +387,7 @@ impl StateMachine for Machine {
             }
             Some((&TAG_MEMBER, rest)) => {
                 let _ = self.kv.mark_applied(index.0);
-                match postcard::from_bytes::<MemberInfo>(rest) {
+                match MemberInfo::decode(rest) {
                     Ok(member) => {
                         raft::node::names::register(member.id, &member.name);
                         self.book.members.insert(member.id, member);
@@ -323,8 +431,7 @@ impl StateMachine for Machine {
         // The Raft membership is kept by the log store beside the snapshot; the `kv`
         // snapshot's own metadata carries the cluster records instead, and the real term,
         // which names the file and the logs.
-        let records =
-            Bytes::from(postcard::to_stdvec(&self.records()).expect("members always encode"));
+        let records = Bytes::from(self.records().encode());
         MachineView {
             kv: self.kv.view(),
             records,
@@ -378,4 +485,57 @@ pub fn check_snapshot_data(
         ));
     }
     Ok(decode_records(meta.index, &meta.config)?.cluster_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: u64, grpc: Option<&str>) -> MemberInfo {
+        MemberInfo {
+            id: NodeId(n),
+            name: format!("n{n}"),
+            raft_addr: format!("127.0.0.1:700{n}"),
+            http_addr: format!("127.0.0.1:808{n}"),
+            grpc_addr: grpc.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_member_record_of_the_first_layout_reads_back_without_a_grpc_address() {
+        // Given a record written before nodes served gRPC,
+        let old = member(1, None);
+        let bytes = postcard::to_stdvec(&old.v1()).expect("encodes");
+        // then it decodes, with no gRPC address, and a current record keeps its address.
+        assert_eq!(MemberInfo::decode(&bytes).expect("decodes"), old);
+        let new = member(2, Some("127.0.0.1:9092"));
+        let bytes = postcard::to_stdvec(&new).expect("encodes");
+        assert_eq!(MemberInfo::decode(&bytes).expect("decodes"), new);
+        // An older node reading the current layout ignores the trailing address.
+        let as_v1: MemberInfoV1 = postcard::from_bytes(&bytes).expect("a prefix decodes");
+        assert_eq!(MemberInfo::from(as_v1), member(2, None));
+    }
+
+    #[test]
+    fn snapshot_records_of_either_layout_read_back() {
+        let extra = SnapshotExtra {
+            cluster_id: ClusterId(7),
+            members: vec![member(1, Some("127.0.0.1:9091")), member(2, None)],
+            removed: vec![(NodeId(3), LogIndex(12))],
+        };
+        let decoded = SnapshotExtra::decode(&extra.encode()).expect("decodes");
+        assert_eq!(decoded.members, extra.members);
+        assert_eq!(decoded.removed, extra.removed);
+        assert_eq!(decoded.cluster_id, extra.cluster_id);
+        // Given the first layout (no gRPC addresses), the same records without them.
+        let v1 = SnapshotExtraV1 {
+            cluster_id: ClusterId(7),
+            members: extra.members.iter().map(MemberInfo::v1).collect(),
+            removed: extra.removed.clone(),
+        };
+        let decoded =
+            SnapshotExtra::decode(&postcard::to_stdvec(&v1).expect("encodes")).expect("decodes");
+        assert_eq!(decoded.members, vec![member(1, None), member(2, None)]);
+        assert_eq!(decoded.removed, extra.removed);
+    }
 }

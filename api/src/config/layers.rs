@@ -82,6 +82,9 @@ pub struct ConfigArgs {
     /// server.http_addr: host:port of the HTTP API.
     #[arg(long)]
     pub http_addr: Option<String>,
+    /// server.grpc_addr: host:port of the gRPC API.
+    #[arg(long)]
+    pub grpc_addr: Option<String>,
     /// storage.data_dir: where the log and snapshots live.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -549,7 +552,7 @@ pub fn load(
         layers.set_text(&key, &value, source)?;
     }
 
-    let flags: [(&str, &str, Option<String>); 8] = [
+    let flags: [(&str, &str, Option<String>); 9] = [
         ("--node-id", "raft.node_id", args.node_id.clone()),
         ("--raft-addr", "raft.raft_addr", args.raft_addr.clone()),
         ("--join-addr", "raft.join_addr", args.join_addr.clone()),
@@ -559,6 +562,7 @@ pub fn load(
             args.bootstrap.map(|b| b.to_string()),
         ),
         ("--http-addr", "server.http_addr", args.http_addr.clone()),
+        ("--grpc-addr", "server.grpc_addr", args.grpc_addr.clone()),
         (
             "--data-dir",
             "storage.data_dir",

@@ -152,6 +152,8 @@ pub struct RaftSection {
 pub struct ServerSection {
     /// `host:port` of the HTTP API.
     pub http_addr: String,
+    /// `host:port` of the gRPC API (`raftkv.v1`, with gRPC health checking and reflection).
+    pub grpc_addr: String,
     /// The most client connections served at once; one more is answered `503
     /// too_many_connections` and closed. The node lowers it at start when the process's file
     /// descriptor limit cannot hold this many beside the reserve for the WAL, snapshots and
@@ -324,6 +326,7 @@ impl Default for Config {
             },
             server: ServerSection {
                 http_addr: "127.0.0.1:8080".into(),
+                grpc_addr: "127.0.0.1:9090".into(),
                 max_connections: 4096,
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
@@ -410,6 +413,16 @@ impl Config {
             check_host_port("raft.raft_listen_addr", listen)?;
         }
         check_host_port("server.http_addr", &self.server.http_addr)?;
+        check_host_port("server.grpc_addr", &self.server.grpc_addr)?;
+        if self.server.grpc_addr == self.server.http_addr {
+            return Err(bad(
+                "server.grpc_addr",
+                format!(
+                    "`{}` is server.http_addr too; the two APIs need their own ports",
+                    self.server.grpc_addr
+                ),
+            ));
+        }
         if let Some(join) = &r.join_addr {
             let rest = join
                 .strip_prefix("http://")

@@ -70,6 +70,7 @@ fn parse_admission(answer: &Value) -> Option<Admission> {
             name: m.id.0,
             raft_addr: m.raft_addr,
             http_addr: m.http_addr,
+            grpc_addr: m.grpc_addr,
         })
         .collect();
     Some(Admission {
@@ -89,6 +90,7 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
         node_id: me.name.clone(),
         raft_addr: me.raft_addr.clone(),
         http_addr: me.http_addr.clone(),
+        grpc_addr: me.grpc_addr.clone(),
         cluster_id: None,
         fresh: true,
     };

@@ -40,6 +40,7 @@ pub struct Proc {
     pub name: String,
     pub http: String,
     pub raft: String,
+    pub grpc: String,
     pub dir: PathBuf,
     pub extra: Vec<String>,
     pub join: Option<String>,
@@ -70,6 +71,7 @@ impl Proc {
             name: name.to_string(),
             http: format!("127.0.0.1:{}", free_port()),
             raft: format!("127.0.0.1:{}", free_port()),
+            grpc: format!("127.0.0.1:{}", free_port()),
             dir: root.join(name),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             join,
@@ -100,6 +102,8 @@ impl Proc {
                 &self.raft,
                 "--http-addr",
                 &self.http,
+                "--grpc-addr",
+                &self.grpc,
             ])
             .arg("--data-dir")
             .arg(&self.dir)

@@ -312,6 +312,7 @@ impl Client {
             node_id: node_id.to_owned(),
             raft_addr: raft_addr.to_owned(),
             http_addr: http_addr.to_owned(),
+            grpc_addr: None,
             cluster_id: None,
             fresh: false,
         };

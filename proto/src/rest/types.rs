@@ -23,6 +23,26 @@ pub enum Consistency {
     Stale,
 }
 
+impl Consistency {
+    /// Both, as `ALL` lists every value the query takes.
+    pub const ALL: [Consistency; 2] = [Consistency::Linearizable, Consistency::Stale];
+
+    /// The value of the `consistency` query parameter that asks for it.
+    pub fn as_query(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Stale => "stale",
+        }
+    }
+
+    /// The consistency a `consistency` query value names, if any.
+    pub fn from_query(value: &[u8]) -> Option<Consistency> {
+        Consistency::ALL
+            .into_iter()
+            .find(|c| c.as_query().as_bytes() == value)
+    }
+}
+
 /// How far behind a stale read may be, as the answering node reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaleInfo {
@@ -265,6 +285,10 @@ pub struct NodeInfo {
     /// Its HTTP address; `None` as `raft_addr`.
     #[serde(default)]
     pub http_addr: Option<String>,
+    /// Its gRPC address; `None` as `raft_addr`, and for a member whose record was written
+    /// before nodes served gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
     /// `leader`, `follower`, `candidate`, `learner`, `removed` (the answering node, once it
     /// knows) or `unknown`.
     pub role: String,
@@ -282,6 +306,10 @@ pub struct LeaderInfo {
     pub raft_addr: String,
     /// Its HTTP address.
     pub http_addr: String,
+    /// Its gRPC address; `None` for a member whose record was written before nodes served
+    /// gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
 }
 
 /// The answer to `POST /cluster/join`.
@@ -377,6 +405,31 @@ pub struct QuotaInfo {
     pub exceeded: bool,
 }
 
+/// The answer to `GET /status` (and, field for field, `Maintenance.Status` over gRPC): what
+/// the answering node is and how far it has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The answering node's id.
+    pub node_id: NodeId,
+    /// Its cluster (16 hex digits).
+    pub cluster_id: String,
+    /// `leader`, `follower`, `candidate`, `learner`, `removed` or `unknown`.
+    pub role: String,
+    /// Its current term.
+    pub term: u64,
+    /// The highest log index it knows committed.
+    pub commit_index: u64,
+    /// The highest log index it applied.
+    pub applied_index: u64,
+    /// The leader it knows; `None` when none.
+    #[serde(default)]
+    pub leader: Option<NodeId>,
+    /// The last index its latest snapshot covers.
+    pub snapshot_index: u64,
+    /// The size of its applied state, as the space quota counts it.
+    pub db_size_bytes: u64,
+}
+
 /// The answer to `GET /ready` on a ready node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ready {
@@ -405,6 +458,10 @@ pub struct JoinRequest {
     pub raft_addr: String,
     /// Its HTTP address.
     pub http_addr: String,
+    /// Its gRPC address (a node that serves gRPC sends it; a joiner of an older version does
+    /// not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<String>,
     /// The cluster the caller expects it to join (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,

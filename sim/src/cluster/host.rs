@@ -276,6 +276,7 @@ impl Cluster {
             // The simulation has no HTTP; the record needs an address, and this one names the
             // right machine.
             http_addr: host.raft_addr.clone(),
+            grpc_addr: None,
         }
     }
 

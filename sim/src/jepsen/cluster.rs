@@ -64,6 +64,8 @@ pub struct Slot {
     pub incarnation: u32,
     /// `127.0.0.1:port` of the HTTP API.
     pub http_addr: String,
+    /// `127.0.0.1:port` of the gRPC API.
+    pub grpc_addr: String,
     /// The proxy's address: what peers connect to (`raft.raft_addr`).
     pub raft_addr: SocketAddr,
     /// The real Raft listener (`raft.raft_listen_addr`), reached only through the proxy.
@@ -128,6 +130,7 @@ impl Cluster {
                 name: format!("n{}", index + 1),
                 incarnation: 1,
                 http_addr: format!("127.0.0.1:{}", free_port()?),
+                grpc_addr: format!("127.0.0.1:{}", free_port()?),
                 raft_addr: *raft_addr,
                 listen_addr: SocketAddr::from(([127, 0, 0, 1], listen_port)),
                 child: None,
@@ -195,6 +198,8 @@ impl Cluster {
             .arg(format!("raft.raft_listen_addr={}", slot.listen_addr))
             .arg("--http-addr")
             .arg(&slot.http_addr)
+            .arg("--grpc-addr")
+            .arg(&slot.grpc_addr)
             .arg("--data-dir")
             .arg(slot.data_dir(&self.root))
             .arg("--log-level")
