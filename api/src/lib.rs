@@ -1,7 +1,10 @@
 //! RaftKV's server crate: the node's configuration ([`config`]), the wiring of the WAL, the
-//! Raft node, the transport and the state machine ([`server`]), the HTTP API ([`http`]), and
-//! the `raftkv` binary (`src/bin/raftkv.rs`).
+//! Raft node, the transport and the state machine ([`server`]), the handlers both APIs share
+//! ([`service`]), the HTTP API ([`http`]), the gRPC API ([`grpc`]), and the `raftkv` binary
+//! (`src/bin/raftkv.rs`).
 
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod server;
+pub mod service;

@@ -1,75 +1,39 @@
-//! Forwarding to the leader: waiting for one to be known, proxying a request to it (at most
-//! [`super::FORWARD_HOPS_MAX`] hops), or redirecting when the client asks not to be forwarded;
-//! plus the small JSON client the server uses to call other nodes.
+//! Forwarding over HTTP: reading how a request arrived ([`via`]), relaying it to the leader when
+//! the shared handler says so ([`relay`]; when is decided once, in `service::route`), and the
+//! small JSON client the server uses to call other nodes.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use proto::rest::ErrorCode;
-use raft::core::Role;
-use raft::node::NodeError;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::*;
 use crate::server::Server;
+use crate::service::route::parse_hops;
+use crate::service::{Forward, Via};
 
-/// Waits (bounded) until some node is known to lead; returns whether it is this one.
-pub async fn await_leader(server: &Server) -> Result<bool, ApiError> {
-    let mut status = server.node.watch_status();
-    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-    loop {
-        {
-            let s = status.borrow_and_update();
-            if let Some(leader) = s.leader {
-                return Ok(leader == server.id && s.role == Some(Role::Leader));
-            }
-            if let Some(failure) = &s.failed {
-                if s.storage == raft::node::StorageHealth::Failed {
-                    return Err(ApiError::storage_failed(
-                        &server.config.raft.node_id,
-                        failure,
-                    ));
-                }
-                return Err(ApiError::from_node(NodeError::Stopped));
-            }
-        }
-        match tokio::time::timeout_at(deadline, status.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return Err(ApiError::from_node(NodeError::Stopped)),
-            Err(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::NoLeader,
-                    format!("no leader within {}s", REQUEST_TIMEOUT.as_secs()),
-                ));
-            }
-        }
-    }
+/// How the request arrived: the hop count in [`FORWARDED_HEADER`] (0 without it) and
+/// whether it asks not to be forwarded ([`NO_FORWARD_HEADER`]).
+pub fn via(req: &Req) -> Result<Via, ApiError> {
+    let hops = match req.parts.headers.get(FORWARDED_HEADER) {
+        None => 0,
+        Some(value) => parse_hops(value.to_str().unwrap_or(""), FORWARDED_HEADER)?,
+    };
+    Ok(Via {
+        hops,
+        no_forward: req.header(NO_FORWARD_HEADER).is_some(),
+    })
 }
 
-/// Sends the request to the leader and relays its answer, or redirects when the client asked
-/// not to be forwarded. Called by a follower for writes.
-///
-/// Each hop adds one to [`FORWARDED_HEADER`]; after [`FORWARD_HOPS_MAX`] hops the request is
-/// not forwarded again (leadership keeps moving, or the nodes disagree on the leader, or a
-/// client sent the header itself): it is redirected (307 `not_leader`) to the leader this node
-/// knows, as if the client had asked not to be forwarded, so that the answer is never a false
-/// "no leader"; only a node that knows no leader answers 503.
-pub async fn forward(server: &Server, req: Req) -> Handled {
-    let hops = forwarded_hops(&req.parts.headers)?;
-    let status = server.node.status();
-    let leader = status
-        .leader
-        .and_then(|id| server.members().get(&id).cloned())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NoLeader,
-                "the leader's address is not known yet; retry",
-            )
-        })?;
+/// Sends the request to the leader, as the shared handler decided ([`Forward`]), and relays
+/// its answer. Every header goes along but the hop count, which becomes the forward's.
+pub async fn relay(_server: &Server, req: Req, to: Forward) -> Handled {
+    let Forward { leader, hops } = to;
     let path = req
         .parts
         .uri
@@ -77,32 +41,6 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let url = format!("http://{}{path}", leader.http_addr);
-    if req.header(NO_FORWARD_HEADER).is_some() || hops >= FORWARD_HOPS_MAX {
-        let message = if hops >= FORWARD_HOPS_MAX {
-            format!(
-                "this node is not the leader, and the request was forwarded {hops} times already ({FORWARDED_HEADER}: {hops}): send it to the leader {}",
-                leader.name
-            )
-        } else {
-            "this node is not the leader".to_string()
-        };
-        let code = ErrorCode::NotLeader;
-        let mut body = proto::rest::ErrorBody {
-            error: message,
-            code: code.as_str().to_string(),
-            extra: serde_json::Map::new(),
-        };
-        body.extra.insert("leader".into(), json!(leader.name));
-        let mut response = json_response(
-            StatusCode::from_u16(code.http_status())
-                .expect("invariant: every error code's status is a valid HTTP status"),
-            &body,
-        );
-        if let Ok(location) = HeaderValue::from_str(&url) {
-            response.headers_mut().insert(LOCATION, location);
-        }
-        return Ok(response);
-    }
     let body = req.body;
     let mut builder = Request::builder()
         .method(req.parts.method.clone())
@@ -116,7 +54,7 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         }
     }
     let outgoing = builder
-        .header(FORWARDED_HEADER, hops + 1)
+        .header(FORWARDED_HEADER, hops)
         .body(Full::new(body))
         .map_err(|e| ApiError::bad_request(format!("cannot forward: {e}")))?;
     let client = forward_client();
@@ -141,23 +79,6 @@ pub async fn forward(server: &Server, req: Req) -> Handled {
         .map_err(|e| outcome_unknown(&leader.name, &e))?
         .to_bytes();
     Ok(Response::from_parts(parts, Full::new(bytes)))
-}
-
-/// How many times the request has been forwarded already: 0 without [`FORWARDED_HEADER`].
-pub(super) fn forwarded_hops(headers: &hyper::HeaderMap) -> Result<u64, ApiError> {
-    let Some(value) = headers.get(FORWARDED_HEADER) else {
-        return Ok(0);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|hops| (1..=FORWARD_HOPS_MAX).contains(hops))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "{FORWARDED_HEADER} is a hop count from 1 to {FORWARD_HOPS_MAX}, set by the nodes; a client need not send it"
-            ))
-        })
 }
 
 /// The answer when the connection to the leader broke after the request went out: the leader

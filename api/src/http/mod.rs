@@ -37,9 +37,8 @@ use tracing::{debug, info, warn};
 
 use crate::server::Server;
 
-/// How long a request may wait for a leader, a commit or a read index before it is answered
-/// with 503 or 504.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::service::REQUEST_TIMEOUT;
+pub use crate::service::route::{FORWARD_HOPS_MAX, await_leader};
 /// The largest JSON request body.
 pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 /// The largest value body: the `kv` value limit (a larger body is refused with 413 before it
@@ -47,12 +46,8 @@ pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 pub const VALUE_BODY_BYTES_MAX: usize = kv::VALUE_BYTES_MAX;
 /// The header a forwarded request carries: how many times it has been forwarded (1 or more).
 /// A node that is not the leader forwards again while fewer than [`FORWARD_HOPS_MAX`] hops
-/// were made, so a count a client sends itself cannot make a follower refuse a request it
-/// could forward.
+/// were made (`service::route`).
 pub const FORWARDED_HEADER: &str = proto::rest::headers::FORWARDED;
-/// Most times one request is forwarded between nodes: enough for a leader change while the
-/// request travels (follower -> old leader -> new leader), few enough to end a loop fast.
-pub const FORWARD_HOPS_MAX: u64 = 3;
 /// The header with which a client asks for a redirect (307) instead of forwarding.
 pub const NO_FORWARD_HEADER: &str = proto::rest::headers::NO_FORWARD;
 /// The session id of an exactly-once write (with [`SEQUENCE_HEADER`]).
@@ -85,13 +80,11 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     let body = read_body(&server, body, limit).await?;
     let req = Req { parts, body };
     // A removed node serves nothing but what tells an operator where it stands.
-    if let Some(at) = server.removed_at()
-        && !matches!(
-            path.as_str(),
-            "/health" | "/ready" | "/cluster/id" | "/cluster/nodes"
-        )
-    {
-        return Err(cluster::removed_error(&server, at));
+    if !matches!(
+        path.as_str(),
+        "/health" | "/ready" | "/status" | "/cluster/id" | "/cluster/nodes"
+    ) {
+        crate::service::cluster::serving(&server)?;
     }
     if let Some(raw_key) = path.strip_prefix("/keys/") {
         let key = percent_decode(raw_key, false)?;
@@ -108,6 +101,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         (Method::POST, "/sessions") => keys::register_session(&server, req).await,
         (Method::GET, "/health") => cluster::health(&server),
         (Method::GET, "/ready") => cluster::ready(&server),
+        (Method::GET, "/status") => cluster::status(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),
         (Method::GET, "/cluster/id") => cluster::cluster_id(&server),
@@ -121,6 +115,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
             | "/sessions"
             | "/health"
             | "/ready"
+            | "/status"
             | "/cluster/nodes"
             | "/cluster/leader"
             | "/cluster/id"
@@ -151,11 +146,15 @@ async fn handle(
     let _busy = activity.busy();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_string());
     Ok(match route(server, req).await {
         Ok(response) => response,
         Err(e) => {
             debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
-            e.into_response()
+            error_response(e, &path_and_query)
         }
     })
 }

@@ -52,7 +52,7 @@ pub fn accepts(method: &Method, path: &str) -> Option<Accepts> {
         ),
         (&Method::DELETE, "/keys") => only(&["prefix", "all"], WRITE_HEADERS),
         (&Method::POST, "/sessions")
-        | (&Method::GET, "/health" | "/ready")
+        | (&Method::GET, "/health" | "/ready" | "/status")
         | (&Method::GET, "/cluster/nodes" | "/cluster/leader" | "/cluster/id")
         | (&Method::POST, "/cluster/join" | "/cluster/remove" | "/cluster/transfer-leader")
         | (&Method::POST, "/admin/snapshot") => only(&[], FORWARDING_HEADERS),
@@ -139,7 +139,9 @@ pub fn check_strict(
             .with("header", json!(name)));
         }
     }
-    forwarded_hops(&parts.headers)?;
+    if let Some(value) = parts.headers.get(FORWARDED_HEADER) {
+        crate::service::route::parse_hops(value.to_str().unwrap_or(""), FORWARDED_HEADER)?;
+    }
     Ok(())
 }
 
