@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .bytes(".")
+        .codec_path("crate::codec::RaftkvCodec")
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

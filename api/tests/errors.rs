@@ -127,6 +127,66 @@ fn the_error_table_in_docs_api_md_matches_the_codes_the_server_builds() {
     );
 }
 
+/// The `(REST code, gRPC code)` rows of docs/api.md's gRPC error table.
+fn documented_grpc() -> BTreeMap<String, String> {
+    let table = API_DOC
+        .split("## gRPC")
+        .nth(1)
+        .expect("docs/api.md has a gRPC section");
+    let mut rows = BTreeMap::new();
+    for line in table.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let unquote = |c: &str| {
+            c.strip_prefix('`')
+                .and_then(|c| c.strip_suffix('`'))
+                .map(str::to_string)
+        };
+        if cells.len() < 4 {
+            continue;
+        }
+        if let (Some(rest), Some(grpc)) = (unquote(cells[1]), unquote(cells[2]))
+            && grpc.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            assert!(
+                rows.insert(rest.clone(), grpc).is_none(),
+                "docs/api.md's gRPC table lists {rest} twice"
+            );
+        }
+    }
+    rows
+}
+
+/// `FailedPrecondition` as gRPC spells it: `FAILED_PRECONDITION`.
+fn screaming(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[test]
+fn the_grpc_error_table_in_docs_api_md_is_the_contracts_mapping() {
+    // Given the gRPC table and the contract's mapping, then they are the same rows.
+    let contract: BTreeMap<String, String> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            (
+                c.as_str().to_string(),
+                screaming(&format!("{:?}", c.grpc())),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented_grpc(),
+        contract,
+        "docs/api.md's gRPC table and proto::rest::ErrorCode::grpc differ"
+    );
+}
+
 /// Checks that an answer is an error with this status and code, that the pair is in
 /// docs/api.md's table, and returns its message.
 fn expect_error(what: &str, (status, body): (u16, String), want: u16, code: &str) -> String {

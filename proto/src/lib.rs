@@ -1,7 +1,8 @@
 //! RaftKV's wire contract, written once for the server, the client and the tests.
 //!
 //! - [`pb`]: the gRPC API, package `raftkv.v1`, generated from `proto/raftkv.proto` (messages,
-//!   `KV`, `Cluster` and `Maintenance` servers and clients).
+//!   `KV`, `Cluster` and `Maintenance` servers and clients), with its codec ([`codec`]: a
+//!   malformed message is `INVALID_ARGUMENT`) and metadata keys ([`metadata`]).
 //! - [`rest`]: the REST API (docs/api.md) as Rust types: the answers' JSON bodies, the header
 //!   names, the query values, and the byte encodings that carry any key through a URL and
 //!   through JSON.
@@ -22,6 +23,8 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/raftkv_descriptor.bin"));
 }
 
+pub mod codec;
+pub mod metadata;
 pub mod rest;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `raftkv`: one RaftKV node. With no configuration at all it is a single node with data in
-//! `./data` and the HTTP API on `127.0.0.1:8080`; see `config/config.example.yaml`.
+//! `./data`, the HTTP API on `127.0.0.1:8080` and the gRPC API on `127.0.0.1:9090`; see
+//! `config/config.example.yaml`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,12 +75,20 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config) -> ExitCode {
     let http_addr = config.server.http_addr.clone();
-    // Both ports are bound before the data directory is touched (the peer port inside
+    let grpc_addr = config.server.grpc_addr.clone();
+    // Every port is bound before the data directory is touched (the peer port inside
     // `Server::start`): a node that cannot listen leaves its data directory as it found it.
     let listener = match tokio::net::TcpListener::bind(&http_addr).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("raftkv: cannot listen for HTTP on {http_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let grpc_listener = match tokio::net::TcpListener::bind(&grpc_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("raftkv: cannot listen for gRPC on {grpc_addr} (server.grpc_addr): {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -90,15 +99,25 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    info!(http = %http_addr, "serving the HTTP API");
+    info!(http = %http_addr, grpc = %grpc_addr, "serving the HTTP and gRPC APIs");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(api::http::serve(listener, Arc::clone(&server), shutdown_rx));
+    let http = tokio::spawn(api::http::serve(
+        listener,
+        Arc::clone(&server),
+        shutdown_rx.clone(),
+    ));
+    let grpc = tokio::spawn(api::grpc::serve(
+        grpc_listener,
+        Arc::clone(&server),
+        shutdown_rx,
+    ));
 
     wait_for_signal().await;
     info!("shutting down");
     hand_over_leadership(&server).await;
     let _ = shutdown_tx.send(true);
     let _ = http.await;
+    let _ = tokio::time::timeout(api::service::REQUEST_TIMEOUT, grpc).await;
     server.node.shutdown().await;
     info!("stopped");
     ExitCode::SUCCESS

@@ -1,0 +1,189 @@
+//! The `raftkv.v1.Cluster` and `raftkv.v1.Maintenance` services: each method decodes its
+//! message into the shared handler's arguments ([`crate::service::cluster`]) and encodes the
+//! answer, or relays the request to the leader when the handler says so.
+
+use proto::pb::{self, cluster_client::ClusterClient};
+use proto::rest;
+use tonic::{Request, Response, Status};
+
+use super::forward::via;
+use super::status::status_of;
+use super::{Api, serving};
+use crate::service::Step;
+use crate::service::cluster as service;
+
+/// An optional text field: proto3 sends "not given" as empty.
+fn given(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn member(info: rest::LeaderInfo) -> pb::Member {
+    pb::Member {
+        id: info.id.0,
+        raft_addr: info.raft_addr,
+        http_addr: info.http_addr,
+        grpc_addr: info.grpc_addr.unwrap_or_default(),
+        role: String::new(),
+        match_index: None,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Api {
+    async fn nodes(
+        &self,
+        _request: Request<pb::NodesRequest>,
+    ) -> Result<Response<pb::NodesResponse>, Status> {
+        // Like GET /cluster/nodes, served even by a removed node: it tells where it stands.
+        let nodes = service::nodes(&self.server)
+            .nodes
+            .into_iter()
+            .map(|n| pb::Member {
+                id: n.id.0,
+                raft_addr: n.raft_addr.unwrap_or_default(),
+                http_addr: n.http_addr.unwrap_or_default(),
+                grpc_addr: n.grpc_addr.unwrap_or_default(),
+                role: n.role,
+                match_index: n.match_index,
+            })
+            .collect();
+        Ok(Response::new(pb::NodesResponse { nodes }))
+    }
+
+    async fn leader(
+        &self,
+        _request: Request<pb::LeaderRequest>,
+    ) -> Result<Response<pb::LeaderResponse>, Status> {
+        serving(&self.server)?;
+        let leader = service::leader(&self.server).map_err(status_of)?;
+        Ok(Response::new(pb::LeaderResponse {
+            id: leader.id.0,
+            raft_addr: leader.raft_addr,
+            http_addr: leader.http_addr,
+            grpc_addr: leader.grpc_addr.unwrap_or_default(),
+        }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let join = rest::JoinRequest {
+            node_id: message.node_id.clone(),
+            raft_addr: message.raft_addr.clone(),
+            http_addr: message.http_addr.clone(),
+            grpc_addr: given(message.grpc_addr.clone()),
+            cluster_id: given(message.cluster_id.clone()),
+            fresh: message.fresh,
+        };
+        let answer = match service::join(&self.server, via, join)
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(joined) => pb::JoinResponse {
+                id: joined.id.0,
+                role: joined.role,
+                cluster_id: joined.cluster_id.unwrap_or_default(),
+                members: joined.members.into_iter().map(member).collect(),
+            },
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        ClusterClient::new(ch).join(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let answer = match service::remove(&self.server, via, message.node_id.clone())
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(removed) => pb::RemoveResponse {
+                removed: removed.removed.0,
+            },
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        ClusterClient::new(ch).remove(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let answer = match service::transfer(&self.server, via, message.node_id.clone())
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(moved) => pb::TransferLeaderResponse {
+                leader: moved.leader.0,
+            },
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        ClusterClient::new(ch).transfer_leader(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Api {
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        serving(&self.server)?;
+        let taken = service::snapshot(&self.server).await.map_err(status_of)?;
+        Ok(Response::new(pb::SnapshotResponse {
+            index: taken.index,
+            term: taken.term,
+            keys: taken.keys,
+            file: taken.file,
+            taken: taken.taken,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        // Served even by a removed node, whose role then says so.
+        let status = service::status(&self.server);
+        Ok(Response::new(pb::StatusResponse {
+            node_id: status.node_id.0,
+            cluster_id: status.cluster_id,
+            role: status.role,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            leader: status.leader.map(|l| l.0).unwrap_or_default(),
+            snapshot_index: status.snapshot_index,
+            db_size_bytes: status.db_size_bytes,
+        }))
+    }
+}

@@ -1,0 +1,268 @@
+//! The `raftkv.v1.KV` service: each method decodes its message into the shared handler's
+//! arguments ([`crate::service::keys`]) and encodes the answer, or relays the request to the
+//! leader when the handler says so. `List` streams pages from a task that gives up on a
+//! client that stops reading.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::pb::{self, kv_client::KvClient};
+use proto::rest::{self, Consistency};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::forward::via;
+use super::status::status_of;
+use super::{Api, serving};
+use crate::service::keys::{self as service, DeletePrefixArgs, ListArgs, PutArgs};
+use crate::service::{ApiError, Step};
+
+/// Keys per page of a streamed listing (at most [`kv::RANGE_LIMIT_MAX`]).
+pub const LIST_PAGE_KEYS: usize = 1000;
+/// Pages a listing prepares ahead of the client.
+pub const LIST_PAGES_AHEAD: usize = 2;
+/// How long a listing waits for a client that stopped reading before it ends the stream and
+/// frees what it holds.
+pub const LIST_STALL_MAX: Duration = Duration::from_secs(30);
+
+/// The consistency a request names: `INVALID_ARGUMENT` for a number the enum does not have.
+pub(super) fn consistency(value: i32) -> Result<Consistency, ApiError> {
+    match pb::Consistency::try_from(value) {
+        Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(pb::Consistency::Stale) => Ok(Consistency::Stale),
+        Err(_) => Err(ApiError::bad_request(format!(
+            "consistency {value} is neither CONSISTENCY_LINEARIZABLE (0) nor CONSISTENCY_STALE (1)"
+        ))),
+    }
+}
+
+fn session(session: Option<pb::Session>) -> Result<Option<kv::Session>, ApiError> {
+    session
+        .map(|s| {
+            service::session(
+                s.client_id,
+                s.sequence,
+                ["session.client_id", "session.sequence"],
+            )
+        })
+        .transpose()
+}
+
+fn staleness(stale: Option<rest::StaleInfo>) -> Option<pb::Staleness> {
+    stale.map(|s| pb::Staleness {
+        applied_index: s.applied_index,
+        commit_index: s.commit_index,
+    })
+}
+
+fn key_value(kv: rest::KeyValue) -> pb::KeyValue {
+    pb::KeyValue {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+    }
+}
+
+fn delete_response(d: rest::DeleteResult) -> pb::DeleteResponse {
+    pb::DeleteResponse {
+        revision: d.revision,
+        deleted: d.deleted,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Api {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        serving(&self.server)?;
+        let message = request.into_inner();
+        let consistency = consistency(message.consistency).map_err(status_of)?;
+        let kv = service::get(&self.server, &message.key, consistency)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::GetResponse {
+            revision: kv.revision,
+            stale: staleness(kv.stale),
+            kv: Some(key_value(kv)),
+        }))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let compare = message.condition.clone().map(|c| match c {
+            pb::put_request::Condition::PrevVersion(v) => kv::Compare::Version(v),
+            pb::put_request::Condition::PrevValue(v) => kv::Compare::Value(v),
+        });
+        let args = PutArgs {
+            key: message.key.clone(),
+            value: message.value.clone(),
+            compare,
+            session: session(message.session).map_err(status_of)?,
+        };
+        let answer = match service::put(&self.server, via, args)
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(put) => pb::PutResponse {
+                revision: put.revision,
+                version: put.version,
+            },
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        KvClient::new(ch).put(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let session = session(message.session).map_err(status_of)?;
+        let answer = match service::delete(&self.server, via, message.key.clone(), session)
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(deleted) => delete_response(deleted),
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        KvClient::new(ch).delete(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    type ListStream = ReceiverStream<Result<pb::ListResponse, Status>>;
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        serving(&self.server)?;
+        let message = request.into_inner();
+        let after = (!message.after.is_empty()).then(|| message.after.clone());
+        service::check_list(&message.prefix, after.as_deref()).map_err(status_of)?;
+        let mut args = ListArgs {
+            prefix: message.prefix,
+            after,
+            limit: LIST_PAGE_KEYS,
+            consistency: consistency(message.consistency).map_err(status_of)?,
+        };
+        // 0: every key. A bound past what memory could hold still streams page by page.
+        let mut left = match message.limit {
+            0 => u64::MAX,
+            n => n,
+        };
+        // The first page before the answer, so that an error is the call's status rather
+        // than the stream's first item.
+        args.limit = LIST_PAGE_KEYS.min(usize::try_from(left).unwrap_or(usize::MAX));
+        let first = service::list(&self.server, &args)
+            .await
+            .map_err(status_of)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(LIST_PAGES_AHEAD);
+        let server = Arc::clone(&self.server);
+        tokio::spawn(async move {
+            let mut page = first;
+            loop {
+                left -= page.kvs.len() as u64;
+                let more = page.more && left > 0;
+                let next = page.next.clone();
+                let answer = pb::ListResponse {
+                    more,
+                    revision: page.revision,
+                    stale: staleness(page.stale),
+                    kvs: page.kvs.into_iter().map(key_value).collect(),
+                };
+                match tx.send_timeout(Ok(answer), LIST_STALL_MAX).await {
+                    Ok(()) => {}
+                    Err(_) => return, // The client went away or stopped reading.
+                }
+                let (true, Some(next)) = (more, next) else {
+                    return;
+                };
+                args.after = Some(next);
+                args.limit = LIST_PAGE_KEYS.min(usize::try_from(left).unwrap_or(usize::MAX));
+                page = match service::list(&server, &args).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send_timeout(Err(status_of(e)), LIST_STALL_MAX).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delete_prefix(
+        &self,
+        request: Request<pb::DeletePrefixRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let args = DeletePrefixArgs {
+            prefix: message.prefix.clone(),
+            all: message.all,
+            session: session(message.session).map_err(status_of)?,
+        };
+        let answer = match service::delete_prefix(&self.server, via, args)
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(deleted) => delete_response(deleted),
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        KvClient::new(ch).delete_prefix(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn register_session(
+        &self,
+        request: Request<pb::RegisterSessionRequest>,
+    ) -> Result<Response<pb::RegisterSessionResponse>, Status> {
+        serving(&self.server)?;
+        let via = via(&request).map_err(status_of)?;
+        let message = request.into_inner();
+        let answer = match service::register_session(&self.server, via)
+            .await
+            .map_err(status_of)?
+        {
+            Step::Done(s) => pb::RegisterSessionResponse {
+                client_id: s.client_id,
+            },
+            Step::Forward(to) => {
+                self.relay
+                    .call(to, message, |ch, r| async move {
+                        KvClient::new(ch).register_session(r).await
+                    })
+                    .await?
+            }
+        };
+        Ok(Response::new(answer))
+    }
+}
