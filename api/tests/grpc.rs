@@ -393,12 +393,17 @@ fn a_grpc_listing_streams_100000_keys_in_order() {
             .await
             .expect("list")
             .into_inner();
-        let mut keys = Vec::new();
+        let (mut keys, mut more) = (Vec::new(), false);
         while let Some(page) = stream.message().await.expect("a page") {
             assert!(page.stale.is_some(), "a stale page says how stale");
             keys.extend(page.kvs.into_iter().map(|kv| kv.key));
+            more = page.more;
         }
         assert_eq!(keys.len(), 2500);
+        assert!(
+            more,
+            "the limit ended the stream before the keys did, and it says so"
+        );
         assert_eq!(keys[0].as_ref(), b"big/000010");
     });
 }

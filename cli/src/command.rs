@@ -56,7 +56,8 @@ Exit codes:
   4  compare-and-swap failed
   5  unavailable (no endpoint reachable, no leader) or timed out (outcome unknown)
 
-Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:8080.";
+Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:8080
+(grpc://127.0.0.1:9090 with --grpc).";
 
 /// `kvcli`: the RaftKV command-line client.
 #[derive(Debug, Parser)]
@@ -68,15 +69,14 @@ Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:80
     arg_required_else_help = true
 )]
 pub struct Cli {
-    /// Comma-separated server URLs (http://host:port); the leader is found among them.
-    #[arg(
-        long,
-        global = true,
-        env = "RAFTKV_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:8080"
-    )]
+    /// Comma-separated server URLs: http://host:port (REST) or grpc://host:port (gRPC); the
+    /// leader is found among them.
+    #[arg(long, global = true, env = "RAFTKV_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// Talk gRPC: endpoints given as host:port are gRPC ones, and the default endpoint is
+    /// grpc://127.0.0.1:9090.
+    #[arg(long, global = true)]
+    pub grpc: bool,
     /// Print answers as JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -196,6 +196,9 @@ pub enum ClusterCommand {
         raft_addr: String,
         /// Its HTTP address (host:port).
         http_addr: String,
+        /// Its gRPC address (host:port), as its `server.grpc_addr`.
+        #[arg(long)]
+        grpc_addr: Option<String>,
     },
     /// Remove a node.
     Remove {
@@ -267,6 +270,43 @@ pub enum WorkloadArg {
     Mixed,
 }
 
+/// Which API `kvcli bench` loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// REST over HTTP/1.1.
+    Http,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+/// The endpoints to use: those given (`host:port` taken as gRPC with `grpc`), or the default
+/// single node's. With `grpc`, an `http://` endpoint is refused: it names the REST port.
+pub fn endpoints(given: &[String], grpc: bool) -> Result<Vec<String>, CliError> {
+    if given.is_empty() {
+        let default = if grpc {
+            "grpc://127.0.0.1:9090"
+        } else {
+            "http://127.0.0.1:8080"
+        };
+        return Ok(vec![default.to_owned()]);
+    }
+    given
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            if !grpc || e.starts_with("grpc://") {
+                Ok(e.to_owned())
+            } else if e.starts_with("http://") || e.starts_with("https://") {
+                Err(CliError::Usage(format!(
+                    "--grpc talks to the gRPC API: give grpc://host:port (or host:port) endpoints, not the REST URL {e}"
+                )))
+            } else {
+                Ok(format!("grpc://{e}"))
+            }
+        })
+        .collect()
+}
+
 /// Where `kvcli bench` sends requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TargetArg {
@@ -309,6 +349,9 @@ pub struct BenchArgs {
     /// Send to the leader or spread over all endpoints.
     #[arg(long, value_enum, default_value = "leader")]
     pub target: TargetArg,
+    /// The API to load: REST (http) or gRPC (grpc, the same as the global --grpc).
+    #[arg(long, value_enum, default_value = "http")]
+    pub protocol: ProtocolArg,
     /// Report ops/s, p50, p99, max and errors per window of this length, e.g. 10s.
     #[arg(long, value_parser = parse_flag_duration)]
     pub window: Option<Duration>,
@@ -512,18 +555,21 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
         call_timeout: cli.timeout,
         ..ClientOptions::default()
     };
+    let mut grpc = cli.grpc;
     if let Command::Bench(BenchCommand {
         command: None,
         args,
     }) = &cli.command
     {
+        grpc |= args.protocol == ProtocolArg::Grpc;
         options.idle_connections_per_endpoint = args.concurrency;
+        options.grpc_connections_per_endpoint = args.concurrency;
         options.routing = match args.target {
             TargetArg::Leader => Routing::Leader,
             TargetArg::All => Routing::Spread,
         };
     }
-    let client = Client::with_options(&cli.endpoints, options)?;
+    let client = Client::with_options(endpoints(&cli.endpoints, grpc)?, options)?;
     let json = cli.json;
     match cli.command {
         Command::Get { key, stale } => {
@@ -761,8 +807,8 @@ async fn cluster(
             }
             writeln!(
                 out,
-                "{:<16} {:<10} {:<22} {:<22} MATCH_INDEX",
-                "ID", "ROLE", "RAFT_ADDR", "HTTP_ADDR"
+                "{:<16} {:<10} {:<22} {:<22} {:<22} MATCH_INDEX",
+                "ID", "ROLE", "RAFT_ADDR", "HTTP_ADDR", "GRPC_ADDR"
             )
             .map_err(io_error)?;
             for n in &nodes {
@@ -771,11 +817,12 @@ async fn cluster(
                     .map_or_else(|| "-".to_owned(), |i| i.to_string());
                 writeln!(
                     out,
-                    "{:<16} {:<10} {:<22} {:<22} {match_index}",
+                    "{:<16} {:<10} {:<22} {:<22} {:<22} {match_index}",
                     n.id.0,
                     n.role,
                     n.raft_addr.as_deref().unwrap_or("-"),
-                    n.http_addr.as_deref().unwrap_or("-")
+                    n.http_addr.as_deref().unwrap_or("-"),
+                    n.grpc_addr.as_deref().unwrap_or("-")
                 )
                 .map_err(io_error)?;
             }
@@ -788,8 +835,11 @@ async fn cluster(
             }
             writeln!(
                 out,
-                "{} raft {} http {}",
-                leader.id, leader.raft_addr, leader.http_addr
+                "{} raft {} http {} grpc {}",
+                leader.id,
+                leader.raft_addr,
+                leader.http_addr,
+                leader.grpc_addr.as_deref().unwrap_or("-")
             )
             .map_err(io_error)
         }
@@ -797,8 +847,11 @@ async fn cluster(
             id,
             raft_addr,
             http_addr,
+            grpc_addr,
         } => {
-            let joined = client.join(&id, &raft_addr, &http_addr).await?;
+            let joined = client
+                .join(&id, &raft_addr, &http_addr, grpc_addr.as_deref())
+                .await?;
             if json {
                 return print_json(out, &joined);
             }
@@ -810,7 +863,8 @@ async fn cluster(
             // A blank node refuses to start unless told how: say what to pass.
             writeln!(
                 out,
-                "start it with: raftkv --node-id {id} --raft-addr {raft_addr} --http-addr {http_addr} --grpc-addr <its gRPC host:port> --join-addr <any member's HTTP URL>"
+                "start it with: raftkv --node-id {id} --raft-addr {raft_addr} --http-addr {http_addr} --grpc-addr {} --join-addr <any member's HTTP URL>",
+                grpc_addr.as_deref().unwrap_or("<its gRPC host:port>")
             )
             .map_err(io_error)
         }
@@ -999,6 +1053,32 @@ mod tests {
         assert!(cli.json);
         assert_eq!(cli.timeout, Duration::from_secs(2));
         assert!(matches!(cli.command, Command::Get { stale: true, .. }));
+    }
+
+    #[test]
+    fn grpc_picks_grpc_endpoints_and_refuses_a_rest_url() {
+        // Without endpoints, each protocol's default single node.
+        assert_eq!(
+            endpoints(&[], false).expect("ok"),
+            ["http://127.0.0.1:8080"]
+        );
+        assert_eq!(endpoints(&[], true).expect("ok"), ["grpc://127.0.0.1:9090"]);
+        // With --grpc, host:port is a gRPC endpoint and grpc:// stays as it is,
+        let given = ["a:1".to_owned(), "grpc://b:2".to_owned()];
+        assert_eq!(
+            endpoints(&given, true).expect("ok"),
+            ["grpc://a:1", "grpc://b:2"]
+        );
+        // but a REST URL is a usage error that says why.
+        let e = endpoints(&["http://a:1".to_owned()], true).expect_err("a REST URL");
+        assert!(e.to_string().contains("grpc://host:port"), "{e}");
+        // Without --grpc the endpoints are kept as given (their schemes choose).
+        assert_eq!(endpoints(&given, false).expect("ok"), ["a:1", "grpc://b:2"]);
+        let cli = parse(&["bench", "--protocol", "grpc"]).expect("valid");
+        let Command::Bench(BenchCommand { args, .. }) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(args.protocol, ProtocolArg::Grpc);
     }
 
     #[test]

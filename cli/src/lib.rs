@@ -1,7 +1,8 @@
 //! RaftKV's client library (the Rust SDK) and the pieces of the `kvcli` tool.
 //!
-//! Job: talk to a RaftKV cluster over its HTTP API (docs/api.md) — keys, exactly-once
-//! sessions, membership, snapshots, health — and drive load against it.
+//! Job: talk to a RaftKV cluster over either of its APIs (docs/api.md), REST (`http://`
+//! endpoints) or gRPC (`grpc://` endpoints), with the same methods, retries and errors — keys,
+//! exactly-once sessions, membership, snapshots, health — and drive load against it.
 //!
 //! - [`client`]: [`Client`], leader discovery, failover and retries; [`Session`] for
 //!   exactly-once writes.
@@ -19,6 +20,7 @@
 //! # async fn demo() -> cli::Result<()> {
 //! use cli::{Client, Consistency, Precondition};
 //!
+//! // "grpc://127.0.0.1:9091" and so on for the gRPC API: the calls below are the same.
 //! let client = Client::new(["http://127.0.0.1:8081", "http://127.0.0.1:8082"])?;
 //! let mut session = client.register_session().await?;
 //! let put = session.put("greeting", "hello").await?;

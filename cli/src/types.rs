@@ -45,6 +45,10 @@ pub struct ClientOptions {
     /// Most idle keep-alive connections kept per endpoint (the load generator sets it to
     /// its concurrency).
     pub idle_connections_per_endpoint: usize,
+    /// HTTP/2 connections a client opens to each `grpc://` endpoint, taken in turn by its
+    /// calls (each multiplexes many calls). One is enough for most programs; the load
+    /// generator opens one per worker, as etcd's benchmark clients do.
+    pub grpc_connections_per_endpoint: usize,
 }
 
 /// Where key and cluster requests go first.
@@ -82,6 +86,8 @@ pub const BACKOFF_INITIAL_DEFAULT: Duration = Duration::from_millis(25);
 pub const BACKOFF_MAX_DEFAULT: Duration = Duration::from_millis(200);
 /// Default [`ClientOptions::idle_connections_per_endpoint`].
 pub const IDLE_CONNECTIONS_DEFAULT: usize = 8;
+/// Default [`ClientOptions::grpc_connections_per_endpoint`].
+pub const GRPC_CONNECTIONS_DEFAULT: usize = 1;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -94,6 +100,7 @@ impl Default for ClientOptions {
             backoff_max: BACKOFF_MAX_DEFAULT,
             routing: Routing::Leader,
             idle_connections_per_endpoint: IDLE_CONNECTIONS_DEFAULT,
+            grpc_connections_per_endpoint: GRPC_CONNECTIONS_DEFAULT,
         }
     }
 }

@@ -184,8 +184,10 @@ impl pb::kv_server::Kv for Api {
             let mut page = first;
             loop {
                 left -= page.kvs.len() as u64;
-                let more = page.more && left > 0;
                 let next = page.next.clone();
+                // `more` says whether keys match after this page, also when the limit ends
+                // the stream here: a client that pages by limit knows to ask again.
+                let more = page.more;
                 let answer = pb::ListResponse {
                     more,
                     revision: page.revision,
@@ -196,7 +198,7 @@ impl pb::kv_server::Kv for Api {
                     Ok(()) => {}
                     Err(_) => return, // The client went away or stopped reading.
                 }
-                let (true, Some(next)) = (more, next) else {
+                let (true, true, Some(next)) = (more, left > 0, next) else {
                     return;
                 };
                 args.after = Some(next);

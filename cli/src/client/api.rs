@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 #[cfg(doc)]
 use super::Session;
-use super::call::{Answer, Call, Replay, Route};
+use super::call::{Answer, Call, Op, Replay, Route};
 use super::{Client, KEY_BYTES_MAX, LIST_LIMIT_MAX, NO_LEADER, VALUE_BYTES_MAX};
 use crate::encoding::percent_encode;
 use crate::error::{Error, Result, from_response, one_line, printable};
@@ -103,7 +103,12 @@ impl Client {
         let key = key.as_ref();
         check_key(key)?;
         let path = format!("{}{}", key_path(key), read_query(consistency));
-        let mut call = Call::new(Method::GET, path, Replay::Safe);
+        let op = Op::Get {
+            key: Bytes::copy_from_slice(key),
+            consistency,
+            json: false,
+        };
+        let mut call = Call::new(op, Method::GET, path, Replay::Safe);
         call.key = Some(key);
         let answer = self.execute_ok(call).await?;
         let headers = &answer.headers;
@@ -138,7 +143,12 @@ impl Client {
         let key = key.as_ref();
         check_key(key)?;
         let path = format!("{}{}", key_path(key), read_query(consistency));
-        let mut call = Call::new(Method::GET, path, Replay::Safe).accept_json();
+        let op = Op::Get {
+            key: Bytes::copy_from_slice(key),
+            consistency,
+            json: true,
+        };
+        let mut call = Call::new(op, Method::GET, path, Replay::Safe).accept_json();
         call.key = Some(key);
         let answer = self.execute_ok(call).await?;
         let kv: KeyValue = parse_json(&answer, "GET /keys answer")?;
@@ -181,8 +191,13 @@ impl Client {
             }
             path.push_str(&format!("&limit={limit}"));
         }
+        let op = Op::List {
+            prefix: Bytes::copy_from_slice(prefix.as_ref()),
+            after: after.map(Bytes::copy_from_slice),
+            limit,
+        };
         let answer = self
-            .execute_ok(Call::new(Method::GET, path, Replay::Safe).accept_json())
+            .execute_ok(Call::new(op, Method::GET, path, Replay::Safe).accept_json())
             .await?;
         parse_json(&answer, "GET /keys?prefix answer")
     }
@@ -239,7 +254,12 @@ impl Client {
                 path.push_str(&format!("?prev_value={}", percent_encode(x)));
             }
         }
-        let mut call = Call::new(Method::PUT, path, Replay::Unsafe);
+        let op = Op::Put {
+            key: Bytes::copy_from_slice(key),
+            value: value.clone(),
+            condition: condition.cloned(),
+        };
+        let mut call = Call::new(op, Method::PUT, path, Replay::Unsafe);
         call.body = value;
         call.key = Some(key);
         let call = call.in_session(session);
@@ -253,7 +273,10 @@ impl Client {
         session: Option<(u64, u64)>,
     ) -> Result<DeleteResult> {
         check_key(key)?;
-        let mut call = Call::new(Method::DELETE, key_path(key), Replay::Unsafe);
+        let op = Op::Delete {
+            key: Bytes::copy_from_slice(key),
+        };
+        let mut call = Call::new(op, Method::DELETE, key_path(key), Replay::Unsafe);
         call.key = Some(key);
         let call = call.in_session(session);
         let answer = self.execute_ok(call).await?;
@@ -270,7 +293,10 @@ impl Client {
             Some(prefix) => format!("/keys?prefix={}", percent_encode(prefix)),
             None => "/keys?all=true".to_owned(),
         };
-        let call = Call::new(Method::DELETE, path, Replay::Unsafe).in_session(session);
+        let op = Op::DeletePrefix {
+            prefix: prefix.map(Bytes::copy_from_slice),
+        };
+        let call = Call::new(op, Method::DELETE, path, Replay::Unsafe).in_session(session);
         let answer = self.execute_ok(call).await?;
         parse_json(&answer, "DELETE /keys?prefix answer")
     }
@@ -281,6 +307,7 @@ impl Client {
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let answer = self
             .execute_ok(Call::new(
+                Op::Nodes,
                 Method::GET,
                 "/cluster/nodes".to_owned(),
                 Replay::Safe,
@@ -293,6 +320,7 @@ impl Client {
     pub async fn leader(&self) -> Result<LeaderInfo> {
         let answer = self
             .execute_ok(Call::new(
+                Op::Leader,
                 Method::GET,
                 "/cluster/leader".to_owned(),
                 Replay::Safe,
@@ -302,22 +330,30 @@ impl Client {
     }
 
     /// Adds a node as a learner; it is promoted once caught up (`POST /cluster/join`).
+    /// `grpc_addr` is its `server.grpc_addr` (the cluster records it once the node itself
+    /// joins, when not given here).
     pub async fn join(
         &self,
         node_id: &str,
         raft_addr: &str,
         http_addr: &str,
+        grpc_addr: Option<&str>,
     ) -> Result<JoinResult> {
         let body = JoinRequest {
             node_id: node_id.to_owned(),
             raft_addr: raft_addr.to_owned(),
             http_addr: http_addr.to_owned(),
-            grpc_addr: None,
+            grpc_addr: grpc_addr.map(str::to_owned),
             cluster_id: None,
             fresh: false,
         };
-        let call =
-            Call::new(Method::POST, "/cluster/join".to_owned(), Replay::Unsafe).json_body(&body);
+        let call = Call::new(
+            Op::Join(body.clone()),
+            Method::POST,
+            "/cluster/join".to_owned(),
+            Replay::Unsafe,
+        )
+        .json_body(&body);
         parse_json(&self.execute_ok(call).await?, "POST /cluster/join answer")
     }
 
@@ -326,8 +362,13 @@ impl Client {
         let body = NodeRequest {
             node_id: node_id.to_owned(),
         };
-        let call =
-            Call::new(Method::POST, "/cluster/remove".to_owned(), Replay::Unsafe).json_body(&body);
+        let call = Call::new(
+            Op::Remove(node_id.to_owned()),
+            Method::POST,
+            "/cluster/remove".to_owned(),
+            Replay::Unsafe,
+        )
+        .json_body(&body);
         parse_json(&self.execute_ok(call).await?, "POST /cluster/remove answer")
     }
 
@@ -337,6 +378,7 @@ impl Client {
             node_id: node_id.to_owned(),
         };
         let call = Call::new(
+            Op::Transfer(node_id.to_owned()),
             Method::POST,
             "/cluster/transfer-leader".to_owned(),
             Replay::Unsafe,
@@ -353,14 +395,19 @@ impl Client {
 
     /// Takes a snapshot on the first reachable endpoint (`POST /admin/snapshot`).
     pub async fn snapshot(&self) -> Result<SnapshotInfo> {
-        let mut call = Call::new(Method::POST, "/admin/snapshot".to_owned(), Replay::Unsafe);
+        let mut call = Call::new(
+            Op::Snapshot,
+            Method::POST,
+            "/admin/snapshot".to_owned(),
+            Replay::Unsafe,
+        );
         call.route = Route::NodeLocal;
         parse_json(&self.execute_ok(call).await?, "POST /admin/snapshot answer")
     }
 
     /// The `status` of the first reachable endpoint's `GET /health` (`"ok"`).
     pub async fn health(&self) -> Result<String> {
-        let mut call = Call::new(Method::GET, "/health".to_owned(), Replay::Safe);
+        let mut call = Call::new(Op::Health, Method::GET, "/health".to_owned(), Replay::Safe);
         call.route = Route::NodeLocal;
         Ok(parse_json::<Health>(&self.execute_ok(call).await?, "GET /health answer")?.status)
     }
@@ -368,7 +415,7 @@ impl Client {
     /// The readiness of the first reachable endpoint (`GET /ready`): `503 not_ready` is an
     /// answer here, not an error.
     pub async fn ready(&self) -> Result<Readiness> {
-        let mut call = Call::new(Method::GET, "/ready".to_owned(), Replay::Safe);
+        let mut call = Call::new(Op::Ready, Method::GET, "/ready".to_owned(), Replay::Safe);
         call.route = Route::NodeLocal;
         let (endpoint, answer) = self.execute(call).await?;
         let ready = match answer.status {

@@ -1,11 +1,51 @@
-//! One API call before it is sent anywhere ([`Call`]): method, path, body, headers, whether
-//! sending it twice is harmless ([`Replay`]) and where it goes first ([`Route`]); and the final
-//! [`Answer`] an endpoint gave. Invariant: only a call marked [`Replay::Safe`] is ever sent
-//! again after it may have reached a server.
+//! One API call before it is sent anywhere ([`Call`]): what it asks ([`Op`], from which the
+//! gRPC request is built), its REST form (method, path, body, headers), whether sending it
+//! twice is harmless ([`Replay`]) and where it goes first ([`Route`]); and the final
+//! [`Answer`] an endpoint gave, in the REST form whichever protocol carried it. Invariant: only
+//! a call marked [`Replay::Safe`] is ever sent again after it may have reached a server.
 
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use proto::rest::{Consistency, JoinRequest, Precondition};
+
+/// What a call asks, typed: the gRPC transport builds its request from this, the REST
+/// transport sends the call's REST form.
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    Get {
+        key: Bytes,
+        consistency: Consistency,
+        /// The answer as the JSON body (`Accept: application/json`) rather than the raw value.
+        json: bool,
+    },
+    List {
+        prefix: Bytes,
+        after: Option<Bytes>,
+        limit: Option<u32>,
+    },
+    Put {
+        key: Bytes,
+        value: Bytes,
+        condition: Option<Precondition>,
+    },
+    Delete {
+        key: Bytes,
+    },
+    /// `None`: every key.
+    DeletePrefix {
+        prefix: Option<Bytes>,
+    },
+    RegisterSession,
+    Nodes,
+    Leader,
+    Join(JoinRequest),
+    Remove(String),
+    Transfer(String),
+    Snapshot,
+    Health,
+    Ready,
+}
 
 /// Whether sending a request twice is harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +67,7 @@ pub(super) enum Route {
 
 /// One API call, before it is sent anywhere.
 pub(super) struct Call<'a> {
+    pub(super) op: Op,
     pub(super) method: Method,
     pub(super) path_and_query: String,
     pub(super) body: Bytes,
@@ -34,11 +75,14 @@ pub(super) struct Call<'a> {
     pub(super) key: Option<&'a [u8]>,
     pub(super) replay: Replay,
     pub(super) route: Route,
+    /// The exactly-once session `(client_id, sequence)` of a write, if any.
+    pub(super) session: Option<(u64, u64)>,
 }
 
 impl<'a> Call<'a> {
-    pub(super) fn new(method: Method, path_and_query: String, replay: Replay) -> Self {
+    pub(super) fn new(op: Op, method: Method, path_and_query: String, replay: Replay) -> Self {
         Call {
+            op,
             method,
             path_and_query,
             body: Bytes::new(),
@@ -46,6 +90,7 @@ impl<'a> Call<'a> {
             key: None,
             replay,
             route: Route::Cluster,
+            session: None,
         }
     }
 

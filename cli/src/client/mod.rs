@@ -1,4 +1,5 @@
-//! [`Client`]: the Rust SDK for RaftKV's HTTP API (docs/api.md).
+//! [`Client`]: the Rust SDK for RaftKV's APIs (docs/api.md), REST or gRPC per endpoint
+//! (`http://` or `grpc://`).
 //!
 //! Job: send each call to a node that can answer it, survive a node or a leader going away,
 //! and hand back typed answers or a typed [`Error`].
@@ -31,15 +32,24 @@
 //!   together, with another ([`ClientOptions::call_timeout`]);
 //! - a malformed answer becomes [`Error::Protocol`], never a panic.
 //!
+//! Protocols. A call is described once (`call::Op`, with its REST form beside it). Over REST
+//! it is sent as is; over gRPC (`grpc`) the matching method is called and its answer, or the
+//! node's refusal (its `ErrorInfo` reason is the REST code), is turned into the REST form, so
+//! that the retry rules, sessions and answer parsing above are one code path for both. Over
+//! gRPC a call that could not connect counts as not sent; any other failure without a node's
+//! answer as possibly applied. Leader discovery matches the leader's gRPC address against
+//! `grpc://` endpoints.
+//!
 //! Modules, one job each: `endpoint` (parsing the endpoints given), `call` (one request, before
 //! it is sent, and its answer), `retry` (the retry engine: routing, leader lookup, attempts
-//! and the retry rules above), `api` (the API methods: keys, cluster, admin, with their
-//! checks before sending and their answer parsing) and `session` ([`Session`]). This module
-//! holds the [`Client`] handle and the limits they share.
+//! and the retry rules above), `grpc` (an attempt over gRPC), `api` (the API methods: keys,
+//! cluster, admin, with their checks before sending and their answer parsing) and `session`
+//! ([`Session`]). This module holds the [`Client`] handle and the limits they share.
 
 mod api;
 mod call;
 mod endpoint;
+mod grpc;
 mod retry;
 mod session;
 
@@ -60,6 +70,7 @@ use crate::types::ClientOptions;
 use crate::types::Routing;
 use endpoint::{Endpoint, parse_endpoint};
 
+pub use endpoint::Protocol;
 pub use session::Session;
 
 /// Largest key the server accepts (docs/api.md: 4 KiB); checked before sending.
@@ -106,7 +117,8 @@ struct Inner {
 }
 
 impl Client {
-    /// A client for `endpoints` (each `http://host:port`) with default options.
+    /// A client for `endpoints` (each `http://host:port` or `grpc://host:port`) with default
+    /// options.
     pub fn new<I, S>(endpoints: I) -> Result<Client>
     where
         I: IntoIterator<Item = S>,
@@ -115,7 +127,8 @@ impl Client {
         Client::with_options(endpoints, ClientOptions::default())
     }
 
-    /// A client for `endpoints` (each `http://host:port`) with `options`.
+    /// A client for `endpoints` (each `http://host:port` or `grpc://host:port`) with
+    /// `options`.
     pub fn with_options<I, S>(endpoints: I, options: ClientOptions) -> Result<Client>
     where
         I: IntoIterator<Item = S>,
@@ -123,7 +136,7 @@ impl Client {
     {
         let endpoints = endpoints
             .into_iter()
-            .map(|e| parse_endpoint(e.as_ref()))
+            .map(|e| parse_endpoint(e.as_ref(), options.grpc_connections_per_endpoint))
             .collect::<Result<Vec<_>>>()?;
         let no_endpoint = |reason: &str| Error::InvalidEndpoint {
             endpoint: String::new(),
@@ -157,7 +170,7 @@ impl Client {
         })
     }
 
-    /// The endpoints, normalised to `http://host:port`.
+    /// The endpoints, normalised to `http://host:port` or `grpc://host:port`.
     pub fn endpoints(&self) -> Vec<String> {
         self.inner
             .endpoints

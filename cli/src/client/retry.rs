@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request};
 
 use super::api::parse_json;
-use super::call::{Answer, Call, Replay, Route};
-use super::endpoint::{Endpoint, authority_of};
+use super::call::{Answer, Call, Op, Replay, Route};
+use super::endpoint::{Endpoint, Protocol, authority_of};
 use super::{
     Client, LEADER_LOOKUP_INTERVAL_MIN, LEADER_LOOKUP_TIMEOUT_MAX, NO_LEADER, RESPONSE_BYTES_MAX,
 };
@@ -22,7 +22,7 @@ use crate::error::{EndpointFailure, Error, Result, from_response, one_line};
 use crate::types::{LeaderInfo, Routing};
 
 /// What one attempt on one endpoint came to.
-enum Attempt {
+pub(super) enum Attempt {
     /// The server answered.
     Answer(Answer),
     /// The request certainly did not reach the server.
@@ -182,7 +182,12 @@ impl Client {
             }
             *last = Some(Instant::now());
         }
-        let call = Call::new(Method::GET, "/cluster/leader".to_owned(), Replay::Safe);
+        let call = Call::new(
+            Op::Leader,
+            Method::GET,
+            "/cluster/leader".to_owned(),
+            Replay::Safe,
+        );
         for endpoint in &inner.endpoints {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -196,8 +201,14 @@ impl Client {
             let Ok(leader) = parse_json::<LeaderInfo>(&answer, "leader") else {
                 continue;
             };
-            let wanted = authority_of(&leader.http_addr);
-            let found = inner.endpoints.iter().position(|e| e.authority == wanted);
+            // Each endpoint is matched against the leader's address for its own protocol.
+            let found = inner.endpoints.iter().position(|e| {
+                let addr = match e.protocol {
+                    Protocol::Http => Some(leader.http_addr.as_str()),
+                    Protocol::Grpc => leader.grpc_addr.as_deref(),
+                };
+                addr.map(authority_of) == Some(e.authority.as_str())
+            });
             if let Some(index) = found {
                 inner.leader.store(index, Ordering::Relaxed);
             }
@@ -214,6 +225,13 @@ impl Client {
         call: &Call<'_>,
         timeout: Duration,
     ) -> Result<Attempt> {
+        if endpoint.protocol == Protocol::Grpc {
+            let exchange = super::grpc::attempt(endpoint, call, self.inner.options.connect_timeout);
+            return Ok(match tokio::time::timeout(timeout, exchange).await {
+                Ok(attempt) => attempt,
+                Err(_) => Attempt::Lost(format!("no answer within {timeout:?}")),
+            });
+        }
         let uri = format!("{}{}", endpoint.base, call.path_and_query);
         let mut builder = Request::builder().method(call.method.clone()).uri(&uri);
         for (name, value) in &call.headers {

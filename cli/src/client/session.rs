@@ -10,7 +10,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use proto::rest::SessionRegistered;
 
 use super::api::{non_empty_prefix, parse_json};
-use super::call::{Call, Replay};
+use super::call::{Call, Op, Replay};
 use super::{CLIENT_ID_HEADER, Client, SEQUENCE_HEADER};
 use crate::error::Result;
 use crate::types::{DeleteResult, Precondition, PutResult};
@@ -21,6 +21,7 @@ impl Call<'_> {
     /// number at most once.
     pub(super) fn in_session(mut self, session: Option<(u64, u64)>) -> Self {
         if let Some((client_id, sequence)) = session {
+            self.session = Some((client_id, sequence));
             self.headers = vec![
                 (
                     HeaderName::from_static(CLIENT_ID_HEADER),
@@ -42,6 +43,7 @@ impl Client {
     pub async fn register_session(&self) -> Result<Session> {
         let answer = self
             .execute_ok(Call::new(
+                Op::RegisterSession,
                 Method::POST,
                 "/sessions".to_owned(),
                 Replay::Unsafe,
