@@ -38,7 +38,7 @@ raftkv_nodes=""
 cleanup() {
     (cd "$bench/etcd" && ./etcd_cluster.sh stop >/dev/null 2>&1) || true
     if [[ -n $raftkv_nodes ]]; then
-        NODES=$raftkv_nodes HTTP_BASE=26080 RAFT_BASE=26000 scripts/cluster.sh stop "$raftkv_dir" >/dev/null 2>&1 || true
+        NODES=$raftkv_nodes HTTP_BASE=26080 RAFT_BASE=26000 GRPC_BASE=26100 scripts/cluster.sh stop "$raftkv_dir" >/dev/null 2>&1 || true
     fi
     rm -rf "$ETCDBENCH_DIR/data" "$raftkv_dir"
 }
@@ -71,7 +71,7 @@ for phase in $phases; do
     (cd "$bench/etcd" && ./etcd_cluster.sh start "$phase")
     rm -rf "$raftkv_dir"
     raftkv_nodes=$nodes
-    NODES=$nodes HTTP_BASE=26080 RAFT_BASE=26000 scripts/cluster.sh start "$raftkv_dir" >/dev/null
+    NODES=$nodes HTTP_BASE=26080 RAFT_BASE=26000 GRPC_BASE=26100 scripts/cluster.sh start "$raftkv_dir" >/dev/null
     for round in $(seq "$rounds"); do
         if [[ $phase == three ]]; then
             etcd_url=$(cd "$bench/etcd" && python3 leader.py | cut -d' ' -f2)
@@ -82,7 +82,7 @@ for phase in $phases; do
         run "${nodes}n-W2-raftkv-r$round" "$(raftkv_leader)" raftkv_put.lua
     done
     (cd "$bench/etcd" && ./etcd_cluster.sh stop)
-    NODES=$nodes HTTP_BASE=26080 RAFT_BASE=26000 scripts/cluster.sh stop "$raftkv_dir" >/dev/null
+    NODES=$nodes HTTP_BASE=26080 RAFT_BASE=26000 GRPC_BASE=26100 scripts/cluster.sh stop "$raftkv_dir" >/dev/null
     raftkv_nodes=""
     rm -rf "$ETCDBENCH_DIR/data" "$raftkv_dir"
 done

@@ -676,3 +676,32 @@ fn the_wal_batch_keys_still_set_the_raft_drivers_batch() {
     );
     assert!(line.contains("earlier name"), "{line}");
 }
+
+#[test]
+fn the_grpc_address_defaults_to_the_http_host_and_is_refused_on_the_http_port() {
+    // Unset, it is the HTTP API's host on port 9090: each host of a cluster configured before
+    // gRPC existed advertises its own address.
+    let config = load(&ConfigArgs::default(), env(&[])).unwrap();
+    assert_eq!(config.grpc_addr(), "127.0.0.1:9090");
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[("RAFTKV_SERVER__HTTP_ADDR", "node2.example:8080")]),
+    )
+    .unwrap();
+    assert_eq!(config.grpc_addr(), "node2.example:9090");
+    // Set by flag, it is what was given.
+    let flags = ConfigArgs {
+        grpc_addr: Some("127.0.0.1:19090".into()),
+        ..ConfigArgs::default()
+    };
+    assert_eq!(
+        load(&flags, env(&[])).unwrap().grpc_addr(),
+        "127.0.0.1:19090"
+    );
+    // The HTTP address again is refused, naming the key.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_SERVER__GRPC_ADDR", "127.0.0.1:8080")],
+    );
+    assert!(line.contains("server.grpc_addr"), "{line}");
+}

@@ -752,3 +752,98 @@ fn rest_and_grpc_answer_alike_for_one_state() {
         );
     });
 }
+
+#[test]
+fn a_connection_over_the_cap_is_told_so_and_a_stalled_listing_ends_with_an_error() {
+    let root = tempfile::tempdir().expect("temp dir");
+    // Given a node that serves two client connections and gives up on a second of silence,
+    let node = Proc::new(
+        "solo",
+        root.path(),
+        None,
+        &[
+            "--set",
+            "server.max_connections=2",
+            "--set",
+            "server.idle_timeout=1s",
+        ],
+    );
+    wait_until("solo leads", || ready(&node));
+    runtime().block_on(async {
+        // 20 MB of keys: far more than HTTP/2 flow control lets through to a client that does
+        // not read (a 2 MB stream window) and the pages the node prepares ahead.
+        let mut kv = kv(&node).await;
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let mut kv = kv.clone();
+            writers.push(tokio::spawn(async move {
+                let value = "v".repeat(2000);
+                for i in (w..STALL_KEYS).step_by(16) {
+                    kv.put(put(&format!("s/{i:05}"), &value))
+                        .await
+                        .expect("put");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.expect("writer");
+        }
+        // when a listing is opened and not read while the same connection stays busy,
+        let mut stream = kv
+            .list(pb::ListRequest {
+                prefix: Bytes::from_static(b"s/"),
+                ..Default::default()
+            })
+            .await
+            .expect("a list starts")
+            .into_inner();
+        for _ in 0..15 {
+            kv.get(get("s/00000", pb::Consistency::Stale))
+                .await
+                .expect("the connection stays in use");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // then it ends, after the pages queued, with DEADLINE_EXCEEDED, never as if complete;
+        let mut keys = 0;
+        let ended = loop {
+            match stream.message().await {
+                Ok(Some(page)) => keys += page.kvs.len(),
+                Ok(None) => panic!("a stalled listing ended as if complete after {keys} keys"),
+                Err(status) => break status,
+            }
+        };
+        assert!(keys < STALL_KEYS, "{keys} keys");
+        assert_eq!(
+            (ended.code(), reason(&ended).0.as_str()),
+            (Code::DeadlineExceeded, "timeout"),
+            "{ended:?}"
+        );
+        // and with two connections open (this one and another), a third is refused at each
+        // call with the REST code, so a client knows nothing was applied.
+        let _second = kv_client_on_new_connection(&node).await;
+        let mut third = KvClient::new(
+            Channel::from_shared(format!("http://{}", node.grpc))
+                .expect("a valid URI")
+                .connect_lazy(),
+        );
+        let refused = third.put(put("over", "1")).await.expect_err("over the cap");
+        assert_eq!(
+            (refused.code(), reason(&refused).0.as_str()),
+            (Code::Unavailable, "too_many_connections"),
+            "{refused:?}"
+        );
+    });
+}
+
+/// The keys of the stalled listing.
+const STALL_KEYS: usize = 10_000;
+
+/// A client on a connection of its own, connected and used once.
+async fn kv_client_on_new_connection(p: &Proc) -> KvClient<Channel> {
+    let mut client = kv(p).await;
+    client
+        .get(get("s/00000", pb::Consistency::Stale))
+        .await
+        .expect("a second connection is served");
+    client
+}

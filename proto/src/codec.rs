@@ -6,9 +6,41 @@
 
 use std::marker::PhantomData;
 
+use std::collections::HashMap;
+
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::rest::ErrorCode;
+
+/// A refusal of the gRPC layer itself (before any handler), with the `ErrorInfo` every
+/// refusal of this API carries, so that a client takes it for the node's answer (nothing was
+/// applied), not for a broken connection.
+pub fn refusal(code: tonic::Code, message: String, reason: ErrorCode) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(
+            reason.as_str(),
+            crate::metadata::ERROR_DOMAIN,
+            HashMap::new(),
+        ),
+    )
+}
+
+/// The first allocation of a message's encode or decode buffer. Most of this API's messages
+/// are a few hundred bytes; tonic's default of 8 KiB per message made every call allocate
+/// (and free) a buffer large enough to fall outside the allocator's fast bins. A larger message
+/// grows its buffer as it goes.
+pub const MESSAGE_BUFFER_BYTES: usize = 512;
+/// How much an encoder writes before it yields (tonic's default).
+pub const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
+fn buffers() -> BufferSettings {
+    BufferSettings::new(MESSAGE_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+}
 
 /// prost's encoding with decode failures answered `INVALID_ARGUMENT` (see the module).
 #[derive(Debug, Clone)]
@@ -35,7 +67,7 @@ where
     type Decoder = StrictDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        ProstEncoder::new(buffers())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -55,17 +87,18 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         U::decode(buf).map(Some).map_err(|e| {
-            Status::invalid_argument(format!(
+            let message = format!(
                 "the message is not a valid {}: {e}",
                 std::any::type_name::<U>()
                     .rsplit("::")
                     .next()
                     .unwrap_or("message")
-            ))
+            );
+            refusal(tonic::Code::InvalidArgument, message, ErrorCode::BadRequest)
         })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
+        buffers()
     }
 }

@@ -14,3 +14,6 @@ pub const LEADER_HTTP: &str = "x-raftkv-leader-http";
 /// REST API's error code (`cas_failed`, `not_leader`, ...) and whose metadata holds the REST
 /// body's extra field (`current_version`, `leader`, ...) as text.
 pub const ERROR_DOMAIN: &str = "raftkv.io";
+/// The `ErrorInfo` metadata fields whose text is JSON (a number or an object in the REST
+/// body); every other field's text is the REST body's string as it is.
+pub const JSON_FIELDS: [&str; 2] = ["current_version", "quota"];

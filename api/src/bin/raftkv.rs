@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 
 async fn run(config: config::Config) -> ExitCode {
     let http_addr = config.server.http_addr.clone();
-    let grpc_addr = config.server.grpc_addr.clone();
+    let grpc_addr = config.grpc_addr();
     // Every port is bound before the data directory is touched (the peer port inside
     // `Server::start`): a node that cannot listen leaves its data directory as it found it.
     let listener = match tokio::net::TcpListener::bind(&http_addr).await {

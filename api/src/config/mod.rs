@@ -152,8 +152,10 @@ pub struct RaftSection {
 pub struct ServerSection {
     /// `host:port` of the HTTP API.
     pub http_addr: String,
-    /// `host:port` of the gRPC API (`raftkv.v1`, with gRPC health checking and reflection).
-    pub grpc_addr: String,
+    /// `host:port` of the gRPC API (`raftkv.v1`, with gRPC health checking and reflection);
+    /// unset, the host of `http_addr` and port [`GRPC_PORT_DEFAULT`] (see
+    /// [`Config::grpc_addr`]). Recorded with the node's other addresses.
+    pub grpc_addr: Option<String>,
     /// The most client connections served at once; one more is answered `503
     /// too_many_connections` and closed. The node lowers it at start when the process's file
     /// descriptor limit cannot hold this many beside the reserve for the WAL, snapshots and
@@ -304,6 +306,9 @@ pub use raft::node::store::SNAPSHOT_CATCHUP_ENTRIES_DEFAULT;
 /// Largest `storage.snapshot_catchup_entries`: a log tail longer than this is better sent as a
 /// snapshot.
 pub const SNAPSHOT_CATCHUP_ENTRIES_MAX: u64 = 10_000_000;
+/// The gRPC port of a node whose `server.grpc_addr` is unset (on the host of its
+/// `server.http_addr`).
+pub const GRPC_PORT_DEFAULT: u16 = 9090;
 /// The longest `host:port` address (a DNS name is at most 253 bytes).
 pub const ADDRESS_BYTES_MAX: usize = 255;
 
@@ -326,7 +331,7 @@ impl Default for Config {
             },
             server: ServerSection {
                 http_addr: "127.0.0.1:8080".into(),
-                grpc_addr: "127.0.0.1:9090".into(),
+                grpc_addr: None,
                 max_connections: 4096,
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(30),
@@ -404,6 +409,22 @@ fn check_host_port(key: &str, text: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// The gRPC API's address: `server.grpc_addr`, or, unset, the host of `server.http_addr`
+    /// with port [`GRPC_PORT_DEFAULT`]. Derived from the HTTP host rather than fixed, so that
+    /// the members of a cluster on several hosts, configured before the gRPC API existed, each
+    /// advertise their own host's address (a fixed `127.0.0.1:9090` would be the same on every
+    /// member, and joins would find it in use).
+    pub fn grpc_addr(&self) -> String {
+        if let Some(addr) = &self.server.grpc_addr {
+            return addr.clone();
+        }
+        let http = &self.server.http_addr;
+        let host = http
+            .rsplit_once(':')
+            .map_or(http.as_str(), |(host, _)| host);
+        format!("{host}:{GRPC_PORT_DEFAULT}")
+    }
+
     /// Checks ranges and relations between keys that the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.raft;
@@ -413,14 +434,12 @@ impl Config {
             check_host_port("raft.raft_listen_addr", listen)?;
         }
         check_host_port("server.http_addr", &self.server.http_addr)?;
-        check_host_port("server.grpc_addr", &self.server.grpc_addr)?;
-        if self.server.grpc_addr == self.server.http_addr {
+        let grpc_addr = self.grpc_addr();
+        check_host_port("server.grpc_addr", &grpc_addr)?;
+        if grpc_addr == self.server.http_addr {
             return Err(bad(
                 "server.grpc_addr",
-                format!(
-                    "`{}` is server.http_addr too; the two APIs need their own ports",
-                    self.server.grpc_addr
-                ),
+                format!("`{grpc_addr}` is server.http_addr too; the two APIs need their own ports"),
             ));
         }
         if let Some(join) = &r.join_addr {

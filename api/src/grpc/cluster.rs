@@ -1,6 +1,7 @@
 //! The `raftkv.v1.Cluster` and `raftkv.v1.Maintenance` services: each method decodes its
 //! message into the shared handler's arguments ([`crate::service::cluster`]) and encodes the
-//! answer, or relays the request to the leader when the handler says so.
+//! answer, or relays the request to the leader when the handler says so. `Maintenance.Health`
+//! and `Maintenance.Ready` are `GET /health` and `GET /ready`, refusals included.
 
 use proto::pb::{self, cluster_client::ClusterClient};
 use proto::rest;
@@ -9,7 +10,6 @@ use tonic::{Request, Response, Status};
 use super::forward::via;
 use super::status::status_of;
 use super::{Api, serving};
-use crate::service::Step;
 use crate::service::cluster as service;
 
 /// An optional text field: proto3 sends "not given" as empty.
@@ -79,25 +79,21 @@ impl pb::cluster_server::Cluster for Api {
             cluster_id: given(message.cluster_id.clone()),
             fresh: message.fresh,
         };
-        let answer = match service::join(&self.server, via, join)
+        let step = service::join(&self.server, via, join)
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(joined) => pb::JoinResponse {
+            .map_err(status_of)?;
+        self.finish(
+            step,
+            message,
+            |joined| pb::JoinResponse {
                 id: joined.id.0,
                 role: joined.role,
                 cluster_id: joined.cluster_id.unwrap_or_default(),
                 members: joined.members.into_iter().map(member).collect(),
             },
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        ClusterClient::new(ch).join(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            |c, o, r| async move { ClusterClient::with_origin(c, o).join(r).await },
+        )
+        .await
     }
 
     async fn remove(
@@ -107,22 +103,18 @@ impl pb::cluster_server::Cluster for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let message = request.into_inner();
-        let answer = match service::remove(&self.server, via, message.node_id.clone())
+        let step = service::remove(&self.server, via, message.node_id.clone())
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(removed) => pb::RemoveResponse {
+            .map_err(status_of)?;
+        self.finish(
+            step,
+            message,
+            |removed| pb::RemoveResponse {
                 removed: removed.removed.0,
             },
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        ClusterClient::new(ch).remove(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            |c, o, r| async move { ClusterClient::with_origin(c, o).remove(r).await },
+        )
+        .await
     }
 
     async fn transfer_leader(
@@ -132,22 +124,18 @@ impl pb::cluster_server::Cluster for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let message = request.into_inner();
-        let answer = match service::transfer(&self.server, via, message.node_id.clone())
+        let step = service::transfer(&self.server, via, message.node_id.clone())
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(moved) => pb::TransferLeaderResponse {
+            .map_err(status_of)?;
+        self.finish(
+            step,
+            message,
+            |moved| pb::TransferLeaderResponse {
                 leader: moved.leader.0,
             },
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        ClusterClient::new(ch).transfer_leader(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            |c, o, r| async move { ClusterClient::with_origin(c, o).transfer_leader(r).await },
+        )
+        .await
     }
 }
 
@@ -184,6 +172,36 @@ impl pb::maintenance_server::Maintenance for Api {
             leader: status.leader.map(|l| l.0).unwrap_or_default(),
             snapshot_index: status.snapshot_index,
             db_size_bytes: status.db_size_bytes,
+        }))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        let health = service::health(&self.server).map_err(status_of)?;
+        Ok(Response::new(pb::HealthResponse {
+            status: health.status,
+        }))
+    }
+
+    async fn ready(
+        &self,
+        _request: Request<pb::ReadyRequest>,
+    ) -> Result<Response<pb::ReadyResponse>, Status> {
+        let ready = service::ready(&self.server).map_err(status_of)?;
+        Ok(Response::new(pb::ReadyResponse {
+            status: ready.status,
+            cluster_id: ready.cluster_id,
+            term: ready.term,
+            applied_index: ready.applied_index,
+            commit_index: ready.commit_index,
+            snapshot_index: ready.snapshot_index,
+            quota: Some(pb::Quota {
+                used_bytes: ready.quota.used_bytes,
+                quota_bytes: ready.quota.quota_bytes,
+                exceeded: ready.quota.exceeded,
+            }),
         }))
     }
 }

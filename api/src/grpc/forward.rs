@@ -1,15 +1,19 @@
 //! Forwarding over gRPC: reading how a request arrived ([`via`]) and sending it on to the
 //! leader's gRPC address when the shared handler says so ([`Relay::call`]; when is decided
-//! once, in `service::route`). Channels to the leaders are kept, one per address.
+//! once, in `service::route`). One HTTP/2 client per leader address is kept; it reconnects by
+//! itself, and its errors say whether a connection could be made at all.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use proto::metadata;
 use proto::rest::ErrorCode;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http::Uri;
 use tonic::{Request, Response, Status};
 
 use super::status::{is_ours, status_of};
@@ -18,6 +22,9 @@ use crate::service::{ApiError, Forward, REQUEST_TIMEOUT, Via};
 
 /// How long a follower waits to connect to the leader before it answers `no_leader`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The HTTP/2 client a forwarded call goes over.
+pub type LeaderClient = Client<HttpConnector, tonic::body::Body>;
 
 /// How the request arrived: the hop count in `x-raftkv-forwarded` (0 without it) and
 /// whether it asks not to be forwarded (`x-raftkv-no-forward`).
@@ -33,67 +40,71 @@ pub fn via<T>(request: &Request<T>) -> Result<Via, ApiError> {
     })
 }
 
-/// The channels to the nodes a follower forwards to, by gRPC address.
+/// The clients of the nodes a follower forwards to, by gRPC address.
 #[derive(Default)]
 pub struct Relay {
-    channels: Mutex<HashMap<String, Channel>>,
+    clients: Mutex<HashMap<String, LeaderClient>>,
+}
+
+/// Whether the HTTP client's error in a status's causes says no connection could be made.
+fn never_connected(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        if let Some(e) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return e.is_connect();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl Relay {
-    async fn channel(&self, to: &Forward) -> Result<Channel, ApiError> {
+    /// The client for the leader's gRPC address and that address as an origin; a leader
+    /// whose record has no gRPC address (written by an older version) is named instead, as a
+    /// client asking not to be forwarded is told, so that the client sends it there itself.
+    fn client(&self, to: &Forward) -> Result<(LeaderClient, Uri), ApiError> {
         let Some(addr) = to.leader.grpc_addr.clone() else {
-            // The leader's record predates gRPC: name it, as a client asking not to be
-            // forwarded is told.
-            let mut refusal = ApiError::new(
-                ErrorCode::NotLeader,
+            return Err(ApiError::not_leader(
+                &to.leader,
                 format!(
                     "this node is not the leader, and the leader {} has no gRPC address on record yet; send the request to it",
                     to.leader.name
                 ),
-            )
-            .with("leader", serde_json::json!(to.leader.name));
-            refusal.leader = Some(Box::new(to.leader.clone()));
-            return Err(refusal);
+            ));
         };
-        let known = self
-            .channels
-            .lock()
-            .expect("the channel map's lock is poisoned only if an insert panicked")
-            .get(&addr)
-            .cloned();
-        if let Some(channel) = known {
-            return Ok(channel);
-        }
-        let unreachable = |e: &dyn std::fmt::Display| {
+        let origin: Uri = format!("http://{addr}").parse().map_err(|e| {
             ApiError::new(
                 ErrorCode::NoLeader,
-                format!("the leader {} is unreachable: {e}", to.leader.name),
+                format!("the leader's gRPC address {addr} is not usable: {e}"),
             )
-        };
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| unreachable(&e))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| unreachable(&e))?;
-        self.channels
+        })?;
+        let mut clients = self
+            .clients
             .lock()
-            .expect("the channel map's lock is poisoned only if an insert panicked")
-            .insert(addr, channel.clone());
-        Ok(channel)
+            .expect("the client map's lock is poisoned only if an insert panicked");
+        let client = clients.entry(addr).or_insert_with(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector)
+        });
+        Ok((client.clone(), origin))
     }
 
-    /// Sends `message` to the leader with `call` (one method of a generated client), with the
-    /// forward's hop count, and hands back the leader's answer. A status the leader sent is
-    /// passed on as it is; a connection that broke after the request went out is a `timeout`
-    /// whose outcome is unknown (a write may have been applied), never a refusal.
+    /// Sends `message` to the leader with `call` (one method of a generated client, given the
+    /// HTTP/2 client and the leader's origin), with the forward's hop count, and hands back
+    /// the leader's answer. A status the leader sent is passed on as it is; a leader that
+    /// cannot be reached is `no_leader` (nothing was sent: safe to retry anywhere); a call
+    /// that broke after it went out is a `timeout` whose outcome is unknown (a write may have
+    /// been applied), never a refusal.
     pub async fn call<M, R, F, Fut>(&self, to: Forward, message: M, call: F) -> Result<R, Status>
     where
-        F: FnOnce(Channel, Request<M>) -> Fut,
+        F: FnOnce(LeaderClient, Uri, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        let channel = self.channel(&to).await.map_err(status_of)?;
+        let (client, origin) = self.client(&to).map_err(status_of)?;
         let mut request = Request::new(message);
         request.set_timeout(REQUEST_TIMEOUT);
         request.metadata_mut().insert(
@@ -103,9 +114,17 @@ impl Relay {
                 .parse()
                 .expect("a number is valid metadata"),
         );
-        match tokio::time::timeout(REQUEST_TIMEOUT, call(channel, request)).await {
+        match tokio::time::timeout(REQUEST_TIMEOUT, call(client, origin, request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) if is_ours(&status) => Err(status),
+            Ok(Err(status)) if never_connected(&status) => Err(status_of(ApiError::new(
+                ErrorCode::NoLeader,
+                format!(
+                    "the leader {} is unreachable: {}",
+                    to.leader.name,
+                    status.message()
+                ),
+            ))),
             Ok(Err(status)) => Err(status_of(ApiError::new(
                 ErrorCode::Timeout,
                 format!(

@@ -1,29 +1,26 @@
 //! The `raftkv.v1.KV` service: each method decodes its message into the shared handler's
 //! arguments ([`crate::service::keys`]) and encodes the answer, or relays the request to the
 //! leader when the handler says so. `List` streams pages from a task that gives up on a
-//! client that stops reading.
+//! client that stops reading, and says so in the stream's status.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use proto::pb::{self, kv_client::KvClient};
-use proto::rest::{self, Consistency};
+use proto::rest::{self, Consistency, ErrorCode};
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::forward::via;
 use super::status::status_of;
 use super::{Api, serving};
+use crate::service::ApiError;
 use crate::service::keys::{self as service, DeletePrefixArgs, ListArgs, PutArgs};
-use crate::service::{ApiError, Step};
 
 /// Keys per page of a streamed listing (at most [`kv::RANGE_LIMIT_MAX`]).
 pub const LIST_PAGE_KEYS: usize = 1000;
 /// Pages a listing prepares ahead of the client.
 pub const LIST_PAGES_AHEAD: usize = 2;
-/// How long a listing waits for a client that stopped reading before it ends the stream and
-/// frees what it holds.
-pub const LIST_STALL_MAX: Duration = Duration::from_secs(30);
 
 /// The consistency a request names: `INVALID_ARGUMENT` for a number the enum does not have.
 pub(super) fn consistency(value: i32) -> Result<Consistency, ApiError> {
@@ -80,6 +77,8 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::GetResponse>, Status> {
         serving(&self.server)?;
         let message = request.into_inner();
+        // The key first, as over REST, where it is the path.
+        service::check_key(&message.key).map_err(status_of)?;
         let consistency = consistency(message.consistency).map_err(status_of)?;
         let kv = service::get(&self.server, &message.key, consistency)
             .await
@@ -98,6 +97,7 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let message = request.into_inner();
+        service::check_key(&message.key).map_err(status_of)?;
         let compare = message.condition.clone().map(|c| match c {
             pb::put_request::Condition::PrevVersion(v) => kv::Compare::Version(v),
             pb::put_request::Condition::PrevValue(v) => kv::Compare::Value(v),
@@ -108,23 +108,19 @@ impl pb::kv_server::Kv for Api {
             compare,
             session: session(message.session).map_err(status_of)?,
         };
-        let answer = match service::put(&self.server, via, args)
+        let step = service::put(&self.server, via, args)
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(put) => pb::PutResponse {
+            .map_err(status_of)?;
+        self.finish(
+            step,
+            message,
+            |put| pb::PutResponse {
                 revision: put.revision,
                 version: put.version,
             },
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        KvClient::new(ch).put(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            |c, o, r| async move { KvClient::with_origin(c, o).put(r).await },
+        )
+        .await
     }
 
     async fn delete(
@@ -134,21 +130,15 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let message = request.into_inner();
+        service::check_key(&message.key).map_err(status_of)?;
         let session = session(message.session).map_err(status_of)?;
-        let answer = match service::delete(&self.server, via, message.key.clone(), session)
+        let step = service::delete(&self.server, via, message.key.clone(), session)
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(deleted) => delete_response(deleted),
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        KvClient::new(ch).delete(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            .map_err(status_of)?;
+        self.finish(step, message, delete_response, |c, o, r| async move {
+            KvClient::with_origin(c, o).delete(r).await
+        })
+        .await
     }
 
     type ListStream = ReceiverStream<Result<pb::ListResponse, Status>>;
@@ -161,25 +151,37 @@ impl pb::kv_server::Kv for Api {
         let message = request.into_inner();
         let after = (!message.after.is_empty()).then(|| message.after.clone());
         service::check_list(&message.prefix, after.as_deref()).map_err(status_of)?;
-        let mut args = ListArgs {
-            prefix: message.prefix,
-            after,
-            limit: LIST_PAGE_KEYS,
-            consistency: consistency(message.consistency).map_err(status_of)?,
-        };
         // 0: every key. A bound past what memory could hold still streams page by page.
         let mut left = match message.limit {
             0 => u64::MAX,
             n => n,
         };
+        let page_limit =
+            |left: u64| LIST_PAGE_KEYS.min(usize::try_from(left).unwrap_or(usize::MAX));
+        let mut args = ListArgs {
+            prefix: message.prefix,
+            after,
+            limit: page_limit(left),
+            consistency: consistency(message.consistency).map_err(status_of)?,
+        };
         // The first page before the answer, so that an error is the call's status rather
         // than the stream's first item.
-        args.limit = LIST_PAGE_KEYS.min(usize::try_from(left).unwrap_or(usize::MAX));
         let first = service::list(&self.server, &args)
             .await
             .map_err(status_of)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(LIST_PAGES_AHEAD);
+        // One slot more than the pages ahead, held for the last word: a stream the client
+        // stopped reading ends with an error after the pages it holds, never as if complete.
+        let (tx, rx) = tokio::sync::mpsc::channel(LIST_PAGES_AHEAD + 1);
+        let last_word = tx
+            .clone()
+            .reserve_owned()
+            .await
+            .expect("invariant: the receiver is still here");
         let server = Arc::clone(&self.server);
+        // A client that stopped reading (its connection kept busy by other calls) is given up
+        // after as long a silence as an idle connection; the stream then ends with
+        // `DEADLINE_EXCEEDED` after the pages already queued, and what it held is freed.
+        let stall_max = server.limits.idle_timeout;
         tokio::spawn(async move {
             let mut page = first;
             loop {
@@ -194,19 +196,29 @@ impl pb::kv_server::Kv for Api {
                     stale: staleness(page.stale),
                     kvs: page.kvs.into_iter().map(key_value).collect(),
                 };
-                match tx.send_timeout(Ok(answer), LIST_STALL_MAX).await {
+                match tx.send_timeout(Ok(answer), stall_max).await {
                     Ok(()) => {}
-                    Err(_) => return, // The client went away or stopped reading.
+                    Err(SendTimeoutError::Closed(_)) => return, // The client went away.
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        last_word.send(Err(status_of(ApiError::new(
+                            ErrorCode::Timeout,
+                            format!(
+                                "the listing stopped: the client read nothing for {} (server.idle_timeout)",
+                                crate::config::units::format_duration(stall_max)
+                            ),
+                        ))));
+                        return;
+                    }
                 }
                 let (true, true, Some(next)) = (more, left > 0, next) else {
                     return;
                 };
                 args.after = Some(next);
-                args.limit = LIST_PAGE_KEYS.min(usize::try_from(left).unwrap_or(usize::MAX));
+                args.limit = page_limit(left);
                 page = match service::list(&server, &args).await {
                     Ok(page) => page,
                     Err(e) => {
-                        let _ = tx.send_timeout(Err(status_of(e)), LIST_STALL_MAX).await;
+                        last_word.send(Err(status_of(e)));
                         return;
                     }
                 };
@@ -227,20 +239,13 @@ impl pb::kv_server::Kv for Api {
             all: message.all,
             session: session(message.session).map_err(status_of)?,
         };
-        let answer = match service::delete_prefix(&self.server, via, args)
+        let step = service::delete_prefix(&self.server, via, args)
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(deleted) => delete_response(deleted),
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        KvClient::new(ch).delete_prefix(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            .map_err(status_of)?;
+        self.finish(step, message, delete_response, |c, o, r| async move {
+            KvClient::with_origin(c, o).delete_prefix(r).await
+        })
+        .await
     }
 
     async fn register_session(
@@ -250,21 +255,17 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let message = request.into_inner();
-        let answer = match service::register_session(&self.server, via)
+        let step = service::register_session(&self.server, via)
             .await
-            .map_err(status_of)?
-        {
-            Step::Done(s) => pb::RegisterSessionResponse {
+            .map_err(status_of)?;
+        self.finish(
+            step,
+            message,
+            |s| pb::RegisterSessionResponse {
                 client_id: s.client_id,
             },
-            Step::Forward(to) => {
-                self.relay
-                    .call(to, message, |ch, r| async move {
-                        KvClient::new(ch).register_session(r).await
-                    })
-                    .await?
-            }
-        };
-        Ok(Response::new(answer))
+            |c, o, r| async move { KvClient::with_origin(c, o).register_session(r).await },
+        )
+        .await
     }
 }

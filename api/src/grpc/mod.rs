@@ -4,8 +4,11 @@
 //! Every method decodes its message and calls the handler the REST API calls
 //! ([`crate::service`]), so limits, forwarding, sessions and error codes are the same rules.
 //! Connections count against the same cap as HTTP ones (`server.max_connections`, through
-//! `http::limits`); a message over [`MESSAGE_BYTES_MAX`] is refused before it is read, and a
-//! listing stops waiting for a client that stopped reading ([`kv::LIST_STALL_MAX`]).
+//! `http::limits`; one over it is answered `UNAVAILABLE` `too_many_connections`) and are
+//! closed after the same silences (`server.header_read_timeout` before the first bytes,
+//! `server.idle_timeout` after); a message over [`MESSAGE_BYTES_MAX`] is refused before it is
+//! read, and a listing stops waiting for a client that stopped reading (after
+//! `server.idle_timeout`).
 //!
 //! One job per file: [`status`] (errors as statuses), [`forward`] (to the leader), then the
 //! services: [`kv`] and [`cluster`] (with `Maintenance`).
@@ -15,41 +18,66 @@ pub mod forward;
 pub mod kv;
 pub mod status;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use proto::pb;
+use proto::rest::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
-use tonic::Status;
+use tonic::codegen::http::Uri;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::http::limits::ConnectionSlot;
+use crate::http::limits::{ConnectionSlot, Limits};
 use crate::server::Server;
+use crate::service::Step;
 
 /// The largest message a client may send: a key and a value at their limits, and room for
 /// the other fields. A larger one is refused from its length prefix, before it is read.
 pub const MESSAGE_BYTES_MAX: usize = ::kv::KEY_BYTES_MAX + ::kv::VALUE_BYTES_MAX + 64 * 1024;
 /// Most requests in flight on one connection (HTTP/2 streams).
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
-/// How often an idle connection is pinged, and how long the ping's answer may take before
-/// the connection is closed (a client that vanished without closing).
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// See [`KEEPALIVE_INTERVAL`].
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the health service re-reads readiness.
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The services whose health `grpc.health.v1` reports (besides the server as a whole, "").
 pub const HEALTH_SERVICES: [&str; 3] =
     ["raftkv.v1.KV", "raftkv.v1.Cluster", "raftkv.v1.Maintenance"];
+/// Accepted connections waiting for the gRPC server to take them.
+pub const ACCEPT_QUEUE: usize = 64;
+/// How long a connection over the cap is served its refusal before it is closed.
+pub const REFUSAL_SERVE_MAX: Duration = Duration::from_secs(1);
 
-/// The state every gRPC method shares: the node, and the channels to forward to the leader.
+/// The state every gRPC method shares: the node, and the clients to forward to the leader.
 pub struct Api {
     server: Arc<Server>,
     relay: forward::Relay,
+}
+
+impl Api {
+    /// Answers a call the shared handler served (`encode`d), or relays it to the leader with
+    /// `call` (one method of a generated client).
+    async fn finish<T, M, R, F, Fut>(
+        &self,
+        step: Step<T>,
+        message: M,
+        encode: impl FnOnce(T) -> R,
+        call: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(forward::LeaderClient, Uri, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        Ok(Response::new(match step {
+            Step::Done(done) => encode(done),
+            Step::Forward(to) => self.relay.call(to, message, call).await?,
+        }))
+    }
 }
 
 /// Refuses a request to a node removed from its cluster, as the REST API does
@@ -58,11 +86,35 @@ fn serving(server: &Server) -> Result<(), Status> {
     crate::service::cluster::serving(server).map_err(status::status_of)
 }
 
-/// A client connection admitted within the node's connection cap; the slot is given back
-/// when the connection closes.
+/// A client connection admitted within the node's connection cap, closed when it stays
+/// silent too long: its first bytes (the HTTP/2 preface) must come within
+/// `server.header_read_timeout`, and after that it may go `server.idle_timeout` without a byte
+/// either way, as an HTTP connection may. The slot is given back when it closes.
 struct Admitted {
     stream: tokio::net::TcpStream,
     _slot: ConnectionSlot,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Admitted {
+    fn new(stream: tokio::net::TcpStream, slot: ConnectionSlot, limits: &Limits) -> Admitted {
+        Admitted {
+            stream,
+            _slot: slot,
+            idle: limits.idle_timeout,
+            deadline: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
+        }
+    }
+
+    fn active(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    fn silent_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl Connected for Admitted {
@@ -73,13 +125,30 @@ impl Connected for Admitted {
     }
 }
 
+fn silence() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the client sent nothing for too long",
+    )
+}
+
 impl AsyncRead for Admitted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
+            other => other,
+        }
     }
 }
 
@@ -89,7 +158,16 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match Pin::new(&mut self.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
+            other => other,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -105,7 +183,16 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
+            other => other,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -113,8 +200,34 @@ impl AsyncWrite for Admitted {
     }
 }
 
+/// Answers every call on a connection over the cap `UNAVAILABLE` `too_many_connections` (as
+/// REST answers `503`), for at most [`REFUSAL_SERVE_MAX`], then closes it: a client then
+/// knows nothing was applied and tries another node. Refusals in progress are bounded by the
+/// node's refusal budget (`http::limits`); past it the connection is closed at once.
+fn refuse(stream: tokio::net::TcpStream, server: &Server) {
+    let Some(permit) = server.limits.refusal() else {
+        return;
+    };
+    let allowed = server.limits.connections_allowed();
+    tokio::spawn(async move {
+        let refusal = move |_request: tonic::codegen::http::Request<hyper::body::Incoming>| {
+            let status = status::status_of(crate::service::ApiError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "this node serves {allowed} client connections already (server.max_connections); retry another node or later"
+                ),
+            ));
+            async move { Ok::<_, std::convert::Infallible>(status.into_http::<tonic::body::Body>()) }
+        };
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), hyper::service::service_fn(refusal));
+        let _ = tokio::time::timeout(REFUSAL_SERVE_MAX, connection).await;
+        drop(permit);
+    });
+}
+
 /// Accepts connections and hands those within the cap to the gRPC server; one over it is
-/// closed at once (gRPC has no answer to send before the HTTP/2 handshake).
+/// refused ([`refuse`]).
 async fn accept(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
@@ -128,16 +241,18 @@ async fn accept(
                     Ok((stream, _)) => stream,
                     Err(e) => {
                         warn!(error = %e, "accepting a gRPC connection failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(crate::http::limits::ACCEPT_ERROR_PAUSE).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
                 let Some(slot) = server.limits.admit() else {
                     debug!(allowed = server.limits.connections_allowed(), "refused a gRPC connection: too many open");
+                    refuse(stream, &server);
                     continue;
                 };
-                if admitted.send(Ok(Admitted { stream, _slot: slot })).await.is_err() {
+                let connection = Admitted::new(stream, slot, &server.limits);
+                if admitted.send(Ok(connection)).await.is_err() {
                     return;
                 }
             }
@@ -147,16 +262,20 @@ async fn accept(
 }
 
 /// Keeps `grpc.health.v1` in step with readiness (the rule `GET /ready` answers by):
-/// `SERVING` only while the node is ready.
+/// `SERVING` only while the node is ready. Ends with the server.
 async fn report_health(
     server: std::sync::Weak<Server>,
     reporter: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     use tonic_health::ServingStatus;
     let mut last = None;
     let mut tick = tokio::time::interval(HEALTH_POLL_INTERVAL);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
         let Some(server) = server.upgrade() else {
             return;
         };
@@ -175,28 +294,36 @@ async fn report_health(
     }
 }
 
-/// tonic refuses a message over the size limit with `OUT_OF_RANGE`; this API's code for a
-/// size limit is `RESOURCE_EXHAUSTED` (docs/api.md), and none of its own answers is
-/// `OUT_OF_RANGE`, so every such answer is the size check's and is renamed.
-fn size_refusal_is_resource_exhausted(
+/// tonic refuses a message over the size limit with `OUT_OF_RANGE` and no details; this
+/// API's answer for a size limit is `RESOURCE_EXHAUSTED` `too_large` with its `ErrorInfo`
+/// (docs/api.md), and none of its own answers is `OUT_OF_RANGE`, so every such answer is the
+/// size check's and is replaced.
+fn size_refusal_is_too_large(
     mut response: tonic::codegen::http::Response<tonic::body::Body>,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
-    const OUT_OF_RANGE: &str = "11";
-    let headers = response.headers_mut();
-    if headers
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if response
+        .headers()
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == OUT_OF_RANGE.as_bytes())
+        .is_none_or(|v| v.as_bytes() != out_of_range.as_bytes())
     {
-        headers.insert(
-            "grpc-status",
-            tonic::codegen::http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
+        return response;
+    }
+    let ours = proto::codec::refusal(
+        tonic::Code::ResourceExhausted,
+        format!("the message is larger than the limit of {MESSAGE_BYTES_MAX} bytes"),
+        ErrorCode::TooLarge,
+    )
+    .into_http::<tonic::body::Body>();
+    for (name, value) in ours.headers() {
+        response.headers_mut().insert(name.clone(), value.clone());
     }
     response
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` turns true, then lets the requests in
-/// flight finish (the caller bounds the wait, as `raftkv` does by [`crate::service::REQUEST_TIMEOUT`]).
+/// flight finish (the caller bounds the wait, as `raftkv` does by
+/// [`crate::service::REQUEST_TIMEOUT`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
@@ -212,7 +339,11 @@ pub async fn serve(
             .set_service_status(service, tonic_health::ServingStatus::NotServing)
             .await;
     }
-    tokio::spawn(report_health(Arc::downgrade(&server), reporter));
+    tokio::spawn(report_health(
+        Arc::downgrade(&server),
+        reporter,
+        shutdown.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -223,7 +354,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("invariant: the descriptor sets were compiled by this build and decode");
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
     tokio::spawn(accept(listener, Arc::clone(&server), tx, shutdown.clone()));
     let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut stop = shutdown;
@@ -233,10 +364,8 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(tower::util::MapResponseLayer::new(
-            size_refusal_is_resource_exhausted,
+            size_refusal_is_too_large,
         ))
         .add_service(
             pb::kv_server::KvServer::from_arc(Arc::clone(&api))

@@ -6,17 +6,9 @@
 use proto::rest;
 use serde_json::Value;
 
-use super::{ApiError, Handled, Req, json_str, ok, read_json, relay, via};
+use super::{ApiError, Handled, Req, answer, json_str, ok, read_json, via};
 use crate::server::Server;
-use crate::service::Step;
 use crate::service::cluster as service;
-
-async fn answer<T: serde::Serialize>(server: &Server, req: Req, step: Step<T>) -> Handled {
-    match step {
-        Step::Done(body) => ok(body),
-        Step::Forward(to) => relay(server, req, to).await,
-    }
-}
 
 /// `GET /health`: the process is up and its storage works (see [`service::health`]).
 pub fn health(server: &Server) -> Handled {
@@ -66,6 +58,12 @@ fn optional_text(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
 /// "fresh"?}` (see [`service::join`]).
 pub async fn join(server: &Server, req: Req) -> Handled {
     let body = read_json(&req.body)?;
+    // The names and addresses first, as they were always checked.
+    let (node_id, raft_addr, http_addr) = (
+        text(&body, "node_id")?,
+        text(&body, "raft_addr")?,
+        text(&body, "http_addr")?,
+    );
     let fresh = match body.get("fresh") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -77,29 +75,29 @@ pub async fn join(server: &Server, req: Req) -> Handled {
         Some(_) => return Err(ApiError::bad_request("cluster_id must be 16 hex digits")),
     };
     let request = rest::JoinRequest {
-        node_id: text(&body, "node_id")?,
-        raft_addr: text(&body, "raft_addr")?,
-        http_addr: text(&body, "http_addr")?,
+        node_id,
+        raft_addr,
+        http_addr,
         grpc_addr: optional_text(&body, "grpc_addr")?,
         cluster_id,
         fresh,
     };
     let step = service::join(server, via(&req)?, request).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `POST /cluster/remove` `{"node_id"}` (see [`service::remove`]).
 pub async fn remove(server: &Server, req: Req) -> Handled {
     let name = text(&read_json(&req.body)?, "node_id")?;
     let step = service::remove(server, via(&req)?, name).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `POST /cluster/transfer-leader` `{"node_id"}` (see [`service::transfer`]).
 pub async fn transfer(server: &Server, req: Req) -> Handled {
     let name = text(&read_json(&req.body)?, "node_id")?;
     let step = service::transfer(server, via(&req)?, name).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `POST /admin/snapshot` (see [`service::snapshot`]).

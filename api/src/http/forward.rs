@@ -13,9 +13,8 @@ use proto::rest::ErrorCode;
 use serde_json::Value;
 
 use super::*;
-use crate::server::Server;
 use crate::service::route::parse_hops;
-use crate::service::{Forward, Via};
+use crate::service::{Forward, Step, Via};
 
 /// How the request arrived: the hop count in [`FORWARDED_HEADER`] (0 without it) and
 /// whether it asks not to be forwarded ([`NO_FORWARD_HEADER`]).
@@ -30,9 +29,18 @@ pub fn via(req: &Req) -> Result<Via, ApiError> {
     })
 }
 
+/// Answers a request the shared handler took: its answer as JSON, or the leader's answer to the
+/// request relayed there.
+pub async fn answer<T: serde::Serialize>(req: Req, step: Step<T>) -> Handled {
+    match step {
+        Step::Done(body) => ok(body),
+        Step::Forward(to) => relay(req, to).await,
+    }
+}
+
 /// Sends the request to the leader, as the shared handler decided ([`Forward`]), and relays
 /// its answer. Every header goes along but the hop count, which becomes the forward's.
-pub async fn relay(_server: &Server, req: Req, to: Forward) -> Handled {
+pub async fn relay(req: Req, to: Forward) -> Handled {
     let Forward { leader, hops } = to;
     let path = req
         .parts

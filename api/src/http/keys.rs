@@ -9,11 +9,10 @@ use kv::{Compare, Session};
 use proto::rest::{self, Consistency, ErrorCode};
 
 use super::{
-    ApiError, Body, CLIENT_ID_HEADER, Handled, Req, SEQUENCE_HEADER, json_response, ok, param,
-    param_u64, query_params, relay, via,
+    ApiError, Body, CLIENT_ID_HEADER, Handled, Req, SEQUENCE_HEADER, answer, json_response, param,
+    param_u64, query_params, via,
 };
 use crate::server::Server;
-use crate::service::Step;
 use crate::service::keys::{self as service, DeletePrefixArgs, ListArgs, PutArgs};
 
 pub use crate::service::keys::LIST_LIMIT_DEFAULT;
@@ -42,15 +41,6 @@ fn session(req: &Req) -> Result<Option<Session>, ApiError> {
     }
 }
 
-/// Answers a write: the shared handler's answer as JSON, or the leader's answer to the
-/// request relayed there.
-async fn answer<T: serde::Serialize>(server: &Server, req: Req, step: Step<T>) -> Handled {
-    match step {
-        Step::Done(body) => ok(body),
-        Step::Forward(to) => relay(server, req, to).await,
-    }
-}
-
 /// `PUT /keys/{key}`, with `?prev_version=V` or `?prev_value=X` for compare-and-swap.
 pub async fn put(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     service::check_key(&key)?;
@@ -75,14 +65,14 @@ pub async fn put(server: &Server, req: Req, key: Vec<u8>) -> Handled {
         session: session(&req)?,
     };
     let step = service::put(server, via(&req)?, args).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `DELETE /keys/{key}`.
 pub async fn delete(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     service::check_key(&key)?;
     let step = service::delete(server, via(&req)?, Bytes::from(key), session(&req)?).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `DELETE /keys?prefix=P`, or `DELETE /keys?all=true` for every key.
@@ -99,25 +89,35 @@ pub async fn delete_prefix(server: &Server, req: Req) -> Handled {
         }
     };
     let prefix = param(&params, "prefix").unwrap_or(b"");
-    if prefix.is_empty() && !all {
-        return Err(ApiError::new(
-            ErrorCode::EmptyPrefix,
-            "DELETE /keys needs a non-empty ?prefix=, or ?all=true to delete every key",
-        ));
+    // The REST wording of the shared handler's two refusals, which name the query parameters.
+    match (prefix.is_empty(), all) {
+        (true, false) => {
+            return Err(ApiError::new(
+                ErrorCode::EmptyPrefix,
+                "DELETE /keys needs a non-empty ?prefix=, or ?all=true to delete every key",
+            ));
+        }
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "give ?prefix= or ?all=true, not both: all=true deletes every key",
+            ));
+        }
+        _ => {}
     }
+    service::check_prefix(prefix)?;
     let args = DeletePrefixArgs {
         prefix: Bytes::copy_from_slice(prefix),
         all,
         session: session(&req)?,
     };
     let step = service::delete_prefix(server, via(&req)?, args).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 /// `POST /sessions`.
 pub async fn register_session(server: &Server, req: Req) -> Handled {
     let step = service::register_session(server, via(&req)?).await?;
-    answer(server, req, step).await
+    answer(req, step).await
 }
 
 fn consistency(params: &[(String, Vec<u8>)]) -> Result<Consistency, ApiError> {
@@ -192,6 +192,7 @@ pub async fn list(server: &Server, req: Req) -> Handled {
     let limit = param_u64(&params, "limit")?.map_or(LIST_LIMIT_DEFAULT, |l| {
         usize::try_from(l).unwrap_or(usize::MAX)
     });
+    service::check_limit(limit)?;
     let args = ListArgs {
         prefix: Bytes::copy_from_slice(prefix),
         after: after.map(Bytes::copy_from_slice),

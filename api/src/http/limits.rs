@@ -102,6 +102,10 @@ pub fn raise_fd_limit() -> FdLimit {
     }
 }
 
+/// How long an accept loop pauses after `accept` failed (out of file descriptors, say) before
+/// it tries again, so that a persistent failure does not spin.
+pub const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The node's connection, time and memory bounds for client traffic (see the module docs).
 pub struct Limits {
     /// `server.max_connections`.

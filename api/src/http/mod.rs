@@ -26,7 +26,6 @@ pub use strict::*;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -197,7 +196,7 @@ pub async fn serve(
                     Ok(a) => a,
                     Err(e) => {
                         warn!(error = %e, "accepting an HTTP connection failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::time::sleep(limits::ACCEPT_ERROR_PAUSE).await;
                         continue;
                     }
                 };

@@ -347,7 +347,7 @@ fn member_of(config: &Config) -> MemberInfo {
         name: config.raft.node_id.clone(),
         raft_addr: config.raft.raft_addr.clone(),
         http_addr: config.server.http_addr.clone(),
-        grpc_addr: Some(config.server.grpc_addr.clone()),
+        grpc_addr: Some(config.grpc_addr()),
     }
 }
 

@@ -309,8 +309,13 @@ pub async fn join(
             return Err(conflict(
                 ErrorCode::MemberExists,
                 format!(
-                    "{name} is already a member at raft {} and http {}; a join does not change a member's addresses (remove it first to add it anew)",
-                    existing.raft_addr, existing.http_addr
+                    "{name} is already a member at raft {} and http {}{}; a join does not change a member's addresses (remove it first to add it anew)",
+                    existing.raft_addr,
+                    existing.http_addr,
+                    existing
+                        .grpc_addr
+                        .as_deref()
+                        .map_or_else(String::new, |grpc| format!(" and grpc {grpc}")),
                 ),
             ));
         }

@@ -16,14 +16,15 @@ use crate::server::machine::MemberInfo;
 #[derive(Debug)]
 pub struct ApiError {
     /// The stable code (docs/api.md), which sets the HTTP status and the gRPC code.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// What went wrong, for a person.
-    pub message: String,
+    pub(crate) message: String,
     /// One extra field of the answer (the REST body's, the gRPC details' metadata).
-    pub extra: Option<(&'static str, Value)>,
-    /// The leader a `not_leader` refusal names, whose addresses each protocol gives in its own
-    /// way (REST: `Location`; gRPC: metadata).
-    pub leader: Option<Box<MemberInfo>>,
+    pub(crate) extra: Option<(&'static str, Value)>,
+    /// The leader a `not_leader` refusal names ([`ApiError::not_leader`], the only way to
+    /// set it), whose addresses each protocol gives in its own way (REST: `Location`; gRPC:
+    /// metadata).
+    pub(crate) leader: Option<Box<MemberInfo>>,
 }
 
 impl ApiError {
@@ -35,6 +36,25 @@ impl ApiError {
             extra: None,
             leader: None,
         }
+    }
+
+    /// The `not_leader` refusal (307 over REST, `UNAVAILABLE` over gRPC): this node is not
+    /// the leader and will not forward; it names `leader`, whose addresses go with it.
+    pub fn not_leader(leader: &MemberInfo, message: impl Into<String>) -> ApiError {
+        let mut refusal = ApiError::new(ErrorCode::NotLeader, message)
+            .with("leader", Value::String(leader.name.clone()));
+        refusal.leader = Some(Box::new(leader.clone()));
+        refusal
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// 400 bad_request.

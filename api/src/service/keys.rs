@@ -17,8 +17,8 @@ use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
-/// The default number of keys a page of `GET /keys` holds.
-pub const LIST_LIMIT_DEFAULT: usize = 100;
+/// The default number of keys a page of `GET /keys` holds (the contract's).
+pub use proto::rest::LIST_LIMIT_DEFAULT;
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
@@ -248,7 +248,7 @@ pub async fn delete_prefix(
             ));
         }
     }
-    kv::validate_prefix(&args.prefix).map_err(too_large)?;
+    check_prefix(&args.prefix)?;
     let command = with_session(args.session, Command::delete_prefix(args.prefix));
     let step = write(server, via, command).await?;
     then(step, |outcome| match outcome {
@@ -325,13 +325,29 @@ pub async fn get(
 /// Checks a listing's arguments as both protocols take them: a prefix and an `after` key
 /// within the key limits.
 pub fn check_list(prefix: &[u8], after: Option<&[u8]>) -> Result<(), ApiError> {
-    kv::validate_prefix(prefix).map_err(too_large)?;
+    check_prefix(prefix)?;
     if let Some(after) = after {
         kv::validate_key(after).map_err(|e| {
             ApiError::bad_request(format!("after must be a key (the `next` of a page): {e}"))
         })?;
     }
     Ok(())
+}
+
+/// Checks a page's `limit`: 1..=[`kv::RANGE_LIMIT_MAX`].
+pub fn check_limit(limit: usize) -> Result<(), ApiError> {
+    if limit == 0 || limit > kv::RANGE_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={} (page with `after` for more)",
+            kv::RANGE_LIMIT_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a prefix against the key limits (413 `too_large`).
+pub fn check_prefix(prefix: &[u8]) -> Result<(), ApiError> {
+    kv::validate_prefix(prefix).map_err(too_large)
 }
 
 /// One page of the keys under a prefix, in key order.
@@ -344,12 +360,7 @@ pub fn check_list(prefix: &[u8], after: Option<&[u8]>) -> Result<(), ApiError> {
 /// read.
 pub async fn list(server: &Server, args: &ListArgs) -> Result<rest::ListResult, ApiError> {
     check_list(&args.prefix, args.after.as_deref())?;
-    if args.limit == 0 || args.limit > kv::RANGE_LIMIT_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..={} (page with `after` for more)",
-            kv::RANGE_LIMIT_MAX
-        )));
-    }
+    check_limit(args.limit)?;
     barrier(server, args.consistency).await?;
     let (range, revision) = {
         let machine = server.machine.lock().expect(MACHINE_LOCK);

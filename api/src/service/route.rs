@@ -8,7 +8,6 @@
 use proto::rest::ErrorCode;
 use raft::core::Role;
 use raft::node::NodeError;
-use serde_json::json;
 
 use super::{ApiError, REQUEST_TIMEOUT};
 use crate::server::Server;
@@ -100,16 +99,15 @@ pub fn forward_to_leader(server: &Server, via: Via) -> Result<Forward, ApiError>
     if via.no_forward || via.hops >= FORWARD_HOPS_MAX {
         let message = if via.hops >= FORWARD_HOPS_MAX {
             format!(
-                "this node is not the leader, and the request was forwarded {} times already: send it to the leader {}",
-                via.hops, leader.name
+                "this node is not the leader, and the request was forwarded {hops} times already ({FORWARDED}: {hops}): send it to the leader {}",
+                leader.name,
+                hops = via.hops,
+                FORWARDED = proto::rest::headers::FORWARDED
             )
         } else {
             "this node is not the leader".to_string()
         };
-        let mut refusal =
-            ApiError::new(ErrorCode::NotLeader, message).with("leader", json!(leader.name));
-        refusal.leader = Some(Box::new(leader));
-        return Err(refusal);
+        return Err(ApiError::not_leader(&leader, message));
     }
     Ok(Forward {
         leader,

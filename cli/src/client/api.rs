@@ -184,9 +184,9 @@ impl Client {
             path.push_str(&format!("&after={}", percent_encode(after)));
         }
         if let Some(limit) = limit {
-            if limit > LIST_LIMIT_MAX {
+            if limit == 0 || limit > LIST_LIMIT_MAX {
                 return Err(Error::BadRequest(format!(
-                    "limit {limit} is over the maximum {LIST_LIMIT_MAX}"
+                    "limit {limit} is not 1..={LIST_LIMIT_MAX}"
                 )));
             }
             path.push_str(&format!("&limit={limit}"));

@@ -1,15 +1,16 @@
 //! The endpoints a client is given: each `http://host:port` (the REST API) or
 //! `grpc://host:port` (the gRPC API), a trailing `/` allowed, normalised once so that the
 //! leader's announced address for that protocol can be matched against them. A gRPC endpoint
-//! keeps its HTTP/2 connections once made (calls multiplex over them, taken in turn).
+//! keeps its HTTP/2 clients (calls multiplex over their connections, taken in turn).
 //! Invariant: every [`Endpoint`] held has a known scheme, a port, and no path or query.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::Uri;
-use tonic::transport::Channel;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
 
@@ -31,52 +32,46 @@ pub(super) struct Endpoint {
     pub(super) authority: String,
     /// The API it speaks.
     pub(super) protocol: Protocol,
-    /// A gRPC endpoint's connections (one channel each), each once connected; calls take
-    /// them in turn.
-    channels: Vec<Mutex<Option<Channel>>>,
-    /// The next of `channels` to use.
+    /// A gRPC endpoint's HTTP/2 clients, each with its own connection (made at its first
+    /// call, and again after it breaks); calls take them in turn.
+    grpc: Vec<GrpcHttp>,
+    /// The next of `grpc` to use.
     next: AtomicUsize,
 }
 
+/// The HTTP/2 client a gRPC call goes over: hyper's, driven directly, so that a call is one
+/// HTTP/2 stream on the connection with no queue and task of its own in front (as tonic's
+/// `Channel` has); its errors say whether the connection could be made at all.
+pub(super) type GrpcHttp = HyperClient<HttpConnector, tonic::body::Body>;
+
 impl Endpoint {
-    /// The gRPC channel to this endpoint, connecting it first if need be; `Err` says why no
-    /// connection could be made (nothing was sent).
-    pub(super) async fn channel(
-        &self,
-        connect_timeout: Duration,
-    ) -> std::result::Result<Channel, String> {
-        let slot = &self.channels[self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len()];
-        if let Some(channel) = slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-        {
-            return Ok(channel);
-        }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.authority))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text.push_str(": ");
-                    text.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                text
-            })?;
-        *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(channel.clone());
-        Ok(channel)
+    /// The next of this gRPC endpoint's HTTP/2 clients, and the origin its calls go to.
+    pub(super) fn grpc(&self) -> (GrpcHttp, Uri) {
+        let client = &self.grpc[self.next.fetch_add(1, Ordering::Relaxed) % self.grpc.len()];
+        let origin = format!("http://{}", self.authority)
+            .parse()
+            .expect("invariant: the authority was parsed from a URL");
+        (client.clone(), origin)
     }
 }
 
+fn grpc_client(connect_timeout: Duration) -> GrpcHttp {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    HyperClient::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(connector)
+}
+
 /// Parses `http://host:port` or `grpc://host:port` (a trailing `/` allowed) into an
-/// [`Endpoint`]; a gRPC one uses up to `grpc_connections` connections (at least 1).
-pub(super) fn parse_endpoint(text: &str, grpc_connections: usize) -> Result<Endpoint> {
+/// [`Endpoint`]; a gRPC one uses up to `grpc_connections` connections (at least 1), each
+/// opened within `connect_timeout`.
+pub(super) fn parse_endpoint(
+    text: &str,
+    grpc_connections: usize,
+    connect_timeout: Duration,
+) -> Result<Endpoint> {
     let invalid = |reason: &str| Error::InvalidEndpoint {
         endpoint: text.to_owned(),
         reason: reason.to_owned(),
@@ -111,9 +106,12 @@ pub(super) fn parse_endpoint(text: &str, grpc_connections: usize) -> Result<Endp
         base: format!("{scheme}://{authority}"),
         authority: authority.as_str().to_owned(),
         protocol,
-        channels: (0..grpc_connections.max(1))
-            .map(|_| Mutex::new(None))
-            .collect(),
+        grpc: match protocol {
+            Protocol::Http => Vec::new(),
+            Protocol::Grpc => (0..grpc_connections.max(1))
+                .map(|_| grpc_client(connect_timeout))
+                .collect(),
+        },
         next: AtomicUsize::new(0),
     })
 }
@@ -134,10 +132,12 @@ mod tests {
 
     #[test]
     fn endpoints_parse_strictly() {
-        let e = parse_endpoint("http://127.0.0.1:8080/", 1).expect("valid endpoint");
+        let e = parse_endpoint("http://127.0.0.1:8080/", 1, Duration::from_secs(1))
+            .expect("valid endpoint");
         assert_eq!(e.base, "http://127.0.0.1:8080");
         assert_eq!(e.authority, "127.0.0.1:8080");
-        let g = parse_endpoint("grpc://127.0.0.1:9090", 1).expect("valid endpoint");
+        let g = parse_endpoint("grpc://127.0.0.1:9090", 1, Duration::from_secs(1))
+            .expect("valid endpoint");
         assert_eq!(
             (g.base.as_str(), g.protocol),
             ("grpc://127.0.0.1:9090", Protocol::Grpc)
@@ -152,7 +152,10 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                matches!(parse_endpoint(bad, 1), Err(Error::InvalidEndpoint { .. })),
+                matches!(
+                    parse_endpoint(bad, 1, Duration::from_secs(1)),
+                    Err(Error::InvalidEndpoint { .. })
+                ),
                 "{bad}"
             );
         }

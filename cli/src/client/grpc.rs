@@ -13,19 +13,16 @@ use proto::pb::{
     self, cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 use proto::rest::{self, Consistency, ErrorCode, Precondition, headers};
-use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::Status;
 use tonic_types::StatusExt;
 
-use std::time::Duration;
+use hyper::Uri;
 
+use super::RESPONSE_BYTES_MAX;
 use super::call::{Answer, Call, Op};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, GrpcHttp};
 use super::retry::Attempt;
 use crate::types::ListResult;
-
-/// The default page of a listing without a limit: the server's (docs/api.md).
-const LIST_LIMIT_DEFAULT: u64 = 100;
 
 fn json(status: u16, body: &impl serde::Serialize) -> Answer {
     Answer {
@@ -90,44 +87,36 @@ fn refusal(status: &Status) -> Option<Answer> {
         code: info.reason.clone(),
         extra: serde_json::Map::new(),
     };
-    // The details carry the REST body's extra field as text: a number or an object reads
-    // back as one, anything else as the string it is.
+    // The details carry the REST body's extra field as text: JSON for the fields that are
+    // numbers or objects in the REST body, the string itself for the others.
     for (field, text) in info.metadata {
-        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        let value = if proto::metadata::JSON_FIELDS.contains(&field.as_str()) {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        } else {
+            serde_json::Value::String(text)
+        };
         body.extra.insert(field, value);
     }
     Some(json(code.map_or(500, ErrorCode::http_status), &body))
 }
 
-/// Whether a status the node did not send says the connection was never made.
+/// Whether a status the node did not send says the connection was never made (the HTTP
+/// client's own error says so).
 fn never_connected(status: &Status) -> bool {
-    let mut text = status.message().to_owned();
     let mut source = std::error::Error::source(status);
     while let Some(cause) = source {
-        text.push_str(&cause.to_string());
+        if let Some(e) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return e.is_connect();
+        }
         source = cause.source();
     }
-    status.code() == tonic::Code::Unavailable
-        && [
-            "tcp connect error",
-            "error trying to connect",
-            "Connection refused",
-        ]
-        .iter()
-        .any(|sign| text.contains(sign))
+    false
 }
 
 /// One attempt of `call` on a gRPC endpoint (the caller bounds it in time).
-pub(super) async fn attempt(
-    endpoint: &Endpoint,
-    call: &Call<'_>,
-    connect_timeout: Duration,
-) -> Attempt {
-    let channel = match endpoint.channel(connect_timeout).await {
-        Ok(channel) => channel,
-        Err(reason) => return Attempt::NotSent(reason),
-    };
-    match send(channel, call).await {
+pub(super) async fn attempt(endpoint: &Endpoint, call: &Call<'_>) -> Attempt {
+    let (client, origin) = endpoint.grpc();
+    match send(client, origin, call).await {
         Ok(answer) => Attempt::Answer(answer),
         Err(status) => match refusal(&status) {
             Some(answer) => Attempt::Answer(answer),
@@ -137,8 +126,10 @@ pub(super) async fn attempt(
     }
 }
 
-async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
-    let mut kv = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, Status> {
+    let channel = client.clone();
+    let mut kv =
+        KvClient::with_origin(client, origin.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
     Ok(match &call.op {
         Op::Get {
             key,
@@ -239,7 +230,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             )
         }
         Op::Nodes => {
-            let nodes = ClusterClient::new(channel)
+            let nodes = ClusterClient::with_origin(channel, origin)
                 .nodes(pb::NodesRequest {})
                 .await?
                 .into_inner()
@@ -257,7 +248,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             json(200, &rest::Nodes { nodes })
         }
         Op::Leader => {
-            let leader = ClusterClient::new(channel)
+            let leader = ClusterClient::with_origin(channel, origin)
                 .leader(pb::LeaderRequest {})
                 .await?
                 .into_inner();
@@ -272,7 +263,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             )
         }
         Op::Join(request) => {
-            let joined = ClusterClient::new(channel)
+            let joined = ClusterClient::with_origin(channel, origin)
                 .join(pb::JoinRequest {
                     node_id: request.node_id.clone(),
                     raft_addr: request.raft_addr.clone(),
@@ -303,7 +294,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             )
         }
         Op::Remove(node_id) => {
-            let removed = ClusterClient::new(channel)
+            let removed = ClusterClient::with_origin(channel, origin)
                 .remove(pb::RemoveRequest {
                     node_id: node_id.clone(),
                 })
@@ -317,7 +308,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             )
         }
         Op::Transfer(node_id) => {
-            let moved = ClusterClient::new(channel)
+            let moved = ClusterClient::with_origin(channel, origin)
                 .transfer_leader(pb::TransferLeaderRequest {
                     node_id: node_id.clone(),
                 })
@@ -331,7 +322,7 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
             )
         }
         Op::Snapshot => {
-            let taken = MaintenanceClient::new(channel)
+            let taken = MaintenanceClient::with_origin(channel, origin)
                 .snapshot(pb::SnapshotRequest {})
                 .await?
                 .into_inner();
@@ -346,19 +337,19 @@ async fn send(channel: Channel, call: &Call<'_>) -> Result<Answer, Status> {
                 },
             )
         }
-        // Over gRPC a node that answers its status is up; readiness is the health service's.
         Op::Health => {
-            MaintenanceClient::new(channel)
-                .status(pb::StatusRequest {})
-                .await?;
+            let health = MaintenanceClient::with_origin(channel, origin)
+                .health(pb::HealthRequest {})
+                .await?
+                .into_inner();
             json(
                 200,
                 &rest::Health {
-                    status: "ok".to_owned(),
+                    status: health.status,
                 },
             )
         }
-        Op::Ready => ready(channel).await?,
+        Op::Ready => ready(channel, origin).await?,
     })
 }
 
@@ -386,83 +377,73 @@ fn raw_value(kv: rest::KeyValue) -> Answer {
     }
 }
 
-/// One page of a listing: the stream of `List` up to `limit` keys (the server's default page
-/// without one), gathered into the REST page.
+/// One page of a listing: the first page of `List`'s stream (at most the limit, which the
+/// server reads as one page when it is at most a page's size, else its first page of
+/// `api::grpc::kv::LIST_PAGE_KEYS`), so that, as over REST, a page is one consistent read at
+/// its revision; `more` and `next` lead on from it. The rest of the stream is dropped, which
+/// cancels it on the node.
 async fn list(
-    kv: &mut KvClient<Channel>,
+    kv: &mut KvClient<GrpcHttp>,
     prefix: &Bytes,
     after: Option<&Bytes>,
     limit: Option<u32>,
 ) -> Result<ListResult, Status> {
+    let limit = limit.map_or(rest::LIST_LIMIT_DEFAULT as u64, u64::from);
     let mut stream = kv
         .list(pb::ListRequest {
             prefix: prefix.clone(),
             after: after.cloned().unwrap_or_default(),
-            limit: limit.map_or(LIST_LIMIT_DEFAULT, u64::from),
+            limit,
             consistency: pb::Consistency::Linearizable as i32,
         })
         .await?
         .into_inner();
-    let mut page = ListResult {
-        kvs: Vec::new(),
-        more: false,
-        revision: 0,
-        next: None,
-        stale: None,
+    let Some(first) = stream.message().await? else {
+        return Err(Status::internal("a listing answered no page"));
     };
-    while let Some(part) = stream.message().await? {
-        let staleness = stale(part.stale);
-        page.more = part.more;
-        page.revision = part.revision;
-        page.stale = staleness;
-        page.kvs.extend(
-            part.kvs
-                .into_iter()
-                .map(|kv| key_value(kv, part.revision, None)),
-        );
-    }
-    if page.more {
-        page.next = page.kvs.last().map(|kv| kv.key.clone());
-    }
-    Ok(page)
+    let kvs: Vec<rest::KeyValue> = first
+        .kvs
+        .into_iter()
+        .map(|kv| key_value(kv, first.revision, None))
+        .collect();
+    // Keys may follow this page in the stream (a limit over a page's size) or after the limit.
+    let more = first.more;
+    Ok(ListResult {
+        next: if more {
+            kvs.last().map(|kv| kv.key.clone())
+        } else {
+            None
+        },
+        kvs,
+        more,
+        revision: first.revision,
+        stale: stale(first.stale),
+    })
 }
 
-/// Readiness over gRPC: the health service's answer for the whole server, with the node's
-/// status as the detail when it serves; `NOT_SERVING` is the REST `503 not_ready`.
-async fn ready(channel: Channel) -> Result<Answer, Status> {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-        .check(Request::new(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        }))
+/// Readiness over gRPC (`Maintenance.Ready`, REST's `GET /ready`): the answer in the REST
+/// body's form; a refusal (`not_ready` with its quota, a storage problem) is the REST
+/// refusal, as [`refusal`] reads it.
+async fn ready(channel: GrpcHttp, origin: Uri) -> Result<Answer, Status> {
+    let ready = MaintenanceClient::with_origin(channel, origin)
+        .ready(pb::ReadyRequest {})
         .await?
         .into_inner();
-    if health.status != ServingStatus::Serving as i32 {
-        return Ok(json(
-            503,
-            &rest::ErrorBody {
-                error: "the node's gRPC health service says NOT_SERVING".to_owned(),
-                code: ErrorCode::NotReady.as_str().to_owned(),
-                extra: serde_json::Map::new(),
-            },
-        ));
-    }
-    let status = MaintenanceClient::new(channel)
-        .status(pb::StatusRequest {})
-        .await?
-        .into_inner();
+    let quota = ready.quota.unwrap_or_default();
     Ok(json(
         200,
-        &rest::NodeStatus {
-            node_id: rest::NodeId(status.node_id),
-            cluster_id: status.cluster_id,
-            role: status.role,
-            term: status.term,
-            commit_index: status.commit_index,
-            applied_index: status.applied_index,
-            leader: given(status.leader).map(rest::NodeId),
-            snapshot_index: status.snapshot_index,
-            db_size_bytes: status.db_size_bytes,
+        &rest::Ready {
+            status: ready.status,
+            cluster_id: ready.cluster_id,
+            term: ready.term,
+            applied_index: ready.applied_index,
+            commit_index: ready.commit_index,
+            snapshot_index: ready.snapshot_index,
+            quota: rest::QuotaInfo {
+                used_bytes: quota.used_bytes,
+                quota_bytes: quota.quota_bytes,
+                exceeded: quota.exceeded,
+            },
         },
     ))
 }

@@ -136,7 +136,13 @@ impl Client {
     {
         let endpoints = endpoints
             .into_iter()
-            .map(|e| parse_endpoint(e.as_ref(), options.grpc_connections_per_endpoint))
+            .map(|e| {
+                parse_endpoint(
+                    e.as_ref(),
+                    options.grpc_connections_per_endpoint,
+                    options.connect_timeout,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let no_endpoint = |reason: &str| Error::InvalidEndpoint {
             endpoint: String::new(),

@@ -95,7 +95,10 @@ impl Client {
                     Attempt::Answer(answer) => {
                         let retry = match (answer.status, call.route) {
                             (_, Route::NodeLocal) => false,
-                            (503, Route::Cluster) => true,
+                            // `not_leader`: that node would not forward it (the hop count is
+                            // spent, or over gRPC the leader's address is not on record yet);
+                            // nothing was applied, so another endpoint may take it.
+                            (307 | 503, Route::Cluster) => true,
                             (504, Route::Cluster) => call.replay == Replay::Safe,
                             _ => false,
                         };
@@ -226,7 +229,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Attempt> {
         if endpoint.protocol == Protocol::Grpc {
-            let exchange = super::grpc::attempt(endpoint, call, self.inner.options.connect_timeout);
+            let exchange = super::grpc::attempt(endpoint, call);
             return Ok(match tokio::time::timeout(timeout, exchange).await {
                 Ok(attempt) => attempt,
                 Err(_) => Attempt::Lost(format!("no answer within {timeout:?}")),

@@ -8,4 +8,8 @@ pub mod headers;
 pub mod types;
 
 pub use codes::{ErrorCode, GrpcCode};
+
+/// The number of keys a page of `GET /keys` holds when the request gives no `limit` (the SDK
+/// asks a gRPC listing for as many).
+pub const LIST_LIMIT_DEFAULT: usize = 100;
 pub use types::*;
