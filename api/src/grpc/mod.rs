@@ -94,6 +94,11 @@ struct Admitted {
     stream: tokio::net::TcpStream,
     _slot: ConnectionSlot,
     idle: Duration,
+    /// When the connection last moved a byte (`None`: never yet).
+    last_active: Option<tokio::time::Instant>,
+    /// Fires at the earliest time the connection may be found silent too long; moved on
+    /// lazily, when it fires, rather than on every read and write (a timer reset takes the
+    /// timer driver's lock, a clock read does not).
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -103,17 +108,28 @@ impl Admitted {
             stream,
             _slot: slot,
             idle: limits.idle_timeout,
+            last_active: None,
             deadline: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
         }
     }
 
     fn active(&mut self) {
-        let next = tokio::time::Instant::now() + self.idle;
-        self.deadline.as_mut().reset(next);
+        self.last_active = Some(tokio::time::Instant::now());
     }
 
+    /// Whether the connection has been silent too long; otherwise the deadline is armed (for
+    /// the waker of `cx`) at the earliest time it could be.
     fn silent_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            match self.last_active {
+                Some(at) if at + self.idle > tokio::time::Instant::now() => {
+                    let next = at + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                _ => return true,
+            }
+        }
+        false
     }
 }
 
