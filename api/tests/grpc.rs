@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Proc, http, leader_of, ready, three_nodes, wait_until};
+use common::{Proc, http, leader_of, ready, runtime, three_nodes, wait_until};
 use proto::metadata;
 use proto::pb::{
     self, cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
@@ -17,14 +17,6 @@ use proto::pb::{
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
 
 async fn channel(p: &Proc) -> Channel {
     Channel::from_shared(format!("http://{}", p.grpc))

@@ -117,6 +117,25 @@ impl Admitted {
         self.last_active = Some(tokio::time::Instant::now());
     }
 
+    /// A write's outcome, noting the bytes that moved, or failing a write that has waited past
+    /// the silence deadline (a client that reads nothing).
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        wrote: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match wrote {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
+            other => other,
+        }
+    }
+
     /// Whether the connection has been silent too long; otherwise the deadline is armed (for
     /// the waker of `cx`) at the earliest time it could be.
     fn silent_too_long(&mut self, cx: &mut Context<'_>) -> bool {
@@ -174,16 +193,8 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.active();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
-            other => other,
-        }
+        let wrote = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.after_write(cx, wrote)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -199,16 +210,8 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.active();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.silent_too_long(cx) => Poll::Ready(Err(silence())),
-            other => other,
-        }
+        let wrote = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.after_write(cx, wrote)
     }
 
     fn is_write_vectored(&self) -> bool {

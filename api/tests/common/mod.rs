@@ -229,6 +229,15 @@ pub fn http_with(
     attempt().unwrap_or((0, String::new()))
 }
 
+/// A two-worker runtime for a test that drives a client (the gRPC and SDK tests).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Waits until `check` holds, failing the test after [`WAIT_MAX`].
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();

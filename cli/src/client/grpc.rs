@@ -184,39 +184,23 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
                 },
             )
         }
-        Op::Delete { key } => {
-            let deleted = kv
-                .delete(pb::DeleteRequest {
-                    key: key.clone(),
-                    session: session(call),
-                })
-                .await?
-                .into_inner();
-            json(
-                200,
-                &rest::DeleteResult {
-                    revision: deleted.revision,
-                    deleted: deleted.deleted,
-                },
-            )
-        }
-        Op::DeletePrefix { prefix } => {
-            let deleted = kv
-                .delete_prefix(pb::DeletePrefixRequest {
-                    prefix: prefix.clone().unwrap_or_default(),
-                    all: prefix.is_none(),
-                    session: session(call),
-                })
-                .await?
-                .into_inner();
-            json(
-                200,
-                &rest::DeleteResult {
-                    revision: deleted.revision,
-                    deleted: deleted.deleted,
-                },
-            )
-        }
+        Op::Delete { key } => deleted(
+            kv.delete(pb::DeleteRequest {
+                key: key.clone(),
+                session: session(call),
+            })
+            .await?
+            .into_inner(),
+        ),
+        Op::DeletePrefix { prefix } => deleted(
+            kv.delete_prefix(pb::DeletePrefixRequest {
+                prefix: prefix.clone().unwrap_or_default(),
+                all: prefix.is_none(),
+                session: session(call),
+            })
+            .await?
+            .into_inner(),
+        ),
         Op::RegisterSession => {
             let registered = kv
                 .register_session(pb::RegisterSessionRequest {})
@@ -351,6 +335,17 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Ready => ready(channel, origin).await?,
     })
+}
+
+/// A delete's answer in the REST body's form.
+fn deleted(answer: pb::DeleteResponse) -> Answer {
+    json(
+        200,
+        &rest::DeleteResult {
+            revision: answer.revision,
+            deleted: answer.deleted,
+        },
+    )
 }
 
 /// A key read as the REST raw answer: the value as the body, the revisions as headers.
