@@ -7,13 +7,14 @@
 #   preloaded keys, 64 workers; W4 stale (etcd: serializable) gets, 64 workers;
 # 16-byte keys, 100-byte values, DUR seconds each. etcd is driven by ../shared/bench/etcd-grpc
 # (a Rust etcd-client load generator, one HTTP/2 connection per worker), RaftKV by
-# `kvcli bench` (--protocol grpc: one HTTP/2 connection per worker; REST: one keep-alive
-# connection per worker). The single-node phase runs W2 only. Prints one line per run and a
-# table of medians with the ratios; the JSON lines go to OUT/runs.jsonl.
+# `kvcli bench` (--protocol grpc: the workers share GRPC_CONNECTIONS HTTP/2 connections; REST:
+# one keep-alive connection per worker). The single-node phase runs W2 only. Prints one line
+# per run and a table of medians with the ratios; the JSON lines go to OUT/runs.jsonl.
 #
 #   scripts/bench-grpc-vs-etcd.sh [OUT]
 #
-# Environment: PHASES ("three single"), ROUNDS (3), DUR (10), SHARED (../shared),
+# Environment: PHASES ("three single"), ROUNDS (3), DUR (10), GRPC_CONNECTIONS (4, kvcli's
+# default), SHARED (../shared),
 # ETCD_GRPC_BENCH (a built etcdgrpcbench; built under /tmp when unset), SKIP_BUILD=1 (RaftKV's
 # binaries). Needs etcd (apt-get install -y etcd-server), jq and python3; loopback only.
 set -euo pipefail
@@ -87,6 +88,9 @@ raftkv_run() { # LABEL PROTOCOL WORKLOAD WORKERS
     endpoint=$(raftkv_leader "$2")
     local args=(--endpoints "$2://$endpoint" --json bench --protocol "$2" --workload "$3"
         --concurrency "$4" --duration "${dur}s" --key-size 16 --value-size 100)
+    if [[ $2 == grpc ]]; then
+        args+=(--grpc-connections "${GRPC_CONNECTIONS:-4}")
+    fi
     if [[ $3 == read || $3 == stale-read ]]; then
         args+=(--keys 10000 --preload)
     fi

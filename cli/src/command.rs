@@ -270,6 +270,11 @@ pub enum WorkloadArg {
     Mixed,
 }
 
+/// Default `kvcli bench --grpc-connections`. HTTP/2 multiplexes: on this project's 2-core
+/// machine, 64 workers reading from one node did 32,000-35,000 reads/s over 2 to 4 shared
+/// connections and 27,600 over one connection each (docs/performance.md).
+pub const BENCH_GRPC_CONNECTIONS_DEFAULT: u64 = 4;
+
 /// Which API `kvcli bench` loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolArg {
@@ -352,6 +357,10 @@ pub struct BenchArgs {
     /// The API to load: REST (http) or gRPC (grpc, the same as the global --grpc).
     #[arg(long, value_enum, default_value = "http")]
     pub protocol: ProtocolArg,
+    /// Over gRPC: HTTP/2 connections per endpoint, which the workers share (at most one per
+    /// worker).
+    #[arg(long, default_value_t = BENCH_GRPC_CONNECTIONS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub grpc_connections: u64,
     /// Report ops/s, p50, p99, max and errors per window of this length, e.g. 10s.
     #[arg(long, value_parser = parse_flag_duration)]
     pub window: Option<Duration>,
@@ -563,7 +572,8 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
     {
         grpc |= args.protocol == ProtocolArg::Grpc;
         options.idle_connections_per_endpoint = args.concurrency;
-        options.grpc_connections_per_endpoint = args.concurrency;
+        options.grpc_connections_per_endpoint = usize::try_from(args.grpc_connections)
+            .map_or(args.concurrency, |n| n.min(args.concurrency));
         options.routing = match args.target {
             TargetArg::Leader => Routing::Leader,
             TargetArg::All => Routing::Spread,
@@ -1079,6 +1089,8 @@ mod tests {
             panic!("not bench")
         };
         assert_eq!(args.protocol, ProtocolArg::Grpc);
+        assert_eq!(args.grpc_connections, BENCH_GRPC_CONNECTIONS_DEFAULT);
+        assert!(parse(&["bench", "--grpc-connections", "0"]).is_err());
     }
 
     #[test]

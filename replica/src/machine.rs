@@ -33,7 +33,7 @@ pub(crate) const TAG_MEMBER: u8 = 2;
 ///
 /// Encoded with postcard, which is not self-describing: the gRPC address came last, after
 /// records were already in logs and snapshots, so a record without it is the first layout
-/// ([`MemberInfoV1`]) and decodes as such ([`MemberInfo::decode`]). A leader records its own
+/// (`MemberInfoV1`) and decodes as such (`MemberInfo::decode`). A leader records its own
 /// address anew when its record differs (`duties::leader_duties`), so after an upgrade each
 /// member's gRPC address is filled in once it has led, or when it joins again; until then a
 /// follower answers a gRPC write for a leader without one `not_leader`, naming it.

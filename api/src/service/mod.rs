@@ -5,7 +5,7 @@
 //! value limits, the space quota, sessions, consistency, which node serves a request and when
 //! a follower forwards it ([`route`]), and how node errors become the codes docs/api.md lists.
 //!
-//! One job per file: [`error`] (the error type and its codes), [`route`] (leader and
+//! One job per file: `error` (the error type and its codes), [`route`] (leader and
 //! forwarding), [`keys`] and [`cluster`] (the operations).
 
 pub mod cluster;
