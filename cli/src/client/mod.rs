@@ -15,7 +15,8 @@
 //! [`ClientOptions::call_timeout`], and then fails with [`Error::Unavailable`] listing
 //! each endpoint's last failure. A `4xx` answer is final: it is never retried. What may be retried
 //! depends on whether sending the request twice is harmless:
-//! - a refused or failed *connect*, or a `503` (no leader, shutting down): always retried,
+//! - a refused or failed *connect*, a `503` (no leader, shutting down) or a `307`
+//!   `not_leader` (a node that will not forward it): always retried on the next endpoint,
 //!   since the request was not applied;
 //! - a connection lost after sending, a client-side timeout, or a `504` (outcome unknown):
 //!   retried only for reads and for [`Session`] writes, which carry the same
