@@ -144,16 +144,16 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let _busy = activity.busy();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| path.clone(), |p| p.as_str().to_string());
+    // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
+    // its bytes, so a request that succeeds pays no copy of its path.
+    let uri = req.uri().clone();
     Ok(match route(server, req).await {
         Ok(response) => response,
         Err(e) => {
+            let path = uri.path();
             debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
-            error_response(e, &path_and_query)
+            let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
+            error_response(e, path_and_query)
         }
     })
 }
