@@ -5,6 +5,7 @@
 //! the same code over a simulated network and disk, so what the simulation proves is about the
 //! replica the server runs.
 //!
+//! - [`auth`]: the access records (users, roles, API keys) and their commands.
 //! - [`machine`]: the state machine, its proposals and outputs, snapshot views and restores.
 //! - [`snapshots`]: snapshot files on a real disk, streamed and checked whole.
 //! - [`boot`]: founding a cluster, restoring at start, the peers' first addresses.
@@ -12,6 +13,7 @@
 //! - [`timing`]: the heartbeat interval and election timeout as the core's ticks.
 //! - [`launch`]: opening a replica's storage and spawning its node, transport and duties.
 
+pub mod auth;
 pub mod boot;
 pub mod duties;
 pub mod launch;

@@ -1,10 +1,11 @@
 //! The replicated state machine the node drives: the key-value store plus the cluster's
 //! records: the address book (which node id is which name, and where its Raft and HTTP ports
-//! are) and the removals (which nodes a committed membership change removed, and at which
-//! index), all under the cluster's identity.
+//! are), the removals (which nodes a committed membership change removed, and at which
+//! index), and the access records ([`crate::auth`]: users, roles, API keys), all under the
+//! cluster's identity.
 //!
-//! Every log entry the server proposes is a [`Proposal`]: a tag byte, then either a `kv`
-//! command or a member record. The address book is replicated like any write so that every
+//! Every log entry the server proposes is a [`Proposal`]: a tag byte, then a `kv` command, a
+//! member record or an auth command. The address book is replicated like any write so that every
 //! node, and every node that restarts from a snapshot, knows where its peers are; a restarting
 //! node also reads the member records still in its log, applied or not (see
 //! [`members_in_log`]), so it never depends on how far it had applied.
@@ -24,10 +25,14 @@ use raft::node::{ClusterId, Restorer, SnapshotFilesError, SnapshotView, StateMac
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::auth::{AuthCommand, AuthRefusal, AuthState};
+
 /// The tag of a proposal carrying a `kv` command.
 const TAG_KV: u8 = 1;
 /// The tag of a proposal carrying a member record.
 pub(crate) const TAG_MEMBER: u8 = 2;
+/// The tag of a proposal carrying an auth command.
+const TAG_AUTH: u8 = 3;
 
 /// Where a member of the cluster can be reached.
 ///
@@ -99,6 +104,8 @@ pub enum Proposal {
     Kv(Bytes),
     /// Record (or update) a member's addresses.
     Member(MemberInfo),
+    /// Change the access records.
+    Auth(AuthCommand),
 }
 
 impl Proposal {
@@ -114,6 +121,10 @@ impl Proposal {
                 out.push(TAG_MEMBER);
                 out.extend(postcard::to_stdvec(member).expect("a member record always encodes"));
             }
+            Proposal::Auth(command) => {
+                out.push(TAG_AUTH);
+                out.extend(command.encode());
+            }
         }
         Bytes::from(out)
     }
@@ -126,6 +137,8 @@ pub enum Output {
     Kv(kv::Response),
     /// A member record was stored.
     Member,
+    /// An auth command was applied, or refused with nothing changed.
+    Auth(Result<(), AuthRefusal>),
     /// The entry was not a proposal this server understands (recorded as applied, no effect).
     Garbage(String),
 }
@@ -135,13 +148,24 @@ struct SnapshotExtra {
     cluster_id: ClusterId,
     members: Vec<MemberInfo>,
     removed: Vec<(NodeId, LogIndex)>,
+    auth: AuthState,
 }
 
-/// [`SnapshotExtra`] as encoded: the first layout's fields, then the members' gRPC addresses
-/// (added later, so a first-layout payload is a strict prefix and decodes as
-/// [`SnapshotExtraV1`]).
+/// [`SnapshotExtra`] as encoded: the first layout's fields, then the members' gRPC addresses,
+/// then the access records (each added later, so an older payload is a strict prefix and
+/// decodes as [`SnapshotExtraV2`] or [`SnapshotExtraV1`]).
 #[derive(Serialize, Deserialize)]
 struct SnapshotExtraWire {
+    cluster_id: ClusterId,
+    members: Vec<MemberInfoV1>,
+    removed: Vec<(NodeId, LogIndex)>,
+    grpc_addrs: Vec<(NodeId, String)>,
+    auth: AuthState,
+}
+
+/// The second layout of the snapshot's records, without the access records.
+#[derive(Serialize, Deserialize)]
+struct SnapshotExtraV2 {
     cluster_id: ClusterId,
     members: Vec<MemberInfoV1>,
     removed: Vec<(NodeId, LogIndex)>,
@@ -167,19 +191,31 @@ impl SnapshotExtra {
                 .iter()
                 .filter_map(|m| m.grpc_addr.clone().map(|a| (m.id, a)))
                 .collect(),
+            auth: self.auth.clone(),
         };
         postcard::to_stdvec(&wire).expect("members always encode")
     }
 
     fn decode(bytes: &[u8]) -> Result<SnapshotExtra, postcard::Error> {
-        let wire = postcard::from_bytes::<SnapshotExtraWire>(bytes).or_else(|_| {
-            postcard::from_bytes::<SnapshotExtraV1>(bytes).map(|v1| SnapshotExtraWire {
-                cluster_id: v1.cluster_id,
-                members: v1.members,
-                removed: v1.removed,
-                grpc_addrs: Vec::new(),
+        let wire = postcard::from_bytes::<SnapshotExtraWire>(bytes)
+            .or_else(|_| {
+                postcard::from_bytes::<SnapshotExtraV2>(bytes).map(|v2| SnapshotExtraWire {
+                    cluster_id: v2.cluster_id,
+                    members: v2.members,
+                    removed: v2.removed,
+                    grpc_addrs: v2.grpc_addrs,
+                    auth: AuthState::default(),
+                })
             })
-        })?;
+            .or_else(|_| {
+                postcard::from_bytes::<SnapshotExtraV1>(bytes).map(|v1| SnapshotExtraWire {
+                    cluster_id: v1.cluster_id,
+                    members: v1.members,
+                    removed: v1.removed,
+                    grpc_addrs: Vec::new(),
+                    auth: AuthState::default(),
+                })
+            })?;
         let grpc: BTreeMap<NodeId, String> = wire.grpc_addrs.into_iter().collect();
         Ok(SnapshotExtra {
             cluster_id: wire.cluster_id,
@@ -193,6 +229,7 @@ impl SnapshotExtra {
                 })
                 .collect(),
             removed: wire.removed,
+            auth: wire.auth,
         })
     }
 }
@@ -216,6 +253,10 @@ pub struct Machine {
     /// The membership as of the applied index (to see who a change removed).
     configuration: Configuration,
     book_tx: watch::Sender<Book>,
+    /// The access records, published after every change (requests check credentials against
+    /// them without this machine's lock).
+    auth: Arc<AuthState>,
+    auth_tx: watch::Sender<Arc<AuthState>>,
     /// `kv.data_bytes()`, published after every change for the space quota, which reads it
     /// on every write without this machine's lock.
     data_bytes: Arc<AtomicU64>,
@@ -226,6 +267,8 @@ impl Machine {
     /// change.
     pub fn new(config: kv::KvConfig, cluster_id: ClusterId) -> (Machine, watch::Receiver<Book>) {
         let (book_tx, rx) = watch::channel(Book::default());
+        let auth = Arc::new(AuthState::default());
+        let (auth_tx, _) = watch::channel(Arc::clone(&auth));
         (
             Machine {
                 kv: kv::KvStore::new(config),
@@ -233,6 +276,8 @@ impl Machine {
                 book: Book::default(),
                 configuration: Configuration::default(),
                 book_tx,
+                auth,
+                auth_tx,
                 data_bytes: Arc::new(AtomicU64::new(0)),
             },
             rx,
@@ -247,6 +292,20 @@ impl Machine {
     /// The nodes removed by committed membership changes, and when.
     pub fn removed(&self) -> &BTreeMap<NodeId, LogIndex> {
         &self.book.removed
+    }
+
+    /// The access records as applied.
+    pub fn auth(&self) -> &Arc<AuthState> {
+        &self.auth
+    }
+
+    /// A receiver that sees the access records after every change.
+    pub fn auth_watch(&self) -> watch::Receiver<Arc<AuthState>> {
+        self.auth_tx.subscribe()
+    }
+
+    fn publish_auth(&self) {
+        self.auth_tx.send_replace(Arc::clone(&self.auth));
     }
 
     /// The cluster this machine's state belongs to.
@@ -280,6 +339,7 @@ impl Machine {
                 .iter()
                 .map(|(id, at)| (*id, *at))
                 .collect(),
+            auth: (*self.auth).clone(),
         }
     }
 }
@@ -398,6 +458,23 @@ impl StateMachine for Machine {
                     Err(e) => Output::Garbage(format!("member record: {e}")),
                 }
             }
+            Some((&TAG_AUTH, rest)) => {
+                let _ = self.kv.mark_applied(index.0);
+                match AuthCommand::decode(rest) {
+                    Ok(command) => {
+                        // Applied to a copy, so that a refusal leaves the records as they were
+                        // and readers never see a half-made change.
+                        let mut next = (*self.auth).clone();
+                        let result = next.apply(index.0, command);
+                        if result.is_ok() {
+                            self.auth = Arc::new(next);
+                            self.publish_auth();
+                        }
+                        Output::Auth(result)
+                    }
+                    Err(e) => Output::Garbage(format!("auth command: {e}")),
+                }
+            }
             _ => {
                 let _ = self.kv.mark_applied(index.0);
                 Output::Garbage("unknown proposal tag".into())
@@ -459,8 +536,10 @@ impl StateMachine for Machine {
                 .collect(),
             removed: restored.records.removed.into_iter().collect(),
         };
+        self.auth = Arc::new(restored.records.auth);
         self.configuration = metadata.configuration.clone();
         self.publish();
+        self.publish_auth();
         self.publish_data_bytes();
     }
 }
@@ -523,11 +602,36 @@ mod tests {
             cluster_id: ClusterId(7),
             members: vec![member(1, Some("127.0.0.1:9091")), member(2, None)],
             removed: vec![(NodeId(3), LogIndex(12))],
+            auth: {
+                let mut auth = AuthState::default();
+                auth.apply(
+                    5,
+                    AuthCommand::Bootstrap {
+                        user: "root".into(),
+                        password_hash: "$argon2id$h".into(),
+                        signing_key: Bytes::from(vec![1; crate::auth::SIGNING_KEY_BYTES]),
+                    },
+                )
+                .expect("bootstrapped");
+                auth
+            },
         };
         let decoded = SnapshotExtra::decode(&extra.encode()).expect("decodes");
         assert_eq!(decoded.members, extra.members);
         assert_eq!(decoded.removed, extra.removed);
         assert_eq!(decoded.cluster_id, extra.cluster_id);
+        assert_eq!(decoded.auth, extra.auth);
+        // Given the second layout (no access records), the same records and auth off.
+        let v2 = SnapshotExtraV2 {
+            cluster_id: ClusterId(7),
+            members: extra.members.iter().map(MemberInfo::v1).collect(),
+            removed: extra.removed.clone(),
+            grpc_addrs: vec![(NodeId(1), "127.0.0.1:9091".into())],
+        };
+        let decoded =
+            SnapshotExtra::decode(&postcard::to_stdvec(&v2).expect("encodes")).expect("decodes");
+        assert_eq!(decoded.members, extra.members);
+        assert_eq!(decoded.auth, AuthState::default());
         // Given the first layout (no gRPC addresses), the same records without them.
         let v1 = SnapshotExtraV1 {
             cluster_id: ClusterId(7),
