@@ -3,6 +3,7 @@
 //! ([`service`]), the HTTP API ([`http`]), the gRPC API ([`grpc`]), and the `raftkv` binary
 //! (`src/bin/raftkv.rs`).
 
+pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;

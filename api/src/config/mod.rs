@@ -244,6 +244,58 @@ pub struct ObservabilitySection {
     pub log_format: LogFormat,
 }
 
+/// A secret setting: its `Debug` never shows the value, so a logged configuration cannot leak
+/// it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Authentication settings (docs/security.md). Whether authentication is on is cluster state
+/// (changed through `POST /auth/enable` and `/auth/disable`); `enabled` here only founds it on
+/// a new cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Turn authentication on as this node founds a new cluster, with a first admin named
+    /// `admin_user` whose password comes from `admin_password_file` or
+    /// `RAFTKV_AUTH__ADMIN_PASSWORD`; the node refuses to start without one. A node joining a
+    /// cluster whose authentication is on logs in with the same credentials to join.
+    pub enabled: bool,
+    /// The first admin's name.
+    pub admin_user: String,
+    /// A file holding the first admin's password (trailing newlines are dropped).
+    pub admin_password_file: Option<PathBuf>,
+    /// The first admin's password itself: meant for `RAFTKV_AUTH__ADMIN_PASSWORD`; a file is
+    /// safer than an environment variable, a config file the least safe.
+    pub admin_password: Option<Secret>,
+    /// The secret tokens are signed with, the same on every node; unset, the cluster makes a
+    /// random 256-bit key when authentication is first enabled and keeps it in its replicated
+    /// state (docs/security.md says which to choose).
+    pub jwt_secret: Option<Secret>,
+    /// The signing algorithm: `HS256`, `HS384` or `HS512`; a token signed any other way
+    /// (including `none`) is refused.
+    pub jwt_algorithm: String,
+    /// The `iss` claim tokens carry and must carry.
+    pub jwt_issuer: String,
+    /// The `aud` claim tokens carry and must carry.
+    pub jwt_audience: String,
+    /// How long a token from `POST /auth/login` is valid.
+    #[serde(with = "units::duration")]
+    pub token_ttl: Duration,
+    /// argon2id memory cost in KiB (OWASP's minimum: 19456, i.e. 19 MiB).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes (OWASP: 2 with 19 MiB).
+    pub argon2_iterations: u32,
+    /// argon2id lanes (OWASP: 1).
+    pub argon2_parallelism: u32,
+}
+
 /// Everything a node is configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +310,8 @@ pub struct Config {
     pub wal: WalSection,
     /// Logging settings.
     pub observability: ObservabilitySection,
+    /// Authentication settings.
+    pub auth: AuthSection,
 }
 
 /// The shortest election timeout accepted: below this, ordinary scheduling jitter deposes
@@ -311,6 +365,21 @@ pub const SNAPSHOT_CATCHUP_ENTRIES_MAX: u64 = 10_000_000;
 pub const GRPC_PORT_DEFAULT: u16 = 9090;
 /// The longest `host:port` address (a DNS name is at most 253 bytes).
 pub const ADDRESS_BYTES_MAX: usize = 255;
+/// How long a login token is valid by default.
+pub const TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(3600);
+/// The shortest and longest token lifetime accepted.
+pub const TOKEN_TTL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600);
+/// argon2id's defaults, OWASP's password-storage guidance (m = 19 MiB, t = 2, p = 1).
+pub const ARGON2_MEMORY_KIB_DEFAULT: u32 = 19 * 1024;
+/// See [`ARGON2_MEMORY_KIB_DEFAULT`].
+pub const ARGON2_ITERATIONS_DEFAULT: u32 = 2;
+/// See [`ARGON2_MEMORY_KIB_DEFAULT`].
+pub const ARGON2_PARALLELISM_DEFAULT: u32 = 1;
+/// The most memory one password hash may take (1 GiB), so a typo cannot exhaust the node.
+pub const ARGON2_MEMORY_KIB_MAX: u32 = 1024 * 1024;
+/// The shortest JWT secret accepted: 32 bytes, HS256's output size.
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
 
 impl Default for Config {
     /// A single node with data in `./data` and HTTP on `127.0.0.1:8080`. The timeouts are chosen
@@ -352,6 +421,20 @@ impl Default for Config {
             observability: ObservabilitySection {
                 log_level: "info".into(),
                 log_format: LogFormat::Console,
+            },
+            auth: AuthSection {
+                enabled: false,
+                admin_user: "admin".into(),
+                admin_password_file: None,
+                admin_password: None,
+                jwt_secret: None,
+                jwt_algorithm: "HS256".into(),
+                jwt_issuer: "raftkv".into(),
+                jwt_audience: "raftkv".into(),
+                token_ttl: TOKEN_TTL_DEFAULT,
+                argon2_memory_kib: ARGON2_MEMORY_KIB_DEFAULT,
+                argon2_iterations: ARGON2_ITERATIONS_DEFAULT,
+                argon2_parallelism: ARGON2_PARALLELISM_DEFAULT,
             },
         }
     }
@@ -599,6 +682,82 @@ impl Config {
                 format!(
                     "`{level}` is not a level (trace, debug, info, warn, error) or filter like `info,raft=debug`"
                 ),
+            ));
+        }
+        self.validate_auth()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        replica::auth::check_name("user", &a.admin_user)
+            .map_err(|e| bad("auth.admin_user", e.to_string()))?;
+        if !matches!(a.jwt_algorithm.as_str(), "HS256" | "HS384" | "HS512") {
+            return Err(bad(
+                "auth.jwt_algorithm",
+                format!(
+                    "`{}` is not HS256, HS384 or HS512 (tokens are signed with a shared secret)",
+                    a.jwt_algorithm
+                ),
+            ));
+        }
+        if let Some(secret) = &a.jwt_secret
+            && secret.0.len() < JWT_SECRET_BYTES_MIN
+        {
+            return Err(bad(
+                "auth.jwt_secret",
+                format!(
+                    "a secret of {} bytes is too short to sign with: give at least {JWT_SECRET_BYTES_MIN} random bytes (openssl rand -base64 48)",
+                    secret.0.len()
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("auth.jwt_issuer", &a.jwt_issuer),
+            ("auth.jwt_audience", &a.jwt_audience),
+        ] {
+            if value.is_empty() || value.len() > replica::auth::NAME_BYTES_MAX {
+                return Err(bad(
+                    key,
+                    format!("must be 1 to {} bytes", replica::auth::NAME_BYTES_MAX),
+                ));
+            }
+        }
+        if !TOKEN_TTL_RANGE.contains(&a.token_ttl) {
+            return Err(bad(
+                "auth.token_ttl",
+                format!(
+                    "{} is outside {}..={}",
+                    units::format_duration(a.token_ttl),
+                    units::format_duration(*TOKEN_TTL_RANGE.start()),
+                    units::format_duration(*TOKEN_TTL_RANGE.end())
+                ),
+            ));
+        }
+        argon2::Params::new(
+            a.argon2_memory_kib.min(ARGON2_MEMORY_KIB_MAX),
+            a.argon2_iterations,
+            a.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| {
+            bad(
+                "auth.argon2_memory_kib",
+                format!(
+                    "argon2 refuses m={} KiB, t={}, p={}: {e}",
+                    a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism
+                ),
+            )
+        })?;
+        if a.argon2_memory_kib > ARGON2_MEMORY_KIB_MAX {
+            return Err(bad(
+                "auth.argon2_memory_kib",
+                format!("{} is over {ARGON2_MEMORY_KIB_MAX}", a.argon2_memory_kib),
+            ));
+        }
+        if a.enabled && a.admin_password.is_none() && a.admin_password_file.is_none() {
+            return Err(bad(
+                "auth.enabled",
+                "authentication needs a first admin password, and RaftKV has no default one: set auth.admin_password_file or RAFTKV_AUTH__ADMIN_PASSWORD",
             ));
         }
         Ok(())

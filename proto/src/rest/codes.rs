@@ -23,12 +23,18 @@ pub enum ErrorCode {
     EmptyPrefix,
     /// 400: a session id or sequence that is not a number in range, or one without the other.
     BadSession,
+    /// 401: no credential, or one that is not valid (unknown, expired, revoked, forged).
+    Unauthenticated,
+    /// 403: a valid credential whose role does not allow the request.
+    PermissionDenied,
     /// 404: the key does not exist.
     NotFound,
     /// 404: no such route.
     NoRoute,
     /// 404: a remove or transfer naming a node that is not a member.
     UnknownMember,
+    /// 404: no such user, role or API key.
+    AuthNotFound,
     /// 405: a known route with the wrong method.
     MethodNotAllowed,
     /// 408: the request body did not arrive in time.
@@ -57,6 +63,10 @@ pub enum ErrorCode {
     StaleSequence,
     /// 409: a session's latest sequence reused for another write.
     SequenceReused,
+    /// 409: a user or API key that exists already.
+    AlreadyExists,
+    /// 409: an access change the records cannot take (the last admin, a role in use, a limit).
+    AuthConflict,
     /// 410: this node was removed from its cluster.
     NodeRemoved,
     /// 413: a key, value or body over its limit.
@@ -103,6 +113,8 @@ pub enum GrpcCode {
     AlreadyExists = 6,
     /// 8: a size, quota, space or load limit.
     ResourceExhausted = 8,
+    /// 7: the credential's role does not allow the request.
+    PermissionDenied = 7,
     /// 9: the state does not allow it (a failed compare-and-swap, a session out of step).
     FailedPrecondition = 9,
     /// 10: a concurrent change got there first; retry the whole operation.
@@ -113,11 +125,13 @@ pub enum GrpcCode {
     Internal = 13,
     /// 14: the cluster cannot serve it now; a retry may succeed.
     Unavailable = 14,
+    /// 16: no valid credential.
+    Unauthenticated = 16,
 }
 
 impl ErrorCode {
     /// Every code, in docs/api.md's order.
-    pub const ALL: [ErrorCode; 40] = [
+    pub const ALL: [ErrorCode; 45] = [
         ErrorCode::NotLeader,
         ErrorCode::BadRequest,
         ErrorCode::UnknownParameter,
@@ -126,9 +140,12 @@ impl ErrorCode {
         ErrorCode::RepeatedHeader,
         ErrorCode::EmptyPrefix,
         ErrorCode::BadSession,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
         ErrorCode::NotFound,
         ErrorCode::NoRoute,
         ErrorCode::UnknownMember,
+        ErrorCode::AuthNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::BodyTimeout,
         ErrorCode::CasFailed,
@@ -143,6 +160,8 @@ impl ErrorCode {
         ErrorCode::SessionExpired,
         ErrorCode::StaleSequence,
         ErrorCode::SequenceReused,
+        ErrorCode::AlreadyExists,
+        ErrorCode::AuthConflict,
         ErrorCode::NodeRemoved,
         ErrorCode::TooLarge,
         ErrorCode::TooManyReads,
@@ -191,9 +210,12 @@ impl ErrorCode {
             ErrorCode::RepeatedHeader => ("repeated_header", 400, G::InvalidArgument),
             ErrorCode::EmptyPrefix => ("empty_prefix", 400, G::InvalidArgument),
             ErrorCode::BadSession => ("bad_session", 400, G::InvalidArgument),
+            ErrorCode::Unauthenticated => ("unauthenticated", 401, G::Unauthenticated),
+            ErrorCode::PermissionDenied => ("permission_denied", 403, G::PermissionDenied),
             ErrorCode::NotFound => ("not_found", 404, G::NotFound),
             ErrorCode::NoRoute => ("no_route", 404, G::Unimplemented),
             ErrorCode::UnknownMember => ("unknown_member", 404, G::NotFound),
+            ErrorCode::AuthNotFound => ("auth_not_found", 404, G::NotFound),
             ErrorCode::MethodNotAllowed => ("method_not_allowed", 405, G::Unimplemented),
             ErrorCode::BodyTimeout => ("body_timeout", 408, G::DeadlineExceeded),
             ErrorCode::CasFailed => ("cas_failed", 409, G::FailedPrecondition),
@@ -212,6 +234,8 @@ impl ErrorCode {
             ErrorCode::SessionExpired => ("session_expired", 409, G::FailedPrecondition),
             ErrorCode::StaleSequence => ("stale_sequence", 409, G::FailedPrecondition),
             ErrorCode::SequenceReused => ("sequence_reused", 409, G::FailedPrecondition),
+            ErrorCode::AlreadyExists => ("already_exists", 409, G::AlreadyExists),
+            ErrorCode::AuthConflict => ("auth_conflict", 409, G::FailedPrecondition),
             ErrorCode::NodeRemoved => ("node_removed", 410, G::FailedPrecondition),
             ErrorCode::TooLarge => ("too_large", 413, G::ResourceExhausted),
             ErrorCode::TooManyReads => ("too_many_reads", 429, G::ResourceExhausted),

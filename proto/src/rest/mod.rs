@@ -1,7 +1,8 @@
 //! The REST API's contract (docs/api.md): answer bodies ([`types`]), error codes with their
 //! HTTP and gRPC statuses ([`codes`]), header names ([`headers`]) and byte encodings
-//! ([`encoding`]).
+//! ([`encoding`]), and the `/auth` routes' bodies ([`auth`]).
 
+pub mod auth;
 pub mod codes;
 pub mod encoding;
 pub mod headers;
