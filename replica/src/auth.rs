@@ -559,7 +559,10 @@ mod tests {
     fn enabling_needs_an_admin_and_the_last_admin_stays() {
         let mut state = AuthState::default();
         let refused = state.apply(1, AuthCommand::Enable { signing_key: key() });
-        assert!(matches!(refused, Err(AuthRefusal::NoAdmin(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(AuthRefusal::NoAdmin(_))),
+            "{refused:?}"
+        );
         add_user(&mut state, 2, "root", ROLE_ADMIN);
         state
             .apply(3, AuthCommand::Enable { signing_key: key() })
@@ -571,7 +574,10 @@ mod tests {
                 name: "root".into(),
             },
         );
-        assert!(matches!(refused, Err(AuthRefusal::NoAdmin(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(AuthRefusal::NoAdmin(_))),
+            "{refused:?}"
+        );
         add_user(&mut state, 5, "ops", ROLE_ADMIN);
         state
             .apply(

@@ -55,9 +55,9 @@ impl Credential {
         }
         match (authorization, api_key) {
             (None, None) => Credential::Missing,
-            (Some(_), Some(_)) => Credential::Malformed(
-                "give Authorization or X-API-Key, not both".into(),
-            ),
+            (Some(_), Some(_)) => {
+                Credential::Malformed("give Authorization or X-API-Key, not both".into())
+            }
             (Some(value), None) => match text(value).and_then(|v| {
                 v.split_once(' ')
                     .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -296,7 +296,7 @@ pub fn check(principal: &Principal, need: Need<'_>) -> Result<(), ApiError> {
     };
     let describe = |verb: &str, scope: Scope<'_>| match scope {
         Scope::Key(key) => format!("{verb} key {}", String::from_utf8_lossy(key)),
-        Scope::Prefix(p) if p.is_empty() => format!("{verb} every key"),
+        Scope::Prefix(b"") => format!("{verb} every key"),
         Scope::Prefix(p) => format!("{verb} keys under {}", String::from_utf8_lossy(p)),
         Scope::Cluster if verb == "reading" => "reading cluster information".to_string(),
         Scope::Cluster => "opening sessions".to_string(),

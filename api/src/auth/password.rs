@@ -112,7 +112,10 @@ mod tests {
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
         let passwords = cheap();
-        let hash = passwords.hash("correct horse".into()).await.expect("hashed");
+        let hash = passwords
+            .hash("correct horse".into())
+            .await
+            .expect("hashed");
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(
             passwords

@@ -61,7 +61,10 @@ pub fn now() -> u64 {
 }
 
 fn unauthenticated(why: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::Unauthenticated, format!("the token is refused: {why}"))
+    ApiError::new(
+        ErrorCode::Unauthenticated,
+        format!("the token is refused: {why}"),
+    )
 }
 
 impl Tokens {
@@ -193,7 +196,10 @@ mod tests {
         block[..key.len()].copy_from_slice(key);
         let inner_pad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
         let outer_pad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-        let inner = D::new().chain_update(&inner_pad).chain_update(message).finalize();
+        let inner = D::new()
+            .chain_update(&inner_pad)
+            .chain_update(message)
+            .finalize();
         D::new()
             .chain_update(&outer_pad)
             .chain_update(inner)
@@ -275,10 +281,6 @@ mod tests {
         let (token, _) = configured.issue(&state(), "alice", 1).expect("issued");
         assert!(configured.verify(&state(), &token).is_ok());
         assert!(tokens().verify(&state(), &token).is_err());
-        assert!(
-            configured
-                .verify(&AuthState::default(), &token)
-                .is_ok()
-        );
+        assert!(configured.verify(&AuthState::default(), &token).is_ok());
     }
 }

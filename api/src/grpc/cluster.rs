@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::forward::via;
 use super::status::status_of;
-use super::{Api, serving};
+use super::{Api, Credentials, serving};
+use crate::auth::{Need, Scope};
 use crate::service::cluster as service;
 
 /// An optional text field: proto3 sends "not given" as empty.
@@ -32,8 +33,9 @@ fn member(info: rest::LeaderInfo) -> pb::Member {
 impl pb::cluster_server::Cluster for Api {
     async fn nodes(
         &self,
-        _request: Request<pb::NodesRequest>,
+        request: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesResponse>, Status> {
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
         // Like GET /cluster/nodes, served even by a removed node: it tells where it stands.
         let nodes = service::nodes(&self.server)
             .nodes
@@ -52,8 +54,9 @@ impl pb::cluster_server::Cluster for Api {
 
     async fn leader(
         &self,
-        _request: Request<pb::LeaderRequest>,
+        request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
         serving(&self.server)?;
         let leader = service::leader(&self.server).map_err(status_of)?;
         Ok(Response::new(pb::LeaderResponse {
@@ -70,6 +73,8 @@ impl pb::cluster_server::Cluster for Api {
     ) -> Result<Response<pb::JoinResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
+        self.authorize(&credentials, Need::Admin)?;
         let message = request.into_inner();
         let join = rest::JoinRequest {
             node_id: message.node_id.clone(),
@@ -85,6 +90,7 @@ impl pb::cluster_server::Cluster for Api {
         self.finish(
             step,
             message,
+            &credentials,
             |joined| pb::JoinResponse {
                 id: joined.id.0,
                 role: joined.role,
@@ -102,6 +108,8 @@ impl pb::cluster_server::Cluster for Api {
     ) -> Result<Response<pb::RemoveResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
+        self.authorize(&credentials, Need::Admin)?;
         let message = request.into_inner();
         let step = service::remove(&self.server, via, message.node_id.clone())
             .await
@@ -109,6 +117,7 @@ impl pb::cluster_server::Cluster for Api {
         self.finish(
             step,
             message,
+            &credentials,
             |removed| pb::RemoveResponse {
                 removed: removed.removed.0,
             },
@@ -123,6 +132,8 @@ impl pb::cluster_server::Cluster for Api {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
+        self.authorize(&credentials, Need::Admin)?;
         let message = request.into_inner();
         let step = service::transfer(&self.server, via, message.node_id.clone())
             .await
@@ -130,6 +141,7 @@ impl pb::cluster_server::Cluster for Api {
         self.finish(
             step,
             message,
+            &credentials,
             |moved| pb::TransferLeaderResponse {
                 leader: moved.leader.0,
             },
@@ -143,9 +155,10 @@ impl pb::cluster_server::Cluster for Api {
 impl pb::maintenance_server::Maintenance for Api {
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         serving(&self.server)?;
+        self.authorize(&Credentials::of(&request), Need::Admin)?;
         let taken = service::snapshot(&self.server).await.map_err(status_of)?;
         Ok(Response::new(pb::SnapshotResponse {
             index: taken.index,
@@ -158,8 +171,9 @@ impl pb::maintenance_server::Maintenance for Api {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
         // Served even by a removed node, whose role then says so.
         let status = service::status(&self.server);
         Ok(Response::new(pb::StatusResponse {

@@ -94,12 +94,19 @@ impl Relay {
     }
 
     /// Sends `message` to the leader with `call` (one method of a generated client, given the
-    /// HTTP/2 client and the leader's origin), with the forward's hop count, and hands back
+    /// HTTP/2 client and the leader's origin), with the forward's hop count and the caller's
+    /// credentials, and hands back
     /// the leader's answer. A status the leader sent is passed on as it is; a leader that
     /// cannot be reached is `no_leader` (nothing was sent: safe to retry anywhere); a call
     /// that broke after it went out is a `timeout` whose outcome is unknown (a write may have
     /// been applied), never a refusal.
-    pub async fn call<M, R, F, Fut>(&self, to: Forward, message: M, call: F) -> Result<R, Status>
+    pub async fn call<M, R, F, Fut>(
+        &self,
+        to: Forward,
+        message: M,
+        credentials: &super::Credentials,
+        call: F,
+    ) -> Result<R, Status>
     where
         F: FnOnce(LeaderClient, Uri, Request<M>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
@@ -107,6 +114,7 @@ impl Relay {
         let (client, origin) = self.client(&to).map_err(status_of)?;
         let mut request = Request::new(message);
         request.set_timeout(REQUEST_TIMEOUT);
+        credentials.attach(request.metadata_mut());
         request.metadata_mut().insert(
             metadata::FORWARDED,
             to.hops

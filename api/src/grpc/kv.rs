@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use super::forward::via;
 use super::status::status_of;
-use super::{Api, serving};
+use super::{Api, Credentials, serving};
+use crate::auth::{Need, Scope};
 use crate::service::ApiError;
 use crate::service::keys::{self as service, DeletePrefixArgs, ListArgs, PutArgs};
 
@@ -76,7 +77,9 @@ impl pb::kv_server::Kv for Api {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         serving(&self.server)?;
+        let credentials = Credentials::of(&request);
         let message = request.into_inner();
+        self.authorize(&credentials, Need::Read(Scope::Key(&message.key)))?;
         // The key first, as over REST, where it is the path.
         service::check_key(&message.key).map_err(status_of)?;
         let consistency = consistency(message.consistency).map_err(status_of)?;
@@ -96,7 +99,9 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::PutResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
         let message = request.into_inner();
+        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))?;
         service::check_key(&message.key).map_err(status_of)?;
         let compare = message.condition.clone().map(|c| match c {
             pb::put_request::Condition::PrevVersion(v) => kv::Compare::Version(v),
@@ -114,6 +119,7 @@ impl pb::kv_server::Kv for Api {
         self.finish(
             step,
             message,
+            &credentials,
             |put| pb::PutResponse {
                 revision: put.revision,
                 version: put.version,
@@ -129,15 +135,21 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
         let message = request.into_inner();
+        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))?;
         service::check_key(&message.key).map_err(status_of)?;
         let session = session(message.session).map_err(status_of)?;
         let step = service::delete(&self.server, via, message.key.clone(), session)
             .await
             .map_err(status_of)?;
-        self.finish(step, message, delete_response, |c, o, r| async move {
-            KvClient::with_origin(c, o).delete(r).await
-        })
+        self.finish(
+            step,
+            message,
+            &credentials,
+            delete_response,
+            |c, o, r| async move { KvClient::with_origin(c, o).delete(r).await },
+        )
         .await
     }
 
@@ -148,7 +160,9 @@ impl pb::kv_server::Kv for Api {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         serving(&self.server)?;
+        let credentials = Credentials::of(&request);
         let message = request.into_inner();
+        self.authorize(&credentials, Need::Read(Scope::Prefix(&message.prefix)))?;
         let after = (!message.after.is_empty()).then(|| message.after.clone());
         service::check_list(&message.prefix, after.as_deref()).map_err(status_of)?;
         // 0: every key. A bound past what memory could hold still streams page by page.
@@ -233,7 +247,9 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
         let message = request.into_inner();
+        self.authorize(&credentials, Need::Write(Scope::Prefix(&message.prefix)))?;
         let args = DeletePrefixArgs {
             prefix: message.prefix.clone(),
             all: message.all,
@@ -242,9 +258,13 @@ impl pb::kv_server::Kv for Api {
         let step = service::delete_prefix(&self.server, via, args)
             .await
             .map_err(status_of)?;
-        self.finish(step, message, delete_response, |c, o, r| async move {
-            KvClient::with_origin(c, o).delete_prefix(r).await
-        })
+        self.finish(
+            step,
+            message,
+            &credentials,
+            delete_response,
+            |c, o, r| async move { KvClient::with_origin(c, o).delete_prefix(r).await },
+        )
         .await
     }
 
@@ -254,6 +274,8 @@ impl pb::kv_server::Kv for Api {
     ) -> Result<Response<pb::RegisterSessionResponse>, Status> {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
+        let credentials = Credentials::of(&request);
+        self.authorize(&credentials, Need::Write(Scope::Cluster))?;
         let message = request.into_inner();
         let step = service::register_session(&self.server, via)
             .await
@@ -261,6 +283,7 @@ impl pb::kv_server::Kv for Api {
         self.finish(
             step,
             message,
+            &credentials,
             |s| pb::RegisterSessionResponse {
                 client_id: s.client_id,
             },

@@ -66,6 +66,7 @@ impl Api {
         &self,
         step: Step<T>,
         message: M,
+        credentials: &Credentials,
         encode: impl FnOnce(T) -> R,
         call: F,
     ) -> Result<Response<R>, Status>
@@ -75,8 +76,61 @@ impl Api {
     {
         Ok(Response::new(match step {
             Step::Done(done) => encode(done),
-            Step::Forward(to) => self.relay.call(to, message, call).await?,
+            Step::Forward(to) => self.relay.call(to, message, credentials, call).await?,
         }))
+    }
+}
+
+/// The credential metadata of a call (`authorization`, `x-api-key`): checked against what the
+/// method needs ([`Api::authorize`]) and passed on as it came when the call is forwarded to
+/// the leader, which checks it again.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    api_key: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl Credentials {
+    /// The credentials `request` carries.
+    pub fn of<T>(request: &Request<T>) -> Credentials {
+        let meta = request.metadata();
+        Credentials {
+            authorization: meta.get("authorization").cloned(),
+            api_key: meta.get(proto::rest::auth::API_KEY_HEADER).cloned(),
+        }
+    }
+
+    fn credential(&self) -> crate::auth::Credential {
+        crate::auth::Credential::from_headers(
+            self.authorization.as_ref().map(|v| v.as_bytes()),
+            self.api_key.as_ref().map(|v| v.as_bytes()),
+        )
+    }
+
+    /// Puts the credentials on a call being forwarded.
+    pub fn attach(&self, meta: &mut tonic::metadata::MetadataMap) {
+        if let Some(value) = &self.authorization {
+            meta.insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.api_key {
+            meta.insert(proto::rest::auth::API_KEY_HEADER, value.clone());
+        }
+    }
+}
+
+impl Api {
+    /// Refuses a call whose credentials do not allow `need` (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`), as the REST router does.
+    fn authorize(
+        &self,
+        credentials: &Credentials,
+        need: crate::auth::Need<'_>,
+    ) -> Result<(), Status> {
+        self.server
+            .auth
+            .authorize(&credentials.credential(), need)
+            .map(drop)
+            .map_err(status::status_of)
     }
 }
 

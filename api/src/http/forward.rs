@@ -105,12 +105,17 @@ fn outcome_unknown(leader: &str, e: &dyn std::fmt::Display) -> ApiError {
 pub async fn post_json(
     url: &str,
     body: &impl serde::Serialize,
+    bearer: Option<&str>,
 ) -> Result<(StatusCode, Value), String> {
     let body = serde_json::to_vec(body).map_err(|e| format!("encoding the body for {url}: {e}"))?;
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(url)
-        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(token) = bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     call_json(url, request, REQUEST_TIMEOUT).await

@@ -8,8 +8,10 @@
 //! This file holds the listener and the router; the rest, one job per file: `error.rs` (error
 //! answers and their codes), `request.rs` (bodies, JSON, query parameters), `strict.rs` (which
 //! parameters and headers each route takes), `forward.rs` (to the leader), then the routes:
-//! [`keys`], [`cluster`], and the limits they share ([`limits`], [`quota`]).
+//! [`keys`], [`cluster`], [`auth`] (which also says what each route needs of the caller's
+//! credential), and the limits they share ([`limits`], [`quota`]).
 
+pub mod auth;
 pub mod cluster;
 mod error;
 mod forward;
@@ -68,8 +70,20 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
-    // Before the body is read: a misspelt request is refused at once.
+    // Before the body is read: a misspelt request is refused at once, and so is a caller
+    // whose credential does not allow the request.
     check_strict(&method, &path, &parts)?;
+    let key = match path.strip_prefix("/keys/") {
+        Some(raw_key) => Some(percent_decode(raw_key, false)?),
+        None => None,
+    };
+    let prefix = if path == "/keys" {
+        auth::prefix_of(&parts)?
+    } else {
+        Vec::new()
+    };
+    let need = auth::need(&method, &path, key.as_deref(), &prefix);
+    server.auth.authorize(&auth::credential(&parts), need)?;
     // Only a value may be large; every other body is a small JSON document (or empty).
     let limit = if method == Method::PUT && path.starts_with("/keys/") {
         VALUE_BODY_BYTES_MAX
@@ -85,14 +99,23 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     ) {
         crate::service::cluster::serving(&server)?;
     }
-    if let Some(raw_key) = path.strip_prefix("/keys/") {
-        let key = percent_decode(raw_key, false)?;
+    if let Some(key) = key {
         return match method {
             Method::GET => keys::get(&server, req, key).await,
             Method::PUT => keys::put(&server, req, key).await,
             Method::DELETE => keys::delete(&server, req, key).await,
             _ => Err(method_not_allowed(&path)),
         };
+    }
+    if path.starts_with("/auth/") {
+        let path = path.clone();
+        if let Some(handled) = auth::route(&server, req, &method, &path).await {
+            return handled;
+        }
+        return Err(ApiError::new(
+            ErrorCode::NoRoute,
+            format!("no route {path}; see docs/api.md"),
+        ));
     }
     match (method, path.as_str()) {
         (Method::GET, "/keys") => keys::list(&server, req).await,

@@ -56,8 +56,27 @@ pub fn accepts(method: &Method, path: &str) -> Option<Accepts> {
         | (&Method::GET, "/cluster/nodes" | "/cluster/leader" | "/cluster/id")
         | (&Method::POST, "/cluster/join" | "/cluster/remove" | "/cluster/transfer-leader")
         | (&Method::POST, "/admin/snapshot") => only(&[], FORWARDING_HEADERS),
+        (method, path) if auth_route(method, path) => only(&[], FORWARDING_HEADERS),
         _ => None,
     }
+}
+
+/// Whether `method path` is one of the `/auth` routes (`http::auth`).
+fn auth_route(method: &Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/auth/") else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    matches!(
+        (method, segments.as_slice()),
+        (
+            &Method::POST,
+            ["login" | "enable" | "disable" | "users" | "apikeys"]
+        ) | (&Method::GET, ["status" | "users" | "roles" | "apikeys"])
+            | (&Method::DELETE, ["users" | "roles" | "apikeys", _])
+            | (&Method::PUT, ["roles", _])
+            | (&Method::PUT, ["users", _, "password"])
+    )
 }
 
 /// The known name nearest to `name`, if it is close enough to be a typo of it.

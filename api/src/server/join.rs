@@ -82,8 +82,17 @@ fn parse_admission(answer: &Value) -> Option<Admission> {
 /// Asks the cluster at `join_addr` to add `me` (as a learner; the leader promotes it once it
 /// has caught up), until it says yes or refuses for good. Network errors and busy answers are
 /// retried with a growing delay.
-pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, JoinRefused> {
+///
+/// With `login` (`auth.admin_user` and its password, when `auth.enabled`), a cluster whose
+/// authentication is on and answers `401` is logged in to, and the join sent again with the
+/// token.
+pub async fn ask_to_join(
+    join_addr: &str,
+    me: &MemberInfo,
+    login: Option<&rest::auth::LoginRequest>,
+) -> Result<Admission, JoinRefused> {
     let url = format!("{}/cluster/join", base(join_addr));
+    let mut token: Option<String> = None;
     // `fresh`: the node asks for itself and has a blank data directory, so the cluster need
     // not ask it which cluster it belongs to (it belongs to none yet).
     let body = rest::JoinRequest {
@@ -96,7 +105,7 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
     };
     let mut delay = JOIN_RETRY_MIN;
     loop {
-        let (status, answer) = match crate::http::post_json(&url, &body).await {
+        let (status, answer) = match crate::http::post_json(&url, &body, token.as_deref()).await {
             Ok((status, answer)) => (status.as_u16(), answer),
             Err(e) => {
                 warn!(%url, error = %e, "cannot reach the cluster to join; retrying");
@@ -123,6 +132,18 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
                 }
             }
         }
+        if status == 401
+            && token.is_none()
+            && let Some(login) = login
+        {
+            match log_in(join_addr, login).await {
+                Ok(t) => {
+                    token = Some(t);
+                    continue;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
         if !transient(status, &code) {
             let message = refusal.map_or_else(|| "no explanation".to_string(), |r| r.error);
             return Err(JoinRefused {
@@ -138,6 +159,39 @@ pub async fn ask_to_join(join_addr: &str, me: &MemberInfo) -> Result<Admission, 
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(JOIN_RETRY_MAX);
     }
+}
+
+/// A token from the cluster at `join_addr` for `login`.
+async fn log_in(join_addr: &str, login: &rest::auth::LoginRequest) -> Result<String, JoinRefused> {
+    let url = format!("{}/auth/login", base(join_addr));
+    let refused = |status: u16, code: &str, message: String| JoinRefused {
+        url: url.clone(),
+        status,
+        code: code.into(),
+        message,
+    };
+    let (status, answer) = crate::http::post_json(&url, login, None)
+        .await
+        .map_err(|e| refused(0, "unreachable", e))?;
+    if status.is_success()
+        && let Ok(answer) = serde_json::from_value::<rest::auth::LoginAnswer>(answer.clone())
+    {
+        info!(%url, user = %login.username, "logged in to join the cluster");
+        return Ok(answer.token);
+    }
+    let body = serde_json::from_value::<rest::ErrorBody>(answer).ok();
+    let code = body
+        .as_ref()
+        .map_or_else(|| "bad_answer".to_string(), |b| b.code.clone());
+    Err(refused(
+        status.as_u16(),
+        &code,
+        format!(
+            "the cluster's authentication is on and logging in as {} failed: {}",
+            login.username,
+            body.map_or_else(|| "no explanation".into(), |b| b.error)
+        ),
+    ))
 }
 
 /// The cluster the node at `join_addr` serves, if it answers within

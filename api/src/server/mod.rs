@@ -29,12 +29,13 @@ pub use replica::{machine, snapshots};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use proto::rest;
 use raft::core::{LogIndex, NodeId};
 use raft::node::{self, ClusterId, LogStore, Node, SnapshotFiles, WalLogStore};
 use raft::transport::{PeerTransport, TcpNetwork};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use data_dir::{CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
 use join::{Admission, JoinRefused};
 use machine::{Machine, MemberInfo, Output, Proposal};
@@ -82,6 +83,9 @@ pub enum StartError {
     /// The cluster asked to add this node refused.
     #[error("{0}")]
     JoinRefused(#[from] JoinRefused),
+    /// `auth.enabled` without a usable first admin password.
+    #[error("{0}")]
+    AdminPassword(String),
     /// The data directory belongs to another cluster than the one `join_addr` serves.
     #[error(
         "the data directory {dir} belongs to cluster {ours}, but --join-addr {join_addr} serves cluster {theirs}: a node keeps the cluster it was founded or added in. To join {theirs}, remove this node from {ours} and move the directory aside first"
@@ -118,6 +122,41 @@ pub struct Server {
     pub limits: crate::http::limits::Limits,
     /// The space quota (`storage.quota_bytes`) over this node's applied state.
     pub quota: Arc<crate::http::quota::Quota>,
+    /// Who may do what (the access records, read without the machine's lock).
+    pub auth: crate::auth::Auth,
+    /// The first admin's password, when this node founds authentication (`auth.enabled`).
+    admin_password: Option<Secret>,
+}
+
+/// The first admin's password as configured: `auth.admin_password` (meant for
+/// `RAFTKV_AUTH__ADMIN_PASSWORD`) or the contents of `auth.admin_password_file`, checked;
+/// `None` when `auth.enabled` is off.
+fn admin_password(config: &Config) -> Result<Option<Secret>, StartError> {
+    let auth = &config.auth;
+    if !auth.enabled {
+        return Ok(None);
+    }
+    let password = match (&auth.admin_password, &auth.admin_password_file) {
+        (Some(password), _) => password.0.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                StartError::AdminPassword(format!(
+                    "auth.admin_password_file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, None) => {
+            return Err(StartError::AdminPassword(
+                "auth.enabled needs the first admin's password in auth.admin_password_file or RAFTKV_AUTH__ADMIN_PASSWORD; RaftKV has no default password".into(),
+            ));
+        }
+    };
+    crate::auth::password::check_new(&password).map_err(|e| {
+        StartError::AdminPassword(format!("the first admin's password: {}", e.message()))
+    })?;
+    Ok(Some(Secret(password)))
 }
 
 const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
@@ -180,6 +219,7 @@ impl Server {
             source,
         })?;
 
+        let admin_password = admin_password(&config)?;
         let id = node::driver::node_id_for_name(&config.raft.node_id);
         node::names::register(id, &config.raft.node_id);
         let data_dir = config.storage.data_dir.clone();
@@ -189,7 +229,13 @@ impl Server {
             Found::Member => Origin::Restarted,
             Found::Blank => {
                 if let Some(join_addr) = &config.raft.join_addr {
-                    Origin::Joined(join::ask_to_join(join_addr, &member_of(&config)).await?)
+                    let login = admin_password.as_ref().map(|p| rest::auth::LoginRequest {
+                        username: config.auth.admin_user.clone(),
+                        password: p.0.clone(),
+                    });
+                    Origin::Joined(
+                        join::ask_to_join(join_addr, &member_of(&config), login.as_ref()).await?,
+                    )
                 } else if config.raft.bootstrap {
                     Origin::Founded
                 } else {
@@ -279,6 +325,7 @@ impl Server {
             crate::http::limits::fd_limit_now(),
             store.wal_metrics(),
         );
+        let auth = crate::auth::Auth::new(&config.auth, machine.auth_watch());
         let machine = Arc::new(Mutex::new(machine));
         let Replica { node, transport } = launch::launch(
             Launch {
@@ -307,8 +354,13 @@ impl Server {
             raft_listen_addr,
             limits,
             quota,
+            auth,
+            admin_password,
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
+        if server.admin_password.is_some() {
+            tokio::spawn(found_auth(Arc::downgrade(&server)));
+        }
         if let Some(guard) = guard {
             guard.disarm();
         }
@@ -391,6 +443,55 @@ async fn check_join_addr_cluster(
         None => {
             warn!(cluster = %ours, %join_addr, "restarting as a member; join_addr did not say which cluster it serves");
             Ok(())
+        }
+    }
+}
+
+/// How often a node founding authentication looks whether it leads and the first admin is in.
+pub const AUTH_FOUNDING_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Founds authentication on a new cluster (`auth.enabled`): once this node leads and the
+/// cluster has no user yet, it proposes the first admin with authentication on. Whichever
+/// node's proposal commits first wins; the others are refused as `AlreadyBootstrapped`. Ends
+/// once the cluster has users (or the server is gone).
+async fn found_auth(server: std::sync::Weak<Server>) {
+    use replica::auth::AuthCommand;
+    loop {
+        tokio::time::sleep(AUTH_FOUNDING_POLL).await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let state = server.auth.state();
+        if !state.users.is_empty() {
+            if !state.enabled {
+                warn!(
+                    "auth.enabled is set, but this cluster's authentication is off (an admin turned it off, or users were made before): the cluster's state rules; POST /auth/enable turns it on"
+                );
+            }
+            return;
+        }
+        if server.node.status().role != Some(raft::core::Role::Leader) {
+            continue;
+        }
+        let Some(password) = server.admin_password.clone() else {
+            return;
+        };
+        let founded = async {
+            let password_hash = server.auth.passwords.hash(password.0).await?;
+            let command = AuthCommand::Bootstrap {
+                user: server.config.auth.admin_user.clone(),
+                password_hash,
+                signing_key: crate::auth::new_signing_key()?,
+            };
+            crate::service::auth::propose_here(&server, command).await
+        };
+        match founded.await {
+            Ok(()) => {
+                info!(user = %server.config.auth.admin_user, "authentication founded: the first admin is in and authentication is on");
+                return;
+            }
+            Err(e) if e.code() == proto::rest::ErrorCode::AuthConflict => return,
+            Err(e) => warn!(error = %e.message(), "founding authentication failed; retrying"),
         }
     }
 }

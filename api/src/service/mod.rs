@@ -6,8 +6,9 @@
 //! a follower forwards it ([`route`]), and how node errors become the codes docs/api.md lists.
 //!
 //! One job per file: `error` (the error type and its codes), [`route`] (leader and
-//! forwarding), [`keys`] and [`cluster`] (the operations).
+//! forwarding), [`keys`], [`cluster`] and [`auth`] (the operations).
 
+pub mod auth;
 pub mod cluster;
 mod error;
 pub mod keys;

@@ -144,3 +144,11 @@ pub struct AuthStatus {
     /// Whether requests must carry a credential.
     pub enabled: bool,
 }
+
+/// The answer to a removal (`DELETE /auth/users/{user}`, `/auth/roles/{role}`,
+/// `/auth/apikeys/{id}`) and to a password change (`updated`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The user, role or key id the change was about.
+    pub name: String,
+}

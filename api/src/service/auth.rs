@@ -1,0 +1,334 @@
+//! The `/auth` operations both APIs serve: logging in, and changing and listing the access
+//! records (users, roles, API keys, whether authentication is on). Changes are Raft commands
+//! (`replica::auth::AuthCommand`) proposed on the leader, which is also where a password is
+//! hashed and an API key or a signing key is made, so that a follower forwards the request as
+//! it came and the leader's answer (an API key shown once) travels back to the client.
+//!
+//! Logging in needs no leader: any node checks the password against its own records and signs
+//! with the cluster's key. Listings wait for a read index first, as every read does.
+
+use bytes::Bytes;
+use proto::rest::ErrorCode;
+use proto::rest::auth::{
+    ApiKeyCreated, ApiKeyInfo, ApiKeys, AuthStatus, LoginAnswer, LoginRequest, NewApiKey,
+    NewPassword, NewUser, RoleInfo, RoleRequest, Roles, UserInfo, Users,
+};
+use replica::auth::{
+    AuthCommand, AuthRefusal, Permission, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, Role, check_name,
+};
+
+use super::route::{Step, Via, await_leader, forward_to_leader};
+use super::{ApiError, REQUEST_TIMEOUT, within};
+use crate::auth::password::check_new;
+use crate::auth::{apikey, new_signing_key};
+use crate::server::Server;
+use crate::server::machine::{Output, Proposal};
+
+/// The answer for a refused auth command.
+pub fn refusal(e: AuthRefusal) -> ApiError {
+    let code = match &e {
+        AuthRefusal::UserExists(_) | AuthRefusal::KeyExists(_) => ErrorCode::AlreadyExists,
+        AuthRefusal::NoSuchUser(_) | AuthRefusal::NoSuchRole(_) | AuthRefusal::NoSuchKey(_) => {
+            ErrorCode::AuthNotFound
+        }
+        AuthRefusal::BuiltinRole(_) | AuthRefusal::Invalid(_) => ErrorCode::BadRequest,
+        AuthRefusal::RoleInUse { .. }
+        | AuthRefusal::NoAdmin(_)
+        | AuthRefusal::AlreadyBootstrapped
+        | AuthRefusal::TooMany { .. } => ErrorCode::AuthConflict,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn checked(what: &str, name: &str) -> Result<(), ApiError> {
+    check_name(what, name).map_err(refusal)
+}
+
+/// Proposes `command` on this node, which must lead, and waits for it to apply.
+pub async fn propose_here(server: &Server, command: AuthCommand) -> Result<(), ApiError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, server.propose(Proposal::Auth(command))).await {
+        Err(_) => Err(ApiError::from_node(raft::node::NodeError::Unknown)),
+        Ok(Err(e)) => Err(ApiError::from_node(e)),
+        Ok(Ok(Output::Auth(result))) => result.map_err(refusal),
+        Ok(Ok(other)) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("an auth command applied as {other:?}"),
+        )),
+    }
+}
+
+/// On the leader, makes the command with `make` (which may hash or draw random bytes) and
+/// proposes it, handing back `answer`; on a follower, says where to forward.
+async fn change<T, F, Fut>(server: &Server, via: Via, make: F) -> Result<Step<T>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(AuthCommand, T), ApiError>>,
+{
+    if !await_leader(server).await? {
+        return forward_to_leader(server, via).map(Step::Forward);
+    }
+    let (command, answer) = make().await?;
+    propose_here(server, command).await?;
+    Ok(Step::Done(answer))
+}
+
+/// Waits until this node's records hold every change acknowledged before the call.
+async fn read_barrier(server: &Server) -> Result<(), ApiError> {
+    await_leader(server).await?;
+    within(server.node.read_index()).await.map(drop)
+}
+
+/// `POST /auth/login`: a token for a user whose password matches.
+pub async fn login(server: &Server, request: LoginRequest) -> Result<LoginAnswer, ApiError> {
+    let auth = &server.auth;
+    let state = auth.state();
+    let wrong = || ApiError::new(ErrorCode::Unauthenticated, "wrong username or password");
+    if request.password.len() > crate::auth::password::PASSWORD_BYTES_MAX {
+        return Err(wrong());
+    }
+    let Some(user) = state.users.get(&request.username).cloned() else {
+        // As slow as a real check, so that the answer's timing does not tell which users exist.
+        auth.passwords.hash(request.password).await?;
+        return Err(wrong());
+    };
+    if !auth
+        .passwords
+        .verify(user.password_hash.clone(), request.password)
+        .await?
+    {
+        return Err(wrong());
+    }
+    let (token, expires_at) = auth
+        .tokens
+        .issue(&state, &request.username, user.generation)?;
+    Ok(LoginAnswer { token, expires_at })
+}
+
+/// `GET /auth/status`.
+pub fn status(server: &Server) -> AuthStatus {
+    AuthStatus {
+        enabled: server.auth.enabled(),
+    }
+}
+
+/// `POST /auth/enable` (refused unless a user holds the admin role).
+pub async fn enable(server: &Server, via: Via) -> Result<Step<AuthStatus>, ApiError> {
+    change(server, via, || async {
+        let command = AuthCommand::Enable {
+            signing_key: new_signing_key()?,
+        };
+        Ok((command, AuthStatus { enabled: true }))
+    })
+    .await
+}
+
+/// `POST /auth/disable`.
+pub async fn disable(server: &Server, via: Via) -> Result<Step<AuthStatus>, ApiError> {
+    change(server, via, || async {
+        Ok((AuthCommand::Disable, AuthStatus { enabled: false }))
+    })
+    .await
+}
+
+/// `POST /auth/users`.
+pub async fn add_user(server: &Server, via: Via, new: NewUser) -> Result<Step<UserInfo>, ApiError> {
+    checked("user", &new.username)?;
+    check_new(&new.password)?;
+    change(server, via, || async {
+        if server.auth.state().role(&new.role).is_none() {
+            return Err(refusal(AuthRefusal::NoSuchRole(new.role)));
+        }
+        let password_hash = server.auth.passwords.hash(new.password).await?;
+        let answer = UserInfo {
+            username: new.username.clone(),
+            role: new.role.clone(),
+        };
+        let command = AuthCommand::AddUser {
+            name: new.username,
+            password_hash,
+            role: new.role,
+        };
+        Ok((command, answer))
+    })
+    .await
+}
+
+/// `DELETE /auth/users/{user}`.
+pub async fn remove_user(server: &Server, via: Via, name: String) -> Result<Step<()>, ApiError> {
+    change(server, via, || async {
+        Ok((AuthCommand::RemoveUser { name }, ()))
+    })
+    .await
+}
+
+/// `PUT /auth/users/{user}/password`.
+pub async fn set_password(
+    server: &Server,
+    via: Via,
+    name: String,
+    new: NewPassword,
+) -> Result<Step<()>, ApiError> {
+    check_new(&new.password)?;
+    change(server, via, || async {
+        if !server.auth.state().users.contains_key(&name) {
+            return Err(refusal(AuthRefusal::NoSuchUser(name)));
+        }
+        let password_hash = server.auth.passwords.hash(new.password).await?;
+        Ok((
+            AuthCommand::SetPassword {
+                name,
+                password_hash,
+            },
+            (),
+        ))
+    })
+    .await
+}
+
+/// `GET /auth/users`.
+pub async fn users(server: &Server) -> Result<Users, ApiError> {
+    read_barrier(server).await?;
+    let state = server.auth.state();
+    Ok(Users {
+        users: state
+            .users
+            .iter()
+            .map(|(name, user)| UserInfo {
+                username: name.clone(),
+                role: user.role.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// `PUT /auth/roles/{role}`: creates or replaces a custom role.
+pub async fn put_role(
+    server: &Server,
+    via: Via,
+    name: String,
+    request: RoleRequest,
+) -> Result<Step<RoleInfo>, ApiError> {
+    checked("role", &name)?;
+    let permission = match request.permission.as_str() {
+        ROLE_READ => Permission::Read,
+        ROLE_WRITE => Permission::Write,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "permission `{other}` is neither read nor write (only the built-in admin role administers)"
+            )));
+        }
+    };
+    let role = Role {
+        permission,
+        prefixes: request
+            .prefixes
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect(),
+    };
+    if Role::builtin(&name).is_some() {
+        return Err(refusal(AuthRefusal::BuiltinRole(name)));
+    }
+    replica::auth::check_role(&role).map_err(refusal)?;
+    let answer = role_info(&name, &role, false);
+    change(server, via, || async {
+        Ok((AuthCommand::PutRole { name, role }, answer))
+    })
+    .await
+}
+
+/// `DELETE /auth/roles/{role}`.
+pub async fn remove_role(server: &Server, via: Via, name: String) -> Result<Step<()>, ApiError> {
+    change(server, via, || async {
+        Ok((AuthCommand::RemoveRole { name }, ()))
+    })
+    .await
+}
+
+fn role_info(name: &str, role: &Role, builtin: bool) -> RoleInfo {
+    RoleInfo {
+        name: name.to_string(),
+        permission: role.permission.as_str().to_string(),
+        prefixes: role
+            .prefixes
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        builtin,
+    }
+}
+
+/// `GET /auth/roles`: the built-in roles, then the custom ones by name.
+pub async fn roles(server: &Server) -> Result<Roles, ApiError> {
+    read_barrier(server).await?;
+    let state = server.auth.state();
+    let builtin = [ROLE_READ, ROLE_WRITE, ROLE_ADMIN].map(|name| {
+        role_info(
+            name,
+            &Role::builtin(name).expect("invariant: the three names are the built-in roles"),
+            true,
+        )
+    });
+    let custom = state
+        .roles
+        .iter()
+        .map(|(name, role)| role_info(name, role, false));
+    Ok(Roles {
+        roles: builtin.into_iter().chain(custom).collect(),
+    })
+}
+
+/// `POST /auth/apikeys`: a new key, shown once.
+pub async fn add_api_key(
+    server: &Server,
+    via: Via,
+    new: NewApiKey,
+) -> Result<Step<ApiKeyCreated>, ApiError> {
+    checked("API key", &new.name)?;
+    change(server, via, || async {
+        if server.auth.state().role(&new.role).is_none() {
+            return Err(refusal(AuthRefusal::NoSuchRole(new.role)));
+        }
+        let made = apikey::generate()?;
+        let answer = ApiKeyCreated {
+            id: made.id.clone(),
+            name: new.name.clone(),
+            role: new.role.clone(),
+            key: made.key,
+        };
+        let command = AuthCommand::AddApiKey {
+            id: made.id,
+            name: new.name,
+            role: new.role,
+            digest: made.digest,
+        };
+        Ok((command, answer))
+    })
+    .await
+}
+
+/// `GET /auth/apikeys` (never with secrets).
+pub async fn api_keys(server: &Server) -> Result<ApiKeys, ApiError> {
+    read_barrier(server).await?;
+    let state = server.auth.state();
+    Ok(ApiKeys {
+        api_keys: state
+            .api_keys
+            .iter()
+            .map(|(id, key)| ApiKeyInfo {
+                id: id.clone(),
+                name: key.name.clone(),
+                role: key.role.clone(),
+                created_index: key.created_index,
+            })
+            .collect(),
+    })
+}
+
+/// `DELETE /auth/apikeys/{id}`.
+pub async fn revoke_api_key(server: &Server, via: Via, id: String) -> Result<Step<()>, ApiError> {
+    change(server, via, || async {
+        Ok((AuthCommand::RevokeApiKey { id }, ()))
+    })
+    .await
+}
