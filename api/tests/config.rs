@@ -705,3 +705,47 @@ fn the_grpc_address_defaults_to_the_http_host_and_is_refused_on_the_http_port() 
     );
     assert!(line.contains("server.grpc_addr"), "{line}");
 }
+
+#[test]
+fn auth_settings_are_checked_and_secrets_never_printed() {
+    // Given the password and secret in the environment, then they load, and a printed
+    // configuration does not show them.
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_AUTH__ENABLED", "true"),
+            ("RAFTKV_AUTH__ADMIN_PASSWORD", "the-admin-password"),
+            ("RAFTKV_AUTH__JWT_SECRET", &"s".repeat(40)),
+        ]),
+    )
+    .expect("loads");
+    assert!(config.auth.enabled);
+    let printed = format!("{config:?}");
+    assert!(
+        !printed.contains("the-admin-password") && !printed.contains(&"s".repeat(40)),
+        "{printed}"
+    );
+    // Each bad setting is refused naming its key.
+    for (key, value, says) in [
+        ("RAFTKV_AUTH__ENABLED", "true", "no default password"),
+        ("RAFTKV_AUTH__JWT_SECRET", "short", "too short"),
+        ("RAFTKV_AUTH__JWT_ALGORITHM", "none", "not HS256"),
+        ("RAFTKV_AUTH__JWT_ALGORITHM", "RS256", "not HS256"),
+        ("RAFTKV_AUTH__TOKEN_TTL", "1s", "outside"),
+        ("RAFTKV_AUTH__ARGON2_ITERATIONS", "0", "outside"),
+        ("RAFTKV_AUTH__ARGON2_MEMORY_KIB", "4194304", "exhaust"),
+        ("RAFTKV_AUTH__ADMIN_USER", "a b", "letters, digits"),
+    ] {
+        let e = load(&ConfigArgs::default(), env(&[(key, value)]))
+            .expect_err(key)
+            .to_string();
+        let dotted = key
+            .trim_start_matches("RAFTKV_")
+            .replace("__", ".")
+            .to_ascii_lowercase();
+        assert!(
+            e.contains(&dotted) && e.contains(says),
+            "{key}={value}: {e}"
+        );
+    }
+}

@@ -27,7 +27,7 @@ use crate::bench::plot::{self, PlotError, PlotOptions};
 use crate::bench::{self, BenchConfig, BenchError, Stop, WindowReport, Workload};
 use crate::client::VALUE_BYTES_MAX;
 use crate::error::printable;
-use crate::types::{ClientOptions, Routing};
+use crate::types::{ClientOptions, Credential, Routing};
 use crate::{Client, Consistency, Error, ListResult, Precondition};
 
 /// Exit code: success.
@@ -44,6 +44,13 @@ pub const EXIT_CAS_FAILED: u8 = 4;
 /// is unknown (timed out): a write may or may not have been applied.
 pub const EXIT_UNAVAILABLE: u8 = 5;
 
+/// Exit code: not authenticated (no or a refused credential) or permission denied.
+pub const EXIT_AUTH: u8 = 6;
+
+/// Where `kvcli auth login` keeps its token, under the home directory, unless
+/// `--token-file` / `RAFTKV_TOKEN_FILE` says otherwise.
+pub const TOKEN_FILE_DEFAULT: &str = ".config/raftkv/token";
+
 /// Default duration of `kvcli bench` when neither `--duration` nor `--ops` is given.
 pub const BENCH_DURATION_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -55,9 +62,12 @@ Exit codes:
   3  key not found (get)
   4  compare-and-swap failed
   5  unavailable (no endpoint reachable, no leader) or timed out (outcome unknown)
+  6  not authenticated (log in: kvcli auth login USER) or permission denied
 
 Endpoints come from --endpoints, else RAFTKV_ENDPOINTS, else http://127.0.0.1:8080
-(grpc://127.0.0.1:9090 with --grpc).";
+(grpc://127.0.0.1:9090 with --grpc). The credential is --token, else --api-key, else the
+token `kvcli auth login` kept (--token-file, else RAFTKV_TOKEN_FILE, else
+~/.config/raftkv/token).";
 
 /// `kvcli`: the RaftKV command-line client.
 #[derive(Debug, Parser)]
@@ -83,6 +93,21 @@ pub struct Cli {
     /// Bound on each request, all retries included, e.g. 500ms, 10s, 1m.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_flag_duration)]
     pub timeout: Duration,
+    /// A login token (from `kvcli auth login`), sent as `Authorization: Bearer`.
+    #[arg(long, global = true, env = "RAFTKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// An API key (`ak_...`), sent as `X-API-Key`.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTKV_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "token"
+    )]
+    pub api_key: Option<String>,
+    /// The file `kvcli auth login` keeps its token in, and other commands read it from.
+    #[arg(long, global = true, env = "RAFTKV_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -156,6 +181,126 @@ pub enum Command {
     },
     /// Generate load and report throughput and latency (`bench plot` draws window CSVs).
     Bench(BenchCommand),
+    /// Authentication: log in, users, roles and API keys.
+    #[command(arg_required_else_help = true)]
+    Auth {
+        /// The auth command.
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+/// Where a password comes from: `--password` (visible to other users of the machine in the
+/// process list: prefer the others), else `RAFTKV_PASSWORD`, else one line of stdin.
+#[derive(Debug, Args)]
+pub struct PasswordArg {
+    /// The password (prefer RAFTKV_PASSWORD or stdin: a flag shows in the process list).
+    #[arg(long, env = "RAFTKV_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+/// `kvcli auth ...`
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Log in and keep the token (0600) for later commands.
+    Login {
+        /// The user.
+        username: String,
+        /// The password.
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// Forget the kept token.
+    Logout,
+    /// Whether the cluster's authentication is on.
+    Status,
+    /// Turn authentication on (an admin user must exist).
+    Enable,
+    /// Turn authentication off.
+    Disable,
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles (built-in: read, write, admin; custom ones limited to key prefixes).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+}
+
+/// `kvcli auth user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Add {
+        /// The name.
+        username: String,
+        /// The role: read, write, admin or a custom role.
+        #[arg(long)]
+        role: String,
+        /// The password.
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// Remove a user.
+    Delete {
+        /// The name.
+        username: String,
+    },
+    /// Set a user's password (their earlier tokens stop working).
+    Passwd {
+        /// The name.
+        username: String,
+        /// The new password.
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// List the users.
+    List,
+}
+
+/// `kvcli auth role ...`
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create or replace a custom role.
+    Put {
+        /// The name.
+        name: String,
+        /// read or write.
+        #[arg(long)]
+        permission: String,
+        /// A key prefix the role is limited to (repeat for several; none: every key).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+    },
+    /// Remove a custom role nobody holds.
+    Delete {
+        /// The name.
+        name: String,
+    },
+    /// List the roles.
+    List,
+}
+
+/// `kvcli auth apikey ...`
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key (printed once).
+    Add {
+        /// A name for people: what or who uses it.
+        name: String,
+        /// The role.
+        #[arg(long)]
+        role: String,
+    },
+    /// List the API keys (without secrets).
+    List,
+    /// Revoke an API key.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
 }
 
 /// An optional compare-and-swap condition (`put`).
@@ -414,6 +559,7 @@ pub fn exit_code(error: &CliError) -> u8 {
         CliError::Bench(BenchError::Session(Error::Unavailable(_) | Error::NoLeader(_))) => {
             EXIT_UNAVAILABLE
         }
+        CliError::Client(Error::Unauthenticated(_) | Error::PermissionDenied(_)) => EXIT_AUTH,
         CliError::Usage(_) | CliError::Client(Error::InvalidEndpoint { .. }) => EXIT_USAGE,
         CliError::Bench(BenchError::Config(_)) => EXIT_USAGE,
         CliError::Plot(PlotError::Input(_)) => EXIT_USAGE,
@@ -543,6 +689,288 @@ fn condition(prev_version: Option<u64>, prev_value: Option<&OsString>) -> Option
     }
 }
 
+/// The token file: the one given, else `~/.config/raftkv/token` (`None` without a home).
+fn token_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    given.map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(TOKEN_FILE_DEFAULT))
+    })
+}
+
+/// The credential to send: `--token`, else `--api-key`, else the kept token, if any.
+fn credential(cli: &Cli, token_file: Option<&std::path::Path>) -> Result<Credential, CliError> {
+    if let Some(token) = &cli.token {
+        return Ok(Credential::Token(token.trim().to_owned()));
+    }
+    if let Some(key) = &cli.api_key {
+        return Ok(Credential::ApiKey(key.trim().to_owned()));
+    }
+    let Some(path) = token_file else {
+        return Ok(Credential::None);
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Credential::Token(text.trim().to_owned())),
+        Ok(_) => Ok(Credential::None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Credential::None),
+        Err(e) => Err(CliError::Io(format!(
+            "reading the token file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The password of `arg`, else one line read from `stdin`.
+fn password(arg: PasswordArg, stdin: &mut dyn Read) -> Result<String, CliError> {
+    if let Some(password) = arg.password {
+        return Ok(password);
+    }
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() <= PASSWORD_INPUT_BYTES_MAX {
+        match stdin.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => {
+                return Err(CliError::Io(format!(
+                    "reading the password from stdin: {e}"
+                )));
+            }
+        }
+    }
+    let text = String::from_utf8(line)
+        .map_err(|_| CliError::Usage("the password on stdin is not UTF-8".to_owned()))?;
+    let text = text.trim_end_matches('\r').to_owned();
+    if text.is_empty() {
+        return Err(CliError::Usage(
+            "no password: give --password, RAFTKV_PASSWORD, or one line on stdin".to_owned(),
+        ));
+    }
+    Ok(text)
+}
+
+/// The longest password line read from stdin.
+pub const PASSWORD_INPUT_BYTES_MAX: usize = 4096;
+
+/// Writes `token` to `path`, readable by its owner only (0600), creating the directory.
+fn keep_token(path: &std::path::Path, token: &str) -> Result<(), CliError> {
+    let fail =
+        |e: std::io::Error| CliError::Io(format!("keeping the token in {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    // Written beside it and renamed over it, so that a reader never sees half a token, and
+    // created 0600 so that it is never readable by others, not even for a moment.
+    let partial = path.with_extension("partial");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&partial).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
+    file.write_all(token.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&partial, path).map_err(fail)
+}
+
+/// `kvcli auth ...`
+async fn auth_command(
+    client: &Client,
+    command: AuthCommand,
+    token_file: Option<&std::path::Path>,
+    stdin: &mut dyn Read,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let no_token_file = || {
+        CliError::Usage(
+            "no token file: give --token-file or RAFTKV_TOKEN_FILE (no HOME is set)".to_owned(),
+        )
+    };
+    match command {
+        AuthCommand::Login {
+            username,
+            password: p,
+        } => {
+            let password = password(p, stdin)?;
+            let path = token_file.ok_or_else(no_token_file)?;
+            let answer = client.login(&username, &password).await?;
+            keep_token(path, &answer.token)?;
+            if json {
+                return print_json(
+                    out,
+                    &serde_json::json!({
+                        "username": username, "expires_at": answer.expires_at,
+                        "token_file": path.display().to_string(),
+                    }),
+                );
+            }
+            writeln!(
+                out,
+                "logged in as {username} until {} (Unix seconds); token kept in {}",
+                answer.expires_at,
+                path.display()
+            )
+            .map_err(io_error)
+        }
+        AuthCommand::Logout => {
+            let path = token_file.ok_or_else(no_token_file)?;
+            match std::fs::remove_file(path) {
+                Ok(()) => writeln!(out, "removed {}", path.display()).map_err(io_error),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    writeln!(out, "no token kept in {}", path.display()).map_err(io_error)
+                }
+                Err(e) => Err(CliError::Io(format!("removing {}: {e}", path.display()))),
+            }
+        }
+        AuthCommand::Status | AuthCommand::Enable | AuthCommand::Disable => {
+            let status = match command {
+                AuthCommand::Enable => client.auth_enable().await?,
+                AuthCommand::Disable => client.auth_disable().await?,
+                _ => client.auth_status().await?,
+            };
+            if json {
+                return print_json(out, &status);
+            }
+            let state = if status.enabled { "on" } else { "off" };
+            writeln!(out, "authentication is {state}").map_err(io_error)
+        }
+        AuthCommand::User(UserCommand::Add {
+            username,
+            role,
+            password: p,
+        }) => {
+            let password = password(p, stdin)?;
+            let user = client.user_add(&username, &password, &role).await?;
+            if json {
+                return print_json(out, &user);
+            }
+            writeln!(out, "added user {} with role {}", user.username, user.role).map_err(io_error)
+        }
+        AuthCommand::User(UserCommand::Delete { username }) => {
+            let changed = client.user_delete(&username).await?;
+            if json {
+                return print_json(out, &changed);
+            }
+            writeln!(out, "removed user {}", changed.name).map_err(io_error)
+        }
+        AuthCommand::User(UserCommand::Passwd {
+            username,
+            password: p,
+        }) => {
+            let password = password(p, stdin)?;
+            let changed = client.user_change_password(&username, &password).await?;
+            if json {
+                return print_json(out, &changed);
+            }
+            writeln!(
+                out,
+                "changed the password of {}; log in again",
+                changed.name
+            )
+            .map_err(io_error)
+        }
+        AuthCommand::User(UserCommand::List) => {
+            let users = client.user_list().await?;
+            if json {
+                return print_json(out, &serde_json::json!({ "users": users }));
+            }
+            writeln!(out, "{:<32} ROLE", "USER").map_err(io_error)?;
+            for u in &users {
+                writeln!(out, "{:<32} {}", u.username, u.role).map_err(io_error)?;
+            }
+            Ok(())
+        }
+        AuthCommand::Role(RoleCommand::Put {
+            name,
+            permission,
+            prefixes,
+        }) => {
+            let role = client.role_put(&name, &permission, &prefixes).await?;
+            if json {
+                return print_json(out, &role);
+            }
+            writeln!(out, "role {}: {}", role.name, describe_role(&role)).map_err(io_error)
+        }
+        AuthCommand::Role(RoleCommand::Delete { name }) => {
+            let changed = client.role_delete(&name).await?;
+            if json {
+                return print_json(out, &changed);
+            }
+            writeln!(out, "removed role {}", changed.name).map_err(io_error)
+        }
+        AuthCommand::Role(RoleCommand::List) => {
+            let roles = client.role_list().await?;
+            if json {
+                return print_json(out, &serde_json::json!({ "roles": roles }));
+            }
+            writeln!(out, "{:<32} ALLOWS", "ROLE").map_err(io_error)?;
+            for r in &roles {
+                writeln!(out, "{:<32} {}", r.name, describe_role(r)).map_err(io_error)?;
+            }
+            Ok(())
+        }
+        AuthCommand::Apikey(ApiKeyCommand::Add { name, role }) => {
+            let made = client.api_key_add(&name, &role).await?;
+            if json {
+                return print_json(out, &made);
+            }
+            writeln!(
+                out,
+                "API key {} ({}, role {}); keep it now, it is not shown again:\n{}",
+                made.id, made.name, made.role, made.key
+            )
+            .map_err(io_error)
+        }
+        AuthCommand::Apikey(ApiKeyCommand::List) => {
+            let keys = client.api_key_list().await?;
+            if json {
+                return print_json(out, &serde_json::json!({ "api_keys": keys }));
+            }
+            writeln!(
+                out,
+                "{:<18} {:<24} {:<16} CREATED_INDEX",
+                "ID", "NAME", "ROLE"
+            )
+            .map_err(io_error)?;
+            for k in &keys {
+                writeln!(
+                    out,
+                    "{:<18} {:<24} {:<16} {}",
+                    k.id, k.name, k.role, k.created_index
+                )
+                .map_err(io_error)?;
+            }
+            Ok(())
+        }
+        AuthCommand::Apikey(ApiKeyCommand::Revoke { id }) => {
+            let changed = client.api_key_revoke(&id).await?;
+            if json {
+                return print_json(out, &changed);
+            }
+            writeln!(out, "revoked API key {}", changed.name).map_err(io_error)
+        }
+    }
+}
+
+/// A role's permission and reach, in words.
+fn describe_role(role: &proto::rest::auth::RoleInfo) -> String {
+    let reach = if role.prefixes.is_empty() {
+        "every key".to_owned()
+    } else {
+        format!("keys under {}", role.prefixes.join(", "))
+    };
+    let builtin = if role.builtin { " (built-in)" } else { "" };
+    format!("{} on {reach}{builtin}", role.permission)
+}
+
 fn io_error(e: std::io::Error) -> CliError {
     CliError::Io(format!("writing output: {e}"))
 }
@@ -579,6 +1007,8 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             TargetArg::All => Routing::Spread,
         };
     }
+    let token_file = token_file(cli.token_file.as_deref());
+    options.credential = credential(&cli, token_file.as_deref())?;
     let client = Client::with_options(endpoints(&cli.endpoints, grpc)?, options)?;
     let json = cli.json;
     match cli.command {
@@ -681,6 +1111,9 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             command: None,
             args,
         }) => bench_command(&client, &args, json, terminal, out).await,
+        Command::Auth { command } => {
+            auth_command(&client, command, token_file.as_deref(), stdin, json, out).await
+        }
     }
 }
 

@@ -63,6 +63,13 @@ pub enum Error {
     /// The server rejected the request as malformed (`400 bad_request`).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// No credential, or one the cluster does not accept (`401 unauthenticated`): log in
+    /// again, or check the API key.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// The credential's role does not allow the request (`403 permission_denied`).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A client-session write the server no longer remembers (`409 session_expired`):
     /// register a new session.
     #[error("session expired: {0}")]
@@ -126,6 +133,8 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::BadRequest(_) => "bad_request",
             Error::SessionExpired(_) => "session_expired",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
             Error::Rejected { .. } => "rejected",
             Error::Unavailable(_) => "unavailable",
             Error::Protocol(_) => "protocol",
@@ -158,6 +167,8 @@ pub(crate) fn from_response(status: u16, body: &[u8], key: Option<&[u8]>) -> Err
             }
         }
         (_, Some(ErrorCode::SessionExpired)) => Error::SessionExpired(message),
+        (_, Some(ErrorCode::Unauthenticated)) => Error::Unauthenticated(message),
+        (_, Some(ErrorCode::PermissionDenied)) => Error::PermissionDenied(message),
         (_, Some(ErrorCode::UnknownMember)) => Error::UnknownMember(message),
         (413, _) => Error::TooLarge(message),
         (400, _) => Error::BadRequest(message),

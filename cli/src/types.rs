@@ -21,6 +21,52 @@ pub struct Readiness {
     pub detail: serde_json::Value,
 }
 
+/// The credential a client sends with every call when the cluster's authentication is on
+/// (docs/api.md, "Authentication"). Its `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// None (authentication off).
+    #[default]
+    None,
+    /// A token from `POST /auth/login` ([`crate::Client::login`]): `Authorization: Bearer`.
+    Token(String),
+    /// An API key (`ak_...`): `X-API-Key`.
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::None => "None",
+            Credential::Token(_) => "Token(..)",
+            Credential::ApiKey(_) => "ApiKey(..)",
+        })
+    }
+}
+
+impl Credential {
+    /// The HTTP header that carries it, if any (name, value).
+    pub fn header(&self) -> Option<(&'static str, String)> {
+        match self {
+            Credential::None => None,
+            Credential::Token(token) => Some(("authorization", format!("Bearer {token}"))),
+            Credential::ApiKey(key) => Some((proto::rest::auth::API_KEY_HEADER, key.clone())),
+        }
+    }
+
+    /// `message` as a gRPC request carrying the credential in its metadata. A credential that
+    /// is not valid metadata text is left off (the node then answers `UNAUTHENTICATED`).
+    pub fn request<M>(&self, message: M) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        if let Some((name, value)) = self.header()
+            && let Ok(value) = value.parse()
+        {
+            request.metadata_mut().insert(name, value);
+        }
+        request
+    }
+}
+
 /// Options of [`crate::Client`] beyond its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -49,6 +95,8 @@ pub struct ClientOptions {
     /// calls (each multiplexes many calls). One is enough for most programs; the load
     /// generator opens one per worker, as etcd's benchmark clients do.
     pub grpc_connections_per_endpoint: usize,
+    /// The credential sent with every call ([`crate::Client::set_credential`] changes it).
+    pub credential: Credential,
 }
 
 /// Where key and cluster requests go first.
@@ -101,6 +149,7 @@ impl Default for ClientOptions {
             routing: Routing::Leader,
             idle_connections_per_endpoint: IDLE_CONNECTIONS_DEFAULT,
             grpc_connections_per_endpoint: GRPC_CONNECTIONS_DEFAULT,
+            credential: Credential::None,
         }
     }
 }

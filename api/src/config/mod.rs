@@ -378,6 +378,10 @@ pub const ARGON2_ITERATIONS_DEFAULT: u32 = 2;
 pub const ARGON2_PARALLELISM_DEFAULT: u32 = 1;
 /// The most memory one password hash may take (1 GiB), so a typo cannot exhaust the node.
 pub const ARGON2_MEMORY_KIB_MAX: u32 = 1024 * 1024;
+/// The most argon2id lanes accepted.
+pub const ARGON2_PARALLELISM_MAX: u32 = 16;
+/// The most argon2id passes accepted (each pass is another sweep over the memory).
+pub const ARGON2_ITERATIONS_MAX: u32 = 64;
 /// The shortest JWT secret accepted: 32 bytes, HS256's output size.
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
 
@@ -733,31 +737,39 @@ impl Config {
                 ),
             ));
         }
-        argon2::Params::new(
-            a.argon2_memory_kib.min(ARGON2_MEMORY_KIB_MAX),
-            a.argon2_iterations,
-            a.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| {
-            bad(
-                "auth.argon2_memory_kib",
+        if !(1..=ARGON2_PARALLELISM_MAX).contains(&a.argon2_parallelism) {
+            return Err(bad(
+                "auth.argon2_parallelism",
                 format!(
-                    "argon2 refuses m={} KiB, t={}, p={}: {e}",
-                    a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism
+                    "{} is outside 1..={ARGON2_PARALLELISM_MAX}",
+                    a.argon2_parallelism
                 ),
-            )
-        })?;
-        if a.argon2_memory_kib > ARGON2_MEMORY_KIB_MAX {
+            ));
+        }
+        if !(1..=ARGON2_ITERATIONS_MAX).contains(&a.argon2_iterations) {
+            return Err(bad(
+                "auth.argon2_iterations",
+                format!(
+                    "{} is outside 1..={ARGON2_ITERATIONS_MAX}",
+                    a.argon2_iterations
+                ),
+            ));
+        }
+        // argon2 needs at least 8 KiB per lane.
+        let memory_min = 8 * a.argon2_parallelism;
+        if !(memory_min..=ARGON2_MEMORY_KIB_MAX).contains(&a.argon2_memory_kib) {
             return Err(bad(
                 "auth.argon2_memory_kib",
-                format!("{} is over {ARGON2_MEMORY_KIB_MAX}", a.argon2_memory_kib),
+                format!(
+                    "{} is outside {memory_min}..={ARGON2_MEMORY_KIB_MAX} (at least 8 per lane; over {ARGON2_MEMORY_KIB_MAX} KiB a single login could exhaust the node)",
+                    a.argon2_memory_kib
+                ),
             ));
         }
         if a.enabled && a.admin_password.is_none() && a.admin_password_file.is_none() {
             return Err(bad(
                 "auth.enabled",
-                "authentication needs a first admin password, and RaftKV has no default one: set auth.admin_password_file or RAFTKV_AUTH__ADMIN_PASSWORD",
+                "authentication needs a first admin password, and RaftKV has no default password: set auth.admin_password_file or RAFTKV_AUTH__ADMIN_PASSWORD",
             ));
         }
         Ok(())

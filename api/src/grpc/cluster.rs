@@ -35,7 +35,8 @@ impl pb::cluster_server::Cluster for Api {
         &self,
         request: Request<pb::NodesRequest>,
     ) -> Result<Response<pb::NodesResponse>, Status> {
-        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))
+            .await?;
         // Like GET /cluster/nodes, served even by a removed node: it tells where it stands.
         let nodes = service::nodes(&self.server)
             .nodes
@@ -56,7 +57,8 @@ impl pb::cluster_server::Cluster for Api {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
-        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))
+            .await?;
         serving(&self.server)?;
         let leader = service::leader(&self.server).map_err(status_of)?;
         Ok(Response::new(pb::LeaderResponse {
@@ -74,7 +76,7 @@ impl pb::cluster_server::Cluster for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
-        self.authorize(&credentials, Need::Admin)?;
+        self.authorize(&credentials, Need::Admin).await?;
         let message = request.into_inner();
         let join = rest::JoinRequest {
             node_id: message.node_id.clone(),
@@ -109,7 +111,7 @@ impl pb::cluster_server::Cluster for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
-        self.authorize(&credentials, Need::Admin)?;
+        self.authorize(&credentials, Need::Admin).await?;
         let message = request.into_inner();
         let step = service::remove(&self.server, via, message.node_id.clone())
             .await
@@ -133,7 +135,7 @@ impl pb::cluster_server::Cluster for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
-        self.authorize(&credentials, Need::Admin)?;
+        self.authorize(&credentials, Need::Admin).await?;
         let message = request.into_inner();
         let step = service::transfer(&self.server, via, message.node_id.clone())
             .await
@@ -158,7 +160,8 @@ impl pb::maintenance_server::Maintenance for Api {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         serving(&self.server)?;
-        self.authorize(&Credentials::of(&request), Need::Admin)?;
+        self.authorize(&Credentials::of(&request), Need::Admin)
+            .await?;
         let taken = service::snapshot(&self.server).await.map_err(status_of)?;
         Ok(Response::new(pb::SnapshotResponse {
             index: taken.index,
@@ -173,7 +176,8 @@ impl pb::maintenance_server::Maintenance for Api {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))?;
+        self.authorize(&Credentials::of(&request), Need::Read(Scope::Cluster))
+            .await?;
         // Served even by a removed node, whose role then says so.
         let status = service::status(&self.server);
         Ok(Response::new(pb::StatusResponse {

@@ -79,7 +79,8 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let credentials = Credentials::of(&request);
         let message = request.into_inner();
-        self.authorize(&credentials, Need::Read(Scope::Key(&message.key)))?;
+        self.authorize(&credentials, Need::Read(Scope::Key(&message.key)))
+            .await?;
         // The key first, as over REST, where it is the path.
         service::check_key(&message.key).map_err(status_of)?;
         let consistency = consistency(message.consistency).map_err(status_of)?;
@@ -101,7 +102,8 @@ impl pb::kv_server::Kv for Api {
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
         let message = request.into_inner();
-        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))?;
+        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))
+            .await?;
         service::check_key(&message.key).map_err(status_of)?;
         let compare = message.condition.clone().map(|c| match c {
             pb::put_request::Condition::PrevVersion(v) => kv::Compare::Version(v),
@@ -137,7 +139,8 @@ impl pb::kv_server::Kv for Api {
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
         let message = request.into_inner();
-        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))?;
+        self.authorize(&credentials, Need::Write(Scope::Key(&message.key)))
+            .await?;
         service::check_key(&message.key).map_err(status_of)?;
         let session = session(message.session).map_err(status_of)?;
         let step = service::delete(&self.server, via, message.key.clone(), session)
@@ -162,7 +165,8 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let credentials = Credentials::of(&request);
         let message = request.into_inner();
-        self.authorize(&credentials, Need::Read(Scope::Prefix(&message.prefix)))?;
+        self.authorize(&credentials, Need::Read(Scope::Prefix(&message.prefix)))
+            .await?;
         let after = (!message.after.is_empty()).then(|| message.after.clone());
         service::check_list(&message.prefix, after.as_deref()).map_err(status_of)?;
         // 0: every key. A bound past what memory could hold still streams page by page.
@@ -249,7 +253,8 @@ impl pb::kv_server::Kv for Api {
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
         let message = request.into_inner();
-        self.authorize(&credentials, Need::Write(Scope::Prefix(&message.prefix)))?;
+        self.authorize(&credentials, Need::Write(Scope::Prefix(&message.prefix)))
+            .await?;
         let args = DeletePrefixArgs {
             prefix: message.prefix.clone(),
             all: message.all,
@@ -275,7 +280,8 @@ impl pb::kv_server::Kv for Api {
         serving(&self.server)?;
         let via = via(&request).map_err(status_of)?;
         let credentials = Credentials::of(&request);
-        self.authorize(&credentials, Need::Write(Scope::Cluster))?;
+        self.authorize(&credentials, Need::Write(Scope::Cluster))
+            .await?;
         let message = request.into_inner();
         let step = service::register_session(&self.server, via)
             .await

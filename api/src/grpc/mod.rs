@@ -11,8 +11,9 @@
 //! `server.idle_timeout`).
 //!
 //! One job per file: [`status`] (errors as statuses), [`forward`] (to the leader), then the
-//! services: [`kv`] and [`cluster`] (with `Maintenance`).
+//! services: [`kv`], [`cluster`] (with `Maintenance`) and [`auth`].
 
+pub mod auth;
 pub mod cluster;
 pub mod forward;
 pub mod kv;
@@ -46,8 +47,12 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// How often the health service re-reads readiness.
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The services whose health `grpc.health.v1` reports (besides the server as a whole, "").
-pub const HEALTH_SERVICES: [&str; 3] =
-    ["raftkv.v1.KV", "raftkv.v1.Cluster", "raftkv.v1.Maintenance"];
+pub const HEALTH_SERVICES: [&str; 4] = [
+    "raftkv.v1.KV",
+    "raftkv.v1.Cluster",
+    "raftkv.v1.Maintenance",
+    "raftkv.v1.Auth",
+];
 /// Accepted connections waiting for the gRPC server to take them.
 pub const ACCEPT_QUEUE: usize = 64;
 /// How long a connection over the cap is served its refusal before it is closed.
@@ -121,14 +126,13 @@ impl Credentials {
 impl Api {
     /// Refuses a call whose credentials do not allow `need` (`UNAUTHENTICATED`,
     /// `PERMISSION_DENIED`), as the REST router does.
-    fn authorize(
+    async fn authorize(
         &self,
         credentials: &Credentials,
         need: crate::auth::Need<'_>,
     ) -> Result<(), Status> {
-        self.server
-            .auth
-            .authorize(&credentials.credential(), need)
+        crate::service::auth::authorize(&self.server, &credentials.credential(), need)
+            .await
             .map(drop)
             .map_err(status::status_of)
     }
@@ -449,8 +453,11 @@ pub async fn serve(
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(
-            pb::maintenance_server::MaintenanceServer::from_arc(api)
+            pb::maintenance_server::MaintenanceServer::from_arc(Arc::clone(&api))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            pb::auth_server::AuthServer::from_arc(api).max_decoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(health)
         .add_service(reflection)

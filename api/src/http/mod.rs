@@ -83,7 +83,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         Vec::new()
     };
     let need = auth::need(&method, &path, key.as_deref(), &prefix);
-    server.auth.authorize(&auth::credential(&parts), need)?;
+    crate::service::auth::authorize(&server, &auth::credential(&parts), need).await?;
     // Only a value may be large; every other body is a small JSON document (or empty).
     let limit = if method == Method::PUT && path.starts_with("/keys/") {
         VALUE_BODY_BYTES_MAX

@@ -20,7 +20,7 @@ use replica::auth::{
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::auth::password::check_new;
-use crate::auth::{apikey, new_signing_key};
+use crate::auth::{Credential, Need, Principal, apikey, new_signing_key};
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
@@ -76,6 +76,31 @@ where
 async fn read_barrier(server: &Server) -> Result<(), ApiError> {
     await_leader(server).await?;
     within(server.node.read_index()).await.map(drop)
+}
+
+/// Checks that `credential` allows `need` ([`crate::auth::Auth::authorize`]). A refusal is
+/// checked once more after a read index: this node's records may lag behind a change just
+/// acknowledged through another node (a new API key, a new password and its token), and a
+/// credential the cluster issued must work on every node at once. Only refusals pay for it.
+pub async fn authorize(
+    server: &Server,
+    credential: &Credential,
+    need: Need<'_>,
+) -> Result<Option<Principal>, ApiError> {
+    match server.auth.authorize(credential, need) {
+        Err(e)
+            if matches!(
+                e.code(),
+                ErrorCode::Unauthenticated | ErrorCode::PermissionDenied
+            ) && matches!(credential, Credential::Bearer(_) | Credential::ApiKey(_)) =>
+        {
+            match read_barrier(server).await {
+                Ok(()) => server.auth.authorize(credential, need),
+                Err(_) => Err(e),
+            }
+        }
+        checked => checked,
+    }
 }
 
 /// `POST /auth/login`: a token for a user whose password matches.

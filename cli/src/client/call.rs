@@ -45,6 +45,7 @@ pub(super) enum Op {
     Snapshot,
     Health,
     Ready,
+    Auth(super::auth::AuthOp),
 }
 
 /// Whether sending a request twice is harmless.

@@ -10,8 +10,10 @@
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue};
 use proto::pb::{
-    self, cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    self, auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    maintenance_client::MaintenanceClient,
 };
+use proto::rest::auth as rest_auth;
 use proto::rest::{self, Consistency, ErrorCode, Precondition, headers};
 use tonic::Status;
 use tonic_types::StatusExt;
@@ -19,10 +21,11 @@ use tonic_types::StatusExt;
 use hyper::Uri;
 
 use super::RESPONSE_BYTES_MAX;
+use super::auth::AuthOp;
 use super::call::{Answer, Call, Op};
 use super::endpoint::{Endpoint, GrpcHttp};
 use super::retry::Attempt;
-use crate::types::ListResult;
+use crate::types::{Credential, ListResult};
 
 fn json(status: u16, body: &impl serde::Serialize) -> Answer {
     Answer {
@@ -114,9 +117,13 @@ fn never_connected(status: &Status) -> bool {
 }
 
 /// One attempt of `call` on a gRPC endpoint (the caller bounds it in time).
-pub(super) async fn attempt(endpoint: &Endpoint, call: &Call<'_>) -> Attempt {
+pub(super) async fn attempt(
+    endpoint: &Endpoint,
+    call: &Call<'_>,
+    credential: &Credential,
+) -> Attempt {
     let (client, origin) = endpoint.grpc();
-    match send(client, origin, call).await {
+    match send(client, origin, call, credential).await {
         Ok(answer) => Attempt::Answer(answer),
         Err(status) => match refusal(&status) {
             Some(answer) => Attempt::Answer(answer),
@@ -126,7 +133,12 @@ pub(super) async fn attempt(endpoint: &Endpoint, call: &Call<'_>) -> Attempt {
     }
 }
 
-async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, Status> {
+async fn send(
+    client: GrpcHttp,
+    origin: Uri,
+    call: &Call<'_>,
+    credential: &Credential,
+) -> Result<Answer, Status> {
     let channel = client.clone();
     let mut kv =
         KvClient::with_origin(client, origin.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
@@ -137,10 +149,10 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
             json: as_json,
         } => {
             let got = kv
-                .get(pb::GetRequest {
+                .get(credential.request(pb::GetRequest {
                     key: key.clone(),
                     consistency: consistency(*c),
-                })
+                }))
                 .await?
                 .into_inner();
             let staleness = stale(got.stale);
@@ -158,14 +170,17 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
             prefix,
             after,
             limit,
-        } => json(200, &list(&mut kv, prefix, after.as_ref(), *limit).await?),
+        } => json(
+            200,
+            &list(&mut kv, prefix, after.as_ref(), *limit, credential).await?,
+        ),
         Op::Put {
             key,
             value,
             condition,
         } => {
             let put = kv
-                .put(pb::PutRequest {
+                .put(credential.request(pb::PutRequest {
                     key: key.clone(),
                     value: value.clone(),
                     condition: condition.as_ref().map(|c| match c {
@@ -173,7 +188,7 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
                         Precondition::Value(x) => pb::put_request::Condition::PrevValue(x.clone()),
                     }),
                     session: session(call),
-                })
+                }))
                 .await?
                 .into_inner();
             json(
@@ -185,25 +200,25 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
             )
         }
         Op::Delete { key } => deleted(
-            kv.delete(pb::DeleteRequest {
+            kv.delete(credential.request(pb::DeleteRequest {
                 key: key.clone(),
                 session: session(call),
-            })
+            }))
             .await?
             .into_inner(),
         ),
         Op::DeletePrefix { prefix } => deleted(
-            kv.delete_prefix(pb::DeletePrefixRequest {
+            kv.delete_prefix(credential.request(pb::DeletePrefixRequest {
                 prefix: prefix.clone().unwrap_or_default(),
                 all: prefix.is_none(),
                 session: session(call),
-            })
+            }))
             .await?
             .into_inner(),
         ),
         Op::RegisterSession => {
             let registered = kv
-                .register_session(pb::RegisterSessionRequest {})
+                .register_session(credential.request(pb::RegisterSessionRequest {}))
                 .await?
                 .into_inner();
             json(
@@ -215,7 +230,7 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Nodes => {
             let nodes = ClusterClient::with_origin(channel, origin)
-                .nodes(pb::NodesRequest {})
+                .nodes(credential.request(pb::NodesRequest {}))
                 .await?
                 .into_inner()
                 .nodes
@@ -233,7 +248,7 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Leader => {
             let leader = ClusterClient::with_origin(channel, origin)
-                .leader(pb::LeaderRequest {})
+                .leader(credential.request(pb::LeaderRequest {}))
                 .await?
                 .into_inner();
             json(
@@ -248,14 +263,14 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Join(request) => {
             let joined = ClusterClient::with_origin(channel, origin)
-                .join(pb::JoinRequest {
+                .join(credential.request(pb::JoinRequest {
                     node_id: request.node_id.clone(),
                     raft_addr: request.raft_addr.clone(),
                     http_addr: request.http_addr.clone(),
                     cluster_id: request.cluster_id.clone().unwrap_or_default(),
                     fresh: request.fresh,
                     grpc_addr: request.grpc_addr.clone().unwrap_or_default(),
-                })
+                }))
                 .await?
                 .into_inner();
             json(
@@ -279,9 +294,9 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Remove(node_id) => {
             let removed = ClusterClient::with_origin(channel, origin)
-                .remove(pb::RemoveRequest {
+                .remove(credential.request(pb::RemoveRequest {
                     node_id: node_id.clone(),
-                })
+                }))
                 .await?
                 .into_inner();
             json(
@@ -293,9 +308,9 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Transfer(node_id) => {
             let moved = ClusterClient::with_origin(channel, origin)
-                .transfer_leader(pb::TransferLeaderRequest {
+                .transfer_leader(credential.request(pb::TransferLeaderRequest {
                     node_id: node_id.clone(),
-                })
+                }))
                 .await?
                 .into_inner();
             json(
@@ -307,7 +322,7 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Snapshot => {
             let taken = MaintenanceClient::with_origin(channel, origin)
-                .snapshot(pb::SnapshotRequest {})
+                .snapshot(credential.request(pb::SnapshotRequest {}))
                 .await?
                 .into_inner();
             json(
@@ -323,7 +338,7 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
         }
         Op::Health => {
             let health = MaintenanceClient::with_origin(channel, origin)
-                .health(pb::HealthRequest {})
+                .health(credential.request(pb::HealthRequest {}))
                 .await?
                 .into_inner();
             json(
@@ -333,7 +348,8 @@ async fn send(client: GrpcHttp, origin: Uri, call: &Call<'_>) -> Result<Answer, 
                 },
             )
         }
-        Op::Ready => ready(channel, origin).await?,
+        Op::Ready => ready(channel, origin, credential).await?,
+        Op::Auth(op) => auth(AuthClient::with_origin(channel, origin), op, credential).await?,
     })
 }
 
@@ -382,15 +398,16 @@ async fn list(
     prefix: &Bytes,
     after: Option<&Bytes>,
     limit: Option<u32>,
+    credential: &Credential,
 ) -> Result<ListResult, Status> {
     let limit = limit.map_or(rest::LIST_LIMIT_DEFAULT as u64, u64::from);
     let mut stream = kv
-        .list(pb::ListRequest {
+        .list(credential.request(pb::ListRequest {
             prefix: prefix.clone(),
             after: after.cloned().unwrap_or_default(),
             limit,
             consistency: pb::Consistency::Linearizable as i32,
-        })
+        }))
         .await?
         .into_inner();
     let Some(first) = stream.message().await? else {
@@ -419,9 +436,9 @@ async fn list(
 /// Readiness over gRPC (`Maintenance.Ready`, REST's `GET /ready`): the answer in the REST
 /// body's form; a refusal (`not_ready` with its quota, a storage problem) is the REST
 /// refusal, as [`refusal`] reads it.
-async fn ready(channel: GrpcHttp, origin: Uri) -> Result<Answer, Status> {
+async fn ready(channel: GrpcHttp, origin: Uri, credential: &Credential) -> Result<Answer, Status> {
     let ready = MaintenanceClient::with_origin(channel, origin)
-        .ready(pb::ReadyRequest {})
+        .ready(credential.request(pb::ReadyRequest {}))
         .await?
         .into_inner();
     let quota = ready.quota.unwrap_or_default();
@@ -441,4 +458,203 @@ async fn ready(channel: GrpcHttp, origin: Uri) -> Result<Answer, Status> {
             },
         },
     ))
+}
+
+fn user(u: pb::User) -> rest_auth::UserInfo {
+    rest_auth::UserInfo {
+        username: u.username,
+        role: u.role,
+    }
+}
+
+fn role(r: pb::Role) -> rest_auth::RoleInfo {
+    rest_auth::RoleInfo {
+        name: r.name,
+        permission: r.permission,
+        prefixes: r
+            .prefixes
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+        builtin: r.builtin,
+    }
+}
+
+fn changed(c: pb::AuthChangedResponse) -> Answer {
+    json(200, &rest_auth::Changed { name: c.name })
+}
+
+fn auth_status(s: pb::AuthStatusResponse) -> Answer {
+    json(200, &rest_auth::AuthStatus { enabled: s.enabled })
+}
+
+/// An authentication call over gRPC (`raftkv.v1.Auth`), answered in the REST form.
+async fn auth(
+    mut client: AuthClient<GrpcHttp>,
+    op: &AuthOp,
+    credential: &Credential,
+) -> Result<Answer, Status> {
+    let c = credential;
+    Ok(match op {
+        AuthOp::Login(login) => {
+            let answer = client
+                .login(c.request(pb::LoginRequest {
+                    username: login.username.clone(),
+                    password: login.password.clone(),
+                }))
+                .await?
+                .into_inner();
+            json(
+                200,
+                &rest_auth::LoginAnswer {
+                    token: answer.token,
+                    expires_at: answer.expires_at,
+                },
+            )
+        }
+        AuthOp::Status => auth_status(
+            client
+                .status(c.request(pb::AuthStatusRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::Enable => auth_status(
+            client
+                .enable(c.request(pb::AuthEnableRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::Disable => auth_status(
+            client
+                .disable(c.request(pb::AuthDisableRequest {}))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::UserAdd(new) => json(
+            200,
+            &user(
+                client
+                    .user_add(c.request(pb::UserAddRequest {
+                        username: new.username.clone(),
+                        password: new.password.clone(),
+                        role: new.role.clone(),
+                    }))
+                    .await?
+                    .into_inner(),
+            ),
+        ),
+        AuthOp::UserDelete(name) => changed(
+            client
+                .user_delete(c.request(pb::UserDeleteRequest {
+                    username: name.clone(),
+                }))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::UserPassword(name, new) => changed(
+            client
+                .user_change_password(c.request(pb::UserChangePasswordRequest {
+                    username: name.clone(),
+                    password: new.password.clone(),
+                }))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::UserList => {
+            let users = client
+                .user_list(c.request(pb::UserListRequest {}))
+                .await?
+                .into_inner()
+                .users;
+            json(
+                200,
+                &rest_auth::Users {
+                    users: users.into_iter().map(user).collect(),
+                },
+            )
+        }
+        AuthOp::RolePut(name, request) => json(
+            200,
+            &role(
+                client
+                    .role_put(
+                        c.request(pb::RolePutRequest {
+                            name: name.clone(),
+                            permission: request.permission.clone(),
+                            prefixes: request
+                                .prefixes
+                                .iter()
+                                .map(|p| Bytes::from(p.clone()))
+                                .collect(),
+                        }),
+                    )
+                    .await?
+                    .into_inner(),
+            ),
+        ),
+        AuthOp::RoleDelete(name) => changed(
+            client
+                .role_delete(c.request(pb::RoleDeleteRequest { name: name.clone() }))
+                .await?
+                .into_inner(),
+        ),
+        AuthOp::RoleList => {
+            let roles = client
+                .role_list(c.request(pb::RoleListRequest {}))
+                .await?
+                .into_inner()
+                .roles;
+            json(
+                200,
+                &rest_auth::Roles {
+                    roles: roles.into_iter().map(role).collect(),
+                },
+            )
+        }
+        AuthOp::ApiKeyAdd(new) => {
+            let made = client
+                .api_key_add(c.request(pb::ApiKeyAddRequest {
+                    name: new.name.clone(),
+                    role: new.role.clone(),
+                }))
+                .await?
+                .into_inner();
+            json(
+                200,
+                &rest_auth::ApiKeyCreated {
+                    id: made.id,
+                    name: made.name,
+                    role: made.role,
+                    key: made.key,
+                },
+            )
+        }
+        AuthOp::ApiKeyList => {
+            let keys = client
+                .api_key_list(c.request(pb::ApiKeyListRequest {}))
+                .await?
+                .into_inner()
+                .api_keys;
+            json(
+                200,
+                &rest_auth::ApiKeys {
+                    api_keys: keys
+                        .into_iter()
+                        .map(|k| rest_auth::ApiKeyInfo {
+                            id: k.id,
+                            name: k.name,
+                            role: k.role,
+                            created_index: k.created_index,
+                        })
+                        .collect(),
+                },
+            )
+        }
+        AuthOp::ApiKeyRevoke(id) => changed(
+            client
+                .api_key_revoke(c.request(pb::ApiKeyRevokeRequest { id: id.clone() }))
+                .await?
+                .into_inner(),
+        ),
+    })
 }

@@ -44,10 +44,12 @@
 //! Modules, one job each: `endpoint` (parsing the endpoints given), `call` (one request, before
 //! it is sent, and its answer), `retry` (the retry engine: routing, leader lookup, attempts
 //! and the retry rules above), `grpc` (an attempt over gRPC), `api` (the API methods: keys,
-//! cluster, admin, with their checks before sending and their answer parsing) and `session`
+//! cluster, admin, with their checks before sending and their answer parsing), `auth` (logging
+//! in; users, roles and API keys) and `session`
 //! ([`Session`]). This module holds the [`Client`] handle and the limits they share.
 
 mod api;
+mod auth;
 mod call;
 mod endpoint;
 mod grpc;
@@ -66,9 +68,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
-use crate::types::ClientOptions;
 #[cfg(doc)]
 use crate::types::Routing;
+use crate::types::{ClientOptions, Credential};
 use endpoint::{Endpoint, parse_endpoint};
 
 pub use endpoint::Protocol;
@@ -115,6 +117,8 @@ struct Inner {
     rotation: AtomicUsize,
     /// When a leader lookup last started.
     last_lookup: Mutex<Option<Instant>>,
+    /// What every call carries (`ClientOptions::credential` at first).
+    credential: std::sync::RwLock<Arc<Credential>>,
 }
 
 impl Client {
@@ -165,6 +169,7 @@ impl Client {
             passes: options.passes.max(1),
             ..options
         };
+        let credential = std::sync::RwLock::new(Arc::new(options.credential.clone()));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -173,6 +178,7 @@ impl Client {
                 leader: AtomicUsize::new(NO_LEADER),
                 rotation: AtomicUsize::new(0),
                 last_lookup: Mutex::new(None),
+                credential,
             }),
         })
     }
@@ -189,6 +195,27 @@ impl Client {
     /// The options in force.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    /// Sends `credential` with every later call, of this client and its clones (after
+    /// [`Client::login`], or to switch to an API key).
+    pub fn set_credential(&self, credential: Credential) {
+        *self
+            .inner
+            .credential
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(credential);
+    }
+
+    /// The credential calls carry now.
+    pub(crate) fn credential(&self) -> Arc<Credential> {
+        Arc::clone(
+            &self
+                .inner
+                .credential
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// The endpoint believed to be the leader, if one is known.

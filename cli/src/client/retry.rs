@@ -228,8 +228,9 @@ impl Client {
         call: &Call<'_>,
         timeout: Duration,
     ) -> Result<Attempt> {
+        let credential = self.credential();
         if endpoint.protocol == Protocol::Grpc {
-            let exchange = super::grpc::attempt(endpoint, call);
+            let exchange = super::grpc::attempt(endpoint, call, &credential);
             return Ok(match tokio::time::timeout(timeout, exchange).await {
                 Ok(attempt) => attempt,
                 Err(_) => Attempt::Lost(format!("no answer within {timeout:?}")),
@@ -238,6 +239,9 @@ impl Client {
         let uri = format!("{}{}", endpoint.base, call.path_and_query);
         let mut builder = Request::builder().method(call.method.clone()).uri(&uri);
         for (name, value) in &call.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some((name, value)) = credential.header() {
             builder = builder.header(name, value);
         }
         let request = builder
