@@ -7,5 +7,6 @@ pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod ratelimit;
 pub mod server;
 pub mod service;

@@ -690,3 +690,99 @@ fn kvcli_logs_in_keeps_its_token_private_and_manages_users_and_keys() {
     assert!(!token_file.exists());
     assert_eq!(run(&["get", "k"], "").1, cli::command::EXIT_AUTH);
 }
+
+#[test]
+fn request_rates_and_failed_logins_are_limited_per_client() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut flags: Vec<String> = auth_flags(root.path());
+    flags.extend(
+        [
+            "--set",
+            "performance.enable_rate_limit=true",
+            "--set",
+            "performance.rate_limit_per_second=2",
+            "--set",
+            "performance.rate_limit_burst=5",
+            "--set",
+            "auth.failed_logins_per_user=3",
+        ]
+        .map(String::from),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let n1 = Proc::new("n1", root.path(), None, &flags);
+    wait_until("auth founded", || {
+        call(&n1, "GET", "/auth/status", "", "").1.contains("true")
+    });
+    let admin = bearer(&login(&n1, "admin", ADMIN_PASSWORD));
+    let body = r#"{"username":"other","password":"other-password","role":"read"}"#;
+    assert_eq!(call(&n1, "POST", "/auth/users", &admin, body).0, 200);
+    let other = bearer(&login(&n1, "other", "other-password"));
+
+    // Given a burst of 5 and 2 a second: a quick run of requests goes over, and the refusal
+    // says when to come back, in a header and in the body.
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| call(&n1, "GET", "/keys/k", &admin, "").0)
+        .collect();
+    assert!(
+        statuses.contains(&404),
+        "the first ones are served: {statuses:?}"
+    );
+    let (status, head, body) = common::http_full(&n1.http, "GET", "/keys/k", &admin, b"");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (429, "rate_limited"),
+        "{body}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(json_of(&body)["retry_after_seconds"], 1);
+    // Another principal has its own allowance, and probes are never limited.
+    assert_eq!(call(&n1, "GET", "/keys/k", &other, "").0, 404);
+    for _ in 0..10 {
+        assert_eq!(n1.get("/health").0, 200);
+    }
+    // The same principal over gRPC draws from the same allowance.
+    let token = admin
+        .trim_start_matches("Authorization: Bearer ")
+        .trim_end()
+        .to_string();
+    runtime().block_on(async {
+        let mut kv = KvClient::new(grpc_channel(&n1).await);
+        let mut refused = None;
+        for _ in 0..10 {
+            if let Err(status) = kv.get(with_token(get("k"), &token)).await
+                && status.code() == Code::ResourceExhausted
+            {
+                refused = Some(status);
+                break;
+            }
+        }
+        let refused = refused.expect("over its rate over gRPC as well");
+        assert!(refused.message().contains("request rate"), "{refused:?}");
+    });
+
+    // Failed logins: after 3 wrong passwords for a user, even the right one is refused for a
+    // while, without being checked; other users log in from the same address.
+    let attempt = |user: &str, password: &str| {
+        call(
+            &n1,
+            "POST",
+            "/auth/login",
+            "",
+            &json!({"username": user, "password": password}).to_string(),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("other", "wrong-password").0, 401);
+    }
+    let (status, body) = attempt("other", "other-password");
+    assert_eq!(
+        (status, code_of(&body).as_str()),
+        (429, "rate_limited"),
+        "{body}"
+    );
+    assert!(body.contains("too many failed logins"), "{body}");
+    assert_eq!(attempt("admin", ADMIN_PASSWORD).0, 200);
+}

@@ -76,6 +76,18 @@ impl Credential {
     }
 }
 
+/// Who is asking, as a request arrives: its credential, the address it came from, and whether
+/// a node forwarded it (then it was counted against its rate where it entered the cluster).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The credential.
+    pub credential: Credential,
+    /// The client's address (the forwarding node's, for a forwarded request).
+    pub peer: Option<std::net::IpAddr>,
+    /// Whether the request carries a hop count (`x-raftkv-forwarded`).
+    pub forwarded: bool,
+}
+
 /// What part of the data a request touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {

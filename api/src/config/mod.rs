@@ -294,6 +294,24 @@ pub struct AuthSection {
     pub argon2_iterations: u32,
     /// argon2id lanes (OWASP: 1).
     pub argon2_parallelism: u32,
+    /// Failed logins allowed per user per minute; then logins as that user are refused
+    /// (`429 rate_limited`) until the minute's allowance comes back.
+    pub failed_logins_per_user: u32,
+    /// Failed logins allowed per client address per minute, whatever the user.
+    pub failed_logins_per_address: u32,
+}
+
+/// Request rate limits (docs/security.md, "Rate limits").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceSection {
+    /// Limit each client's request rate: per principal when authenticated, per address
+    /// otherwise (`429 rate_limited` with `Retry-After` over it).
+    pub enable_rate_limit: bool,
+    /// The requests a second each client may make on average.
+    pub rate_limit_per_second: u32,
+    /// The requests a client may make at once above its average.
+    pub rate_limit_burst: u32,
 }
 
 /// Everything a node is configured with.
@@ -312,6 +330,8 @@ pub struct Config {
     pub observability: ObservabilitySection,
     /// Authentication settings.
     pub auth: AuthSection,
+    /// Request rate limits.
+    pub performance: PerformanceSection,
 }
 
 /// The shortest election timeout accepted: below this, ordinary scheduling jitter deposes
@@ -439,6 +459,13 @@ impl Default for Config {
                 argon2_memory_kib: ARGON2_MEMORY_KIB_DEFAULT,
                 argon2_iterations: ARGON2_ITERATIONS_DEFAULT,
                 argon2_parallelism: ARGON2_PARALLELISM_DEFAULT,
+                failed_logins_per_user: 10,
+                failed_logins_per_address: 30,
+            },
+            performance: PerformanceSection {
+                enable_rate_limit: false,
+                rate_limit_per_second: 1000,
+                rate_limit_burst: 2000,
             },
         }
     }
@@ -765,6 +792,25 @@ impl Config {
                     a.argon2_memory_kib
                 ),
             ));
+        }
+        for (key, value) in [
+            ("auth.failed_logins_per_user", a.failed_logins_per_user),
+            (
+                "auth.failed_logins_per_address",
+                a.failed_logins_per_address,
+            ),
+            (
+                "performance.rate_limit_per_second",
+                self.performance.rate_limit_per_second,
+            ),
+            (
+                "performance.rate_limit_burst",
+                self.performance.rate_limit_burst,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
         }
         if a.enabled && a.admin_password.is_none() && a.admin_password_file.is_none() {
             return Err(bad(

@@ -54,12 +54,13 @@ impl pb::auth_server::Auth for Api {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         serving(&self.server)?;
+        let peer = request.remote_addr().map(|a| a.ip());
         let m = request.into_inner();
         let login = rest::LoginRequest {
             username: m.username,
             password: m.password,
         };
-        let answer = service::login(&self.server, login)
+        let answer = service::login(&self.server, login, peer)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::LoginResponse {

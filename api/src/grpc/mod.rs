@@ -93,6 +93,10 @@ impl Api {
 pub struct Credentials {
     authorization: Option<tonic::metadata::AsciiMetadataValue>,
     api_key: Option<tonic::metadata::AsciiMetadataValue>,
+    /// Where the call came from.
+    peer: Option<std::net::IpAddr>,
+    /// Whether a node forwarded it.
+    forwarded: bool,
 }
 
 impl Credentials {
@@ -102,6 +106,8 @@ impl Credentials {
         Credentials {
             authorization: meta.get("authorization").cloned(),
             api_key: meta.get(proto::rest::auth::API_KEY_HEADER).cloned(),
+            peer: request.remote_addr().map(|a| a.ip()),
+            forwarded: meta.contains_key(proto::metadata::FORWARDED),
         }
     }
 
@@ -125,13 +131,19 @@ impl Credentials {
 
 impl Api {
     /// Refuses a call whose credentials do not allow `need` (`UNAUTHENTICATED`,
-    /// `PERMISSION_DENIED`), as the REST router does.
+    /// `PERMISSION_DENIED`) or whose caller is over its rate (`RESOURCE_EXHAUSTED`), as the
+    /// REST router does.
     async fn authorize(
         &self,
         credentials: &Credentials,
         need: crate::auth::Need<'_>,
     ) -> Result<(), Status> {
-        crate::service::auth::authorize(&self.server, &credentials.credential(), need)
+        let caller = crate::auth::Caller {
+            credential: credentials.credential(),
+            peer: credentials.peer,
+            forwarded: credentials.forwarded,
+        };
+        crate::service::auth::admit(&self.server, &caller, need)
             .await
             .map(drop)
             .map_err(status::status_of)

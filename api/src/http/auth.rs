@@ -86,7 +86,13 @@ async fn changed(req: Req, step: Step<()>, name: String) -> Handled {
 }
 
 /// Routes `/auth/...`; `None` when the path is not one of its routes.
-pub async fn route(server: &Server, req: Req, method: &Method, path: &str) -> Option<Handled> {
+pub async fn route(
+    server: &Server,
+    req: Req,
+    method: &Method,
+    path: &str,
+    peer: std::net::IpAddr,
+) -> Option<Handled> {
     let segments: Vec<&str> = path.strip_prefix("/auth/")?.split('/').collect();
     let known = matches!(
         segments.as_slice(),
@@ -97,7 +103,7 @@ pub async fn route(server: &Server, req: Req, method: &Method, path: &str) -> Op
     if !known {
         return None;
     }
-    Some(serve(server, req, method, &segments, path).await)
+    Some(serve(server, req, method, &segments, path, peer).await)
 }
 
 async fn serve(
@@ -106,10 +112,11 @@ async fn serve(
     method: &Method,
     segments: &[&str],
     path: &str,
+    peer: std::net::IpAddr,
 ) -> Handled {
     match (method, segments) {
         (&Method::POST, ["login"]) => {
-            ok(service::login(server, body::<LoginRequest>(&req)?).await?)
+            ok(service::login(server, body::<LoginRequest>(&req)?, Some(peer)).await?)
         }
         (&Method::GET, ["status"]) => ok(service::status(server)),
         (&Method::POST, ["enable"]) => {

@@ -19,9 +19,14 @@ pub fn status_of(e: &ApiError) -> StatusCode {
 }
 
 /// The answer for an error: its status, the JSON body with its code, and for a `not_leader`
-/// refusal the leader's URL in `Location` (a redirect the client may follow).
+/// refusal the leader's URL in `Location` (a redirect the client may follow), for a
+/// `rate_limited` one the seconds to wait in `Retry-After`.
 pub fn error_response(e: ApiError, path_and_query: &str) -> Response<Body> {
     let status = status_of(&e);
+    let retry_after = match (&e.code, &e.extra) {
+        (proto::rest::ErrorCode::RateLimited, Some((_, value))) => value.as_u64(),
+        _ => None,
+    };
     let mut body = ErrorBody {
         error: e.message,
         code: e.code.as_str().to_string(),
@@ -31,6 +36,11 @@ pub fn error_response(e: ApiError, path_and_query: &str) -> Response<Body> {
         body.extra.insert(field.to_string(), value);
     }
     let mut response = json_response(status, &body);
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if let Some(leader) = e.leader
         && let Ok(location) =
             HeaderValue::from_str(&format!("http://{}{path_and_query}", leader.http_addr))

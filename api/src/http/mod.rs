@@ -66,7 +66,7 @@ pub const REQUEST_HEADERS: [&str; 4] = [
 /// known one and the answer suggests it.
 pub const SUGGESTION_DISTANCE_MAX: usize = 3;
 
-async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
+async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incoming>) -> Handled {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
@@ -83,7 +83,12 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
         Vec::new()
     };
     let need = auth::need(&method, &path, key.as_deref(), &prefix);
-    crate::service::auth::authorize(&server, &auth::credential(&parts), need).await?;
+    let caller = crate::auth::Caller {
+        credential: auth::credential(&parts),
+        peer: Some(peer),
+        forwarded: parts.headers.contains_key(FORWARDED_HEADER),
+    };
+    crate::service::auth::admit(&server, &caller, need).await?;
     // Only a value may be large; every other body is a small JSON document (or empty).
     let limit = if method == Method::PUT && path.starts_with("/keys/") {
         VALUE_BODY_BYTES_MAX
@@ -109,7 +114,7 @@ async fn route(server: Arc<Server>, req: Request<Incoming>) -> Handled {
     }
     if path.starts_with("/auth/") {
         let path = path.clone();
-        if let Some(handled) = auth::route(&server, req, &method, &path).await {
+        if let Some(handled) = auth::route(&server, req, &method, &path, peer).await {
             return handled;
         }
         return Err(ApiError::new(
@@ -163,6 +168,7 @@ fn method_not_allowed(path: &str) -> ApiError {
 async fn handle(
     server: Arc<Server>,
     activity: Arc<limits::Activity>,
+    peer: std::net::IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let _busy = activity.busy();
@@ -170,7 +176,7 @@ async fn handle(
     // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
     // its bytes, so a request that succeeds pays no copy of its path.
     let uri = req.uri().clone();
-    Ok(match route(server, req).await {
+    Ok(match route(server, peer, req).await {
         Ok(response) => response,
         Err(e) => {
             let path = uri.path();
@@ -215,7 +221,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         warn!(error = %e, "accepting an HTTP connection failed");
@@ -234,7 +240,12 @@ pub async fn serve(
                 let io = TokioIo::new(limits::Watched::new(stream, Arc::clone(&activity)));
                 let for_service = (Arc::clone(&server), Arc::clone(&activity));
                 let service = hyper::service::service_fn(move |req| {
-                    handle(Arc::clone(&for_service.0), Arc::clone(&for_service.1), req)
+                    handle(
+                        Arc::clone(&for_service.0),
+                        Arc::clone(&for_service.1),
+                        peer.ip(),
+                        req,
+                    )
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)

@@ -124,6 +124,8 @@ pub struct Server {
     pub quota: Arc<crate::http::quota::Quota>,
     /// Who may do what (the access records, read without the machine's lock).
     pub auth: crate::auth::Auth,
+    /// Request rates and failed logins, per client.
+    pub rate: crate::ratelimit::RateLimits,
     /// The first admin's password, when this node founds authentication (`auth.enabled`).
     admin_password: Option<Secret>,
 }
@@ -326,6 +328,7 @@ impl Server {
             store.wal_metrics(),
         );
         let auth = crate::auth::Auth::new(&config.auth, machine.auth_watch());
+        let rate = crate::ratelimit::RateLimits::new(&config);
         let machine = Arc::new(Mutex::new(machine));
         let Replica { node, transport } = launch::launch(
             Launch {
@@ -356,6 +359,7 @@ impl Server {
             quota,
             auth,
             admin_password,
+            rate,
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         if server.admin_password.is_some() {

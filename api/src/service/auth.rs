@@ -20,7 +20,8 @@ use replica::auth::{
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::auth::password::check_new;
-use crate::auth::{Credential, Need, Principal, apikey, new_signing_key};
+use crate::auth::{Caller, Credential, Need, Principal, apikey, new_signing_key};
+use crate::ratelimit;
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
@@ -78,16 +79,20 @@ async fn read_barrier(server: &Server) -> Result<(), ApiError> {
     within(server.node.read_index()).await.map(drop)
 }
 
-/// Checks that `credential` allows `need` ([`crate::auth::Auth::authorize`]). A refusal is
-/// checked once more after a read index: this node's records may lag behind a change just
-/// acknowledged through another node (a new API key, a new password and its token), and a
-/// credential the cluster issued must work on every node at once. Only refusals pay for it.
-pub async fn authorize(
+/// Admits a request: checks that the caller's credential allows `need`
+/// ([`crate::auth::Auth::authorize`]), then counts it against the caller's request rate
+/// (`crate::ratelimit`). A refused credential is checked once more after a read index: this
+/// node's records may lag behind a change just acknowledged through another node (a new API
+/// key, a new password and its token), and a credential the cluster issued must work on every
+/// node at once. Only refusals pay for it. A request a member forwarded was counted where it
+/// entered the cluster and is not counted again.
+pub async fn admit(
     server: &Server,
-    credential: &Credential,
+    caller: &Caller,
     need: Need<'_>,
 ) -> Result<Option<Principal>, ApiError> {
-    match server.auth.authorize(credential, need) {
+    let credential = &caller.credential;
+    let principal = match server.auth.authorize(credential, need) {
         Err(e)
             if matches!(
                 e.code(),
@@ -95,30 +100,65 @@ pub async fn authorize(
             ) && matches!(credential, Credential::Bearer(_) | Credential::ApiKey(_)) =>
         {
             match read_barrier(server).await {
-                Ok(()) => server.auth.authorize(credential, need),
-                Err(_) => Err(e),
+                Ok(()) => server.auth.authorize(credential, need)?,
+                Err(_) => return Err(e),
             }
         }
-        checked => checked,
+        checked => checked?,
+    };
+    if need != Need::Open && !(caller.forwarded && from_member(server, caller.peer)) {
+        let client =
+            ratelimit::client_key(principal.as_ref().map(|p| p.name.as_str()), caller.peer);
+        server.rate.request(client.as_deref())?;
     }
+    Ok(principal)
 }
 
-/// `POST /auth/login`: a token for a user whose password matches.
-pub async fn login(server: &Server, request: LoginRequest) -> Result<LoginAnswer, ApiError> {
+/// Whether `peer` is the address of a member of the cluster (an IP in a member's address).
+fn from_member(server: &Server, peer: Option<std::net::IpAddr>) -> bool {
+    let Some(peer) = peer else {
+        return false;
+    };
+    server.members().values().any(|m| {
+        [Some(&m.http_addr), Some(&m.raft_addr), m.grpc_addr.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|addr| addr.rsplit_once(':'))
+            .filter_map(|(host, _)| {
+                host.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+            })
+            .any(|ip| ip == peer)
+    })
+}
+
+/// `POST /auth/login`: a token for a user whose password matches. Failed logins are counted
+/// per user and per address (`peer`), and past their limit a login is refused before its
+/// password is even checked (`429 rate_limited`), so that guessing is slow.
+pub async fn login(
+    server: &Server,
+    request: LoginRequest,
+    peer: Option<std::net::IpAddr>,
+) -> Result<LoginAnswer, ApiError> {
     let auth = &server.auth;
+    server.rate.may_try_login(&request.username, peer)?;
     let state = auth.state();
-    let wrong = || ApiError::new(ErrorCode::Unauthenticated, "wrong username or password");
+    let wrong = || {
+        server.rate.login_failed(&request.username, peer);
+        ApiError::new(ErrorCode::Unauthenticated, "wrong username or password")
+    };
     if request.password.len() > crate::auth::password::PASSWORD_BYTES_MAX {
         return Err(wrong());
     }
     let Some(user) = state.users.get(&request.username).cloned() else {
         // As slow as a real check, so that the answer's timing does not tell which users exist.
-        auth.passwords.hash(request.password).await?;
+        auth.passwords.hash(request.password.clone()).await?;
         return Err(wrong());
     };
     if !auth
         .passwords
-        .verify(user.password_hash.clone(), request.password)
+        .verify(user.password_hash.clone(), request.password.clone())
         .await?
     {
         return Err(wrong());

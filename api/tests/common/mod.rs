@@ -207,7 +207,19 @@ pub fn http_with(
     headers: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let attempt = || -> std::io::Result<(u16, String)> {
+    let (status, _, body) = http_full(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_with`], with the answer's header block (status line included) too.
+pub fn http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
+    let attempt = || -> std::io::Result<(u16, String, String)> {
         let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(
@@ -220,13 +232,13 @@ pub fn http_with(
         stream.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).to_string();
         let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
+        let (head, body) = text
             .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
+            .map(|(h, b)| (h.to_string(), b.to_string()))
             .unwrap_or_default();
-        Ok((status, body))
+        Ok((status, head, body))
     };
-    attempt().unwrap_or((0, String::new()))
+    attempt().unwrap_or((0, String::new(), String::new()))
 }
 
 /// A two-worker runtime for a test that drives a client (the gRPC and SDK tests).

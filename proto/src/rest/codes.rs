@@ -73,6 +73,8 @@ pub enum ErrorCode {
     TooLarge,
     /// 429: the leader holds its limit of pending linearizable reads.
     TooManyReads,
+    /// 429: the client is over its request rate, or its failed logins are over their limit.
+    RateLimited,
     /// 500: the server broke one of its own rules (a bug).
     Internal,
     /// 503: no leader known in time, or the leader changed before a write committed.
@@ -131,7 +133,7 @@ pub enum GrpcCode {
 
 impl ErrorCode {
     /// Every code, in docs/api.md's order.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 46] = [
         ErrorCode::NotLeader,
         ErrorCode::BadRequest,
         ErrorCode::UnknownParameter,
@@ -165,6 +167,7 @@ impl ErrorCode {
         ErrorCode::NodeRemoved,
         ErrorCode::TooLarge,
         ErrorCode::TooManyReads,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::NoLeader,
         ErrorCode::NotReady,
@@ -239,6 +242,7 @@ impl ErrorCode {
             ErrorCode::NodeRemoved => ("node_removed", 410, G::FailedPrecondition),
             ErrorCode::TooLarge => ("too_large", 413, G::ResourceExhausted),
             ErrorCode::TooManyReads => ("too_many_reads", 429, G::ResourceExhausted),
+            ErrorCode::RateLimited => ("rate_limited", 429, G::ResourceExhausted),
             ErrorCode::Internal => ("internal", 500, G::Internal),
             ErrorCode::NoLeader => ("no_leader", 503, G::Unavailable),
             ErrorCode::NotReady => ("not_ready", 503, G::Unavailable),

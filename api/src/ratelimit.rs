@@ -1,0 +1,217 @@
+//! Request rate limits, for both APIs: each client's request rate (`performance.enable_rate_limit`:
+//! per principal when authenticated, per address otherwise), and failed logins, limited per user
+//! and per address whether or not request rates are, so that guessing passwords is slow.
+//!
+//! Each limit is a token bucket per client: `rate` tokens a second up to `burst`; a request (or
+//! a failed login) takes one, and finds the bucket empty when the client went over. The buckets
+//! live in a bounded cache ([`CLIENTS_MAX`] each) that drops a bucket once it has been idle long
+//! enough to have refilled, so dropping it changes nothing and memory stays bounded whatever the
+//! number of clients.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::rest::ErrorCode;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::service::ApiError;
+
+/// The most clients whose buckets one limit keeps (the least recently used go first).
+pub const CLIENTS_MAX: u64 = 100_000;
+
+/// A window of failed logins: the per-user and per-address limits are counts per this long.
+pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// One token-bucket limit over many clients.
+pub struct Limit {
+    rate: f64,
+    burst: f64,
+    buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
+}
+
+impl Limit {
+    /// `rate` tokens a second, up to `burst` (both at least 1).
+    pub fn new(rate: f64, burst: f64) -> Limit {
+        let (rate, burst) = (rate.max(f64::MIN_POSITIVE), burst.max(1.0));
+        // Idle this long, a bucket is full again: forgetting it is the same as keeping it.
+        let refill = Duration::from_secs_f64((burst / rate).min(86_400.0)) + Duration::from_secs(1);
+        Limit {
+            rate,
+            burst,
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(CLIENTS_MAX)
+                .time_to_idle(refill)
+                .build(),
+        }
+    }
+
+    fn bucket(&self, client: &str) -> Arc<Mutex<Bucket>> {
+        self.buckets.get_with_by_ref(client, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: self.burst,
+                at: Instant::now(),
+            }))
+        })
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let earned = now.duration_since(bucket.at).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + earned).min(self.burst);
+        bucket.at = now;
+    }
+
+    /// Takes a token for `client`, or says how long until one is there.
+    pub fn take(&self, client: &str) -> Result<(), Duration> {
+        let bucket = self.bucket(client);
+        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut b, Instant::now());
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+
+    /// Whether `client` has a token left, without taking it; if not, how long until it has.
+    pub fn check(&self, client: &str) -> Result<(), Duration> {
+        let Some(bucket) = self.buckets.get(client) else {
+            return Ok(());
+        };
+        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut b, Instant::now());
+        if b.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+}
+
+/// The node's rate limits.
+pub struct RateLimits {
+    requests: Option<Limit>,
+    failed_logins_by_user: Limit,
+    failed_logins_by_address: Limit,
+}
+
+/// The `429 rate_limited` refusal, saying when to come back (whole seconds, at least 1).
+pub fn refusal(what: &str, retry_after: Duration) -> ApiError {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("{what}; retry in {seconds} s"),
+    )
+    .with("retry_after_seconds", Value::from(seconds))
+}
+
+/// Whose bucket a request draws from: the principal's when authenticated, else the address's.
+pub fn client_key(principal: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
+    match (principal, peer) {
+        (Some(name), _) => Some(format!("principal:{name}")),
+        (None, Some(ip)) => Some(format!("address:{ip}")),
+        (None, None) => None,
+    }
+}
+
+impl RateLimits {
+    /// The limits `config` asks for.
+    pub fn new(config: &Config) -> RateLimits {
+        let p = &config.performance;
+        let per_window = |n: u32| f64::from(n) / FAILED_LOGIN_WINDOW.as_secs_f64();
+        let a = &config.auth;
+        RateLimits {
+            requests: p.enable_rate_limit.then(|| {
+                Limit::new(
+                    f64::from(p.rate_limit_per_second),
+                    f64::from(p.rate_limit_burst),
+                )
+            }),
+            failed_logins_by_user: Limit::new(
+                per_window(a.failed_logins_per_user),
+                f64::from(a.failed_logins_per_user),
+            ),
+            failed_logins_by_address: Limit::new(
+                per_window(a.failed_logins_per_address),
+                f64::from(a.failed_logins_per_address),
+            ),
+        }
+    }
+
+    /// Counts a request of `client` (see [`client_key`]); `429 rate_limited` over its rate.
+    pub fn request(&self, client: Option<&str>) -> Result<(), ApiError> {
+        match (&self.requests, client) {
+            (Some(limit), Some(client)) => limit.take(client).map_err(|wait| {
+                refusal(
+                    "this client is over its request rate (performance.rate_limit_per_second)",
+                    wait,
+                )
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a login attempt for `user` from `peer` while either has used up its failures.
+    pub fn may_try_login(&self, user: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        let too_many = |wait| refusal("too many failed logins", wait);
+        self.failed_logins_by_user.check(user).map_err(too_many)?;
+        if let Some(ip) = peer {
+            self.failed_logins_by_address
+                .check(&ip.to_string())
+                .map_err(too_many)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login for `user` from `peer`.
+    pub fn login_failed(&self, user: &str, peer: Option<IpAddr>) {
+        let _ = self.failed_logins_by_user.take(user);
+        if let Some(ip) = peer {
+            let _ = self.failed_logins_by_address.take(&ip.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let limit = Limit::new(10.0, 3.0);
+        for _ in 0..3 {
+            assert!(limit.take("a").is_ok());
+        }
+        let wait = limit.take("a").expect_err("the burst is spent");
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        // Another client has its own bucket.
+        assert!(limit.take("b").is_ok());
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(limit.take("a").is_ok(), "a token came back");
+    }
+
+    #[test]
+    fn checking_takes_nothing() {
+        let limit = Limit::new(1.0 / 60.0, 2.0);
+        assert!(limit.check("u").is_ok());
+        assert!(limit.take("u").is_ok() && limit.take("u").is_ok());
+        let wait = limit.check("u").expect_err("two failures spent it");
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
+        assert!(limit.check("v").is_ok());
+    }
+
+    #[test]
+    fn the_refusal_says_when_to_come_back() {
+        let e = refusal("over", Duration::from_millis(1500));
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        assert!(e.message().ends_with("retry in 2 s"), "{}", e.message());
+    }
+}

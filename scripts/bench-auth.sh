@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# What authentication costs (issue 15): one 3-node cluster, and each round drives the same
+# workloads, one after the other, against the leader with authentication off, then on with a
+# login token (JWT), then on with an API key:
+#   W2 new-key puts, 64 workers; W3 linearizable gets of 10,000 preloaded keys, 64 workers;
+# 16-byte keys, 100-byte values, DUR seconds each, over PROTOCOL (http or grpc). Authentication
+# is turned on and off at run time between runs (POST /auth/enable, /auth/disable), so every
+# mode runs on the same nodes with the same data. Prints one line per run and a table of medians
+# with each mode's throughput against "off"; the JSON lines go to OUT/runs.jsonl.
+#
+#   scripts/bench-auth.sh [OUT]
+#
+# Environment: ROUNDS (3), DUR (10), PROTOCOL (http), SKIP_BUILD=1 (use the built binaries).
+# Needs jq, curl and python3; loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/bench.sh
+
+out=${1:-bench-auth-$(date -u +%Y%m%dT%H%M%SZ)}
+rounds=${ROUNDS:-3}
+dur=${DUR:-10}
+protocol=${PROTOCOL:-http}
+require_positive "ROUNDS and DUR" "$rounds" "$dur"
+for tool in jq curl python3; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y $tool)" >&2; exit 1; }
+done
+release_binaries
+out=$(absolute_dir "$out")
+dir=$out/cluster
+ports=(HTTP_BASE=27080 RAFT_BASE=27000 GRPC_BASE=27100)
+node1=http://127.0.0.1:27081
+cleanup() {
+    env "${ports[@]}" RAFTKV_BIN="$raftkv" scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+rm -rf "$dir"
+env "${ports[@]}" RAFTKV_BIN="$raftkv" scripts/cluster.sh start "$dir" >/dev/null
+password=bench-admin-password
+curl -sf -X POST "$node1/auth/users" \
+    -d "{\"username\":\"bench\",\"password\":\"$password\",\"role\":\"admin\"}" >/dev/null
+login() {
+    curl -sf -X POST "$node1/auth/login" -d "{\"username\":\"bench\",\"password\":\"$password\"}" | jq -r .token
+}
+curl -sf -X POST "$node1/auth/enable" >/dev/null
+token=$(login)
+api_key=$(curl -sf -X POST "$node1/auth/apikeys" -H "Authorization: Bearer $token" \
+    -d '{"name":"bench","role":"write"}' | jq -r .key)
+
+# Authentication on or off for the next run (MODE: off, jwt or apikey).
+set_mode() {
+    local want=on
+    [[ $1 == off ]] && want=off
+    local now
+    now=$(curl -sf "$node1/auth/status" | jq -r 'if .enabled then "on" else "off" end')
+    if [[ $now != "$want" ]]; then
+        if [[ $want == on ]]; then
+            curl -sf -X POST "$node1/auth/enable" >/dev/null
+        else
+            curl -sf -X POST "$node1/auth/disable" -H "Authorization: Bearer $token" >/dev/null
+        fi
+    fi
+}
+
+leader() {
+    curl -sf "$node1/cluster/leader" -H "Authorization: Bearer $token" | jq -r --arg p "$protocol" '.[$p + "_addr"]'
+}
+
+record() { # LABEL JSON
+    local line
+    line=$(echo "$2" | jq -c --arg name "$1" '{"label": $name, "ops_per_s": .ops_per_s,
+        "errors": .errors, "p50_ms": .latency_ms.p50, "p99_ms": .latency_ms.p99}')
+    echo "$line" >>"$out/runs.jsonl"
+    echo "$line" | jq -r '"\(.label): \(.ops_per_s | floor) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors)"'
+}
+
+run() { # LABEL MODE WORKLOAD
+    local credential=()
+    case $2 in
+        jwt) credential=(--token "$token") ;;
+        apikey) credential=(--api-key "$api_key") ;;
+    esac
+    local args=(--endpoints "$protocol://$(leader)" "${credential[@]}" --json bench
+        --protocol "$protocol" --workload "$3" --concurrency 64 --duration "${dur}s"
+        --key-size 16 --value-size 100)
+    if [[ $3 == read ]]; then
+        args+=(--keys 10000 --preload)
+    fi
+    record "$1" "$("$kvcli" "${args[@]}" 2>/dev/null)"
+}
+
+for round in $(seq "$rounds"); do
+    for mode in off jwt apikey; do
+        set_mode "$mode"
+        token=$(login) # a fresh token each round, so none expires mid-run
+        run "W2-$mode-r$round" "$mode" write-new
+        run "W3-$mode-r$round" "$mode" read
+    done
+done
+echo "JSON lines: $out/runs.jsonl"
+python3 - "$out/runs.jsonl" <<'PY'
+import json, re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    name, mode = re.match(r"(W\d)-(\w+)-r\d+", row["label"]).groups()
+    runs.setdefault(name, {}).setdefault(mode, []).append(row)
+med = lambda rows, f: statistics.median(r[f] for r in rows)
+print("| workload | off ops/s (p99 ms) | JWT ops/s (p99 ms) | API key ops/s (p99 ms) | JWT / off | API key / off |")
+print("|---|---|---|---|---|---|")
+for name, modes in sorted(runs.items()):
+    cell = lambda m: f"{med(modes[m], 'ops_per_s'):,.0f} ({med(modes[m], 'p99_ms'):.2f})"
+    off = med(modes["off"], "ops_per_s")
+    print(f"| {name} | {cell('off')} | {cell('jwt')} | {cell('apikey')} | "
+          f"{med(modes['jwt'], 'ops_per_s') / off:.2f}x | {med(modes['apikey'], 'ops_per_s') / off:.2f}x |")
+PY
