@@ -10,3 +10,4 @@ pub mod http;
 pub mod ratelimit;
 pub mod server;
 pub mod service;
+pub mod tls;

@@ -108,6 +108,34 @@ pub struct Cli {
     /// The file `kvcli auth login` keeps its token in, and other commands read it from.
     #[arg(long, global = true, env = "RAFTKV_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Talk TLS: http:// and grpc:// endpoints (and the default one) become https:// and
+    /// grpcs://; needs --ca-cert.
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// Present a client certificate (--cert, --key): for a cluster with tls.enable_mtls.
+    #[arg(long, global = true, requires_all = ["client_cert", "client_key"])]
+    pub mtls: bool,
+    /// The CA the nodes' certificates chain to (PEM), for https:// and grpcs:// endpoints.
+    #[arg(long, global = true, env = "RAFTKV_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// The client certificate (PEM), with --key, for mTLS.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "RAFTKV_CERT",
+        requires = "client_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "RAFTKV_KEY",
+        requires = "client_cert"
+    )]
+    pub key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -444,7 +472,7 @@ pub fn endpoints(given: &[String], grpc: bool) -> Result<Vec<String>, CliError> 
         .iter()
         .map(|e| {
             let e = e.trim();
-            if !grpc || e.starts_with("grpc://") {
+            if !grpc || e.starts_with("grpc://") || e.starts_with("grpcs://") {
                 Ok(e.to_owned())
             } else if e.starts_with("http://") || e.starts_with("https://") {
                 Err(CliError::Usage(format!(
@@ -686,6 +714,17 @@ fn condition(prev_version: Option<u64>, prev_value: Option<&OsString>) -> Option
         (Some(v), _) => Some(Precondition::Version(v)),
         (None, Some(x)) => Some(Precondition::Value(os_bytes(x))),
         (None, None) => None,
+    }
+}
+
+/// `endpoint` over TLS: `http://` becomes `https://`, `grpc://` becomes `grpcs://`.
+fn secure(endpoint: &str) -> String {
+    if let Some(rest) = endpoint.strip_prefix("http://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = endpoint.strip_prefix("grpc://") {
+        format!("grpcs://{rest}")
+    } else {
+        endpoint.to_owned()
     }
 }
 
@@ -1009,7 +1048,19 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
     }
     let token_file = token_file(cli.token_file.as_deref());
     options.credential = credential(&cli, token_file.as_deref())?;
-    let client = Client::with_options(endpoints(&cli.endpoints, grpc)?, options)?;
+    let mut endpoints = endpoints(&cli.endpoints, grpc)?;
+    if cli.tls {
+        endpoints = endpoints.into_iter().map(|e| secure(&e)).collect();
+    }
+    if let Some(ca) = &cli.ca_cert {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        options.tls = Some(crate::types::ClientTls::from_files(ca, identity)?);
+    } else if cli.tls {
+        return Err(CliError::Usage(
+            "--tls needs --ca-cert (the CA the nodes' certificates chain to)".to_owned(),
+        ));
+    }
+    let client = Client::with_options(endpoints, options)?;
     let json = cli.json;
     match cli.command {
         Command::Get { key, stale } => {

@@ -43,7 +43,7 @@ pub mod types;
 pub use client::{Client, Session};
 pub use error::{EndpointFailure, Error, Result};
 pub use types::{
-    ClientOptions, Consistency, Credential, DeleteResult, JoinResult, KeyValue, LeaderInfo,
-    ListResult, NodeId, NodeInfo, Precondition, PutResult, Readiness, RemoveResult, Routing,
-    SnapshotInfo, StaleInfo, TransferResult,
+    ClientOptions, ClientTls, Consistency, Credential, DeleteResult, JoinResult, KeyValue,
+    LeaderInfo, ListResult, NodeId, NodeInfo, Precondition, PutResult, Readiness, RemoveResult,
+    Routing, SnapshotInfo, StaleInfo, TransferResult,
 };

@@ -67,6 +67,45 @@ impl Credential {
     }
 }
 
+/// TLS for `https://` and `grpcs://` endpoints: the CA the nodes' certificates chain to, and
+/// the client's own certificate and key when the cluster requires mTLS. Its `Debug` never
+/// shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA certificate(s), PEM.
+    pub ca_cert_pem: Vec<u8>,
+    /// The client certificate chain and its private key, PEM, for mTLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("mtls", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA and, for mTLS, the client's certificate and key from PEM files.
+    pub fn from_files(
+        ca_cert: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> crate::Result<ClientTls> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| crate::Error::BadRequest(format!("reading {}: {e}", path.display())))
+        };
+        Ok(ClientTls {
+            ca_cert_pem: read(ca_cert)?,
+            identity: match identity {
+                Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+        })
+    }
+}
+
 /// Options of [`crate::Client`] beyond its endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
@@ -97,6 +136,8 @@ pub struct ClientOptions {
     pub grpc_connections_per_endpoint: usize,
     /// The credential sent with every call ([`crate::Client::set_credential`] changes it).
     pub credential: Credential,
+    /// TLS for `https://` and `grpcs://` endpoints (they are refused without it).
+    pub tls: Option<ClientTls>,
 }
 
 /// Where key and cluster requests go first.
@@ -150,6 +191,7 @@ impl Default for ClientOptions {
             idle_connections_per_endpoint: IDLE_CONNECTIONS_DEFAULT,
             grpc_connections_per_endpoint: GRPC_CONNECTIONS_DEFAULT,
             credential: Credential::None,
+            tls: None,
         }
     }
 }

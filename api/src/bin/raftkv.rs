@@ -99,13 +99,21 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    info!(http = %http_addr, grpc = %grpc_addr, "serving the HTTP and gRPC APIs");
+    let scheme = if server.tls.is_some() {
+        "TLS"
+    } else {
+        "plain text"
+    };
+    info!(http = %http_addr, grpc = %grpc_addr, over = scheme, "serving the HTTP and gRPC APIs");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(api::http::serve(
         listener,
         Arc::clone(&server),
         shutdown_rx.clone(),
     ));
+    if let Some(tls) = &server.tls_files {
+        tokio::spawn(api::tls::watch_files(Arc::clone(tls), shutdown_rx.clone()));
+    }
     let grpc = tokio::spawn(api::grpc::serve(
         grpc_listener,
         Arc::clone(&server),

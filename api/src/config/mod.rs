@@ -301,6 +301,28 @@ pub struct AuthSection {
     pub failed_logins_per_address: u32,
 }
 
+/// TLS for the client APIs and the calls between nodes' client ports (docs/security.md,
+/// "TLS"); the seed's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Serve HTTP and gRPC over TLS only.
+    pub enabled: bool,
+    /// The node's certificate (PEM, chain first to last).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key_file: Option<PathBuf>,
+    /// The CA that client certificates (mTLS) and other nodes' certificates chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate from the CA at the handshake.
+    pub enable_mtls: bool,
+    /// Peer (Raft) connections over TLS with certificates checked both ways against
+    /// `ca_file`: only a holder of a certificate from the cluster's CA can send Raft messages or
+    /// snapshots. Uses `cert_file` and `key_file`, which must be valid for both server and
+    /// client authentication.
+    pub enable_peer_tls: bool,
+}
+
 /// Request rate limits (docs/security.md, "Rate limits").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +354,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// Request rate limits.
     pub performance: PerformanceSection,
+    /// TLS.
+    pub tls: TlsSection,
 }
 
 /// The shortest election timeout accepted: below this, ordinary scheduling jitter deposes
@@ -466,6 +490,14 @@ impl Default for Config {
                 enable_rate_limit: false,
                 rate_limit_per_second: 1000,
                 rate_limit_burst: 2000,
+            },
+            tls: TlsSection {
+                enabled: false,
+                cert_file: None,
+                key_file: None,
+                ca_file: None,
+                enable_mtls: false,
+                enable_peer_tls: false,
             },
         }
     }
@@ -811,6 +843,30 @@ impl Config {
             if value == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
+        }
+        let t = &self.tls;
+        if t.enabled && (t.cert_file.is_none() || t.key_file.is_none()) {
+            return Err(bad(
+                "tls.enabled",
+                "TLS needs tls.cert_file and tls.key_file (scripts/tls-certs.sh makes them)",
+            ));
+        }
+        if t.enable_peer_tls
+            && (t.cert_file.is_none() || t.key_file.is_none() || t.ca_file.is_none())
+        {
+            return Err(bad(
+                "tls.enable_peer_tls",
+                "peer TLS needs tls.cert_file, tls.key_file and tls.ca_file (nodes check each other against the CA; scripts/tls-certs.sh makes them)",
+            ));
+        }
+        if t.enable_mtls && !t.enabled {
+            return Err(bad("tls.enable_mtls", "mTLS needs tls.enabled"));
+        }
+        if t.enable_mtls && t.ca_file.is_none() {
+            return Err(bad(
+                "tls.enable_mtls",
+                "mTLS needs tls.ca_file: client certificates are checked against it",
+            ));
         }
         if a.enabled && a.admin_password.is_none() && a.admin_password_file.is_none() {
             return Err(bad(

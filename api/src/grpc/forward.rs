@@ -24,7 +24,7 @@ use crate::service::{ApiError, Forward, REQUEST_TIMEOUT, Via};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 client a forwarded call goes over.
-pub type LeaderClient = Client<HttpConnector, tonic::body::Body>;
+pub type LeaderClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>;
 
 /// How the request arrived: the hop count in `x-raftkv-forwarded` (0 without it) and
 /// whether it asks not to be forwarded (`x-raftkv-no-forward`).
@@ -40,10 +40,22 @@ pub fn via<T>(request: &Request<T>) -> Result<Via, ApiError> {
     })
 }
 
-/// The clients of the nodes a follower forwards to, by gRPC address.
+/// The clients of the nodes a follower forwards to, by gRPC address, over TLS when the node's
+/// API is (with its CA, and its certificate under mTLS).
 #[derive(Default)]
 pub struct Relay {
     clients: Mutex<HashMap<String, LeaderClient>>,
+    tls: Option<std::sync::Arc<crate::tls::Tls>>,
+}
+
+impl Relay {
+    /// A relay for a node with these TLS settings.
+    pub fn new(tls: Option<std::sync::Arc<crate::tls::Tls>>) -> Relay {
+        Relay {
+            clients: Mutex::default(),
+            tls,
+        }
+    }
 }
 
 /// Whether the HTTP client's error in a status's causes says no connection could be made.
@@ -72,7 +84,8 @@ impl Relay {
                 ),
             ));
         };
-        let origin: Uri = format!("http://{addr}").parse().map_err(|e| {
+        let scheme = crate::tls::scheme(self.tls.as_ref());
+        let origin: Uri = format!("{scheme}://{addr}").parse().map_err(|e| {
             ApiError::new(
                 ErrorCode::NoLeader,
                 format!("the leader's gRPC address {addr} is not usable: {e}"),
@@ -82,15 +95,23 @@ impl Relay {
             .clients
             .lock()
             .expect("the client map's lock is poisoned only if an insert panicked");
-        let client = clients.entry(addr).or_insert_with(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-            Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector)
-        });
-        Ok((client.clone(), origin))
+        if let Some(client) = clients.get(&addr) {
+            return Ok((client.clone(), origin));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = crate::tls::connector(self.tls.as_ref(), connector, true).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("forwarding to the leader: {e}"),
+            )
+        })?;
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        clients.insert(addr, client.clone());
+        Ok((client, origin))
     }
 
     /// Sends `message` to the leader with `call` (one method of a generated client, given the

@@ -230,6 +230,81 @@ impl Connected for Admitted {
     }
 }
 
+/// A gRPC connection as the server takes it: plain, or over TLS (`tls.enabled`).
+enum GrpcIo {
+    Plain(Admitted),
+    Tls(Box<tokio_rustls::server::TlsStream<Admitted>>),
+}
+
+impl Connected for GrpcIo {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        match self {
+            GrpcIo::Plain(io) => io.connect_info(),
+            GrpcIo::Tls(io) => io.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for GrpcIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for GrpcIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            GrpcIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            GrpcIo::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            GrpcIo::Plain(io) => io.is_write_vectored(),
+            GrpcIo::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 fn silence() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -320,9 +395,16 @@ fn refuse(stream: tokio::net::TcpStream, server: &Server) {
 async fn accept(
     listener: tokio::net::TcpListener,
     server: Arc<Server>,
-    admitted: tokio::sync::mpsc::Sender<Result<Admitted, std::io::Error>>,
+    admitted: tokio::sync::mpsc::Sender<Result<GrpcIo, std::io::Error>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tls = match server.tls_acceptor(&[b"h2"]) {
+        Ok(tls) => tls,
+        Err(e) => {
+            warn!(error = %e, "the gRPC API cannot serve TLS");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -337,13 +419,33 @@ async fn accept(
                 let _ = stream.set_nodelay(true);
                 let Some(slot) = server.limits.admit() else {
                     debug!(allowed = server.limits.connections_allowed(), "refused a gRPC connection: too many open");
-                    refuse(stream, &server);
+                    if tls.is_none() {
+                        refuse(stream, &server);
+                    }
+                    // Over TLS the refusal would need a handshake first: the connection is
+                    // only closed.
                     continue;
                 };
                 let connection = Admitted::new(stream, slot, &server.limits);
-                if admitted.send(Ok(connection)).await.is_err() {
-                    return;
-                }
+                let Some(acceptor) = &tls else {
+                    if admitted.send(Ok(GrpcIo::Plain(connection))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                // The handshake on its own task, so a slow client holds up no other.
+                let (acceptor, admitted) = (acceptor.clone(), admitted.clone());
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(connection));
+                    match handshake.await {
+                        Ok(Ok(secured)) => {
+                            let _ = admitted.send(Ok(GrpcIo::Tls(Box::new(secured)))).await;
+                        }
+                        Ok(Err(e)) => debug!(error = %e, "refused a TLS handshake on the gRPC port"),
+                        Err(_) => debug!("closed a gRPC connection whose TLS handshake was too slow"),
+                    }
+                });
             }
             _ = shutdown.changed() => return,
         }
@@ -420,7 +522,7 @@ pub async fn serve(
 ) {
     let api = Arc::new(Api {
         server: Arc::clone(&server),
-        relay: forward::Relay::default(),
+        relay: forward::Relay::new(server.tls.clone()),
     });
     let (reporter, health) = tonic_health::server::health_reporter();
     for service in std::iter::once("").chain(HEALTH_SERVICES) {

@@ -48,7 +48,7 @@ pub async fn relay(req: Req, to: Forward) -> Handled {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let url = format!("http://{}{path}", leader.http_addr);
+    let url = format!("{}://{}{path}", peer_scheme(), leader.http_addr);
     let body = req.body;
     let mut builder = Request::builder()
         .method(req.parts.method.clone())
@@ -151,12 +151,50 @@ async fn call_json(
     Ok((status, value))
 }
 
-type Client =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Body,
+>;
+
+/// The client of a node's calls to other nodes' HTTP ports (relays, joins, cluster checks),
+/// and the scheme their URLs take: one per process, as a process runs one node.
+static CLIENT: std::sync::OnceLock<(Client, &'static str)> = std::sync::OnceLock::new();
+
+/// Sets the client for this node's TLS settings ([`crate::tls::connector`]); called once at
+/// start, before the node makes any call. A later call changes nothing.
+pub fn install_client(
+    tls: Option<&std::sync::Arc<crate::tls::Tls>>,
+) -> Result<(), crate::tls::TlsError> {
+    let connector = crate::tls::connector(
+        tls,
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+        false,
+    )?;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    let _ = CLIENT.set((client, crate::tls::scheme(tls)));
+    Ok(())
+}
 
 fn forward_client() -> &'static Client {
-    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    &installed().0
+}
+
+fn installed() -> &'static (Client, &'static str) {
     CLIENT.get_or_init(|| {
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+        let connector = crate::tls::connector(
+            None,
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+            false,
+        )
+        .expect("invariant: a plain connector needs no TLS material");
+        (
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+            "http",
+        )
     })
+}
+
+/// `http` or `https`: how this node reaches other nodes' HTTP ports.
+pub fn peer_scheme() -> &'static str {
+    installed().1
 }

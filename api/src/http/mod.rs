@@ -187,6 +187,33 @@ async fn handle(
     })
 }
 
+/// Serves HTTP/1.1 on one admitted connection (plain or TLS) until it ends or the node
+/// shuts down, within the connection limits.
+async fn serve_connection<S>(
+    io: S,
+    server: &Arc<Server>,
+    activity: &Arc<limits::Activity>,
+    peer: std::net::IpAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> limits::Ended<hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let for_service = (Arc::clone(server), Arc::clone(activity));
+    let service = hyper::service::service_fn(move |req| {
+        handle(
+            Arc::clone(&for_service.0),
+            Arc::clone(&for_service.1),
+            peer,
+            req,
+        )
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    limits::watch(watcher.watch(conn), activity, &server.limits).await
+}
+
 /// Serves the API on `listener` until `shutdown` turns true, then lets the requests in flight
 /// finish (bounded by [`REQUEST_TIMEOUT`]). Each connection is admitted within the node's
 /// limits ([`limits`]): over the cap it is answered `503 too_many_connections` and closed.
@@ -218,6 +245,13 @@ pub async fn serve(
             "client connections bounded"
         );
     }
+    let tls = match server.tls_acceptor(&[b"http/1.1"]) {
+        Ok(tls) => tls,
+        Err(e) => {
+            warn!(error = %e, "the HTTP API cannot serve TLS");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -236,24 +270,35 @@ pub async fn serve(
                     debug!(allowed, "refused a client connection: too many open");
                     continue;
                 };
-                let activity = limits::Activity::new();
-                let io = TokioIo::new(limits::Watched::new(stream, Arc::clone(&activity)));
-                let for_service = (Arc::clone(&server), Arc::clone(&activity));
-                let service = hyper::service::service_fn(move |req| {
-                    handle(
-                        Arc::clone(&for_service.0),
-                        Arc::clone(&for_service.1),
-                        peer.ip(),
-                        req,
-                    )
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(io, service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 let server = Arc::clone(&server);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    match limits::watch(conn, &activity, &server.limits).await {
+                    let activity = limits::Activity::new();
+                    let watched = limits::Watched::new(stream, Arc::clone(&activity));
+                    let ended = match tls {
+                        None => serve_connection(watched, &server, &activity, peer.ip(), watcher).await,
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                crate::tls::HANDSHAKE_TIMEOUT,
+                                acceptor.accept(watched),
+                            );
+                            match handshake.await {
+                                Ok(Ok(secured)) => {
+                                    serve_connection(secured, &server, &activity, peer.ip(), watcher).await
+                                }
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "refused a TLS handshake on the HTTP port");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "closed a connection whose TLS handshake was too slow");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    match ended {
                         limits::Ended::Served(Err(e)) => {
                             debug!(error = %e, "HTTP connection ended with an error")
                         }

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use proto::rest;
 use raft::core::{LogIndex, NodeId};
 use raft::node::{self, ClusterId, LogStore, Node, SnapshotFiles, WalLogStore};
-use raft::transport::{PeerTransport, TcpNetwork};
+use raft::transport::PeerTransport;
 use tracing::{info, warn};
 
 use crate::config::{Config, Secret};
@@ -83,6 +83,9 @@ pub enum StartError {
     /// The cluster asked to add this node refused.
     #[error("{0}")]
     JoinRefused(#[from] JoinRefused),
+    /// The TLS files are unusable.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// `auth.enabled` without a usable first admin password.
     #[error("{0}")]
     AdminPassword(String),
@@ -115,7 +118,7 @@ pub struct Server {
     /// The state machine (read by stale and linearizable reads).
     pub machine: Arc<Mutex<Machine>>,
     /// The peer transport (for its address table).
-    pub transport: Arc<PeerTransport<TcpNetwork>>,
+    pub transport: Arc<PeerTransport<crate::tls::PeerNetwork>>,
     /// The address Raft peers connect to, as bound.
     pub raft_listen_addr: std::net::SocketAddr,
     /// What clients may hold of this node (connections, time, body memory).
@@ -126,6 +129,11 @@ pub struct Server {
     pub auth: crate::auth::Auth,
     /// Request rates and failed logins, per client.
     pub rate: crate::ratelimit::RateLimits,
+    /// The client APIs' TLS material, when `tls.enabled`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// The TLS material in use by the client APIs or the peer transport, which `raftkv`
+    /// reloads when its files change.
+    pub tls_files: Option<Arc<crate::tls::Tls>>,
     /// The first admin's password, when this node founds authentication (`auth.enabled`).
     admin_password: Option<Secret>,
 }
@@ -171,6 +179,17 @@ enum Origin {
 }
 
 impl Server {
+    /// A TLS acceptor offering `alpn`, when TLS is on.
+    pub fn tls_acceptor(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, crate::tls::TlsError> {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.server_config(alpn).map(tokio_rustls::TlsAcceptor::from))
+            .transpose()
+    }
+
     /// This node's own address record.
     pub fn me(&self) -> MemberInfo {
         member_of(&self.config)
@@ -222,6 +241,22 @@ impl Server {
         })?;
 
         let admin_password = admin_password(&config)?;
+        let tls_files = crate::tls::Tls::load(&config.tls)?;
+        let tls = tls_files.clone().filter(|_| config.tls.enabled);
+        crate::http::install_client(tls.as_ref())?;
+        let (peer_network, peer_listener_tls) = match (&tls_files, config.tls.enable_peer_tls) {
+            (Some(files), true) => {
+                let (server_side, client_side) = files.peer_configs()?;
+                (
+                    crate::tls::PeerNetwork::new(Some(client_side)),
+                    Some(server_side),
+                )
+            }
+            _ => {
+                warn!(raft = %config.raft.raft_addr, "the peer port is open: anyone who can reach it can send this node Raft messages and snapshots; set tls.enable_peer_tls (docs/security.md)");
+                (crate::tls::PeerNetwork::new(None), None)
+            }
+        };
         let id = node::driver::node_id_for_name(&config.raft.node_id);
         node::names::register(id, &config.raft.node_id);
         let data_dir = config.storage.data_dir.clone();
@@ -334,8 +369,8 @@ impl Server {
             Launch {
                 node_config: settings.node_config(id, id.0 ^ u64::from(std::process::id())),
                 me: member_of(&config),
-                network: TcpNetwork,
-                listener,
+                network: peer_network,
+                listener: crate::tls::PeerListener::new(listener, peer_listener_tls),
                 files,
                 machine: Arc::clone(&machine),
                 book,
@@ -360,6 +395,8 @@ impl Server {
             auth,
             admin_password,
             rate,
+            tls,
+            tls_files,
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         if server.admin_password.is_some() {

@@ -347,7 +347,7 @@ pub async fn join(
         ));
     }
     if !fresh && !configuration.contains(id) {
-        let url = format!("http://{http_addr}/cluster/id");
+        let url = format!("{}://{http_addr}/cluster/id", crate::http::peer_scheme());
         if let Ok((status, answer)) = crate::http::get_json(&url, JOINER_PROBE_TIMEOUT).await
             && status.is_success()
             && let Some(theirs) = answer.get("cluster_id").and_then(serde_json::Value::as_str)

@@ -1,5 +1,6 @@
 //! The endpoints a client is given: each `http://host:port` (the REST API) or
-//! `grpc://host:port` (the gRPC API), a trailing `/` allowed, normalised once so that the
+//! `grpc://host:port` (the gRPC API), or `https://` and `grpcs://` for the same over TLS, a
+//! trailing `/` allowed, normalised once so that the
 //! leader's announced address for that protocol can be matched against them. A gRPC endpoint
 //! keeps its HTTP/2 clients (calls multiplex over their connections, taken in turn).
 //! Invariant: every [`Endpoint`] held has a known scheme, a port, and no path or query.
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
+use crate::types::ClientTls;
 
 /// Which API an endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +28,11 @@ pub enum Protocol {
 /// One server, as given to the client.
 #[derive(Debug)]
 pub(super) struct Endpoint {
-    /// `http://host:port` or `grpc://host:port`, no trailing slash.
+    /// `http://host:port` or `grpc://host:port` (`https`, `grpcs` over TLS), no trailing
+    /// slash.
     pub(super) base: String,
+    /// Whether it is reached over TLS.
+    pub(super) tls: bool,
     /// `host:port`, to recognise the leader's address for [`Endpoint::protocol`].
     pub(super) authority: String,
     /// The API it speaks.
@@ -42,35 +47,39 @@ pub(super) struct Endpoint {
 /// The HTTP/2 client a gRPC call goes over: hyper's, driven directly, so that a call is one
 /// HTTP/2 stream on the connection with no queue and task of its own in front (as tonic's
 /// `Channel` has); its errors say whether the connection could be made at all.
-pub(super) type GrpcHttp = HyperClient<HttpConnector, tonic::body::Body>;
+pub(super) type GrpcHttp =
+    HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>;
 
 impl Endpoint {
     /// The next of this gRPC endpoint's HTTP/2 clients, and the origin its calls go to.
     pub(super) fn grpc(&self) -> (GrpcHttp, Uri) {
         let client = &self.grpc[self.next.fetch_add(1, Ordering::Relaxed) % self.grpc.len()];
-        let origin = format!("http://{}", self.authority)
+        let scheme = if self.tls { "https" } else { "http" };
+        let origin = format!("{scheme}://{}", self.authority)
             .parse()
             .expect("invariant: the authority was parsed from a URL");
         (client.clone(), origin)
     }
 }
 
-fn grpc_client(connect_timeout: Duration) -> GrpcHttp {
+fn grpc_client(connect_timeout: Duration, tls: Option<&ClientTls>) -> Result<GrpcHttp> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
-    HyperClient::builder(TokioExecutor::new())
+    let connector = super::tls::connector(tls, connector, true)?;
+    Ok(HyperClient::builder(TokioExecutor::new())
         .http2_only(true)
-        .build(connector)
+        .build(connector))
 }
 
-/// Parses `http://host:port` or `grpc://host:port` (a trailing `/` allowed) into an
-/// [`Endpoint`]; a gRPC one uses up to `grpc_connections` connections (at least 1), each
-/// opened within `connect_timeout`.
+/// Parses `http://host:port` or `grpc://host:port` (`https://`, `grpcs://` over TLS, which
+/// needs `tls`; a trailing `/` allowed) into an [`Endpoint`]; a gRPC one uses up to
+/// `grpc_connections` connections (at least 1), each opened within `connect_timeout`.
 pub(super) fn parse_endpoint(
     text: &str,
     grpc_connections: usize,
     connect_timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<Endpoint> {
     let invalid = |reason: &str| Error::InvalidEndpoint {
         endpoint: text.to_owned(),
@@ -80,12 +89,23 @@ pub(super) fn parse_endpoint(
     let uri: Uri = trimmed
         .parse()
         .map_err(|_| invalid("not a URL; expected http://host:port or grpc://host:port"))?;
-    let protocol = match uri.scheme_str() {
-        Some("http") => Protocol::Http,
-        Some("grpc") => Protocol::Grpc,
-        Some(_) => return Err(invalid("only http:// and grpc:// are supported")),
+    let (protocol, secure) = match uri.scheme_str() {
+        Some("http") => (Protocol::Http, false),
+        Some("grpc") => (Protocol::Grpc, false),
+        Some("https") => (Protocol::Http, true),
+        Some("grpcs") => (Protocol::Grpc, true),
+        Some(_) => {
+            return Err(invalid(
+                "only http://, grpc://, https:// and grpcs:// are supported",
+            ));
+        }
         None => return Err(invalid("missing http:// or grpc:// scheme")),
     };
+    if secure && tls.is_none() {
+        return Err(invalid(
+            "a TLS endpoint needs the CA to check the node against (kvcli --ca-cert; ClientOptions::tls)",
+        ));
+    }
     let authority = uri
         .authority()
         .ok_or_else(|| invalid("missing host:port"))?;
@@ -98,19 +118,22 @@ pub(super) fn parse_endpoint(
     {
         return Err(invalid("must not have a path or query"));
     }
-    let scheme = match protocol {
-        Protocol::Http => "http",
-        Protocol::Grpc => "grpc",
+    let scheme = match (protocol, secure) {
+        (Protocol::Http, false) => "http",
+        (Protocol::Grpc, false) => "grpc",
+        (Protocol::Http, true) => "https",
+        (Protocol::Grpc, true) => "grpcs",
     };
     Ok(Endpoint {
         base: format!("{scheme}://{authority}"),
+        tls: secure,
         authority: authority.as_str().to_owned(),
         protocol,
         grpc: match protocol {
             Protocol::Http => Vec::new(),
             Protocol::Grpc => (0..grpc_connections.max(1))
-                .map(|_| grpc_client(connect_timeout))
-                .collect(),
+                .map(|_| grpc_client(connect_timeout, tls))
+                .collect::<Result<Vec<_>>>()?,
         },
         next: AtomicUsize::new(0),
     })
@@ -118,9 +141,9 @@ pub(super) fn parse_endpoint(
 
 /// A leader's address as `host:port` (with or without a scheme).
 pub(super) fn authority_of(addr: &str) -> &str {
-    let without_scheme = addr
-        .strip_prefix("http://")
-        .or_else(|| addr.strip_prefix("grpc://"))
+    let without_scheme = ["http://", "grpc://", "https://", "grpcs://"]
+        .iter()
+        .find_map(|scheme| addr.strip_prefix(scheme))
         .unwrap_or(addr);
     without_scheme.trim_end_matches('/')
 }
@@ -132,11 +155,11 @@ mod tests {
 
     #[test]
     fn endpoints_parse_strictly() {
-        let e = parse_endpoint("http://127.0.0.1:8080/", 1, Duration::from_secs(1))
+        let e = parse_endpoint("http://127.0.0.1:8080/", 1, Duration::from_secs(1), None)
             .expect("valid endpoint");
         assert_eq!(e.base, "http://127.0.0.1:8080");
         assert_eq!(e.authority, "127.0.0.1:8080");
-        let g = parse_endpoint("grpc://127.0.0.1:9090", 1, Duration::from_secs(1))
+        let g = parse_endpoint("grpc://127.0.0.1:9090", 1, Duration::from_secs(1), None)
             .expect("valid endpoint");
         assert_eq!(
             (g.base.as_str(), g.protocol),
@@ -145,6 +168,7 @@ mod tests {
         for bad in [
             "127.0.0.1:8080",
             "https://h:1",
+            "ftp://h:1",
             "grpc://h",
             "http://h",
             "http://h:1/x",
@@ -153,7 +177,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_endpoint(bad, 1, Duration::from_secs(1)),
+                    parse_endpoint(bad, 1, Duration::from_secs(1), None),
                     Err(Error::InvalidEndpoint { .. })
                 ),
                 "{bad}"

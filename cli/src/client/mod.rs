@@ -55,6 +55,7 @@ mod endpoint;
 mod grpc;
 mod retry;
 mod session;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -108,7 +109,7 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoints: Vec<Endpoint>,
     options: ClientOptions,
     /// Index into `endpoints` of the known leader, or [`NO_LEADER`].
@@ -146,6 +147,7 @@ impl Client {
                     e.as_ref(),
                     options.grpc_connections_per_endpoint,
                     options.connect_timeout,
+                    options.tls.as_ref(),
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -162,6 +164,7 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.connect_timeout));
+        let connector = tls::connector(options.tls.as_ref(), connector, false)?;
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(options.idle_connections_per_endpoint)
             .build(connector);
