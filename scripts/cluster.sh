@@ -5,7 +5,8 @@
 # Environment: NODES (default 3; 1, 3 and 5 make sense), HTTP_BASE (8080), GRPC_BASE (9090),
 # RAFT_BASE (7000), RAFTKV_BIN (target/release/raftkv; start builds it if missing),
 # RAFTKV_CLUSTER_DIR (the default DIR, ./cluster-data), START_WAIT and STOP_WAIT (seconds; 30
-# and 10).
+# and 10); for a cluster started with TLS on (RAFTKV_TLS__* in the environment), SCHEME=https
+# and CURL_TLS (curl's certificate flags, e.g. "--cacert C --cert C --key K").
 # Data and logs go under DIR; logs are appended across restarts. node1 founds the cluster;
 # the others join it through node1's HTTP API on their first start.
 #
@@ -24,6 +25,8 @@ raft_base=${RAFT_BASE:-7000}
 grpc_base=${GRPC_BASE:-9090}
 start_wait=${START_WAIT:-30}
 stop_wait=${STOP_WAIT:-10}
+scheme=${SCHEME:-http}
+read -r -a curl_tls <<<"${CURL_TLS:-}"
 
 if ! [[ $nodes =~ ^[1-9][0-9]*$ ]]; then
     echo "NODES must be a positive number, not '$nodes'" >&2
@@ -62,7 +65,7 @@ await_node() {
         if ! is_running "$pid"; then
             return 1
         fi
-        if curl -fs --max-time 1 "http://$(http_addr "$n")$path" >/dev/null 2>&1; then
+        if curl -fs "${curl_tls[@]}" --max-time 1 "$scheme://$(http_addr "$n")$path" >/dev/null 2>&1; then
             return 0
         fi
         sleep 0.2
@@ -82,7 +85,7 @@ start_node() {
     # node with data restarts from it (a joiner checks that node1 still serves its cluster).
     local join=(--bootstrap)
     if [[ $n != 1 ]]; then
-        join=(--join-addr "http://$(http_addr 1)")
+        join=(--join-addr "$scheme://$(http_addr 1)")
     fi
     "$bin" --node-id "node$n" --raft-addr "$(raft_addr "$n")" --http-addr "$(http_addr "$n")" \
         --grpc-addr "$(grpc_addr "$n")" --data-dir "$dir/node$n" "${join[@]}" >>"$dir/node$n.log" 2>&1 &
@@ -91,7 +94,7 @@ start_node() {
     local outcome=0
     await_node "$n" /health || outcome=$?
     case $outcome in
-    0) echo "node$n started (pid $!, http://$(http_addr "$n"), log $dir/node$n.log)" ;;
+    0) echo "node$n started (pid $!, $scheme://$(http_addr "$n"), log $dir/node$n.log)" ;;
     1)
         echo "node$n FAILED to start: $(last_error "$n")" >&2
         rm -f "$dir/node$n.pid"
@@ -131,7 +134,7 @@ stop_node() {
 endpoints() {
     local list="" n
     for n in $(seq "$nodes"); do
-        list+="${list:+,}http://$(http_addr "$n")"
+        list+="${list:+,}$scheme://$(http_addr "$n")"
     done
     echo "$list"
 }
@@ -167,7 +170,7 @@ start)
             failed=1
             ;;
         *)
-            echo "node$n is not ready after ${start_wait}s: $(curl -s --max-time 1 "http://$(http_addr "$n")/ready" || echo unreachable)" >&2
+            echo "node$n is not ready after ${start_wait}s: $(curl -s "${curl_tls[@]}" --max-time 1 "$scheme://$(http_addr "$n")/ready" || echo unreachable)" >&2
             failed=1
             ;;
         esac
@@ -175,7 +178,7 @@ start)
     # A joined node starts as a learner; the leader promotes it once it has caught up.
     deadline=$((SECONDS + start_wait))
     while ((failed == 0)) && ((SECONDS < deadline)); do
-        members=$(curl -s --max-time 1 "http://$(http_addr 1)/cluster/nodes" || true)
+        members=$(curl -s "${curl_tls[@]}" --max-time 1 "$scheme://$(http_addr 1)/cluster/nodes" || true)
         if [[ -n $members && $members != *'"role":"learner"'* ]]; then
             break
         fi
@@ -200,12 +203,12 @@ status)
     for n in $(seq "$nodes"); do
         pid=$(pid_of "$n" || true)
         if [[ -n $pid ]] && is_running "$pid"; then
-            echo "node$n: running (pid $pid), ready: $(curl -s --max-time 2 "http://$(http_addr "$n")/ready" || echo unreachable)"
+            echo "node$n: running (pid $pid), ready: $(curl -s "${curl_tls[@]}" --max-time 2 "$scheme://$(http_addr "$n")/ready" || echo unreachable)"
         else
             echo "node$n: stopped"
         fi
     done
-    curl -s --max-time 2 "http://$(http_addr 1)/cluster/nodes" && echo || true
+    curl -s "${curl_tls[@]}" --max-time 2 "$scheme://$(http_addr 1)/cluster/nodes" && echo || true
     ;;
 *)
     echo "usage: $0 start|stop|status [DIR]" >&2

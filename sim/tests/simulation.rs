@@ -99,6 +99,11 @@ fn a_linearizable_read_right_after_a_leadership_transfer_is_not_stale() {
 }
 
 #[test]
+fn user_changes_racing_leader_changes_stay_linearizable() {
+    all_pass(scenarios::auth_changes_during_leader_changes(), 0..30);
+}
+
+#[test]
 fn reads_during_a_transfer_stay_linearizable() {
     all_pass(scenarios::reads_during_transfer(), 0..30);
 }

@@ -252,11 +252,9 @@ impl Server {
                     Some(server_side),
                 )
             }
-            _ => {
-                warn!(raft = %config.raft.raft_addr, "the peer port is open: anyone who can reach it can send this node Raft messages and snapshots; set tls.enable_peer_tls (docs/security.md)");
-                (crate::tls::PeerNetwork::new(None), None)
-            }
+            _ => (crate::tls::PeerNetwork::new(None), None),
         };
+        let peer_port_open = peer_listener_tls.is_none();
         let id = node::driver::node_id_for_name(&config.raft.node_id);
         node::names::register(id, &config.raft.node_id);
         let data_dir = config.storage.data_dir.clone();
@@ -411,6 +409,9 @@ impl Server {
             Origin::Joined(_) => "joined",
         };
         info!(node = %server.config.raft.node_id, cluster = %cluster_id, raft = %server.raft_listen_addr, how = %how, "node started");
+        if peer_port_open {
+            warn!(raft = %server.raft_listen_addr, "the peer port is open: anyone who can reach it can send this node Raft messages and snapshots; set tls.enable_peer_tls (docs/security.md)");
+        }
         Ok(server)
     }
 

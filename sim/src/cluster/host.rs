@@ -190,7 +190,7 @@ pub struct SnapshotFaults {
 
 const LIVE_LOCK: &str = "the live-node slot is never held across a panic";
 const FAULTS_LOCK: &str = "the snapshot-fault record is never held across a panic";
-const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
+pub(crate) const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
 impl Cluster {
     /// A cluster of `voters` founding nodes and `spares` empty nodes, then one host per entry

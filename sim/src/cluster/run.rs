@@ -90,6 +90,7 @@ impl Scenario {
                 keys: 4,
                 start_after: Duration::ZERO,
                 value_bytes: 0,
+                auth_ops_percent: 0,
             },
             duration: Duration::from_secs(4),
             unreachable: Vec::new(),

@@ -25,6 +25,7 @@ pub fn all() -> Vec<Scenario> {
         random5(),
         read_after_transfer(),
         reads_during_transfer(),
+        auth_changes_during_leader_changes(),
         isolated_leader("isolated_leader"),
         removed_leader_keeps_sending(),
         single_node_ack_then_crash(),
@@ -93,6 +94,72 @@ pub fn read_after_transfer() -> Scenario {
         )
     };
     s
+}
+
+/// Users are added, removed and looked up (through Raft, as the `/auth` routes change them)
+/// beside key writes while leadership moves by transfers and the leader crashes: the access
+/// records must be linearizable like the keys (each user is a register of the history: an add
+/// acknowledged before a lookup began is seen by it, whichever node answers), and every replica
+/// must end with the same records.
+pub fn auth_changes_during_leader_changes() -> Scenario {
+    let mut s = Scenario::random("auth_changes_during_leader_changes", 3, 0);
+    s.workload.clients = 5;
+    s.workload.keys = 3;
+    s.workload.auth_ops_percent = 50;
+    s.schedule = |seed, _| {
+        let mut faults = Vec::new();
+        for i in 0..12u64 {
+            let t = 200 + i * 300 + jitter(seed, i, 60);
+            faults.push(at(
+                t,
+                Fault::Transfer {
+                    host: jitter(seed, i + 500, 2) as usize,
+                },
+            ));
+            if i % 4 == 2 {
+                faults.push(at(t + 120, Fault::CrashLeader));
+                faults.push(at(
+                    t + 120 + 200 + jitter(seed, i + 900, 100),
+                    Fault::RestartAll,
+                ));
+            }
+        }
+        Schedule::new(faults)
+    };
+    s.end_check = same_access_records;
+    s
+}
+
+/// The end of [`auth_changes_during_leader_changes`]: every running replica holds the same
+/// access records, and some users were added at all.
+fn same_access_records(cluster: &Cluster) -> Vec<String> {
+    let records: Vec<(String, replica::auth::AuthState)> = cluster
+        .hosts
+        .iter()
+        .filter_map(|host| {
+            let live = host
+                .live
+                .lock()
+                .expect("the live lock is never held across a panic");
+            live.as_ref().map(|live| {
+                let machine = live.machine.lock().expect(super::host::MACHINE_LOCK);
+                (host.name.clone(), (**machine.inner.auth()).clone())
+            })
+        })
+        .collect();
+    let mut found = Vec::new();
+    if let Some((first, reference)) = records.first() {
+        for (name, state) in &records[1..] {
+            if state != reference {
+                found.push(format!(
+                    "{name}'s access records differ from {first}'s: {:?} against {:?}",
+                    state.users.keys().collect::<Vec<_>>(),
+                    reference.users.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// Transfers while messages are slow and the leader is paused: reads that straddle a transfer

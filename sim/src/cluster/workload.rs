@@ -13,6 +13,13 @@
 //! [`PADDING_MARK`] and filler; the history holds the value alone, and a read strips the
 //! padding before it is recorded, so the checker's work does not grow with the padding.
 //!
+//! A workload may also change the cluster's access records ([`Workload::auth_ops_percent`]):
+//! each user `u<k>` is then one more register of the history, under the key `user:u<k>`,
+//! written through Raft like a key: adding the user is a compare-and-swap from absent (the
+//! user's password hash carries the value, so a read names the add it saw), removing it a
+//! delete, and a read waits for a read index and looks the user up in the replica's records.
+//! The checker then holds the access records to the same linearizability as the keys.
+//!
 //! Event times are a global sequence number: the simulation runs on one thread, so the order in
 //! which events are recorded is their real-time order.
 
@@ -23,6 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv::{CasAction, Compare, Outcome as KvOutcome};
 use raft::node::NodeError;
+use replica::auth::{AuthCommand, AuthRefusal};
 use replica::machine::{Output, Proposal};
 use util::SplitMix64;
 
@@ -50,7 +58,15 @@ pub struct Workload {
     /// Every value is stored padded to this many bytes (0: as it is), at most
     /// `kv::VALUE_BYTES_MAX`.
     pub value_bytes: usize,
+    /// The share of operations, in percent, on users (`user:u<k>`) instead of keys.
+    pub auth_ops_percent: u64,
 }
+
+/// The prefix of the history keys that stand for users (see the module).
+pub const USER_KEY_PREFIX: &str = "user:";
+
+/// What a simulated user's password hash holds: this, then the value of the add that made it.
+const SIM_HASH_PREFIX: &str = "$sim$";
 
 /// Separates a stored value from its padding; no value a client writes contains it.
 pub const PADDING_MARK: char = '#';
@@ -119,9 +135,28 @@ pub async fn client(
     }
     while !stop.load(Ordering::Relaxed) {
         let k = rng.below(workload.keys as u64) as usize;
-        let key = format!("k{k}");
         sequence += 1;
         let value = format!("{process}.{sequence}");
+        if rng.below(100) < workload.auth_ops_percent {
+            let key = format!("{USER_KEY_PREFIX}u{k}");
+            let op = match rng.below(100) {
+                0..40 => Operation::Get { key },
+                40..80 => Operation::Cas {
+                    key,
+                    expected: None,
+                    new: value,
+                },
+                _ => Operation::Delete { key },
+            };
+            let target = rng.below(cluster.reachable_hosts() as u64) as usize;
+            perform(&cluster, &log, process, target, op, workload.value_bytes).await;
+            tokio::time::sleep(Duration::from_micros(
+                rng.below(THINK_MAX.as_micros() as u64 + 1),
+            ))
+            .await;
+            continue;
+        }
+        let key = format!("k{k}");
         let op = match rng.below(100) {
             0..45 => Operation::Get { key },
             45..75 => Operation::Put { key, value },
@@ -183,8 +218,52 @@ async fn execute(
         let Some(live) = cluster.live(target) else {
             return Outcome::Fail; // Nothing was sent.
         };
-        let answer = match op {
-            Operation::Get { key } => match live.node.read_index().await {
+        let user = op.key().and_then(|k| k.strip_prefix(USER_KEY_PREFIX));
+        let answer = match (op, user) {
+            (Operation::Get { .. }, Some(user)) => match live.node.read_index().await {
+                Ok(_) => {
+                    let machine = live.machine.lock().expect(super::host::MACHINE_LOCK);
+                    let value = machine.inner.auth().users.get(user).map(|u| {
+                        u.password_hash
+                            .strip_prefix(SIM_HASH_PREFIX)
+                            .unwrap_or(&u.password_hash)
+                            .to_string()
+                    });
+                    return Outcome::Ok(LinOutput::Value(value));
+                }
+                Err(e) => e,
+            },
+            (_, Some(user)) => {
+                let command = match op {
+                    Operation::Cas { new, .. } => AuthCommand::AddUser {
+                        name: user.to_string(),
+                        password_hash: format!("{SIM_HASH_PREFIX}{new}"),
+                        role: replica::auth::ROLE_READ.to_string(),
+                    },
+                    _ => AuthCommand::RemoveUser {
+                        name: user.to_string(),
+                    },
+                };
+                match live.node.propose(Proposal::Auth(command).encode()).await {
+                    Ok(Output::Auth(Ok(()))) => {
+                        return match op {
+                            Operation::Cas { .. } => Outcome::Ok(LinOutput::Cas { swapped: true }),
+                            _ => Outcome::Ok(LinOutput::Done),
+                        };
+                    }
+                    // Applied and refused alike on every replica: the user was there already
+                    // (an add that did not swap), or not there (a delete of nothing).
+                    Ok(Output::Auth(Err(AuthRefusal::UserExists(_)))) => {
+                        return Outcome::Ok(LinOutput::Cas { swapped: false });
+                    }
+                    Ok(Output::Auth(Err(AuthRefusal::NoSuchUser(_)))) => {
+                        return Outcome::Ok(LinOutput::Done);
+                    }
+                    Ok(_) => return Outcome::Unknown,
+                    Err(e) => e,
+                }
+            }
+            (Operation::Get { key }, None) => match live.node.read_index().await {
                 Ok(_) => {
                     let value = read_key(&live.machine, key.as_bytes());
                     return Outcome::Ok(LinOutput::Value(
@@ -193,7 +272,7 @@ async fn execute(
                 }
                 Err(e) => e,
             },
-            _ => {
+            (_, None) => {
                 let command = write_command(op, value_bytes);
                 let proposal = Proposal::Kv(Bytes::from(command.encode())).encode();
                 match live.node.propose(proposal).await {
