@@ -60,6 +60,8 @@ struct Material {
     clients: Option<Arc<dyn ClientCertVerifier>>,
     /// Checks other nodes' certificates against the CA, when a CA is given.
     servers: Option<Arc<WebPkiServerVerifier>>,
+    /// The CA's trust anchors, when a CA is given.
+    roots: Option<Arc<RootCertStore>>,
 }
 
 /// What the files looked like when last read (modification time and length of each).
@@ -71,6 +73,9 @@ pub struct Tls {
     key_file: PathBuf,
     ca_file: Option<PathBuf>,
     mtls: bool,
+    /// Peer connections use this material too: the node certificate must then serve both
+    /// for server and for client authentication.
+    peer: bool,
     provider: Arc<CryptoProvider>,
     material: RwLock<Arc<Material>>,
     stamp: Mutex<Stamp>,
@@ -110,15 +115,17 @@ fn stamp_of(paths: &[&Path]) -> Stamp {
         .collect()
 }
 
-/// Whether a verification failure means the certificate is unusable (rather than only not
-/// marked for the purpose the check assumed).
-fn disqualifies(e: &rustls::Error) -> bool {
-    !matches!(
-        e,
-        rustls::Error::InvalidCertificate(
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }
+/// Whether a verification failure means the certificate is unusable: any failure, except a
+/// missing client-authentication purpose when the node never presents its certificate as a
+/// client (no mTLS between nodes' client ports, no peer TLS).
+fn disqualifies(e: &rustls::Error, client_side_used: bool) -> bool {
+    client_side_used
+        || !matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }
+            )
         )
-    )
 }
 
 impl Tls {
@@ -141,11 +148,13 @@ impl Tls {
             key_file: key_file.clone(),
             ca_file: settings.ca_file.clone(),
             mtls: settings.enable_mtls,
+            peer: settings.enable_peer_tls,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             material: RwLock::new(Arc::new(Material {
                 key: Arc::new(CertifiedKey::new(Vec::new(), placeholder_key())),
                 clients: None,
                 servers: None,
+                roots: None,
             })),
             stamp: Mutex::new(Vec::new()),
         };
@@ -180,7 +189,7 @@ impl Tls {
                 self.cert_file.display()
             ))
         })?;
-        let (mut clients, mut servers) = (None, None);
+        let (mut clients, mut servers, mut roots_kept) = (None, None, None);
         if let Some(ca_file) = &self.ca_file {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(ca_file, "tls.ca_file")? {
@@ -197,9 +206,10 @@ impl Tls {
             .map_err(|e| error(format!("tls.ca_file {}: {e}", ca_file.display())))?;
             // The node's own certificate must chain to the CA and be valid now: other nodes
             // check it against the same CA.
+            let client_side_used = self.mtls || self.peer;
             if let Err(e) =
                 client_verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-                && disqualifies(&e)
+                && disqualifies(&e, client_side_used)
             {
                 return Err(error(format!(
                     "tls.cert_file {} does not verify against tls.ca_file {}: {e}",
@@ -207,6 +217,22 @@ impl Tls {
                     ca_file.display()
                 )));
             }
+            if self.peer {
+                server_purpose(
+                    &self.provider,
+                    &roots,
+                    &chain[0],
+                    &chain[1..],
+                    UnixTime::now(),
+                )
+                .map_err(|e| {
+                    error(format!(
+                        "tls.cert_file {} cannot serve peer TLS: {e}",
+                        self.cert_file.display()
+                    ))
+                })?;
+            }
+            roots_kept = Some(Arc::clone(&roots));
             servers = Some(
                 WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&self.provider))
                     .build()
@@ -219,6 +245,7 @@ impl Tls {
                 key: Arc::new(certified),
                 clients,
                 servers,
+                roots: roots_kept,
             },
             stamp,
         ))
@@ -250,21 +277,30 @@ impl Tls {
     /// The server side of the client APIs, offering `alpn` (`h2` for gRPC, `http/1.1` for
     /// REST), requiring client certificates under `tls.enable_mtls`.
     pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-        self.server_side(alpn, self.mtls)
+        let client_certs = if self.mtls {
+            ClientCerts::FromCa
+        } else {
+            ClientCerts::None
+        };
+        self.server_side(alpn, client_certs)
     }
 
     fn server_side(
         self: &Arc<Self>,
         alpn: &[&[u8]],
-        client_certs: bool,
+        client_certs: ClientCerts,
     ) -> Result<Arc<ServerConfig>, TlsError> {
         let builder = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .map_err(error)?;
-        let builder = if client_certs {
-            builder.with_client_cert_verifier(Arc::new(Reloading(Arc::clone(self))))
-        } else {
-            builder.with_no_client_auth()
+        let builder = match client_certs {
+            ClientCerts::None => builder.with_no_client_auth(),
+            ClientCerts::FromCa => {
+                builder.with_client_cert_verifier(Arc::new(Reloading(Arc::clone(self))))
+            }
+            ClientCerts::Nodes => {
+                builder.with_client_cert_verifier(Arc::new(NodesOnly(Reloading(Arc::clone(self)))))
+            }
         };
         let mut config = builder.with_cert_resolver(Arc::new(Reloading(Arc::clone(self))));
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -302,12 +338,13 @@ impl Tls {
     }
 
     /// Both sides of peer (Raft) connections: certificates required and checked both ways
-    /// against the CA.
+    /// against the CA, and a connecting peer's must be a node certificate (valid for server
+    /// authentication too), so that a client certificate from the same CA cannot speak Raft.
     pub fn peer_configs(
         self: &Arc<Self>,
     ) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
         Ok((
-            self.server_side(&[PEER_ALPN], true)?,
+            self.server_side(&[PEER_ALPN], ClientCerts::Nodes)?,
             Arc::new(self.client_side(&[PEER_ALPN], true)?),
         ))
     }
@@ -326,6 +363,92 @@ fn placeholder_key() -> Arc<dyn rustls::sign::SigningKey> {
         }
     }
     Arc::new(Nothing)
+}
+
+/// Which client certificates a server side asks for.
+#[derive(Clone, Copy)]
+enum ClientCerts {
+    /// None.
+    None,
+    /// Any from the CA (mTLS on the client APIs).
+    FromCa,
+    /// Only nodes' certificates from the CA: also valid for server authentication.
+    Nodes,
+}
+
+/// Checks that `cert` chains to `roots` and is valid now for server authentication: what a
+/// node certificate is and a client certificate is not.
+fn server_purpose(
+    provider: &CryptoProvider,
+    roots: &RootCertStore,
+    cert: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let end_entity = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| rustls::Error::General(format!("the certificate does not parse: {e}")))?;
+    end_entity
+        .verify_for_usage(
+            provider.signature_verification_algorithms.all,
+            &roots.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map(drop)
+        .map_err(|e| {
+            rustls::Error::General(format!(
+                "not a node certificate of this cluster (it must chain to tls.ca_file and allow server authentication): {e}"
+            ))
+        })
+}
+
+/// The client verifier of the peer port: [`Reloading`]'s, and the certificate must also be a
+/// node certificate ([`server_purpose`]).
+#[derive(Debug)]
+struct NodesOnly(Reloading);
+
+impl ClientCertVerifier for NodesOnly {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let material = self.0.0.current();
+        let roots = material.roots.as_ref().ok_or_else(no_ca)?;
+        server_purpose(&self.0.0.provider, roots, end_entity, intermediates, now)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls12_signature(&self.0, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ClientCertVerifier::verify_tls13_signature(&self.0, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ClientCertVerifier::supported_verify_schemes(&self.0)
+    }
 }
 
 /// Reads the material in force at each handshake (see the module).

@@ -227,7 +227,7 @@ fn a_cluster_over_tls_serves_certified_clients_only_and_hears_certified_peers_on
     wait_until("the plain connection's refusal is logged", || {
         refusals() > before
     });
-    let foreign = runtime().block_on(tls_handshake(&n2.raft, &other));
+    let foreign = runtime().block_on(tls_handshake(&n2.raft, &other, "server"));
     assert!(
         foreign.as_ref().is_err_and(|e| e.contains("alert")),
         "a peer certificate of another CA is refused at the handshake: {foreign:?}"
@@ -235,9 +235,18 @@ fn a_cluster_over_tls_serves_certified_clients_only_and_hears_certified_peers_on
     wait_until("the foreign certificate's refusal is logged", || {
         refusals() > before + 1
     });
-    // A peer with the cluster's own certificate does get through the handshake (the node then
-    // closes the connection over the made-up frame, without a TLS alert).
-    let own = runtime().block_on(tls_handshake(&n2.raft, &certs));
+    // A client certificate of the cluster's own CA is not a node certificate: refused too.
+    let client_cert = runtime().block_on(tls_handshake(&n2.raft, &certs, "client"));
+    assert!(
+        client_cert.as_ref().is_err_and(|e| e.contains("alert")),
+        "a client certificate on the peer port is refused at the handshake: {client_cert:?}"
+    );
+    wait_until("the client certificate's refusal is logged", || {
+        refusals() > before + 2
+    });
+    // A peer with the cluster's own node certificate does get through the handshake (the node
+    // then closes the connection over the made-up frame, without a TLS alert).
+    let own = runtime().block_on(tls_handshake(&n2.raft, &certs, "server"));
     assert!(
         !own.as_ref().is_err_and(|e| e.contains("alert")),
         "the cluster's own certificate: {own:?}"
@@ -267,9 +276,10 @@ fn a_cluster_over_tls_serves_certified_clients_only_and_hears_certified_peers_on
     drop(n3);
 }
 
-/// A TLS handshake with the peer port at `addr` presenting `certs`' node certificate, then a
-/// made-up frame; the outcome (a refused certificate shows as a TLS alert).
-async fn tls_handshake(addr: &str, certs: &Path) -> Result<(), String> {
+/// A TLS handshake with the peer port at `addr` presenting `certs`' `identity` certificate
+/// (`server`: the node certificate; `client`: the client one), then a made-up frame; the
+/// outcome (a refused certificate shows as a TLS alert).
+async fn tls_handshake(addr: &str, certs: &Path, identity: &str) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -277,11 +287,11 @@ async fn tls_handshake(addr: &str, certs: &Path) -> Result<(), String> {
     for cert in CertificateDer::pem_file_iter(certs.join("ca-cert.pem")).expect("CA") {
         roots.add(cert.expect("a cert")).expect("added");
     }
-    let chain = CertificateDer::pem_file_iter(certs.join("server-cert.pem"))
+    let chain = CertificateDer::pem_file_iter(certs.join(format!("{identity}-cert.pem")))
         .expect("cert")
         .collect::<Result<Vec<_>, _>>()
         .expect("certs");
-    let key = PrivateKeyDer::from_pem_file(certs.join("server-key.pem")).expect("key");
+    let key = PrivateKeyDer::from_pem_file(certs.join(format!("{identity}-key.pem"))).expect("key");
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

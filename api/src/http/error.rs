@@ -42,8 +42,11 @@ pub fn error_response(e: ApiError, path_and_query: &str) -> Response<Body> {
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if let Some(leader) = e.leader
-        && let Ok(location) =
-            HeaderValue::from_str(&format!("http://{}{path_and_query}", leader.http_addr))
+        && let Ok(location) = HeaderValue::from_str(&format!(
+            "{}://{}{path_and_query}",
+            super::peer_scheme(),
+            leader.http_addr
+        ))
     {
         response.headers_mut().insert(LOCATION, location);
     }
