@@ -3,7 +3,8 @@
 //! and per address whether or not request rates are, so that guessing passwords is slow.
 //!
 //! Each limit is a token bucket per client: `rate` tokens a second up to `burst`; a request (or
-//! a failed login) takes one, and finds the bucket empty when the client went over. The buckets
+//! a login attempt, given back when it succeeds) takes one, and finds the bucket empty when the
+//! client went over. The buckets
 //! live in a bounded cache ([`CLIENTS_MAX`] each) that drops a bucket once it has been idle long
 //! enough to have refilled, so dropping it changes nothing and memory stays bounded whatever the
 //! number of clients.
@@ -23,6 +24,12 @@ pub const CLIENTS_MAX: u64 = 100_000;
 
 /// A window of failed logins: the per-user and per-address limits are counts per this long.
 pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Refused credentials checked again after a read index (`service::auth::admit`), per client
+/// address per second: each costs a round to the leader, so an address sending made-up
+/// credentials gets no more than this many.
+pub const RECHECKS_PER_ADDRESS_PER_SECOND: f64 = 10.0;
+/// The burst of [`RECHECKS_PER_ADDRESS_PER_SECOND`].
+pub const RECHECKS_BURST: f64 = 20.0;
 
 #[derive(Debug)]
 struct Bucket {
@@ -81,17 +88,11 @@ impl Limit {
         }
     }
 
-    /// Whether `client` has a token left, without taking it; if not, how long until it has.
-    pub fn check(&self, client: &str) -> Result<(), Duration> {
-        let Some(bucket) = self.buckets.get(client) else {
-            return Ok(());
-        };
-        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        self.refill(&mut b, Instant::now());
-        if b.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+    /// Gives back a token taken for `client` (an attempt that turned out not to count).
+    pub fn give_back(&self, client: &str) {
+        if let Some(bucket) = self.buckets.get(client) {
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+            b.tokens = (b.tokens + 1.0).min(self.burst);
         }
     }
 }
@@ -101,6 +102,7 @@ pub struct RateLimits {
     requests: Option<Limit>,
     failed_logins_by_user: Limit,
     failed_logins_by_address: Limit,
+    rechecks: Limit,
 }
 
 /// The `429 rate_limited` refusal, saying when to come back (whole seconds, at least 1).
@@ -143,6 +145,7 @@ impl RateLimits {
                 per_window(a.failed_logins_per_address),
                 f64::from(a.failed_logins_per_address),
             ),
+            rechecks: Limit::new(RECHECKS_PER_ADDRESS_PER_SECOND, RECHECKS_BURST),
         }
     }
 
@@ -159,23 +162,33 @@ impl RateLimits {
         }
     }
 
-    /// Refuses a login attempt for `user` from `peer` while either has used up its failures.
-    pub fn may_try_login(&self, user: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    /// Whether a refused credential from `peer` may be checked again after a read index
+    /// (see [`RECHECKS_PER_ADDRESS_PER_SECOND`]).
+    pub fn may_recheck(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.rechecks.take(&ip.to_string()).is_ok())
+    }
+
+    /// Takes a login attempt for `user` from `peer` from their allowances of failures, before
+    /// the password is checked, so that attempts sent at once cannot all slip through; refused
+    /// while either allowance is spent. A login that succeeds gives its tokens back
+    /// ([`RateLimits::login_succeeded`]).
+    pub fn try_login(&self, user: &str, peer: Option<IpAddr>) -> Result<(), ApiError> {
         let too_many = |wait| refusal("too many failed logins", wait);
-        self.failed_logins_by_user.check(user).map_err(too_many)?;
-        if let Some(ip) = peer {
-            self.failed_logins_by_address
-                .check(&ip.to_string())
-                .map_err(too_many)?;
+        self.failed_logins_by_user.take(user).map_err(too_many)?;
+        if let Some(ip) = peer
+            && let Err(wait) = self.failed_logins_by_address.take(&ip.to_string())
+        {
+            self.failed_logins_by_user.give_back(user);
+            return Err(too_many(wait));
         }
         Ok(())
     }
 
-    /// Counts a failed login for `user` from `peer`.
-    pub fn login_failed(&self, user: &str, peer: Option<IpAddr>) {
-        let _ = self.failed_logins_by_user.take(user);
+    /// Gives back what a login that succeeded took ([`RateLimits::try_login`]).
+    pub fn login_succeeded(&self, user: &str, peer: Option<IpAddr>) {
+        self.failed_logins_by_user.give_back(user);
         if let Some(ip) = peer {
-            let _ = self.failed_logins_by_address.take(&ip.to_string());
+            self.failed_logins_by_address.give_back(&ip.to_string());
         }
     }
 }
@@ -199,13 +212,14 @@ mod tests {
     }
 
     #[test]
-    fn checking_takes_nothing() {
+    fn a_token_given_back_can_be_taken_again() {
         let limit = Limit::new(1.0 / 60.0, 2.0);
-        assert!(limit.check("u").is_ok());
         assert!(limit.take("u").is_ok() && limit.take("u").is_ok());
-        let wait = limit.check("u").expect_err("two failures spent it");
+        let wait = limit.take("u").expect_err("two attempts spent it");
         assert!(wait > Duration::from_secs(50), "{wait:?}");
-        assert!(limit.check("v").is_ok());
+        limit.give_back("u");
+        assert!(limit.take("u").is_ok());
+        assert!(limit.take("v").is_ok());
     }
 
     #[test]

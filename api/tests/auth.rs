@@ -785,4 +785,36 @@ fn request_rates_and_failed_logins_are_limited_per_client() {
     );
     assert!(body.contains("too many failed logins"), "{body}");
     assert_eq!(attempt("admin", ADMIN_PASSWORD).0, 200);
+
+    // Guesses sent all at once get no more than the allowance: each takes its share before
+    // its password is checked.
+    let body = r#"{"username":"third","password":"third-password","role":"read"}"#;
+    wait_until("the admin is under its rate again and adds a user", || {
+        call(&n1, "POST", "/auth/users", &admin, body).0 == 200
+    });
+    let guesses: Vec<std::thread::JoinHandle<u16>> = (0..10)
+        .map(|i| {
+            let addr = n1.http.clone();
+            std::thread::spawn(move || {
+                let body = json!({"username": "third", "password": format!("guess-{i}-pw")});
+                http_with(
+                    &addr,
+                    "POST",
+                    "/auth/login",
+                    "",
+                    body.to_string().as_bytes(),
+                )
+                .0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = guesses
+        .into_iter()
+        .map(|g| g.join().expect("a guess"))
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 3 && statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
 }

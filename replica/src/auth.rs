@@ -104,8 +104,8 @@ impl Role {
     }
 }
 
-/// A user: a password (as its argon2id hash) and a role.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A user: a password (as its argon2id hash) and a role. Its `Debug` never shows the hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// The role's name (built-in or custom).
     pub role: String,
@@ -129,8 +129,8 @@ pub struct ApiKey {
     pub created_index: u64,
 }
 
-/// The access records as applied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The access records as applied. Its `Debug` never shows the signing key or a hash.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthState {
     /// Whether requests must carry a credential.
     pub enabled: bool,
@@ -143,13 +143,18 @@ pub struct AuthState {
     /// The key tokens are signed with when `auth.jwt_secret` is not configured; made once, by
     /// the node that first enabled authentication, and kept.
     pub signing_key: Option<Bytes>,
+    /// Whether authentication was ever enabled (by `Bootstrap` or `Enable`): a founding node
+    /// (`auth.enabled`) bootstraps only a cluster where it never was, so turning it off and
+    /// removing every user later never brings the configured first admin back.
+    pub founded: bool,
 }
 
-/// A change to the access records: the payload of an auth log entry.
+/// A change to the access records: the payload of an auth log entry. Its `Debug` names the
+/// change and what it is about, never a hash or a key.
 ///
 /// Encoded with postcard, which encodes a variant by its index: variants are only ever
 /// appended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthCommand {
     /// Founds authentication on a cluster that never had a user: creates the first admin and
     /// turns authentication on. Refused once any user exists (so it happens at most once,
@@ -218,6 +223,46 @@ pub enum AuthCommand {
     },
     /// Turns authentication off.
     Disable,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("role", &self.role)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState")
+            .field("enabled", &self.enabled)
+            .field("founded", &self.founded)
+            .field("users", &self.users)
+            .field("roles", &self.roles)
+            .field("api_keys", &self.api_keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AuthCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthCommand::Bootstrap { user, .. } => write!(f, "Bootstrap({user})"),
+            AuthCommand::AddUser { name, role, .. } => write!(f, "AddUser({name}, {role})"),
+            AuthCommand::RemoveUser { name } => write!(f, "RemoveUser({name})"),
+            AuthCommand::SetPassword { name, .. } => write!(f, "SetPassword({name})"),
+            AuthCommand::PutRole { name, role } => write!(f, "PutRole({name}, {role:?})"),
+            AuthCommand::RemoveRole { name } => write!(f, "RemoveRole({name})"),
+            AuthCommand::AddApiKey { id, name, role, .. } => {
+                write!(f, "AddApiKey({id}, {name}, {role})")
+            }
+            AuthCommand::RevokeApiKey { id } => write!(f, "RevokeApiKey({id})"),
+            AuthCommand::Enable { .. } => f.write_str("Enable"),
+            AuthCommand::Disable => f.write_str("Disable"),
+        }
+    }
 }
 
 /// Why an [`AuthCommand`] was refused (nothing changed).
@@ -365,7 +410,7 @@ impl AuthState {
                 password_hash,
                 signing_key,
             } => {
-                if !self.users.is_empty() {
+                if self.founded || !self.users.is_empty() {
                     return Err(AuthRefusal::AlreadyBootstrapped);
                 }
                 check_name("user", &user)?;
@@ -380,6 +425,7 @@ impl AuthState {
                     },
                 );
                 self.enabled = true;
+                self.founded = true;
                 Ok(())
             }
             AuthCommand::AddUser {
@@ -512,6 +558,7 @@ impl AuthState {
                 }
                 self.keep_signing_key(signing_key)?;
                 self.enabled = true;
+                self.founded = true;
                 Ok(())
             }
             AuthCommand::Disable => {
@@ -600,6 +647,21 @@ mod tests {
         state.apply(10, boot("admin")).expect("first bootstrap");
         assert_eq!(
             state.apply(11, boot("other")),
+            Err(AuthRefusal::AlreadyBootstrapped)
+        );
+        // Turned off, with every user gone: still founded, never bootstrapped again.
+        let mut emptied = state.clone();
+        emptied.apply(20, AuthCommand::Disable).expect("disabled");
+        emptied
+            .apply(
+                21,
+                AuthCommand::RemoveUser {
+                    name: "admin".into(),
+                },
+            )
+            .expect("removed while off");
+        assert_eq!(
+            emptied.apply(22, boot("again")),
             Err(AuthRefusal::AlreadyBootstrapped)
         );
         assert!(state.enabled && state.users["admin"].generation == 10);

@@ -180,6 +180,14 @@ struct SnapshotExtraV1 {
     removed: Vec<(NodeId, LogIndex)>,
 }
 
+/// Decodes a `T` that uses every byte of `bytes`.
+fn exactly<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes::<T>(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
+}
+
 impl SnapshotExtra {
     fn encode(&self) -> Vec<u8> {
         let wire = SnapshotExtraWire {
@@ -197,9 +205,12 @@ impl SnapshotExtra {
     }
 
     fn decode(bytes: &[u8]) -> Result<SnapshotExtra, postcard::Error> {
-        let wire = postcard::from_bytes::<SnapshotExtraWire>(bytes)
+        // Each layout is read exactly, every byte used: a newer payload read as an older
+        // layout leaves bytes over and is not taken for it, so a damaged or unknown trailing
+        // section is an error rather than silently dropped (the access records with it).
+        let wire = exactly::<SnapshotExtraWire>(bytes)
             .or_else(|_| {
-                postcard::from_bytes::<SnapshotExtraV2>(bytes).map(|v2| SnapshotExtraWire {
+                exactly::<SnapshotExtraV2>(bytes).map(|v2| SnapshotExtraWire {
                     cluster_id: v2.cluster_id,
                     members: v2.members,
                     removed: v2.removed,
@@ -208,7 +219,7 @@ impl SnapshotExtra {
                 })
             })
             .or_else(|_| {
-                postcard::from_bytes::<SnapshotExtraV1>(bytes).map(|v1| SnapshotExtraWire {
+                exactly::<SnapshotExtraV1>(bytes).map(|v1| SnapshotExtraWire {
                     cluster_id: v1.cluster_id,
                     members: v1.members,
                     removed: v1.removed,
@@ -632,6 +643,11 @@ mod tests {
             SnapshotExtra::decode(&postcard::to_stdvec(&v2).expect("encodes")).expect("decodes");
         assert_eq!(decoded.members, extra.members);
         assert_eq!(decoded.auth, AuthState::default());
+        // A current payload whose access records are cut short is refused, not read as the
+        // second layout without them.
+        let mut cut = extra.encode();
+        cut.truncate(cut.len() - 3);
+        assert!(SnapshotExtra::decode(&cut).is_err());
         // Given the first layout (no gRPC addresses), the same records without them.
         let v1 = SnapshotExtraV1 {
             cluster_id: ClusterId(7),

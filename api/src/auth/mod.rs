@@ -33,8 +33,9 @@ use crate::service::ApiError;
 /// Verified tokens kept, so that a repeated token is not verified again.
 pub const TOKEN_CACHE_ENTRIES: u64 = 10_000;
 
-/// The credential a request carries, as read from its headers or metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The credential a request carries, as read from its headers or metadata. Its `Debug` never
+/// shows a token or key.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// None.
     Missing,
@@ -44,6 +45,17 @@ pub enum Credential {
     ApiKey(String),
     /// Something that is not a usable credential (why).
     Malformed(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Missing => f.write_str("Missing"),
+            Credential::Bearer(_) => f.write_str("Bearer(..)"),
+            Credential::ApiKey(_) => f.write_str("ApiKey(..)"),
+            Credential::Malformed(why) => write!(f, "Malformed({why:?})"),
+        }
+    }
 }
 
 impl Credential {
@@ -215,7 +227,7 @@ impl Auth {
         }
         let state = self.state();
         if !state.enabled {
-            if self.founding && state.users.is_empty() {
+            if self.founding && !state.founded && state.users.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::NotReady,
                     "authentication is being set up on this new cluster (its first admin is not committed yet); retry in a moment",

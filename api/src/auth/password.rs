@@ -20,11 +20,15 @@ pub const PASSWORD_BYTES_MIN: usize = 8;
 pub const PASSWORD_BYTES_MAX: usize = 1024;
 /// The most password hashes computed at once on one node.
 pub const HASHES_IN_FLIGHT_MAX: usize = 4;
+/// The most password hashes waiting for one of those slots; more are refused
+/// (`503 overloaded`) rather than queued without bound.
+pub const HASHES_WAITING_MAX: usize = 64;
 
 /// Hashes and verifies passwords.
 pub struct Passwords {
     params: Params,
     slots: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// Checks a new password's length.
@@ -50,6 +54,7 @@ impl Passwords {
         Passwords {
             params,
             slots: Arc::new(Semaphore::new(HASHES_IN_FLIGHT_MAX)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -57,11 +62,24 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("invariant: the semaphore is never closed");
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Counts a waiter for as long as it waits, also when its request is dropped midway.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.waiting);
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= HASHES_WAITING_MAX {
+            return Err(ApiError::new(
+                ErrorCode::Overloaded,
+                "too many password checks are waiting on this node; retry shortly",
+            ));
+        }
+        let slot = self.slots.acquire().await;
+        drop(waiting);
+        let _slot = slot.expect("invariant: the semaphore is never closed");
         tokio::task::spawn_blocking(work).await.map_err(|e| {
             ApiError::new(
                 ErrorCode::Internal,

@@ -134,6 +134,12 @@ pub struct Server {
     /// The TLS material in use by the client APIs or the peer transport, which `raftkv`
     /// reloads when its files change.
     pub tls_files: Option<Arc<crate::tls::Tls>>,
+    /// The commit index the node found in its storage at start: until it has applied that
+    /// far, its access records may be older than ones it already acknowledged, so it checks
+    /// no credential before (`service::auth::admit`).
+    pub replay_to: LogIndex,
+    /// Set once the node applied up to [`Server::replay_to`].
+    pub replayed: std::sync::atomic::AtomicBool,
     /// The first admin's password, when this node founds authentication (`auth.enabled`).
     admin_password: Option<Secret>,
 }
@@ -361,6 +367,9 @@ impl Server {
             store.wal_metrics(),
         );
         let auth = crate::auth::Auth::new(&config.auth, machine.auth_watch());
+        let replay_to = raft::core::Storage::initial_state(&store)
+            .map(|state| state.hard_state.commit)
+            .unwrap_or_default();
         let rate = crate::ratelimit::RateLimits::new(&config);
         let machine = Arc::new(Mutex::new(machine));
         let Replica { node, transport } = launch::launch(
@@ -395,6 +404,8 @@ impl Server {
             rate,
             tls,
             tls_files,
+            replay_to,
+            replayed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         if server.admin_password.is_some() {
@@ -504,7 +515,7 @@ async fn found_auth(server: std::sync::Weak<Server>) {
             return;
         };
         let state = server.auth.state();
-        if !state.users.is_empty() {
+        if state.founded || !state.users.is_empty() {
             if !state.enabled {
                 warn!(
                     "auth.enabled is set, but this cluster's authentication is off (an admin turned it off, or users were made before): the cluster's state rules; POST /auth/enable turns it on"

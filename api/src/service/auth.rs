@@ -14,7 +14,8 @@ use proto::rest::auth::{
     NewPassword, NewUser, RoleInfo, RoleRequest, Roles, UserInfo, Users,
 };
 use replica::auth::{
-    AuthCommand, AuthRefusal, Permission, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, Role, check_name,
+    AuthCommand, AuthRefusal, AuthState, Permission, ROLE_ADMIN, ROLE_READ, ROLE_WRITE, Role,
+    check_name,
 };
 
 use super::route::{Step, Via, await_leader, forward_to_leader};
@@ -79,32 +80,67 @@ async fn read_barrier(server: &Server) -> Result<(), ApiError> {
     within(server.node.read_index()).await.map(drop)
 }
 
-/// Admits a request: checks that the caller's credential allows `need`
+/// Admits a request: first, on a node that restarted, waits (`503 not_ready`) until it applied
+/// the log it found, whose access records may be newer than its snapshot's; then checks that
+/// the caller's credential allows `need`
 /// ([`crate::auth::Auth::authorize`]), then counts it against the caller's request rate
 /// (`crate::ratelimit`). A refused credential is checked once more after a read index: this
 /// node's records may lag behind a change just acknowledged through another node (a new API
 /// key, a new password and its token), and a credential the cluster issued must work on every
-/// node at once. Only refusals pay for it. A request a member forwarded was counted where it
-/// entered the cluster and is not counted again.
+/// node at once. Only refusals pay for it, at most `ratelimit::RECHECKS_PER_ADDRESS_PER_SECOND`
+/// per address; a refusal counts against its address's request rate. A request a member
+/// forwarded was counted where it entered the cluster and is not counted again.
 pub async fn admit(
     server: &Server,
     caller: &Caller,
     need: Need<'_>,
 ) -> Result<Option<Principal>, ApiError> {
+    if need != Need::Open && !server.replayed.load(std::sync::atomic::Ordering::Acquire) {
+        let applied = server.node.status().applied;
+        if applied < server.replay_to {
+            return Err(ApiError::new(
+                ErrorCode::NotReady,
+                format!(
+                    "this node is applying the log it restarted with (at {} of {}) and cannot check credentials against older records; retry in a moment",
+                    applied.0, server.replay_to.0
+                ),
+            ));
+        }
+        server
+            .replayed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     let credential = &caller.credential;
-    let principal = match server.auth.authorize(credential, need) {
+    let refused = |e: &ApiError| {
+        matches!(
+            e.code(),
+            ErrorCode::Unauthenticated | ErrorCode::PermissionDenied
+        )
+    };
+    let checked = match server.auth.authorize(credential, need) {
         Err(e)
-            if matches!(
-                e.code(),
-                ErrorCode::Unauthenticated | ErrorCode::PermissionDenied
-            ) && matches!(credential, Credential::Bearer(_) | Credential::ApiKey(_)) =>
+            if refused(&e)
+                && matches!(credential, Credential::Bearer(_) | Credential::ApiKey(_))
+                && server.rate.may_recheck(caller.peer) =>
         {
             match read_barrier(server).await {
-                Ok(()) => server.auth.authorize(credential, need)?,
-                Err(_) => return Err(e),
+                Ok(()) => server.auth.authorize(credential, need),
+                Err(_) => Err(e),
             }
         }
-        checked => checked?,
+        checked => checked,
+    };
+    let principal = match checked {
+        Ok(principal) => principal,
+        Err(e) if refused(&e) => {
+            // A refused request still counts against its address's rate, so that refusals
+            // are no way around the limit.
+            server
+                .rate
+                .request(ratelimit::client_key(None, caller.peer).as_deref())?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
     };
     if need != Need::Open && !(caller.forwarded && from_member(server, caller.peer)) {
         let client =
@@ -133,36 +169,53 @@ fn from_member(server: &Server, peer: Option<std::net::IpAddr>) -> bool {
     })
 }
 
-/// `POST /auth/login`: a token for a user whose password matches. Failed logins are counted
-/// per user and per address (`peer`), and past their limit a login is refused before its
-/// password is even checked (`429 rate_limited`), so that guessing is slow.
+/// `POST /auth/login`: a token for a user whose password matches. Every attempt is counted
+/// per user and per address (`peer`) before its password is checked, and given back when it
+/// succeeds: past the limit a login is refused without a check (`429 rate_limited`), however
+/// many are sent at once, so that guessing is slow.
 pub async fn login(
     server: &Server,
     request: LoginRequest,
     peer: Option<std::net::IpAddr>,
 ) -> Result<LoginAnswer, ApiError> {
     let auth = &server.auth;
-    server.rate.may_try_login(&request.username, peer)?;
-    let state = auth.state();
-    let wrong = || {
-        server.rate.login_failed(&request.username, peer);
-        ApiError::new(ErrorCode::Unauthenticated, "wrong username or password")
-    };
+    server.rate.try_login(&request.username, peer)?;
+    let wrong = || ApiError::new(ErrorCode::Unauthenticated, "wrong username or password");
     if request.password.len() > crate::auth::password::PASSWORD_BYTES_MAX {
         return Err(wrong());
     }
-    let Some(user) = state.users.get(&request.username).cloned() else {
-        // As slow as a real check, so that the answer's timing does not tell which users exist.
-        auth.passwords.hash(request.password.clone()).await?;
-        return Err(wrong());
+    // Whether the password matches the user as `state` has it (false for no such user).
+    let matches = |state: &AuthState| {
+        let user = state.users.get(&request.username).cloned();
+        let password = request.password.clone();
+        async move {
+            match user {
+                Some(user) => auth.passwords.verify(user.password_hash, password).await,
+                // As slow as a real check, so that the timing does not tell who exists.
+                None => auth.passwords.hash(password).await.map(|_| false),
+            }
+        }
     };
-    if !auth
-        .passwords
-        .verify(user.password_hash.clone(), request.password.clone())
-        .await?
-    {
-        return Err(wrong());
+    let mut state = auth.state();
+    if !matches(&state).await? {
+        // This node's records may lag behind a user made, or a password set, through another
+        // node a moment ago: look once more after a read index, if that changed anything.
+        let generation = |s: &AuthState| s.users.get(&request.username).map(|u| u.generation);
+        let before = generation(&state);
+        if read_barrier(server).await.is_err() {
+            return Err(wrong());
+        }
+        state = auth.state();
+        if generation(&state) == before || !matches(&state).await? {
+            return Err(wrong());
+        }
     }
+    let user = state
+        .users
+        .get(&request.username)
+        .cloned()
+        .expect("invariant: the password matched this user's record");
+    server.rate.login_succeeded(&request.username, peer);
     let (token, expires_at) = auth
         .tokens
         .issue(&state, &request.username, user.generation)?;

@@ -10,7 +10,7 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub const API_KEY_PREFIX: &str = "ak_";
 
 /// The body of `POST /auth/login`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The user.
@@ -19,8 +19,8 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// The answer to a login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answer to a login. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginAnswer {
     /// The token, for `Authorization: Bearer <token>`.
     pub token: String,
@@ -29,7 +29,7 @@ pub struct LoginAnswer {
 }
 
 /// The body of `POST /auth/users`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// The user's name.
@@ -57,7 +57,7 @@ pub struct Users {
 }
 
 /// The body of `PUT /auth/users/{user}/password`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// The new password.
@@ -105,8 +105,9 @@ pub struct NewApiKey {
     pub role: String,
 }
 
-/// The answer to `POST /auth/apikeys`: the only time the key itself is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answer to `POST /auth/apikeys`: the only time the key itself is shown (never by its
+/// `Debug`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyCreated {
     /// The key's id (its public part, for listing and revoking).
     pub id: String,
@@ -151,4 +152,46 @@ pub struct AuthStatus {
 pub struct Changed {
     /// The user, role or key id the change was about.
     pub name: String,
+}
+
+// Passwords, tokens and keys never appear in `Debug` output (a logged request or answer).
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPassword").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoginAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAnswer")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyCreated")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
