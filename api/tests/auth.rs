@@ -572,28 +572,7 @@ fn auth_turned_on_at_run_time_over_grpc_guards_both_apis() {
     });
 }
 
-/// Runs `kvcli ARGS` in-process with `stdin`; what it printed and its exit code.
-fn kvcli(args: &[&str], stdin: &str) -> (String, u8) {
-    let mut argv = vec!["kvcli"];
-    argv.extend_from_slice(args);
-    let parsed =
-        <cli::command::Cli as clap::Parser>::try_parse_from(argv).expect("valid arguments");
-    let (mut out, mut notes) = (Vec::new(), Vec::new());
-    let outcome = runtime().block_on(cli::command::run(
-        parsed,
-        &mut stdin.as_bytes(),
-        cli::command::Output {
-            out: &mut out,
-            notes: &mut notes,
-            terminal: false,
-        },
-    ));
-    let code = match &outcome {
-        Ok(()) => 0,
-        Err(e) => cli::command::exit_code(e),
-    };
-    (String::from_utf8_lossy(&out).into_owned(), code)
-}
+use common::kvcli_with_stdin as kvcli;
 
 #[test]
 fn kvcli_logs_in_keeps_its_token_private_and_manages_users_and_keys() {
@@ -817,4 +796,90 @@ fn request_rates_and_failed_logins_are_limited_per_client() {
         checked <= 3 && statuses.iter().all(|s| *s == 401 || *s == 429),
         "{statuses:?}"
     );
+}
+
+#[test]
+fn every_kind_of_bad_token_is_refused_by_a_running_node_over_rest_and_grpc() {
+    // Given a node whose signing secret the test knows, so that it can forge tokens the node
+    // would otherwise accept,
+    let root = tempfile::tempdir().expect("temp dir");
+    let secret = "a-secret-the-test-knows-0123456789abcdef";
+    let mut flags = auth_flags(root.path());
+    flags.extend(["--set".to_string(), format!("auth.jwt_secret={secret}")]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let n1 = Proc::new("n1", root.path(), None, &flags);
+    wait_until("auth founded", || {
+        call(&n1, "GET", "/auth/status", "", "").1.contains("true")
+    });
+    let real = login(&n1, "admin", ADMIN_PASSWORD);
+    let payload = real.split('.').nth(1).expect("a JWT has three parts");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url claims"))
+            .expect("JSON claims");
+    let now = claims["iat"].as_i64().expect("iat");
+    let with = |field: &str, value: Value| {
+        let mut c = claims.clone();
+        c[field] = value;
+        c
+    };
+    let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let key = secret.as_bytes();
+    // A forged token with the real claims is accepted: the forgeries below differ in one way.
+    let control = forge(hs256, &claims, key);
+    assert_eq!(call(&n1, "GET", "/keys/k", &bearer(&control), "").0, 404);
+    let bad = [
+        (
+            "expired",
+            forge(hs256, &with("exp", (now - 120).into()), key),
+        ),
+        (
+            "not yet valid",
+            forge(hs256, &with("nbf", (now + 600).into()), key),
+        ),
+        (
+            "another issuer",
+            forge(hs256, &with("iss", "someone".into()), key),
+        ),
+        (
+            "another audience",
+            forge(hs256, &with("aud", "other".into()), key),
+        ),
+        (
+            "an old password",
+            forge(hs256, &with("generation", 1.into()), key),
+        ),
+        (
+            "another user",
+            forge(hs256, &with("sub", "nobody".into()), key),
+        ),
+        (
+            "another key",
+            forge(hs256, &claims, b"not-the-secret-0123456789abcdef!!"),
+        ),
+        (
+            "algorithm none",
+            format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            ),
+        ),
+        (
+            "RS256 in the header (algorithm confusion)",
+            forge(r#"{"alg":"RS256","typ":"JWT"}"#, &claims, key),
+        ),
+    ];
+    runtime().block_on(async {
+        let mut kv = KvClient::new(grpc_channel(&n1).await);
+        for (what, token) in &bad {
+            let (status, body) = call(&n1, "GET", "/keys/k", &bearer(token), "");
+            assert_eq!(
+                (status, code_of(&body).as_str()),
+                (401, "unauthenticated"),
+                "{what}: {body}"
+            );
+            let refused = kv.get(with_token(get("k"), token)).await.expect_err(what);
+            assert_eq!(refused.code(), Code::Unauthenticated, "{what}: {refused:?}");
+        }
+    });
 }

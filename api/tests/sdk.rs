@@ -17,27 +17,9 @@ fn http_endpoints(nodes: &[&Proc]) -> Vec<String> {
     nodes.iter().map(|p| format!("http://{}", p.http)).collect()
 }
 
-/// Runs `kvcli ARGS` in-process; returns what it printed and its exit code.
+/// Runs `kvcli ARGS` in-process with nothing on stdin.
 fn kvcli(args: &[&str]) -> (String, u8) {
-    let mut argv = vec!["kvcli"];
-    argv.extend_from_slice(args);
-    let parsed =
-        <cli::command::Cli as clap::Parser>::try_parse_from(argv).expect("valid arguments");
-    let (mut out, mut notes) = (Vec::new(), Vec::new());
-    let outcome = runtime().block_on(cli::command::run(
-        parsed,
-        &mut std::io::empty(),
-        cli::command::Output {
-            out: &mut out,
-            notes: &mut notes,
-            terminal: false,
-        },
-    ));
-    let code = match &outcome {
-        Ok(()) => 0,
-        Err(e) => cli::command::exit_code(e),
-    };
-    (String::from_utf8_lossy(&out).into_owned(), code)
+    common::kvcli_with_stdin(args, "")
 }
 
 #[test]

@@ -9,9 +9,10 @@
 //! stores what the command carries, so it stays deterministic.
 //!
 //! Invariants: while authentication is on, at least one user holds the `admin` role (the last
-//! one can be neither removed nor demoted); every user and key names a role that exists (a
-//! built-in one, or a custom role that cannot be removed while in use); every name and count
-//! is within the limits below, checked by the API before proposing and again by apply.
+//! one cannot be removed; a user's role is set when it is made); every user and key names a
+//! role that exists (a built-in one, or a custom role that cannot be removed while in use);
+//! every name and count is within the limits below, checked by the API before proposing and
+//! again by apply.
 
 use std::collections::BTreeMap;
 

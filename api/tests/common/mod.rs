@@ -427,3 +427,27 @@ impl Client {
         Ok((status, String::from_utf8_lossy(&body).to_string()))
     }
 }
+
+/// Runs `kvcli ARGS` in-process, reading `stdin` where it reads standard input; returns what
+/// it printed and its exit code.
+pub fn kvcli_with_stdin(args: &[&str], stdin: &str) -> (String, u8) {
+    let mut argv = vec!["kvcli"];
+    argv.extend_from_slice(args);
+    let parsed =
+        <cli::command::Cli as clap::Parser>::try_parse_from(argv).expect("valid arguments");
+    let (mut out, mut notes) = (Vec::new(), Vec::new());
+    let outcome = runtime().block_on(cli::command::run(
+        parsed,
+        &mut stdin.as_bytes(),
+        cli::command::Output {
+            out: &mut out,
+            notes: &mut notes,
+            terminal: false,
+        },
+    ));
+    let code = match &outcome {
+        Ok(()) => 0,
+        Err(e) => cli::command::exit_code(e),
+    };
+    (String::from_utf8_lossy(&out).into_owned(), code)
+}
