@@ -96,7 +96,10 @@ pub fn ready(server: &Server) -> Result<rest::Ready, ApiError> {
     }
     let config = &status.configuration;
     let member = config.voters.contains(&server.id) || config.learners.contains(&server.id);
-    let caught_up = status.applied.0 + READY_LAG_ENTRIES_MAX >= status.commit.0;
+    // Also past the log found at start: until then requests are answered `not_ready`
+    // (`service::auth::admit`), so a load balancer must not send them here.
+    let caught_up = status.applied.0 + READY_LAG_ENTRIES_MAX >= status.commit.0
+        && status.applied >= server.replay_to;
     if let Some(at) = server.removed_at() {
         return Err(removed_error(server, at));
     }
