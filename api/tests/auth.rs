@@ -883,3 +883,162 @@ fn every_kind_of_bad_token_is_refused_by_a_running_node_over_rest_and_grpc() {
         }
     });
 }
+
+/// `message` carrying `credential` in its metadata: a token, or an API key (`ak_...`).
+fn with<M>(credential: &str, message: M) -> Request<M> {
+    let (name, value) = if credential.starts_with("ak_") {
+        ("x-api-key", credential.to_string())
+    } else {
+        ("authorization", format!("Bearer {credential}"))
+    };
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(name, value.parse().expect("ASCII"));
+    request
+}
+
+#[test]
+fn the_permission_matrix_holds_over_grpc_role_by_role() {
+    use proto::pb::{cluster_client::ClusterClient, maintenance_client::MaintenanceClient};
+    let root = tempfile::tempdir().expect("temp dir");
+    let flags = auth_flags(root.path());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let n1 = Proc::new("n1", root.path(), None, &flags);
+    wait_until("auth founded", || {
+        call(&n1, "GET", "/auth/status", "", "").1.contains("true")
+    });
+    let admin = login(&n1, "admin", ADMIN_PASSWORD);
+    runtime().block_on(async {
+        let channel = grpc_channel(&n1).await;
+        let mut auth = AuthClient::new(channel.clone());
+        // Given a user of each built-in role and a key of a role limited to `app/`,
+        for (user, role) in [("rita", "read"), ("walt", "write"), ("ada", "admin")] {
+            auth.user_add(with_token(
+                pb::UserAddRequest {
+                    username: user.into(),
+                    password: format!("{user}-password"),
+                    role: role.into(),
+                },
+                &admin,
+            ))
+            .await
+            .expect("a user");
+        }
+        auth.role_put(with_token(
+            pb::RolePutRequest {
+                name: "app".into(),
+                permission: "write".into(),
+                prefixes: vec![Bytes::from_static(b"app/")],
+            },
+            &admin,
+        ))
+        .await
+        .expect("a role");
+        let key = auth
+            .api_key_add(with_token(
+                pb::ApiKeyAddRequest {
+                    name: "svc".into(),
+                    role: "app".into(),
+                },
+                &admin,
+            ))
+            .await
+            .expect("a key")
+            .into_inner()
+            .key;
+        let token = |user: &str| {
+            let password = format!("{user}-password");
+            let mut auth = auth.clone();
+            let user = user.to_string();
+            async move {
+                auth.login(pb::LoginRequest {
+                    username: user,
+                    password,
+                })
+                .await
+                .expect("login")
+                .into_inner()
+                .token
+            }
+        };
+        let (rita, walt, ada) = (token("rita").await, token("walt").await, token("ada").await);
+        let mut kv = KvClient::new(channel.clone());
+        kv.put(with(&ada, put("app/seed"))).await.expect("seeded");
+
+        // Then each method answers each caller as the matrix says: Ok, or PERMISSION_DENIED.
+        // Methods: get app/seed, put app/x, put other, list app/, list all, delete prefix
+        // app/x, register a session, cluster nodes, list users, snapshot.
+        let matrix: [(&str, &str, [bool; 10]); 4] = [
+            (
+                "read",
+                &rita,
+                [
+                    true, false, false, true, true, false, false, true, false, false,
+                ],
+            ),
+            (
+                "write",
+                &walt,
+                [true, true, true, true, true, true, true, true, false, false],
+            ),
+            ("admin", &ada, [true; 10]),
+            (
+                "app key",
+                &key,
+                [
+                    true, true, false, true, false, true, true, true, false, false,
+                ],
+            ),
+        ];
+        for (who, credential, expected) in matrix {
+            let list = |prefix: &'static [u8]| pb::ListRequest {
+                prefix: Bytes::from_static(prefix),
+                after: Bytes::new(),
+                limit: 10,
+                consistency: 0,
+            };
+            let outcomes: [Result<(), tonic::Status>; 10] = [
+                kv.get(with(credential, get("app/seed"))).await.map(drop),
+                kv.put(with(credential, put("app/x"))).await.map(drop),
+                kv.put(with(credential, put("other"))).await.map(drop),
+                kv.list(with(credential, list(b"app/"))).await.map(drop),
+                kv.list(with(credential, list(b""))).await.map(drop),
+                kv.delete_prefix(with(
+                    credential,
+                    pb::DeletePrefixRequest {
+                        prefix: Bytes::from_static(b"app/x"),
+                        all: false,
+                        session: None,
+                    },
+                ))
+                .await
+                .map(drop),
+                kv.register_session(with(credential, pb::RegisterSessionRequest {}))
+                    .await
+                    .map(drop),
+                ClusterClient::new(channel.clone())
+                    .nodes(with(credential, pb::NodesRequest {}))
+                    .await
+                    .map(drop),
+                auth.clone()
+                    .user_list(with(credential, pb::UserListRequest {}))
+                    .await
+                    .map(drop),
+                MaintenanceClient::new(channel.clone())
+                    .snapshot(with(credential, pb::SnapshotRequest {}))
+                    .await
+                    .map(drop),
+            ];
+            for (i, (outcome, allowed)) in outcomes.into_iter().zip(expected).enumerate() {
+                match outcome {
+                    Ok(()) => assert!(allowed, "{who}: method {i} should be denied"),
+                    Err(status) => {
+                        assert!(!allowed, "{who}: method {i}: {status:?}");
+                        assert_eq!(status.code(), Code::PermissionDenied, "{who}: method {i}");
+                    }
+                }
+            }
+        }
+    });
+}
