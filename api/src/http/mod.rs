@@ -266,7 +266,11 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let Some(slot) = server.limits.admit() else {
                     let allowed = server.limits.connections_allowed();
-                    limits::refuse(stream, allowed, server.limits.refusal());
+                    // Over TLS the plain-text refusal would be noise to the client: the
+                    // connection is only closed.
+                    if tls.is_none() {
+                        limits::refuse(stream, allowed, server.limits.refusal());
+                    }
                     debug!(allowed, "refused a client connection: too many open");
                     continue;
                 };
