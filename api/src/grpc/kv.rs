@@ -84,9 +84,14 @@ impl pb::kv_server::Kv for Api {
         // The key first, as over REST, where it is the path.
         service::check_key(&message.key).map_err(status_of)?;
         let consistency = consistency(message.consistency).map_err(status_of)?;
-        let kv = service::get(&self.server, &message.key, consistency)
-            .await
-            .map_err(status_of)?;
+        let kv = service::get(
+            &self.server,
+            &message.key,
+            consistency,
+            &credentials.credential(),
+        )
+        .await
+        .map_err(status_of)?;
         Ok(Response::new(pb::GetResponse {
             revision: kv.revision,
             stale: staleness(kv.stale),
@@ -184,7 +189,8 @@ impl pb::kv_server::Kv for Api {
         };
         // The first page before the answer, so that an error is the call's status rather
         // than the stream's first item.
-        let first = service::list(&self.server, &args)
+        let reader = credentials.credential();
+        let first = service::list(&self.server, &args, &reader)
             .await
             .map_err(status_of)?;
         // One slot more than the pages ahead, held for the last word: a stream the client
@@ -233,7 +239,7 @@ impl pb::kv_server::Kv for Api {
                 };
                 args.after = Some(next);
                 args.limit = page_limit(left);
-                page = match service::list(&server, &args).await {
+                page = match service::list(&server, &args, &reader).await {
                     Ok(page) => page,
                     Err(e) => {
                         last_word.send(Err(status_of(e)));

@@ -151,7 +151,8 @@ fn add_staleness(response: &mut Response<Body>, stale: Option<&rest::StaleInfo>)
 pub async fn get(server: &Server, req: Req, key: Vec<u8>) -> Handled {
     service::check_key(&key)?;
     let params = query_params(req.parts.uri.query())?;
-    let kv = service::get(server, &key, consistency(&params)?).await?;
+    let reader = super::auth::credential(&req.parts);
+    let kv = service::get(server, &key, consistency(&params)?, &reader).await?;
     let wants_json = req
         .header(ACCEPT.as_str())
         .is_some_and(|a| a.contains("application/json"));
@@ -199,7 +200,7 @@ pub async fn list(server: &Server, req: Req) -> Handled {
         limit,
         consistency: consistency(&params)?,
     };
-    let page = service::list(server, &args).await?;
+    let page = service::list(server, &args, &super::auth::credential(&req.parts)).await?;
     let mut response = json_response(StatusCode::OK, &page);
     add_staleness(&mut response, page.stale.as_ref());
     Ok(response)

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
+use crate::auth::{Credential, Need, Scope};
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
@@ -270,11 +271,20 @@ pub async fn register_session(
 }
 
 /// Waits until a linearizable read may be served here (ReadIndex, confirmed by the leader and
-/// applied locally).
-async fn barrier(server: &Server, consistency: Consistency) -> Result<(), ApiError> {
+/// applied locally), then checks `reader` against the access records as of that point: the
+/// check before the request was served (`service::auth::admit`) used this node's records as
+/// they were, which on a lagging follower may predate a revocation the read would otherwise
+/// outlive.
+async fn barrier(
+    server: &Server,
+    consistency: Consistency,
+    reader: &Credential,
+    scope: Scope<'_>,
+) -> Result<(), ApiError> {
     if let Consistency::Linearizable = consistency {
         await_leader(server).await?;
         within(server.node.read_index()).await?;
+        server.auth.authorize(reader, Need::Read(scope))?;
     }
     Ok(())
 }
@@ -304,14 +314,15 @@ fn staleness(server: &Server, consistency: Consistency) -> Option<rest::StaleInf
     })
 }
 
-/// Reads a key: 404 `not_found` when it does not exist.
+/// Reads a key for `reader`: 404 `not_found` when it does not exist.
 pub async fn get(
     server: &Server,
     key: &[u8],
     consistency: Consistency,
+    reader: &Credential,
 ) -> Result<rest::KeyValue, ApiError> {
     check_key(key)?;
-    barrier(server, consistency).await?;
+    barrier(server, consistency, reader, Scope::Key(key)).await?;
     let (found, revision) = {
         let machine = server.machine.lock().expect(MACHINE_LOCK);
         (machine.kv.get(key), machine.kv.revision())
@@ -358,10 +369,20 @@ pub fn check_prefix(prefix: &[u8]) -> Result<(), ApiError> {
 /// has no end but the keys: each page is bounded, the walk is not. Pages read at different
 /// revisions, so a walk sees keys written meanwhile only if they sort after the page being
 /// read.
-pub async fn list(server: &Server, args: &ListArgs) -> Result<rest::ListResult, ApiError> {
+pub async fn list(
+    server: &Server,
+    args: &ListArgs,
+    reader: &Credential,
+) -> Result<rest::ListResult, ApiError> {
     check_list(&args.prefix, args.after.as_deref())?;
     check_limit(args.limit)?;
-    barrier(server, args.consistency).await?;
+    barrier(
+        server,
+        args.consistency,
+        reader,
+        Scope::Prefix(&args.prefix),
+    )
+    .await?;
     let (range, revision) = {
         let machine = server.machine.lock().expect(MACHINE_LOCK);
         let range = match &args.after {
