@@ -158,9 +158,7 @@ impl Tls {
             })),
             stamp: Mutex::new(Vec::new()),
         };
-        let (material, stamp) = tls.read()?;
-        *tls.material.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
-        *tls.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+        tls.reload()?;
         Ok(Some(Arc::new(tls)))
     }
 
@@ -256,12 +254,12 @@ impl Tls {
     }
 
     /// Reads the files again and, if they are good, uses them for every later handshake;
-    /// otherwise keeps the material in force. Returns whether new material is in force.
-    pub fn reload(&self) -> Result<bool, TlsError> {
+    /// otherwise keeps the material in force and says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
         let (material, stamp) = self.read()?;
         *self.material.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(material);
         *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
-        Ok(true)
+        Ok(())
     }
 
     /// Whether a file changed since it was last read.

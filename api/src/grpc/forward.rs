@@ -42,7 +42,6 @@ pub fn via<T>(request: &Request<T>) -> Result<Via, ApiError> {
 
 /// The clients of the nodes a follower forwards to, by gRPC address, over TLS when the node's
 /// API is (with its CA, and its certificate under mTLS).
-#[derive(Default)]
 pub struct Relay {
     clients: Mutex<HashMap<String, LeaderClient>>,
     tls: Option<std::sync::Arc<crate::tls::Tls>>,
