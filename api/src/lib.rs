@@ -1,12 +1,13 @@
 //! RaftKV's server crate: the node's configuration ([`config`]), the wiring of the WAL, the
 //! Raft node, the transport and the state machine ([`server`]), the handlers both APIs share
-//! ([`service`]), the HTTP API ([`http`]), the gRPC API ([`grpc`]), and the `raftkv` binary
-//! (`src/bin/raftkv.rs`).
+//! ([`service`]), the HTTP API ([`http`]), the gRPC API ([`grpc`]), Prometheus metrics
+//! ([`metrics`]), and the `raftkv` binary (`src/bin/raftkv.rs`).
 
 pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod service;

@@ -1,5 +1,5 @@
 //! Counters and histograms the server exports (segments, bytes on disk, records appended,
-//! fsyncs, records made durable per fsync, fsync latency).
+//! fsyncs, records made durable per fsync, fsync latency, entries compacted away).
 //!
 //! Plain atomics, so recording costs a few nanoseconds and needs no metrics library here; the
 //! server turns a [`WalMetricsSnapshot`] into Prometheus series.
@@ -87,6 +87,8 @@ pub struct WalMetrics {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) fsync_latency_us: Histogram,
     pub(crate) batch_records: Histogram,
+    pub(crate) entries_compacted: AtomicU64,
+    pub(crate) first_index: AtomicU64,
 }
 
 /// A point-in-time copy of [`WalMetrics`].
@@ -106,6 +108,10 @@ pub struct WalMetricsSnapshot {
     pub fsync_latency_us: HistogramSnapshot,
     /// Records made durable by each fsync of the log (the caller's batch: one Raft `Ready`).
     pub batch_records: HistogramSnapshot,
+    /// Entries removed from the front of the log by compaction since open.
+    pub entries_compacted: u64,
+    /// The index of the first entry the log holds (as of its last change of segments).
+    pub first_index: u64,
 }
 
 impl WalMetrics {
@@ -125,6 +131,8 @@ impl WalMetrics {
             fsyncs: self.fsyncs.load(Ordering::Relaxed),
             fsync_latency_us: self.fsync_latency_us.snapshot(),
             batch_records: self.batch_records.snapshot(),
+            entries_compacted: self.entries_compacted.load(Ordering::Relaxed),
+            first_index: self.first_index.load(Ordering::Relaxed),
         }
     }
 }

@@ -233,7 +233,7 @@ pub enum LogFormat {
     Console,
 }
 
-/// Logging settings.
+/// Logging and metrics settings (docs/operations.md, "Monitoring").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilitySection {
@@ -242,6 +242,9 @@ pub struct ObservabilitySection {
     pub log_level: String,
     /// `json` or `console`.
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics at `GET /metrics` and record them (default on). Off, the
+    /// route answers 404 `no_route` and requests record nothing.
+    pub metrics_enabled: bool,
 }
 
 /// A secret setting: its `Debug` never shows the value, so a logged configuration cannot leak
@@ -469,6 +472,7 @@ impl Default for Config {
             observability: ObservabilitySection {
                 log_level: "info".into(),
                 log_format: LogFormat::Console,
+                metrics_enabled: true,
             },
             auth: AuthSection {
                 enabled: false,

@@ -555,6 +555,7 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .layer(crate::metrics::GrpcMetricsLayer::new(Arc::clone(&server)))
         .layer(tower::util::MapResponseLayer::new(
             size_refusal_is_too_large,
         ))

@@ -44,7 +44,9 @@ pub fn need<'a>(
         (&Method::GET, "/keys") => Need::Read(Scope::Prefix(prefix)),
         (&Method::DELETE, "/keys") => Need::Write(Scope::Prefix(prefix)),
         (&Method::POST, "/sessions") => Need::Write(Scope::Cluster),
-        (_, "/health" | "/ready" | "/cluster/id" | "/auth/login" | "/auth/status") => Need::Open,
+        (_, "/health" | "/ready" | "/metrics" | "/cluster/id" | "/auth/login" | "/auth/status") => {
+            Need::Open
+        }
         (_, "/status" | "/cluster/nodes" | "/cluster/leader") => Need::Read(Scope::Cluster),
         (&Method::PUT, p) if user_password_path(p).is_some() => {
             Need::UserOrAdmin(user_password_path(p).unwrap_or_default())

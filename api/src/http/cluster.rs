@@ -6,7 +6,9 @@
 use proto::rest;
 use serde_json::Value;
 
-use super::{ApiError, Handled, Req, answer, json_str, ok, read_json, via};
+use proto::rest::ErrorCode;
+
+use super::{ApiError, Body, Handled, Req, answer, json_str, ok, read_json, via};
 use crate::server::Server;
 use crate::service::cluster as service;
 
@@ -23,6 +25,21 @@ pub fn ready(server: &Server) -> Handled {
 /// `GET /status`: what this node is and how far it has come.
 pub fn status(server: &Server) -> Handled {
     ok(service::status(server))
+}
+
+/// `GET /metrics`: Prometheus' text format (404 `no_route` with `observability.metrics_enabled`
+/// off).
+pub fn metrics(server: &Server) -> Handled {
+    let Some(text) = server.metrics.render(server) else {
+        return Err(ApiError::new(
+            ErrorCode::NoRoute,
+            "metrics are off on this node (observability.metrics_enabled)",
+        ));
+    };
+    hyper::Response::builder()
+        .header(hyper::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)
+        .body(Body::from(text))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// `GET /cluster/nodes`.

@@ -100,7 +100,7 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
     // A removed node serves nothing but what tells an operator where it stands.
     if !matches!(
         path.as_str(),
-        "/health" | "/ready" | "/status" | "/cluster/id" | "/cluster/nodes"
+        "/health" | "/ready" | "/status" | "/metrics" | "/cluster/id" | "/cluster/nodes"
     ) {
         crate::service::cluster::serving(&server)?;
     }
@@ -129,6 +129,7 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
         (Method::GET, "/health") => cluster::health(&server),
         (Method::GET, "/ready") => cluster::ready(&server),
         (Method::GET, "/status") => cluster::status(&server),
+        (Method::GET, "/metrics") => cluster::metrics(&server),
         (Method::GET, "/cluster/nodes") => cluster::nodes(&server),
         (Method::GET, "/cluster/leader") => cluster::leader(&server),
         (Method::GET, "/cluster/id") => cluster::cluster_id(&server),
@@ -143,6 +144,7 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
             | "/health"
             | "/ready"
             | "/status"
+            | "/metrics"
             | "/cluster/nodes"
             | "/cluster/leader"
             | "/cluster/id"
@@ -172,15 +174,26 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let _busy = activity.busy();
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
     // its bytes, so a request that succeeds pays no copy of its path.
     let uri = req.uri().clone();
+    let metrics = Arc::clone(&server);
     Ok(match route(server, peer, req).await {
-        Ok(response) => response,
+        Ok(response) => {
+            let status = response.status().as_u16();
+            metrics
+                .metrics
+                .http_request(&method, uri.path(), Ok(status), started);
+            response
+        }
         Err(e) => {
             let path = uri.path();
             debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
+            metrics
+                .metrics
+                .http_request(&method, path, Err(&e), started);
             let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
             error_response(e, path_and_query)
         }

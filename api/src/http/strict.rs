@@ -52,7 +52,7 @@ pub fn accepts(method: &Method, path: &str) -> Option<Accepts> {
         ),
         (&Method::DELETE, "/keys") => only(&["prefix", "all"], WRITE_HEADERS),
         (&Method::POST, "/sessions")
-        | (&Method::GET, "/health" | "/ready" | "/status")
+        | (&Method::GET, "/health" | "/ready" | "/status" | "/metrics")
         | (&Method::GET, "/cluster/nodes" | "/cluster/leader" | "/cluster/id")
         | (&Method::POST, "/cluster/join" | "/cluster/remove" | "/cluster/transfer-leader")
         | (&Method::POST, "/admin/snapshot") => only(&[], FORWARDING_HEADERS),

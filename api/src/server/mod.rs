@@ -89,6 +89,9 @@ pub enum StartError {
     /// `auth.enabled` without a usable first admin password.
     #[error("{0}")]
     AdminPassword(String),
+    /// The metrics exporter could not be set up.
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The data directory belongs to another cluster than the one `join_addr` serves.
     #[error(
         "the data directory {dir} belongs to cluster {ours}, but --join-addr {join_addr} serves cluster {theirs}: a node keeps the cluster it was founded or added in. To join {theirs}, remove this node from {ours} and move the directory aside first"
@@ -142,6 +145,10 @@ pub struct Server {
     pub replayed: std::sync::atomic::AtomicBool,
     /// The first admin's password, when this node founds authentication (`auth.enabled`).
     admin_password: Option<Secret>,
+    /// What requests record, and what `GET /metrics` serves.
+    pub metrics: crate::metrics::Metrics,
+    /// The WAL's counters (read by `GET /metrics`).
+    pub wal_metrics: Arc<wal::WalMetrics>,
 }
 
 /// The first admin's password as configured: `auth.admin_password` (meant for
@@ -361,11 +368,13 @@ impl Server {
             config.storage.quota_bytes,
             machine.data_bytes_gauge(),
         ));
+        let wal_metrics = store.wal_metrics();
         let limits = crate::http::limits::Limits::new(
             &config.server,
             crate::http::limits::fd_limit_now(),
-            store.wal_metrics(),
+            Arc::clone(&wal_metrics),
         );
+        let metrics = crate::metrics::Metrics::new(config.observability.metrics_enabled)?;
         let auth = crate::auth::Auth::new(&config.auth, machine.auth_watch());
         let replay_to = raft::core::Storage::initial_state(&store)
             .map(|state| state.hard_state.commit)
@@ -406,6 +415,8 @@ impl Server {
             tls_files,
             replay_to,
             replayed: std::sync::atomic::AtomicBool::new(false),
+            metrics,
+            wal_metrics,
         });
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         if server.admin_password.is_some() {
@@ -428,6 +439,7 @@ impl Server {
 
     /// Proposes and waits for the answer.
     pub async fn propose(&self, proposal: Proposal) -> Result<Output, node::NodeError> {
+        let _pending = self.metrics.proposal_pending();
         self.node.propose(proposal.encode()).await
     }
 

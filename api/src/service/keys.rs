@@ -7,6 +7,8 @@
 //! for a read index confirmed by the leader and applied here; stale reads answer from local
 //! state at once and say how far behind it may be.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Write, WriteOp};
 use proto::rest::{self, Consistency, ErrorCode};
@@ -15,6 +17,7 @@ use serde_json::json;
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::auth::{Credential, Need, Scope};
+use crate::metrics::{Operation, StorageOutcome};
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
@@ -152,6 +155,20 @@ fn unexpected(outcome: Outcome) -> ApiError {
     )
 }
 
+/// Records a write this node served; one it forwarded is the leader's to record.
+fn record_write<T>(
+    server: &Server,
+    operation: Operation,
+    answer: &Result<Step<T>, ApiError>,
+    started: Instant,
+) {
+    let outcome = match answer {
+        Ok(Step::Forward(_)) => None,
+        other => Some(StorageOutcome::of(other)),
+    };
+    server.metrics.storage(operation, outcome, started);
+}
+
 /// Maps a served write's outcome, leaving a forward as it is.
 fn then<T>(
     step: Step<Outcome>,
@@ -166,6 +183,17 @@ fn then<T>(
 /// Puts a key, or compare-and-swaps it: 409 `cas_failed` with the key's `current_version`
 /// when the condition does not hold.
 pub async fn put(
+    server: &Server,
+    via: Via,
+    args: PutArgs,
+) -> Result<Step<rest::PutResult>, ApiError> {
+    let started = Instant::now();
+    let answer = put_here(server, via, args).await;
+    record_write(server, Operation::Put, &answer, started);
+    answer
+}
+
+async fn put_here(
     server: &Server,
     via: Via,
     args: PutArgs,
@@ -215,14 +243,22 @@ pub async fn delete(
     key: Bytes,
     session: Option<Session>,
 ) -> Result<Step<rest::DeleteResult>, ApiError> {
-    check_key(&key)?;
-    let step = write(server, via, with_session(session, Command::delete(key))).await?;
-    then(step, |outcome| match outcome {
-        Outcome::Delete {
-            revision, deleted, ..
-        } => Ok(rest::DeleteResult { revision, deleted }),
-        other => Err(unexpected(other)),
-    })
+    let started = Instant::now();
+    let answer = async {
+        check_key(&key)?;
+        write(server, via, with_session(session, Command::delete(key))).await
+    }
+    .await
+    .and_then(|step| {
+        then(step, |outcome| match outcome {
+            Outcome::Delete {
+                revision, deleted, ..
+            } => Ok(rest::DeleteResult { revision, deleted }),
+            other => Err(unexpected(other)),
+        })
+    });
+    record_write(server, Operation::Delete, &answer, started);
+    answer
 }
 
 /// Deletes the keys under a prefix, or every key with `all`.
@@ -231,6 +267,17 @@ pub async fn delete(
 /// `all` only without a prefix): a prefix lost on the way (an unset shell variable) must not
 /// empty the store.
 pub async fn delete_prefix(
+    server: &Server,
+    via: Via,
+    args: DeletePrefixArgs,
+) -> Result<Step<rest::DeleteResult>, ApiError> {
+    let started = Instant::now();
+    let answer = delete_prefix_here(server, via, args).await;
+    record_write(server, Operation::DeletePrefix, &answer, started);
+    answer
+}
+
+async fn delete_prefix_here(
     server: &Server,
     via: Via,
     args: DeletePrefixArgs,
@@ -321,6 +368,21 @@ pub async fn get(
     consistency: Consistency,
     reader: &Credential,
 ) -> Result<rest::KeyValue, ApiError> {
+    let started = Instant::now();
+    let answer = get_here(server, key, consistency, reader).await;
+    let outcome = StorageOutcome::of(&answer);
+    server
+        .metrics
+        .storage(Operation::Get, Some(outcome), started);
+    answer
+}
+
+async fn get_here(
+    server: &Server,
+    key: &[u8],
+    consistency: Consistency,
+    reader: &Credential,
+) -> Result<rest::KeyValue, ApiError> {
     check_key(key)?;
     barrier(server, consistency, reader, Scope::Key(key)).await?;
     let (found, revision) = {
@@ -370,6 +432,20 @@ pub fn check_prefix(prefix: &[u8]) -> Result<(), ApiError> {
 /// revisions, so a walk sees keys written meanwhile only if they sort after the page being
 /// read.
 pub async fn list(
+    server: &Server,
+    args: &ListArgs,
+    reader: &Credential,
+) -> Result<rest::ListResult, ApiError> {
+    let started = Instant::now();
+    let answer = list_here(server, args, reader).await;
+    let outcome = StorageOutcome::of(&answer);
+    server
+        .metrics
+        .storage(Operation::List, Some(outcome), started);
+    answer
+}
+
+async fn list_here(
     server: &Server,
     args: &ListArgs,
     reader: &Credential,

@@ -97,6 +97,8 @@ pub(crate) struct Applier<M: StateMachine> {
     /// The commit index saved when the node started: entries up to it were applied before the
     /// restart, and replaying them is not news for the operator's log.
     pub(crate) replay_until: LogIndex,
+    /// What the node counts for its operators (snapshots taken, their time and size).
+    pub(crate) metrics: Arc<super::metrics::NodeMetrics>,
 }
 
 const MACHINE_LOCK: &str =
@@ -371,6 +373,7 @@ impl<M: StateMachine> Applier<M> {
             index: metadata.index,
             counted_bytes: std::mem::take(&mut self.bytes_since_snapshot),
             previous: self.last_snapshot,
+            started: tokio::time::Instant::now(),
         });
         self.last_snapshot = metadata.index;
         let replies = std::mem::take(&mut self.snapshot_requests);
@@ -400,6 +403,14 @@ impl<M: StateMachine> Applier<M> {
         // A leader's snapshot restored meanwhile is the latest, and set the cadence afresh:
         // this one's outcome then changes nothing.
         let superseded = self.last_snapshot != writing.index;
+        if let Ok(bytes) = written {
+            let metrics = &self.metrics;
+            super::metrics::NodeMetrics::count(&metrics.snapshots_taken);
+            metrics
+                .snapshot_write_us
+                .record(writing.started.elapsed().as_micros() as u64);
+            metrics.snapshot_bytes.store(bytes, Ordering::Relaxed);
+        }
         match written {
             Ok(_) if superseded => {}
             Ok(bytes) => self.last_snapshot_bytes = bytes,
@@ -439,6 +450,8 @@ pub(crate) struct Writing {
     counted_bytes: u64,
     /// The latest snapshot before it.
     previous: LogIndex,
+    /// When it was started (its view taken).
+    started: tokio::time::Instant,
 }
 
 /// The bytes an entry's payload takes, for the snapshot cadence.

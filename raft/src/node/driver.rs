@@ -19,13 +19,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::apply::{Applier, ApplyCmd, Waiter};
+use super::metrics::NodeMetrics;
 use super::snapshot_files::{Offload, offload};
 use super::store::{DeferredSync, LogStore, NoSpace, StoreError, SyncDone};
 use super::{
     APPLY_QUEUE_MAX, EVENT_QUEUE_MAX, Event, Node, NodeConfig, NodeError, SnapshotFiles,
     StateMachine, Status, StorageHealth, Transport, names,
 };
-use crate::core::{LogIndex, NodeId, Raft, Role, SnapshotMetadata};
+use crate::core::{LogIndex, MessageBody, NodeId, Raft, Role, SnapshotMetadata, Term};
 
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
@@ -63,6 +64,17 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// simulation run a current-thread runtime, where it runs inline; the store's calls and
     /// their order are the same.
     sync_off_thread: bool,
+    /// What the node counts for its operators.
+    metrics: Arc<super::metrics::NodeMetrics>,
+    /// The leader as of the last `Ready` (`None` while there was none): a new one counts as a
+    /// leader change seen.
+    leader_seen: Option<NodeId>,
+    /// The term as of the last `Ready` (at start, the stored one): a node that votes for
+    /// itself in a newer one has started an election.
+    term_seen: Term,
+    /// On a leader, when the oldest unanswered heartbeat to each peer was sent: its answer
+    /// gives the peer's round trip. Cleared when the node stops leading.
+    heartbeats_out: HashMap<NodeId, tokio::time::Instant>,
 }
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
@@ -128,7 +140,11 @@ where
         id: config.raft.id,
         ..Status::default()
     });
+    let metrics = Arc::new(super::metrics::NodeMetrics::default());
+    // The term a restarted node comes back in was not an election of this process.
+    let start_term = raft.term();
     let applier = Applier {
+        metrics: Arc::clone(&metrics),
         machine,
         applied: Arc::clone(&applied),
         snapshots: Arc::clone(&snapshots),
@@ -166,6 +182,10 @@ where
         refusals_logged: Default::default(),
         sync_off_thread: tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread,
+        metrics: Arc::clone(&metrics),
+        leader_seen: None,
+        term_seen: start_term,
+        heartbeats_out: HashMap::new(),
     };
     node_loop.publish_status(None);
     let status = Arc::clone(&node_loop.status);
@@ -176,6 +196,7 @@ where
         events: events_tx,
         status: status_rx,
         applied: node_applied,
+        metrics,
     })
 }
 
@@ -337,6 +358,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 }
             },
             Event::ReadIndex(reply) => {
+                NodeMetrics::count(&self.metrics.read_index_requests);
                 let context = self.next_read;
                 self.next_read += 1;
                 match self
@@ -358,7 +380,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Campaign => self.raft.campaign_now(),
             Event::PeerLost(peer) => self.leader_connection_lost(peer),
             Event::Removed { by, at } => self.told_removed(by, at),
-            Event::ReportSnapshot(to, delivered) => self.raft.report_snapshot(to, delivered),
+            Event::ReportSnapshot(to, delivered) => {
+                if delivered {
+                    NodeMetrics::count(&self.metrics.snapshots_sent);
+                }
+                self.raft.report_snapshot(to, delivered)
+            }
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(reply)).await,
             Event::SnapshotWritten(metadata, written, replies) => {
                 let result = match written {
@@ -401,6 +428,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// sender put in it is logged naming the sender, once per interval per peer and kind (a
     /// forger, or a broken peer, may send thousands).
     fn step(&mut self, message: crate::core::Message, sender: super::Sender) {
+        if matches!(message.body, MessageBody::HeartbeatResponse { .. })
+            && let Some(sent) = self.heartbeats_out.remove(&message.from)
+        {
+            self.metrics
+                .round_trip(message.from, sent.elapsed().as_micros() as u64);
+        }
         let stepped = match sender {
             super::Sender::Known => self.raft.step(message),
             super::Sender::Stranger => self.raft.step_from_stranger(message),
@@ -704,9 +737,28 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             let mut rd = self.raft.ready();
             if let Some(soft) = rd.soft_state {
                 info!(node = %names::of(self.raft.id()), term = self.raft.term().0, role = %names::role(soft.role), leader = %names::of_opt(soft.leader), "role or leader changed");
+                if soft.leader.is_some() && soft.leader != self.leader_seen {
+                    NodeMetrics::count(&self.metrics.leader_changes_seen);
+                }
+                self.leader_seen = soft.leader;
+                if soft.role != Role::Leader {
+                    self.heartbeats_out.clear();
+                }
             }
+            // A candidate votes for itself in the term it starts; a lone voter may have won
+            // that election within the same step, so its role alone would miss it.
+            let term = self.raft.term();
+            if term > self.term_seen && self.raft.vote() == Some(self.raft.id()) {
+                NodeMetrics::count(&self.metrics.elections_started);
+            }
+            self.term_seen = term;
             let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {
+                if let MessageBody::Heartbeat { .. } = message.body {
+                    self.heartbeats_out
+                        .entry(message.to)
+                        .or_insert_with(tokio::time::Instant::now);
+                }
                 self.transport.send(message);
             }
             // Only entries and snapshots cost an fsync here; a hard state alone is cheap (a
@@ -735,6 +787,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                 self.transport.send(message);
             }
             if let Some(snapshot) = &rd.snapshot {
+                NodeMetrics::count(&self.metrics.snapshots_received);
                 self.send_apply(ApplyCmd::Restore(snapshot.metadata.clone()))
                     .await;
             }
@@ -841,7 +894,7 @@ mod tests {
     use wal::{SimFs, Wal, WalConfig};
 
     use super::*;
-    use crate::core::{self, Configuration, Message, MessageBody, Term};
+    use crate::core::{self, Configuration, Message};
     use crate::node::SnapshotFilesError;
 
     const ELECTION_TICKS: u32 = 10;

@@ -18,6 +18,7 @@ pub mod apply;
 pub mod driver;
 pub mod identity;
 pub mod mem_snapshots;
+pub mod metrics;
 pub mod names;
 pub mod snapshot_files;
 pub mod store;
@@ -278,6 +279,7 @@ pub struct Node<O> {
     events: mpsc::Sender<Event<O>>,
     status: watch::Receiver<Status>,
     applied: Arc<AtomicU64>,
+    metrics: Arc<metrics::NodeMetrics>,
 }
 
 impl<O> Clone for Node<O> {
@@ -286,6 +288,7 @@ impl<O> Clone for Node<O> {
             events: self.events.clone(),
             status: self.status.clone(),
             applied: Arc::clone(&self.applied),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -305,7 +308,16 @@ impl<O: Send + 'static> Node<O> {
 
     /// Proposes a command; returns the state machine's answer once it is applied here.
     pub async fn propose(&self, command: Bytes) -> Result<O, NodeError> {
-        self.ask(|tx| Event::Propose(command, tx)).await
+        let answer = self.ask(|tx| Event::Propose(command, tx)).await;
+        if answer.is_err() {
+            metrics::NodeMetrics::count(&self.metrics.proposals_failed);
+        }
+        answer
+    }
+
+    /// What the node counts for its operators (see [`metrics`]).
+    pub fn metrics(&self) -> metrics::NodeMetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// Proposes a membership change; returns its index once it is applied here.

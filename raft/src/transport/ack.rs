@@ -47,11 +47,18 @@ pub(super) struct Watched<W> {
     waiting_since: Option<tokio::time::Instant>,
     /// Wakes a blocked write or flush to look at the acknowledgements again.
     tick: Pin<Box<tokio::time::Sleep>>,
+    /// Where the bytes the socket accepted are also counted for the peer, across connections.
+    traffic: Option<Arc<super::traffic::PeerTraffic>>,
 }
 
 impl<W> Watched<W> {
-    pub(super) fn new(inner: W, acks: Arc<AckState>) -> Watched<W> {
+    pub(super) fn new(
+        inner: W,
+        acks: Arc<AckState>,
+        traffic: Option<Arc<super::traffic::PeerTraffic>>,
+    ) -> Watched<W> {
         Watched {
+            traffic,
             inner,
             written: 0,
             acks,
@@ -115,6 +122,9 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Watched<W> {
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             std::task::Poll::Ready(Ok(n)) => {
                 this.written += n as u64;
+                if let Some(traffic) = &this.traffic {
+                    traffic.sent(n);
+                }
                 std::task::Poll::Ready(Ok(n))
             }
             std::task::Poll::Pending => {
@@ -151,6 +161,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Watched<W> {
 pub(super) struct Counted<R> {
     pub(super) inner: R,
     pub(super) read: Arc<AtomicU64>,
+    /// Where the bytes read are also counted for the peer, once its Hello was served.
+    pub(super) traffic: Option<Arc<super::traffic::PeerTraffic>>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
@@ -165,6 +177,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
         let read = buf.filled().len() - before;
         if read > 0 {
             this.read.fetch_add(read as u64, Ordering::AcqRel);
+            if let Some(traffic) = &this.traffic {
+                traffic.received(read as u64);
+            }
         }
         polled
     }

@@ -45,7 +45,8 @@
 //! Modules, one job each: `network` (the socket seam), `registry` (the peers and the node's
 //! [`Transport`]), `sender` (one task per peer), `receiver` (accepting and serving
 //! connections), `admission` (whom the receiver serves, and what a caller may hold), `ack`
-//! (acknowledgements, both sides) and `log_limit` (rate-limited log lines). This module holds
+//! (acknowledgements, both sides), `traffic` (bytes per peer, for metrics) and `log_limit`
+//! (rate-limited log lines). This module holds
 //! the limits they share.
 
 mod ack;
@@ -58,6 +59,7 @@ mod registry;
 mod sender;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 use std::time::Duration;
 
@@ -72,6 +74,7 @@ pub(crate) use log_limit::RefusalLog;
 pub use network::{Listener, Network, TcpNetwork};
 pub use receiver::{serve_connection, serve_peers};
 pub use registry::{PeerTransport, SnapshotReport, TransportReport};
+pub use traffic::{PEERS_COUNTED_MAX, PeerTrafficSnapshot};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;

@@ -48,6 +48,7 @@ where
     let mut r = BufReader::new(Counted {
         inner: reader,
         read: Arc::clone(&read),
+        traffic: None,
     });
     let hello = tokio::time::timeout(HELLO_TIMEOUT, frame::read_hello(&mut r))
         .await
@@ -74,6 +75,11 @@ where
         return Ok(());
     }
     transport.learn_peer(from, addr);
+    // Counted from here on, the Hello included: what a refused caller sent is nobody's traffic.
+    if let Some(traffic) = transport.traffic.of(from) {
+        traffic.received(read.load(Ordering::Acquire));
+        r.get_mut().traffic = Some(traffic);
+    }
     let _ack_writer =
         AbortOnDrop(tokio::spawn(write_acks(writer, read, Arc::clone(&busy))).abort_handle());
     // When this connection ends, the node hears of it if it was the newest one from `from`:

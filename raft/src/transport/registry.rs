@@ -86,6 +86,8 @@ pub struct PeerTransport<N: Network> {
     pub(super) snapshot_refusals_logged: Mutex<(Option<tokio::time::Instant>, u64)>,
     /// The acceptor's refusal log lines, rate-limited.
     pub(super) refusals_logged: RefusalLog,
+    /// Bytes sent to and received from each peer.
+    pub(super) traffic: super::traffic::TrafficTable,
 }
 
 impl<N: Network> PeerTransport<N> {
@@ -117,8 +119,14 @@ impl<N: Network> PeerTransport<N> {
             snapshot_bytes: Arc::new(Mutex::new(0)),
             snapshot_refusals_logged: Mutex::new((None, 0)),
             refusals_logged: RefusalLog::default(),
+            traffic: Default::default(),
         });
         (transport, rx)
+    }
+
+    /// Bytes sent to and received from each peer since this process started.
+    pub fn traffic(&self) -> Vec<super::PeerTrafficSnapshot> {
+        self.traffic.snapshot()
     }
 
     /// The cluster this node belongs to.
@@ -176,6 +184,7 @@ impl<N: Network> PeerTransport<N> {
             network: Arc::clone(&self.network),
             snapshots: Arc::clone(&self.snapshots),
             reports: self.reports.clone(),
+            traffic: self.traffic.of(id),
         };
         tokio::spawn(sender.run(rx));
         // Replacing the entry drops the old queue, which stops the old sender.

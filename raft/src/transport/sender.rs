@@ -100,6 +100,8 @@ pub(super) struct Sender<N: Network> {
     /// Where each snapshot's outcome and each refusal by the peer go (the channel
     /// [`PeerTransport::new`](super::PeerTransport::new) returned).
     pub(super) reports: mpsc::UnboundedSender<TransportReport>,
+    /// Where the bytes sent to the peer are counted (`None`: not counted, the table is full).
+    pub(super) traffic: Option<Arc<super::traffic::PeerTraffic>>,
 }
 
 impl<N: Network> Sender<N> {
@@ -116,6 +118,7 @@ impl<N: Network> Sender<N> {
             network,
             snapshots,
             reports,
+            traffic,
         } = self;
         let refusals = RefusalReporter {
             to,
@@ -160,7 +163,7 @@ impl<N: Network> Sender<N> {
             let ack_reader = AbortOnDrop(
                 tokio::spawn(read_acks(reader, Arc::clone(&acks), refusals.clone())).abort_handle(),
             );
-            let mut w = BufWriter::new(Watched::new(writer, Arc::clone(&acks)));
+            let mut w = BufWriter::new(Watched::new(writer, Arc::clone(&acks), traffic.clone()));
             let mut next = Some(first);
             let result: io::Result<()> = async {
                 let hello = Frame::Hello {

@@ -16,8 +16,12 @@ impl<F: FileSystem> Wal<F> {
         self.check_usable()?;
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments[1].first_index <= upto + 1 {
+            let entries = self.segments[1].first_index - self.segments[0].first_index;
             let seg = self.segments.remove(0);
             self.remove_segment_file(&seg)?;
+            self.metrics
+                .entries_compacted
+                .fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
             removed += 1;
         }
         if removed > 0 {

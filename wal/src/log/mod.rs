@@ -328,6 +328,9 @@ impl<F: FileSystem> Wal<F> {
         self.metrics
             .bytes_on_disk
             .store(self.segments.iter().map(|s| s.len).sum(), Ordering::Relaxed);
+        self.metrics
+            .first_index
+            .store(self.first_index(), Ordering::Relaxed);
     }
 
     /// Checks every invariant of the module doc, walking every entry's offset and term run;

@@ -8,7 +8,7 @@ async fn a_stream_whose_reader_stopped_fails_the_writer_after_the_ack_timeout() 
     // sender keeps writing, then a write fails with TimedOut once the socket is full and
     // ACK_TIMEOUT has passed, instead of blocking forever.
     let (ours, _theirs) = tokio::io::duplex(1024);
-    let mut w = Watched::new(ours, Arc::new(AckState::default()));
+    let mut w = Watched::new(ours, Arc::new(AckState::default()), None);
     let started = tokio::time::Instant::now();
     let chunk = [7u8; 256];
     let error = loop {
@@ -33,6 +33,7 @@ async fn acknowledged_bytes_keep_a_slow_stream_alive() {
         let mut r = Counted {
             inner: theirs,
             read: reader_read,
+            traffic: None,
         };
         let mut buf = [0u8; 512];
         loop {
@@ -45,7 +46,7 @@ async fn acknowledged_bytes_keep_a_slow_stream_alive() {
             }
         }
     });
-    let mut w = Watched::new(ours, acks);
+    let mut w = Watched::new(ours, acks, None);
     w.write_all(&[1u8; 16 * 1024])
         .await
         .expect("acknowledged progress");
