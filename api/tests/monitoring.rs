@@ -42,7 +42,7 @@ const TEST_INTERVAL: &str = "1s";
 
 /// Distinct keys each of the three writers puts (one writer per node, so that followers
 /// forward to the leader as clients' requests do).
-const KEYS_PER_WRITER: usize = 800;
+const KEYS_PER_WRITER: usize = 2000;
 
 fn monitoring_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployments/monitoring")
@@ -287,6 +287,14 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// Seconds since the Unix epoch, as Prometheus' `timestamp()` gives them (same machine).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs_f64()
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -457,6 +465,19 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         .filter(|word| word.starts_with("raftkv_") || word.starts_with("kvstore_") || *word == "up")
         .map(str::to_string)
         .collect()
+}
+
+/// The metric names `node` serves at `GET /metrics`, for a failure's message.
+fn exported_names(node: &Proc) -> Vec<String> {
+    let (_, text) = node.get("/metrics");
+    let names: BTreeSet<String> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.into_iter().collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,6 +652,15 @@ fn a_dashboard_or_alert_expression_over_a_live_cluster_parses_and_has_data_and_a
         "Prometheus sees the snapshot",
         "sum(raftkv_snapshots_total) >= 1",
     );
+    // and has scraped every node twice since: a rate needs two samples of a series, and the
+    // last series the load made (the gRPC calls', the snapshot's) are seconds old.
+    prometheus.wait_for(
+        "two scrapes of every node after the load",
+        &format!(
+            "min(timestamp(up{{job=\"raftkv\"}})) > {}",
+            unix_now() + 1.5
+        ),
+    );
 
     // then every dashboard expression parses and returns series,
     let mut problems = Vec::new();
@@ -671,11 +701,14 @@ fn a_dashboard_or_alert_expression_over_a_live_cluster_parses_and_has_data_and_a
     }
     assert!(
         problems.is_empty(),
-        "{} of {} dashboard expressions and {} alerts fail against the live cluster:\n{}",
+        "{} of {} dashboard expressions and {} alerts fail against the live cluster:\n{}\n\
+         (the metric names {} exports: {})",
         problems.len(),
         exprs.len(),
         alerts.len(),
-        problems.join("\n")
+        problems.join("\n"),
+        nodes[0].name,
+        exported_names(&nodes[0]).join(" ")
     );
     eprintln!(
         "{} dashboard expressions and {} alert expressions ({} metric names) checked at {:?}",
