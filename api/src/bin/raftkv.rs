@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::config::{self, ConfigArgs, LogFormat};
+use api::config::{self, ConfigArgs};
 use api::server::Server;
 use clap::Parser;
 use raft::core::Role;
@@ -26,22 +26,6 @@ struct Cli {
     config: ConfigArgs,
 }
 
-/// Logs go to stderr; colour codes only when stderr is a terminal, so a log file or a pipe
-/// holds plain text.
-fn init_logging(config: &config::Config) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.observability.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match config.observability.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Console => builder.init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match config::load(&cli.config, std::env::vars()) {
@@ -51,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    api::logging::init(&config);
     // Before the runtime starts threads or anything opens a file (see `raise_fd_limit`).
     let fds = api::http::limits::raise_fd_limit();
     info!(
@@ -99,6 +83,10 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let node = server.node.clone();
+    api::logging::set_node_view(Box::new(move || {
+        node.with_status(|s| (s.term.0, s.role == Some(Role::Leader)))
+    }));
     let scheme = if server.tls.is_some() {
         "TLS"
     } else {

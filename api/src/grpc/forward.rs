@@ -114,8 +114,8 @@ impl Relay {
     }
 
     /// Sends `message` to the leader with `call` (one method of a generated client, given the
-    /// HTTP/2 client and the leader's origin), with the forward's hop count and the caller's
-    /// credentials, and hands back
+    /// HTTP/2 client and the leader's origin), with the forward's hop count, the caller's
+    /// credentials and the request's id, and hands back
     /// the leader's answer. A status the leader sent is passed on as it is; a leader that
     /// cannot be reached is `no_leader` (nothing was sent: safe to retry anywhere); a call
     /// that broke after it went out is a `timeout` whose outcome is unknown (a write may have
@@ -135,6 +135,14 @@ impl Relay {
         let mut request = Request::new(message);
         request.set_timeout(REQUEST_TIMEOUT);
         credentials.attach(request.metadata_mut());
+        // The leader logs the call under the id it has here.
+        if let Some(id) = crate::request_id::current_id() {
+            request.metadata_mut().insert(
+                crate::request_id::REQUEST_ID,
+                id.parse()
+                    .expect("invariant: a request id is visible ASCII, valid metadata"),
+            );
+        }
         request.metadata_mut().insert(
             metadata::FORWARDED,
             to.hops

@@ -11,12 +11,14 @@
 //! `server.idle_timeout`).
 //!
 //! One job per file: [`status`] (errors as statuses), [`forward`] (to the leader), then the
-//! services: [`kv`], [`cluster`] (with `Maintenance`) and [`auth`].
+//! services: [`kv`], [`cluster`] (with `Maintenance`) and [`auth`]; [`observe`] gives every
+//! call its request id and records it into the metrics.
 
 pub mod auth;
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod observe;
 pub mod status;
 
 use std::future::Future;
@@ -555,7 +557,7 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
-        .layer(crate::metrics::GrpcMetricsLayer::new(Arc::clone(&server)))
+        .layer(observe::ObserveLayer::new(Arc::clone(&server)))
         .layer(tower::util::MapResponseLayer::new(
             size_refusal_is_too_large,
         ))

@@ -39,7 +39,8 @@ pub async fn answer<T: serde::Serialize>(req: Req, step: Step<T>) -> Handled {
 }
 
 /// Sends the request to the leader, as the shared handler decided ([`Forward`]), and relays
-/// its answer. Every header goes along but the hop count, which becomes the forward's.
+/// its answer. Every header goes along but the hop count, which becomes the forward's, and the
+/// request id, which becomes the one this node gave the request (the client's, or its own).
 pub async fn relay(req: Req, to: Forward) -> Handled {
     let Forward { leader, hops } = to;
     let path = req
@@ -57,9 +58,16 @@ pub async fn relay(req: Req, to: Forward) -> Handled {
         if name != hyper::header::HOST
             && name != hyper::header::CONTENT_LENGTH
             && name != FORWARDED_HEADER
+            && name != crate::request_id::REQUEST_ID
         {
             builder = builder.header(name, value);
         }
+    }
+    if let Some(id) = crate::request_id::current_id() {
+        builder = builder.header(
+            crate::request_id::REQUEST_ID,
+            crate::request_id::header_value(&id),
+        );
     }
     let outgoing = builder
         .header(FORWARDED_HEADER, hops)
@@ -86,6 +94,7 @@ pub async fn relay(req: Req, to: Forward) -> Handled {
         .await
         .map_err(|e| outcome_unknown(&leader.name, &e))?
         .to_bytes();
+    debug!(leader = %leader.name, hops, status = parts.status.as_u16(), "relayed to the leader");
     Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 

@@ -179,8 +179,11 @@ async fn handle(
     // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
     // its bytes, so a request that succeeds pays no copy of its path.
     let uri = req.uri().clone();
+    let id = crate::request_id::take_or_make(req.headers().get(crate::request_id::REQUEST_ID));
+    let request = crate::request_id::Request::http(Arc::clone(&id), method.clone(), uri.clone());
     let metrics = Arc::clone(&server);
-    Ok(match route(server, peer, req).await {
+    let routed = crate::request_id::scope(request.clone(), route(server, peer, req)).await;
+    let mut response = match routed {
         Ok(response) => {
             let status = response.status().as_u16();
             metrics
@@ -190,14 +193,23 @@ async fn handle(
         }
         Err(e) => {
             let path = uri.path();
-            debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
+            crate::request_id::scope(request, async {
+                debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
+            })
+            .await;
             metrics
                 .metrics
                 .http_request(&method, path, Err(&e), started);
             let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
             error_response(e, path_and_query)
         }
-    })
+    };
+    // Replaces the leader's copy on a relayed answer: the same id.
+    response.headers_mut().insert(
+        crate::request_id::REQUEST_ID,
+        crate::request_id::header_value(&id),
+    );
+    Ok(response)
 }
 
 /// Serves HTTP/1.1 on one admitted connection (plain or TLS) until it ends or the node

@@ -16,11 +16,8 @@
 //! branch on an `Option`.
 
 mod family;
-mod grpc;
 pub mod labels;
 mod state;
-
-pub use grpc::GrpcMetricsLayer;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;

@@ -2,6 +2,13 @@
 //! Every header the API defines starts with [`PREFIX`]; the server refuses one it does not
 //! take on a route (docs/api.md, "Strict requests").
 
+/// A request's id, on a request (the client's, kept when it is 1 to
+/// [`REQUEST_ID_BYTES_MAX`] visible ASCII characters) and on every answer (the one the server
+/// used, made when the request had none). gRPC carries it as metadata of the same name. Not an
+/// `x-raftkv-` header: proxies and tracing tools already know this one.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The longest request id taken from a client; a longer one is replaced by the server's own.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
 /// What every RaftKV header name starts with.
 pub const PREFIX: &str = "x-raftkv-";
 /// Set by the nodes on a forwarded request: how many times it was forwarded (1 to 3).

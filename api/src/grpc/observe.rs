@@ -1,0 +1,107 @@
+//! What happens around every gRPC call, as around every HTTP request: a tower layer in front
+//! of every service that gives the call its request id (from its `x-request-id` metadata, or
+//! a new one; returned in the answer's metadata and written on the log lines emitted while it
+//! is served, see [`crate::request_id`]), and times the call to its response headers and
+//! counts it by method and status code ([`crate::metrics`]).
+//!
+//! A unary call's failure travels in its headers (`grpc-status`, a trailers-only answer); one
+//! whose headers carry no status succeeded, or is a stream whose status comes in its trailers
+//! and is counted `OK` here: a stream that fails part-way is told to its client, not counted.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::http;
+use tracing::debug;
+
+use crate::metrics::labels;
+use crate::request_id::{self, REQUEST_ID};
+use crate::server::Server;
+
+/// Gives every call through it a request id and records it into the node's metrics.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    server: Arc<Server>,
+}
+
+impl ObserveLayer {
+    /// A layer recording into `server`'s metrics.
+    pub fn new(server: Arc<Server>) -> ObserveLayer {
+        ObserveLayer { server }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observed<S>;
+
+    fn layer(&self, inner: S) -> Observed<S> {
+        Observed {
+            inner,
+            server: Arc::clone(&self.server),
+        }
+    }
+}
+
+/// The service [`ObserveLayer`] wraps.
+#[derive(Clone)]
+pub struct Observed<S> {
+    inner: S,
+    server: Arc<Server>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<R>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let id = request_id::take_or_make(request.headers().get(REQUEST_ID));
+        // A `Uri` clone shares its bytes: the path costs no copy.
+        let uri = request.uri().clone();
+        let serving = request_id::Request::grpc(Arc::clone(&id), uri.clone());
+        let answered = self.inner.call(request);
+        let server = Arc::clone(&self.server);
+        let started = Instant::now();
+        Box::pin(request_id::scope(serving, async move {
+            let mut response = answered.await?;
+            response
+                .headers_mut()
+                .insert(REQUEST_ID, request_id::header_value(&id));
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            if code != tonic::Code::Ok {
+                let message = response
+                    .headers()
+                    .get("grpc-message")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                debug!(
+                    code = labels::grpc_code(code),
+                    message = message.as_deref().unwrap_or(""),
+                    "call failed"
+                );
+            }
+            if server.metrics.enabled() {
+                let method = server.metrics.grpc_methods.label(uri.path(), code);
+                server
+                    .metrics
+                    .grpc_request(method, labels::grpc_code(code), started);
+            }
+            Ok(response)
+        }))
+    }
+}
