@@ -275,6 +275,8 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        // A running node's term and role, as `raftkv` installs them.
+        set_node_view(Box::new(|| (9, true)));
         let text = lines(true, || {
             let request = crate::request_id::Request::http(
                 Arc::from("req-1"),
@@ -298,6 +300,8 @@ mod tests {
         assert_eq!(first["op"], "put");
         assert_eq!(first["key"], "user%2F1");
         assert!(first["ts"].as_str().unwrap().ends_with('Z'), "{first}");
+        assert_eq!(first["term"], 9, "the node's term when no field names one");
+        assert_eq!(first["is_leader"], true);
         let second = lines.next().unwrap();
         assert_eq!(second["term"], 3, "the event's own field wins");
         assert!(second.get("request_id").is_none());

@@ -242,7 +242,9 @@ fn a_live_cluster_serves_every_metric_by_its_seed_name_and_values_follow_what_ha
 
     // When leadership moves to another node,
     let changes = |p: &Proc| value(&scrape(p), "raftkv_raft_leader_changes_seen_total", &[]);
+    let elections = |p: &Proc| value(&scrape(p), "raftkv_raft_elections_started_total", &[]);
     let seen_before: Vec<f64> = nodes.iter().map(|n| changes(n)).collect();
+    let elections_before = elections(follower);
     let target = follower.name.clone();
     let (status, body) = http(
         &lead.http,
@@ -254,13 +256,70 @@ fn a_live_cluster_serves_every_metric_by_its_seed_name_and_values_follow_what_ha
     wait_until("the new leader leads", || {
         leader_of(&nodes).is_some_and(|i| nodes[i].name == target) && nodes.iter().all(|n| ready(n))
     });
-    // then every node saw exactly one leader change.
+    // then every node saw exactly one leader change, and the new leader started an election.
     wait_until("every node saw the change", || {
         nodes
             .iter()
             .zip(&seen_before)
             .all(|(n, before)| changes(n) == before + 1.0)
     });
+    assert!(elections(follower) > elections_before);
+}
+
+#[test]
+fn a_follower_brought_back_by_a_snapshot_counts_it_and_the_leader_counts_what_it_compacted() {
+    let root = tempfile::tempdir().unwrap();
+    // Given three nodes with small WAL segments, snapshots only on demand and a short
+    // catch-up tail, so that a follower far enough behind needs a snapshot,
+    let flags = [
+        "--set",
+        "wal.segment_size=4KiB",
+        "--set",
+        "storage.snapshot_every=100000",
+        "--set",
+        "storage.snapshot_catchup_entries=10",
+    ];
+    let (n1, n2, n3) = three_nodes(root.path(), &flags);
+    let mut nodes = [n1, n2, n3];
+    let lead = {
+        let refs: Vec<&Proc> = nodes.iter().collect();
+        let at = leader_of(&refs).expect("a formed cluster has a leader");
+        nodes[at].name.clone()
+    };
+    let at = |name: &str| nodes.iter().position(|n| n.name == name).unwrap();
+    let leader = at(&lead);
+    let follower = (leader + 1) % 3;
+    // when the follower is down while the others take 300 writes and the leader snapshots,
+    nodes[follower].kill9();
+    for i in 0..300 {
+        let (status, body) = http(
+            &nodes[leader].http,
+            "PUT",
+            &format!("/keys/gap-{i}"),
+            b"value",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = http(&nodes[leader].http, "POST", "/admin/snapshot", b"");
+    assert_eq!(status, 200, "{body}");
+    let leader_metrics = scrape(&nodes[leader]);
+    assert!(
+        value(&leader_metrics, "raftkv_wal_entries_compacted_total", &[]) > 0.0,
+        "the snapshot compacted the leader's WAL:\n{leader_metrics}"
+    );
+    assert_eq!(value(&leader_metrics, "raftkv_snapshots_total", &[]), 1.0);
+    // and the follower comes back,
+    nodes[follower].start();
+    // then it catches up from a snapshot it counts, and the leader counts the one it sent.
+    wait_until("the follower installs a snapshot", || {
+        let (status, text) = nodes[follower].get("/metrics");
+        status == 200 && value(&text, "raftkv_snapshots_received_total", &[]) == 1.0
+    });
+    wait_until("the leader counts the snapshot it sent", || {
+        value(&scrape(&nodes[leader]), "raftkv_snapshots_sent_total", &[]) >= 1.0
+    });
+    let (status, _) = nodes[follower].get("/keys/gap-299?consistency=stale");
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -6,11 +6,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How many bounded buckets a histogram has: bounds 1, 2, 4, ... 2^27. In microseconds (the
+/// fsync, snapshot and round-trip times the server exports) that is 1 µs to about 134 s, so
+/// that a stalled disk or a multi-second snapshot still lands in a bucket of its own.
+const BUCKETS: usize = 28;
+
 /// Upper bounds (inclusive) of the histogram buckets: powers of two, then everything above.
-const BUCKET_BOUNDS: [u64; 21] = [
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072,
-    262144, 524288, 1048576,
-];
+const BUCKET_BOUNDS: [u64; BUCKETS] = {
+    let mut bounds = [0; BUCKETS];
+    let mut i = 0;
+    while i < BUCKETS {
+        bounds[i] = 1 << i;
+        i += 1;
+    }
+    bounds
+};
 
 /// A lock-free histogram with power-of-two buckets.
 #[derive(Debug)]

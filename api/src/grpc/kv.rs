@@ -206,7 +206,9 @@ impl pb::kv_server::Kv for Api {
         // after as long a silence as an idle connection; the stream then ends with
         // `DEADLINE_EXCEEDED` after the pages already queued, and what it held is freed.
         let stall_max = server.limits.idle_timeout;
-        tokio::spawn(async move {
+        // The pages are read on a task of their own: it logs under the call's request id.
+        let serving = crate::request_id::with_current(Clone::clone);
+        let pages = async move {
             let mut page = first;
             loop {
                 left -= page.kvs.len() as u64;
@@ -247,7 +249,11 @@ impl pb::kv_server::Kv for Api {
                     }
                 };
             }
-        });
+        };
+        match serving {
+            Some(request) => tokio::spawn(crate::request_id::scope(request, pages)),
+            None => tokio::spawn(pages),
+        };
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

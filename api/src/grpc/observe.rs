@@ -71,8 +71,12 @@ where
         let uri = request.uri().clone();
         let serving = request_id::Request::grpc(Arc::clone(&id), uri.clone());
         let answered = self.inner.call(request);
-        let server = Arc::clone(&self.server);
-        let started = Instant::now();
+        let mut recorded = Recorded {
+            server: Arc::clone(&self.server),
+            uri,
+            started: Instant::now(),
+            done: false,
+        };
         Box::pin(request_id::scope(serving, async move {
             let mut response = answered.await?;
             response
@@ -95,13 +99,43 @@ where
                     "call failed"
                 );
             }
-            if server.metrics.enabled() {
-                let method = server.metrics.grpc_methods.label(uri.path(), code);
-                server
-                    .metrics
-                    .grpc_request(method, labels::grpc_code(code), started);
-            }
+            recorded.answered(code);
             Ok(response)
         }))
+    }
+}
+
+/// Records a call into the metrics once it is answered, or, when its client goes away first
+/// (cancelled, or its deadline passed: the server then drops the call's future), as
+/// `CANCELLED` with the time it had taken.
+struct Recorded {
+    server: Arc<Server>,
+    uri: http::Uri,
+    started: Instant,
+    done: bool,
+}
+
+impl Recorded {
+    fn answered(&mut self, code: tonic::Code) {
+        self.done = true;
+        let metrics = &self.server.metrics;
+        if metrics.enabled() {
+            let method = metrics.grpc_methods.label(self.uri.path(), code);
+            metrics.grpc_request(method, labels::grpc_code(code), self.started);
+        }
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let metrics = &self.server.metrics;
+        if !self.done && metrics.enabled() {
+            let method = metrics.grpc_methods.known(self.uri.path());
+            metrics.grpc_request(
+                method,
+                labels::grpc_code(tonic::Code::Cancelled),
+                self.started,
+            );
+        }
     }
 }

@@ -95,8 +95,22 @@ pub async fn relay(req: Req, to: Forward) -> Handled {
         .map_err(|e| outcome_unknown(&leader.name, &e))?
         .to_bytes();
     debug!(leader = %leader.name, hops, status = parts.status.as_u16(), "relayed to the leader");
-    Ok(Response::from_parts(parts, Full::new(bytes)))
+    let mut response = Response::from_parts(parts, Full::new(bytes.clone()));
+    if response.status().as_u16() >= 400 {
+        // The leader's error code, for this node's metrics of the request it answered.
+        let code = serde_json::from_slice::<proto::rest::ErrorBody>(&bytes)
+            .ok()
+            .and_then(|body| ErrorCode::from_token(&body.code))
+            .map_or(crate::metrics::labels::OTHER, ErrorCode::as_str);
+        response.extensions_mut().insert(RelayedCode(code));
+    }
+    Ok(response)
 }
+
+/// The error code of a relayed answer that is an error (a response extension): the node that
+/// relayed it records the request under it.
+#[derive(Clone, Copy, Debug)]
+pub struct RelayedCode(pub &'static str);
 
 /// The answer when the connection to the leader broke after the request went out: the leader
 /// may have applied the write, so the client must not take it for a refusal (a 503 is retried

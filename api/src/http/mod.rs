@@ -174,21 +174,27 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let _busy = activity.busy();
-    let started = std::time::Instant::now();
     let method = req.method().clone();
     // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
     // its bytes, so a request that succeeds pays no copy of its path.
     let uri = req.uri().clone();
     let id = crate::request_id::take_or_make(req.headers().get(crate::request_id::REQUEST_ID));
     let request = crate::request_id::Request::http(Arc::clone(&id), method.clone(), uri.clone());
-    let metrics = Arc::clone(&server);
+    let mut recorded = Recorded {
+        server: Arc::clone(&server),
+        method: method.clone(),
+        uri: uri.clone(),
+        started: std::time::Instant::now(),
+        done: false,
+    };
     let routed = crate::request_id::scope(request.clone(), route(server, peer, req)).await;
     let mut response = match routed {
         Ok(response) => {
-            let status = response.status().as_u16();
-            metrics
-                .metrics
-                .http_request(&method, uri.path(), Ok(status), started);
+            let code = response
+                .extensions()
+                .get::<RelayedCode>()
+                .map_or("ok", |relayed| relayed.0);
+            recorded.answered(response.status().as_u16(), code);
             response
         }
         Err(e) => {
@@ -197,9 +203,7 @@ async fn handle(
                 debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
             })
             .await;
-            metrics
-                .metrics
-                .http_request(&method, path, Err(&e), started);
+            recorded.answered(e.code.http_status(), e.code.as_str());
             let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
             error_response(e, path_and_query)
         }
@@ -210,6 +214,40 @@ async fn handle(
         crate::request_id::header_value(&id),
     );
     Ok(response)
+}
+
+/// Records a request into the metrics once it is answered, or, when its client goes away
+/// first (hyper then drops the request's future), as `499 cancelled` with the time it had
+/// taken: a request too slow for its client still shows in the latencies.
+struct Recorded {
+    server: Arc<Server>,
+    method: Method,
+    uri: hyper::Uri,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl Recorded {
+    fn answered(&mut self, status: u16, code: &'static str) {
+        self.done = true;
+        self.server
+            .metrics
+            .http_request(&self.method, self.uri.path(), status, code, self.started);
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        if !self.done {
+            self.server.metrics.http_request(
+                &self.method,
+                self.uri.path(),
+                crate::metrics::labels::CLIENT_GONE,
+                crate::metrics::labels::CANCELLED,
+                self.started,
+            );
+        }
+    }
 }
 
 /// Serves HTTP/1.1 on one admitted connection (plain or TLS) until it ends or the node

@@ -31,13 +31,12 @@ use tracing::{info, warn};
 use super::ApiError;
 use crate::config::units::format_size;
 use crate::server::machine::Machine;
+use crate::service::MACHINE_LOCK;
 
 /// How often each node looks at its state's size to log a change of the quota condition: a
 /// state that keeps crossing the quota logs at most one pair of lines per interval (only this
 /// look logs the condition's end).
 pub const QUOTA_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
 /// The state's size against the quota, as `/ready` and a refusal show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

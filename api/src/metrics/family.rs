@@ -1,5 +1,7 @@
 //! Prometheus metric families built by hand from values read at scrape time ([`super::state`]):
 //! gauges, counters, and histograms from the lock-free histograms the WAL and the node keep.
+//! Invariant: a family has at least one series (the text format cannot write an empty one),
+//! and a histogram's buckets are cumulative with `+Inf` at least its last bucket.
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -118,7 +120,9 @@ impl Families {
                     .collect();
                 let mut histogram = Histogram::default();
                 histogram.set_bucket(buckets);
-                histogram.set_sample_count(snapshot.count);
+                // The count is read after the buckets: an observation recorded in between
+                // may be in one and not the other, and `+Inf` must not fall below a bucket.
+                histogram.set_sample_count(snapshot.count.max(cumulative));
                 histogram.set_sample_sum(snapshot.sum as f64 * scale);
                 let mut metric = Metric::from_label(label_pairs(labels));
                 metric.set_histogram(histogram);

@@ -10,6 +10,9 @@ use opentelemetry::{StringValue, Value};
 /// The label of any value outside a closed set.
 pub const OTHER: &str = "other";
 
+/// The `code` label of a request whose client went away before it was answered.
+pub const CANCELLED: &str = "cancelled";
+
 /// The most distinct gRPC methods labelled by name: more than the server has; past it (it
 /// cannot be reached, since only methods the server answered are named) calls are `other`.
 pub const GRPC_METHODS_MAX: usize = 128;
@@ -67,7 +70,12 @@ pub fn route_template(path: &str) -> &'static str {
     }
 }
 
-/// An HTTP status code's label: the codes the server answers with, each as its number.
+/// The status label of a request whose client went away before it was answered (nginx's
+/// number for it): the server never sends it.
+pub const CLIENT_GONE: u16 = 499;
+
+/// An HTTP status code's label: the codes the server answers with (every error code's, as
+/// a test checks, and the successes), each as its number, and [`CLIENT_GONE`].
 pub fn http_status(status: u16) -> &'static str {
     match status {
         200 => "200",
@@ -81,14 +89,17 @@ pub fn http_status(status: u16) -> &'static str {
         405 => "405",
         408 => "408",
         409 => "409",
+        410 => "410",
         411 => "411",
         413 => "413",
         415 => "415",
         429 => "429",
         431 => "431",
+        499 => "499",
         500 => "500",
         503 => "503",
         504 => "504",
+        507 => "507",
         _ => OTHER,
     }
 }
@@ -106,6 +117,15 @@ pub(crate) struct GrpcMethods(RwLock<HashMap<String, Value>>);
 const METHODS_LOCK: &str = "the gRPC method table lock is never held across a panic";
 
 impl GrpcMethods {
+    /// The label of a call to `path` whose client went away before it was answered: its name
+    /// only when an answered call already made it one of the server's methods.
+    pub(crate) fn known(&self, path: &str) -> GrpcMethod {
+        match self.0.read().expect(METHODS_LOCK).get(path) {
+            Some(value) => GrpcMethod(value.clone()),
+            None => GrpcMethod(Value::from(OTHER)),
+        }
+    }
+
     /// The label of a call to `path` answered with `code`.
     pub(crate) fn label(&self, path: &str, code: tonic::Code) -> GrpcMethod {
         if code == tonic::Code::Unimplemented {
@@ -163,6 +183,17 @@ mod tests {
         assert_eq!(route_template("/no/such/route"), OTHER);
         assert_eq!(route_template("/auth/users/a/b/c"), OTHER);
         assert_eq!(http_status(599), OTHER);
+    }
+
+    #[test]
+    fn every_status_the_server_answers_with_is_its_own_label() {
+        for code in proto::rest::ErrorCode::ALL {
+            let status = code.http_status();
+            assert_eq!(http_status(status), status.to_string(), "{code:?}");
+        }
+        for status in [200, 201, 204, CLIENT_GONE] {
+            assert_eq!(http_status(status), status.to_string());
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ mod family;
 pub mod labels;
 mod state;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use opentelemetry::KeyValue;
@@ -72,6 +73,10 @@ pub struct Metrics {
     recording: Option<Recording>,
     /// Proposals this node waits on (made, not yet answered).
     proposals_pending: AtomicI64,
+    /// Proposals refused or lost (see [`PendingProposal`]).
+    proposals_failed: AtomicU64,
+    /// The commit and applied index the node started with.
+    start: OnceLock<(u64, u64)>,
     /// The gRPC methods' label values.
     pub(crate) grpc_methods: labels::GrpcMethods,
 }
@@ -101,6 +106,8 @@ impl Metrics {
         Ok(Metrics {
             recording,
             proposals_pending: AtomicI64::new(0),
+            proposals_failed: AtomicU64::new(0),
+            start: OnceLock::new(),
             grpc_methods: labels::GrpcMethods::default(),
         })
     }
@@ -116,14 +123,11 @@ impl Metrics {
         &self,
         method: &hyper::Method,
         path: &str,
-        answer: Result<u16, &ApiError>,
+        status: u16,
+        code: &'static str,
         started: Instant,
     ) {
         let Some(r) = &self.recording else { return };
-        let (status, code) = match answer {
-            Ok(status) => (status, "ok"),
-            Err(e) => (e.code().http_status(), e.code().as_str()),
-        };
         let method = labels::http_method(method);
         let path = labels::route_template(path);
         r.http_requests.add(
@@ -184,21 +188,36 @@ impl Metrics {
         );
     }
 
-    /// Counts a proposal as pending until the returned guard is dropped.
+    /// Counts a proposal as pending until the returned guard is dropped; a guard dropped
+    /// without [`PendingProposal::answered`] (its caller gave up waiting) counts it failed.
     pub fn proposal_pending(&self) -> PendingProposal<'_> {
         self.proposals_pending.fetch_add(1, Ordering::Relaxed);
-        PendingProposal(&self.proposals_pending)
+        PendingProposal {
+            metrics: self,
+            answered: false,
+        }
     }
 
     fn pending(&self) -> i64 {
         self.proposals_pending.load(Ordering::Relaxed)
     }
 
+    /// Notes the commit and applied index the node started with: the proposal counters count
+    /// entries from there, so that a restart starts them at zero as a counter must.
+    pub fn started_at(&self, commit: u64, applied: u64) {
+        let _ = self.start.set((commit, applied));
+    }
+
     /// The text of `GET /metrics` for `server`; `None` when metrics are off.
     pub fn render(&self, server: &Server) -> Option<String> {
         let r = self.recording.as_ref()?;
         let mut families = r.registry.gather();
-        families.extend(state::families(server, self.pending()));
+        let proposals = state::Proposals {
+            pending: self.pending(),
+            failed: self.proposals_failed.load(Ordering::Relaxed),
+            start: self.start.get().copied().unwrap_or_default(),
+        };
+        families.extend(state::families(server, proposals));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut text = Vec::new();
         prometheus::TextEncoder::new()
@@ -296,11 +315,38 @@ impl StorageOutcome {
     }
 }
 
-/// Counts one pending proposal while it lives.
-pub struct PendingProposal<'a>(&'a AtomicI64);
+/// Counts one pending proposal while it lives, and whether it failed: refused for any reason
+/// but "not the leader" (the caller forwards the request, or tells the client where the
+/// leader is: nothing failed), lost with leadership, or abandoned by a caller that stopped
+/// waiting (its timeout).
+pub struct PendingProposal<'a> {
+    metrics: &'a Metrics,
+    answered: bool,
+}
+
+impl PendingProposal<'_> {
+    /// Notes the node's answer to the proposal.
+    pub fn answered<T>(mut self, answer: &Result<T, raft::node::NodeError>) {
+        self.answered = true;
+        if let Err(e) = answer
+            && !matches!(e, raft::node::NodeError::NotLeader { .. })
+        {
+            self.metrics
+                .proposals_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for PendingProposal<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .proposals_pending
+            .fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.metrics
+                .proposals_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

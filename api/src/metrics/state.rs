@@ -1,5 +1,7 @@
 //! The series read at scrape time: what the node, its WAL, its transport and its store
 //! already keep, turned into Prometheus families. Nothing here runs on a request's path.
+//! Invariant: per-peer series name only members of the configuration the node follows, so a
+//! stranger's connection or a removed node's old counters never make a series.
 
 use std::collections::BTreeSet;
 
@@ -16,16 +18,23 @@ fn peer(id: NodeId) -> Labels {
     vec![("peer", names::of(id).to_string())]
 }
 
-/// Every family read from `server`'s state now; `pending` is the proposals it waits on.
-pub(super) fn families(server: &Server, pending: i64) -> Vec<MetricFamily> {
+/// What the metrics count of proposals themselves (the rest is read from the node).
+pub(super) struct Proposals {
+    /// Proposals the node waits on.
+    pub(super) pending: i64,
+    /// Proposals refused or lost.
+    pub(super) failed: u64,
+    /// The commit and applied index the node started with.
+    pub(super) start: (u64, u64),
+}
+
+/// Every family read from `server`'s state now.
+pub(super) fn families(server: &Server, proposals: Proposals) -> Vec<MetricFamily> {
     let status = server.node.status();
     let node = server.node.metrics();
     let wal = server.wal_metrics.snapshot();
     let (keys, sessions) = {
-        let machine = server
-            .machine
-            .lock()
-            .expect("the state machine lock is poisoned only if apply panicked");
+        let machine = server.machine.lock().expect(crate::service::MACHINE_LOCK);
         (machine.kv.len(), machine.kv.sessions().len())
     };
     let quota = server.quota.state();
@@ -124,25 +133,26 @@ pub(super) fn families(server: &Server, pending: i64) -> Vec<MetricFamily> {
         "Read indexes this node asked for (one per linearizable read it served)",
         node.read_index_requests,
     );
+    let (commit_at_start, applied_at_start) = proposals.start;
     f.counter(
         "raftkv_proposals_committed_total",
-        "Log entries committed (the commit index, as etcd counts it)",
-        status.commit.0,
+        "Log entries committed since this process started (on every node, as etcd counts them)",
+        status.commit.0.saturating_sub(commit_at_start),
     );
     f.counter(
         "raftkv_proposals_applied_total",
-        "Log entries applied (the applied index, as etcd counts it)",
-        status.applied.0,
+        "Log entries applied since this process started (on every node, as etcd counts them)",
+        status.applied.0.saturating_sub(applied_at_start),
     );
     f.gauge(
         "raftkv_proposals_pending",
         "Proposals this node made and waits on",
-        pending.max(0) as f64,
+        proposals.pending.max(0) as f64,
     );
     f.counter(
         "raftkv_proposals_failed_total",
-        "Proposals refused or lost (not the leader, no space, leadership lost, stopped)",
-        node.proposals_failed,
+        "Proposals this node made that were refused (but for not leading), lost or given up on",
+        proposals.failed,
     );
     f.histograms(
         "raftkv_wal_fsync_duration_seconds",
@@ -165,11 +175,6 @@ pub(super) fn families(server: &Server, pending: i64) -> Vec<MetricFamily> {
         "raftkv_snapshots_total",
         "Snapshots this node wrote of its own state",
         node.snapshots_taken,
-    );
-    f.counter(
-        "raftkv_snapshots_sent_total",
-        "Snapshots this node sent to a follower that arrived",
-        node.snapshots_sent,
     );
     f.counter(
         "raftkv_snapshots_received_total",
@@ -215,9 +220,13 @@ pub(super) fn families(server: &Server, pending: i64) -> Vec<MetricFamily> {
             .filter(|(id, _)| members.contains(id))
             .map(|(id, h)| (peer(*id), h)),
     );
-    let traffic: Vec<_> = server
-        .transport
-        .traffic()
+    let traffic = server.transport.traffic();
+    f.counter(
+        "raftkv_snapshots_sent_total",
+        "Snapshots this node streamed whole to a follower",
+        traffic.iter().map(|t| t.snapshots_sent).sum(),
+    );
+    let traffic: Vec<_> = traffic
         .into_iter()
         .filter(|t| members.contains(&t.peer))
         .collect();

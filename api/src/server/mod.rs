@@ -36,6 +36,7 @@ use raft::transport::PeerTransport;
 use tracing::{info, warn};
 
 use crate::config::{Config, Secret};
+use crate::service::MACHINE_LOCK;
 use data_dir::{CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
 use join::{Admission, JoinRefused};
 use machine::{Machine, MemberInfo, Output, Proposal};
@@ -181,8 +182,6 @@ fn admin_password(config: &Config) -> Result<Option<Secret>, StartError> {
     })?;
     Ok(Some(Secret(password)))
 }
-
-const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
 /// How the storage was come by: restarted, founded, or joined.
 enum Origin {
@@ -418,6 +417,9 @@ impl Server {
             metrics,
             wal_metrics,
         });
+        server
+            .metrics
+            .started_at(server.replay_to.0, server.node.applied().0);
         tokio::spawn(crate::http::quota::watch(Arc::downgrade(&server.quota)));
         if server.admin_password.is_some() {
             tokio::spawn(found_auth(Arc::downgrade(&server)));
@@ -439,8 +441,10 @@ impl Server {
 
     /// Proposes and waits for the answer.
     pub async fn propose(&self, proposal: Proposal) -> Result<Output, node::NodeError> {
-        let _pending = self.metrics.proposal_pending();
-        self.node.propose(proposal.encode()).await
+        let pending = self.metrics.proposal_pending();
+        let answer = self.node.propose(proposal.encode()).await;
+        pending.answered(&answer);
+        answer
     }
 
     /// Adds a member: records its addresses, then adds it as a learner (the leader promotes it

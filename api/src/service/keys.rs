@@ -14,6 +14,7 @@ use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Wr
 use proto::rest::{self, Consistency, ErrorCode};
 use serde_json::json;
 
+use super::MACHINE_LOCK;
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::auth::{Credential, Need, Scope};
@@ -23,8 +24,6 @@ use crate::server::machine::{Output, Proposal};
 
 /// The default number of keys a page of `GET /keys` holds (the contract's).
 pub use proto::rest::LIST_LIMIT_DEFAULT;
-
-const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";
 
 fn too_large(e: kv::ValidationError) -> ApiError {
     ApiError::new(ErrorCode::TooLarge, e.to_string())

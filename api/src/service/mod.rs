@@ -22,3 +22,7 @@ use std::time::Duration;
 /// How long a request may wait for a leader, a commit or a read index before it is answered
 /// `no_leader` (503 / `UNAVAILABLE`) or `timeout` (504 / `DEADLINE_EXCEEDED`).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `expect` message of every lock of the state machine: it is poisoned only if apply
+/// panicked, after which the node has stopped anyway.
+pub const MACHINE_LOCK: &str = "the state machine lock is poisoned only if apply panicked";

@@ -10,7 +10,7 @@
 //! is retried with backoff, the `Ready` held: nothing in it is acknowledged and no message that
 //! depends on it is sent until it is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -72,10 +72,20 @@ struct Loop<S: LogStore, T: Transport, M: StateMachine> {
     /// The term as of the last `Ready` (at start, the stored one): a node that votes for
     /// itself in a newer one has started an election.
     term_seen: Term,
-    /// On a leader, when the oldest unanswered heartbeat to each peer was sent: its answer
-    /// gives the peer's round trip. Cleared when the node stops leading.
-    heartbeats_out: HashMap<NodeId, tokio::time::Instant>,
+    /// On a leader, the heartbeats sent to each peer and not yet answered, oldest first: the
+    /// read round each carried and when it went out (at most [`HEARTBEATS_TRACKED_MAX`] per
+    /// peer). Answers come back in order on one connection, so an answer pairs with the oldest
+    /// heartbeat of its round; older ones went unanswered. Cleared when the node stops leading.
+    heartbeats_out: HashMap<NodeId, VecDeque<(u64, tokio::time::Instant)>>,
 }
+
+/// The most unanswered heartbeats remembered per peer, for its round-trip time: with the
+/// server's heartbeat every 30 ms, over a second's worth (a peer silent that long is not
+/// measured until it answers again).
+pub const HEARTBEATS_TRACKED_MAX: usize = 64;
+/// An answer to a heartbeat sent longer ago than this is not taken as a round trip: the peer
+/// was away (its connection lost, its queue full), and its silence is not network latency.
+pub const ROUND_TRIP_SAMPLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often, in ticks, the loop saves the commit index when it has moved (one hard-state
 /// save, off the write path). The saved commit index is how far the log must reach at the
@@ -380,12 +390,7 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             Event::Campaign => self.raft.campaign_now(),
             Event::PeerLost(peer) => self.leader_connection_lost(peer),
             Event::Removed { by, at } => self.told_removed(by, at),
-            Event::ReportSnapshot(to, delivered) => {
-                if delivered {
-                    NodeMetrics::count(&self.metrics.snapshots_sent);
-                }
-                self.raft.report_snapshot(to, delivered)
-            }
+            Event::ReportSnapshot(to, delivered) => self.raft.report_snapshot(to, delivered),
             Event::SnapshotNow(reply) => self.send_apply(ApplyCmd::SnapshotNow(reply)).await,
             Event::SnapshotWritten(metadata, written, replies) => {
                 let result = match written {
@@ -428,11 +433,19 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// sender put in it is logged naming the sender, once per interval per peer and kind (a
     /// forger, or a broken peer, may send thousands).
     fn step(&mut self, message: crate::core::Message, sender: super::Sender) {
-        if matches!(message.body, MessageBody::HeartbeatResponse { .. })
-            && let Some(sent) = self.heartbeats_out.remove(&message.from)
+        if let MessageBody::HeartbeatResponse { read_round } = message.body
+            && let Some(sent) = self.heartbeats_out.get_mut(&message.from)
         {
-            self.metrics
-                .round_trip(message.from, sent.elapsed().as_micros() as u64);
+            while let Some((round, at)) = sent.pop_front() {
+                if round == read_round {
+                    let took = at.elapsed();
+                    if took <= ROUND_TRIP_SAMPLE_MAX {
+                        self.metrics
+                            .round_trip(message.from, took.as_micros() as u64);
+                    }
+                    break;
+                }
+            }
         }
         let stepped = match sender {
             super::Sender::Known => self.raft.step(message),
@@ -754,10 +767,12 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             self.term_seen = term;
             let sent = !rd.messages.is_empty();
             for message in rd.messages.drain(..) {
-                if let MessageBody::Heartbeat { .. } = message.body {
-                    self.heartbeats_out
-                        .entry(message.to)
-                        .or_insert_with(tokio::time::Instant::now);
+                if let MessageBody::Heartbeat { read_round, .. } = message.body {
+                    let sent = self.heartbeats_out.entry(message.to).or_default();
+                    if sent.len() == HEARTBEATS_TRACKED_MAX {
+                        sent.pop_front();
+                    }
+                    sent.push_back((read_round, tokio::time::Instant::now()));
                 }
                 self.transport.send(message);
             }

@@ -1,6 +1,6 @@
 //! What the node counts for its operators: leader changes, elections, ReadIndex requests,
-//! failed proposals, snapshots taken, sent and received, and each peer's heartbeat round
-//! trip. The server exports them as Prometheus series (api's `metrics` module).
+//! snapshots taken and received, and each peer's heartbeat round trip (snapshots sent are
+//! counted by the transport, which knows when one was streamed whole). The server exports them as Prometheus series (api's `metrics` module).
 //!
 //! Plain atomics and the WAL's lock-free [`Histogram`], written by the node's loop and its
 //! applier and read at scrape time, so that counting costs the loop a few nanoseconds and no
@@ -28,11 +28,9 @@ pub struct NodeMetrics {
     pub(crate) leader_changes_seen: AtomicU64,
     pub(crate) elections_started: AtomicU64,
     pub(crate) read_index_requests: AtomicU64,
-    pub(crate) proposals_failed: AtomicU64,
     pub(crate) snapshots_taken: AtomicU64,
     pub(crate) snapshot_write_us: Histogram,
     pub(crate) snapshot_bytes: AtomicU64,
-    pub(crate) snapshots_sent: AtomicU64,
     pub(crate) snapshots_received: AtomicU64,
     round_trips_us: Mutex<BTreeMap<NodeId, Histogram>>,
 }
@@ -48,20 +46,16 @@ pub struct NodeMetricsSnapshot {
     pub elections_started: u64,
     /// Linearizable reads that asked this node for a read index.
     pub read_index_requests: u64,
-    /// Proposals this node refused or could not complete (not the leader, no space, leadership
-    /// lost before the entry committed, the node stopped).
-    pub proposals_failed: u64,
     /// Snapshots this node wrote of its own state.
     pub snapshots_taken: u64,
     /// How long writing each of them took, in microseconds.
     pub snapshot_write_us: HistogramSnapshot,
-    /// The size of the snapshot this node wrote or received last, in bytes.
+    /// The size of the snapshot this node wrote last, in bytes.
     pub snapshot_bytes: u64,
-    /// Snapshots this node sent to a peer that arrived.
-    pub snapshots_sent: u64,
     /// Snapshots this node received from a leader and installed.
     pub snapshots_received: u64,
-    /// Per peer, the time from a heartbeat to its answer, in microseconds.
+    /// Per peer, the time from a heartbeat to its answer as the node's loop sees them, in
+    /// microseconds.
     pub round_trips_us: Vec<(NodeId, HistogramSnapshot)>,
 }
 
@@ -86,11 +80,9 @@ impl NodeMetrics {
             leader_changes_seen: load(&self.leader_changes_seen),
             elections_started: load(&self.elections_started),
             read_index_requests: load(&self.read_index_requests),
-            proposals_failed: load(&self.proposals_failed),
             snapshots_taken: load(&self.snapshots_taken),
             snapshot_write_us: self.snapshot_write_us.snapshot(),
             snapshot_bytes: load(&self.snapshot_bytes),
-            snapshots_sent: load(&self.snapshots_sent),
             snapshots_received: load(&self.snapshots_received),
             round_trips_us: self
                 .round_trips_us

@@ -308,11 +308,7 @@ impl<O: Send + 'static> Node<O> {
 
     /// Proposes a command; returns the state machine's answer once it is applied here.
     pub async fn propose(&self, command: Bytes) -> Result<O, NodeError> {
-        let answer = self.ask(|tx| Event::Propose(command, tx)).await;
-        if answer.is_err() {
-            metrics::NodeMetrics::count(&self.metrics.proposals_failed);
-        }
-        answer
+        self.ask(|tx| Event::Propose(command, tx)).await
     }
 
     /// What the node counts for its operators (see [`metrics`]).

@@ -190,7 +190,15 @@ impl<N: Network> Sender<N> {
                         pending = Some(message);
                         return Err(e);
                     }
-                    next = send_one(&mut w, message, &snapshots, &mut queue, &reports).await?;
+                    next = send_one(
+                        &mut w,
+                        message,
+                        &snapshots,
+                        &mut queue,
+                        &reports,
+                        traffic.as_deref(),
+                    )
+                    .await?;
                     if next.is_none()
                         && let Ok(m) = queue.try_recv()
                     {
@@ -249,6 +257,7 @@ async fn send_one<W: AsyncWrite + Unpin>(
     snapshots: &Arc<dyn SnapshotFiles>,
     queue: &mut mpsc::Receiver<Message>,
     reports: &mpsc::UnboundedSender<TransportReport>,
+    traffic: Option<&super::traffic::PeerTraffic>,
 ) -> io::Result<Option<Message>> {
     let MessageBody::InstallSnapshot { snapshot } = &message.body else {
         frame::write(w, &Frame::Message(message)).await?;
@@ -319,6 +328,11 @@ async fn send_one<W: AsyncWrite + Unpin>(
         to,
         delivered: streamed.is_ok(),
     }));
+    if streamed.is_ok()
+        && let Some(traffic) = traffic
+    {
+        traffic.snapshot_sent();
+    }
     if let Err(e) = streamed {
         if let Some(deferred) = deferred {
             fail_snapshot(&deferred, reports);
