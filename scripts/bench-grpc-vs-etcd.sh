@@ -70,14 +70,6 @@ raftkv_leader() {
 
 # Records one run's JSON line: LABEL JSON (etcdgrpcbench's or kvcli bench's), normalised to
 # label, ops_per_s, p50_ms, p99_ms, errors.
-record() {
-    local label=$1 line
-    line=$(echo "$2" | jq -c --arg name "$label" '{"label": $name, "ops_per_s": .ops_per_s,
-        "errors": .errors, "p50_ms": (.p50_ms // .latency_ms.p50),
-        "p99_ms": (.p99_ms // .latency_ms.p99)}')
-    echo "$line" >>"$out/runs.jsonl"
-    echo "$line" | jq -r '"\(.label): \(.ops_per_s | floor) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors)"'
-}
 
 etcd_run() { # LABEL URL MODE WORKERS
     record "$1" "$("$etcdbench" "$2" "$3" "$4" "$dur" 10000 1 | tail -1)"

@@ -88,13 +88,6 @@ leader() { # MODE
     fi
 }
 
-record() { # LABEL JSON
-    local line
-    line=$(echo "$2" | jq -c --arg name "$1" '{"label": $name, "ops_per_s": .ops_per_s,
-        "errors": .errors, "p50_ms": .latency_ms.p50, "p99_ms": .latency_ms.p99}')
-    echo "$line" >>"$out/runs.jsonl"
-    echo "$line" | jq -r '"\(.label): \(.ops_per_s | floor) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors)"'
-}
 
 run() { # LABEL MODE WORKLOAD
     local credential=() scheme=$protocol

@@ -30,3 +30,17 @@ absolute_dir() {
     mkdir -p "$1"
     (cd "$1" && pwd)
 }
+
+# Appends one run's summary (kvcli bench's --json answer, or the etcd load generator's) to
+# $out/runs.jsonl as {label, ops_per_s, errors, p50_ms, p99_ms, cpu_us_per_op}, and prints it
+# as a line (cpu_us_per_op is null unless the caller added it to JSON).
+#   record LABEL JSON
+record() {
+    local label=$1 line
+    line=$(echo "$2" | jq -c --arg name "$label" '{"label": $name, "ops_per_s": .ops_per_s,
+        "errors": .errors, "p50_ms": (.p50_ms // .latency_ms.p50),
+        "p99_ms": (.p99_ms // .latency_ms.p99), "cpu_us_per_op": .cpu_us_per_op}')
+    echo "$line" >>"$out/runs.jsonl"
+    echo "$line" | jq -r '"\(.label): \(.ops_per_s | floor) ops/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, errors \(.errors)"
+        + if .cpu_us_per_op then ", CPU \(.cpu_us_per_op | floor) µs/op" else "" end'
+}
