@@ -64,17 +64,25 @@ fn run_script(name: &str) -> (bool, String) {
 }
 
 /// Makes sure `prometheus` and `promtool` are installed, failing the test if they cannot be.
+/// Once per test process, whichever test asks first: two installs at once would fight over
+/// dpkg's lock on a machine that lacks the package.
 fn ensure_prometheus() {
-    let (ok, text) = run_script("ensure-prometheus.sh");
-    assert!(
-        ok,
-        "deployments/monitoring/ensure-prometheus.sh could not provide prometheus and promtool \
-         (this test needs them; install Debian's prometheus package):\n{text}"
-    );
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        let (ok, text) = run_script("ensure-prometheus.sh");
+        if ok { Ok(()) } else { Err(text) }
+    });
+    if let Err(text) = installed {
+        panic!(
+            "deployments/monitoring/ensure-prometheus.sh could not provide prometheus and \
+             promtool (this test needs them; install Debian's prometheus package):\n{text}"
+        );
+    }
 }
 
 #[test]
 fn the_shipped_monitoring_files_pass_promtool_and_the_dashboard_checks() {
+    ensure_prometheus();
     let (ok, text) = run_script("check.sh");
     assert!(ok, "deployments/monitoring/check.sh failed:\n{text}");
     assert!(

@@ -89,13 +89,10 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or(tonic::Code::Ok, tonic::Code::from_i32);
             if code != tonic::Code::Ok {
-                let message = response
-                    .headers()
-                    .get("grpc-message")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                // Formatted only when the line is written (debug).
                 debug!(
                     code = labels::grpc_code(code),
-                    message = message.as_deref().unwrap_or(""),
+                    message = ?response.headers().get("grpc-message"),
                     "call failed"
                 );
             }
