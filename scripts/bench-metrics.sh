@@ -109,18 +109,13 @@ for round in $(seq "$rounds"); do
 done
 echo "JSON lines: $out/runs.jsonl"
 python3 - "$out/runs.jsonl" <<'PY'
-import json, re, statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    row = json.loads(line)
-    name, mode = re.match(r"(W\d)-(\w+)-r\d+", row["label"]).groups()
-    runs.setdefault(name, {}).setdefault(mode, []).append(row)
-med = lambda rows, f: statistics.median(r[f] for r in rows)
+import sys
+sys.path.insert(0, "scripts/lib")
+from runs import cell, grouped, med
 print("| workload | metrics off ops/s (p99 ms) | metrics on ops/s (p99 ms) | on / off | CPU µs per op, off | on | on / off |")
 print("|---|---|---|---|---|---|---|")
-for name, modes in sorted(runs.items()):
-    cell = lambda m: f"{med(modes[m], 'ops_per_s'):,.0f} ({med(modes[m], 'p99_ms'):.2f})"
+for name, modes in sorted(grouped(sys.argv[1]).items()):
     ratio = med(modes["on"], "ops_per_s") / med(modes["off"], "ops_per_s")
     cpu = lambda m: med(modes[m], "cpu_us_per_op")
-    print(f"| {name} | {cell('off')} | {cell('on')} | {ratio:.3f}x | {cpu('off'):.1f} | {cpu('on'):.1f} | {cpu('on') / cpu('off'):.3f}x |")
+    print(f"| {name} | {cell(modes['off'])} | {cell(modes['on'])} | {ratio:.3f}x | {cpu('off'):.1f} | {cpu('on'):.1f} | {cpu('on') / cpu('off'):.3f}x |")
 PY

@@ -118,19 +118,14 @@ for round in $(seq "$rounds"); do
 done
 echo "JSON lines: $out/runs.jsonl"
 python3 - "$out/runs.jsonl" <<'PY'
-import json, re, statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    row = json.loads(line)
-    name, mode = re.match(r"(W\d)-(\w+)-r\d+", row["label"]).groups()
-    runs.setdefault(name, {}).setdefault(mode, []).append(row)
-med = lambda rows, f: statistics.median(r[f] for r in rows)
+import sys
+sys.path.insert(0, "scripts/lib")
+from runs import cell, grouped, med
 print("| workload | off ops/s (p99 ms) | JWT ops/s (p99 ms) | API key ops/s (p99 ms) | TLS+mTLS ops/s (p99 ms) | JWT / off | API key / off | TLS / off |")
 print("|---|---|---|---|---|---|---|---|")
-for name, modes in sorted(runs.items()):
-    cell = lambda m: f"{med(modes[m], 'ops_per_s'):,.0f} ({med(modes[m], 'p99_ms'):.2f})"
+for name, modes in sorted(grouped(sys.argv[1]).items()):
     off = med(modes["off"], "ops_per_s")
     ratio = lambda m: f"{med(modes[m], 'ops_per_s') / off:.2f}x"
-    print(f"| {name} | {cell('off')} | {cell('jwt')} | {cell('apikey')} | {cell('tls')} | "
+    print(f"| {name} | {cell(modes['off'])} | {cell(modes['jwt'])} | {cell(modes['apikey'])} | {cell(modes['tls'])} | "
           f"{ratio('jwt')} | {ratio('apikey')} | {ratio('tls')} |")
 PY

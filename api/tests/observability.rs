@@ -95,6 +95,16 @@ const ETCD_STYLE: [&str; 30] = [
     "raftkv_node_info",
 ];
 
+/// A gRPC KV client of `p`.
+async fn kv_client(p: &Proc) -> proto::pb::kv_client::KvClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", p.grpc))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}'s gRPC at {}: {e}", p.name, p.grpc));
+    proto::pb::kv_client::KvClient::new(channel)
+}
+
 fn leader<'a>(nodes: &[&'a Proc]) -> &'a Proc {
     let mut at = None;
     wait_until("a leader", || {
@@ -117,12 +127,7 @@ fn a_live_cluster_serves_every_metric_by_its_seed_name_and_values_follow_what_ha
     assert_eq!(status, 200);
     let rt = common::runtime();
     rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", lead.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut kv = proto::pb::kv_client::KvClient::new(channel);
+        let mut kv = kv_client(lead).await;
         let answer = kv
             .get(proto::pb::GetRequest {
                 key: bytes::Bytes::from_static(b"no-such-key"),
@@ -430,12 +435,7 @@ fn a_request_id_travels_with_a_forwarded_request_onto_both_nodes_log_lines() {
     );
     let rt = common::runtime();
     let answered = rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", n2.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut kv = proto::pb::kv_client::KvClient::new(channel);
+        let mut kv = kv_client(&n2).await;
         let mut request = tonic::Request::new(proto::pb::PutRequest {
             key: bytes::Bytes::from_static(b"k"),
             value: bytes::Bytes::from_static(b"w"),
