@@ -69,7 +69,11 @@ pub(super) fn families(server: &Server, proposals: Proposals) -> Vec<MetricFamil
     f.gauge(
         "raftkv_raft_log_entries_total",
         "Entries the Raft log holds (from its first kept entry to its last)",
-        (status.last_index.0 + 1).saturating_sub(wal.first_index) as f64,
+        status
+            .last_index
+            .0
+            .saturating_add(1)
+            .saturating_sub(wal.first_index) as f64,
     );
     let role = status.role;
     let is_leader = role == Some(Role::Leader);
