@@ -11,6 +11,9 @@
 //! Levels, as the seed has them: `debug` for internal state, `info` for operations, cluster
 //! events and elections, `warn` for errors the node recovers from, `error` for failed
 //! operations. Nothing is logged at `info` per request.
+//!
+//! Invariant: a JSON line is one object on one line (values are JSON-escaped), starting with
+//! `ts`, `level` and `msg`, each field named once.
 
 use std::fmt;
 use std::io::IsTerminal;
