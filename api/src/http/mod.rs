@@ -187,7 +187,15 @@ async fn handle(
         started: std::time::Instant::now(),
         done: false,
     };
-    let routed = crate::request_id::scope(request.clone(), route(server, peer, req)).await;
+    let routed = crate::request_id::scope(request, async {
+        let routed = route(server, peer, req).await;
+        if let Err(e) = &routed {
+            let path = uri.path();
+            debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
+        }
+        routed
+    })
+    .await;
     let mut response = match routed {
         Ok(response) => {
             let code = response
@@ -198,12 +206,8 @@ async fn handle(
             response
         }
         Err(e) => {
-            let path = uri.path();
-            crate::request_id::scope(request, async {
-                debug!(%method, %path, status = e.code.http_status(), code = e.code.as_str(), error = %e.message, "request failed");
-            })
-            .await;
             recorded.answered(e.code.http_status(), e.code.as_str());
+            let path = uri.path();
             let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
             error_response(e, path_and_query)
         }

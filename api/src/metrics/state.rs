@@ -3,8 +3,6 @@
 //! Invariant: per-peer series name only members of the configuration the node follows, so a
 //! stranger's connection or a removed node's old counters never make a series.
 
-use std::collections::BTreeSet;
-
 use prometheus::proto::MetricFamily;
 use raft::core::{NodeId, Role};
 use raft::node::names;
@@ -106,10 +104,7 @@ pub(super) fn families(server: &Server, proposals: Proposals) -> Vec<MetricFamil
         node.leader_changes_seen,
     );
     let configuration = &status.configuration;
-    let learner = !configuration.voters.contains(&server.id)
-        && !configuration.voters_outgoing.contains(&server.id)
-        && (configuration.learners.contains(&server.id)
-            || configuration.learners_next.contains(&server.id));
+    let learner = !configuration.is_voter(server.id) && configuration.is_learner(server.id);
     let current = match role {
         Some(Role::Leader) => "leader",
         Some(Role::Candidate) => "candidate",
@@ -192,15 +187,8 @@ pub(super) fn families(server: &Server, proposals: Proposals) -> Vec<MetricFamil
     );
 
     // Peers: members only, so that a stranger's connection makes no series.
-    let members: BTreeSet<NodeId> = configuration
-        .voters
-        .iter()
-        .chain(&configuration.voters_outgoing)
-        .chain(&configuration.learners)
-        .chain(&configuration.learners_next)
-        .copied()
-        .filter(|id| *id != server.id)
-        .collect();
+    let mut members = configuration.members();
+    members.remove(&server.id);
     f.gauges(
         "raftkv_peer_replication_lag_entries",
         "On the leader: entries a peer lacks of the leader's log",

@@ -165,14 +165,7 @@ pub fn nodes(server: &Server) -> rest::Nodes {
     let status = server.node.status();
     let config = &status.configuration;
     let members = server.members();
-    let ids: std::collections::BTreeSet<_> = config
-        .voters
-        .iter()
-        .chain(&config.voters_outgoing)
-        .chain(&config.learners)
-        .chain(&config.learners_next)
-        .copied()
-        .collect();
+    let ids = config.members();
     let nodes: Vec<rest::NodeInfo> = ids
         .into_iter()
         .map(|id| {

@@ -154,18 +154,31 @@ fn unexpected(outcome: Outcome) -> ApiError {
     )
 }
 
-/// Records a write this node served; one it forwarded is the leader's to record.
-fn record_write<T>(
+/// Serves `answer` and records it in the metrics as `operation`, timed from here, with the
+/// outcome `outcome` reads from it.
+async fn recorded<R>(
     server: &Server,
     operation: Operation,
-    answer: &Result<Step<T>, ApiError>,
-    started: Instant,
-) {
-    let outcome = match answer {
+    outcome: fn(&R) -> Option<StorageOutcome>,
+    answer: impl std::future::Future<Output = R>,
+) -> R {
+    let started = Instant::now();
+    let answer = answer.await;
+    server.metrics.storage(operation, outcome(&answer), started);
+    answer
+}
+
+/// A write's outcome: none when this node only forwarded it (the leader records it).
+fn write_outcome<T>(answer: &Result<Step<T>, ApiError>) -> Option<StorageOutcome> {
+    match answer {
         Ok(Step::Forward(_)) => None,
         other => Some(StorageOutcome::of(other)),
-    };
-    server.metrics.storage(operation, outcome, started);
+    }
+}
+
+/// A read's outcome: a read is always served where it was asked.
+fn read_outcome<T>(answer: &Result<T, ApiError>) -> Option<StorageOutcome> {
+    Some(StorageOutcome::of(answer))
 }
 
 /// Maps a served write's outcome, leaving a forward as it is.
@@ -186,10 +199,13 @@ pub async fn put(
     via: Via,
     args: PutArgs,
 ) -> Result<Step<rest::PutResult>, ApiError> {
-    let started = Instant::now();
-    let answer = put_here(server, via, args).await;
-    record_write(server, Operation::Put, &answer, started);
-    answer
+    recorded(
+        server,
+        Operation::Put,
+        write_outcome,
+        put_here(server, via, args),
+    )
+    .await
 }
 
 async fn put_here(
@@ -242,22 +258,24 @@ pub async fn delete(
     key: Bytes,
     session: Option<Session>,
 ) -> Result<Step<rest::DeleteResult>, ApiError> {
-    let started = Instant::now();
-    let answer = async {
-        check_key(&key)?;
-        write(server, via, with_session(session, Command::delete(key))).await
-    }
-    .await
-    .and_then(|step| {
-        then(step, |outcome| match outcome {
-            Outcome::Delete {
-                revision, deleted, ..
-            } => Ok(rest::DeleteResult { revision, deleted }),
-            other => Err(unexpected(other)),
-        })
-    });
-    record_write(server, Operation::Delete, &answer, started);
-    answer
+    let served = delete_here(server, via, key, session);
+    recorded(server, Operation::Delete, write_outcome, served).await
+}
+
+async fn delete_here(
+    server: &Server,
+    via: Via,
+    key: Bytes,
+    session: Option<Session>,
+) -> Result<Step<rest::DeleteResult>, ApiError> {
+    check_key(&key)?;
+    let step = write(server, via, with_session(session, Command::delete(key))).await?;
+    then(step, |outcome| match outcome {
+        Outcome::Delete {
+            revision, deleted, ..
+        } => Ok(rest::DeleteResult { revision, deleted }),
+        other => Err(unexpected(other)),
+    })
 }
 
 /// Deletes the keys under a prefix, or every key with `all`.
@@ -270,10 +288,8 @@ pub async fn delete_prefix(
     via: Via,
     args: DeletePrefixArgs,
 ) -> Result<Step<rest::DeleteResult>, ApiError> {
-    let started = Instant::now();
-    let answer = delete_prefix_here(server, via, args).await;
-    record_write(server, Operation::DeletePrefix, &answer, started);
-    answer
+    let served = delete_prefix_here(server, via, args);
+    recorded(server, Operation::DeletePrefix, write_outcome, served).await
 }
 
 async fn delete_prefix_here(
@@ -367,13 +383,8 @@ pub async fn get(
     consistency: Consistency,
     reader: &Credential,
 ) -> Result<rest::KeyValue, ApiError> {
-    let started = Instant::now();
-    let answer = get_here(server, key, consistency, reader).await;
-    let outcome = StorageOutcome::of(&answer);
-    server
-        .metrics
-        .storage(Operation::Get, Some(outcome), started);
-    answer
+    let served = get_here(server, key, consistency, reader);
+    recorded(server, Operation::Get, read_outcome, served).await
 }
 
 async fn get_here(
@@ -435,13 +446,13 @@ pub async fn list(
     args: &ListArgs,
     reader: &Credential,
 ) -> Result<rest::ListResult, ApiError> {
-    let started = Instant::now();
-    let answer = list_here(server, args, reader).await;
-    let outcome = StorageOutcome::of(&answer);
-    server
-        .metrics
-        .storage(Operation::List, Some(outcome), started);
-    answer
+    recorded(
+        server,
+        Operation::List,
+        read_outcome,
+        list_here(server, args, reader),
+    )
+    .await
 }
 
 async fn list_here(
