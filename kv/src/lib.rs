@@ -56,7 +56,8 @@ pub use session::{
 pub use snapshot::{
     CorruptSnapshot, Loaded, Receiving, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN,
     SNAPSHOT_SYNC_BYTES, SNAPSHOTS_KEPT, Snapshot, SnapshotError, SnapshotFile, SnapshotMeta,
-    SnapshotReadError, SnapshotStore, read_meta, read_snapshot, verify_snapshot,
+    SnapshotReadError, SnapshotStore, SnapshotSummary, read_meta, read_snapshot, verify_snapshot,
+    verify_snapshot_summary,
 };
 pub use store::{InvariantError, KV_OVERHEAD_BYTES, KvConfig, KvStore, RANGE_LIMIT_MAX, Range};
 pub use tree::{Keyed, NodeAt, NotSorted, Tree, TreeInvariantError};

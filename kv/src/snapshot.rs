@@ -62,7 +62,8 @@ pub mod format;
 pub use files::{Loaded, Receiving, SNAPSHOT_SYNC_BYTES};
 pub use format::{
     SNAPSHOT_CONFIG_BYTES_MAX, SNAPSHOT_SESSION_BYTES_MAX, SNAPSHOT_SESSIONS_MAX,
-    SNAPSHOT_TRAILER_BYTES, SnapshotReadError, read_meta, read_snapshot, verify_snapshot,
+    SNAPSHOT_TRAILER_BYTES, SnapshotReadError, SnapshotSummary, read_meta, read_snapshot,
+    verify_snapshot, verify_snapshot_summary,
 };
 
 /// The first eight bytes of every snapshot.

@@ -1,8 +1,9 @@
 //! The REST API's contract (docs/api.md): answer bodies ([`types`]), error codes with their
 //! HTTP and gRPC statuses ([`codes`]), header names ([`headers`]) and byte encodings
-//! ([`encoding`]), and the `/auth` routes' bodies ([`auth`]).
+//! ([`encoding`]), the `/auth` routes' bodies ([`auth`]), and the backup's headers ([`backup`]).
 
 pub mod auth;
+pub mod backup;
 pub mod codes;
 pub mod encoding;
 pub mod headers;
