@@ -9,9 +9,11 @@
 //! answers and their codes), `request.rs` (bodies, JSON, query parameters), `strict.rs` (which
 //! parameters and headers each route takes), `forward.rs` (to the leader), then the routes:
 //! [`keys`], [`cluster`], [`auth`] (which also says what each route needs of the caller's
-//! credential), and the limits they share ([`limits`], [`quota`]).
+//! credential), [`backup`] (the one answer streamed rather than whole), and the limits they
+//! share ([`limits`], [`quota`]).
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 mod error;
 mod forward;
@@ -137,6 +139,7 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
         (Method::POST, "/cluster/remove") => cluster::remove(&server, req).await,
         (Method::POST, "/cluster/transfer-leader") => cluster::transfer(&server, req).await,
         (Method::POST, "/admin/snapshot") => cluster::snapshot(&server).await,
+        (Method::GET, proto::rest::backup::BACKUP_PATH) => backup::backup(&server).await,
         (
             _,
             "/keys"
@@ -151,7 +154,8 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
             | "/cluster/join"
             | "/cluster/remove"
             | "/cluster/transfer-leader"
-            | "/admin/snapshot",
+            | "/admin/snapshot"
+            | proto::rest::backup::BACKUP_PATH,
         ) => Err(method_not_allowed(&path)),
         _ => Err(ApiError::new(
             ErrorCode::NoRoute,
@@ -172,8 +176,9 @@ async fn handle(
     activity: Arc<limits::Activity>,
     peer: std::net::IpAddr,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let _busy = activity.busy();
+) -> Result<Response<backup::Answer>, Infallible> {
+    // Kept by a streamed answer until its last byte is out (`backup::into_answer`).
+    let busy = activity.busy();
     let method = req.method().clone();
     // Kept for an error answer (its log line and a redirect's Location); a `Uri` clone shares
     // its bytes, so a request that succeeds pays no copy of its path.
@@ -217,7 +222,7 @@ async fn handle(
         crate::request_id::REQUEST_ID,
         crate::request_id::header_value(&id),
     );
-    Ok(response)
+    Ok(backup::into_answer(response, busy))
 }
 
 /// Records a request into the metrics once it is answered, or, when its client goes away

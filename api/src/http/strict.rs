@@ -56,6 +56,8 @@ pub fn accepts(method: &Method, path: &str) -> Option<Accepts> {
         | (&Method::GET, "/cluster/nodes" | "/cluster/leader" | "/cluster/id")
         | (&Method::POST, "/cluster/join" | "/cluster/remove" | "/cluster/transfer-leader")
         | (&Method::POST, "/admin/snapshot") => only(&[], FORWARDING_HEADERS),
+        // Served by the node asked, never forwarded.
+        (&Method::GET, proto::rest::backup::BACKUP_PATH) => only(&[], &[]),
         (method, path) if auth_route(method, path) => only(&[], FORWARDING_HEADERS),
         _ => None,
     }

@@ -66,6 +66,7 @@ pub fn route_template(path: &str) -> &'static str {
         "/cluster/remove" => "/cluster/remove",
         "/cluster/transfer-leader" => "/cluster/transfer-leader",
         "/admin/snapshot" => "/admin/snapshot",
+        proto::rest::backup::BACKUP_PATH => proto::rest::backup::BACKUP_PATH,
         _ => OTHER,
     }
 }

@@ -6,9 +6,10 @@
 //! a follower forwards it ([`route`]), and how node errors become the codes docs/api.md lists.
 //!
 //! One job per file: `error` (the error type and its codes), [`route`] (leader and
-//! forwarding), [`keys`], [`cluster`] and [`auth`] (the operations).
+//! forwarding), [`keys`], [`cluster`], [`auth`] and [`backup`] (the operations).
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 mod error;
 pub mod keys;
