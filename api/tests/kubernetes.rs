@@ -123,10 +123,11 @@ struct Cli {
 /// `--config` names (a mount of that ConfigMap), then the pod's variables, then its flags.
 fn load(statefulset: &Value, ordinal: u32, configmap: &Value) -> Config {
     let pod = pod(statefulset, ordinal);
+    // The image's binary (deployments/docker/Dockerfile).
     assert_eq!(
         pod.argv.first().map(String::as_str),
-        Some("raftkv"),
-        "the container runs raftkv"
+        Some("/usr/local/bin/raftkv"),
+        "the container runs the image's raftkv"
     );
     let mut cli = Cli::try_parse_from(&pod.argv)
         .unwrap_or_else(|e| panic!("raftkv does not accept {:?}: {e}", pod.argv));
