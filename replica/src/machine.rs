@@ -561,6 +561,26 @@ pub fn records_cluster(index: u64, config: &[u8]) -> Result<ClusterId, SnapshotF
     decode_records(index, config).map(|records| records.cluster_id)
 }
 
+/// The cluster records of the snapshot at `index` (its `kv` configuration bytes `config`)
+/// rewritten for a new cluster founded from it (`raftkv restore`): under `cluster_id`, with no
+/// member addresses and no removals (the new cluster's members are added afresh; its first
+/// leader records its own addresses, see `duties::leader_duties`), the access records kept.
+/// Returns the cluster the snapshot was taken of, and the new records' bytes.
+pub fn records_for_new_cluster(
+    index: u64,
+    config: &[u8],
+    cluster_id: ClusterId,
+) -> Result<(ClusterId, Bytes), SnapshotFilesError> {
+    let old = decode_records(index, config)?;
+    let new = SnapshotExtra {
+        cluster_id,
+        members: Vec::new(),
+        removed: Vec::new(),
+        auth: old.auth,
+    };
+    Ok((old.cluster_id, Bytes::from(new.encode())))
+}
+
 /// Checks data claimed to be the snapshot at `index` before it is kept (it may come from the
 /// network), streaming it once: structure, checksum, content, and the index inside; returns
 /// the cluster it belongs to.
@@ -605,6 +625,38 @@ mod tests {
         // An older node reading the current layout ignores the trailing address.
         let as_v1: MemberInfoV1 = postcard::from_bytes(&bytes).expect("a prefix decodes");
         assert_eq!(MemberInfo::from(as_v1), member(2, None));
+    }
+
+    #[test]
+    fn records_for_a_new_cluster_keep_only_the_access_records() {
+        // Given the records of a cluster with members, a removal and a user,
+        let mut auth = AuthState::default();
+        auth.apply(
+            5,
+            AuthCommand::Bootstrap {
+                user: "root".into(),
+                password_hash: "$argon2id$h".into(),
+                signing_key: Bytes::from(vec![1; crate::auth::SIGNING_KEY_BYTES]),
+            },
+        )
+        .expect("bootstrapped");
+        let old = SnapshotExtra {
+            cluster_id: ClusterId(7),
+            members: vec![member(1, Some("127.0.0.1:9091"))],
+            removed: vec![(NodeId(3), LogIndex(12))],
+            auth: auth.clone(),
+        };
+        // when they are rewritten for cluster 9,
+        let (was, bytes) =
+            records_for_new_cluster(20, &old.encode(), ClusterId(9)).expect("rewritten");
+        // then they name cluster 9 with no members and no removals, and keep the users.
+        assert_eq!(was, ClusterId(7));
+        let new = SnapshotExtra::decode(&bytes).expect("decodes");
+        assert_eq!(new.cluster_id, ClusterId(9));
+        assert!(new.members.is_empty() && new.removed.is_empty());
+        assert_eq!(new.auth, auth);
+        // Bytes that are not records are refused as damage.
+        assert!(records_for_new_cluster(20, b"not records", ClusterId(9)).is_err());
     }
 
     #[test]
