@@ -388,7 +388,14 @@ fn unreadable_files_are_clear_errors() {
 #[test]
 fn the_example_configs_in_the_repository_load() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
-    for name in ["config.example.yaml", "config.dev.yaml", "config.prod.yaml"] {
+    for name in [
+        "config.example.yaml",
+        "config.dev.yaml",
+        "config.prod.yaml",
+        "node1.yaml",
+        "node2.yaml",
+        "node3.yaml",
+    ] {
         let args = ConfigArgs {
             config: Some(root.join(name)),
             ..ConfigArgs::default()
@@ -747,5 +754,233 @@ fn auth_settings_are_checked_and_secrets_never_printed() {
             e.contains(&dotted) && e.contains(says),
             "{key}={value}: {e}"
         );
+    }
+}
+
+#[test]
+fn the_seed_compose_environment_starts_a_replicated_node_that_joins_through_the_endpoint_url() {
+    // Given the seed's Compose variables for node2 (the full /cluster/join URL),
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__ENABLED", "true"),
+            ("RAFTKV_RAFT__NODE_ID", "node2"),
+            ("RAFTKV_RAFT__JOIN_ADDR", "http://node1:8080/cluster/join"),
+        ]),
+    )
+    .expect("the seed's variables are a valid configuration");
+    // then it joins node1's base URL and does not found.
+    assert!(config.raft.enabled);
+    assert_eq!(config.raft.join_addr.as_deref(), Some("http://node1:8080"));
+    assert!(!config.raft.bootstrap);
+    // The base form and a trailing slash mean the same member.
+    for given in [
+        "http://node1:8080",
+        "http://node1:8080/",
+        "http://node1:8080/cluster/join/",
+    ] {
+        let config = load(
+            &ConfigArgs::default(),
+            env(&[("RAFTKV_RAFT__JOIN_ADDR", given)]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.raft.join_addr.as_deref(),
+            Some("http://node1:8080"),
+            "{given}"
+        );
+    }
+    // And node1's variables found a cluster.
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__ENABLED", "true"),
+            ("RAFTKV_RAFT__NODE_ID", "node1"),
+            ("RAFTKV_RAFT__BOOTSTRAP", "true"),
+        ]),
+    )
+    .unwrap();
+    assert!(config.raft.bootstrap);
+}
+
+#[test]
+fn raft_enabled_false_is_a_single_node_that_founds_and_never_joins() {
+    // Given the seed's single-node switch on a named node, then it founds (founding would
+    // otherwise have to be asked for by a named node);
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_RAFT__ENABLED", "false"),
+            ("RAFTKV_RAFT__NODE_ID", "solo"),
+        ]),
+    )
+    .unwrap();
+    assert!(!config.raft.enabled);
+    assert!(config.raft.bootstrap);
+    // and it is refused with a cluster to join, or told not to found, saying why.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_RAFT__ENABLED", "false"),
+            ("RAFTKV_RAFT__JOIN_ADDR", "http://node1:8080/cluster/join"),
+        ],
+    );
+    assert!(
+        line.contains("raft.join_addr") && line.contains("raft.enabled=false"),
+        "{line}"
+    );
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_RAFT__ENABLED", "false"),
+            ("RAFTKV_RAFT__BOOTSTRAP", "false"),
+        ],
+    );
+    assert!(line.contains("raft.bootstrap"), "{line}");
+}
+
+#[test]
+fn seed_keys_that_cannot_keep_their_meaning_are_refused_in_one_line_and_the_rest_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    // Given fsync turned off, in a file or a variable, then the node refuses to start, naming
+    // the key, where it came from and why.
+    let path = file(&dir, "seed.yaml", "storage:\n  sync_on_write: false\n");
+    let args = ConfigArgs {
+        config: Some(path.clone()),
+        ..ConfigArgs::default()
+    };
+    let line = error_line(&args, &[]);
+    assert!(
+        line.contains("storage.sync_on_write=false")
+            && line.contains(&path.display().to_string())
+            && line.contains("refused")
+            && line.contains("fsync"),
+        "{line}"
+    );
+    for (var, value) in [
+        ("RAFTKV_STORAGE__SYNC_ON_WRITE", "false"),
+        ("RAFTKV_WAL__BATCH_ENABLED", "no"),
+        ("RAFTKV_WAL__COMPACTION_ENABLED", "0"),
+    ] {
+        let line = error_line(&ConfigArgs::default(), &[(var, value)]);
+        assert!(line.contains(var) && line.contains("refused"), "{line}");
+    }
+    // Given the values that hold anyway, and the seed's cache settings, then the node starts;
+    // the cache settings are reported as ignored, with why.
+    let path = file(
+        &dir,
+        "seed-ok.yaml",
+        "storage:\n  sync_on_write: true\nwal:\n  batch_enabled: true\n  compaction_enabled: true\ncache:\n  enabled: true\n  max_size: 10000\n  ttl: 1h\n",
+    );
+    let args = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    let config = load(&args, env(&[])).expect("the seed's values that hold are accepted");
+    assert_eq!(
+        config.ignored_seed_keys.len(),
+        3,
+        "{:?}",
+        config.ignored_seed_keys
+    );
+    assert!(
+        config
+            .ignored_seed_keys
+            .iter()
+            .all(|note| note.starts_with("cache.") && note.contains("in memory")),
+        "{:?}",
+        config.ignored_seed_keys
+    );
+    // A key that is neither ours nor the seed's is still a typo.
+    let line = error_line(&ConfigArgs::default(), &[("RAFTKV_CACHE__MAX_SIZ", "1")]);
+    assert!(line.contains("unknown key cache.max_siz"), "{line}");
+}
+
+#[test]
+fn an_address_on_every_interface_is_bound_as_is_and_advertised_under_the_host_name() {
+    // Given the seed's ":8080" and a raft address on 0.0.0.0, with an advertised host,
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_SERVER__HTTP_ADDR", ":8080"),
+            ("RAFTKV_RAFT__RAFT_ADDR", "0.0.0.0:7000"),
+            ("RAFTKV_SERVER__ADVERTISE_HOST", "node1"),
+        ]),
+    )
+    .unwrap();
+    // then every interface is bound, and peers and clients are told node1.
+    assert_eq!(config.http_bind_addr(), "0.0.0.0:8080");
+    assert_eq!(config.http_advertised_addr(), "node1:8080");
+    assert_eq!(config.raft_bind_addr(), "0.0.0.0:7000");
+    assert_eq!(config.raft_advertised_addr(), "node1:7000");
+    assert_eq!(config.grpc_bind_addr(), "0.0.0.0:9090");
+    assert_eq!(config.grpc_advertised_addr(), "node1:9090");
+    // Given no advertised host, then it is the machine's host name;
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[("RAFTKV_SERVER__HTTP_ADDR", "[::]:8080")]),
+    )
+    .unwrap();
+    let host = api::config::host_name().expect("this machine has a host name");
+    assert_eq!(config.http_advertised_addr(), format!("{host}:8080"));
+    // and a specific address is bound and advertised as given, whatever advertise_host says.
+    let config = load(
+        &ConfigArgs::default(),
+        env(&[
+            ("RAFTKV_SERVER__HTTP_ADDR", "10.0.0.5:8080"),
+            ("RAFTKV_SERVER__ADVERTISE_HOST", "node1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.http_bind_addr(), "10.0.0.5:8080");
+    assert_eq!(config.http_advertised_addr(), "10.0.0.5:8080");
+    // An advertised host nobody can reach is refused.
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_SERVER__HTTP_ADDR", ":8080"),
+            ("RAFTKV_SERVER__ADVERTISE_HOST", "0.0.0.0"),
+        ],
+    );
+    assert!(line.contains("server.advertise_host"), "{line}");
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[("RAFTKV_SERVER__ADVERTISE_HOST", "node 1")],
+    );
+    assert!(line.contains("server.advertise_host"), "{line}");
+}
+
+#[test]
+fn the_per_node_files_make_a_three_node_cluster_on_one_machine() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let load_node = |n: u32| {
+        let args = ConfigArgs {
+            config: Some(root.join(format!("node{n}.yaml"))),
+            ..ConfigArgs::default()
+        };
+        load(&args, env(&[])).unwrap_or_else(|e| panic!("node{n}.yaml: {e}"))
+    };
+    let nodes: Vec<Config> = (1..=3).map(load_node).collect();
+    // node1 founds; node2 and node3 join it at node1's HTTP address.
+    assert!(nodes[0].raft.bootstrap && nodes[0].raft.join_addr.is_none());
+    for node in &nodes[1..] {
+        assert!(!node.raft.bootstrap);
+        assert_eq!(
+            node.raft.join_addr.as_deref(),
+            Some(format!("http://{}", nodes[0].server.http_addr).as_str())
+        );
+    }
+    // No two nodes share a name, a port or a data directory.
+    let mut seen = std::collections::HashSet::new();
+    for node in &nodes {
+        for item in [
+            node.raft.node_id.clone(),
+            node.raft_bind_addr(),
+            node.http_bind_addr(),
+            node.grpc_bind_addr(),
+            node.storage.data_dir.display().to_string(),
+        ] {
+            assert!(seen.insert(item.clone()), "{item} is used twice");
+        }
     }
 }

@@ -325,13 +325,13 @@ fn route(
         },
         ("POST", "/admin/snapshot") => reply(
             200,
-            json_of(&rest::SnapshotInfo {
-                index: s.revision,
-                term: 1,
-                keys: s.kv.len() as u64,
-                file: "snap-1".into(),
-                taken: true,
-            }),
+            json_of(&rest::SnapshotInfo::new(
+                s.revision,
+                1,
+                s.kv.len() as u64,
+                "snap-1".into(),
+                true,
+            )),
         ),
         ("POST", "/sessions") => {
             s.next_client_id += 1;

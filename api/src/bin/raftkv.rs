@@ -1,7 +1,12 @@
 //! `raftkv`: one RaftKV node. With no configuration at all it is a single node with data in
 //! `./data`, the HTTP API on `127.0.0.1:8080` and the gRPC API on `127.0.0.1:9090`; see
 //! `config/config.example.yaml`.
+//!
+//! `raftkv restore --from FILE --data-dir DIR` prepares an empty data directory from a backup
+//! (`kvcli backup save`), from which the node then founds a new cluster holding the backup's
+//! data ([`api::restore`]; docs/operations.md, "Backup and restore").
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +29,39 @@ const SHUTDOWN_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Without a command, run the node.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Prepare an empty data directory from a backup (kvcli backup save): a node started on it
+    /// founds a new cluster holding the backup's data, with itself as the only member.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    from: PathBuf,
+    /// storage.data_dir: the directory to prepare (empty or missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// raft.node_id: the node that will start on it (default: the configuration's).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// The configuration file the node will start with (.yaml, .yml or .toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Restore(args)) = cli.command {
+        return restore(cli.config, args);
+    }
     let config = match config::load(&cli.config, std::env::vars()) {
         Ok(config) => config,
         Err(e) => {
@@ -36,6 +70,9 @@ fn main() -> ExitCode {
         }
     };
     api::logging::init(&config);
+    for note in &config.ignored_seed_keys {
+        warn!("{note}");
+    }
     // Before the runtime starts threads or anything opens a file (see `raise_fd_limit`).
     let fds = api::http::limits::raise_fd_limit();
     info!(
@@ -57,9 +94,46 @@ fn main() -> ExitCode {
     runtime.block_on(run(config))
 }
 
+/// `raftkv restore`: the node's configuration as it will start (the flags given before or
+/// after `restore`, the file, the environment), then [`api::restore::restore`]. Prints one
+/// line, on stdout when it worked, on stderr when it did not (the directory then untouched).
+fn restore(mut flags: ConfigArgs, args: RestoreArgs) -> ExitCode {
+    flags.data_dir = Some(args.data_dir);
+    flags.node_id = args.node_id.or(flags.node_id);
+    flags.config = args.config.or(flags.config);
+    let config = match config::load(&flags, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match api::restore::restore(&args.from, &config) {
+        Ok(restored) => {
+            println!(
+                "restored backup {} (index {}, term {}, {} keys, of cluster {}) into {} as new cluster {}: start it with --node-id {} --data-dir {} (no --bootstrap or --join-addr needed), then join the other nodes to it with --join-addr",
+                args.from.display(),
+                restored.index,
+                restored.term,
+                restored.keys,
+                restored.from_cluster,
+                restored.data_dir.display(),
+                restored.cluster_id,
+                restored.node_id,
+                restored.data_dir.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(config: config::Config) -> ExitCode {
-    let http_addr = config.server.http_addr.clone();
-    let grpc_addr = config.grpc_addr();
+    let http_addr = config.http_bind_addr();
+    let grpc_addr = config.grpc_bind_addr();
     // Every port is bound before the data directory is touched (the peer port inside
     // `Server::start`): a node that cannot listen leaves its data directory as it found it.
     let listener = match tokio::net::TcpListener::bind(&http_addr).await {
@@ -92,7 +166,8 @@ async fn run(config: config::Config) -> ExitCode {
     } else {
         "plain text"
     };
-    info!(http = %http_addr, grpc = %grpc_addr, over = scheme, "serving the HTTP and gRPC APIs");
+    let me = server.me();
+    info!(http = %http_addr, grpc = %grpc_addr, over = scheme, advertised_http = %me.http_addr, advertised_grpc = me.grpc_addr.as_deref().unwrap_or(""), advertised_raft = %me.raft_addr, "serving the HTTP and gRPC APIs");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(api::http::serve(
         listener,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Config, ConfigError, NameConflict, Source, units};
+use super::{Config, ConfigError, NameConflict, Source, seed, units};
 
 /// The prefix of environment variables read as configuration.
 pub const ENV_PREFIX: &str = "RAFTKV_";
@@ -109,6 +109,8 @@ struct Layers {
     aliased: HashMap<&'static str, (Value, Source)>,
     /// Keys whose value came through an alias, so that errors name the key as written.
     via_alias: HashMap<&'static str, &'static Alias>,
+    /// The ignored seed keys given, each with why (see [`seed`]).
+    ignored_seed_keys: Vec<String>,
 }
 
 impl Layers {
@@ -123,7 +125,31 @@ impl Layers {
             origin: HashMap::new(),
             aliased: HashMap::new(),
             via_alias: HashMap::new(),
+            ignored_seed_keys: Vec::new(),
         }
+    }
+
+    /// Takes a seed key's value: refused when it cannot keep its meaning, noted when ignored.
+    fn seed(
+        &mut self,
+        key: &'static seed::SeedKey,
+        accepted: bool,
+        written: String,
+        source: Source,
+    ) -> Result<(), ConfigError> {
+        if !accepted {
+            return Err(ConfigError::Refused {
+                key: key.name.to_string(),
+                value: written,
+                source_: source,
+                why: key.why,
+            });
+        }
+        if key.rule == seed::Rule::Ignored {
+            self.ignored_seed_keys
+                .push(format!("{} {source} is ignored: {}", key.name, key.why));
+        }
+        Ok(())
     }
 
     fn unknown(&self, key: &str, source: Source) -> ConfigError {
@@ -144,6 +170,10 @@ impl Layers {
             self.aliased.insert(alias.name, (value, source));
             return Ok(());
         }
+        if let Some(seed_key) = seed::seed_key(key) {
+            let accepted = seed::accepts(seed_key, &value);
+            return self.seed(seed_key, accepted, as_written(&value), source);
+        }
         if !self.known.contains_key(key) {
             return Err(self.unknown(key, source));
         }
@@ -157,6 +187,10 @@ impl Layers {
 
     /// Sets `key` from text (an environment variable or a flag), typed by its default's kind.
     fn set_text(&mut self, key: &str, text: &str, source: Source) -> Result<(), ConfigError> {
+        if let Some(seed_key) = seed::seed_key(key) {
+            let accepted = seed::accepts_text(seed_key, text);
+            return self.seed(seed_key, accepted, text.to_string(), source);
+        }
         let typed_as = alias(key).map_or(key, |a| a.key);
         let Some(default) = self.known.get(typed_as) else {
             return Err(self.unknown(key, source));
@@ -253,8 +287,34 @@ impl Layers {
                 key,
             }
         })?;
-        // A node told to join an existing cluster must not also found one.
-        if config.raft.join_addr.is_some() {
+        config.ignored_seed_keys = std::mem::take(&mut self.ignored_seed_keys);
+        if let Some(join) = &config.raft.join_addr {
+            // The seed's form names the endpoint (`.../cluster/join`); the rest of the node
+            // wants the member's base URL.
+            config.raft.join_addr = Some(super::join_base(join).to_string());
+        }
+        if config.server.advertise_host.is_none() && config.needs_advertise_host() {
+            config.server.advertise_host = super::host_name();
+        }
+        if !config.raft.enabled {
+            // The seed's single-node mode: a cluster of one, founded when blank.
+            if config.raft.join_addr.is_some() {
+                return Err(ConfigError::BadValue {
+                    key: "raft.join_addr".into(),
+                    source_: source_of("raft.join_addr"),
+                    problem: "cannot be given with raft.enabled=false (a single node founds its own cluster and joins none); set raft.enabled=true to join".into(),
+                });
+            }
+            if !config.raft.bootstrap && origin.contains_key("raft.bootstrap") {
+                return Err(ConfigError::BadValue {
+                    key: "raft.bootstrap".into(),
+                    source_: source_of("raft.bootstrap"),
+                    problem: "cannot be false with raft.enabled=false: a single node founds its own cluster when its data directory is blank".into(),
+                });
+            }
+            config.raft.bootstrap = true;
+        } else if config.raft.join_addr.is_some() {
+            // A node told to join an existing cluster must not also found one.
             if config.raft.bootstrap && origin.contains_key("raft.bootstrap") {
                 return Err(ConfigError::BadValue {
                     key: "raft.bootstrap".into(),

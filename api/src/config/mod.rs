@@ -12,8 +12,13 @@
 //! (hashicorp/raft style) `raft.heartbeat_timeout` for `raft.election_timeout`, and the earlier
 //! `wal.batch_size` and `wal.batch_wait_time` for `raft.batch_size` and `raft.batch_wait`.
 //! Both names of one setting given with different values are refused.
+//!
+//! The seed's settings that have no key here ([`seed::SEED_KEYS`]) are accepted where their
+//! meaning holds anyway and refused, with the reason, where it cannot (`storage.sync_on_write:
+//! false`).
 
 mod layers;
+pub mod seed;
 pub mod units;
 
 use std::path::PathBuf;
@@ -75,6 +80,18 @@ pub enum ConfigError {
     /// which one was meant cannot be known. Boxed: the other variants are far smaller.
     #[error("config error: {0}")]
     Conflict(Box<NameConflict>),
+    /// A seed key whose value cannot keep its meaning here (see [`seed::SEED_KEYS`]).
+    #[error("config error: {key}={value} {source_} is refused: {why}")]
+    Refused {
+        /// The dotted key as written.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// Where it came from.
+        source_: Source,
+        /// Why the value cannot be honoured, and what the node does instead.
+        why: &'static str,
+    },
     /// The configuration file cannot be read or parsed.
     #[error("config error: cannot read {path}: {problem}")]
     File {
@@ -111,10 +128,18 @@ pub struct NameConflict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSection {
+    /// The seed's switch between a replicated node (`true`, the default) and a single node
+    /// (`false`). A single node founds a cluster of one when its data directory is blank,
+    /// whatever `bootstrap` says, and may not be given `join_addr`. It still writes every
+    /// change through the Raft log (a cluster of one commits on its own fsync), so its data
+    /// directory can later be the first member of a larger cluster.
+    pub enabled: bool,
     /// This node's name in the cluster; unique and stable across restarts.
     pub node_id: String,
     /// `host:port` peers connect to for Raft traffic: the address this node advertises in the
-    /// cluster's address book (and listens on, unless `raft_listen_addr` is set).
+    /// cluster's address book (and listens on, unless `raft_listen_addr` is set). A host of
+    /// `0.0.0.0`, `::` or none (`:7000`) listens on every interface and is advertised as
+    /// `server.advertise_host` (see [`Config::raft_advertised_addr`]).
     pub raft_addr: String,
     /// `host:port` to bind the Raft listener to, when it differs from the advertised
     /// `raft_addr` (behind NAT or a port-forwarding proxy; the Jepsen-style runner puts a
@@ -150,8 +175,15 @@ pub struct RaftSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// `host:port` of the HTTP API.
+    /// `host:port` of the HTTP API: bound, and recorded in the cluster's address book so that
+    /// followers can forward to this node. A host of `0.0.0.0`, `::` or none (the seed's
+    /// `:8080`) binds every interface and is recorded as `advertise_host:port`.
     pub http_addr: String,
+    /// The host name peers and clients reach this node by, for every address above whose
+    /// host is `0.0.0.0`, `::` or empty (a container's or pod's addresses). Unset: the
+    /// machine's host name, which is what a Compose service's `hostname:` sets; in
+    /// Kubernetes, the pod's DNS name under its headless Service.
+    pub advertise_host: Option<String>,
     /// `host:port` of the gRPC API (`raftkv.v1`, with gRPC health checking and reflection);
     /// unset, the host of `http_addr` and port [`GRPC_PORT_DEFAULT`] (see
     /// [`Config::grpc_addr`]). Recorded with the node's other addresses.
@@ -359,6 +391,10 @@ pub struct Config {
     pub performance: PerformanceSection,
     /// TLS.
     pub tls: TlsSection,
+    /// The seed keys that were given and are ignored, each with why (see [`seed`]): logged
+    /// once the node's logging is set up. Not a setting.
+    #[serde(skip)]
+    pub ignored_seed_keys: Vec<String>,
 }
 
 /// The shortest election timeout accepted: below this, ordinary scheduling jitter deposes
@@ -439,6 +475,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             raft: RaftSection {
+                enabled: true,
                 node_id: "node1".into(),
                 raft_addr: "127.0.0.1:7001".into(),
                 raft_listen_addr: None,
@@ -451,6 +488,7 @@ impl Default for Config {
             },
             server: ServerSection {
                 http_addr: "127.0.0.1:8080".into(),
+                advertise_host: None,
                 grpc_addr: None,
                 max_connections: 4096,
                 header_read_timeout: Duration::from_secs(10),
@@ -503,6 +541,7 @@ impl Default for Config {
                 enable_mtls: false,
                 enable_peer_tls: false,
             },
+            ignored_seed_keys: Vec::new(),
         }
     }
 }
@@ -558,6 +597,52 @@ fn check_host_port(key: &str, text: &str) -> Result<(), ConfigError> {
     check_address(text).map_err(|problem| bad(key, problem))
 }
 
+/// The path the seed's `join_addr` ends with (`http://node1:8080/cluster/join`).
+pub const JOIN_PATH: &str = "/cluster/join";
+
+/// `join_addr` without a trailing `/` or [`JOIN_PATH`]: the base URL of the member to join.
+/// The seed wrote the whole endpoint; RaftKV's own form is the node's base URL. Both mean the
+/// same member.
+pub fn join_base(join_addr: &str) -> &str {
+    let trimmed = join_addr.trim_end_matches('/');
+    trimmed
+        .strip_suffix(JOIN_PATH)
+        .unwrap_or(trimmed)
+        .trim_end_matches('/')
+}
+
+/// Whether `host`, the host part of a `host:port`, means every interface: none (`:8080`, the
+/// seed's form), `0.0.0.0`, `::` or `[::]`. Such an address is bound as is and advertised
+/// under `server.advertise_host`.
+pub fn is_unspecified_host(host: &str) -> bool {
+    matches!(host, "" | "0.0.0.0" | "::" | "[::]")
+}
+
+/// The host of `host:port` when it is unspecified ([`is_unspecified_host`]), with its port.
+fn unspecified_port(addr: &str) -> Option<&str> {
+    addr.rsplit_once(':')
+        .filter(|(host, _)| is_unspecified_host(host))
+        .map(|(_, port)| port)
+}
+
+/// [`check_host_port`] for an address that is bound: its host may also be empty (every
+/// interface, as in the seed's `:8080`).
+fn check_bind_address(key: &str, text: &str) -> Result<(), ConfigError> {
+    match unspecified_port(text) {
+        Some(port) => check_host_port(key, &format!("0.0.0.0:{port}")),
+        None => check_host_port(key, text),
+    }
+}
+
+/// The machine's host name, which `server.advertise_host` defaults to.
+pub fn host_name() -> Option<String> {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
 impl Config {
     /// The gRPC API's address: `server.grpc_addr`, or, unset, the host of `server.http_addr`
     /// with port [`GRPC_PORT_DEFAULT`]. Derived from the HTTP host rather than fixed, so that
@@ -575,17 +660,102 @@ impl Config {
         format!("{host}:{GRPC_PORT_DEFAULT}")
     }
 
+    /// `addr` as peers and clients are told it: an unspecified host
+    /// ([`is_unspecified_host`]) becomes `server.advertise_host`.
+    fn advertised(&self, addr: &str) -> String {
+        match (unspecified_port(addr), &self.server.advertise_host) {
+            (Some(port), Some(host)) => format!("{host}:{port}"),
+            _ => addr.to_string(),
+        }
+    }
+
+    /// `addr` as it is bound: an empty host (the seed's `:8080`) is every IPv4 interface.
+    fn bound(addr: &str) -> String {
+        match addr.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => addr.to_string(),
+        }
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_bind_addr(&self) -> String {
+        Self::bound(&self.server.http_addr)
+    }
+
+    /// The HTTP address recorded in the cluster's address book (followers forward to it).
+    pub fn http_advertised_addr(&self) -> String {
+        self.advertised(&self.server.http_addr)
+    }
+
+    /// The address the gRPC API listens on.
+    pub fn grpc_bind_addr(&self) -> String {
+        Self::bound(&self.grpc_addr())
+    }
+
+    /// The gRPC address recorded in the cluster's address book.
+    pub fn grpc_advertised_addr(&self) -> String {
+        self.advertised(&self.grpc_addr())
+    }
+
+    /// The address the peer (Raft) listener binds: `raft.raft_listen_addr`, or `raft_addr`.
+    pub fn raft_bind_addr(&self) -> String {
+        Self::bound(
+            self.raft
+                .raft_listen_addr
+                .as_deref()
+                .unwrap_or(&self.raft.raft_addr),
+        )
+    }
+
+    /// The Raft address peers are told to connect to.
+    pub fn raft_advertised_addr(&self) -> String {
+        self.advertised(&self.raft.raft_addr)
+    }
+
+    /// Whether any advertised address binds every interface, and so needs
+    /// `server.advertise_host`.
+    pub fn needs_advertise_host(&self) -> bool {
+        [
+            self.raft.raft_addr.as_str(),
+            self.server.http_addr.as_str(),
+            self.grpc_addr().as_str(),
+        ]
+        .into_iter()
+        .any(|addr| unspecified_port(addr).is_some())
+    }
+
     /// Checks ranges and relations between keys that the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.raft;
         check_node_id(&r.node_id).map_err(|problem| bad("raft.node_id", problem))?;
-        check_host_port("raft.raft_addr", &r.raft_addr)?;
+        check_bind_address("raft.raft_addr", &r.raft_addr)?;
         if let Some(listen) = &r.raft_listen_addr {
-            check_host_port("raft.raft_listen_addr", listen)?;
+            check_bind_address("raft.raft_listen_addr", listen)?;
         }
-        check_host_port("server.http_addr", &self.server.http_addr)?;
+        check_bind_address("server.http_addr", &self.server.http_addr)?;
         let grpc_addr = self.grpc_addr();
-        check_host_port("server.grpc_addr", &grpc_addr)?;
+        check_bind_address("server.grpc_addr", &grpc_addr)?;
+        if let Some(host) = &self.server.advertise_host {
+            if is_unspecified_host(host) {
+                return Err(bad(
+                    "server.advertise_host",
+                    format!(
+                        "`{host}` is no host anyone can reach; give this node's DNS name or IP"
+                    ),
+                ));
+            }
+            check_host_port("server.advertise_host", &format!("{host}:1")).map_err(|_| {
+                bad(
+                    "server.advertise_host",
+                    format!("`{}` is not a host name or IP address", host.escape_debug()),
+                )
+            })?;
+        } else if self.needs_advertise_host() {
+            return Err(bad(
+                "server.advertise_host",
+                "an address binds every interface (0.0.0.0, :: or no host) and this machine's host name cannot be read: set the name peers and clients reach this node by",
+            ));
+        }
         if grpc_addr == self.server.http_addr {
             return Err(bad(
                 "server.grpc_addr",
@@ -602,7 +772,7 @@ impl Config {
                         format!("`{join}` is not an http:// or https:// URL"),
                     )
                 })?;
-            check_host_port("raft.join_addr", rest.trim_end_matches('/'))?;
+            check_host_port("raft.join_addr", join_base(rest))?;
         }
         if !(ELECTION_TIMEOUT_MIN..=ELECTION_TIMEOUT_MAX).contains(&r.election_timeout) {
             return Err(bad(

@@ -71,16 +71,27 @@ fn optional_text(body: &Value, name: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// `POST /cluster/join` `{"node_id", "raft_addr", "http_addr", "grpc_addr"?, "cluster_id"?,
-/// "fresh"?}` (see [`service::join`]).
+/// `POST /cluster/join` `{"node_id", "raft_addr", "http_addr"?, "grpc_addr"?, "cluster_id"?,
+/// "fresh"?}` (see [`service::join`]). The seed's body, `{"node_id", "addr"}`, is read too:
+/// `addr` is the Raft address.
 pub async fn join(server: &Server, req: Req) -> Handled {
     let body = read_json(&req.body)?;
     // The names and addresses first, as they were always checked.
-    let (node_id, raft_addr, http_addr) = (
-        text(&body, "node_id")?,
-        text(&body, "raft_addr")?,
-        text(&body, "http_addr")?,
-    );
+    let node_id = text(&body, "node_id")?;
+    let raft_addr = match (
+        optional_text(&body, "raft_addr")?,
+        optional_text(&body, "addr")?,
+    ) {
+        (Some(raft), Some(addr)) if raft != addr => {
+            return Err(ApiError::bad_request(format!(
+                "raft_addr ({raft}) and addr ({addr}) name the same setting, the Raft address, and disagree; give one"
+            )));
+        }
+        (Some(raft), _) => raft,
+        (None, Some(addr)) => addr,
+        (None, None) => text(&body, "raft_addr")?,
+    };
+    let http_addr = optional_text(&body, "http_addr")?.unwrap_or_default();
     let fresh = match body.get("fresh") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,

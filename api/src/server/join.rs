@@ -48,7 +48,7 @@ pub struct JoinRefused {
 }
 
 fn base(join_addr: &str) -> &str {
-    join_addr.trim_end_matches('/')
+    crate::config::join_base(join_addr)
 }
 
 /// Whether an answer is worth another attempt: the cluster is busy, has no leader yet, or is
@@ -91,7 +91,7 @@ pub async fn ask_to_join(
     me: &MemberInfo,
     login: Option<&rest::auth::LoginRequest>,
 ) -> Result<Admission, JoinRefused> {
-    let url = format!("{}/cluster/join", base(join_addr));
+    let url = format!("{}{}", base(join_addr), crate::config::JOIN_PATH);
     let mut token: Option<String> = None;
     // `fresh`: the node asks for itself and has a blank data directory, so the cluster need
     // not ask it which cluster it belongs to (it belongs to none yet).

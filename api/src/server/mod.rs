@@ -236,11 +236,7 @@ impl Server {
     /// Starts the node. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Arc<Server>, StartError> {
         // Bind first: a node that cannot listen must not have touched its data directory.
-        let bind_addr = config
-            .raft
-            .raft_listen_addr
-            .clone()
-            .unwrap_or_else(|| config.raft.raft_addr.clone());
+        let bind_addr = config.raft_bind_addr();
         let listener = tokio::net::TcpListener::bind(&bind_addr)
             .await
             .map_err(|source| StartError::Io {
@@ -466,9 +462,9 @@ fn member_of(config: &Config) -> MemberInfo {
     MemberInfo {
         id: node::driver::node_id_for_name(&config.raft.node_id),
         name: config.raft.node_id.clone(),
-        raft_addr: config.raft.raft_addr.clone(),
-        http_addr: config.server.http_addr.clone(),
-        grpc_addr: Some(config.grpc_addr()),
+        raft_addr: config.raft_advertised_addr(),
+        http_addr: config.http_advertised_addr(),
+        grpc_addr: Some(config.grpc_advertised_addr()),
     }
 }
 

@@ -260,7 +260,10 @@ pub async fn join(
     } = request;
     check("node_id", &name, crate::config::check_node_id)?;
     check("raft_addr", &raft_addr, crate::config::check_address)?;
-    check("http_addr", &http_addr, crate::config::check_address)?;
+    // An empty HTTP address is the seed's body, which names none: recorded as unknown.
+    if !http_addr.is_empty() {
+        check("http_addr", &http_addr, crate::config::check_address)?;
+    }
     if let Some(grpc_addr) = &grpc_addr {
         check("grpc_addr", grpc_addr, crate::config::check_address)?;
     }
@@ -299,9 +302,11 @@ pub async fn join(
         // by an older version), never changed.
         let other_grpc =
             grpc_addr.is_some() && existing.grpc_addr.is_some() && existing.grpc_addr != grpc_addr;
-        if is_member
-            && (existing.raft_addr != raft_addr || existing.http_addr != http_addr || other_grpc)
-        {
+        // So may an HTTP address (a member added with the seed's body, which names none).
+        let other_http = !http_addr.is_empty()
+            && !existing.http_addr.is_empty()
+            && existing.http_addr != http_addr;
+        if is_member && (existing.raft_addr != raft_addr || other_http || other_grpc) {
             return Err(conflict(
                 ErrorCode::MemberExists,
                 format!(
@@ -328,7 +333,7 @@ pub async fn join(
         m.id != id
             && configuration.contains(m.id)
             && (m.raft_addr == raft_addr
-                || m.http_addr == http_addr
+                || (!http_addr.is_empty() && m.http_addr == http_addr)
                 || (grpc_addr.is_some() && m.grpc_addr == grpc_addr))
     }) {
         return Err(conflict(
@@ -342,7 +347,7 @@ pub async fn join(
             ),
         ));
     }
-    if !fresh && !configuration.contains(id) {
+    if !fresh && !configuration.contains(id) && !http_addr.is_empty() {
         let url = format!("{}://{http_addr}/cluster/id", crate::http::peer_scheme());
         if let Ok((status, answer)) = crate::http::get_json(&url, JOINER_PROBE_TIMEOUT).await
             && status.is_success()
@@ -358,8 +363,17 @@ pub async fn join(
             ));
         }
     }
-    // A joiner that does not say its gRPC address (an older version) keeps the recorded one.
+    // A joiner that does not say its gRPC address (an older version) keeps the recorded one;
+    // so does one that does not say its HTTP address (the seed's body).
     let grpc_addr = grpc_addr.or_else(|| members.get(&id).and_then(|m| m.grpc_addr.clone()));
+    let http_addr = if http_addr.is_empty() {
+        members
+            .get(&id)
+            .map(|m| m.http_addr.clone())
+            .unwrap_or_default()
+    } else {
+        http_addr
+    };
     let member = MemberInfo {
         id,
         name: name.clone(),
@@ -521,15 +535,15 @@ pub async fn snapshot(server: &Server) -> Result<rest::SnapshotInfo, ApiError> {
         .kv
         .len();
     let dir = server.config.storage.data_dir.join("snapshots");
-    Ok(rest::SnapshotInfo {
-        index: meta.index.0,
-        term: meta.term.0,
-        keys: keys as u64,
-        file: snapshot_file(&dir, meta.index.0, meta.term.0)
+    Ok(rest::SnapshotInfo::new(
+        meta.index.0,
+        meta.term.0,
+        keys as u64,
+        snapshot_file(&dir, meta.index.0, meta.term.0)
             .display()
             .to_string(),
         taken,
-    })
+    ))
 }
 
 /// The file of the snapshot at `index`: named by its index and term, or, for a snapshot an

@@ -327,13 +327,13 @@ async fn send(
                 .into_inner();
             json(
                 200,
-                &rest::SnapshotInfo {
-                    index: taken.index,
-                    term: taken.term,
-                    keys: taken.keys,
-                    file: taken.file,
-                    taken: taken.taken,
-                },
+                &rest::SnapshotInfo::new(
+                    taken.index,
+                    taken.term,
+                    taken.keys,
+                    taken.file,
+                    taken.taken,
+                ),
             )
         }
         Op::Health => {

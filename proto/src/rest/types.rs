@@ -351,12 +351,38 @@ pub struct SnapshotInfo {
     pub term: u64,
     /// How many keys it holds.
     pub keys: u64,
+    /// `index` under the seed's name, for the seed's scripts.
+    #[serde(default)]
+    pub raft_index: u64,
+    /// `term` under the seed's name.
+    #[serde(default)]
+    pub raft_term: u64,
+    /// `keys` under the seed's name.
+    #[serde(default)]
+    pub key_count: u64,
     /// The file it was written to, on the node.
     pub file: String,
     /// Whether this request wrote it: `false` when nothing was applied since the latest
     /// snapshot, which then already holds the whole applied state and is the one described.
     #[serde(default = "taken_default")]
     pub taken: bool,
+}
+
+impl SnapshotInfo {
+    /// The answer for the snapshot at `index` and `term` holding `keys` keys, in `file`, with
+    /// the seed's names filled in from the same figures.
+    pub fn new(index: u64, term: u64, keys: u64, file: String, taken: bool) -> SnapshotInfo {
+        SnapshotInfo {
+            index,
+            term,
+            keys,
+            raft_index: index,
+            raft_term: term,
+            key_count: keys,
+            file,
+            taken,
+        }
+    }
 }
 
 /// A server from before `taken` existed took a snapshot on every successful request.
@@ -454,9 +480,13 @@ pub struct Ready {
 pub struct JoinRequest {
     /// The joining node's name (the config file's rules).
     pub node_id: String,
-    /// Its peer (Raft) address.
+    /// Its peer (Raft) address; also read as `addr`, the seed's name for it.
+    #[serde(alias = "addr")]
     pub raft_addr: String,
-    /// Its HTTP address.
+    /// Its HTTP address; empty when the caller did not give it (the seed's body names only
+    /// the Raft address): the member is then recorded without one until it joins for itself
+    /// or leads, either of which records it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub http_addr: String,
     /// Its gRPC address (a node that serves gRPC sends it; a joiner of an older version does
     /// not).
