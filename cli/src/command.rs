@@ -207,6 +207,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Backups of the whole cluster.
+    #[command(arg_required_else_help = true)]
+    Backup {
+        /// The backup command.
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Generate load and report throughput and latency (`bench plot` draws window CSVs).
     Bench(BenchCommand),
     /// Authentication: log in, users, roles and API keys.
@@ -390,6 +397,18 @@ pub enum ClusterCommand {
 pub enum AdminCommand {
     /// Take a snapshot on the first reachable endpoint.
     Snapshot,
+}
+
+/// `kvcli backup ...`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Save a consistent backup of the cluster (any node serves it; needs the admin role) to
+    /// FILE, checked against its SHA-256 and written whole or not at all. Restore it with
+    /// `raftkv restore --from FILE --data-dir DIR`.
+    Save {
+        /// Where to write it (replaced whole if it exists).
+        file: PathBuf,
+    },
 }
 
 /// `kvcli bench [OPTIONS]` runs a load; `kvcli bench plot ...` draws earlier runs.
@@ -1150,6 +1169,32 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
                     out,
                     "{what} at index {} term {} with {} keys: {}",
                     snapshot.index, snapshot.term, snapshot.keys, snapshot.file
+                )
+                .map_err(io_error)
+            }
+        }
+        Command::Backup {
+            command: BackupCommand::Save { file },
+        } => {
+            let info = crate::backup_file::save(&client, &file)
+                .await
+                .map_err(|e| match e {
+                    crate::backup_file::SaveError::Client(e) => CliError::Client(e),
+                    other => CliError::Io(other.to_string()),
+                })?;
+            if json {
+                print_json(out, &info)
+            } else {
+                writeln!(
+                    out,
+                    "saved backup {}: index {}, term {}, {} keys, {} bytes, sha256 {}, of cluster {}",
+                    file.display(),
+                    info.index,
+                    info.term,
+                    info.keys,
+                    info.bytes,
+                    info.sha256,
+                    info.cluster_id
                 )
                 .map_err(io_error)
             }

@@ -91,6 +91,13 @@ pub enum Error {
     /// The server's answer does not follow docs/api.md.
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// A backup's body did not arrive whole: cut short, stalled, longer than announced, or
+    /// with another SHA-256 than the server announced. What was received must be discarded.
+    #[error("the backup did not arrive whole: {0}")]
+    BackupIncomplete(String),
+    /// A backup's bytes could not be written where the caller asked.
+    #[error("writing the backup failed: {0}")]
+    BackupWrite(String),
 }
 
 /// The last failure seen on one endpoint, listed by [`Error::Unavailable`].
@@ -136,6 +143,8 @@ impl Error {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::PermissionDenied(_) => "permission_denied",
             Error::Rejected { .. } => "rejected",
+            Error::BackupIncomplete(_) => "backup_incomplete",
+            Error::BackupWrite(_) => "backup_write",
             Error::Unavailable(_) => "unavailable",
             Error::Protocol(_) => "protocol",
         }

@@ -11,6 +11,7 @@
 //! - [`encoding`]: percent-encoding of keys and base64 of non-UTF-8 JSON fields.
 //! - [`bench`]: the load generator behind `kvcli bench`, with its latency histogram.
 //! - [`command`]: the `kvcli` command line: arguments, output and exit codes.
+//! - [`backup_file`]: `kvcli backup save`, a backup saved whole or not at all.
 //!
 //! Invariants held across the crate: keys and values are bytes end to end (never assumed
 //! UTF-8); no server answer, however malformed, causes a panic; every limit is a named
@@ -32,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backup_file;
 pub mod bench;
 pub mod client;
 pub mod command;

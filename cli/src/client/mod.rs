@@ -45,11 +45,12 @@
 //! it is sent, and its answer), `retry` (the retry engine: routing, leader lookup, attempts
 //! and the retry rules above), `grpc` (an attempt over gRPC), `api` (the API methods: keys,
 //! cluster, admin, with their checks before sending and their answer parsing), `auth` (logging
-//! in; users, roles and API keys) and `session`
-//! ([`Session`]). This module holds the [`Client`] handle and the limits they share.
+//! in; users, roles and API keys), `session` ([`Session`]) and `backup` (downloading a
+//! backup, streamed and checked). This module holds the [`Client`] handle and the limits they share.
 
 mod api;
 mod auth;
+mod backup;
 mod call;
 mod endpoint;
 mod grpc;
@@ -74,6 +75,7 @@ use crate::types::Routing;
 use crate::types::{ClientOptions, Credential};
 use endpoint::{Endpoint, parse_endpoint};
 
+pub use backup::BACKUP_STALL_TIMEOUT;
 pub use endpoint::Protocol;
 pub use session::Session;
 
