@@ -236,10 +236,9 @@ pub(super) fn families(server: &Server, proposals: Proposals) -> Vec<MetricFamil
         .voters
         .union(&configuration.voters_outgoing)
         .count();
-    let learners = configuration
-        .learners
-        .union(&configuration.learners_next)
-        .count();
+    // A voter being demoted (outgoing voter, next learner) is counted once, as a voter, so the
+    // two kinds always add up to the members.
+    let learners = configuration.members().len() - voters;
     f.gauges(
         "raftkv_cluster_members",
         "Members of the configuration this node follows, by kind",
