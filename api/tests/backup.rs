@@ -119,7 +119,7 @@ fn writer(nodes: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let key = format!("w{i:06}");
-            let rounds = if i % 3 == 0 { 2 } else { 1 };
+            let rounds = if i.is_multiple_of(3) { 2 } else { 1 };
             for round in 0..rounds {
                 let value = format!("v{i}-{round}");
                 let client = &mut clients[(i as usize + round) % nodes.len()];
