@@ -397,6 +397,10 @@ pub enum ClusterCommand {
 pub enum AdminCommand {
     /// Take a snapshot on the first reachable endpoint.
     Snapshot,
+    /// Ask the first reachable endpoint whether it is healthy (`GET /health`): exit 0 when it
+    /// answers ok, non-zero when it reports a failure (its storage, say) or cannot be reached.
+    /// A container's health check.
+    Health,
 }
 
 /// `kvcli backup ...`
@@ -1171,6 +1175,16 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
                     snapshot.index, snapshot.term, snapshot.keys, snapshot.file
                 )
                 .map_err(io_error)
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::Health,
+        } => {
+            let status = client.health().await?;
+            if json {
+                print_json(out, &serde_json::json!({ "status": status }))
+            } else {
+                writeln!(out, "{status}").map_err(io_error)
             }
         }
         Command::Backup {

@@ -886,6 +886,14 @@ async fn stale_reads_report_how_far_behind_they_may_be() {
 
 // ---------------------------------------------------------------- kvcli
 
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a loopback port")
+        .port()
+}
+
 async fn kvcli(args: &[&str], stdin: &[u8]) -> (Result<(), command::CliError>, Vec<u8>, Vec<u8>) {
     let cli = Cli::try_parse_from(std::iter::once("kvcli").chain(args.iter().copied()))
         .expect("valid arguments");
@@ -1036,6 +1044,18 @@ async fn kvcli_commands_print_answers_and_exit_codes() {
     let parsed: serde_json::Value = serde_json::from_slice(&out).expect("one JSON document");
     assert_eq!(parsed["value"], "hello\nworld");
     assert_eq!(parsed["version"], 1);
+
+    // The container health check: ok from a node that answers, an error from none.
+    let (outcome, out, _) = kvcli(&["--endpoints", e, "admin", "health"], b"").await;
+    outcome.expect("admin health");
+    assert_eq!(String::from_utf8_lossy(&out), "ok\n");
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let (outcome, _, _) = kvcli(
+        &["--endpoints", &closed, "--timeout", "1s", "admin", "health"],
+        b"",
+    )
+    .await;
+    outcome.expect_err("no node answers");
 
     let (outcome, _, _) = kvcli(&["--endpoints", e, "get", "nope"], b"").await;
     let error = outcome.expect_err("missing key");
