@@ -7,14 +7,22 @@
 //! - `snapshots/snap-<index>-<term>.snap`: the backup's keys, revisions, versions and client
 //!   sessions as they are, with its cluster records rewritten for the new cluster
 //!   ([`replica::machine::records_for_new_cluster`]: a fresh cluster id, no member addresses,
-//!   no removals, the users, roles and API keys kept);
+//!   no removals, the users, roles and API keys kept, a new token-signing key);
 //! - `wal/hardstate`: the snapshot's index and term, the configuration {this node} as the only
 //!   voter, the backup's term with no vote, the snapshot's index as committed, and the new
 //!   cluster id; `wal/`: an empty log starting after the snapshot's index.
 //!
 //! Started, the node is its cluster's only voter, so it elects itself at once (a term above the
-//! backup's) and, as leader, records its own addresses; every new write gets a revision above
-//! the backup's index. Other nodes join it with `--join-addr` as usual.
+//! backup's) and, as leader, records its own addresses. Other nodes join it with `--join-addr`
+//! as usual.
+//!
+//! The new cluster's log starts [`RESTORE_INDEX_BUMP`] indexes past the backup's (as etcd's
+//! `--bump-revision`): every new write's revision is far above any the old cluster handed out
+//! after the backup, and so are new client-session ids (a session's id is the index that
+//! registered it). The jump also expires every client session of the backup: a session is the
+//! old cluster's promise of exactly-once, which the new cluster cannot keep for writes made
+//! after the backup, so its clients register again rather than have a retry matched against
+//! another client's session. Keys keep their revisions and versions.
 //!
 //! Invariants: nothing is written unless the data directory is blank ([`data_dir::inspect`])
 //! and the whole backup verified (magic, format, checksum, structure, every invariant of the
@@ -32,6 +40,13 @@ use crate::config::Config;
 use crate::server::data_dir::{self, CreatedGuard, DataDirError, Found, SNAPSHOTS_DIR, WAL_DIR};
 use crate::server::snapshots::KvSnapshotFiles;
 
+/// How many indexes past the backup's the restored cluster's log starts (as etcd's
+/// `--bump-revision`, and its suggested size): far more than a cluster writes between a
+/// backup and its restore, so no new revision or session id repeats one the old cluster handed
+/// out after the backup; above the sessions' idle limit
+/// ([`kv::session::SESSION_IDLE_INDEXES_DEFAULT`]), so the backup's sessions expire.
+pub const RESTORE_INDEX_BUMP: u64 = 1_000_000_000;
+
 /// What a restore prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
@@ -43,8 +58,11 @@ pub struct Restored {
     pub cluster_id: ClusterId,
     /// The cluster the backup was taken of.
     pub from_cluster: ClusterId,
-    /// The backup's index: the new cluster's first write has a revision above it.
+    /// The backup's index: its latest applied entry.
     pub index: u64,
+    /// The restored node's applied index, [`RESTORE_INDEX_BUMP`] past the backup's: its log
+    /// starts after it, and every new write's revision is above it.
+    pub start_index: u64,
     /// The term of the entry at `index`.
     pub term: u64,
     /// Keys restored.
@@ -111,23 +129,48 @@ pub fn restore(from: &Path, config: &Config) -> Result<Restored, RestoreError> {
         Found::Blank => {}
         Found::Member => return Err(RestoreError::NotBlank { dir }),
     }
-    let backup = read_backup(from)?;
+    let mut backup = read_backup(from)?;
     let cluster_id = ClusterId::random();
+    let signing_key = crate::auth::new_signing_key().map_err(|e| RestoreError::Write {
+        dir: dir.clone(),
+        reason: format!(
+            "making the new cluster's token-signing key: {}",
+            e.message()
+        ),
+    })?;
     let (from_cluster, records) = replica::machine::records_for_new_cluster(
         backup.meta.index,
         &backup.meta.config,
         cluster_id,
+        signing_key,
     )
     .map_err(|e| RestoreError::NotABackup {
         path: from.to_path_buf(),
         reason: e.to_string(),
     })?;
     let me = raft::node::driver::node_id_for_name(&config.raft.node_id);
+    let start_index = backup
+        .meta
+        .index
+        .checked_add(RESTORE_INDEX_BUMP)
+        .ok_or_else(|| RestoreError::NotABackup {
+            path: from.to_path_buf(),
+            reason: format!(
+                "its index {} leaves no room for a new log after it",
+                backup.meta.index
+            ),
+        })?;
+    // The jump is an applied index with no entry, as a no-op would be; it expires the
+    // backup's sessions (see the module's documentation).
+    backup
+        .store
+        .mark_applied(start_index)
+        .expect("invariant: the start index is above the backup's applied index");
     let plan = Plan {
         dir: &dir,
         me,
         cluster_id,
-        index: backup.meta.index,
+        index: start_index,
         term: backup.meta.term,
         records: &records,
         segment_bytes: config.wal.segment_size,
@@ -148,7 +191,8 @@ pub fn restore(from: &Path, config: &Config) -> Result<Restored, RestoreError> {
         node_id: config.raft.node_id.clone(),
         cluster_id,
         from_cluster,
-        index: plan.index,
+        index: start_index - RESTORE_INDEX_BUMP,
+        start_index,
         term: plan.term,
         keys,
     })
@@ -329,9 +373,13 @@ mod tests {
         store
             .apply(4, &Command::put("b", "3").encode())
             .expect("put");
-        let (_, records) =
-            replica::machine::records_for_new_cluster(4, &records_of_cluster_seven(), ClusterId(7))
-                .expect("records");
+        let (_, records) = replica::machine::records_for_new_cluster(
+            4,
+            &records_of_cluster_seven(),
+            ClusterId(7),
+            bytes::Bytes::new(),
+        )
+        .expect("records");
         let path = dir.join("backup.snap");
         let mut out = std::fs::File::create(&path).expect("created");
         store
@@ -370,8 +418,10 @@ mod tests {
         let config = config_for(&root.path().join("data"));
         // Given a blank directory, when the backup is restored into it,
         let restored = restore(&backup, &config).expect("restored");
-        // then it is a new cluster's, at the backup's index and term, with its keys,
+        // then it is a new cluster's, at the backup's index and term, with its keys, its log
+        // starting well past the backup's index,
         assert_eq!((restored.index, restored.term, restored.keys), (4, 2, 2));
+        assert_eq!(restored.start_index, 4 + RESTORE_INDEX_BUMP);
         assert_eq!(restored.from_cluster, ClusterId(7));
         assert_ne!(restored.cluster_id, ClusterId(7));
         assert_eq!(
@@ -404,6 +454,9 @@ mod tests {
         );
         assert!(machine.members().is_empty() && machine.removed().is_empty());
         assert_eq!(machine.cluster_id(), restored.cluster_id);
+        // The backup's client session is not carried over: its clients register anew.
+        assert_eq!(machine.kv.applied_index(), restored.start_index);
+        assert!(machine.kv.sessions().is_empty());
     }
 
     #[test]

@@ -564,19 +564,26 @@ pub fn records_cluster(index: u64, config: &[u8]) -> Result<ClusterId, SnapshotF
 /// The cluster records of the snapshot at `index` (its `kv` configuration bytes `config`)
 /// rewritten for a new cluster founded from it (`raftkv restore`): under `cluster_id`, with no
 /// member addresses and no removals (the new cluster's members are added afresh; its first
-/// leader records its own addresses, see `duties::leader_duties`), the access records kept.
-/// Returns the cluster the snapshot was taken of, and the new records' bytes.
+/// leader records its own addresses, see `duties::leader_duties`), the access records kept
+/// but for the token-signing key, replaced by `signing_key` when there was one: the new
+/// cluster must not accept the old cluster's tokens, nor tokens signed by whoever holds the
+/// backup file. Returns the cluster the snapshot was taken of, and the new records' bytes.
 pub fn records_for_new_cluster(
     index: u64,
     config: &[u8],
     cluster_id: ClusterId,
+    signing_key: Bytes,
 ) -> Result<(ClusterId, Bytes), SnapshotFilesError> {
     let old = decode_records(index, config)?;
+    let mut auth = old.auth;
+    if auth.signing_key.is_some() {
+        auth.signing_key = Some(signing_key);
+    }
     let new = SnapshotExtra {
         cluster_id,
         members: Vec::new(),
         removed: Vec::new(),
-        auth: old.auth,
+        auth,
     };
     Ok((old.cluster_id, Bytes::from(new.encode())))
 }
@@ -647,16 +654,35 @@ mod tests {
             auth: auth.clone(),
         };
         // when they are rewritten for cluster 9,
-        let (was, bytes) =
-            records_for_new_cluster(20, &old.encode(), ClusterId(9)).expect("rewritten");
-        // then they name cluster 9 with no members and no removals, and keep the users.
+        let fresh = Bytes::from(vec![2; crate::auth::SIGNING_KEY_BYTES]);
+        let (was, bytes) = records_for_new_cluster(20, &old.encode(), ClusterId(9), fresh.clone())
+            .expect("rewritten");
+        // then they name cluster 9 with no members and no removals, keep the users, and sign
+        // tokens with a key of their own (the old cluster's tokens are not accepted).
         assert_eq!(was, ClusterId(7));
         let new = SnapshotExtra::decode(&bytes).expect("decodes");
         assert_eq!(new.cluster_id, ClusterId(9));
         assert!(new.members.is_empty() && new.removed.is_empty());
-        assert_eq!(new.auth, auth);
+        assert_eq!(new.auth.signing_key, Some(fresh.clone()));
+        let mut kept = new.auth.clone();
+        kept.signing_key = auth.signing_key.clone();
+        assert_eq!(kept, auth);
+        // A cluster that never made a key gets none (one is made when auth is turned on).
+        let keyless = SnapshotExtra {
+            auth: AuthState::default(),
+            ..old
+        };
+        let (_, bytes) =
+            records_for_new_cluster(20, &keyless.encode(), ClusterId(9), fresh).expect("rewritten");
+        assert_eq!(
+            SnapshotExtra::decode(&bytes)
+                .expect("decodes")
+                .auth
+                .signing_key,
+            None
+        );
         // Bytes that are not records are refused as damage.
-        assert!(records_for_new_cluster(20, b"not records", ClusterId(9)).is_err());
+        assert!(records_for_new_cluster(20, b"not records", ClusterId(9), Bytes::new()).is_err());
     }
 
     #[test]

@@ -49,9 +49,11 @@ struct RestoreArgs {
     /// storage.data_dir: the directory to prepare (empty or missing).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
-    /// raft.node_id: the node that will start on it (default: the configuration's).
+    /// raft.node_id: the node that will start on it, the new cluster's only voter. Required,
+    /// not taken from a default: a node started under another name would wait forever for a
+    /// vote from this one.
     #[arg(long)]
-    node_id: Option<String>,
+    node_id: String,
     /// The configuration file the node will start with (.yaml, .yml or .toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -99,7 +101,7 @@ fn main() -> ExitCode {
 /// line, on stdout when it worked, on stderr when it did not (the directory then untouched).
 fn restore(mut flags: ConfigArgs, args: RestoreArgs) -> ExitCode {
     flags.data_dir = Some(args.data_dir);
-    flags.node_id = args.node_id.or(flags.node_id);
+    flags.node_id = Some(args.node_id);
     flags.config = args.config.or(flags.config);
     let config = match config::load(&flags, std::env::vars()) {
         Ok(config) => config,
@@ -111,7 +113,7 @@ fn restore(mut flags: ConfigArgs, args: RestoreArgs) -> ExitCode {
     match api::restore::restore(&args.from, &config) {
         Ok(restored) => {
             println!(
-                "restored backup {} (index {}, term {}, {} keys, of cluster {}) into {} as new cluster {}: start it with --node-id {} --data-dir {} (no --bootstrap or --join-addr needed), then join the other nodes to it with --join-addr",
+                "restored backup {} (index {}, term {}, {} keys, of cluster {}) into {} as new cluster {}, its log starting at index {} (client sessions are not carried over); start it with --node-id {} --data-dir {} (no --bootstrap or --join-addr needed), then join the other nodes to it with --join-addr",
                 args.from.display(),
                 restored.index,
                 restored.term,
@@ -119,6 +121,7 @@ fn restore(mut flags: ConfigArgs, args: RestoreArgs) -> ExitCode {
                 restored.from_cluster,
                 restored.data_dir.display(),
                 restored.cluster_id,
+                restored.start_index + 1,
                 restored.node_id,
                 restored.data_dir.display(),
             );
