@@ -934,6 +934,28 @@ fn an_address_on_every_interface_is_bound_as_is_and_advertised_under_the_host_na
     .unwrap();
     assert_eq!(config.http_bind_addr(), "10.0.0.5:8080");
     assert_eq!(config.http_advertised_addr(), "10.0.0.5:8080");
+    // IPv6: `::` without brackets binds every IPv6 interface, and an IPv6 advertised host is
+    // bracketed (with or without brackets as given), or peers would read its colons as a port.
+    for given in ["fd00::1", "[fd00::1]"] {
+        let config = load(
+            &ConfigArgs::default(),
+            env(&[
+                ("RAFTKV_SERVER__HTTP_ADDR", ":::8080"),
+                ("RAFTKV_SERVER__ADVERTISE_HOST", given),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http_bind_addr(), "[::]:8080");
+        assert_eq!(config.http_advertised_addr(), "[fd00::1]:8080", "{given}");
+    }
+    let line = error_line(
+        &ConfigArgs::default(),
+        &[
+            ("RAFTKV_SERVER__HTTP_ADDR", ":8080"),
+            ("RAFTKV_SERVER__ADVERTISE_HOST", "node1:8080"),
+        ],
+    );
+    assert!(line.contains("without a port"), "{line}");
     // An advertised host nobody can reach is refused.
     let line = error_line(
         &ConfigArgs::default(),

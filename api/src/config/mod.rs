@@ -664,16 +664,22 @@ impl Config {
     /// ([`is_unspecified_host`]) becomes `server.advertise_host`.
     fn advertised(&self, addr: &str) -> String {
         match (unspecified_port(addr), &self.server.advertise_host) {
+            // An IPv6 address is bracketed, or its colons would read as the port's.
+            (Some(port), Some(host)) if host.parse::<std::net::Ipv6Addr>().is_ok() => {
+                format!("[{host}]:{port}")
+            }
             (Some(port), Some(host)) => format!("{host}:{port}"),
             _ => addr.to_string(),
         }
     }
 
-    /// `addr` as it is bound: an empty host (the seed's `:8080`) is every IPv4 interface.
+    /// `addr` as it is bound: an empty host (the seed's `:8080`) is every IPv4 interface, and
+    /// `::` written without brackets is every IPv6 one.
     fn bound(addr: &str) -> String {
-        match addr.strip_prefix(':') {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => addr.to_string(),
+        match addr.rsplit_once(':') {
+            Some(("", port)) => format!("0.0.0.0:{port}"),
+            Some(("::", port)) => format!("[::]:{port}"),
+            _ => addr.to_string(),
         }
     }
 
@@ -744,12 +750,24 @@ impl Config {
                     ),
                 ));
             }
-            check_host_port("server.advertise_host", &format!("{host}:1")).map_err(|_| {
-                bad(
+            // A host name, an IPv4 address, or an IPv6 one with or without brackets; never
+            // host:port.
+            let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+            let ipv6 = bracketed
+                .unwrap_or(host)
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok();
+            let plain = !host.contains(':')
+                && check_host_port("server.advertise_host", &format!("{host}:1")).is_ok();
+            if !(ipv6 || plain) {
+                return Err(bad(
                     "server.advertise_host",
-                    format!("`{}` is not a host name or IP address", host.escape_debug()),
-                )
-            })?;
+                    format!(
+                        "`{}` is not a host name or IP address (give the host alone, without a port)",
+                        host.escape_debug()
+                    ),
+                ));
+            }
         } else if self.needs_advertise_host() {
             return Err(bad(
                 "server.advertise_host",
