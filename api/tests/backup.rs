@@ -172,6 +172,16 @@ fn a_backup_taken_under_writes_restores_into_a_new_cluster_with_every_acknowledg
         info.bytes,
         "the file is the announced bytes"
     );
+    #[cfg(unix)]
+    {
+        // It holds the password and API key hashes: its owner's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("saved")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
     // and it is restored into a fresh directory, one node started on it, two more joined,
     let (code, out, err) = restore(&file, &new_root.join("r1"), "r1");
     assert_eq!(code, 0, "raftkv restore: {err}");
@@ -212,15 +222,34 @@ fn a_backup_taken_under_writes_restores_into_a_new_cluster_with_every_acknowledg
         assert_eq!(kv["version"], json!(write.version), "{}", write.key);
     }
     // no key has a revision above the backup's index, and it holds as many keys as announced,
-    let (status, body) = r1.get("/keys?prefix=&limit=10000");
-    assert_eq!(status, 200, "{body}");
-    let listing = json_of(&body);
-    let kvs = listing["kvs"].as_array().expect("a listing");
-    assert_eq!(kvs.len() as u64, info.keys);
-    for kv in kvs {
-        let revision = kv["mod_revision"].as_u64().expect("a revision");
-        assert!(revision <= info.index, "{kv} is past index {}", info.index);
+    // (listed page by page: how many keys the writer made depends on the machine's speed)
+    let mut listed = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/keys?prefix=&limit=10000".to_string(),
+            Some(key) => format!("/keys?prefix=&limit=10000&after={key}"),
+        };
+        let (status, body) = r1.get(&path);
+        assert_eq!(status, 200, "{body}");
+        let page = json_of(&body);
+        for kv in page["kvs"].as_array().expect("a listing") {
+            let revision = kv["mod_revision"].as_u64().expect("a revision");
+            assert!(revision <= info.index, "{kv} is past index {}", info.index);
+            listed += 1;
+        }
+        if page["more"] != json!(true) {
+            break;
+        }
+        // The writer's keys are ASCII letters, digits and '-': no percent-encoding needed.
+        after = Some(
+            page["next"]
+                .as_str()
+                .expect("the next page's key")
+                .to_string(),
+        );
     }
+    assert_eq!(listed, info.keys);
     // the restored cluster is another cluster, of the new members only,
     let new_cluster = json_of(&r3.get("/cluster/id").1)["cluster_id"].clone();
     assert_ne!(new_cluster, old_cluster);

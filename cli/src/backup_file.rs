@@ -1,21 +1,30 @@
 //! `kvcli backup save FILE`: a backup downloaded ([`Client::backup`]) into a file that is
 //! either whole or absent.
 //!
-//! Invariant: `FILE` appears only by a rename of a temporary file in the same directory after
+//! Invariants: `FILE` appears only by a rename of a temporary file in the same directory after
 //! every byte came, its SHA-256 matched and it was fsynced; the directory is fsynced after the
 //! rename. On any failure the temporary file is removed and `FILE`, if it existed, is left as
-//! it was.
+//! it was. The temporary file is created readable and writable by its owner only
+//! ([`BACKUP_FILE_MODE`]), so `FILE` is too, from its first byte: a backup holds the cluster's
+//! access records (password and API key hashes) and its token-signing key.
+//!
+//! The file is written through `tokio::fs`, off the runtime's threads, because
+//! [`Client::backup`] is the SDK's and may run on a caller's server runtime.
 
-use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use proto::rest::backup::BackupInfo;
+use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::{Client, Error};
 
 /// Buffer between the download and the file.
 pub const SAVE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Permissions of a saved backup (before the umask, which can only take more away): its
+/// owner's alone, as for a private key.
+pub const BACKUP_FILE_MODE: u32 = 0o600;
 
 /// Why a backup was not saved.
 #[derive(Debug, thiserror::Error)]
@@ -47,14 +56,16 @@ struct Temporary {
 impl Drop for Temporary {
     fn drop(&mut self) {
         if !self.kept {
+            // Blocking, as a drop cannot await: one unlink, on the failure path only.
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
 /// Downloads a backup through `client` into `file`, atomically (see the module
-/// documentation); returns what it is.
-pub async fn save(client: &Client, file: &Path) -> Result<BackupInfo, SaveError> {
+/// documentation), waiting up to `wait` for the node to answer (see [`Client::backup`]);
+/// returns what it is.
+pub async fn save(client: &Client, file: &Path, wait: Duration) -> Result<BackupInfo, SaveError> {
     let name = file
         .file_name()
         .ok_or_else(|| SaveError::BadPath(file.to_path_buf()))?;
@@ -73,23 +84,38 @@ pub async fn save(client: &Client, file: &Path) -> Result<BackupInfo, SaveError>
         let path = path.to_path_buf();
         move |source| SaveError::Io { what, path, source }
     };
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(BACKUP_FILE_MODE);
+    }
+    let created = tokio::fs::OpenOptions::from(options)
         .open(&temporary.path)
+        .await
         .map_err(io("creating", &temporary.path))?;
     let mut out = BufWriter::with_capacity(SAVE_BUFFER_BYTES, created);
-    let info = client.backup(&mut out).await?;
-    let created = out
-        .into_inner()
-        .map_err(|e| io("writing", &temporary.path)(e.into_error()))?;
-    created.sync_all().map_err(io("fsync", &temporary.path))?;
+    let info = client.backup(&mut out, wait).await?;
+    // `Client::backup` flushed it; flushed again because `into_inner` drops what is buffered.
+    out.flush().await.map_err(io("writing", &temporary.path))?;
+    let created = out.into_inner();
+    created
+        .sync_all()
+        .await
+        .map_err(io("fsync", &temporary.path))?;
     drop(created);
     let mut temporary = temporary;
-    std::fs::rename(&temporary.path, file).map_err(io("renaming into place", file))?;
+    tokio::fs::rename(&temporary.path, file)
+        .await
+        .map_err(io("renaming into place", file))?;
     temporary.kept = true;
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
+    let directory = tokio::fs::File::open(&dir)
+        .await
+        .map_err(io("fsync directory", &dir))?;
+    directory
+        .sync_all()
+        .await
         .map_err(io("fsync directory", &dir))?;
     Ok(info)
 }

@@ -410,10 +410,20 @@ pub enum BackupCommand {
     /// FILE, checked against its SHA-256 and written whole or not at all. Restore it with
     /// `raftkv restore --from FILE --data-dir DIR`.
     Save {
-        /// Where to write it (replaced whole if it exists).
+        /// Where to write it (replaced whole if it exists), readable by its owner only: it
+        /// holds the cluster's password and API key hashes.
         file: PathBuf,
+        /// Longest wait for the node to start sending, e.g. 30m: it first snapshots its state
+        /// and checks the whole file, minutes on a state of several GB (the global --timeout
+        /// does not apply). After this the command fails without asking another node.
+        #[arg(long, default_value = BACKUP_WAIT_DEFAULT, value_parser = parse_flag_duration)]
+        wait: Duration,
     },
 }
+
+/// Default of `kvcli backup save --wait`: [`crate::client::BACKUP_HEAD_TIMEOUT_DEFAULT`],
+/// written as the flag takes it (a unit test holds the two equal).
+pub const BACKUP_WAIT_DEFAULT: &str = "15m";
 
 /// `kvcli bench [OPTIONS]` runs a load; `kvcli bench plot ...` draws earlier runs.
 #[derive(Debug, Args)]
@@ -1188,9 +1198,9 @@ pub async fn run(cli: Cli, stdin: &mut dyn Read, output: Output<'_>) -> Result<(
             }
         }
         Command::Backup {
-            command: BackupCommand::Save { file },
+            command: BackupCommand::Save { file, wait },
         } => {
-            let info = crate::backup_file::save(&client, &file)
+            let info = crate::backup_file::save(&client, &file, wait)
                 .await
                 .map_err(|e| match e {
                     crate::backup_file::SaveError::Client(e) => CliError::Client(e),
@@ -1565,6 +1575,26 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kvcli").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn backup_save_waits_its_own_time_for_the_node() {
+        // Given `backup save` without --wait, then it waits the SDK's default, however short
+        // the global --timeout; with --wait, as long as told.
+        let wait = |args: &[&str]| match parse(args).map(|cli| cli.command) {
+            Ok(Command::Backup {
+                command: BackupCommand::Save { wait, .. },
+            }) => Some(wait),
+            _ => None,
+        };
+        assert_eq!(
+            wait(&["--timeout", "1s", "backup", "save", "f"]),
+            Some(crate::client::BACKUP_HEAD_TIMEOUT_DEFAULT)
+        );
+        assert_eq!(
+            wait(&["backup", "save", "--wait", "30m", "f"]),
+            Some(Duration::from_secs(30 * 60))
+        );
     }
 
     #[test]

@@ -467,6 +467,23 @@ impl SnapshotStore {
         format!("snap-{index:020}-{term:020}.snap")
     }
 
+    /// The kept snapshot file at `index` in `dir`, whatever term its name carries (a
+    /// snapshot an older version wrote has term 0 there), if it is there. Files being written
+    /// or received are not kept ones and are never returned.
+    pub fn file_at(dir: &Path, index: u64) -> io::Result<Option<PathBuf>> {
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(Self::parse_name);
+            if named.is_some_and(|(at, _)| at == index) {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    }
+
     fn parse_name(name: &str) -> Option<(u64, u64)> {
         let rest = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
         let (index, term) = rest.split_once('-')?;
@@ -613,6 +630,21 @@ mod tests {
         s.apply(4, &Command::delete("a").encode()).expect("delete");
         s.apply(5, &Command::put("c", "3").encode()).expect("put");
         s
+    }
+
+    #[test]
+    fn the_file_of_an_index_is_found_by_its_name_and_others_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = SnapshotStore::file_name(12, 3);
+        fs::write(dir.path().join(&name), b"x").expect("written");
+        fs::write(dir.path().join(format!("{name}{TEMP_SUFFIX}")), b"x").expect("written");
+        fs::write(dir.path().join(SnapshotStore::file_name(120, 3)), b"x").expect("written");
+        let legacy = SnapshotStore::file_name(7, 0);
+        fs::write(dir.path().join(&legacy), b"x").expect("written");
+        let at = |index| SnapshotStore::file_at(dir.path(), index).expect("listed");
+        assert_eq!(at(12), Some(dir.path().join(name)));
+        assert_eq!(at(7), Some(dir.path().join(legacy)));
+        assert_eq!(at(1), None);
     }
 
     #[test]

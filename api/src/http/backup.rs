@@ -19,7 +19,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::Either;
@@ -27,7 +26,7 @@ use hyper::body::{Frame, SizeHint};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use proto::rest::ErrorCode;
-use proto::rest::backup::BACKUP_CONTENT_TYPE;
+use proto::rest::backup::{BACKUP_CONTENT_TYPE, BACKUP_STALL_TIMEOUT};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -41,8 +40,6 @@ use crate::service::backup::{self as service, Backup};
 pub const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the client at most.
 pub const BACKUP_CHUNKS_QUEUED: usize = 4;
-/// How long a client may take no chunk before the backup gives up on it.
-pub const BACKUP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the connection's service sends: a whole body, or a backup's stream.
 pub type Answer = Either<Body, BackupBody>;
@@ -55,7 +52,7 @@ pub struct Streamed(Arc<Mutex<Option<Backup>>>);
 const STREAMED_LOCK: &str = "the streamed backup's lock is held only to take it";
 
 /// `GET /admin/backup` (see [`service::backup`]).
-pub async fn backup(server: &Server) -> Handled {
+pub async fn backup(server: Arc<Server>) -> Handled {
     let backup = service::backup(server).await?;
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::OK;

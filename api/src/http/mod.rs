@@ -139,7 +139,7 @@ async fn route(server: Arc<Server>, peer: std::net::IpAddr, req: Request<Incomin
         (Method::POST, "/cluster/remove") => cluster::remove(&server, req).await,
         (Method::POST, "/cluster/transfer-leader") => cluster::transfer(&server, req).await,
         (Method::POST, "/admin/snapshot") => cluster::snapshot(&server).await,
-        (Method::GET, proto::rest::backup::BACKUP_PATH) => backup::backup(&server).await,
+        (Method::GET, proto::rest::backup::BACKUP_PATH) => backup::backup(server).await,
         (
             _,
             "/keys"

@@ -13,23 +13,32 @@
 //! bytes, and once by the protocol layer that streams it. Both read from one open handle,
 //! which stays valid on Linux when the node prunes the file meanwhile.
 //!
+//! Time: the snapshot may take minutes on a state of several GB, so it is bounded by
+//! [`BACKUP_SNAPSHOT_TIMEOUT`], not by the seconds of other requests; the check-and-hash pass
+//! reads the file at disk speed and is not bounded (it ends with the file). The answer's head
+//! goes out only after both, and clients wait for it accordingly.
+//!
 //! Invariants: the file served covers an index at or above the read barrier's; it belongs to
 //! this node's cluster; its SHA-256, length and key count are those of the bytes sent; at most
-//! [`BACKUPS_IN_FLIGHT_MAX`] backups are served by a node at once.
+//! [`BACKUPS_IN_FLIGHT_MAX`] backups use this node's disk at once: a backup's place is held
+//! from the request until its last byte is sent, or until its snapshot and check end when the
+//! client goes away first (the preparation runs in a task of its own, which the client's
+//! going away does not cancel).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use proto::rest::ErrorCode;
-use proto::rest::backup::BackupInfo;
+use proto::rest::backup::{BACKUP_SNAPSHOT_TIMEOUT, BackupInfo, hex};
 use raft::core::LogIndex;
 use raft::node::NodeError;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::route::await_leader;
-use super::{ApiError, REQUEST_TIMEOUT, within};
+use super::{ApiError, within};
 use crate::server::Server;
 use crate::server::data_dir::SNAPSHOTS_DIR;
 
@@ -60,8 +69,9 @@ pub struct Backup {
 
 /// Prepares a consistent backup of the cluster on this node (see the module documentation).
 /// `503 overloaded` when [`BACKUPS_IN_FLIGHT_MAX`] are being served; the read barrier's and
-/// the snapshot's errors as a linearizable read and `POST /admin/snapshot` answer them.
-pub async fn backup(server: &Server) -> Result<Backup, ApiError> {
+/// the snapshot's errors as a linearizable read and `POST /admin/snapshot` answer them, but
+/// the snapshot is given [`BACKUP_SNAPSHOT_TIMEOUT`].
+pub async fn backup(server: Arc<Server>) -> Result<Backup, ApiError> {
     let permit = IN_FLIGHT.try_acquire().map_err(|_| {
         ApiError::new(
             ErrorCode::Overloaded,
@@ -70,6 +80,20 @@ pub async fn backup(server: &Server) -> Result<Backup, ApiError> {
             ),
         )
     })?;
+    // A task of its own, holding the permit: when the client goes away hyper drops this
+    // future, but the node's snapshot and the blocking pass over the file go on to their end,
+    // and the permit must stay taken until then or the limit would not limit the disk work.
+    tokio::spawn(prepare(server, permit))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("preparing the backup: {e}")))?
+}
+
+/// [`backup`] once its place among the [`BACKUPS_IN_FLIGHT_MAX`] is taken.
+async fn prepare(
+    server: Arc<Server>,
+    permit: SemaphorePermit<'static>,
+) -> Result<Backup, ApiError> {
+    let server = &*server;
     await_leader(server).await?;
     let read_index = within(server.node.read_index()).await?;
     let dir = server.config.storage.data_dir.join(SNAPSHOTS_DIR);
@@ -84,7 +108,9 @@ pub async fn backup(server: &Server) -> Result<Backup, ApiError> {
                 ),
             ));
         }
-        let Some(path) = snapshot_file(&dir, index.0).map_err(|e| io_failure(&dir, e))? else {
+        let Some(path) =
+            kv::SnapshotStore::file_at(&dir, index.0).map_err(|e| io_failure(&dir, e))?
+        else {
             continue; // Pruned already by newer snapshots: take one again.
         };
         let file = match File::open(&path) {
@@ -135,11 +161,20 @@ pub async fn backup(server: &Server) -> Result<Backup, ApiError> {
 }
 
 /// The index of a snapshot of this node's whole applied state: a new one, or the newest one
-/// when nothing was applied since (then the refusal names it).
+/// when nothing was applied since (then the refusal names it). `504 timeout` after
+/// [`BACKUP_SNAPSHOT_TIMEOUT`].
 async fn snapshot_index(server: &Server) -> Result<LogIndex, ApiError> {
-    let asked = tokio::time::timeout(REQUEST_TIMEOUT, server.node.snapshot_now())
+    let asked = tokio::time::timeout(BACKUP_SNAPSHOT_TIMEOUT, server.node.snapshot_now())
         .await
-        .map_err(|_| ApiError::timeout())?;
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the snapshot for the backup took longer than {} s; the node finishes it in the background: retry once it is done (nothing applied since, it is served as it is)",
+                    BACKUP_SNAPSHOT_TIMEOUT.as_secs()
+                ),
+            )
+        })?;
     match asked {
         Ok(meta) => Ok(meta.index),
         Err(NodeError::Rejected(raft::core::Error::SnapshotOutOfDate { current, .. })) => {
@@ -147,22 +182,6 @@ async fn snapshot_index(server: &Server) -> Result<LogIndex, ApiError> {
         }
         Err(e) => Err(ApiError::from_node(e)),
     }
-}
-
-/// The kept snapshot file at `index` in `dir` (`snap-<index>-<term>.snap`), if it is there.
-fn snapshot_file(dir: &Path, index: u64) -> io::Result<Option<PathBuf>> {
-    let prefix = format!("snap-{index:020}-");
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let kept = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"));
-        if kept {
-            return Ok(Some(path));
-        }
-    }
-    Ok(None)
 }
 
 fn io_failure(path: &Path, e: io::Error) -> ApiError {
@@ -186,11 +205,6 @@ impl<R: Read> Read for Hashing<R> {
         self.bytes += n as u64;
         Ok(n)
     }
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads the whole file once, checking it as any snapshot is checked while hashing the same
@@ -236,27 +250,4 @@ fn check_and_hash(file: File, path: &Path) -> Result<(BackupInfo, File), ApiErro
         cluster_id: cluster.to_string(),
     };
     Ok((info, file))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_is_lowercase_two_digits_a_byte() {
-        assert_eq!(hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
-    }
-
-    #[test]
-    fn the_file_of_an_index_is_found_by_its_name_and_others_are_not() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let name = kv::SnapshotStore::file_name(12, 3);
-        std::fs::write(dir.path().join(&name), b"x").expect("written");
-        std::fs::write(dir.path().join(format!("{name}.tmp")), b"x").expect("written");
-        assert_eq!(
-            snapshot_file(dir.path(), 12).expect("listed"),
-            Some(dir.path().join(name))
-        );
-        assert_eq!(snapshot_file(dir.path(), 1).expect("listed"), None);
-    }
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::server::Server;
+use crate::server::data_dir::SNAPSHOTS_DIR;
 use crate::server::machine::MemberInfo;
 
 /// How far behind the commit index a node may have applied and still call itself ready.
@@ -374,6 +375,9 @@ pub async fn join(
     } else {
         http_addr
     };
+    if http_addr.is_empty() {
+        tracing::warn!(node = %name, "adding a member without an HTTP address (the seed's join body names only the Raft address): it is recorded when the node joins for itself or leads; until then no request is forwarded to it, and whether it belongs to another cluster could not be asked");
+    }
     let member = MemberInfo {
         id,
         name: name.clone(),
@@ -534,7 +538,7 @@ pub async fn snapshot(server: &Server) -> Result<rest::SnapshotInfo, ApiError> {
         .expect("the state machine lock is poisoned only if apply panicked")
         .kv
         .len();
-    let dir = server.config.storage.data_dir.join("snapshots");
+    let dir = server.config.storage.data_dir.join(SNAPSHOTS_DIR);
     Ok(rest::SnapshotInfo::new(
         meta.index.0,
         meta.term.0,
@@ -546,24 +550,14 @@ pub async fn snapshot(server: &Server) -> Result<rest::SnapshotInfo, ApiError> {
     ))
 }
 
-/// The file of the snapshot at `index`: named by its index and term, or, for a snapshot an
-/// older version wrote with term 0 in its name, whichever file holds that index.
+/// The file of the snapshot at `index`: the kept one at that index whatever the term in its
+/// name (an older version wrote 0 there), or, when it cannot be found (pruned meanwhile), the
+/// name it was saved under, which the answer still reports.
 fn snapshot_file(dir: &std::path::Path, index: u64, term: u64) -> std::path::PathBuf {
-    let named = dir.join(kv::SnapshotStore::file_name(index, term));
-    if named.exists() {
-        return named;
-    }
-    let prefix = format!("snap-{index:020}-");
-    std::fs::read_dir(dir)
+    kv::SnapshotStore::file_at(dir, index)
         .ok()
-        .and_then(|entries| {
-            entries.flatten().map(|e| e.path()).find(|path| {
-                path.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".snap"))
-            })
-        })
-        .unwrap_or(named)
+        .flatten()
+        .unwrap_or_else(|| dir.join(kv::SnapshotStore::file_name(index, term)))
 }
 
 /// What this node is and how far it has come: the answer of `GET /status` and

@@ -6,55 +6,87 @@
 //! the caller's writer as they arrive while SHA-256 runs over them, and check at the end that
 //! exactly the announced bytes came, with the announced digest.
 //!
-//! Invariants: a backup is a read, so an endpoint that could not be reached, or answered
-//! `503`, is followed by the next; once a byte was written to the caller's writer the call
-//! never moves to another endpoint (the writer holds part of one backup). The answer's head
-//! is bounded by [`ClientOptions::call_timeout`](crate::ClientOptions::call_timeout), each
-//! chunk of its body by [`BACKUP_STALL_TIMEOUT`]; a short, long, stalled or mismatching body
-//! is [`Error::BackupIncomplete`], never a success.
+//! Waiting: the node answers only once it has taken a snapshot of its state and checked and
+//! hashed the whole file, which on a state of several GB takes minutes (the node bounds its
+//! snapshot by [`BACKUP_SNAPSHOT_TIMEOUT`]). So the answer's head is awaited for the caller's
+//! `wait` ([`BACKUP_HEAD_TIMEOUT_DEFAULT`] unless told), not for
+//! [`ClientOptions::call_timeout`](crate::ClientOptions::call_timeout); each chunk of the body
+//! then for [`BACKUP_STALL_TIMEOUT`].
+//!
+//! Invariants: the next endpoint is tried only when this one was not reached (the connection
+//! could not be opened) or refused at once because it is busy (`503 overloaded`,
+//! `503 too_many_connections`), before it took any snapshot. A node that was asked and gave no
+//! head in time, or dropped the connection, may be writing its snapshot still: asking another
+//! would make a second node do the same work, so the call fails instead and says so. Once a
+//! byte was written to the caller's writer the call never moves to another endpoint (the writer
+//! holds part of one backup). A short, long, stalled or mismatching body is
+//! [`Error::BackupIncomplete`], never a success.
 
-use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Request;
-use proto::rest::backup::{BACKUP_PATH, BackupInfo};
+use proto::rest::backup::{
+    BACKUP_PATH, BACKUP_SNAPSHOT_TIMEOUT, BACKUP_STALL_TIMEOUT, BackupInfo, hex,
+};
+use proto::rest::{ErrorBody, ErrorCode};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::endpoint::Protocol;
+use super::retry::error_chain;
 use super::{Client, RESPONSE_BYTES_MAX};
 use crate::error::{EndpointFailure, Error, Result, from_response, one_line};
 
-/// Longest wait for the next chunk of a backup's body before the download is given up.
-pub const BACKUP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client allows a node beyond its snapshot bound ([`BACKUP_SNAPSHOT_TIMEOUT`]) for
+/// the rest of the work before the answer's head: the read barrier (seconds) and the pass that
+/// checks and hashes the whole file, which at a disk's 100 MB/s reads 30 GB in five minutes.
+pub const BACKUP_CHECK_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Default longest wait for a backup's answer head: the node's snapshot bound and
+/// [`BACKUP_CHECK_ALLOWANCE`], so that a node that will answer is waited for.
+pub const BACKUP_HEAD_TIMEOUT_DEFAULT: Duration =
+    Duration::from_secs(BACKUP_SNAPSHOT_TIMEOUT.as_secs() + BACKUP_CHECK_ALLOWANCE.as_secs());
+
+/// Whether a refusal sends the download on to the next endpoint: only a node at its limit,
+/// which refuses before it takes a snapshot and which another node may well not be at.
+fn busy_refusal(status: u16, body: &[u8]) -> bool {
+    let code = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|parsed| ErrorCode::from_token(&parsed.code));
+    status == 503
+        && matches!(
+            code,
+            Some(ErrorCode::Overloaded | ErrorCode::TooManyConnections)
+        )
 }
 
 impl Client {
     /// Downloads a consistent backup of the cluster from the first endpoint that serves it
     /// (`GET /admin/backup`, needs the admin role when authentication is on), writing its
-    /// bytes to `out` as they arrive. Returns what the backup is once every byte came and the
-    /// SHA-256 matched; `out` then holds exactly the backup. On any error `out` may hold part
-    /// of one: the caller discards it.
-    pub async fn backup(&self, out: &mut (dyn Write + Send)) -> Result<BackupInfo> {
+    /// bytes to `out` as they arrive, and flushing it at the end. `wait` bounds the time
+    /// until the answer's head, which a node sends after its snapshot (see the module
+    /// documentation; [`BACKUP_HEAD_TIMEOUT_DEFAULT`] suits any node). Returns what the backup
+    /// is once every byte came and the SHA-256 matched; `out` then holds exactly the backup.
+    /// On any error `out` may hold part of one: the caller discards it.
+    pub async fn backup(
+        &self,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        wait: Duration,
+    ) -> Result<BackupInfo> {
         let inner = &*self.inner;
         let mut failures = Vec::new();
         for endpoint in &inner.endpoints {
-            let mut failed = |reason: String| {
-                failures.push(EndpointFailure {
-                    endpoint: endpoint.base.clone(),
-                    reason,
-                })
+            let failure = |reason: String| EndpointFailure {
+                endpoint: endpoint.base.clone(),
+                reason,
             };
             if endpoint.protocol == Protocol::Grpc {
-                failed(
+                failures.push(failure(
                     "a backup is served over REST only: give the node's http:// endpoint"
                         .to_owned(),
-                );
+                ));
                 continue;
             }
             let uri = format!("{}{BACKUP_PATH}", endpoint.base);
@@ -65,19 +97,23 @@ impl Client {
             let request = builder
                 .body(Full::new(Bytes::new()))
                 .map_err(|e| Error::BadRequest(format!("cannot form a request for {uri}: {e}")))?;
-            let asked =
-                tokio::time::timeout(inner.options.call_timeout, inner.http.request(request));
-            let response = match asked.await {
+            let response = match tokio::time::timeout(wait, inner.http.request(request)).await {
                 Err(_) => {
-                    failed(format!(
-                        "no answer within {} ms",
-                        inner.options.call_timeout.as_millis()
-                    ));
+                    return Err(Error::Timeout(format!(
+                        "{}: no answer to the backup within {:?}; the node may still be taking its snapshot (not asking another node, which would take one too): retry later or with a longer --wait",
+                        endpoint.base, wait
+                    )));
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    failures.push(failure(error_chain(&e)));
                     continue;
                 }
                 Ok(Err(e)) => {
-                    failed(one_line(&e.to_string()));
-                    continue;
+                    failures.push(failure(format!(
+                        "{} (not asking another node: this one may have been taking its snapshot)",
+                        error_chain(&e)
+                    )));
+                    return Err(Error::Unavailable(failures));
                 }
                 Ok(Ok(response)) => response,
             };
@@ -89,8 +125,8 @@ impl Client {
                     Err(_) => Bytes::new(),
                 };
                 let error = from_response(status, &text, None);
-                if status == 503 {
-                    failed(error.to_string());
+                if busy_refusal(status, &text) {
+                    failures.push(failure(error.to_string()));
                     continue;
                 }
                 return Err(error);
@@ -109,13 +145,14 @@ impl Client {
 async fn receive(
     mut body: hyper::body::Incoming,
     info: &BackupInfo,
-    out: &mut (dyn Write + Send),
+    out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<()> {
     let mut hasher = Sha256::new();
     let mut received = 0u64;
     let incomplete = |received: u64, why: &str| {
         Error::BackupIncomplete(format!("{why} after {received} of {} bytes", info.bytes))
     };
+    let write_failed = |e: std::io::Error| Error::BackupWrite(one_line(&e.to_string()));
     loop {
         let frame = match tokio::time::timeout(BACKUP_STALL_TIMEOUT, body.frame()).await {
             Err(_) => {
@@ -141,12 +178,12 @@ async fn receive(
             return Err(incomplete(received, "more bytes than announced came"));
         }
         hasher.update(&data);
-        out.write_all(&data)
-            .map_err(|e| Error::BackupWrite(one_line(&e.to_string())))?;
+        out.write_all(&data).await.map_err(write_failed)?;
     }
     if received != info.bytes {
         return Err(incomplete(received, "the download ended"));
     }
+    out.flush().await.map_err(write_failed)?;
     let digest = hex(&hasher.finalize());
     if digest != info.sha256 {
         return Err(Error::BackupIncomplete(format!(
@@ -155,4 +192,24 @@ async fn receive(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_busy_node_sends_the_download_elsewhere() {
+        let body = |code: &str| format!(r#"{{"error":"e","code":"{code}"}}"#).into_bytes();
+        assert!(busy_refusal(503, &body("overloaded")));
+        assert!(busy_refusal(503, &body("too_many_connections")));
+        assert!(!busy_refusal(503, &body("no_leader")));
+        assert!(!busy_refusal(504, &body("timeout")));
+        assert!(!busy_refusal(503, b"not json"));
+    }
+
+    #[test]
+    fn the_default_wait_outlasts_the_node_s_snapshot_bound() {
+        assert!(BACKUP_HEAD_TIMEOUT_DEFAULT > BACKUP_SNAPSHOT_TIMEOUT);
+    }
 }

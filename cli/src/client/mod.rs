@@ -75,8 +75,9 @@ use crate::types::Routing;
 use crate::types::{ClientOptions, Credential};
 use endpoint::{Endpoint, parse_endpoint};
 
-pub use backup::BACKUP_STALL_TIMEOUT;
+pub use backup::{BACKUP_CHECK_ALLOWANCE, BACKUP_HEAD_TIMEOUT_DEFAULT};
 pub use endpoint::Protocol;
+pub use proto::rest::backup::BACKUP_STALL_TIMEOUT;
 pub use session::Session;
 
 /// Largest key the server accepts (docs/api.md: 4 KiB); checked before sending.

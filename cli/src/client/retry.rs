@@ -32,7 +32,7 @@ pub(super) enum Attempt {
 }
 
 /// One line from an error and its causes.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     // hyper-util's own layer ("client error (Connect)") says nothing its causes do not.
     let (mut text, mut source) = match error.source() {
         Some(cause) if error.to_string().starts_with("client error (") => {

@@ -8,7 +8,10 @@
 //! received against it.
 //!
 //! Invariant: the server writes these headers with [`BackupInfo::headers`] and every reader
-//! parses them with [`BackupInfo::from_headers`]; no header name is spelled anywhere else.
+//! parses them with [`BackupInfo::from_headers`]; no header name is spelled anywhere else. The
+//! digest is written as text by [`hex`] on both sides, so the two compare as strings.
+
+use std::time::Duration;
 
 /// The route.
 pub const BACKUP_PATH: &str = "/admin/backup";
@@ -30,6 +33,17 @@ pub const BACKUP_CLUSTER_ID: &str = "x-raftkv-backup-cluster-id";
 /// Length of a SHA-256 digest in hex.
 pub const SHA256_HEX_CHARS: usize = 64;
 
+/// Longest a node waits for the snapshot a backup is taken from before it answers
+/// `504 timeout`. Minutes, not the seconds of other requests: writing a snapshot of a state of
+/// several GB takes that long, and the time is spent once, on the node asked. A client waits
+/// longer than this for the answer's head, which comes only after the snapshot and a pass that
+/// checks and hashes the whole file.
+pub const BACKUP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Longest either side waits on the other while the body streams: a node gives up on a client
+/// that takes no chunk for this long, and a client on a node that sends none.
+pub const BACKUP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a backup is, as its answer's headers say.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackupInfo {
@@ -48,16 +62,20 @@ pub struct BackupInfo {
 }
 
 /// Why an answer's headers do not describe a backup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct BackupHeaderError(pub String);
 
-impl std::fmt::Display for BackupHeaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// Lowercase hex of `bytes`, two digits a byte: how [`BACKUP_SHA256`] writes a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
+    text
 }
-
-impl std::error::Error for BackupHeaderError {}
 
 /// Whether `text` is a SHA-256 digest as [`BACKUP_SHA256`] carries it.
 pub fn is_sha256_hex(text: &str) -> bool {
@@ -127,6 +145,13 @@ mod tests {
             sha256: "ab".repeat(32),
             cluster_id: "00000000000000ff".into(),
         }
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+        assert!(is_sha256_hex(&hex(&[0x5a; 32])));
     }
 
     #[test]
