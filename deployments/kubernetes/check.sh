@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of the Kubernetes manifests, no cluster needed:
-#   1. every kustomization (base/, founder/, tls/) names files that exist, and every file here
-#      is named by one (a manifest nobody applies is a mistake too);
+#   1. every kustomization (base/, founder/, restore/, tls/) names files that exist, and every
+#      file here is named by one (a manifest nobody applies is a mistake too);
 #   2. every resource file (not the kustomize patches) passes kubernetes-validate --strict
 #      against the Kubernetes API schemas of version $KUBERNETES_VERSION: an unknown or
 #      misspelt field is an error, not ignored;
@@ -56,8 +56,8 @@ import yaml  # kubernetes-validate depends on PyYAML
 
 problems, resources, named = [], [], set()
 kustomizations = sorted(glob.glob("*/kustomization.yaml"))
-if sorted(os.path.dirname(k) for k in kustomizations) != ["base", "founder", "tls"]:
-    problems.append(f"expected the kustomizations base/, founder/ and tls/, found {kustomizations}")
+if sorted(os.path.dirname(k) for k in kustomizations) != ["base", "founder", "restore", "tls"]:
+    problems.append(f"expected the kustomizations base/, founder/, restore/ and tls/, found {kustomizations}")
 for path in kustomizations:
     root = os.path.dirname(path)
     k = yaml.safe_load(open(path))
@@ -96,7 +96,7 @@ if ((${#files[@]})); then
 fi
 
 if command -v kubectl >/dev/null; then
-    for k in base founder tls; do
+    for k in base founder restore tls; do
         rendered=$(mktemp --suffix=.yaml)
         render_and_validate() {
             kubectl kustomize "$1" >"$2" && validate "$2"
