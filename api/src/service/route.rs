@@ -90,6 +90,9 @@ pub fn forward_to_leader(server: &Server, via: Via) -> Result<Forward, ApiError>
         .status()
         .leader
         .and_then(|id| server.members().get(&id).cloned())
+        // A member added with the seed's join body has no HTTP address until it records
+        // its own (at once when it leads): until then it cannot be forwarded to or named.
+        .filter(|leader| !leader.http_addr.is_empty())
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NoLeader,
