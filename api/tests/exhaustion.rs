@@ -49,14 +49,7 @@ fn keep_alive_request(
     }
     let head = String::from_utf8_lossy(&raw).to_string();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
+    let length: usize = common::content_length(&head).unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("read the answer body");
     (status, String::from_utf8_lossy(&body).to_string())

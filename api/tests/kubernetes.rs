@@ -430,14 +430,7 @@ fn get_bytes(addr: &str, path: &str) -> Vec<u8> {
         .expect("an HTTP header block");
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .expect("a Content-Length");
+    let length: usize = common::content_length(&head).expect("a Content-Length");
     let body = raw[end + 4..].to_vec();
     assert_eq!(body.len(), length, "GET {path}: the whole body");
     body

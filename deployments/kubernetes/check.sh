@@ -31,18 +31,8 @@ validate() {
     python3 -m kubernetes_validate --strict --quiet -k "$KUBERNETES_VERSION" "$@"
 }
 
-failed=()
-check() {
-    local what=$1
-    shift
-    printf '\n--- %s\n' "$what"
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "FAILED: $what" >&2
-        failed+=("$what")
-    fi
-}
+# shellcheck source=deployments/lib/checks.sh
+. "$here/../lib/checks.sh"
 
 # Resource files: what the kustomizations list under resources (not patches), as listed
 # by the check below; it prints them, one a line, to $resources.
@@ -108,9 +98,4 @@ else
     printf '\n--- kubectl is not on PATH: the kustomizations are not rendered (their files are checked above)\n'
 fi
 
-if ((${#failed[@]})); then
-    printf '\ncheck.sh: %d check(s) FAILED:\n' "${#failed[@]}" >&2
-    printf '  %s\n' "${failed[@]}" >&2
-    exit 1
-fi
-printf '\ncheck.sh: all Kubernetes checks passed\n'
+checks_done Kubernetes

@@ -21,18 +21,8 @@ if ! command -v python3 >/dev/null; then
 fi
 ./ensure-prometheus.sh
 
-failed=()
-check() {
-    local what=$1
-    shift
-    printf '\n--- %s\n' "$what"
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "FAILED: $what" >&2
-        failed+=("$what")
-    fi
-}
+# shellcheck source=deployments/lib/checks.sh
+. "$here/../lib/checks.sh"
 
 check "promtool check config prometheus/prometheus.yml" \
     promtool check config prometheus/prometheus.yml
@@ -201,9 +191,4 @@ if not problems:
 sys.exit(1 if problems else 0)
 PY
 
-if ((${#failed[@]})); then
-    printf '\ncheck.sh: %d check(s) FAILED:\n' "${#failed[@]}" >&2
-    printf '  %s\n' "${failed[@]}" >&2
-    exit 1
-fi
-printf '\ncheck.sh: all monitoring checks passed\n'
+checks_done monitoring

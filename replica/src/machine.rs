@@ -634,9 +634,8 @@ mod tests {
         assert_eq!(MemberInfo::from(as_v1), member(2, None));
     }
 
-    #[test]
-    fn records_for_a_new_cluster_keep_only_the_access_records() {
-        // Given the records of a cluster with members, a removal and a user,
+    /// Access records with authentication founded: a user `root` and a signing key.
+    fn auth_with_root() -> AuthState {
         let mut auth = AuthState::default();
         auth.apply(
             5,
@@ -647,6 +646,13 @@ mod tests {
             },
         )
         .expect("bootstrapped");
+        auth
+    }
+
+    #[test]
+    fn records_for_a_new_cluster_keep_only_the_access_records() {
+        // Given the records of a cluster with members, a removal and a user,
+        let auth = auth_with_root();
         let old = SnapshotExtra {
             cluster_id: ClusterId(7),
             members: vec![member(1, Some("127.0.0.1:9091"))],
@@ -691,19 +697,7 @@ mod tests {
             cluster_id: ClusterId(7),
             members: vec![member(1, Some("127.0.0.1:9091")), member(2, None)],
             removed: vec![(NodeId(3), LogIndex(12))],
-            auth: {
-                let mut auth = AuthState::default();
-                auth.apply(
-                    5,
-                    AuthCommand::Bootstrap {
-                        user: "root".into(),
-                        password_hash: "$argon2id$h".into(),
-                        signing_key: Bytes::from(vec![1; crate::auth::SIGNING_KEY_BYTES]),
-                    },
-                )
-                .expect("bootstrapped");
-                auth
-            },
+            auth: auth_with_root(),
         };
         let decoded = SnapshotExtra::decode(&extra.encode()).expect("decodes");
         assert_eq!(decoded.members, extra.members);

@@ -241,6 +241,15 @@ pub fn http_full(
     attempt().unwrap_or((0, String::new(), String::new()))
 }
 
+/// The `Content-Length` of an HTTP answer's header block, if it has one that parses.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 /// A two-worker runtime for a test that drives a client (the gRPC and SDK tests).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
