@@ -394,3 +394,55 @@ fn with_authentication_on_a_backup_needs_the_admin_role() {
     let info = save_backup(&n1, &file, &["--token", &token]);
     assert!(info.index > 0);
 }
+
+#[test]
+fn a_slow_reader_gets_the_whole_backup_whatever_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("a temporary directory");
+    // Given a node whose idle timeout is short (1 s) and a state of several MB,
+    let n1 = Proc::new(
+        "n1",
+        root.path(),
+        None,
+        &["--set", "server.idle_timeout=1s"],
+    );
+    wait_until("n1 leads", || ready(&n1));
+    let value = "v".repeat(16 * 1024);
+    for i in 0..600 {
+        assert_eq!(n1.put(&format!("k{i:03}"), &value).0, 200);
+    }
+    // when a client reads the backup slowly (about 1 MB/s: the transfer outlasts the idle
+    // timeout several times over, the kernel's socket buffers fill, and the last queued
+    // chunks take more than the idle timeout to drain),
+    let mut stream = std::net::TcpStream::connect(&n1.http).expect("connect");
+    write!(
+        stream,
+        "GET /admin/backup HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        n1.http
+    )
+    .expect("send the request");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    let mut raw = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            Err(e) => panic!("reading the backup after {} bytes: {e}", raw.len()),
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    // then every byte the answer announced arrives: the connection is not idle while the
+    // body is still being sent.
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP header block");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length = common::content_length(&head).expect("a Content-Length");
+    assert!(length > 9 * 1024 * 1024, "a state of about 10 MB: {length}");
+    assert_eq!(raw.len() - end - 4, length, "the whole body arrived");
+}

@@ -7,7 +7,9 @@
 //! answers like the others, through the router, with an empty body and a [`Streamed`]
 //! extension; the connection's service ([`super::handle`]) swaps the stream in as the body
 //! ([`Answer`]) and hands it the request's busy guard, so that the connection counts as busy
-//! (not idle, and not closed by `server.idle_timeout`) for as long as bytes go out.
+//! (not idle, and not closed by `server.idle_timeout`) until the body has taken the last
+//! chunk; what is then still on its way to the client keeps the connection open as any
+//! answer being written does ([`super::limits::WRITE_STALL_TIMEOUT`]).
 //!
 //! A client that takes no chunk for [`BACKUP_STALL_TIMEOUT`] is given up on: the reader stops
 //! and releases the busy guard, so the connection falls idle and is closed by the usual idle
@@ -196,12 +198,29 @@ async fn send_file(backup: Backup, tx: mpsc::Sender<io::Result<Bytes>>, busy: Bu
         }
     };
     match outcome {
-        Ok(()) => debug!(bytes = sent, index = info.index, "backup sent"),
+        Ok(()) => {
+            // The last chunks are queued, not sent: the connection stays busy (so the idle
+            // timeout cannot cut them off) and the backup keeps its place until the body has
+            // taken every chunk, which `reserve_many` of the whole queue waits for, or the
+            // client stalls for BACKUP_STALL_TIMEOUT.
+            match tokio::time::timeout(BACKUP_STALL_TIMEOUT, tx.reserve_many(BACKUP_CHUNKS_QUEUED))
+                .await
+            {
+                Ok(Ok(_)) => debug!(bytes = sent, index = info.index, "backup sent"),
+                Ok(Err(_)) => debug!(sent, "a backup's client went away before its last chunks"),
+                Err(_) => warn!(
+                    sent,
+                    stalled_s = BACKUP_STALL_TIMEOUT.as_secs(),
+                    "gave up on a backup whose client stopped reading its last chunks"
+                ),
+            }
+        }
         Err(e) => {
             warn!(path = %path.display(), error = %e, "a backup failed while it was sent");
-            // The body ends in an error, so hyper closes the connection mid-body.
-            let _ = tx.send(Err(e)).await;
+            // Ends the channel early: the body then ends in an error for the bytes still
+            // missing, and hyper closes the connection mid-body. (Sending the error would wait
+            // behind a client that stopped reading, with the connection kept busy.)
         }
     }
-    drop((busy, permit));
+    drop((tx, busy, permit));
 }

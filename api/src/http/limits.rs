@@ -18,7 +18,7 @@
 //! request or connection that dies (timeout, reset, refusal) gives back what it held.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -238,14 +238,25 @@ enum Phase {
     Header,
     /// A request is being handled (its body timeout is the handler's).
     Busy,
+    /// The handler is done but its answer is not all written: the client is taking it more
+    /// slowly than it is made (a backup, a long listing). [`WRITE_STALL_TIMEOUT`] runs from the
+    /// last byte the client took, not `idle_timeout`: the socket reports room again only once
+    /// a good share of its buffer has drained, which takes a slow client longer than a short
+    /// idle timeout though it is reading all along.
+    Writing,
 }
+
+/// How long an answer may wait for its client to take more of it before the connection is
+/// closed (or `idle_timeout`, if longer): a client that stopped reading is let go, one that
+/// reads slowly is not cut off mid-answer.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The phase of one connection and since when; shared by its reader, its handler and its
 /// watchdog. The [`Notify`] wakes the watchdog when a header starts: it sleeps towards the
 /// idle deadline, and without the wake-up a half-sent header would only be cut at that
 /// (longer) deadline instead of `header_read_timeout` after its first byte.
 #[derive(Debug)]
-pub struct Activity(Mutex<(Phase, Instant)>, Notify);
+pub struct Activity(Mutex<(Phase, Instant)>, Notify, AtomicBool);
 
 const ACTIVITY_LOCK: &str = "an activity lock is held only for a field update that cannot panic";
 
@@ -255,6 +266,8 @@ impl Activity {
         Arc::new(Activity(
             Mutex::new((Phase::Idle, Instant::now())),
             Notify::new(),
+            // Whether the socket's last write was refused for want of room (see `Writing`).
+            AtomicBool::new(false),
         ))
     }
 
@@ -264,10 +277,32 @@ impl Activity {
 
     fn bytes_in(&self) {
         let mut state = self.0.lock().expect(ACTIVITY_LOCK);
-        if state.0 == Phase::Idle {
+        if matches!(state.0, Phase::Idle | Phase::Writing) {
             *state = (Phase::Header, Instant::now());
             // A stored permit if the watchdog is not waiting yet: the change is never missed.
             self.1.notify_one();
+        }
+    }
+
+    /// Bytes of an answer went out: an idle connection's idle time starts again, since idle
+    /// means nothing moving either way. The tail of a large answer (a backup, a long listing)
+    /// is still being written after its handler is done, and must not be cut as idle while
+    /// a slow client takes it.
+    fn bytes_out(&self) {
+        self.2.store(false, Ordering::Relaxed);
+        let mut state = self.0.lock().expect(ACTIVITY_LOCK);
+        if matches!(state.0, Phase::Idle | Phase::Writing) {
+            *state = (Phase::Idle, Instant::now());
+        }
+    }
+
+    /// The socket took no more of an answer for now: outside a request, the connection waits
+    /// on its client ([`Phase::Writing`]), since the first such wait.
+    fn write_blocked(&self) {
+        self.2.store(true, Ordering::Relaxed);
+        let mut state = self.0.lock().expect(ACTIVITY_LOCK);
+        if state.0 == Phase::Idle {
+            *state = (Phase::Writing, Instant::now());
         }
     }
 
@@ -285,6 +320,7 @@ impl Activity {
         let deadline = match state.0 {
             Phase::Idle => Some(state.1 + limits.idle_timeout),
             Phase::Header => Some(state.1 + limits.header_read_timeout),
+            Phase::Writing => Some(state.1 + limits.idle_timeout.max(WRITE_STALL_TIMEOUT)),
             Phase::Busy => None,
         };
         (deadline, state)
@@ -296,7 +332,13 @@ pub struct BusyGuard(Arc<Activity>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        *self.0.0.lock().expect(ACTIVITY_LOCK) = (Phase::Idle, Instant::now());
+        // An answer still waiting for room in the socket is being taken, not idle.
+        let phase = if self.0.2.load(Ordering::Relaxed) {
+            Phase::Writing
+        } else {
+            Phase::Idle
+        };
+        *self.0.0.lock().expect(ACTIVITY_LOCK) = (phase, Instant::now());
     }
 }
 
@@ -334,7 +376,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.activity.bytes_out(),
+            Poll::Pending => self.activity.write_blocked(),
+            _ => {}
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -350,7 +398,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.activity.bytes_out(),
+            Poll::Pending => self.activity.write_blocked(),
+            _ => {}
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
