@@ -35,6 +35,9 @@ pub enum SaveError {
     /// `FILE` names no file in a directory.
     #[error("{0} is not a file name to save a backup to")]
     BadPath(PathBuf),
+    /// Interrupted (Ctrl-C) before the backup was whole: nothing was left behind.
+    #[error("interrupted: no backup was saved to {0}")]
+    Interrupted(PathBuf),
     /// The local file system refused.
     #[error("{what} {path}: {source}")]
     Io {
@@ -73,13 +76,6 @@ pub async fn save(client: &Client, file: &Path, wait: Duration) -> Result<Backup
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".part-{}", std::process::id()));
-    let temporary = Temporary {
-        path: dir.join(temp_name),
-        kept: false,
-    };
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| SaveError::Io { what, path, source }
@@ -91,12 +87,37 @@ pub async fn save(client: &Client, file: &Path, wait: Duration) -> Result<Backup
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(BACKUP_FILE_MODE);
     }
-    let created = tokio::fs::OpenOptions::from(options)
-        .open(&temporary.path)
-        .await
-        .map_err(io("creating", &temporary.path))?;
+    // The temporary name is the process id and the clock's nanoseconds: a file left by a
+    // killed run (whose pid a container reuses: kvcli is often pid 1) or a concurrent save
+    // into the same directory is never taken over, only stepped around.
+    let (temporary, created) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let mut temp_name = std::ffi::OsString::from(".");
+            temp_name.push(name);
+            temp_name.push(format!(".part-{}-{nanos:08x}", std::process::id()));
+            let path = dir.join(temp_name);
+            match tokio::fs::OpenOptions::from(options.clone())
+                .open(&path)
+                .await
+            {
+                Ok(created) => break (Temporary { path, kept: false }, created),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 3 => {}
+                Err(e) => return Err(io("creating", &path)(e)),
+            }
+        }
+    };
     let mut out = BufWriter::with_capacity(SAVE_BUFFER_BYTES, created);
-    let info = client.backup(&mut out, wait).await?;
+    // Ctrl-C ends the download here, so the guard removes the partial file (it holds the
+    // access records, and a kill would otherwise leave it beside FILE).
+    let info = tokio::select! {
+        info = client.backup(&mut out, wait) => info?,
+        _ = tokio::signal::ctrl_c() => return Err(SaveError::Interrupted(file.to_path_buf())),
+    };
     // `Client::backup` flushed it; flushed again because `into_inner` drops what is buffered.
     out.flush().await.map_err(io("writing", &temporary.path))?;
     let created = out.into_inner();

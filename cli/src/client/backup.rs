@@ -120,9 +120,16 @@ impl Client {
             let (parts, body) = response.into_parts();
             let status = parts.status.as_u16();
             if !(200..300).contains(&status) {
-                let text = match Limited::new(body, RESPONSE_BYTES_MAX).collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(_) => Bytes::new(),
+                // Bounded like the backup's own body: a node or proxy that sends an error's
+                // head and then stalls must not hold the command forever.
+                let collected = tokio::time::timeout(
+                    BACKUP_STALL_TIMEOUT,
+                    Limited::new(body, RESPONSE_BYTES_MAX).collect(),
+                )
+                .await;
+                let text = match collected {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    _ => Bytes::new(),
                 };
                 let error = from_response(status, &text, None);
                 if busy_refusal(status, &text) {
