@@ -127,6 +127,19 @@ pub async fn scope<F: Future>(request: Request, fut: F) -> F::Output {
     CURRENT.scope(request, fut).await
 }
 
+/// Spawns `fut` on a task of its own that serves the same request as this one: its log lines
+/// carry the request's id (a task-local is not inherited by spawned tasks).
+pub fn spawn_serving<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match with_current(Clone::clone) {
+        Some(request) => tokio::spawn(scope(request, fut)),
+        None => tokio::spawn(fut),
+    }
+}
+
 /// Reads the request being served on this task, if any.
 pub fn with_current<R>(read: impl FnOnce(&Request) -> R) -> Option<R> {
     CURRENT.try_with(read).ok()
@@ -140,6 +153,28 @@ pub fn current_id() -> Option<Arc<str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_spawned_while_serving_a_request_logs_under_its_id() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let request = Request::http(Arc::from("req-7"), hyper::Method::GET, "/".parse().unwrap());
+        // Given a request being served, a task it spawns serves it too;
+        let seen = runtime.block_on(scope(request, async {
+            spawn_serving(async { current_id() })
+                .await
+                .expect("the task ran")
+        }));
+        assert_eq!(seen.as_deref(), Some("req-7"));
+        // and one spawned outside any request serves none.
+        let seen = runtime.block_on(async {
+            spawn_serving(async { current_id() })
+                .await
+                .expect("the task ran")
+        });
+        assert_eq!(seen, None);
+    }
 
     #[test]
     fn a_client_id_is_kept_only_when_it_is_a_safe_header_and_log_value() {

@@ -206,8 +206,7 @@ impl pb::kv_server::Kv for Api {
         // after as long a silence as an idle connection; the stream then ends with
         // `DEADLINE_EXCEEDED` after the pages already queued, and what it held is freed.
         let stall_max = server.limits.idle_timeout;
-        // The pages are read on a task of their own: it logs under the call's request id.
-        let serving = crate::request_id::with_current(Clone::clone);
+        // The pages are read on a task of their own, which logs under the call's request id.
         let pages = async move {
             let mut page = first;
             loop {
@@ -250,10 +249,7 @@ impl pb::kv_server::Kv for Api {
                 };
             }
         };
-        match serving {
-            Some(request) => tokio::spawn(crate::request_id::scope(request, pages)),
-            None => tokio::spawn(pages),
-        };
+        crate::request_id::spawn_serving(pages);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

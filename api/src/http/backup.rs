@@ -108,7 +108,7 @@ impl BackupBody {
     fn start(backup: Backup, busy: BusyGuard) -> BackupBody {
         let (tx, chunks) = mpsc::channel(BACKUP_CHUNKS_QUEUED);
         let bytes_left = backup.info.bytes;
-        tokio::spawn(send_file(backup, tx, busy));
+        crate::request_id::spawn_serving(send_file(backup, tx, busy));
         BackupBody { chunks, bytes_left }
     }
 }

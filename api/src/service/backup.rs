@@ -83,7 +83,7 @@ pub async fn backup(server: Arc<Server>) -> Result<Backup, ApiError> {
     // A task of its own, holding the permit: when the client goes away hyper drops this
     // future, but the node's snapshot and the blocking pass over the file go on to their end,
     // and the permit must stay taken until then or the limit would not limit the disk work.
-    tokio::spawn(prepare(server, permit))
+    crate::request_id::spawn_serving(prepare(server, permit))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("preparing the backup: {e}")))?
 }
