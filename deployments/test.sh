@@ -252,6 +252,22 @@ run_check() { # NAME FUNCTION
     fi
     stop_stray_writer
     rm -f "$work/detail"
+    ((status == 0)) || heal
+}
+# After a failed check: every node running and on the network again, so that the next check
+# tests what it names, not this failure's leftovers (a stopped or cut-off container).
+heal() {
+    local node container
+    for node in node1 node2 node3; do
+        container=$(container_of "$node") || continue
+        [[ -n $container ]] || continue
+        docker start "$container" >/dev/null 2>&1 || true
+        # As Compose attached it; an error here is a container already on the network.
+        docker network connect --alias "$node" "$network" "$container" >/dev/null 2>&1 || true
+    done
+    for node in node1 node2 node3; do
+        wait_ready "$node" 60 || say "after a failed check, $node is not ready within 60 s"
+    done
 }
 detail() { printf '%s\n' "$*" >"$work/detail"; }
 
