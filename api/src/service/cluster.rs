@@ -261,9 +261,11 @@ pub async fn join(
     } = request;
     check("node_id", &name, crate::config::check_node_id)?;
     check("raft_addr", &raft_addr, crate::config::check_address)?;
-    // An empty HTTP address is the seed's body, which names none: recorded as unknown.
-    if !http_addr.is_empty() {
-        check("http_addr", &http_addr, crate::config::check_address)?;
+    // The contract's empty HTTP address is the seed's body, which names none: unknown here,
+    // like a gRPC address an older joiner does not send.
+    let http_addr = (!http_addr.is_empty()).then_some(http_addr);
+    if let Some(http_addr) = &http_addr {
+        check("http_addr", http_addr, crate::config::check_address)?;
     }
     if let Some(grpc_addr) = &grpc_addr {
         check("grpc_addr", grpc_addr, crate::config::check_address)?;
@@ -304,9 +306,9 @@ pub async fn join(
         let other_grpc =
             grpc_addr.is_some() && existing.grpc_addr.is_some() && existing.grpc_addr != grpc_addr;
         // So may an HTTP address (a member added with the seed's body, which names none).
-        let other_http = !http_addr.is_empty()
-            && !existing.http_addr.is_empty()
-            && existing.http_addr != http_addr;
+        let other_http = http_addr
+            .as_ref()
+            .is_some_and(|http| !existing.http_addr.is_empty() && &existing.http_addr != http);
         if is_member && (existing.raft_addr != raft_addr || other_http || other_grpc) {
             return Err(conflict(
                 ErrorCode::MemberExists,
@@ -334,7 +336,7 @@ pub async fn join(
         m.id != id
             && configuration.contains(m.id)
             && (m.raft_addr == raft_addr
-                || (!http_addr.is_empty() && m.http_addr == http_addr)
+                || http_addr.as_ref() == Some(&m.http_addr)
                 || (grpc_addr.is_some() && m.grpc_addr == grpc_addr))
     }) {
         return Err(conflict(
@@ -348,7 +350,7 @@ pub async fn join(
             ),
         ));
     }
-    if !fresh && !configuration.contains(id) && !http_addr.is_empty() {
+    if let (false, false, Some(http_addr)) = (fresh, configuration.contains(id), &http_addr) {
         let url = format!("{}://{http_addr}/cluster/id", crate::http::peer_scheme());
         if let Ok((status, answer)) = crate::http::get_json(&url, JOINER_PROBE_TIMEOUT).await
             && status.is_success()
@@ -367,14 +369,9 @@ pub async fn join(
     // A joiner that does not say its gRPC address (an older version) keeps the recorded one;
     // so does one that does not say its HTTP address (the seed's body).
     let grpc_addr = grpc_addr.or_else(|| members.get(&id).and_then(|m| m.grpc_addr.clone()));
-    let http_addr = if http_addr.is_empty() {
-        members
-            .get(&id)
-            .map(|m| m.http_addr.clone())
-            .unwrap_or_default()
-    } else {
-        http_addr
-    };
+    let http_addr = http_addr
+        .or_else(|| members.get(&id).map(|m| m.http_addr.clone()))
+        .unwrap_or_default();
     if http_addr.is_empty() {
         tracing::warn!(node = %name, "adding a member without an HTTP address (the seed's join body names only the Raft address): it is recorded when the node joins for itself or leads; until then no request is forwarded to it, and whether it belongs to another cluster could not be asked");
     }
