@@ -2,17 +2,15 @@
 //! `grpc://host:port` (the gRPC API), or `https://` and `grpcs://` for the same over TLS, a
 //! trailing `/` allowed, normalised once so that the
 //! leader's announced address for that protocol can be matched against them. A gRPC endpoint
-//! keeps its HTTP/2 clients (calls multiplex over their connections, taken in turn).
+//! keeps its HTTP/2 connections ([`Channel`]; calls multiplex over them, taken in turn).
 //! Invariant: every [`Endpoint`] held has a known scheme, a port, and no path or query.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::channel::Channel;
 use crate::error::{Error, Result};
 use crate::types::ClientTls;
 
@@ -31,45 +29,22 @@ pub(super) struct Endpoint {
     /// `http://host:port` or `grpc://host:port` (`https`, `grpcs` over TLS), no trailing
     /// slash.
     pub(super) base: String,
-    /// Whether it is reached over TLS.
-    pub(super) tls: bool,
     /// `host:port`, to recognise the leader's address for [`Endpoint::protocol`].
     pub(super) authority: String,
     /// The API it speaks.
     pub(super) protocol: Protocol,
-    /// A gRPC endpoint's HTTP/2 clients, each with its own connection (made at its first
-    /// call, and again after it breaks); calls take them in turn.
-    grpc: Vec<GrpcHttp>,
+    /// A gRPC endpoint's HTTP/2 connections (each made at its first call, and again after it
+    /// breaks); calls take them in turn.
+    grpc: Vec<Channel>,
     /// The next of `grpc` to use.
     next: AtomicUsize,
 }
 
-/// The HTTP/2 client a gRPC call goes over: hyper's, driven directly, so that a call is one
-/// HTTP/2 stream on the connection with no queue and task of its own in front (as tonic's
-/// `Channel` has); its errors say whether the connection could be made at all.
-pub(super) type GrpcHttp =
-    HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>;
-
 impl Endpoint {
-    /// The next of this gRPC endpoint's HTTP/2 clients, and the origin its calls go to.
-    pub(super) fn grpc(&self) -> (GrpcHttp, Uri) {
-        let client = &self.grpc[self.next.fetch_add(1, Ordering::Relaxed) % self.grpc.len()];
-        let scheme = if self.tls { "https" } else { "http" };
-        let origin = format!("{scheme}://{}", self.authority)
-            .parse()
-            .expect("invariant: the authority was parsed from a URL");
-        (client.clone(), origin)
+    /// The next of this gRPC endpoint's connections.
+    pub(super) fn grpc(&self) -> &Channel {
+        &self.grpc[self.next.fetch_add(1, Ordering::Relaxed) % self.grpc.len()]
     }
-}
-
-fn grpc_client(connect_timeout: Duration, tls: Option<&ClientTls>) -> Result<GrpcHttp> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    let connector = super::tls::connector(tls, connector, true)?;
-    Ok(HyperClient::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector))
 }
 
 /// Parses `http://host:port` or `grpc://host:port` (`https://`, `grpcs://` over TLS, which
@@ -126,14 +101,23 @@ pub(super) fn parse_endpoint(
     };
     Ok(Endpoint {
         base: format!("{scheme}://{authority}"),
-        tls: secure,
         authority: authority.as_str().to_owned(),
         protocol,
         grpc: match protocol {
             Protocol::Http => Vec::new(),
-            Protocol::Grpc => (0..grpc_connections.max(1))
-                .map(|_| grpc_client(connect_timeout, tls))
-                .collect::<Result<Vec<_>>>()?,
+            Protocol::Grpc => {
+                let connector = if secure {
+                    Some(super::tls::grpc_connector(tls)?)
+                } else {
+                    None
+                };
+                (0..grpc_connections.max(1))
+                    .map(|_| {
+                        Channel::new(authority.as_str(), connector.clone(), connect_timeout)
+                            .map_err(|reason| invalid(&reason))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
         },
         next: AtomicUsize::new(0),
     })

@@ -23,7 +23,8 @@ use hyper::Uri;
 use super::RESPONSE_BYTES_MAX;
 use super::auth::AuthOp;
 use super::call::{Answer, Call, Op};
-use super::endpoint::{Endpoint, GrpcHttp};
+use super::channel::{Channel, NotSent};
+use super::endpoint::Endpoint;
 use super::retry::Attempt;
 use crate::types::{Credential, ListResult};
 
@@ -103,13 +104,13 @@ fn refusal(status: &Status) -> Option<Answer> {
     Some(json(code.map_or(500, ErrorCode::http_status), &body))
 }
 
-/// Whether a status the node did not send says the connection was never made (the HTTP
-/// client's own error says so).
+/// Whether a status the node did not send says the call never left ([`NotSent`]: the
+/// connection could not be made, or the node refused the stream unread).
 fn never_connected(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(cause) = source {
-        if let Some(e) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
-            return e.is_connect();
+        if cause.downcast_ref::<NotSent>().is_some() {
+            return true;
         }
         source = cause.source();
     }
@@ -122,8 +123,7 @@ pub(super) async fn attempt(
     call: &Call<'_>,
     credential: &Credential,
 ) -> Attempt {
-    let (client, origin) = endpoint.grpc();
-    match send(client, origin, call, credential).await {
+    match send(endpoint.grpc(), call, credential).await {
         Ok(answer) => Attempt::Answer(answer),
         Err(status) => match refusal(&status) {
             Some(answer) => Attempt::Answer(answer),
@@ -133,28 +133,33 @@ pub(super) async fn attempt(
     }
 }
 
+/// The paths of the calls [`Channel::unary`] makes itself.
+const GET: &str = "/raftkv.v1.KV/Get";
+const PUT: &str = "/raftkv.v1.KV/Put";
+const DELETE: &str = "/raftkv.v1.KV/Delete";
+
 async fn send(
-    client: GrpcHttp,
-    origin: Uri,
+    channel: &Channel,
     call: &Call<'_>,
     credential: &Credential,
 ) -> Result<Answer, Status> {
-    let channel = client.clone();
-    let mut kv =
-        KvClient::with_origin(client, origin.clone()).max_decoding_message_size(RESPONSE_BYTES_MAX);
+    let origin = channel.origin();
+    let channel = channel.clone();
+    let mut kv = KvClient::with_origin(channel.clone(), origin.clone())
+        .max_decoding_message_size(RESPONSE_BYTES_MAX);
     Ok(match &call.op {
         Op::Get {
             key,
             consistency: c,
             json: as_json,
         } => {
-            let got = kv
-                .get(credential.request(pb::GetRequest {
-                    key: key.clone(),
-                    consistency: consistency(*c),
-                }))
-                .await?
-                .into_inner();
+            let request = pb::GetRequest {
+                key: key.clone(),
+                consistency: consistency(*c),
+            };
+            let got: pb::GetResponse = channel
+                .unary(GET, credential, &request, RESPONSE_BYTES_MAX)
+                .await?;
             let staleness = stale(got.stale);
             let found = got
                 .kv
@@ -179,18 +184,18 @@ async fn send(
             value,
             condition,
         } => {
-            let put = kv
-                .put(credential.request(pb::PutRequest {
-                    key: key.clone(),
-                    value: value.clone(),
-                    condition: condition.as_ref().map(|c| match c {
-                        Precondition::Version(v) => pb::put_request::Condition::PrevVersion(*v),
-                        Precondition::Value(x) => pb::put_request::Condition::PrevValue(x.clone()),
-                    }),
-                    session: session(call),
-                }))
-                .await?
-                .into_inner();
+            let request = pb::PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                condition: condition.as_ref().map(|c| match c {
+                    Precondition::Version(v) => pb::put_request::Condition::PrevVersion(*v),
+                    Precondition::Value(x) => pb::put_request::Condition::PrevValue(x.clone()),
+                }),
+                session: session(call),
+            };
+            let put: pb::PutResponse = channel
+                .unary(PUT, credential, &request, RESPONSE_BYTES_MAX)
+                .await?;
             json(
                 200,
                 &rest::PutResult {
@@ -199,14 +204,17 @@ async fn send(
                 },
             )
         }
-        Op::Delete { key } => deleted(
-            kv.delete(credential.request(pb::DeleteRequest {
+        Op::Delete { key } => {
+            let request = pb::DeleteRequest {
                 key: key.clone(),
                 session: session(call),
-            }))
-            .await?
-            .into_inner(),
-        ),
+            };
+            deleted(
+                channel
+                    .unary(DELETE, credential, &request, RESPONSE_BYTES_MAX)
+                    .await?,
+            )
+        }
         Op::DeletePrefix { prefix } => deleted(
             kv.delete_prefix(credential.request(pb::DeletePrefixRequest {
                 prefix: prefix.clone().unwrap_or_default(),
@@ -394,7 +402,7 @@ fn raw_value(kv: rest::KeyValue) -> Answer {
 /// its revision; `more` and `next` lead on from it. The rest of the stream is dropped, which
 /// cancels it on the node.
 async fn list(
-    kv: &mut KvClient<GrpcHttp>,
+    kv: &mut KvClient<Channel>,
     prefix: &Bytes,
     after: Option<&Bytes>,
     limit: Option<u32>,
@@ -436,7 +444,7 @@ async fn list(
 /// Readiness over gRPC (`Maintenance.Ready`, REST's `GET /ready`): the answer in the REST
 /// body's form; a refusal (`not_ready` with its quota, a storage problem) is the REST
 /// refusal, as [`refusal`] reads it.
-async fn ready(channel: GrpcHttp, origin: Uri, credential: &Credential) -> Result<Answer, Status> {
+async fn ready(channel: Channel, origin: Uri, credential: &Credential) -> Result<Answer, Status> {
     let ready = MaintenanceClient::with_origin(channel, origin)
         .ready(credential.request(pb::ReadyRequest {}))
         .await?
@@ -490,7 +498,7 @@ fn auth_status(s: pb::AuthStatusResponse) -> Answer {
 
 /// An authentication call over gRPC (`raftkv.v1.Auth`), answered in the REST form.
 async fn auth(
-    mut client: AuthClient<GrpcHttp>,
+    mut client: AuthClient<Channel>,
     op: &AuthOp,
     credential: &Credential,
 ) -> Result<Answer, Status> {

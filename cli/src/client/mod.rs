@@ -52,6 +52,7 @@ mod api;
 mod auth;
 mod backup;
 mod call;
+mod channel;
 mod endpoint;
 mod grpc;
 mod retry;

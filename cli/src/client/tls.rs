@@ -69,3 +69,10 @@ pub(super) fn connector(
         builder.enable_http1().wrap_connector(http)
     })
 }
+
+/// The TLS connector of a `grpcs://` endpoint's HTTP/2 connections (ALPN `h2`).
+pub(super) fn grpc_connector(tls: Option<&ClientTls>) -> Result<tokio_rustls::TlsConnector> {
+    let mut config = config(tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

@@ -1,0 +1,555 @@
+//! One HTTP/2 connection to a gRPC endpoint, driven with `h2` directly: made at the first call
+//! (and again after it breaks), then shared by every call that takes it. A call is one stream:
+//! the caller's task writes the request frames and reads the answer, and one driver task per
+//! connection moves the frames; nothing else stands between a call and the connection (no
+//! request queue, no task per call, no body pump), which is what the load generator's CPU per
+//! call comes down to on a machine it shares with the server.
+//!
+//! Two ways in:
+//! - [`Channel::unary`]: the hot calls (get, put, delete) encode and decode their messages here;
+//! - `Channel` is a tower `Service`, so tonic's generated clients run over the same connection
+//!   for every other call (streams included).
+//!
+//! Invariant: a call that fails before its request frames were handed to h2 reports
+//! [`NotSent`], so that the retry rules may send even a plain write elsewhere.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
+use hyper::{Method, Request, Response, Uri};
+use prost::Message;
+use tonic::Status;
+
+use crate::types::Credential;
+
+/// The receive window of each call's stream: the answers of a bench fit in it without a window
+/// update (h2's default, 64 KiB, needs one every few hundred small answers).
+pub(super) const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// The receive window of the whole connection, shared by its calls.
+pub(super) const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// Why a connection could not be made: the call was never sent.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct NotSent(pub(super) String);
+
+/// Where a channel connects, and how.
+struct Target {
+    /// `host:port`.
+    authority: String,
+    /// The origin of every request (`http://` or `https://` and the authority).
+    origin: Uri,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    connect_timeout: Duration,
+}
+
+/// A live connection: its request half, and whether its driver has ended.
+#[derive(Clone)]
+struct Live {
+    sender: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+/// One HTTP/2 connection to a gRPC endpoint, cheap to clone (clones share it).
+#[derive(Clone)]
+pub(super) struct Channel {
+    target: Arc<Target>,
+    live: Arc<std::sync::Mutex<Option<Live>>>,
+    /// Held while connecting, so that calls arriving together make one connection.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("authority", &self.target.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// A channel to `authority` (`host:port`); over TLS with `tls`. Connects on first use.
+    pub(super) fn new(
+        authority: &str,
+        tls: Option<tokio_rustls::TlsConnector>,
+        connect_timeout: Duration,
+    ) -> Result<Channel, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin: Uri = format!("{scheme}://{authority}")
+            .parse()
+            .map_err(|e| format!("{authority}: {e}"))?;
+        let tls = match tls {
+            None => None,
+            Some(connector) => {
+                let host = origin
+                    .host()
+                    .expect("invariant: the origin was parsed with an authority")
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| format!("{authority}: not a TLS server name: {e}"))?;
+                Some((connector, name))
+            }
+        };
+        Ok(Channel {
+            target: Arc::new(Target {
+                authority: authority.to_owned(),
+                origin,
+                tls,
+                connect_timeout,
+            }),
+            live: Arc::new(std::sync::Mutex::new(None)),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The origin requests go to, as tonic's generated clients take it.
+    pub(super) fn origin(&self) -> Uri {
+        self.target.origin.clone()
+    }
+
+    fn current(&self) -> Option<Live> {
+        let live = self
+            .live
+            .lock()
+            .expect("invariant: no code panics while holding the connection slot");
+        live.as_ref()
+            .filter(|l| !l.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// A sender ready for one more stream: the live connection's, or a new connection's.
+    async fn ready(&self) -> Result<SendRequest<Bytes>, Status> {
+        // A connection can be seen closing only once it is asked for a stream: one retry on a
+        // fresh connection, which is safe because nothing was sent yet.
+        for _ in 0..2 {
+            let live = match self.current() {
+                Some(live) => live,
+                None => self.connect().await?,
+            };
+            match live.sender.ready().await {
+                Ok(sender) => return Ok(sender),
+                Err(_) => live.closed.store(true, Ordering::Release),
+            }
+        }
+        Err(not_sent(format!(
+            "the connection to {} closed as it was made",
+            self.target.authority
+        )))
+    }
+
+    async fn connect(&self) -> Result<Live, Status> {
+        let _one = self.connecting.lock().await;
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let target = &self.target;
+        let failed = |what: String| not_sent(format!("connecting to {}: {what}", target.authority));
+        let tcp = tokio::time::timeout(
+            target.connect_timeout,
+            tokio::net::TcpStream::connect(&target.authority),
+        )
+        .await
+        .map_err(|_| failed(format!("no answer within {:?}", target.connect_timeout)))?
+        .map_err(|e| failed(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let live = match &target.tls {
+            None => start(tcp).await,
+            Some((connector, name)) => {
+                let secured = tokio::time::timeout(
+                    target.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| failed("the TLS handshake took too long".to_owned()))?
+                .map_err(|e| failed(format!("TLS: {e}")))?;
+                start(secured).await
+            }
+        }
+        .map_err(|e| failed(format!("HTTP/2: {e}")))?;
+        *self
+            .live
+            .lock()
+            .expect("invariant: no code panics while holding the connection slot") =
+            Some(live.clone());
+        Ok(live)
+    }
+
+    fn request(&self, path: &'static str, credential: &Credential) -> Request<()> {
+        let mut parts = self.target.origin.clone().into_parts();
+        parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static(path));
+        let uri = Uri::from_parts(parts).expect("invariant: an origin and a static path");
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        // A credential that is not valid header text is left off, as tonic's metadata does
+        // (the node then answers `UNAUTHENTICATED`).
+        if let Some((name, value)) = credential.header()
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+        request
+    }
+
+    /// One unary call: `request` to the method at `path` (`/raftkv.v1.KV/Get`), its answer
+    /// decoded, or the status the node or the connection gave. An answer over `max_bytes` is
+    /// `RESOURCE_EXHAUSTED`.
+    pub(super) async fn unary<A: Message + Default>(
+        &self,
+        path: &'static str,
+        credential: &Credential,
+        request: &impl Message,
+        max_bytes: usize,
+    ) -> Result<A, Status> {
+        let mut sender = self.ready().await?;
+        let len = request.encoded_len();
+        let mut frame = BytesMut::with_capacity(PREFIX_BYTES + len);
+        frame.put_u8(0);
+        frame.put_u32(u32::try_from(len).map_err(|_| {
+            Status::resource_exhausted(format!("a request of {len} bytes is over gRPC's limit"))
+        })?);
+        request
+            .encode(&mut frame)
+            .expect("invariant: the buffer was sized to the message");
+        let (answer, mut stream) = sender
+            .send_request(self.request(path, credential), false)
+            .map_err(lost)?;
+        stream.send_data(frame.freeze(), true).map_err(lost)?;
+        let answer = answer.await.map_err(lost)?;
+        if let Some(status) = Status::from_header_map(answer.headers()) {
+            // Trailers only: a refusal (or an empty answer, which a unary call may not give).
+            return Err(if status.code() == tonic::Code::Ok {
+                Status::internal("a unary call answered no message")
+            } else {
+                status
+            });
+        }
+        if answer.status() != hyper::StatusCode::OK {
+            return Err(Status::unknown(format!(
+                "the node answered HTTP {} to a gRPC call",
+                answer.status()
+            )));
+        }
+        let mut body = answer.into_body();
+        let mut message = BytesMut::new();
+        while let Some(data) = body.data().await {
+            let data = data.map_err(lost)?;
+            let _ = body.flow_control().release_capacity(data.len());
+            if message.len() + data.len() > max_bytes.saturating_add(PREFIX_BYTES) {
+                return Err(Status::resource_exhausted(format!(
+                    "the answer is over the client's limit of {max_bytes} bytes"
+                )));
+            }
+            message.extend_from_slice(&data);
+        }
+        let trailers = body.trailers().await.map_err(lost)?;
+        match trailers.as_ref().and_then(Status::from_header_map) {
+            Some(status) if status.code() == tonic::Code::Ok => {}
+            Some(status) => return Err(status),
+            None => return Err(Status::internal("a gRPC answer without its status")),
+        }
+        if message.len() < PREFIX_BYTES || message[0] != 0 {
+            return Err(Status::internal(
+                "a gRPC answer without one uncompressed message",
+            ));
+        }
+        let mut message = message.freeze();
+        message.advance(1);
+        let length = message.get_u32() as usize;
+        if message.len() != length {
+            return Err(Status::internal(format!(
+                "a gRPC message of {} bytes where its prefix says {length}",
+                message.len()
+            )));
+        }
+        A::decode(message).map_err(|e| Status::internal(format!("an undecodable answer: {e}")))
+    }
+}
+
+/// A status for a call that never left: its source is [`NotSent`].
+fn not_sent(what: String) -> Status {
+    let mut status = Status::unavailable(what.clone());
+    status.set_source(Arc::new(NotSent(what)));
+    status
+}
+
+/// A status for a call that broke after it may have reached the node. A stream the node
+/// refused before reading it (`REFUSED_STREAM`, as when it is going away) was not processed.
+fn lost(e: h2::Error) -> Status {
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        return not_sent(format!("the node refused the stream: {e}"));
+    }
+    Status::unavailable(format!("the connection broke: {e}"))
+}
+
+/// The HTTP/2 handshake on `io`, and the driver task that moves its frames until it closes.
+async fn start<T>(io: T) -> Result<Live, h2::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .handshake(io)
+        .await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let ended = Arc::clone(&closed);
+    tokio::spawn(async move {
+        let _ = connection.await;
+        ended.store(true, Ordering::Release);
+    });
+    Ok(Live { sender, closed })
+}
+
+/// An answer's body as tonic reads it: the stream's data, then its trailers.
+pub(super) struct AnswerBody {
+    stream: h2::RecvStream,
+    data_done: bool,
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match self.stream.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.data_done = true,
+            }
+        }
+        match self.stream.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// tonic's generated clients call through this: the request body (a unary or server-streaming
+/// call's one message) is read whole, then sent as the stream's data.
+impl tower_service::Service<Request<tonic::body::Body>> for Channel {
+    type Response = Response<AnswerBody>;
+    type Error = Status;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Status>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+        let channel = self.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| Status::internal(format!("encoding the request: {e}")))?
+                .to_bytes();
+            let mut sender = channel.ready().await?;
+            let request = Request::from_parts(parts, ());
+            let (answer, mut stream) = sender.send_request(request, false).map_err(lost)?;
+            stream.send_data(body, true).map_err(lost)?;
+            let answer = answer.await.map_err(lost)?;
+            Ok(answer.map(|stream| AnswerBody {
+                stream,
+                data_done: false,
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::pb;
+
+    /// A one-method gRPC server on h2: answers each call with `answer(request)`, and after
+    /// `calls_per_connection` calls on a connection closes it gracefully (GOAWAY), answering
+    /// what is still in flight, as a node does when it stops.
+    async fn server(
+        calls_per_connection: usize,
+        answer: fn(pb::GetRequest) -> Result<pb::GetResponse, Status>,
+    ) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let mut connection = h2::server::handshake(tcp).await.expect("h2 handshake");
+                let mut served = 0;
+                while let Some(Ok((request, respond))) = connection.accept().await {
+                    respond_to(request, respond, answer).await;
+                    served += 1;
+                    if served == calls_per_connection {
+                        connection.graceful_shutdown();
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    async fn respond_to(
+        request: Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        answer: fn(pb::GetRequest) -> Result<pb::GetResponse, Status>,
+    ) {
+        let mut body = request.into_body();
+        let mut bytes = Vec::new();
+        while let Some(Ok(data)) = body.data().await {
+            bytes.extend_from_slice(&data);
+        }
+        let asked = pb::GetRequest::decode(&bytes[PREFIX_BYTES..]).expect("a request");
+        match answer(asked) {
+            Ok(message) => {
+                let mut head = Response::new(());
+                head.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                let mut send = respond.send_response(head, false).expect("headers");
+                let mut frame = vec![0u8];
+                frame.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+                message.encode(&mut frame).expect("encode");
+                send.send_data(Bytes::from(frame), false).expect("data");
+                let mut trailers = hyper::HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                send.send_trailers(trailers).expect("trailers");
+            }
+            Err(status) => {
+                let head = status.into_http::<()>().map(drop);
+                respond.send_response(head, true).expect("trailers only");
+            }
+        }
+    }
+
+    fn found(request: pb::GetRequest) -> Result<pb::GetResponse, Status> {
+        Ok(pb::GetResponse {
+            kv: Some(pb::KeyValue {
+                key: request.key,
+                value: Bytes::from_static(b"value"),
+                ..Default::default()
+            }),
+            revision: 7,
+            stale: None,
+        })
+    }
+
+    fn get(key: &'static [u8]) -> pb::GetRequest {
+        pb::GetRequest {
+            key: Bytes::from_static(key),
+            consistency: 0,
+        }
+    }
+
+    fn channel(addr: std::net::SocketAddr) -> Channel {
+        Channel::new(&addr.to_string(), None, Duration::from_secs(2)).expect("a channel")
+    }
+
+    #[tokio::test]
+    async fn given_a_node_that_closes_each_connection_when_calls_follow_then_each_reconnects() {
+        let channel = channel(server(1, found).await);
+        for key in [&b"a"[..], b"b", b"c"] {
+            // The GOAWAY races the next call: one sent before it arrived is refused unread
+            // (`REFUSED_STREAM`, not sent) or still answered; the next attempt reconnects.
+            let mut answer = None;
+            for _ in 0..3 {
+                match channel
+                    .unary::<pb::GetResponse>(
+                        "/raftkv.v1.KV/Get",
+                        &Credential::None,
+                        &get(key),
+                        1024,
+                    )
+                    .await
+                {
+                    Ok(got) => {
+                        answer = Some(got);
+                        break;
+                    }
+                    Err(status) => {
+                        let source = std::error::Error::source(&status);
+                        assert!(
+                            source.is_some_and(|s| s.downcast_ref::<NotSent>().is_some()),
+                            "a call on a closing connection is refused unread: {status:?}"
+                        );
+                    }
+                }
+            }
+            let answer = answer.expect("a call succeeds on a fresh connection");
+            assert_eq!(answer.kv.expect("the key").key, key);
+            assert_eq!(answer.revision, 7);
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_refusal_in_the_headers_then_the_status_is_the_nodes() {
+        let channel = channel(server(8, |_| Err(Status::not_found("no such key"))).await);
+        let refused = channel
+            .unary::<pb::GetResponse>("/raftkv.v1.KV/Get", &Credential::None, &get(b"k"), 1024)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+        assert_eq!(refused.message(), "no such key");
+    }
+
+    #[tokio::test]
+    async fn given_an_answer_over_the_limit_then_it_is_resource_exhausted() {
+        let channel = channel(server(8, found).await);
+        let refused = channel
+            .unary::<pb::GetResponse>("/raftkv.v1.KV/Get", &Credential::None, &get(b"k"), 4)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_no_listener_then_the_call_was_not_sent() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        drop(listener);
+        let refused = channel(addr)
+            .unary::<pb::GetResponse>("/raftkv.v1.KV/Get", &Credential::None, &get(b"k"), 1024)
+            .await
+            .expect_err("nothing listens");
+        let source = std::error::Error::source(&refused).expect("a source");
+        assert!(source.downcast_ref::<NotSent>().is_some(), "{refused:?}");
+    }
+}
