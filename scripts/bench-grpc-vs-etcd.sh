@@ -8,7 +8,8 @@
 # 16-byte keys, 100-byte values, DUR seconds each. etcd is driven by ../shared/bench/etcd-grpc
 # (a Rust etcd-client load generator, one HTTP/2 connection per worker), RaftKV by
 # `kvcli bench` (--protocol grpc: the workers share GRPC_CONNECTIONS HTTP/2 connections; REST:
-# one keep-alive connection per worker). The single-node phase runs W2 only. Prints one line
+# one keep-alive connection per worker), which take turns going first from round to round.
+# The single-node phase runs W2 only. Prints one line
 # per run and a table of medians with the ratios; the JSON lines go to OUT/runs.jsonl.
 #
 #   scripts/bench-grpc-vs-etcd.sh [OUT]
@@ -115,8 +116,17 @@ for phase in $phases; do
         for w in $workloads; do
             IFS=: read -r name etcd_mode raftkv_workload workers <<<"$w"
             etcd_run "${nodes}n-$name-etcd-r$round" "$etcd_url" "$etcd_mode" "$workers"
-            raftkv_run "${nodes}n-$name-grpc-r$round" grpc "$raftkv_workload" "$workers"
-            raftkv_run "${nodes}n-$name-rest-r$round" http "$raftkv_workload" "$workers"
+            # RaftKV's two APIs take turns going first: the one that follows a write workload
+            # runs while the node may still be snapshotting and compacting after it.
+            protocols="grpc http"
+            if ((round % 2 == 0)); then
+                protocols="http grpc"
+            fi
+            for protocol in $protocols; do
+                label=$protocol
+                [[ $protocol == http ]] && label=rest
+                raftkv_run "${nodes}n-$name-$label-r$round" "$protocol" "$raftkv_workload" "$workers"
+            done
         done
     done
     (cd "$bench/etcd" && ./etcd_cluster.sh stop)
