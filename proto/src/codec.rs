@@ -75,6 +75,22 @@ where
     }
 }
 
+/// Decodes one `U` from `buf`, answering a malformed one `INVALID_ARGUMENT` naming the
+/// problem (see the module): the rule of [`StrictDecoder`], and of a server that reads a
+/// message without tonic's codec.
+pub fn decode_message<U: prost::Message + Default>(buf: impl bytes::Buf) -> Result<U, Status> {
+    U::decode(buf).map_err(|e| {
+        let message = format!(
+            "the message is not a valid {}: {e}",
+            std::any::type_name::<U>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("message")
+        );
+        refusal(tonic::Code::InvalidArgument, message, ErrorCode::BadRequest)
+    })
+}
+
 /// Decodes a `U`, answering a malformed one `INVALID_ARGUMENT`.
 #[derive(Debug, Clone)]
 pub struct StrictDecoder<U> {
@@ -86,16 +102,7 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf).map(Some).map_err(|e| {
-            let message = format!(
-                "the message is not a valid {}: {e}",
-                std::any::type_name::<U>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("message")
-            );
-            refusal(tonic::Code::InvalidArgument, message, ErrorCode::BadRequest)
-        })
+        decode_message(buf).map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {

@@ -10,12 +10,14 @@
 //! read, and a listing stops waiting for a client that stopped reading (after
 //! `server.idle_timeout`).
 //!
-//! One job per file: [`status`] (errors as statuses), [`forward`] (to the leader), then the
-//! services: [`kv`], [`cluster`] (with `Maintenance`) and [`auth`]; [`observe`] gives every
-//! call its request id and records it into the metrics.
+//! One job per file: [`connection`] (one client connection, on h2), [`status`] (errors as
+//! statuses), [`forward`] (to the leader), then the services: [`kv`], [`cluster`] (with
+//! `Maintenance`) and [`auth`]; [`observe`] gives every call its request id and records it into
+//! the metrics.
 
 pub mod auth;
 pub mod cluster;
+pub mod connection;
 pub mod forward;
 pub mod kv;
 pub mod observe;
@@ -55,8 +57,6 @@ pub const HEALTH_SERVICES: [&str; 4] = [
     "raftkv.v1.Maintenance",
     "raftkv.v1.Auth",
 ];
-/// Accepted connections waiting for the gRPC server to take them.
-pub const ACCEPT_QUEUE: usize = 64;
 /// How long a connection over the cap is served its refusal before it is closed.
 pub const REFUSAL_SERVE_MAX: Duration = Duration::from_secs(1);
 
@@ -232,81 +232,6 @@ impl Connected for Admitted {
     }
 }
 
-/// A gRPC connection as the server takes it: plain, or over TLS (`tls.enabled`).
-enum GrpcIo {
-    Plain(Admitted),
-    Tls(Box<tokio_rustls::server::TlsStream<Admitted>>),
-}
-
-impl Connected for GrpcIo {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            GrpcIo::Plain(io) => io.connect_info(),
-            GrpcIo::Tls(io) => io.get_ref().0.connect_info(),
-        }
-    }
-}
-
-impl AsyncRead for GrpcIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for GrpcIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            GrpcIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            GrpcIo::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            GrpcIo::Plain(io) => io.is_write_vectored(),
-            GrpcIo::Tls(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcIo::Plain(io) => Pin::new(io).poll_flush(cx),
-            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            GrpcIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            GrpcIo::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 fn silence() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -392,14 +317,17 @@ fn refuse(stream: tokio::net::TcpStream, server: &Server) {
     });
 }
 
-/// Accepts connections and hands those within the cap to the gRPC server; one over it is
-/// refused ([`refuse`]).
+/// Accepts connections until `shutdown` turns true and serves each within the cap on a task of
+/// its own ([`connection::serve`]); one over the cap is refused ([`refuse`]). Every
+/// connection's task holds a clone of `open`, so its receiver learns when the last has ended.
 async fn accept(
     listener: tokio::net::TcpListener,
-    server: Arc<Server>,
-    admitted: tokio::sync::mpsc::Sender<Result<GrpcIo, std::io::Error>>,
-    mut shutdown: watch::Receiver<bool>,
+    api: Arc<Api>,
+    routes: connection::Routes,
+    shutdown: watch::Receiver<bool>,
+    open: tokio::sync::mpsc::Sender<()>,
 ) {
+    let server = Arc::clone(&api.server);
     let tls = match server.tls_acceptor(&[b"h2"]) {
         Ok(tls) => tls,
         Err(e) => {
@@ -407,6 +335,7 @@ async fn accept(
             return;
         }
     };
+    let mut stop = shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -429,27 +358,32 @@ async fn accept(
                     continue;
                 };
                 let connection = Admitted::new(stream, slot, &server.limits);
+                let remote = connection.connect_info();
+                let (api, routes, shutdown, open) =
+                    (Arc::clone(&api), routes.clone(), shutdown.clone(), open.clone());
                 let Some(acceptor) = &tls else {
-                    if admitted.send(Ok(GrpcIo::Plain(connection))).await.is_err() {
-                        return;
-                    }
+                    tokio::spawn(async move {
+                        connection::serve(connection, remote, &api, routes, shutdown).await;
+                        drop(open);
+                    });
                     continue;
                 };
-                // The handshake on its own task, so a slow client holds up no other.
-                let (acceptor, admitted) = (acceptor.clone(), admitted.clone());
+                // The handshake on the connection's task, so a slow client holds up no other.
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(connection));
                     match handshake.await {
                         Ok(Ok(secured)) => {
-                            let _ = admitted.send(Ok(GrpcIo::Tls(Box::new(secured)))).await;
+                            connection::serve(secured, remote, &api, routes, shutdown).await;
                         }
                         Ok(Err(e)) => debug!(error = %e, "refused a TLS handshake on the gRPC port"),
                         Err(_) => debug!("closed a gRPC connection whose TLS handshake was too slow"),
                     }
+                    drop(open);
                 });
             }
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
     }
 }
@@ -502,12 +436,7 @@ fn size_refusal_is_too_large(
     {
         return response;
     }
-    let ours = proto::codec::refusal(
-        tonic::Code::ResourceExhausted,
-        format!("the message is larger than the limit of {MESSAGE_BYTES_MAX} bytes"),
-        ErrorCode::TooLarge,
-    )
-    .into_http::<tonic::body::Body>();
+    let ours = connection::too_large().into_http::<tonic::body::Body>();
     for (name, value) in ours.headers() {
         response.headers_mut().insert(name.clone(), value.clone());
     }
@@ -547,40 +476,42 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("invariant: the descriptor sets were compiled by this build and decode");
-    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
-    tokio::spawn(accept(listener, Arc::clone(&server), tx, shutdown.clone()));
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut stop = shutdown;
-    let stopped = async move {
-        let _ = stop.changed().await;
-    };
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+    let routes = tonic::service::Routes::new(
+        pb::kv_server::KvServer::from_arc(Arc::clone(&api))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .add_service(
+        pb::cluster_server::ClusterServer::from_arc(Arc::clone(&api))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .add_service(
+        pb::maintenance_server::MaintenanceServer::from_arc(Arc::clone(&api))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .add_service(
+        pb::auth_server::AuthServer::from_arc(Arc::clone(&api))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX),
+    )
+    .add_service(health)
+    .add_service(reflection)
+    .add_service(reflection_alpha)
+    .prepare();
+    let routes = tower::ServiceBuilder::new()
         .layer(observe::ObserveLayer::new(Arc::clone(&server)))
         .layer(tower::util::MapResponseLayer::new(
             size_refusal_is_too_large,
         ))
-        .add_service(
-            pb::kv_server::KvServer::from_arc(Arc::clone(&api))
-                .max_decoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            pb::cluster_server::ClusterServer::from_arc(Arc::clone(&api))
-                .max_decoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            pb::maintenance_server::MaintenanceServer::from_arc(Arc::clone(&api))
-                .max_decoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            pb::auth_server::AuthServer::from_arc(api).max_decoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .serve_with_incoming_shutdown(incoming, stopped);
-    if let Err(e) = served.await {
-        warn!(error = %e, "the gRPC server stopped");
-    }
+        .service(routes);
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    accept(
+        listener,
+        api,
+        tower::util::BoxCloneService::new(routes),
+        shutdown,
+        open,
+    )
+    .await;
+    // Every connection was asked to stop with the same signal: wait until the last has let
+    // its calls finish.
+    let _ = all_closed.recv().await;
 }

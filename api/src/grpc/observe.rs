@@ -66,39 +66,62 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let id = request_id::take_or_make(request.headers().get(REQUEST_ID));
-        // A `Uri` clone shares its bytes: the path costs no copy.
-        let uri = request.uri().clone();
-        let serving = request_id::Request::grpc(Arc::clone(&id), uri.clone());
+        let (observation, serving) =
+            Observation::begin(&self.server, request.headers(), request.uri());
         let answered = self.inner.call(request);
-        let mut recorded = Recorded {
-            server: Arc::clone(&self.server),
-            uri,
+        Box::pin(request_id::scope(serving, async move {
+            let mut response = answered.await?;
+            observation.answered(response.headers_mut());
+            Ok(response)
+        }))
+    }
+}
+
+/// One call being observed: its request id, and its record for the metrics (counted
+/// `CANCELLED` if it is dropped unanswered).
+pub struct Observation {
+    id: Arc<str>,
+    recorded: Recorded,
+}
+
+impl Observation {
+    /// Starts observing the call with these `headers` to `uri`; the call is to be served
+    /// within the returned request scope ([`request_id::scope`]).
+    pub fn begin(
+        server: &Arc<Server>,
+        headers: &http::HeaderMap,
+        uri: &http::Uri,
+    ) -> (Observation, request_id::Request) {
+        let id = request_id::take_or_make(headers.get(REQUEST_ID));
+        // A `Uri` clone shares its bytes: the path costs no copy.
+        let serving = request_id::Request::grpc(Arc::clone(&id), uri.clone());
+        let recorded = Recorded {
+            server: Arc::clone(server),
+            uri: uri.clone(),
             started: Instant::now(),
             done: false,
         };
-        Box::pin(request_id::scope(serving, async move {
-            let mut response = answered.await?;
-            response
-                .headers_mut()
-                .insert(REQUEST_ID, request_id::header_value(&id));
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-            if code != tonic::Code::Ok {
-                // Formatted only when the line is written (debug).
-                debug!(
-                    code = labels::grpc_code(code),
-                    message = ?response.headers().get("grpc-message"),
-                    "call failed"
-                );
-            }
-            recorded.answered(code);
-            Ok(response)
-        }))
+        (Observation { id, recorded }, serving)
+    }
+
+    /// The call is answered with these response `headers` (a failure's status is in them):
+    /// they get the request id, and the call is counted by its status code.
+    pub fn answered(mut self, headers: &mut http::HeaderMap) {
+        headers.insert(REQUEST_ID, request_id::header_value(&self.id));
+        let code = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+        if code != tonic::Code::Ok {
+            // Formatted only when the line is written (debug).
+            debug!(
+                code = labels::grpc_code(code),
+                message = ?headers.get("grpc-message"),
+                "call failed"
+            );
+        }
+        self.recorded.answered(code);
     }
 }
 

@@ -1,0 +1,533 @@
+//! One client connection of the gRPC API, served on `h2` directly.
+//!
+//! Why not hyper's server under tonic: on this API's hot calls it spent about a third of the
+//! node's CPU around the handler (a task spawned for every HTTP/2 stream, tonic's router,
+//! codec and body pump), and the hand-off to that task and back added to every call's
+//! latency. Here the connection's own task serves `KV.Get`, `KV.Put` and `KV.Delete` in
+//! place: each call is a future polled beside the connection, by the same task. Every other
+//! call (the listing stream, the other services, health, reflection) goes to tonic's services
+//! on a task of its own, with its answer streamed back under HTTP/2 flow control, as hyper did.
+//!
+//! The rules around a call are the same on both paths:
+//! - its request id and metrics ([`super::observe`]);
+//! - the message size limit ([`MESSAGE_BYTES_MAX`]: refused from the length prefix,
+//!   `RESOURCE_EXHAUSTED` `too_large`);
+//! - strict decoding (`INVALID_ARGUMENT`, [`proto::codec::decode_message`]);
+//! - the client's `grpc-timeout` (`CANCELLED` when it passes, as tonic answers);
+//! - a call whose client resets its stream is dropped (counted `CANCELLED`);
+//! - the handlers themselves: the `Kv` methods of [`super::Api`].
+//!
+//! Invariant: the connection's task ends only when h2 says the connection is over, and after a
+//! stop is asked it first lets the calls in flight finish (HTTP/2 graceful shutdown).
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use prost::Message;
+use proto::pb::{self, kv_server::Kv};
+use proto::rest::ErrorCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::codegen::http::{self, HeaderMap, HeaderValue, header::CONTENT_TYPE};
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpConnectInfo;
+use tracing::debug;
+
+use super::observe::Observation;
+use super::{Api, MESSAGE_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
+use crate::request_id;
+
+/// The receive window of each stream: hyper's server default, kept.
+pub const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// The receive window of the whole connection: hyper's server default, kept.
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// The largest header block a client may send: hyper's server default, kept.
+pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// The most bytes a stream may have queued to send: hyper's server default, kept.
+pub const SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
+/// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
+const PREFIX_BYTES: usize = 5;
+
+/// Every call not served in place: tonic's services behind the observe and size layers.
+pub type Routes = tower::util::BoxCloneService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    Infallible,
+>;
+
+/// The calls served in place.
+#[derive(Clone, Copy)]
+enum InPlace {
+    Get,
+    Put,
+    Delete,
+}
+
+impl InPlace {
+    fn of(path: &str) -> Option<InPlace> {
+        match path {
+            "/raftkv.v1.KV/Get" => Some(InPlace::Get),
+            "/raftkv.v1.KV/Put" => Some(InPlace::Put),
+            "/raftkv.v1.KV/Delete" => Some(InPlace::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Serves the connection `io` (from `remote`) until it closes; when `stop` turns true, it
+/// refuses new calls (GOAWAY) and ends once the calls in flight are answered.
+pub async fn serve<T>(
+    io: T,
+    remote: TcpConnectInfo,
+    api: &Api,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .max_header_list_size(HEADER_LIST_BYTES_MAX)
+        .max_send_buffer_size(SEND_BUFFER_BYTES_MAX)
+        .handshake::<_, Bytes>(io);
+    let mut connection = match handshake.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            debug!(error = %e, "a gRPC connection ended before its HTTP/2 handshake");
+            return;
+        }
+    };
+    let mut stopping = *stop.borrow_and_update();
+    if stopping {
+        connection.graceful_shutdown();
+    }
+    let mut in_place = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    let (mut parts, body) = request.into_parts();
+                    parts.extensions.insert(remote.clone());
+                    match InPlace::of(parts.uri.path()) {
+                        Some(method) => in_place.push(serve_in_place(api, method, parts, body, respond)),
+                        None => {
+                            tokio::spawn(serve_routed(parts, body, respond, routes.clone()));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "a gRPC connection failed");
+                    return;
+                }
+                None => return,
+            },
+            Some(()) = in_place.next(), if !in_place.is_empty() => {}
+            _ = stop.changed(), if !stopping => {
+                // A stop (or the sender gone, which is the server ending) closes gracefully.
+                stopping = true;
+                connection.graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The deadline a client gives its call (`grpc-timeout`: up to 8 digits and a unit of H, M,
+/// S, m, u or n), read as tonic's server reads it: a malformed one is ignored.
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 60 * 60),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+/// What a call whose deadline passed is answered: tonic's answer.
+fn timed_out() -> Status {
+    Status::cancelled("Timeout expired")
+}
+
+/// `answering`, bounded by `limit` when the client gave one.
+async fn within<F: Future<Output = Result<A, Status>>, A>(
+    limit: Option<Duration>,
+    answering: F,
+) -> Result<A, Status> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, answering)
+            .await
+            .unwrap_or_else(|_| Err(timed_out())),
+        None => answering.await,
+    }
+}
+
+/// The refusal of a message over [`MESSAGE_BYTES_MAX`], as the routed calls' size layer
+/// answers it (`super::size_refusal_is_too_large`).
+pub(super) fn too_large() -> Status {
+    proto::codec::refusal(
+        tonic::Code::ResourceExhausted,
+        format!("the message is larger than the limit of {MESSAGE_BYTES_MAX} bytes"),
+        ErrorCode::TooLarge,
+    )
+}
+
+fn malformed(what: &str) -> Status {
+    proto::codec::refusal(
+        tonic::Code::InvalidArgument,
+        what.to_owned(),
+        ErrorCode::BadRequest,
+    )
+}
+
+/// The one message of a unary call's request body, without its prefix. A message over the
+/// limit is refused as soon as its prefix is in, before the rest is read.
+async fn read_message(headers: &HeaderMap, mut body: RecvStream) -> Result<Bytes, Status> {
+    if let Some(encoding) = headers.get("grpc-encoding")
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
+    }
+    let mut message = BytesMut::new();
+    let mut length = None;
+    while let Some(data) = body.data().await {
+        let data = data.map_err(|e| Status::cancelled(format!("the request broke off: {e}")))?;
+        let _ = body.flow_control().release_capacity(data.len());
+        message.extend_from_slice(&data);
+        if length.is_none() && message.len() >= PREFIX_BYTES {
+            if message[0] != 0 {
+                return Err(Status::internal(
+                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                ));
+            }
+            let declared = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
+            let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+            if declared > MESSAGE_BYTES_MAX {
+                return Err(too_large());
+            }
+            length = Some(declared);
+        }
+        if let Some(length) = length
+            && message.len() > PREFIX_BYTES + length
+        {
+            return Err(malformed("a unary call carries one message"));
+        }
+    }
+    match length {
+        Some(length) if message.len() == PREFIX_BYTES + length => {
+            let mut message = message.freeze();
+            message.advance(PREFIX_BYTES);
+            Ok(message)
+        }
+        Some(_) => Err(malformed("the message is cut short")),
+        None => Err(malformed("the call carries no message")),
+    }
+}
+
+/// An answer's message with its prefix.
+fn framed(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + len);
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(len).expect("invariant: an answer is under 4 GiB"));
+    message
+        .encode(&mut frame)
+        .expect("invariant: the buffer was sized to the message");
+    frame.freeze()
+}
+
+/// Runs one `Kv` method on the call's message, giving the answer's metadata and framed message.
+async fn answer<Q, A, F>(
+    parts: http::request::Parts,
+    message: Bytes,
+    method: impl FnOnce(tonic::Request<Q>) -> F,
+) -> Result<(MetadataMap, Bytes), Status>
+where
+    Q: Message + Default,
+    A: Message,
+    F: Future<Output = Result<tonic::Response<A>, Status>>,
+{
+    let request = tonic::Request::from_parts(
+        MetadataMap::from_headers(parts.headers),
+        parts.extensions,
+        proto::codec::decode_message::<Q>(message)?,
+    );
+    let (metadata, answer, _) = method(request).await?.into_parts();
+    Ok((metadata, framed(&answer)))
+}
+
+/// Serves one of the [`InPlace`] calls, on the connection's task.
+async fn serve_in_place(
+    api: &Api,
+    method: InPlace,
+    parts: http::request::Parts,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+) {
+    let (observation, serving) = Observation::begin(&api.server, &parts.headers, &parts.uri);
+    let limit = grpc_timeout(&parts.headers);
+    // The answer's head is made inside the call's request scope, so that what the observation
+    // logs carries the request id.
+    let answering = request_id::scope(serving, async move {
+        let answered = within(limit, async move {
+            let message = read_message(&parts.headers, body).await?;
+            match method {
+                InPlace::Get => {
+                    answer(parts, message, |r: tonic::Request<pb::GetRequest>| {
+                        api.get(r)
+                    })
+                    .await
+                }
+                InPlace::Put => {
+                    answer(parts, message, |r: tonic::Request<pb::PutRequest>| {
+                        api.put(r)
+                    })
+                    .await
+                }
+                InPlace::Delete => {
+                    answer(parts, message, |r: tonic::Request<pb::DeleteRequest>| {
+                        api.delete(r)
+                    })
+                    .await
+                }
+            }
+        })
+        .await;
+        let (mut head, message) = match answered {
+            Ok((metadata, message)) => {
+                let mut head = http::Response::new(());
+                *head.headers_mut() = metadata.into_headers();
+                head.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                (head, Some(message))
+            }
+            // Trailers only.
+            Err(status) => (status.into_http::<()>(), None),
+        };
+        observation.answered(head.headers_mut());
+        (head, message)
+    });
+    let (head, message) = tokio::select! {
+        answered = answering => answered,
+        // The client reset the stream: the call is dropped, and counted `CANCELLED`.
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let Some(message) = message else {
+        let _ = respond.send_response(head, true);
+        return;
+    };
+    let Ok(mut send) = respond.send_response(head, false) else {
+        return;
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    if send.send_data(message, false).is_ok() {
+        let _ = send.send_trailers(trailers);
+    }
+}
+
+/// A request's body as tonic's services read it: the stream's data, then its trailers.
+struct RequestBody {
+    stream: RecvStream,
+    data_done: bool,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match self.stream.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => self.data_done = true,
+            }
+        }
+        match self.stream.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Serves a call through tonic's services, on a task of its own.
+async fn serve_routed(
+    parts: http::request::Parts,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+    routes: Routes,
+) {
+    let limit = grpc_timeout(&parts.headers);
+    let request = http::Request::from_parts(
+        parts,
+        tonic::body::Body::new(RequestBody {
+            stream: body,
+            data_done: false,
+        }),
+    );
+    let answering = async {
+        let Ok(response) = tower::ServiceExt::oneshot(routes, request).await;
+        Ok::<_, Status>(response)
+    };
+    let response = tokio::select! {
+        answered = within(limit, answering) => {
+            answered.unwrap_or_else(|status| status.into_http::<tonic::body::Body>())
+        }
+        // The client reset the stream: the call is dropped (the observe layer counts it).
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let (head, body) = response.into_parts();
+    let ends = body.is_end_stream();
+    let Ok(send) = respond.send_response(http::Response::from_parts(head, ()), ends) else {
+        return;
+    };
+    if !ends {
+        pipe(body, send).await;
+    }
+}
+
+/// Waits until the stream may send at least a byte; `false` when it never will (the client
+/// reset it, or the connection is gone).
+async fn room(send: &mut SendStream<Bytes>) -> bool {
+    send.reserve_capacity(1);
+    poll_fn(|cx| {
+        loop {
+            if send.poll_reset(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if send.capacity() > 0 {
+                return Poll::Ready(true);
+            }
+            match send.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(false),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// Streams an answer's body out under flow control: the next frame is taken from the body only
+/// once the client's window has room, so a client that stops reading stops the body too (a
+/// listing then gives up on it, `api::grpc::kv`).
+async fn pipe(mut body: tonic::body::Body, mut send: SendStream<Bytes>) {
+    loop {
+        if !room(&mut send).await {
+            return;
+        }
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            _ = poll_fn(|cx| send.poll_reset(cx)) => return,
+        };
+        match frame {
+            None => {
+                let _ = send.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "a gRPC answer failed part-way");
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if send.send_data(data, false).is_err() {
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = send.send_trailers(trailers);
+                    }
+                    return;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &'static str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", HeaderValue::from_static(value));
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn a_clients_deadline_is_read_as_tonic_reads_it() {
+        assert_eq!(timeout_of("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout_of("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            timeout_of("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(timeout_of("7n"), Some(Duration::from_nanos(7)));
+        // Malformed ones are ignored: no digits, too many, a sign, an unknown unit.
+        for bad in ["S", "", "123456789S", "+5S", "5x", "5", "-1S"] {
+            assert_eq!(timeout_of(bad), None, "{bad}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_answer_is_framed_with_its_length() {
+        let answer = pb::PutResponse {
+            revision: 3,
+            version: 1,
+        };
+        let frame = framed(&answer);
+        assert_eq!(frame[0], 0, "uncompressed");
+        let length = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+        assert_eq!(length, answer.encoded_len());
+        assert_eq!(
+            pb::PutResponse::decode(&frame[PREFIX_BYTES..]).expect("decodes"),
+            answer
+        );
+    }
+}
