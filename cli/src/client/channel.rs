@@ -25,6 +25,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
 use hyper::{Method, Request, Response, Uri};
 use prost::Message;
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::types::Credential;
@@ -34,6 +35,9 @@ use crate::types::Credential;
 pub(super) const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 /// The receive window of the whole connection, shared by its calls.
 pub(super) const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// The streams a new connection opens before the node's SETTINGS give its own limit
+/// (hyper's client's assumption; the node's limit is `api::grpc::STREAMS_PER_CONNECTION_MAX`).
+pub(super) const INITIAL_STREAMS_MAX: usize = 100;
 /// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX_BYTES: usize = 5;
 
@@ -67,8 +71,9 @@ struct Live {
 pub(super) struct Channel {
     target: Arc<Target>,
     live: Arc<std::sync::Mutex<Option<Live>>>,
-    /// Held while connecting, so that calls arriving together make one connection.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// Held while connecting, so that calls arriving together make one connection; it keeps
+    /// the last attempt's failure, when, and why.
+    connecting: Arc<tokio::sync::Mutex<Option<(Instant, String)>>>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -112,7 +117,7 @@ impl Channel {
                 connect_timeout,
             }),
             live: Arc::new(std::sync::Mutex::new(None)),
-            connecting: Arc::new(tokio::sync::Mutex::new(())),
+            connecting: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -152,10 +157,29 @@ impl Channel {
     }
 
     async fn connect(&self) -> Result<Live, Status> {
-        let _one = self.connecting.lock().await;
+        let asked = Instant::now();
+        let mut last_failure = self.connecting.lock().await;
         if let Some(live) = self.current() {
             return Ok(live);
         }
+        // A call that waited behind an attempt that failed takes its failure rather than
+        // trying again itself: calls queued behind an unreachable node would otherwise each
+        // wait out a connect timeout in turn.
+        if let Some((at, why)) = last_failure.as_ref()
+            && *at >= asked
+        {
+            return Err(not_sent(why.clone()));
+        }
+        let attempt = self.attempt().await;
+        *last_failure = match &attempt {
+            Ok(_) => None,
+            Err(status) => Some((Instant::now(), status.message().to_owned())),
+        };
+        attempt
+    }
+
+    /// One attempt at a connection: TCP, TLS when asked, then HTTP/2.
+    async fn attempt(&self) -> Result<Live, Status> {
         let target = &self.target;
         let failed = |what: String| not_sent(format!("connecting to {}: {what}", target.authority));
         let tcp = tokio::time::timeout(
@@ -228,9 +252,10 @@ impl Channel {
         request
             .encode(&mut frame)
             .expect("invariant: the buffer was sized to the message");
+        // A request h2 does not take opened no stream: it never left.
         let (answer, mut stream) = sender
             .send_request(self.request(path, credential), false)
-            .map_err(lost)?;
+            .map_err(unsent)?;
         stream.send_data(frame.freeze(), true).map_err(lost)?;
         let answer = answer.await.map_err(lost)?;
         if let Some(status) = Status::from_header_map(answer.headers()) {
@@ -290,11 +315,22 @@ fn not_sent(what: String) -> Status {
     status
 }
 
-/// A status for a call that broke after it may have reached the node. A stream the node
-/// refused before reading it (`REFUSED_STREAM`, as when it is going away) was not processed.
+/// A status for a request h2 would not take (the connection closed or is going away since it
+/// was found ready): no stream was opened.
+fn unsent(e: h2::Error) -> Status {
+    not_sent(format!(
+        "the connection closed before the call was sent: {e}"
+    ))
+}
+
+/// A status for a call that broke after it may have reached the node. Two breaks say the node
+/// did not process it: a stream it refused unread (`REFUSED_STREAM`), and a stream above the
+/// last one a GOAWAY says it processed (h2 fails only those, and new ones, with the GOAWAY;
+/// the streams it took end on their own or with the connection, RFC 9113 §6.8).
 fn lost(e: h2::Error) -> Status {
-    if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-        return not_sent(format!("the node refused the stream: {e}"));
+    let refused = e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
+    if refused || (e.is_go_away() && e.is_remote()) {
+        return not_sent(format!("the node did not process the call: {e}"));
     }
     Status::unavailable(format!("the connection broke: {e}"))
 }
@@ -305,6 +341,10 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = h2::client::Builder::new()
+        // Until the node's SETTINGS say how many streams it takes, as hyper's client assumes
+        // (h2's default is unbounded, and the node would refuse those over its limit).
+        .initial_max_send_streams(INITIAL_STREAMS_MAX)
+        .enable_push(false)
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .handshake(io)
@@ -381,7 +421,7 @@ impl tower_service::Service<Request<tonic::body::Body>> for Channel {
                 .to_bytes();
             let mut sender = channel.ready().await?;
             let request = Request::from_parts(parts, ());
-            let (answer, mut stream) = sender.send_request(request, false).map_err(lost)?;
+            let (answer, mut stream) = sender.send_request(request, false).map_err(unsent)?;
             stream.send_data(body, true).map_err(lost)?;
             let answer = answer.await.map_err(lost)?;
             Ok(answer.map(|stream| AnswerBody {
@@ -483,8 +523,9 @@ mod tests {
     async fn given_a_node_that_closes_each_connection_when_calls_follow_then_each_reconnects() {
         let channel = channel(server(1, found).await);
         for key in [&b"a"[..], b"b", b"c"] {
-            // The GOAWAY races the next call: one sent before it arrived is refused unread
-            // (`REFUSED_STREAM`, not sent) or still answered; the next attempt reconnects.
+            // The GOAWAY races the next call: one sent before it arrived is still answered (h2's
+            // graceful shutdown takes streams until its PING comes back), and one sent after
+            // finds the connection going away: not sent. The next attempt reconnects.
             let mut answer = None;
             for _ in 0..3 {
                 match channel
