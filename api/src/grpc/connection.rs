@@ -22,11 +22,13 @@
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -41,7 +43,7 @@ use tonic::Status;
 use tonic::codegen::http::{self, HeaderMap, HeaderValue, header::CONTENT_TYPE};
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpConnectInfo;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::observe::Observation;
 use super::{Api, MESSAGE_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
@@ -121,7 +123,12 @@ pub async fn serve<T>(
                     let (mut parts, body) = request.into_parts();
                     parts.extensions.insert(remote.clone());
                     match InPlace::of(parts.uri.path()) {
-                        Some(method) => in_place.push(serve_in_place(api, method, parts, body, respond)),
+                        // A panic in a handler ends its own call (its stream is reset), not
+                        // the connection and every call on it: as when each call had a task.
+                        Some(method) => in_place.push(
+                            AssertUnwindSafe(serve_in_place(api, method, parts, body, respond))
+                                .catch_unwind(),
+                        ),
                         None => {
                             tokio::spawn(serve_routed(parts, body, respond, routes.clone()));
                         }
@@ -133,7 +140,11 @@ pub async fn serve<T>(
                 }
                 None => return,
             },
-            Some(()) = in_place.next(), if !in_place.is_empty() => {}
+            Some(served) = in_place.next(), if !in_place.is_empty() => {
+                if served.is_err() {
+                    warn!("a gRPC call's handler panicked; its stream was reset");
+                }
+            }
             _ = stop.changed(), if !stopping => {
                 // A stop (or the sender gone, which is the server ending) closes gracefully.
                 stopping = true;
@@ -144,11 +155,12 @@ pub async fn serve<T>(
 }
 
 /// The deadline a client gives its call (`grpc-timeout`: up to 8 digits and a unit of H, M,
-/// S, m, u or n), read as tonic's server reads it: a malformed one is ignored.
+/// S, m, u or n), read as tonic's server reads it (which also takes a leading `+`): a
+/// malformed one is ignored.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = text.split_at_checked(text.len().checked_sub(1)?)?;
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() > 8 {
         return None;
     }
     let value: u64 = digits.parse().ok()?;
@@ -508,8 +520,13 @@ mod tests {
             Some(Duration::from_micros(99_999_999))
         );
         assert_eq!(timeout_of("7n"), Some(Duration::from_nanos(7)));
-        // Malformed ones are ignored: no digits, too many, a sign, an unknown unit.
-        for bad in ["S", "", "123456789S", "+5S", "5x", "5", "-1S"] {
+        assert_eq!(
+            timeout_of("+5S"),
+            Some(Duration::from_secs(5)),
+            "as tonic reads it"
+        );
+        // Malformed ones are ignored: no digits, too many, a minus, an unknown unit.
+        for bad in ["S", "", "123456789S", "5x", "5", "-1S"] {
             assert_eq!(timeout_of(bad), None, "{bad}");
         }
         assert_eq!(grpc_timeout(&HeaderMap::new()), None);
