@@ -75,6 +75,23 @@ where
     }
 }
 
+/// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
+pub const PREFIX_BYTES: usize = 5;
+
+/// `message` as one gRPC message on the wire: uncompressed, with its length prefix. For a
+/// client or server that frames its messages without tonic's codec.
+pub fn frame(message: &impl prost::Message) -> bytes::Bytes {
+    use bytes::BufMut;
+    let len = message.encoded_len();
+    let mut frame = bytes::BytesMut::with_capacity(PREFIX_BYTES + len);
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(len).expect("invariant: a message of this API is under 4 GiB"));
+    message
+        .encode(&mut frame)
+        .expect("invariant: the buffer was sized to the message");
+    frame.freeze()
+}
+
 /// Decodes one `U` from `buf`, answering a malformed one `INVALID_ARGUMENT` naming the
 /// problem (see the module): the rule of [`StrictDecoder`], and of a server that reads a
 /// message without tonic's codec.
@@ -107,5 +124,27 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         buffers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn a_message_is_framed_uncompressed_with_its_length() {
+        let message = crate::pb::PutResponse {
+            revision: 3,
+            version: 1,
+        };
+        let frame = frame(&message);
+        assert_eq!(frame[0], 0, "uncompressed");
+        let length = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+        assert_eq!(length, message.encoded_len());
+        assert_eq!(
+            decode_message::<crate::pb::PutResponse>(&frame[PREFIX_BYTES..]).expect("decodes"),
+            message
+        );
     }
 }

@@ -24,6 +24,7 @@ pub mod pb {
 }
 
 pub mod codec;
+pub mod h2body;
 pub mod metadata;
 pub mod rest;
 

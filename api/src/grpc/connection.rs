@@ -23,17 +23,16 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::Body;
 use prost::Message;
 use proto::pb::{self, kv_server::Kv};
 use proto::rest::ErrorCode;
@@ -44,6 +43,8 @@ use tonic::codegen::http::{self, HeaderMap, HeaderValue, header::CONTENT_TYPE};
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpConnectInfo;
 use tracing::{debug, warn};
+
+use proto::codec::PREFIX_BYTES;
 
 use super::observe::Observation;
 use super::{Api, MESSAGE_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
@@ -57,8 +58,6 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
 /// The most bytes a stream may have queued to send: hyper's server default, kept.
 pub const SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
-/// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
-const PREFIX_BYTES: usize = 5;
 
 /// Every call not served in place: tonic's services behind the observe and size layers.
 pub type Routes = tower::util::BoxCloneService<
@@ -258,18 +257,6 @@ async fn read_message(headers: &HeaderMap, mut body: RecvStream) -> Result<Bytes
     }
 }
 
-/// An answer's message with its prefix.
-fn framed(message: &impl Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + len);
-    frame.put_u8(0);
-    frame.put_u32(u32::try_from(len).expect("invariant: an answer is under 4 GiB"));
-    message
-        .encode(&mut frame)
-        .expect("invariant: the buffer was sized to the message");
-    frame.freeze()
-}
-
 /// Runs one `Kv` method on the call's message, giving the answer's metadata and framed message.
 async fn answer<Q, A, F>(
     parts: http::request::Parts,
@@ -287,7 +274,7 @@ where
         proto::codec::decode_message::<Q>(message)?,
     );
     let (metadata, answer, _) = method(request).await?.into_parts();
-    Ok((metadata, framed(&answer)))
+    Ok((metadata, proto::codec::frame(&answer)))
 }
 
 /// Serves one of the [`InPlace`] calls, on the connection's task.
@@ -360,48 +347,6 @@ async fn serve_in_place(
     }
 }
 
-/// A request's body as tonic's services read it: the stream's data, then its trailers.
-struct RequestBody {
-    stream: RecvStream,
-    data_done: bool,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match self.stream.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.stream.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => self.data_done = true,
-            }
-        }
-        match self.stream.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
 /// Serves a call through tonic's services, on a task of its own.
 async fn serve_routed(
     parts: http::request::Parts,
@@ -412,10 +357,7 @@ async fn serve_routed(
     let limit = grpc_timeout(&parts.headers);
     let request = http::Request::from_parts(
         parts,
-        tonic::body::Body::new(RequestBody {
-            stream: body,
-            data_done: false,
-        }),
+        tonic::body::Body::new(proto::h2body::RecvBody::new(body)),
     );
     let answering = async {
         let Ok(response) = tower::ServiceExt::oneshot(routes, request).await;
@@ -530,21 +472,5 @@ mod tests {
             assert_eq!(timeout_of(bad), None, "{bad}");
         }
         assert_eq!(grpc_timeout(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn an_answer_is_framed_with_its_length() {
-        let answer = pb::PutResponse {
-            revision: 3,
-            version: 1,
-        };
-        let frame = framed(&answer);
-        assert_eq!(frame[0], 0, "uncompressed");
-        let length = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
-        assert_eq!(length, answer.encoded_len());
-        assert_eq!(
-            pb::PutResponse::decode(&frame[PREFIX_BYTES..]).expect("decodes"),
-            answer
-        );
     }
 }

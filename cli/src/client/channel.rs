@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use h2::client::SendRequest;
-use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
 use hyper::{Method, Request, Response, Uri};
 use prost::Message;
+use proto::codec::PREFIX_BYTES;
+use proto::h2body::RecvBody;
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -38,8 +39,6 @@ pub(super) const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// The streams a new connection opens before the node's SETTINGS give its own limit
 /// (hyper's client's assumption; the node's limit is `api::grpc::STREAMS_PER_CONNECTION_MAX`).
 pub(super) const INITIAL_STREAMS_MAX: usize = 100;
-/// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
-const PREFIX_BYTES: usize = 5;
 
 /// Why a connection could not be made: the call was never sent.
 #[derive(Debug, thiserror::Error)]
@@ -243,20 +242,12 @@ impl Channel {
         max_bytes: usize,
     ) -> Result<A, Status> {
         let mut sender = self.ready().await?;
-        let len = request.encoded_len();
-        let mut frame = BytesMut::with_capacity(PREFIX_BYTES + len);
-        frame.put_u8(0);
-        frame.put_u32(u32::try_from(len).map_err(|_| {
-            Status::resource_exhausted(format!("a request of {len} bytes is over gRPC's limit"))
-        })?);
-        request
-            .encode(&mut frame)
-            .expect("invariant: the buffer was sized to the message");
+        let frame = proto::codec::frame(request);
         // A request h2 does not take opened no stream: it never left.
         let (answer, mut stream) = sender
             .send_request(self.request(path, credential), false)
             .map_err(unsent)?;
-        stream.send_data(frame.freeze(), true).map_err(lost)?;
+        stream.send_data(frame, true).map_err(lost)?;
         let answer = answer.await.map_err(lost)?;
         if let Some(status) = Status::from_header_map(answer.headers()) {
             // Trailers only: a refusal (or an empty answer, which a unary call may not give).
@@ -358,52 +349,10 @@ where
     Ok(Live { sender, closed })
 }
 
-/// An answer's body as tonic reads it: the stream's data, then its trailers.
-pub(super) struct AnswerBody {
-    stream: h2::RecvStream,
-    data_done: bool,
-}
-
-impl Body for AnswerBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match self.stream.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.stream.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => self.data_done = true,
-            }
-        }
-        match self.stream.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
 /// tonic's generated clients call through this: the request body (a unary or server-streaming
 /// call's one message) is read whole, then sent as the stream's data.
 impl tower_service::Service<Request<tonic::body::Body>> for Channel {
-    type Response = Response<AnswerBody>;
+    type Response = Response<RecvBody>;
     type Error = Status;
     type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Status>> + Send>>;
 
@@ -424,10 +373,7 @@ impl tower_service::Service<Request<tonic::body::Body>> for Channel {
             let (answer, mut stream) = sender.send_request(request, false).map_err(unsent)?;
             stream.send_data(body, true).map_err(lost)?;
             let answer = answer.await.map_err(lost)?;
-            Ok(answer.map(|stream| AnswerBody {
-                stream,
-                data_done: false,
-            }))
+            Ok(answer.map(RecvBody::new))
         })
     }
 }
