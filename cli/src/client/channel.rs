@@ -10,8 +10,9 @@
 //! - `Channel` is a tower `Service`, so tonic's generated clients run over the same connection
 //!   for every other call (streams included).
 //!
-//! Invariant: a call that fails before its request frames were handed to h2 reports
-//! [`NotSent`], so that the retry rules may send even a plain write elsewhere.
+//! Invariant: a call reports [`NotSent`] only when the node cannot have processed it (no
+//! connection, a request h2 would not take, a stream the node refused unread or above its
+//! GOAWAY), so that the retry rules may send even a plain write elsewhere.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub(super) const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// (hyper's client's assumption; the node's limit is `api::grpc::STREAMS_PER_CONNECTION_MAX`).
 pub(super) const INITIAL_STREAMS_MAX: usize = 100;
 
-/// Why a connection could not be made: the call was never sent.
+/// Why a call never reached the node, or reached it unprocessed: it may be sent elsewhere.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(super) struct NotSent(pub(super) String);
