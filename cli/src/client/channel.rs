@@ -344,10 +344,45 @@ where
     let closed = Arc::new(AtomicBool::new(false));
     let ended = Arc::clone(&closed);
     tokio::spawn(async move {
-        let _ = connection.await;
+        let _ = YieldingFirst::new(connection).await;
         ended.store(true, Ordering::Release);
     });
     Ok(Live { sender, closed })
+}
+
+/// Polls `F` only after letting the tasks ready beside it run once: a connection's driver is
+/// woken by the first call that writes a request (and runs next, from tokio's LIFO slot), so
+/// without this it writes each request alone while the other callers woken by the same batch
+/// of answers wait their turn. Yielding first lets them queue their requests, and one write
+/// takes them all (measured with 64 callers putting over four connections to three nodes:
+/// 0.66 writes per call before, 0.27 after, and 17,000 puts/s became 20,000-22,000).
+struct YieldingFirst<F> {
+    inner: F,
+    yielded: bool,
+}
+
+impl<F> YieldingFirst<F> {
+    fn new(inner: F) -> Self {
+        YieldingFirst {
+            inner,
+            yielded: false,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for YieldingFirst<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.yielded {
+            self.yielded = true;
+            // A task that wakes itself is put at the back of its worker's queue.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        Pin::new(&mut self.inner).poll(cx)
+    }
 }
 
 /// tonic's generated clients call through this: the request body (a unary or server-streaming
