@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use proto::rest::headers::{REQUEST_ID, REQUEST_ID_BYTES_MAX};
+use tokio::task::futures::TaskLocalFuture;
 use util::splitmix::SplitMix64;
 
 tokio::task_local! {
@@ -123,8 +124,12 @@ pub fn header_value(id: &str) -> hyper::header::HeaderValue {
 }
 
 /// Serves `fut` as `request`: log lines emitted while it runs carry the request's id.
-pub async fn scope<F: Future>(request: Request, fut: F) -> F::Output {
-    CURRENT.scope(request, fut).await
+///
+/// A plain function rather than an `async fn`: an `async fn` would hold `fut` twice (as its
+/// argument and as what it awaits), doubling the size of every request's future, which is
+/// copied as it is made and moved.
+pub fn scope<F: Future>(request: Request, fut: F) -> TaskLocalFuture<Request, F> {
+    CURRENT.scope(request, fut)
 }
 
 /// Spawns `fut` on a task of its own that serves the same request as this one: its log lines

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
@@ -186,16 +187,17 @@ fn timed_out() -> Status {
     Status::cancelled("Timeout expired")
 }
 
-/// `answering`, bounded by `limit` when the client gave one.
-async fn within<F: Future<Output = Result<A, Status>>, A>(
+/// `answering`, bounded by `limit` when the client gave one. Not an `async fn`, which would
+/// hold `answering` twice (see `request_id::scope`).
+fn within<F: Future<Output = Result<A, Status>>, A>(
     limit: Option<Duration>,
     answering: F,
-) -> Result<A, Status> {
+) -> impl Future<Output = Result<A, Status>> {
     match limit {
-        Some(limit) => tokio::time::timeout(limit, answering)
-            .await
-            .unwrap_or_else(|_| Err(timed_out())),
-        None => answering.await,
+        Some(limit) => Either::Left(
+            tokio::time::timeout(limit, answering).map(|r| r.unwrap_or_else(|_| Err(timed_out()))),
+        ),
+        None => Either::Right(answering),
     }
 }
 

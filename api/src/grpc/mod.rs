@@ -83,7 +83,9 @@ impl Api {
     {
         Ok(Response::new(match step {
             Step::Done(done) => encode(done),
-            Step::Forward(to) => self.relay.call(to, message, credentials, call).await?,
+            // Boxed: relaying is the rarer path, and its future is large; inline, it would
+            // make every call's future larger (and costlier to move) by its size.
+            Step::Forward(to) => Box::pin(self.relay.call(to, message, credentials, call)).await?,
         }))
     }
 }

@@ -123,7 +123,9 @@ pub async fn admit(
                 && matches!(credential, Credential::Bearer(_) | Credential::ApiKey(_))
                 && server.rate.may_recheck(caller.peer) =>
         {
-            match read_barrier(server).await {
+            // Boxed: a refusal is rare, and inline its future would make every admitted
+            // request's future larger (and costlier to move) by its size.
+            match Box::pin(read_barrier(server)).await {
                 Ok(()) => server.auth.authorize(credential, need),
                 Err(_) => Err(e),
             }

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use kv::{ApplyError, CasAction, Command, Compare, KeyValue, Outcome, Session, Write, WriteOp};
 use proto::rest::{self, Consistency, ErrorCode};
 use serde_json::json;
@@ -155,17 +156,19 @@ fn unexpected(outcome: Outcome) -> ApiError {
 }
 
 /// Serves `answer` and records it in the metrics as `operation`, timed from here, with the
-/// outcome `outcome` reads from it.
-async fn recorded<R>(
-    server: &Server,
+/// outcome `outcome` reads from it. Not an `async fn`, which would hold `answer` twice (see
+/// `request_id::scope`).
+fn recorded<'a, R: 'a>(
+    server: &'a Server,
     operation: Operation,
     outcome: fn(&R) -> Option<StorageOutcome>,
-    answer: impl std::future::Future<Output = R>,
-) -> R {
+    answer: impl std::future::Future<Output = R> + 'a,
+) -> impl std::future::Future<Output = R> + 'a {
     let started = Instant::now();
-    let answer = answer.await;
-    server.metrics.storage(operation, outcome(&answer), started);
-    answer
+    answer.map(move |answer| {
+        server.metrics.storage(operation, outcome(&answer), started);
+        answer
+    })
 }
 
 /// A write's outcome: none when this node only forwarded it (the leader records it).
