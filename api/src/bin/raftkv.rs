@@ -17,13 +17,6 @@ use clap::Parser;
 use raft::core::Role;
 use tracing::{info, warn};
 
-/// The allocator: mimalloc rather than glibc's, whose per-thread arenas and consolidation
-/// cost a node about a tenth of its CPU per write (measured A/B on one node, 64 clients
-/// putting over gRPC, three rounds each: 23 µs of node CPU per put against 26-29, 42,000
-/// puts/s against 34,000-37,000; memory per key the same within 5%).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long a leader waits for its leadership transfer at shutdown before it stops anyway.
 const SHUTDOWN_TRANSFER_WAIT: Duration = Duration::from_secs(2);
 
