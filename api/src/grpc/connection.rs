@@ -117,15 +117,16 @@ pub async fn serve<T>(
     }
     let mut in_place = FuturesUnordered::new();
     loop {
-        // Biased, answers first: every call answered since the last wake-up is buffered in
+        // Biased, answers first: the calls answered since the last wake-up are buffered in
         // h2 before `accept` drives the connection again, so that their frames go out in one
-        // write instead of one write per answer (measured on the leader of three nodes, 64
+        // write rather than one write per answer (measured on the leader of three nodes, 64
         // clients putting over four connections: 0.65 writes per put before, 0.10 after).
-        // The answers cannot starve `accept`: each one ends a call, and calls in flight are
-        // bounded by the stream limit.
+        // This cannot starve `accept`: only `accept` adds calls, so the answers run out after
+        // at most as many turns as there are calls in flight.
         tokio::select! {
             biased;
             Some(served) = in_place.next(), if !in_place.is_empty() => {
+                // Named in full: the set's item type is not inferred yet at its first use.
                 if std::thread::Result::<()>::is_err(&served) {
                     warn!("a gRPC call's handler panicked; its stream was reset");
                 }
