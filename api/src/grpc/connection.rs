@@ -48,6 +48,7 @@ use tracing::{debug, warn};
 use proto::codec::PREFIX_BYTES;
 
 use super::observe::Observation;
+use super::repoll::Repoll;
 use super::{Api, MESSAGE_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
 use crate::request_id;
 
@@ -89,6 +90,20 @@ impl InPlace {
 /// Serves the connection `io` (from `remote`) until it closes; when `stop` turns true, it
 /// refuses new calls (GOAWAY) and ends once the calls in flight are answered.
 pub async fn serve<T>(
+    io: T,
+    remote: TcpConnectInfo,
+    api: &Api,
+    routes: Routes,
+    stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    // The connection and its in-place calls wake this task from within its own polls (see
+    // `Repoll`): those wakes are taken in place, not through the scheduler.
+    Repoll::new(drive(io, remote, api, routes, stop)).await
+}
+
+async fn drive<T>(
     io: T,
     remote: TcpConnectInfo,
     api: &Api,
