@@ -11,6 +11,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
+pub mod repoll;
 pub mod request_id;
 pub mod restore;
 pub mod server;

@@ -117,10 +117,16 @@ pub fn take_or_make(value: Option<&hyper::header::HeaderValue>) -> Arc<str> {
     from_header(value).unwrap_or_else(generate)
 }
 
-/// `id` as a header value.
+/// `id` as a header value, marked sensitive: over HTTP/2 it is then sent as a literal that is
+/// never indexed. An id is new on every answer, so indexing it in HPACK's dynamic table only
+/// evicted the entries that do repeat (`content-type`), and made both ends search and insert
+/// (gRPC stale reads, 64 clients: 1.8% of the node's CPU comparing header values). HTTP/1.1
+/// ignores the mark.
 pub fn header_value(id: &str) -> hyper::header::HeaderValue {
-    hyper::header::HeaderValue::from_str(id)
-        .expect("invariant: a request id is visible ASCII, a valid header value")
+    let mut value = hyper::header::HeaderValue::from_str(id)
+        .expect("invariant: a request id is visible ASCII, a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 /// Serves `fut` as `request`: log lines emitted while it runs carry the request's id.

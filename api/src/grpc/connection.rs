@@ -48,8 +48,8 @@ use tracing::{debug, warn};
 use proto::codec::PREFIX_BYTES;
 
 use super::observe::Observation;
-use super::repoll::Repoll;
 use super::{Api, MESSAGE_BYTES_MAX, STREAMS_PER_CONNECTION_MAX};
+use crate::repoll::Repoll;
 use crate::request_id;
 
 /// The receive window of each stream: hyper's server default, kept.

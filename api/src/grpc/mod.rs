@@ -21,7 +21,6 @@ pub mod connection;
 pub mod forward;
 pub mod kv;
 pub mod observe;
-pub mod repoll;
 pub mod status;
 
 use std::future::Future;

@@ -283,7 +283,7 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    limits::watch(watcher.watch(conn), activity, &server.limits).await
+    crate::repoll::Repoll::new(limits::watch(watcher.watch(conn), activity, &server.limits)).await
 }
 
 /// Serves the API on `listener` until `shutdown` turns true, then lets the requests in flight

@@ -1,14 +1,18 @@
 //! A future that is polled again at once, inside the same poll, when it wakes its own task
-//! while being polled: for a task that drives an HTTP/2 connection and the calls on it.
+//! while being polled: for the task that serves one client connection (HTTP/1.1 or HTTP/2)
+//! and the requests on it.
 //!
-//! Why: such a task wakes itself all the time. An answer handed to h2 wakes the connection's
-//! waker, and a DATA frame read by the connection wakes the call waiting for it, and both
-//! wakers are this task's. Tokio takes a task that woke itself while running as one that
-//! yielded: it requeues the task and unparks an idle worker to share the work. On two cores
-//! that worker is often the one parked in the I/O driver, so each such wake cost a write to
-//! its eventfd and a spurious `epoll_wait` return (single node, one client putting: 2.1
-//! `epoll_wait`s and 1.1 `write`s per put on the node over gRPC, against 1.1 and 0.1 over
-//! REST), with the context switches that go with them.
+//! Why: such a task wakes itself all the time. Over gRPC, an answer handed to h2 wakes the
+//! connection's waker, and a DATA frame read by the connection wakes the call waiting for it;
+//! over REST, a request's start notifies the connection's idle watch. Each of those wakers is
+//! this task's own. Tokio takes a task that woke itself while running as one that yielded:
+//! it requeues the task and unparks an idle worker to share the work. On two cores that
+//! worker is often the one parked in the I/O driver, so each such wake cost a write to its
+//! eventfd and a spurious `epoll_wait` return, with the context switches that go with them.
+//! Measured on a single node with one client: a gRPC put cost the node 2.1 `epoll_wait`s, 1.1
+//! `write`s and 5.7 context switches before, 1.1, 0.04 and 3.2 after; a stale read 2.2
+//! context switches before and 1.0 after, over either protocol (REST's node CPU per read 80
+//! to 40 µs).
 //!
 //! Here the inner future sees a waker of its own. A wake while the inner future is being polled
 //! is only noted, and the poll runs again before returning; any other wake goes on to the
