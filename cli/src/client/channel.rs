@@ -164,7 +164,9 @@ impl Channel {
         for _ in 0..2 {
             let live = match self.current() {
                 Some(live) => live,
-                None => self.connect().await?,
+                // Boxed: connecting (a TLS handshake above all) is a rare path whose future,
+                // held inline, made every call's future 4 KB larger, and every call moves it.
+                None => Box::pin(self.connect()).await?,
             };
             let in_flight = InFlight::new(&live.calls);
             match live.sender.ready().await {

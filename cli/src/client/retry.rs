@@ -163,7 +163,9 @@ impl Client {
                 if known < n {
                     return known;
                 }
-                if let Some(found) = self.look_up_leader(deadline).await {
+                // Boxed: a rare path (no leader known) that would otherwise make every
+                // call's future larger.
+                if let Some(found) = Box::pin(self.look_up_leader(deadline)).await {
                     return found;
                 }
                 inner.rotation.fetch_add(1, Ordering::Relaxed) % n
