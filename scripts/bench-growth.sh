@@ -26,6 +26,8 @@
 #   PLOT_TO      also copy growth.svg there (e.g. docs/img/growth-<name>.svg)
 #   FREE_MB_MIN  refuse to start a run with less free disk than this, in MiB (2048)
 #   SKIP_BUILD=1 use the release binaries as they are
+#   PROTOCOL   the clients' protocol: rest (default) or grpc (kvcli's default of 4 HTTP/2
+#              connections per endpoint, shared by the clients)
 # Binaries: ${CARGO_TARGET_DIR:-target}/release/{raftkv,kvcli}, built first with
 # `cargo build --release -p api -p cli`.
 set -euo pipefail
@@ -42,6 +44,15 @@ http_base=${HTTP_BASE:-28080}
 raft_base=${RAFT_BASE:-27000}
 grpc_base=${GRPC_BASE:-27100}
 free_mb_min=${FREE_MB_MIN:-2048}
+protocol=${PROTOCOL:-rest}
+case $protocol in
+rest) kvcli_protocol=http ;;
+grpc) kvcli_protocol=grpc ;;
+*)
+    echo "PROTOCOL must be rest or grpc, not '$protocol'" >&2
+    exit 2
+    ;;
+esac
 
 require_positive "DURATION, CLIENTS, WINDOW, SAMPLE, the port bases and FREE_MB_MIN" \
     "$duration" "$clients" "$window" "$sample" "$http_base" "$raft_base" "$free_mb_min"
@@ -82,6 +93,14 @@ trap 'exit 130' INT TERM
 
 free_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 http_url() { echo "http://127.0.0.1:$((http_base + $1))"; }
+# Where the load goes: node N's REST or gRPC address, per PROTOCOL.
+load_url() {
+    if [[ $protocol == grpc ]]; then
+        echo "grpc://127.0.0.1:$((grpc_base + $1))"
+    else
+        http_url "$1"
+    fi
+}
 pid_of() { cat "$cluster_dir/node$1.pid" 2>/dev/null || true; }
 
 # The node's current term from /ready, or "?" when it does not answer.
@@ -112,7 +131,7 @@ sampler() {
 
 summary_all=$out/summary.md
 {
-    echo "### Growing keyspace: $duration s of new-key writes, $clients clients ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    echo "### Growing keyspace: $duration s of new-key writes over $protocol, $clients clients ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
     echo
 } >"$summary_all"
 plot_inputs=()
@@ -131,8 +150,10 @@ for nodes in $node_counts; do
     NODES=$nodes HTTP_BASE=$http_base RAFT_BASE=$raft_base GRPC_BASE=$grpc_base RAFTKV_BIN=$raftkv \
         scripts/cluster.sh start "$cluster_dir"
     endpoints=""
+    load_endpoints=""
     for n in $(seq "$nodes"); do
         endpoints+="${endpoints:+,}$(http_url "$n")"
+        load_endpoints+="${load_endpoints:+,}$(load_url "$n")"
     done
     declare -A term_start=()
     for n in $(seq "$nodes"); do
@@ -143,9 +164,9 @@ for nodes in $node_counts; do
     sampler "$nodes" "$run/rss.csv" &
     sampler_pid=$!
 
-    echo "== $nodes node(s): $duration s of write-new, $clients clients, ${window} s windows"
+    echo "== $nodes node(s): $duration s of write-new over $protocol, $clients clients, ${window} s windows"
     bench_status=0
-    "$kvcli" --endpoints "$endpoints" --json bench --workload write-new \
+    "$kvcli" --endpoints "$load_endpoints" --json bench --protocol "$kvcli_protocol" --workload write-new \
         --concurrency "$clients" --duration "${duration}s" --window "${window}s" \
         --csv "$run/windows.csv" >"$run/bench.jsonl" 2>"$run/bench.err" || bench_status=$?
 
