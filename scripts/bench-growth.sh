@@ -18,7 +18,8 @@
 #   NODES      cluster sizes to run, one fresh cluster each, in order (default "1 3")
 #   DURATION   seconds of load per run (300)          CLIENTS  concurrent clients (64)
 #   WINDOW     seconds per reported window (10)       SAMPLE   seconds between RSS samples (10)
-#   HTTP_BASE, RAFT_BASE  ports of node N are BASE+N (28080, 27000: away from cluster.sh's)
+#   HTTP_BASE, RAFT_BASE, GRPC_BASE  ports of node N are BASE+N (28080, 27000, 27100: away
+#              from cluster.sh's)
 #   DATA_PARENT  where the temporary data directories go (default OUT; not a tmpfs: fsync
 #                must cost what it costs on the real disk)
 #   KEEP_DATA=1  keep the data directories (they are deleted after each run otherwise)
@@ -55,7 +56,7 @@ grpc) kvcli_protocol=grpc ;;
 esac
 
 require_positive "DURATION, CLIENTS, WINDOW, SAMPLE, the port bases and FREE_MB_MIN" \
-    "$duration" "$clients" "$window" "$sample" "$http_base" "$raft_base" "$free_mb_min"
+    "$duration" "$clients" "$window" "$sample" "$http_base" "$raft_base" "$grpc_base" "$free_mb_min"
 for n in $node_counts; do
     if ! [[ $n =~ ^[1-9]$ ]]; then
         echo "NODES must list cluster sizes from 1 to 9, not '$n'" >&2
@@ -235,7 +236,7 @@ done
 
 if ((${#plot_inputs[@]} > 0)); then
     "$kvcli" bench plot "${plot_inputs[@]}" --out "$out/growth.svg" --p99-limit-ms 10 \
-        --title "New-key writes, $clients clients, $duration s, ${window} s windows"
+        --title "New-key writes over $protocol, $clients clients, $duration s, ${window} s windows"
     if [[ -n ${PLOT_TO:-} ]]; then
         mkdir -p "$(dirname "$PLOT_TO")"
         cp "$out/growth.svg" "$PLOT_TO"

@@ -18,6 +18,8 @@
 //! is only noted, and the poll runs again before returning; any other wake goes on to the
 //! task. Invariant: no wake is lost. A wake that finds the inner poll running is seen by the
 //! check after that poll (every flag is `SeqCst`); one that comes later wakes the task.
+//! A panic in the inner poll leaves `polling` set, so the wrapper must not be polled again
+//! after one: the connections' tasks end on a panic (their handlers' panics are caught inside).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +30,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 
 /// The most polls of the inner future in one poll of the task. Past it, the task yields to
-/// the scheduler as before, so that a future that keeps waking itself (tokio's cooperative
-/// budget, spent, does that) cannot keep its worker from every other task.
+/// the scheduler as before, so that a future that keeps waking itself cannot keep its worker
+/// from every other task. Such wakes are fairness yields: hyper's HTTP/1.1 dispatcher yields
+/// after 16 turns of its loop, and `FuturesUnordered` after polling each of its futures once.
+/// (Tokio's own cooperative budget defers its wake until the task's poll is over, so a task
+/// whose budget is spent goes back to the scheduler at once; the loop below stops there too.)
 pub const POLLS_PER_WAKE_MAX: usize = 16;
 
 /// See the module documentation.
@@ -96,6 +101,11 @@ impl<F: Future> Future for Repoll<F> {
             // A wake during the poll only set `woken`; one from now on wakes the task.
             if !this.relay.woken.swap(false, Ordering::SeqCst) {
                 return Poll::Pending;
+            }
+            // Tokio's budget for this poll is spent: every resource would answer Pending, so
+            // polling again here is wasted. The task goes back to the scheduler.
+            if !tokio::task::coop::has_budget_remaining() {
+                break;
             }
         }
         cx.waker().wake_by_ref();

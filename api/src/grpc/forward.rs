@@ -137,11 +137,15 @@ impl Relay {
         credentials.attach(request.metadata_mut());
         // The leader logs the call under the id it has here.
         if let Some(id) = crate::request_id::current_id() {
-            request.metadata_mut().insert(
-                crate::request_id::REQUEST_ID,
-                id.parse()
-                    .expect("invariant: a request id is visible ASCII, valid metadata"),
-            );
+            // Sensitive, as in every answer: an id is new on every call, not worth indexing in
+            // the HPACK table of the connection to the leader (`request_id::header_value`).
+            let mut id: tonic::metadata::MetadataValue<_> = id
+                .parse()
+                .expect("invariant: a request id is visible ASCII, valid metadata");
+            id.set_sensitive(true);
+            request
+                .metadata_mut()
+                .insert(crate::request_id::REQUEST_ID, id);
         }
         request.metadata_mut().insert(
             metadata::FORWARDED,

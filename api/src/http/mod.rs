@@ -283,6 +283,8 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
+    // The connection wakes this task from within its own polls (a request's first bytes
+    // notify the idle watch): those wakes are taken in place (see `Repoll`).
     crate::repoll::Repoll::new(limits::watch(watcher.watch(conn), activity, &server.limits)).await
 }
 
