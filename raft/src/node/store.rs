@@ -66,6 +66,9 @@ use crate::node::{ClusterId, SnapshotFiles};
 const PAYLOAD_TAG_NORMAL: u8 = 1;
 /// See [`PAYLOAD_TAG_NORMAL`].
 const PAYLOAD_TAG_CONF_CHANGE: u8 = 2;
+/// Room, beyond a payload's [`Entry::size_bytes`], for its postcard tag and length varint:
+/// the capacity an entry's encoding starts with (a hint; more only costs a reallocation).
+const PAYLOAD_OVERHEAD_BYTES: usize = 16;
 
 /// The first byte of the command an encoded `Normal` payload carries, read without decoding
 /// it (the tag, the command's length as a varint, then its bytes); `None` for other payloads
@@ -967,8 +970,15 @@ impl<F: FileSystem> LogStore for WalLogStore<F> {
                 .map(|e| WalEntry {
                     index: e.index.0,
                     term: e.term.0,
-                    payload: postcard::to_stdvec(&e.payload)
-                        .expect("an entry payload always encodes"),
+                    // Sized up front (a payload's bytes plus its tag and length): grown
+                    // from empty, each entry's encoding reallocated as it went.
+                    payload: postcard::to_extend(
+                        &e.payload,
+                        Vec::with_capacity(
+                            usize::try_from(e.size_bytes()).unwrap_or(0) + PAYLOAD_OVERHEAD_BYTES,
+                        ),
+                    )
+                    .expect("an entry payload always encodes"),
                 })
                 .collect();
             self.wal.append(&records)?;
