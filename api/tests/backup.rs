@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,11 @@ fn read(node: &Proc, key: &str) -> (u16, Value) {
     (status, value)
 }
 
+/// How many acknowledged writes the backup-under-writes scenario waits for before it takes
+/// the backup: past the 20 its check asks for, and past the first overwrite (every third key
+/// is written twice).
+const WRITES_BEFORE_BACKUP_MIN: usize = 40;
+
 /// One acknowledged write: its key, value, revision and version, and when it was acknowledged.
 #[derive(Clone, Debug)]
 struct Acked {
@@ -112,7 +117,12 @@ struct Acked {
 
 /// Writes keys `w<i>` one after another through `nodes` in turn until `stop`; every third key
 /// is written twice in a row (so its version is 2). A key is never written again after that.
-fn writer(nodes: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Acked>> {
+/// `count` follows the number of acknowledged writes as they come.
+fn writer(
+    nodes: Vec<String>,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<Acked>> {
     std::thread::spawn(move || {
         let mut acked = Vec::new();
         let mut clients: Vec<common::Client> =
@@ -135,6 +145,7 @@ fn writer(nodes: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
                         version: answer["version"].as_u64().expect("a version"),
                         at: Instant::now(),
                     });
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
             i += 1;
@@ -153,11 +164,17 @@ fn a_backup_taken_under_writes_restores_into_a_new_cluster_with_every_acknowledg
     let (n1, n2, n3) = three_nodes(&old_root, &[]);
     let old_cluster = json_of(&n1.get("/cluster/id").1)["cluster_id"].clone();
     let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
     let writing = writer(
         vec![n1.http.clone(), n2.http.clone(), n3.http.clone()],
         Arc::clone(&stop),
+        Arc::clone(&count),
     );
-    std::thread::sleep(Duration::from_millis(800));
+    // Enough writes acknowledged before the backup for the check below to mean something,
+    // however slow the machine (a fixed 800 ms saw none on a loaded CI run).
+    wait_until("the writer's first writes acknowledged", || {
+        count.load(Ordering::Relaxed) >= WRITES_BEFORE_BACKUP_MIN
+    });
     // when `kvcli backup save` runs through a follower while the writer goes on,
     let nodes = [&n1, &n2, &n3];
     let leader = leader_of(&nodes).expect("a leader");
