@@ -1141,3 +1141,71 @@ fn a_leader_missing_a_committed_entry_is_refused_and_the_committed_log_kept() {
     assert_eq!(follower.term_at(LogIndex(4)), Some(Term(1)));
     assert_eq!(follower.committed(), LogIndex(4));
 }
+
+/// A busy leader's next Ready persists a new batch and hands out the previous one, committed
+/// meanwhile. The previous batch was durable before that Ready, and the Ready says so
+/// (`committed_durable`), so a driver may apply it without waiting for the new batch's fsync.
+/// An entry that the same Ready persists is never among them.
+#[test]
+fn committed_entries_durable_before_a_ready_may_be_applied_ahead_of_its_persist() {
+    let indexes = |entries: &[raft::core::Entry]| -> Vec<LogIndex> {
+        entries.iter().map(|e| e.index).collect()
+    };
+    // Given a three-node cluster whose leader replicated "a" and heard both followers
+    // acknowledge it, but has not handled a Ready since,
+    let mut c = Cluster::new(3, 0);
+    assert!(c.elect(1));
+    let a = c.propose(1, "a").expect("the leader accepts").index;
+    c.process_ready(1);
+    c.deliver_all();
+    c.process_ready(2);
+    c.process_ready(3);
+    c.deliver_all();
+    assert_eq!(c.raft(1).committed(), a);
+    // when it takes "b" and hands out its next Ready,
+    let b = c.propose(1, "b").expect("the leader accepts").index;
+    assert!(c.begin_ready(1));
+    // then that Ready persists "b" and hands out "a" as committed and already durable.
+    let rd = c.held_ready(1).expect("a Ready is held");
+    assert_eq!(indexes(&rd.entries), vec![b]);
+    assert_eq!(indexes(&rd.committed_entries), vec![a]);
+    assert_eq!(rd.committed_durable, 1);
+    c.finish_ready(1);
+    c.stabilize();
+
+    // Given follower 3 cut off while "c" commits without it,
+    c.isolate(3);
+    let c_index = c.propose(1, "c").expect("the leader accepts").index;
+    c.stabilize();
+    assert_eq!(c.raft(1).committed(), c_index);
+    // when it is back and receives "c" together with the commit index that covers it,
+    c.heal();
+    let carries_c = |m: &raft::core::Message| {
+        m.to == NodeId(3)
+            && matches!(&m.body, MessageBody::AppendEntries { entries, leader_commit, .. }
+                if entries.iter().any(|e| e.index == c_index) && *leader_commit >= c_index)
+    };
+    for _ in 0..200 {
+        c.process_all_readies();
+        if let Some(k) = c.net.iter().position(carries_c) {
+            c.deliver(k);
+            break;
+        }
+        if c.net.is_empty() {
+            c.tick(1);
+        } else {
+            c.deliver(0);
+        }
+    }
+    assert_eq!(c.raft(3).last_index(), c_index, "n3 received c");
+    assert!(c.begin_ready(3));
+    // then its Ready persists "c" and hands it out as committed, but not as durable: it may
+    // be applied only after this Ready's persist.
+    let rd = c.held_ready(3).expect("a Ready is held");
+    assert_eq!(indexes(&rd.entries), vec![c_index]);
+    assert_eq!(indexes(&rd.committed_entries), vec![c_index]);
+    assert_eq!(rd.committed_durable, 0);
+    c.finish_ready(3);
+    c.stabilize();
+    assert_eq!(c.applied_data(3), data("a b c"));
+}

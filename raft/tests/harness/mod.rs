@@ -290,6 +290,18 @@ impl Cluster {
         true
     }
 
+    /// The Ready `begin_ready` handled and `finish_ready` has not advanced yet, if any.
+    pub fn held_ready(&self, id: u64) -> Option<&Ready> {
+        self.held.get(&NodeId(id))
+    }
+
+    /// Delivers every message on the network, in order (messages sent meanwhile included).
+    pub fn deliver_all(&mut self) {
+        while !self.net.is_empty() {
+            self.deliver(0);
+        }
+    }
+
     /// Advances the Ready `begin_ready` handled. Returns whether there was one.
     pub fn finish_ready(&mut self, id: u64) -> bool {
         let Some(rd) = self.held.remove(&NodeId(id)) else {
@@ -300,7 +312,8 @@ impl Cluster {
         true
     }
 
-    /// A driver that sends the Ready's early messages, then crashes before persisting.
+    /// A driver that sends the Ready's early messages and applies its already durable
+    /// committed entries (both allowed before persisting), then crashes before persisting.
     pub fn crash_mid_ready(&mut self, id: u64) {
         if self.held.contains_key(&NodeId(id)) {
             self.crash(id);
@@ -308,6 +321,7 @@ impl Cluster {
         }
         if let Some(rd) = self.take_ready(id) {
             self.send_all(&rd.messages);
+            self.apply_entries(id, &rd.committed_entries[..rd.committed_durable]);
         }
         self.crash(id);
     }
@@ -333,6 +347,17 @@ impl Cluster {
                 "committed entries are contiguous"
             );
         }
+        // What the core says may be applied before this Ready's persist is in storage already.
+        assert!(rd.committed_durable <= rd.committed_entries.len());
+        assert!(rd.snapshot.is_none() || rd.committed_durable == 0);
+        for entry in &rd.committed_entries[..rd.committed_durable] {
+            assert_eq!(
+                raft::core::Storage::term(raft.storage(), entry.index).ok(),
+                Some(entry.term),
+                "n{id}: committed entry {} handed out as durable is not in storage",
+                entry.index
+            );
+        }
         Some(rd)
     }
 
@@ -356,7 +381,16 @@ impl Cluster {
             node.sm_index = index;
             node.sm_hash = hash;
         }
-        for entry in rd.committed_entries.iter() {
+        self.apply_entries(id, &rd.committed_entries);
+        let node = self.nodes.get_mut(&NodeId(id)).expect("node");
+        for rs in rd.read_states.iter() {
+            node.reads.push((rs.context.clone(), rs.index));
+        }
+        node.dropped_reads.extend(rd.dropped_reads.iter().cloned());
+    }
+
+    fn apply_entries(&mut self, id: u64, entries: &[Entry]) {
+        for entry in entries {
             let node = self.nodes.get_mut(&NodeId(id)).expect("node");
             assert_eq!(
                 entry.index,
@@ -368,11 +402,6 @@ impl Cluster {
             node.sm_hash = hash;
             self.record_applied(id, entry, hash);
         }
-        let node = self.nodes.get_mut(&NodeId(id)).expect("node");
-        for rs in rd.read_states.iter() {
-            node.reads.push((rs.context.clone(), rs.index));
-        }
-        node.dropped_reads.extend(rd.dropped_reads.iter().cloned());
     }
 
     fn record_applied(&mut self, id: u64, entry: &Entry, hash: u64) {
