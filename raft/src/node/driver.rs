@@ -705,6 +705,14 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         }
     }
 
+    /// Gives committed entries to the applier (waiting while its queue is full).
+    async fn hand_to_applier(&mut self, entries: Vec<crate::core::Entry>) {
+        let started = tokio::time::Instant::now();
+        let count = entries.len();
+        self.send_apply(ApplyCmd::Entries(entries)).await;
+        self.warn_if_slow(started, "handing committed entries to the applier", count);
+    }
+
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
         // The applier runs as long as the loop does; a closed channel means it panicked, and
         // the callers waiting on it see their replies dropped (`NodeError::Stopped`).
@@ -779,7 +787,16 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             // Only entries and snapshots cost an fsync here; a hard state alone is cheap (a
             // commit index is not synced) or rare (a new term or vote).
             let fsyncs = rd.snapshot.is_some() || !rd.entries.is_empty();
-            if sent && fsyncs {
+            // Committed entries that were durable before this Ready go to the applier now, so
+            // that their writers are answered while this Ready's fsync runs rather than after
+            // it (the core's `Ready::committed_durable`).
+            let early = fsyncs && rd.committed_durable > 0;
+            if early {
+                let later = rd.committed_entries.split_off(rd.committed_durable);
+                let entries = std::mem::replace(&mut rd.committed_entries, later);
+                self.hand_to_applier(entries).await;
+            }
+            if (sent || early) && fsyncs {
                 // The transport's sender tasks were just woken, most likely onto this worker
                 // thread, where the fsync below would hold them (tokio's LIFO slot is not
                 // stolen by the other worker). Yield once so that a leader's appends are on
@@ -807,11 +824,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     .await;
             }
             if !rd.committed_entries.is_empty() {
-                let started = tokio::time::Instant::now();
-                let entries = rd.committed_entries.len();
-                self.send_apply(ApplyCmd::Entries(std::mem::take(&mut rd.committed_entries)))
+                self.hand_to_applier(std::mem::take(&mut rd.committed_entries))
                     .await;
-                self.warn_if_slow(started, "handing committed entries to the applier", entries);
             }
             for read in rd.read_states.drain(..) {
                 let Some(context) = read_context(&read.context) else {

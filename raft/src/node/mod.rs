@@ -6,7 +6,9 @@
 //! travel while it persists its own copy. Then the log is persisted through a [`LogStore`],
 //! then the messages that promise durable state are sent. Committed entries go to a second task
 //! (the *applier*, [`apply`]), which applies them to the [`StateMachine`], answers the proposals
-//! waiting on them and releases linearizable reads once their read index is applied. Client
+//! waiting on them and releases linearizable reads once their read index is applied; those that
+//! were durable before the persist go ahead of it, so their writers are answered while it runs
+//! (on a busy leader, the previous batch, committed during its own fsync). Client
 //! requests that arrive while the loop is persisting queue up and join the next `Ready`, so a
 //! busy node batches by itself.
 //!
