@@ -149,17 +149,22 @@ impl RateLimits {
         }
     }
 
-    /// Counts a request of `client` (see [`client_key`]); `429 rate_limited` over its rate.
-    pub fn request(&self, client: Option<&str>) -> Result<(), ApiError> {
-        match (&self.requests, client) {
-            (Some(limit), Some(client)) => limit.take(client).map_err(|wait| {
-                refusal(
-                    "this client is over its request rate (performance.rate_limit_per_second)",
-                    wait,
-                )
-            }),
-            _ => Ok(()),
-        }
+    /// Counts a request of `principal` (when authenticated) or else from `peer` (their bucket:
+    /// [`client_key`]); `429 rate_limited` over its rate. With no request limit set, nothing is
+    /// counted and no key is made: this runs on every request.
+    pub fn request(&self, principal: Option<&str>, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(limit) = &self.requests else {
+            return Ok(());
+        };
+        let Some(client) = client_key(principal, peer) else {
+            return Ok(());
+        };
+        limit.take(&client).map_err(|wait| {
+            refusal(
+                "this client is over its request rate (performance.rate_limit_per_second)",
+                wait,
+            )
+        })
     }
 
     /// Whether a refused credential from `peer` may be checked again after a read index

@@ -109,7 +109,20 @@ pub fn generate() -> Arc<str> {
         AtomicU64::new(u64::from_le_bytes(seed))
     });
     let n = SplitMix64::new(next.fetch_add(1, Ordering::Relaxed)).next_u64();
-    Arc::from(format!("{n:016x}"))
+    let digits = hex16(n);
+    Arc::from(std::str::from_utf8(&digits).expect("invariant: hex digits are ASCII"))
+}
+
+/// `n` as 16 lowercase hex digits, as `format!("{n:016x}")` writes it. By hand because it runs
+/// on every request: `format!` went through the formatting machinery and a String copied into
+/// the id's Arc (0.7% of a node's CPU under 64 gRPC writers).
+fn hex16(n: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    digits
 }
 
 /// The id of `value`, or a new one.
@@ -201,6 +214,20 @@ mod tests {
         let made = take_or_make(Some(&value("a b")));
         assert_eq!(made.len(), 16);
         assert_ne!(generate(), generate());
+    }
+
+    #[test]
+    fn a_new_id_is_its_number_in_sixteen_lowercase_hex_digits() {
+        for n in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            assert_eq!(&hex16(n), format!("{n:016x}").as_bytes(), "{n:#x}");
+        }
+        let id = generate();
+        assert!(
+            id.len() == 16
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]

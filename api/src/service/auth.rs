@@ -22,7 +22,6 @@ use super::route::{Step, Via, await_leader, forward_to_leader};
 use super::{ApiError, REQUEST_TIMEOUT, within};
 use crate::auth::password::check_new;
 use crate::auth::{Caller, Credential, Need, Principal, apikey, new_signing_key};
-use crate::ratelimit;
 use crate::server::Server;
 use crate::server::machine::{Output, Proposal};
 
@@ -137,17 +136,15 @@ pub async fn admit(
         Err(e) if refused(&e) => {
             // A refused request still counts against its address's rate, so that refusals
             // are no way around the limit.
-            server
-                .rate
-                .request(ratelimit::client_key(None, caller.peer).as_deref())?;
+            server.rate.request(None, caller.peer)?;
             return Err(e);
         }
         Err(e) => return Err(e),
     };
     if need != Need::Open && !(caller.forwarded && from_member(server, caller.peer)) {
-        let client =
-            ratelimit::client_key(principal.as_ref().map(|p| p.name.as_str()), caller.peer);
-        server.rate.request(client.as_deref())?;
+        server
+            .rate
+            .request(principal.as_ref().map(|p| p.name.as_str()), caller.peer)?;
     }
     Ok(principal)
 }
