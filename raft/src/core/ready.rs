@@ -135,8 +135,9 @@ impl<S: Storage> Raft<S> {
             debug_assert_eq!(rd.committed_entries[0].index, self.log.applying.next());
             self.log.applying = last.index;
         }
-        // `persisted` only moves in `advance`, so here it is what was durable before this
-        // Ready. A snapshot in it is applied first, so nothing goes ahead of it.
+        // `persisted` only rises in `advance` (a conflict or a snapshot lowers it), so here it
+        // is what was durable, and still in this log, before this Ready. A snapshot in the
+        // Ready is applied first, so nothing goes ahead of it.
         if rd.snapshot.is_none() {
             let durable = self.log.persisted;
             rd.committed_durable = rd.committed_entries.partition_point(|e| e.index <= durable);

@@ -619,7 +619,8 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
     /// lack of space left the store whole (see [`StoreError::is_no_space`]), so the same
     /// persist is retried with backoff until it succeeds or fails otherwise. Meanwhile the
     /// loop does nothing else: the `Ready` is held, so nothing in it is acknowledged or
-    /// applied, and no message that depends on it is sent.
+    /// applied (but the committed entries that were durable before it, which may have gone to
+    /// the applier already), and no message that depends on it is sent.
     async fn persist_waiting_for_space(
         &mut self,
         rd: &crate::core::Ready,
@@ -705,6 +706,30 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         }
     }
 
+    /// Gives the committed entries of `rd` that were durable before it
+    /// ([`crate::core::Ready::committed_durable`]) to the applier now, ahead of its persist,
+    /// so that their writers are answered while its fsync runs rather than after it. Only if
+    /// the applier's queue has room: a slow state machine must not hold up the persist (and
+    /// a follower's acknowledgement after it), so with a full queue they wait for the persist
+    /// as the rest do.
+    fn apply_durable_early(&mut self, rd: &mut crate::core::Ready) {
+        if rd.committed_durable == 0 {
+            return;
+        }
+        let later = rd.committed_entries.split_off(rd.committed_durable);
+        let early = std::mem::replace(&mut rd.committed_entries, later);
+        rd.committed_durable = 0;
+        match self.apply.try_send(ApplyCmd::Entries(early)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ApplyCmd::Entries(mut early))) => {
+                early.append(&mut rd.committed_entries);
+                rd.committed_entries = early;
+            }
+            // The applier stopped (it panicked): nobody is left to answer, as in `send_apply`.
+            Err(_) => {}
+        }
+    }
+
     /// Gives committed entries to the applier (waiting while its queue is full).
     async fn hand_to_applier(&mut self, entries: Vec<crate::core::Entry>) {
         let started = tokio::time::Instant::now();
@@ -787,16 +812,10 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
             // Only entries and snapshots cost an fsync here; a hard state alone is cheap (a
             // commit index is not synced) or rare (a new term or vote).
             let fsyncs = rd.snapshot.is_some() || !rd.entries.is_empty();
-            // Committed entries that were durable before this Ready go to the applier now, so
-            // that their writers are answered while this Ready's fsync runs rather than after
-            // it (the core's `Ready::committed_durable`).
-            let early = fsyncs && rd.committed_durable > 0;
-            if early {
-                let later = rd.committed_entries.split_off(rd.committed_durable);
-                let entries = std::mem::replace(&mut rd.committed_entries, later);
-                self.hand_to_applier(entries).await;
+            if fsyncs {
+                self.apply_durable_early(&mut rd);
             }
-            if (sent || early) && fsyncs {
+            if sent && fsyncs {
                 // The transport's sender tasks were just woken, most likely onto this worker
                 // thread, where the fsync below would hold them (tokio's LIFO slot is not
                 // stolen by the other worker). Yield once so that a leader's appends are on
