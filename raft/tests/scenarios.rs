@@ -1148,8 +1148,18 @@ fn a_leader_missing_a_committed_entry_is_refused_and_the_committed_log_kept() {
 /// An entry that the same Ready persists is never among them.
 #[test]
 fn committed_entries_durable_before_a_ready_may_be_applied_ahead_of_its_persist() {
-    let indexes = |entries: &[raft::core::Entry]| -> Vec<LogIndex> {
-        entries.iter().map(|e| e.index).collect()
+    // The held Ready of `id`: the indexes it persists, those it hands out as committed, and
+    // how many of those were durable before it.
+    let held = |c: &Cluster, id: u64| {
+        let rd = c.held_ready(id).expect("a Ready is held");
+        let indexes = |entries: &[raft::core::Entry]| -> Vec<LogIndex> {
+            entries.iter().map(|e| e.index).collect()
+        };
+        (
+            indexes(&rd.entries),
+            indexes(&rd.committed_entries),
+            rd.committed_durable,
+        )
     };
     // Given a three-node cluster whose leader replicated "a" and heard both followers
     // acknowledge it, but has not handled a Ready since,
@@ -1166,10 +1176,7 @@ fn committed_entries_durable_before_a_ready_may_be_applied_ahead_of_its_persist(
     let b = c.propose(1, "b").expect("the leader accepts").index;
     assert!(c.begin_ready(1));
     // then that Ready persists "b" and hands out "a" as committed and already durable.
-    let rd = c.held_ready(1).expect("a Ready is held");
-    assert_eq!(indexes(&rd.entries), vec![b]);
-    assert_eq!(indexes(&rd.committed_entries), vec![a]);
-    assert_eq!(rd.committed_durable, 1);
+    assert_eq!(held(&c, 1), (vec![b], vec![a], 1));
     c.finish_ready(1);
     c.stabilize();
 
@@ -1201,10 +1208,7 @@ fn committed_entries_durable_before_a_ready_may_be_applied_ahead_of_its_persist(
     assert!(c.begin_ready(3));
     // then its Ready persists "c" and hands it out as committed, but not as durable: it may
     // be applied only after this Ready's persist.
-    let rd = c.held_ready(3).expect("a Ready is held");
-    assert_eq!(indexes(&rd.entries), vec![c_index]);
-    assert_eq!(indexes(&rd.committed_entries), vec![c_index]);
-    assert_eq!(rd.committed_durable, 0);
+    assert_eq!(held(&c, 3), (vec![c_index], vec![c_index], 0));
     c.finish_ready(3);
     c.stabilize();
     assert_eq!(c.applied_data(3), data("a b c"));
