@@ -90,7 +90,22 @@ impl<F: FileSystem> Wal<F> {
         for (i, first) in firsts.into_iter().enumerate() {
             self.recover_segment(first, i + 1 == count)?;
         }
-        // Everything that survived recovery is on disk; count it as durable.
+        // Everything that survived recovery counts as durable from here on (a node then
+        // acknowledges it), so it must be on disk and not only in the page cache: a killed
+        // process leaves its last unsynced appends there, and a power loss after they were
+        // acknowledged would lose them. Sealed segments were synced in full before the next
+        // began; the newest one, and the directory that names it, are synced here.
+        let newest = self
+            .segments
+            .last()
+            .expect("invariant: recovery keeps every segment it found, at least one");
+        newest
+            .file
+            .sync_data()
+            .map_err(|e| WalError::io(&newest.path, e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| WalError::io(&self.dir, e))?;
         self.durable_index = self.last_index();
         Ok(())
     }
