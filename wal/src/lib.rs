@@ -11,8 +11,10 @@
 //! - [`FileSystem`]: the I/O seam, with [`RealFs`] and the crashable [`SimFs`].
 //!
 //! Durability contract: an entry is durable once [`Wal::sync`] (or [`Wal::finish_sync`] with a
-//! successful outcome) that covers it returns; recovery never drops a durable entry without an error naming the damaged
-//! file and offset, and never returns bytes that fail their checksum.
+//! successful outcome) that covers it returns, or once [`Wal::open`] recovered it (the open
+//! syncs what it found: a killed process may have left it only in the page cache); recovery
+//! never drops a durable entry without an error naming the damaged file and offset, and never
+//! returns bytes that fail their checksum.
 
 pub mod error;
 pub mod fs;
