@@ -730,14 +730,6 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
         }
     }
 
-    /// Gives committed entries to the applier (waiting while its queue is full).
-    async fn hand_to_applier(&mut self, entries: Vec<crate::core::Entry>) {
-        let started = tokio::time::Instant::now();
-        let count = entries.len();
-        self.send_apply(ApplyCmd::Entries(entries)).await;
-        self.warn_if_slow(started, "handing committed entries to the applier", count);
-    }
-
     async fn send_apply(&mut self, cmd: ApplyCmd<M::Output>) {
         // The applier runs as long as the loop does; a closed channel means it panicked, and
         // the callers waiting on it see their replies dropped (`NodeError::Stopped`).
@@ -843,8 +835,11 @@ impl<S: LogStore, T: Transport, M: StateMachine> Loop<S, T, M> {
                     .await;
             }
             if !rd.committed_entries.is_empty() {
-                self.hand_to_applier(std::mem::take(&mut rd.committed_entries))
+                let started = tokio::time::Instant::now();
+                let entries = rd.committed_entries.len();
+                self.send_apply(ApplyCmd::Entries(std::mem::take(&mut rd.committed_entries)))
                     .await;
+                self.warn_if_slow(started, "handing committed entries to the applier", entries);
             }
             for read in rd.read_states.drain(..) {
                 let Some(context) = read_context(&read.context) else {
