@@ -70,11 +70,12 @@ pub trait FileHandle: Send + Sync + 'static {
     /// durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
     /// Reserves blocks so that the file is at least `len` bytes long, the new bytes reading as
-    /// zeros. The WAL writes into space reserved ahead, so that an `fdatasync` after an append
-    /// need not also journal a new file length and new blocks (measured on ext4: 0.18 ms for
-    /// an append that grows the file, 0.12 ms for one into reserved space). The default does
-    /// nothing: a file system where reserving would not pay (the simulated disk) keeps its
-    /// files exactly as long as their data.
+    /// zeros; on failure the file keeps its length. The WAL writes into space reserved ahead,
+    /// so that an `fdatasync` after an append need not also write a new file length, new blocks
+    /// or the inode (measured on ext4, 3.7 KB appends, fsync p50: 0.19 ms for an append that
+    /// grows the file or lands in `fallocate`d space, 0.13 ms for one into written zeros). The
+    /// default does nothing: a file system where reserving would not pay (the simulated disk)
+    /// keeps its files exactly as long as their data.
     fn allocate(&self, len: u64) -> io::Result<()> {
         let _ = len;
         Ok(())
@@ -182,8 +183,27 @@ impl FileHandle for File {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        // `fallocate` without flags: the blocks are reserved and the length set now, once per
-        // reservation, instead of on every append. Fully qualified, see ../shared/deps.md.
-        fs4::FileExt::allocate(self, len)
+        // Zeros written, not `fallocate`d: ext4 keeps fallocated blocks as "unwritten" extents,
+        // and the first write into each turns it into a written one, a change to the inode that
+        // the next `fdatasync` must write too (measured here: every WAL fsync wrote the inode).
+        // Written blocks need no such change, so an append's `fdatasync` writes only its data;
+        // the zeros themselves go out with the first `fdatasync` after them, in the same
+        // request as the records beside them.
+        let start = self.metadata()?.len();
+        let mut at = start;
+        while at < len {
+            let n = (len - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = FileExt::write_all_at(self, &ZEROS[..n], at) {
+                // Whatever part of the zeros landed is cut again, so that the file is as long
+                // as the log believes it is.
+                let _ = File::set_len(self, start);
+                return Err(e);
+            }
+            at += n as u64;
+        }
+        Ok(())
     }
 }
+
+/// The zeros [`FileHandle::allocate`] writes, a block at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];

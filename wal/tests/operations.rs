@@ -449,6 +449,51 @@ fn space_is_reserved_ahead_of_appends_and_a_reserved_tail_left_by_a_crash_is_not
     assert_holds(&wal, 1, 13);
 }
 
+/// The extents of `path` that `filefrag -v` (e2fsprogs) reports as unwritten, or `None` when
+/// it cannot tell (no filefrag, or a file system without extent maps, such as tmpfs).
+fn unwritten_extents(path: &Path) -> Option<usize> {
+    let out = std::process::Command::new("filefrag")
+        .arg("-v")
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("logical_offset") {
+        return None;
+    }
+    Some(text.lines().filter(|l| l.contains("unwritten")).count())
+}
+
+#[test]
+fn reserved_space_is_written_zeros_so_an_appends_fsync_writes_no_extent_change() {
+    // Given a log on the real file system whose active segment has space reserved ahead,
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("00000000000000000001.wal");
+    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    wal.append(&entries(1..=10, 1)).unwrap();
+    wal.sync().unwrap();
+    let reserved = std::fs::read(&seg).unwrap();
+    assert!(reserved.len() as u64 >= wal::PREALLOCATE_BYTES);
+    // then the reserved tail reads as zeros,
+    let records_end = reserved.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(reserved[records_end..].iter().all(|&b| b == 0));
+    // and none of it is an unwritten (fallocated) extent: on ext4 the first write into one
+    // changes the inode, which every append's fdatasync would then have to write as well.
+    match unwritten_extents(&seg) {
+        Some(unwritten) => assert_eq!(unwritten, 0, "unwritten extents in {}", seg.display()),
+        None => eprintln!(
+            "filefrag cannot map {}: extent check skipped",
+            seg.display()
+        ),
+    }
+    // When more entries land in the reserved space, the log reads them all back after a reopen.
+    wal.append(&entries(11..=200, 1)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
+    assert_holds(&wal, 1, 200);
+}
+
 #[test]
 fn a_sealed_segment_gives_back_its_reserved_space() {
     // Given small segments, when the log rotates several times,

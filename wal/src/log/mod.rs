@@ -48,9 +48,11 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 /// How far ahead of its writes the active segment's space is reserved
 /// ([`FileHandle::allocate`]): an append into reserved space costs a cheaper `fdatasync` (no new
-/// length or blocks to journal), and one append in this many bytes pays for the reservation.
-/// Recovery reads a reserved tail to check that it is all zeros, so it stays small.
-pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+/// length, blocks or inode to write), and one append in this many bytes pays for the
+/// reservation. The reserved zeros reach the disk with the next `fdatasync`, so a larger step
+/// makes that one slower (4 MiB: up to 7.5 ms here, against 1.4 ms for 1 MiB); and recovery
+/// reads a reserved tail to check that it is all zeros.
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
 /// How a [`Wal`] is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
