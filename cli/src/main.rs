@@ -4,3 +4,8 @@
 fn main() -> std::process::ExitCode {
     cli::command::main()
 }
+
+/// mimalloc, as in the node (api/src/bin/raftkv.rs): `kvcli bench` shares the machine's cores
+/// with the node it measures, and every microsecond it spends is one the node does not get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(allocator::on_park)
         .build()
     {
         Ok(rt) => rt,
@@ -240,4 +241,44 @@ async fn hand_over_leadership(server: &Server) {
     })
     .await;
     info!(to = %raft::node::names::of(target), "leadership handed over before shutdown");
+}
+
+/// The node's memory allocator: mimalloc, which took about 12% less of the node's CPU per put
+/// than glibc's malloc (one node, 64 gRPC writers), where the allocator was about an eighth of
+/// it; plus the one duty it needs from the runtime.
+mod allocator {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    #[global_allocator]
+    static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+    /// The least time between two collections on one worker thread.
+    const COLLECT_EVERY: Duration = Duration::from_millis(100);
+
+    thread_local! {
+        static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// Run by each runtime worker as it goes idle. mimalloc gives freed pages back to the
+    /// system only from within the thread that owns them, during that thread's later
+    /// allocations; a worker that goes idle after a burst (500 stalled uploads closed at once,
+    /// api/tests/exhaustion.rs) would keep its share of the burst's memory for good. Collecting
+    /// here gives it back, at most once per [`COLLECT_EVERY`] per thread, so that a busy node,
+    /// which parks thousands of times a second, does not pay for it on every park.
+    pub fn on_park() {
+        let now = Instant::now();
+        let due = LAST_COLLECT.with(|last| {
+            let due = last.get().is_none_or(|at| now - at >= COLLECT_EVERY);
+            if due {
+                last.set(Some(now));
+            }
+            due
+        });
+        if due {
+            // SAFETY: `mi_collect` takes no pointers and may be called on any thread at any
+            // time; it only frees memory mimalloc itself holds for this thread.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    }
 }
