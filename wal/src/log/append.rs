@@ -108,9 +108,9 @@ impl<F: FileSystem> Wal<F> {
     }
 
     /// Reserves the active segment's space up to at least `end`, a [`PREALLOCATE_BYTES`] step
-    /// at a time but not past the segment's size. Reserving is only an optimisation: if the file
-    /// system refuses (not every one supports it), the log stops trying and appends grow the
-    /// file as they go; a real lack of space then shows up in the write itself.
+    /// at a time but not past the segment's size. Reserving is only an optimisation: if writing
+    /// the reserved zeros fails for any reason but a full disk, the log stops trying and appends
+    /// grow the file as they go; a real lack of space then shows up in the write itself.
     fn reserve(&mut self, end: u64) {
         if !self.preallocate || end <= self.active().allocated {
             return;
