@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 #[cfg(doc)]
 use super::Session;
-use super::call::{Answer, Call, Op, Replay, Route};
+use super::call::{Answer, Call, Op, Replay, Route, Typed};
 use super::{Client, KEY_BYTES_MAX, LIST_LIMIT_MAX, NO_LEADER, VALUE_BYTES_MAX};
 use crate::encoding::percent_encode;
 use crate::error::{Error, Result, from_response, one_line, printable};
@@ -111,6 +111,12 @@ impl Client {
         let mut call = Call::new(op, Method::GET, path, Replay::Safe);
         call.key = Some(key);
         let answer = self.execute_ok(call).await?;
+        if let Some(Typed::Read(kv)) = answer.typed {
+            return Ok(KeyValue {
+                key: Bytes::copy_from_slice(key),
+                ..*kv
+            });
+        }
         let headers = &answer.headers;
         let stale = match (
             header_u64(headers, headers::APPLIED_INDEX)?,
@@ -264,6 +270,9 @@ impl Client {
         call.key = Some(key);
         let call = call.in_session(session);
         let answer = self.execute_ok(call).await?;
+        if let Some(Typed::Put(put)) = answer.typed {
+            return Ok(put);
+        }
         parse_json(&answer, "PUT answer")
     }
 
@@ -280,6 +289,9 @@ impl Client {
         call.key = Some(key);
         let call = call.in_session(session);
         let answer = self.execute_ok(call).await?;
+        if let Some(Typed::Delete(deleted)) = answer.typed {
+            return Ok(deleted);
+        }
         parse_json(&answer, "DELETE answer")
     }
 
@@ -298,6 +310,9 @@ impl Client {
         };
         let call = Call::new(op, Method::DELETE, path, Replay::Unsafe).in_session(session);
         let answer = self.execute_ok(call).await?;
+        if let Some(Typed::Delete(deleted)) = answer.typed {
+            return Ok(deleted);
+        }
         parse_json(&answer, "DELETE /keys?prefix answer")
     }
 

@@ -32,6 +32,9 @@ use tonic::Status;
 
 use crate::types::Credential;
 
+/// The trailer (or trailers-only header) that carries a call's status code.
+const GRPC_STATUS: &str = "grpc-status";
+
 /// The receive window of each call's stream: the answers of a bench fit in it without a window
 /// update (h2's default, 64 KiB, needs one every few hundred small answers).
 pub(super) const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
@@ -274,7 +277,9 @@ impl Channel {
             .map_err(unsent)?;
         stream.send_data(frame, true).map_err(lost)?;
         let answer = answer.await.map_err(lost)?;
-        if let Some(status) = Status::from_header_map(answer.headers()) {
+        if answer.headers().contains_key(GRPC_STATUS)
+            && let Some(status) = Status::from_header_map(answer.headers())
+        {
             // Trailers only: a refusal (or an empty answer, which a unary call may not give).
             return Err(if status.code() == tonic::Code::Ok {
                 Status::internal("a unary call answered no message")
@@ -301,10 +306,18 @@ impl Channel {
             message.extend_from_slice(&data);
         }
         let trailers = body.trailers().await.map_err(lost)?;
-        match trailers.as_ref().and_then(Status::from_header_map) {
-            Some(status) if status.code() == tonic::Code::Ok => {}
-            Some(status) => return Err(status),
-            None => return Err(Status::internal("a gRPC answer without its status")),
+        // `Status::from_header_map` copies the whole map into the status's metadata: on the
+        // answer of every successful call that was 3% of a load generator's CPU, so an OK is
+        // read off its header.
+        let ok = trailers
+            .as_ref()
+            .and_then(|t| t.get(GRPC_STATUS))
+            .is_some_and(|code| code.as_bytes() == b"0");
+        if !ok {
+            return Err(trailers
+                .as_ref()
+                .and_then(Status::from_header_map)
+                .unwrap_or_else(|| Status::internal("a gRPC answer without its status")));
         }
         if message.len() < PREFIX_BYTES || message[0] != 0 {
             return Err(Status::internal(

@@ -1,6 +1,8 @@
 //! The gRPC transport: one attempt of a [`Call`] on a `grpc://` endpoint, built from the call's
 //! typed [`Op`] and answered in the REST form ([`Answer`]: status, headers, body), so that the
 //! retry rules, the sessions and the answer parsing are the REST transport's, written once.
+//! The exception is the content of a successful get, put or delete ([`Typed`]): it is handed
+//! over as the SDK's type, which the REST form would only be parsed back into.
 //!
 //! A node's refusal carries a `google.rpc.ErrorInfo` whose reason is the REST code: it becomes
 //! the REST status and error body. A status without it came from the gRPC machinery: a call
@@ -8,13 +10,13 @@
 //! (retried only when the call is safe to replay).
 
 use bytes::Bytes;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::HeaderMap;
 use proto::pb::{
     self, auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
     maintenance_client::MaintenanceClient,
 };
 use proto::rest::auth as rest_auth;
-use proto::rest::{self, Consistency, ErrorCode, Precondition, headers};
+use proto::rest::{self, Consistency, ErrorCode, Precondition};
 use tonic::Status;
 use tonic_types::StatusExt;
 
@@ -22,7 +24,7 @@ use hyper::Uri;
 
 use super::RESPONSE_BYTES_MAX;
 use super::auth::AuthOp;
-use super::call::{Answer, Call, Op};
+use super::call::{Answer, Call, Op, Typed};
 use super::channel::{Channel, NotSent};
 use super::endpoint::Endpoint;
 use super::retry::Attempt;
@@ -35,6 +37,7 @@ fn json(status: u16, body: &impl serde::Serialize) -> Answer {
         body: Bytes::from(
             serde_json::to_vec(body).expect("invariant: the contract's bodies serialise to JSON"),
         ),
+        typed: None,
     }
 }
 
@@ -164,7 +167,7 @@ async fn send(
             if *as_json {
                 json(200, &answer)
             } else {
-                raw_value(answer)
+                Answer::typed(Typed::Read(Box::new(answer)))
             }
         }
         Op::Put {
@@ -184,24 +187,20 @@ async fn send(
             let put: pb::PutResponse = channel
                 .unary(PUT, credential, &request, RESPONSE_BYTES_MAX)
                 .await?;
-            json(
-                200,
-                &rest::PutResult {
-                    revision: put.revision,
-                    version: put.version,
-                },
-            )
+            Answer::typed(Typed::Put(rest::PutResult {
+                revision: put.revision,
+                version: put.version,
+            }))
         }
         Op::Delete { key } => {
             let request = pb::DeleteRequest {
                 key: key.clone(),
                 session: session(call),
             };
-            deleted(
-                channel
-                    .unary(DELETE, credential, &request, RESPONSE_BYTES_MAX)
-                    .await?,
-            )
+            let answer: pb::DeleteResponse = channel
+                .unary(DELETE, credential, &request, RESPONSE_BYTES_MAX)
+                .await?;
+            Answer::typed(Typed::Delete(deleted(answer)))
         }
         // Boxed, with the tonic clients they use: held inline, these rarer calls' futures
         // made every get's and put's future 1.7 KB larger, and each call moves its future.
@@ -231,7 +230,7 @@ async fn send_other(
             200,
             &list(&mut kv, prefix, after.as_ref(), *limit, credential).await?,
         ),
-        Op::DeletePrefix { prefix } => deleted(
+        Op::DeletePrefix { prefix } => Answer::typed(Typed::Delete(deleted(
             kv.delete_prefix(credential.request(pb::DeletePrefixRequest {
                 prefix: prefix.clone().unwrap_or_default(),
                 all: prefix.is_none(),
@@ -239,7 +238,7 @@ async fn send_other(
             }))
             .await?
             .into_inner(),
-        ),
+        ))),
         Op::RegisterSession => {
             let registered = kv
                 .register_session(credential.request(pb::RegisterSessionRequest {}))
@@ -377,38 +376,11 @@ async fn send_other(
     })
 }
 
-/// A delete's answer in the REST body's form.
-fn deleted(answer: pb::DeleteResponse) -> Answer {
-    json(
-        200,
-        &rest::DeleteResult {
-            revision: answer.revision,
-            deleted: answer.deleted,
-        },
-    )
-}
-
-/// A key read as the REST raw answer: the value as the body, the revisions as headers.
-fn raw_value(kv: rest::KeyValue) -> Answer {
-    let mut map = HeaderMap::new();
-    map.insert(
-        headers::CREATE_REVISION,
-        HeaderValue::from(kv.create_revision),
-    );
-    map.insert(headers::MOD_REVISION, HeaderValue::from(kv.mod_revision));
-    map.insert(headers::VERSION, HeaderValue::from(kv.version));
-    map.insert(headers::REVISION, HeaderValue::from(kv.revision));
-    if let Some(stale) = kv.stale {
-        map.insert(
-            headers::APPLIED_INDEX,
-            HeaderValue::from(stale.applied_index),
-        );
-        map.insert(headers::COMMIT_INDEX, HeaderValue::from(stale.commit_index));
-    }
-    Answer {
-        status: 200,
-        headers: map,
-        body: kv.value,
+/// A delete's answer in the SDK's type.
+fn deleted(answer: pb::DeleteResponse) -> rest::DeleteResult {
+    rest::DeleteResult {
+        revision: answer.revision,
+        deleted: answer.deleted,
     }
 }
 

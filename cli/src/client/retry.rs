@@ -261,6 +261,7 @@ impl Client {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
                     body: collected.to_bytes(),
+                    typed: None,
                 })),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     Err(Error::Protocol(format!(
