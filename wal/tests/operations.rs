@@ -401,14 +401,21 @@ fn a_segment_larger_than_one_scan_chunk_recovers_whole_and_loses_only_its_torn_t
     check(count - 1);
 }
 
-#[test]
-fn space_is_reserved_ahead_of_appends_and_a_reserved_tail_left_by_a_crash_is_not_damage() {
-    // Given a log on the real file system with a few entries appended and synced,
+/// A log on the real file system with entries 1..=10 appended and synced: its directory, its
+/// one segment's path, and the log.
+fn real_log_with_ten_entries() -> (tempfile::TempDir, std::path::PathBuf, Wal<RealFs>) {
     let dir = tempfile::tempdir().unwrap();
     let seg = dir.path().join("00000000000000000001.wal");
     let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
     wal.append(&entries(1..=10, 1)).unwrap();
     wal.sync().unwrap();
+    (dir, seg, wal)
+}
+
+#[test]
+fn space_is_reserved_ahead_of_appends_and_a_reserved_tail_left_by_a_crash_is_not_damage() {
+    // Given a log on the real file system with a few entries appended and synced,
+    let (dir, seg, wal) = real_log_with_ten_entries();
     // then the active segment holds reserved space past its records while the log is open,
     let open_len = std::fs::metadata(&seg).unwrap().len();
     assert!(
@@ -467,11 +474,7 @@ fn unwritten_extents(path: &Path) -> Option<usize> {
 #[test]
 fn reserved_space_is_written_zeros_so_an_appends_fsync_writes_no_extent_change() {
     // Given a log on the real file system whose active segment has space reserved ahead,
-    let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("00000000000000000001.wal");
-    let mut wal = Wal::open(RealFs, dir.path(), WalConfig::default()).unwrap();
-    wal.append(&entries(1..=10, 1)).unwrap();
-    wal.sync().unwrap();
+    let (dir, seg, mut wal) = real_log_with_ten_entries();
     let reserved = std::fs::read(&seg).unwrap();
     assert!(reserved.len() as u64 >= wal::PREALLOCATE_BYTES);
     // then the far end of the reserved space reads as zeros,
