@@ -70,12 +70,13 @@ pub trait FileHandle: Send + Sync + 'static {
     /// durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
     /// Reserves blocks so that the file is at least `len` bytes long, the new bytes reading as
-    /// zeros; on failure the file is cut back to its length where that can be done. The WAL writes into space reserved ahead,
-    /// so that an `fdatasync` after an append need not also write a new file length, new blocks
-    /// or the inode (measured on ext4, 3.7 KB appends, fsync p50: 0.19 ms for an append that
-    /// grows the file or lands in `fallocate`d space, 0.13 ms for one into written zeros). The
-    /// default does nothing: a file system where reserving would not pay (the simulated disk)
-    /// keeps its files exactly as long as their data.
+    /// zeros; on failure the file is cut back to its length where that can be done. The WAL
+    /// writes into space reserved ahead, so that an `fdatasync` after an append need not also
+    /// write a new file length, new blocks or the inode (measured on ext4, 3.7 KB appends,
+    /// fsync p50: 0.19 ms for an append that grows the file or lands in `fallocate`d space,
+    /// 0.13 ms for one into written zeros). The default does nothing: a file system where
+    /// reserving would not pay (the simulated disk) keeps its files exactly as long as their
+    /// data.
     fn allocate(&self, len: u64) -> io::Result<()> {
         let _ = len;
         Ok(())
