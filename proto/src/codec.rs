@@ -78,6 +78,10 @@ where
 /// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
 pub const PREFIX_BYTES: usize = 5;
 
+/// The header (in the trailers, or alone in a trailers-only answer) that carries a call's
+/// status code; `0` is OK.
+pub const GRPC_STATUS: &str = "grpc-status";
+
 /// `message` as one gRPC message on the wire: uncompressed, with its length prefix. For a
 /// client or server that frames its messages without tonic's codec.
 pub fn frame(message: &impl prost::Message) -> bytes::Bytes {

@@ -366,7 +366,7 @@ async fn serve_in_place(
         return;
     };
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(proto::codec::GRPC_STATUS, HeaderValue::from_static("0"));
     if send.send_data(message, false).is_ok() {
         let _ = send.send_trailers(trailers);
     }

@@ -433,7 +433,7 @@ fn size_refusal_is_too_large(
     let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
     if response
         .headers()
-        .get("grpc-status")
+        .get(proto::codec::GRPC_STATUS)
         .is_none_or(|v| v.as_bytes() != out_of_range.as_bytes())
     {
         return response;

@@ -109,7 +109,7 @@ impl Observation {
     pub fn answered(mut self, headers: &mut http::HeaderMap) {
         headers.insert(REQUEST_ID, request_id::header_value(&self.id));
         let code = headers
-            .get("grpc-status")
+            .get(proto::codec::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .map_or(tonic::Code::Ok, tonic::Code::from_i32);

@@ -25,15 +25,12 @@ use h2::client::SendRequest;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
 use hyper::{Method, Request, Response, Uri};
 use prost::Message;
-use proto::codec::PREFIX_BYTES;
+use proto::codec::{GRPC_STATUS, PREFIX_BYTES};
 use proto::h2body::RecvBody;
 use tokio::time::Instant;
 use tonic::Status;
 
 use crate::types::Credential;
-
-/// The trailer (or trailers-only header) that carries a call's status code.
-const GRPC_STATUS: &str = "grpc-status";
 
 /// The receive window of each call's stream: the answers of a bench fit in it without a window
 /// update (h2's default, 64 KiB, needs one every few hundred small answers).
@@ -277,9 +274,7 @@ impl Channel {
             .map_err(unsent)?;
         stream.send_data(frame, true).map_err(lost)?;
         let answer = answer.await.map_err(lost)?;
-        if answer.headers().contains_key(GRPC_STATUS)
-            && let Some(status) = Status::from_header_map(answer.headers())
-        {
+        if let Some(status) = Status::from_header_map(answer.headers()) {
             // Trailers only: a refusal (or an empty answer, which a unary call may not give).
             return Err(if status.code() == tonic::Code::Ok {
                 Status::internal("a unary call answered no message")
@@ -516,7 +511,7 @@ mod tests {
                 message.encode(&mut frame).expect("encode");
                 send.send_data(Bytes::from(frame), false).expect("data");
                 let mut trailers = hyper::HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
                 send.send_trailers(trailers).expect("trailers");
             }
             Err(status) => {
