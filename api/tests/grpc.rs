@@ -839,3 +839,107 @@ async fn kv_client_on_new_connection(p: &Proc) -> KvClient<Channel> {
         .expect("a second connection is served");
     client
 }
+
+/// How many segments carrying data the socket `fd` has received (`tcpi_data_segs_in`): on
+/// loopback, one for each write of the peer's (up to 64 KiB).
+fn data_segments_in(fd: std::os::fd::RawFd) -> u32 {
+    // SAFETY: `tcp_info` is plain integers, for which all zero bytes are a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>())
+        .expect("tcp_info's size fits a socklen_t");
+    // SAFETY: `info` is writable for `len` bytes, which is all getsockopt writes; `fd` is an
+    // open TCP socket (the caller's connection is alive).
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(done, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_data_segs_in
+}
+
+/// One raw gRPC call on `client`: its request is queued in h2, not yet written.
+fn queue_call(
+    client: &mut h2::client::SendRequest<Bytes>,
+    path: &'static str,
+    message: &impl prost::Message,
+    authority: &str,
+) -> h2::client::ResponseFuture {
+    let request = tonic::codegen::http::Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request head");
+    let (answer, mut body) = client.send_request(request, false).expect("a stream");
+    body.send_data(proto::codec::frame(message), true)
+        .expect("the request's message");
+    answer
+}
+
+/// The message of a successful unary answer, without its 5-byte prefix.
+async fn answer_message(answer: h2::client::ResponseFuture) -> Bytes {
+    let mut body = answer.await.expect("an answer").into_body();
+    let mut message = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.expect("the answer's data");
+        let _ = body.flow_control().release_capacity(data.len());
+        message.extend_from_slice(&data);
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    Bytes::from(message).slice(proto::codec::PREFIX_BYTES..)
+}
+
+#[test]
+fn stale_reads_that_arrive_together_are_answered_together() {
+    // Given a node with a key, and one HTTP/2 connection to it, its handshake done. One thread
+    // runs the client, so that nothing is written while the calls below are queued.
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = Proc::new("solo", root.path(), None, &[]);
+    wait_until("solo leads", || ready(&node));
+    assert_eq!(node.put("k", "v").0, 200);
+    let client_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    client_runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&node.grpc)
+            .await
+            .expect("connect");
+        let socket = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+        let (mut client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let stale = get("k", pb::Consistency::Stale);
+        let first = queue_call(&mut client, "/raftkv.v1.KV/Get", &stale, &node.grpc);
+        answer_message(first).await;
+
+        // When 32 stale reads reach it in one write,
+        const CALLS: usize = 32;
+        let before = data_segments_in(socket);
+        let answers: Vec<_> = (0..CALLS)
+            .map(|_| queue_call(&mut client, "/raftkv.v1.KV/Get", &stale, &node.grpc))
+            .collect();
+        for answer in answers {
+            let got = <pb::GetResponse as prost::Message>::decode(answer_message(answer).await)
+                .expect("a GetResponse");
+            assert_eq!(got.kv.expect("the key").value.as_ref(), b"v");
+        }
+        let writes = data_segments_in(socket) - before;
+
+        // then every one is answered, and their answers leave in a few writes, not one each
+        // (a call answered as soon as it is polled used to be written out alone).
+        assert!(
+            writes <= 4,
+            "{CALLS} stale reads that came together took {writes} writes to answer"
+        );
+    });
+}

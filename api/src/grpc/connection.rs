@@ -23,7 +23,8 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::task::Poll;
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -130,49 +131,75 @@ async fn drive<T>(
     if stopping {
         connection.graceful_shutdown();
     }
+    let mut stop_asked = pin!(stop.changed());
     let mut in_place = FuturesUnordered::new();
-    loop {
-        // Biased, answers first: the calls answered since the last wake-up are buffered in
-        // h2 before `accept` drives the connection again, so that their frames go out in one
-        // write rather than one write per answer (measured on the leader of three nodes, 64
-        // clients putting over four connections: 0.65 writes per put before, 0.10 after).
-        // This cannot starve `accept`: only `accept` adds calls, so the answers run out after
-        // at most as many turns as there are calls in flight.
-        tokio::select! {
-            biased;
-            Some(served) = in_place.next(), if !in_place.is_empty() => {
-                // Named in full: the set's item type is not inferred yet at its first use.
-                if std::thread::Result::<()>::is_err(&served) {
-                    warn!("a gRPC call's handler panicked; its stream was reset");
-                }
-            }
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    let (mut parts, body) = request.into_parts();
-                    parts.extensions.insert(remote.clone());
-                    match InPlace::of(parts.uri.path()) {
-                        // A panic in a handler ends its own call (its stream is reset), not
-                        // the connection and every call on it: as when each call had a task.
-                        Some(method) => in_place.push(
-                            AssertUnwindSafe(serve_in_place(api, method, parts, body, respond))
-                                .catch_unwind(),
-                        ),
-                        None => {
-                            tokio::spawn(serve_routed(parts, body, respond, routes.clone()));
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "a gRPC connection failed");
-                    return;
-                }
-                None => return,
-            },
-            _ = stop.changed(), if !stopping => {
+    // Each turn polls the calls before the connection, and the connection until it has no new
+    // call, without polling the new calls in between. Two reasons, both about writes:
+    // - The calls answered since the last wake-up are buffered in h2 before the connection is
+    //   polled, and its first poll writes them all out in one write rather than one write per
+    //   answer (measured on the leader of three nodes, 64 clients putting over four
+    //   connections: 0.65 writes per put before, 0.10 after).
+    // - h2 writes what is buffered on every poll of the connection, and hands over one new call
+    //   per poll. A call answered at once (a stale read) was polled as soon as it came, so the
+    //   next poll wrote its answer alone. Taking every new call first, then polling them, puts
+    //   their answers into one write (measured on the leader of three nodes, 64 clients reading
+    //   stale over four connections: 1.00 writes per read before, 0.12 after).
+    // Neither can starve the other: the calls run out after at most as many polls as there are
+    // calls, and h2 hands over at most `STREAMS_PER_CONNECTION_MAX` calls at a time.
+    poll_fn(move |cx| {
+        loop {
+            poll_calls(&mut in_place, cx);
+            if !stopping && stop_asked.as_mut().poll(cx).is_ready() {
                 // A stop (or the sender gone, which is the server ending) closes gracefully.
                 stopping = true;
                 connection.graceful_shutdown();
             }
+            let mut accepted = false;
+            loop {
+                match connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        accepted = true;
+                        let (mut parts, body) = request.into_parts();
+                        parts.extensions.insert(remote.clone());
+                        match InPlace::of(parts.uri.path()) {
+                            // A panic in a handler ends its own call (its stream is reset),
+                            // not the connection and every call on it: as when each call had
+                            // a task.
+                            Some(method) => in_place.push(
+                                AssertUnwindSafe(serve_in_place(api, method, parts, body, respond))
+                                    .catch_unwind(),
+                            ),
+                            None => {
+                                tokio::spawn(serve_routed(parts, body, respond, routes.clone()));
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        debug!(error = %e, "a gRPC connection failed");
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            // Nothing new: every call and the connection have their wakers.
+            if !accepted {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// Polls every call of the connection that can go on, each answer buffered in h2 as its call
+/// ends.
+fn poll_calls<F>(calls: &mut FuturesUnordered<F>, cx: &mut Context<'_>)
+where
+    F: Future<Output = std::thread::Result<()>>,
+{
+    while let Poll::Ready(Some(served)) = calls.poll_next_unpin(cx) {
+        if served.is_err() {
+            warn!("a gRPC call's handler panicked; its stream was reset");
         }
     }
 }
