@@ -105,6 +105,9 @@ fn read(node: &Proc, key: &str) -> (u16, Value) {
 /// is written twice).
 const WRITES_BEFORE_BACKUP_MIN: usize = 40;
 
+/// How many times a backup answered `503 no_leader` is asked again, 100 ms apart.
+const NO_LEADER_RETRIES: usize = 50;
+
 /// One acknowledged write: its key, value, revision and version, and when it was acknowledged.
 #[derive(Clone, Debug)]
 struct Acked {
@@ -492,10 +495,23 @@ fn a_follower_that_fell_behind_serves_a_backup_of_everything_acknowledged() {
     }
     // when it is resumed and asked for a backup at once, before it can have caught up,
     signal("-CONT");
-    let (status, head, _) = common::http_full(&behind.http, "GET", "/admin/backup", "", b"");
+    // (A node that knows no leader for a moment answers `no_leader`, as any linearizable read
+    // does, and clients retry: on a loaded machine the resumed follower, or the other two, can
+    // lose the leader briefly. Seen once in a `cargo test --workspace` run, and in 4 of 42 runs
+    // with three copies of this test at once.)
+    let mut asked = 0;
+    let (status, head, body) = loop {
+        let (status, head, body) = common::http_full(&behind.http, "GET", "/admin/backup", "", b"");
+        asked += 1;
+        if status == 503 && body.contains("\"no_leader\"") && asked < NO_LEADER_RETRIES {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        break (status, head, body);
+    };
     // then the backup covers every acknowledged write: the node waited for the leader's read
     // index (and applied up to it) before it took its snapshot.
-    assert_eq!(status, 200, "{head}");
+    assert_eq!(status, 200, "{head}\n{body}");
     let index: u64 = head
         .lines()
         .find_map(|l| {
