@@ -504,6 +504,7 @@ fn a_follower_that_fell_behind_serves_a_backup_of_everything_acknowledged() {
         let (status, head, body) = common::http_full(&behind.http, "GET", "/admin/backup", "", b"");
         asked += 1;
         if status == 503 && body.contains("\"no_leader\"") && asked < NO_LEADER_RETRIES {
+            eprintln!("the resumed follower knew no leader (ask {asked}); asking again");
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }

@@ -145,7 +145,8 @@ async fn drive<T>(
     //   their answers into one write (measured on the leader of three nodes, 64 clients reading
     //   stale over four connections: 1.00 writes per read before, 0.12 after).
     // Neither can starve the other: the calls run out after at most as many polls as there are
-    // calls, and h2 hands over at most `STREAMS_PER_CONNECTION_MAX` calls at a time.
+    // calls, and the connection's turn ends when h2's socket reads do, which tokio's
+    // cooperative budget ends under a flood (see `Repoll`).
     poll_fn(move |cx| {
         loop {
             poll_calls(&mut in_place, cx);
@@ -182,7 +183,7 @@ async fn drive<T>(
                     Poll::Pending => break,
                 }
             }
-            // Nothing new: every call and the connection have their wakers.
+            // Nothing new: every call, the connection and the stop signal have their wakers.
             if !accepted {
                 return Poll::Pending;
             }
