@@ -91,7 +91,16 @@ impl Request {
 
 /// The client's id when it is a usable one (see the module's invariant).
 pub fn from_header(value: Option<&hyper::header::HeaderValue>) -> Option<Arc<str>> {
-    let bytes = value?.as_bytes();
+    from_bytes(value?.as_bytes())
+}
+
+/// The id a client gave as text (a call on a `KVCalls` stream), under the same rules as
+/// [`from_header`].
+pub fn from_text(text: &str) -> Option<Arc<str>> {
+    from_bytes(text.as_bytes())
+}
+
+fn from_bytes(bytes: &[u8]) -> Option<Arc<str>> {
     let usable = (1..=REQUEST_ID_BYTES_MAX).contains(&bytes.len())
         && bytes.iter().all(|b| b.is_ascii_graphic());
     usable.then(|| Arc::from(std::str::from_utf8(bytes).expect("checked: ASCII")))

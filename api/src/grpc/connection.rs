@@ -4,7 +4,8 @@
 //! node's CPU around the handler (a task spawned for every HTTP/2 stream, tonic's router,
 //! codec and body pump), and the hand-off to that task and back added to every call's
 //! latency. Here the connection's own task serves `KV.Get`, `KV.Put` and `KV.Delete` in
-//! place: each call is a future polled beside the connection, by the same task. Every other
+//! place: each call is a future polled beside the connection, by the same task; so are the
+//! `KVCalls.Calls` streams that carry those calls multiplexed ([`super::calls`]). Every other
 //! call (the listing stream, the other services, health, reflection) goes to tonic's services
 //! on a task of its own, with its answer streamed back under HTTP/2 flow control, as hyper did.
 //!
@@ -24,6 +25,7 @@ use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -72,6 +74,14 @@ pub type Routes = tower::util::BoxCloneService<
 /// The calls served in place.
 #[derive(Clone, Copy)]
 enum InPlace {
+    Unary(Unary),
+    /// A `KVCalls.Calls` stream ([`super::calls`]).
+    Calls,
+}
+
+/// The unary calls served in place.
+#[derive(Clone, Copy)]
+enum Unary {
     Get,
     Put,
     Delete,
@@ -80,9 +90,10 @@ enum InPlace {
 impl InPlace {
     fn of(path: &str) -> Option<InPlace> {
         match path {
-            "/raftkv.v1.KV/Get" => Some(InPlace::Get),
-            "/raftkv.v1.KV/Put" => Some(InPlace::Put),
-            "/raftkv.v1.KV/Delete" => Some(InPlace::Delete),
+            "/raftkv.v1.KV/Get" => Some(InPlace::Unary(Unary::Get)),
+            "/raftkv.v1.KV/Put" => Some(InPlace::Unary(Unary::Put)),
+            "/raftkv.v1.KV/Delete" => Some(InPlace::Unary(Unary::Delete)),
+            super::calls::PATH => Some(InPlace::Calls),
             _ => None,
         }
     }
@@ -131,6 +142,10 @@ async fn drive<T>(
     if stopping {
         connection.graceful_shutdown();
     }
+    // The call streams end on their own once a stop is asked (see `super::calls`).
+    let calls_stop = stop.clone();
+    let open_call_streams = AtomicUsize::new(0);
+    let call_streams = &open_call_streams;
     let mut stop_asked = pin!(stop.changed());
     let mut in_place = FuturesUnordered::new();
     // Each turn polls the calls before the connection, and the connection until it has no new
@@ -166,9 +181,22 @@ async fn drive<T>(
                             // A panic in a handler ends its own call (its stream is reset),
                             // not the connection and every call on it: as when each call had
                             // a task.
-                            Some(method) => in_place.push(
-                                AssertUnwindSafe(serve_in_place(api, method, parts, body, respond))
-                                    .catch_unwind(),
+                            Some(InPlace::Calls) => in_place.push(
+                                AssertUnwindSafe(Either::Left(super::calls::serve(
+                                    api,
+                                    parts,
+                                    body,
+                                    respond,
+                                    calls_stop.clone(),
+                                    call_streams,
+                                )))
+                                .catch_unwind(),
+                            ),
+                            Some(InPlace::Unary(method)) => in_place.push(
+                                AssertUnwindSafe(Either::Right(serve_in_place(
+                                    api, method, parts, body, respond,
+                                )))
+                                .catch_unwind(),
                             ),
                             None => {
                                 tokio::spawn(serve_routed(parts, body, respond, routes.clone()));
@@ -233,7 +261,7 @@ fn timed_out() -> Status {
 
 /// `answering`, bounded by `limit` when the client gave one. Not an `async fn`, which would
 /// hold `answering` twice (see `request_id::scope`).
-fn within<F: Future<Output = Result<A, Status>>, A>(
+pub(super) fn within<F: Future<Output = Result<A, Status>>, A>(
     limit: Option<Duration>,
     answering: F,
 ) -> impl Future<Output = Result<A, Status>> {
@@ -255,7 +283,7 @@ pub(super) fn too_large() -> Status {
     )
 }
 
-fn malformed(what: &str) -> Status {
+pub(super) fn malformed(what: &str) -> Status {
     proto::codec::refusal(
         tonic::Code::InvalidArgument,
         what.to_owned(),
@@ -263,35 +291,50 @@ fn malformed(what: &str) -> Status {
     )
 }
 
+/// A call whose messages are compressed, which this server does not take (as tonic answers).
+pub(super) fn encoding_refusal(headers: &HeaderMap) -> Result<(), Status> {
+    match headers.get("grpc-encoding") {
+        Some(encoding) if encoding.as_bytes() != b"identity" => {
+            Err(Status::unimplemented(format!(
+                "Content is compressed with `{}` which isn't supported",
+                String::from_utf8_lossy(encoding.as_bytes())
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The length a message's prefix declares, once `message` holds the prefix: a compressed
+/// message, or one over [`MESSAGE_BYTES_MAX`], is refused from the prefix alone.
+pub(super) fn message_length(message: &[u8]) -> Result<Option<usize>, Status> {
+    if message.len() < PREFIX_BYTES {
+        return Ok(None);
+    }
+    if message[0] != 0 {
+        return Err(Status::internal(
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+        ));
+    }
+    let declared = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
+    let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+    if declared > MESSAGE_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(Some(declared))
+}
+
 /// The one message of a unary call's request body, without its prefix. A message over the
 /// limit is refused as soon as its prefix is in, before the rest is read.
 async fn read_message(headers: &HeaderMap, mut body: RecvStream) -> Result<Bytes, Status> {
-    if let Some(encoding) = headers.get("grpc-encoding")
-        && encoding.as_bytes() != b"identity"
-    {
-        return Err(Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
+    encoding_refusal(headers)?;
     let mut message = BytesMut::new();
     let mut length = None;
     while let Some(data) = body.data().await {
         let data = data.map_err(|e| Status::cancelled(format!("the request broke off: {e}")))?;
         let _ = body.flow_control().release_capacity(data.len());
         message.extend_from_slice(&data);
-        if length.is_none() && message.len() >= PREFIX_BYTES {
-            if message[0] != 0 {
-                return Err(Status::internal(
-                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-                ));
-            }
-            let declared = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
-            let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-            if declared > MESSAGE_BYTES_MAX {
-                return Err(too_large());
-            }
-            length = Some(declared);
+        if length.is_none() {
+            length = message_length(&message)?;
         }
         if let Some(length) = length
             && message.len() > PREFIX_BYTES + length
@@ -330,10 +373,10 @@ where
     Ok((metadata, proto::codec::frame(&answer)))
 }
 
-/// Serves one of the [`InPlace`] calls, on the connection's task.
+/// Serves one of the [`Unary`] calls, on the connection's task.
 async fn serve_in_place(
     api: &Api,
-    method: InPlace,
+    method: Unary,
     parts: http::request::Parts,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
@@ -346,19 +389,19 @@ async fn serve_in_place(
         let answered = within(limit, async move {
             let message = read_message(&parts.headers, body).await?;
             match method {
-                InPlace::Get => {
+                Unary::Get => {
                     answer(parts, message, |r: tonic::Request<pb::GetRequest>| {
                         api.get(r)
                     })
                     .await
                 }
-                InPlace::Put => {
+                Unary::Put => {
                     answer(parts, message, |r: tonic::Request<pb::PutRequest>| {
                         api.put(r)
                     })
                     .await
                 }
-                InPlace::Delete => {
+                Unary::Delete => {
                     answer(parts, message, |r: tonic::Request<pb::DeleteRequest>| {
                         api.delete(r)
                     })

@@ -16,6 +16,7 @@
 //! the metrics.
 
 pub mod auth;
+pub mod calls;
 pub mod cluster;
 pub mod connection;
 pub mod forward;

@@ -92,7 +92,30 @@ impl Observation {
         headers: &http::HeaderMap,
         uri: &http::Uri,
     ) -> (Observation, request_id::Request) {
-        let id = request_id::take_or_make(headers.get(REQUEST_ID));
+        Observation::with_id(
+            server,
+            request_id::take_or_make(headers.get(REQUEST_ID)),
+            uri,
+        )
+    }
+
+    /// Starts observing one call of a `KVCalls` stream, to the unary method at `uri`, with the
+    /// request id the call gave (or a new one); the call is to be served within the returned
+    /// request scope, and ends with [`Observation::finish`].
+    pub fn begin_call(
+        server: &Arc<Server>,
+        given_id: &str,
+        uri: &http::Uri,
+    ) -> (Observation, request_id::Request) {
+        let id = request_id::from_text(given_id).unwrap_or_else(request_id::generate);
+        Observation::with_id(server, id, uri)
+    }
+
+    fn with_id(
+        server: &Arc<Server>,
+        id: Arc<str>,
+        uri: &http::Uri,
+    ) -> (Observation, request_id::Request) {
         // A `Uri` clone shares its bytes: the path costs no copy.
         let serving = request_id::Request::grpc(Arc::clone(&id), uri.clone());
         let recorded = Recorded {
@@ -102,6 +125,19 @@ impl Observation {
             done: false,
         };
         (Observation { id, recorded }, serving)
+    }
+
+    /// The call's request id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The call is answered with `code`: it is counted by it.
+    pub fn finish(mut self, code: tonic::Code) {
+        if code != tonic::Code::Ok {
+            debug!(code = labels::grpc_code(code), "call failed");
+        }
+        self.recorded.answered(code);
     }
 
     /// The call is answered with these response `headers` (a failure's status is in them):
