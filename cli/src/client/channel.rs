@@ -27,10 +27,17 @@ use hyper::{Method, Request, Response, Uri};
 use prost::Message;
 use proto::codec::{GRPC_STATUS, PREFIX_BYTES};
 use proto::h2body::RecvBody;
+use proto::pb::{call, call_answer};
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::call_stream::{self, CallStream};
 use crate::types::Credential;
+
+/// The paths of the unary calls [`Channel::unary`] makes for [`Channel::call`].
+const GET: &str = "/raftkv.v1.KV/Get";
+const PUT: &str = "/raftkv.v1.KV/Put";
+const DELETE: &str = "/raftkv.v1.KV/Delete";
 
 /// The receive window of each call's stream: the answers of a bench fit in it without a window
 /// update (h2's default, 64 KiB, needs one every few hundred small answers).
@@ -71,10 +78,10 @@ struct Live {
 /// One call in flight on a connection, counted from its sender until it is dropped: a unary
 /// call's once its answer is decoded; a routed call's (tonic's clients) once its answer's head
 /// arrives, which is enough for the driver's yield, whose only use this count is.
-struct InFlight(Arc<AtomicUsize>);
+pub(super) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn new(calls: &Arc<AtomicUsize>) -> InFlight {
+    pub(super) fn new(calls: &Arc<AtomicUsize>) -> InFlight {
         calls.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(calls))
     }
@@ -94,6 +101,13 @@ pub(super) struct Channel {
     /// Held while connecting, so that calls arriving together make one connection; it keeps
     /// the last attempt's failure, when, and why.
     connecting: Arc<tokio::sync::Mutex<Option<(Instant, String)>>>,
+    /// The `KVCalls` stream the hot calls take ([`CallStream`]), once opened.
+    calls: Arc<std::sync::Mutex<Option<Arc<CallStream>>>>,
+    /// Held while opening that stream, so that calls arriving together open one.
+    opening_calls: Arc<tokio::sync::Mutex<()>>,
+    /// Set when the node does not know the `KVCalls` service (an older node): the hot calls
+    /// are then made as unary calls.
+    calls_unsupported: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -138,6 +152,9 @@ impl Channel {
             }),
             live: Arc::new(std::sync::Mutex::new(None)),
             connecting: Arc::new(tokio::sync::Mutex::new(None)),
+            calls: Arc::new(std::sync::Mutex::new(None)),
+            opening_calls: Arc::new(tokio::sync::Mutex::new(())),
+            calls_unsupported: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -256,6 +273,91 @@ impl Channel {
         request
     }
 
+    /// One Get, Put or Delete: on the connection's `KVCalls` stream (opened at the first
+    /// call), or as a unary call when the node does not know that service or the stream was
+    /// opened with another credential. An answer over `max_bytes` is refused.
+    pub(super) async fn call(
+        &self,
+        credential: &Credential,
+        request: call::Request,
+        max_bytes: usize,
+    ) -> Result<call_answer::Answer, Status> {
+        if !self.calls_unsupported.load(Ordering::Relaxed)
+            && let Some(stream) = self.call_stream(credential, max_bytes).await?
+        {
+            return stream.call(request).await;
+        }
+        Ok(match request {
+            call::Request::Get(get) => {
+                call_answer::Answer::Get(self.unary(GET, credential, &get, max_bytes).await?)
+            }
+            call::Request::Put(put) => {
+                call_answer::Answer::Put(self.unary(PUT, credential, &put, max_bytes).await?)
+            }
+            call::Request::Delete(delete) => call_answer::Answer::Delete(
+                self.unary(DELETE, credential, &delete, max_bytes).await?,
+            ),
+        })
+    }
+
+    fn current_calls(&self) -> Option<Arc<CallStream>> {
+        let calls = self
+            .calls
+            .lock()
+            .expect("invariant: no code panics while holding the call stream slot");
+        calls.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The open `KVCalls` stream, or a new one; `None` when the open one has another
+    /// credential than `credential`.
+    async fn call_stream(
+        &self,
+        credential: &Credential,
+        max_bytes: usize,
+    ) -> Result<Option<Arc<CallStream>>, Status> {
+        let usable =
+            |stream: Arc<CallStream>| (stream.credential() == credential).then_some(stream);
+        if let Some(stream) = self.current_calls() {
+            return Ok(usable(stream));
+        }
+        let _opening = self.opening_calls.lock().await;
+        if let Some(stream) = self.current_calls() {
+            return Ok(usable(stream));
+        }
+        let (mut sender, in_flight) = self.ready().await?;
+        let (answer, send) = sender
+            .send_request(self.request(call_stream::PATH, credential), false)
+            .map_err(unsent)?;
+        // The node answers the stream's head at once; waiting for it here (once a connection)
+        // tells an older node, which does not know the service, before any call is sent.
+        let answer = answer
+            .await
+            .map_err(|e| not_sent(format!("opening the call stream: {e}")))?;
+        if let Some(status) = Status::from_header_map(answer.headers()) {
+            if status.code() == tonic::Code::Unimplemented {
+                self.calls_unsupported.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            return Err(not_sent(format!(
+                "the node refused the call stream: {}",
+                status.message()
+            )));
+        }
+        let stream = CallStream::start(
+            credential.clone(),
+            answer.into_body(),
+            send,
+            Arc::clone(&in_flight.0),
+            max_bytes,
+        );
+        *self
+            .calls
+            .lock()
+            .expect("invariant: no code panics while holding the call stream slot") =
+            Some(Arc::clone(&stream));
+        Ok(Some(stream))
+    }
+
     /// One unary call: `request` to the method at `path` (`/raftkv.v1.KV/Get`), its answer
     /// decoded, or the status the node or the connection gave. An answer over `max_bytes` is
     /// `RESOURCE_EXHAUSTED`.
@@ -333,7 +435,7 @@ impl Channel {
 }
 
 /// A status for a call that never left: its source is [`NotSent`].
-fn not_sent(what: String) -> Status {
+pub(super) fn not_sent(what: String) -> Status {
     let mut status = Status::unavailable(what.clone());
     status.set_source(Arc::new(NotSent(what)));
     status
@@ -351,7 +453,7 @@ fn unsent(e: h2::Error) -> Status {
 /// did not process it: a stream it refused unread (`REFUSED_STREAM`), and a stream above the
 /// last one a GOAWAY says it processed (h2 fails only those, and new ones, with the GOAWAY;
 /// the streams it took end on their own or with the connection, RFC 9113 §6.8).
-fn lost(e: h2::Error) -> Status {
+pub(super) fn lost(e: h2::Error) -> Status {
     let refused = e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM);
     if refused || (e.is_go_away() && e.is_remote()) {
         return not_sent(format!("the node did not process the call: {e}"));
@@ -494,6 +596,14 @@ mod tests {
         mut respond: h2::server::SendResponse<Bytes>,
         answer: fn(pb::GetRequest) -> Result<pb::GetResponse, Status>,
     ) {
+        if request.uri().path() == call_stream::PATH {
+            // A node from before the `KVCalls` service.
+            let head = Status::unimplemented("unknown service raftkv.v1.KVCalls")
+                .into_http::<()>()
+                .map(drop);
+            respond.send_response(head, true).expect("trailers only");
+            return;
+        }
         let mut body = request.into_body();
         let mut bytes = Vec::new();
         while let Some(Ok(data)) = body.data().await {
@@ -579,6 +689,23 @@ mod tests {
             assert_eq!(answer.kv.expect("the key").key, key);
             assert_eq!(answer.revision, 7);
         }
+    }
+
+    #[tokio::test]
+    async fn given_a_node_without_the_call_stream_then_the_calls_are_unary() {
+        let channel = channel(server(8, found).await);
+        for key in [&b"a"[..], b"b"] {
+            let answer = channel
+                .call(&Credential::None, call::Request::Get(get(key)), 1024)
+                .await
+                .expect("answered over a unary call");
+            let call_answer::Answer::Get(got) = answer else {
+                panic!("a get's answer: {answer:?}");
+            };
+            assert_eq!(got.kv.expect("the key").key, key);
+        }
+        assert!(channel.calls_unsupported.load(Ordering::Relaxed));
+        assert!(channel.current_calls().is_none(), "no stream is kept");
     }
 
     #[tokio::test]

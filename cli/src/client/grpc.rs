@@ -12,8 +12,8 @@
 use bytes::Bytes;
 use hyper::header::HeaderMap;
 use proto::pb::{
-    self, auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
-    maintenance_client::MaintenanceClient,
+    self, auth_client::AuthClient, call, call_answer, cluster_client::ClusterClient,
+    kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 use proto::rest::auth as rest_auth;
 use proto::rest::{self, Consistency, ErrorCode, Precondition};
@@ -136,10 +136,19 @@ pub(super) async fn attempt(
     }
 }
 
-/// The paths of the calls [`Channel::unary`] makes itself.
-const GET: &str = "/raftkv.v1.KV/Get";
-const PUT: &str = "/raftkv.v1.KV/Put";
-const DELETE: &str = "/raftkv.v1.KV/Delete";
+/// A hot call's answer of the kind `$kind`, or an internal error for any other kind.
+macro_rules! answer_of {
+    ($answer:expr, $kind:ident) => {
+        match $answer {
+            call_answer::Answer::$kind(answer) => answer,
+            _ => {
+                return Err(Status::internal(
+                    "a call answered with another kind of answer",
+                ))
+            }
+        }
+    };
+}
 
 async fn send(
     channel: &Channel,
@@ -156,9 +165,12 @@ async fn send(
                 key: key.clone(),
                 consistency: consistency(*c),
             };
-            let got: pb::GetResponse = channel
-                .unary(GET, credential, &request, RESPONSE_BYTES_MAX)
-                .await?;
+            let got = answer_of!(
+                channel
+                    .call(credential, call::Request::Get(request), RESPONSE_BYTES_MAX)
+                    .await?,
+                Get
+            );
             let staleness = stale(got.stale);
             let found = got
                 .kv
@@ -184,9 +196,12 @@ async fn send(
                 }),
                 session: session(call),
             };
-            let put: pb::PutResponse = channel
-                .unary(PUT, credential, &request, RESPONSE_BYTES_MAX)
-                .await?;
+            let put = answer_of!(
+                channel
+                    .call(credential, call::Request::Put(request), RESPONSE_BYTES_MAX)
+                    .await?,
+                Put
+            );
             Answer::typed(Typed::Put(rest::PutResult {
                 revision: put.revision,
                 version: put.version,
@@ -197,9 +212,16 @@ async fn send(
                 key: key.clone(),
                 session: session(call),
             };
-            let answer: pb::DeleteResponse = channel
-                .unary(DELETE, credential, &request, RESPONSE_BYTES_MAX)
-                .await?;
+            let answer = answer_of!(
+                channel
+                    .call(
+                        credential,
+                        call::Request::Delete(request),
+                        RESPONSE_BYTES_MAX
+                    )
+                    .await?,
+                Delete
+            );
             Answer::typed(Typed::Delete(deleted(answer)))
         }
         // Boxed, with the tonic clients they use: held inline, these rarer calls' futures
@@ -208,7 +230,7 @@ async fn send(
     })
 }
 
-/// Every call but those [`Channel::unary`] makes itself, through tonic's clients.
+/// Every call but those [`Channel::call`] makes itself, through tonic's clients.
 async fn send_other(
     channel: &Channel,
     call: &Call<'_>,
@@ -220,7 +242,7 @@ async fn send_other(
         .max_decoding_message_size(RESPONSE_BYTES_MAX);
     Ok(match &call.op {
         Op::Get { .. } | Op::Put { .. } | Op::Delete { .. } => {
-            unreachable!("invariant: `send` makes the unary KV calls itself")
+            unreachable!("invariant: `send` makes the get, put and delete calls itself")
         }
         Op::List {
             prefix,

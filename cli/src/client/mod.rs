@@ -52,6 +52,7 @@ mod api;
 mod auth;
 mod backup;
 mod call;
+mod call_stream;
 mod channel;
 mod endpoint;
 mod grpc;

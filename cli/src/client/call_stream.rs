@@ -1,0 +1,257 @@
+//! The SDK's `KVCalls.Calls` stream on one connection: Get, Put and Delete calls multiplexed
+//! on one HTTP/2 stream (see the service in raftkv.proto), which spares each call the stream
+//! and headers of a unary call. Callers write their calls on the stream; one reader task per
+//! stream hands each answer to its caller by id.
+//!
+//! Invariants:
+//! - a call gets exactly one outcome: its answer, or the stream's end;
+//! - when the node ends the stream normally (its trailers), it has answered every call it took
+//!   (the service's rule), so the calls left are reported [`super::channel::NotSent`] and may be
+//!   sent again; when the stream breaks, their outcome is unknown;
+//! - once the stream is closed no call is added to it (the closing and the adding hold the same
+//!   lock), so none waits for an answer that cannot come.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::{RecvStream, SendStream};
+use prost::Message;
+use proto::codec::PREFIX_BYTES;
+use proto::pb::{self, call, call_answer};
+use tokio::sync::oneshot;
+use tonic::Status;
+use tonic::metadata::{MetadataKey, MetadataValue};
+
+use super::channel::{InFlight, lost, not_sent};
+use crate::types::Credential;
+
+/// The stream's path.
+pub(super) const PATH: &str = "/raftkv.v1.KVCalls/Calls";
+
+/// What a caller waits on: its call's answer, or why it has none.
+type Outcome = Result<call_answer::Answer, Status>;
+
+/// The calls waiting for their answers, and whether the stream has closed.
+#[derive(Default)]
+struct Waiters {
+    closed: bool,
+    by_id: HashMap<u64, oneshot::Sender<Outcome>>,
+}
+
+/// One open `KVCalls.Calls` stream.
+pub(super) struct CallStream {
+    /// The credential the stream was opened with: its calls are made with it.
+    credential: Credential,
+    send: std::sync::Mutex<SendStream<Bytes>>,
+    waiters: std::sync::Mutex<Waiters>,
+    next_id: AtomicU64,
+    /// The connection's count of calls in flight (its driver batches writes by it).
+    in_flight: Arc<AtomicUsize>,
+}
+
+const SEND_LOCK: &str = "invariant: no code panics while holding a call stream's sender";
+const WAITERS_LOCK: &str = "invariant: no code panics while holding a call stream's waiters";
+
+impl CallStream {
+    /// A stream whose request half is `send` and whose answers come on `answers` (its head
+    /// taken); its reader task is started here. An answer over `max_bytes` breaks the stream.
+    pub(super) fn start(
+        credential: Credential,
+        answers: RecvStream,
+        send: SendStream<Bytes>,
+        in_flight: Arc<AtomicUsize>,
+        max_bytes: usize,
+    ) -> Arc<CallStream> {
+        let stream = Arc::new(CallStream {
+            credential,
+            send: std::sync::Mutex::new(send),
+            waiters: std::sync::Mutex::new(Waiters::default()),
+            next_id: AtomicU64::new(0),
+            in_flight,
+        });
+        let reader = Arc::clone(&stream);
+        tokio::spawn(async move {
+            let ended = read_answers(answers, &reader, max_bytes).await;
+            reader.close(&ended);
+        });
+        stream
+    }
+
+    /// The credential its calls are made with.
+    pub(super) fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Whether the stream has ended: a new one is needed.
+    pub(super) fn is_closed(&self) -> bool {
+        self.waiters.lock().expect(WAITERS_LOCK).closed
+    }
+
+    /// One call: its answer, or the status of its failure (the node's, or the stream's end).
+    pub(super) async fn call(&self, request: call::Request) -> Outcome {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answered, answer) = oneshot::channel();
+        {
+            let mut waiters = self.waiters.lock().expect(WAITERS_LOCK);
+            if waiters.closed {
+                return Err(not_sent(
+                    "the call stream closed before the call was sent".into(),
+                ));
+            }
+            waiters.by_id.insert(id, answered);
+        }
+        // A caller that gives up (its timeout) takes its waiter out; the node's answer, if it
+        // comes, is then dropped.
+        let _waiting = Waiting { stream: self, id };
+        let _in_flight = InFlight::new(&self.in_flight);
+        let call = pb::Call {
+            id,
+            timeout_ms: 0,
+            request_id: String::new(),
+            request: Some(request),
+        };
+        if let Err(e) = self
+            .send
+            .lock()
+            .expect(SEND_LOCK)
+            .send_data(proto::codec::frame(&call), false)
+        {
+            // h2 took none of it: the call never left.
+            return Err(not_sent(format!("the call stream is gone: {e}")));
+        }
+        match answer.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Status::internal(
+                "invariant broken: a call stream dropped a call without its outcome",
+            )),
+        }
+    }
+
+    /// Closes the stream: every call still waiting gets `ended`, and no call is added after.
+    fn close(&self, ended: &Status) {
+        let waiting = {
+            let mut waiters = self.waiters.lock().expect(WAITERS_LOCK);
+            waiters.closed = true;
+            std::mem::take(&mut waiters.by_id)
+        };
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Err(ended.clone()));
+        }
+        // The node stops reading a stream it ended; one that broke is told so.
+        self.send
+            .lock()
+            .expect(SEND_LOCK)
+            .send_reset(h2::Reason::CANCEL);
+    }
+
+    fn answered(&self, answer: pb::CallAnswer) {
+        let waiter = self
+            .waiters
+            .lock()
+            .expect(WAITERS_LOCK)
+            .by_id
+            .remove(&answer.id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(match answer.answer {
+                Some(call_answer::Answer::Failure(failure)) => Err(status_of(failure)),
+                Some(answer) => Ok(answer),
+                None => Err(Status::internal("a call's answer without its outcome")),
+            });
+        }
+    }
+}
+
+/// A call waiting for its answer; dropped, it no longer waits.
+struct Waiting<'a> {
+    stream: &'a CallStream,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.stream
+            .waiters
+            .lock()
+            .expect(WAITERS_LOCK)
+            .by_id
+            .remove(&self.id);
+    }
+}
+
+/// Reads the stream's answers until it ends; gives what the calls still waiting are told.
+async fn read_answers(mut body: RecvStream, stream: &CallStream, max_bytes: usize) -> Status {
+    let mut buffer = BytesMut::new();
+    loop {
+        match body.data().await {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                buffer.extend_from_slice(&data);
+                loop {
+                    match next_answer(&mut buffer, max_bytes) {
+                        Ok(Some(answer)) => stream.answered(answer),
+                        Ok(None) => break,
+                        Err(why) => {
+                            return Status::unavailable(format!("the call stream broke: {why}"));
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => return lost(e),
+            None => break,
+        }
+    }
+    // Ended by the node, which answered every call it took first.
+    let why = match body.trailers().await {
+        Ok(Some(trailers)) => Status::from_header_map(&trailers)
+            .map(|status| status.message().to_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    not_sent(format!(
+        "the node ended the call stream before it took the call ({why})"
+    ))
+}
+
+/// The next whole answer in `buffer`, taken out of it; an error for a broken stream.
+fn next_answer(buffer: &mut BytesMut, max_bytes: usize) -> Result<Option<pb::CallAnswer>, String> {
+    if buffer.len() < PREFIX_BYTES {
+        return Ok(None);
+    }
+    if buffer[0] != 0 {
+        return Err("a compressed answer".into());
+    }
+    let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    if length > max_bytes {
+        return Err(format!(
+            "an answer over the client's limit of {max_bytes} bytes"
+        ));
+    }
+    if buffer.len() < PREFIX_BYTES + length {
+        return Ok(None);
+    }
+    let mut message = buffer.split_to(PREFIX_BYTES + length).freeze();
+    message.advance(PREFIX_BYTES);
+    pb::CallAnswer::decode(message)
+        .map(Some)
+        .map_err(|e| format!("an undecodable answer: {e}"))
+}
+
+/// A failure as the status its unary twin would have given.
+fn status_of(failure: pb::CallFailure) -> Status {
+    let mut status = Status::with_details(
+        tonic::Code::from_i32(failure.code),
+        failure.message,
+        failure.details,
+    );
+    for (key, value) in failure.metadata {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            status.metadata_mut().insert(key, value);
+        }
+    }
+    status
+}
