@@ -55,6 +55,11 @@ pub const CALLS_PER_STREAM_MAX: usize = super::STREAMS_PER_CONNECTION_MAX as usi
 /// over it is refused `RESOURCE_EXHAUSTED`.
 pub const CALL_STREAMS_PER_CONNECTION_MAX: usize = 4;
 
+/// The send room a stream keeps asked for, so that an answer usually goes out at once rather
+/// than after asking h2 for room (a lock and a pass of its flow control per answer): small
+/// beside a connection's window, which other streams share.
+pub const ANSWER_ROOM_BYTES: usize = 16 * 1024;
+
 /// The unary methods the calls are counted as (their metrics and log lines).
 static METHODS: LazyLock<[Uri; 3]> = LazyLock::new(|| {
     [
@@ -80,7 +85,7 @@ pub(super) async fn serve(
     parts: http::request::Parts,
     mut body: RecvStream,
     mut respond: SendResponse<Bytes>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     open: &AtomicUsize,
 ) {
     // The stream is observed as a call whose answer is its head; each call on it, as its own.
@@ -112,7 +117,6 @@ pub(super) async fn serve(
     };
     let (headers, extensions) = (parts.headers, parts.extensions);
     let mut stopping = *stop.borrow();
-    let mut stop = stop;
     let mut stop_asked = pin!(stop.changed());
     let mut buffer = BytesMut::new();
     let mut calls = FuturesUnordered::new();
@@ -127,12 +131,13 @@ pub(super) async fn serve(
         taking = false;
         failure = Some(stopping_status());
     }
+    send.reserve_capacity(ANSWER_ROOM_BYTES);
     let finished = poll_fn(|cx| {
+        // The client reset the stream: every call on it is dropped (counted `CANCELLED`).
+        if send.poll_reset(cx).is_ready() {
+            return Poll::Ready(false);
+        }
         loop {
-            // The client reset the stream: every call on it is dropped (counted `CANCELLED`).
-            if send.poll_reset(cx).is_ready() {
-                return Poll::Ready(false);
-            }
             if !stopping && stop_asked.as_mut().poll(cx).is_ready() {
                 stopping = true;
                 if taking {
@@ -146,27 +151,31 @@ pub(super) async fn serve(
                 waiting.push_back(answer);
             }
             // Answers go out as the client's window takes them, split where it must.
-            while let Some(front) = waiting.front_mut() {
-                let room = send.capacity();
-                if room == 0 {
-                    break;
-                }
-                let chunk = if front.len() <= room {
-                    waiting.pop_front().expect("checked: an answer waits")
-                } else {
-                    front.split_to(room)
-                };
-                waiting_bytes -= chunk.len();
-                if send.send_data(chunk, false).is_err() {
-                    return Poll::Ready(false);
-                }
-            }
             if !waiting.is_empty() {
-                send.reserve_capacity(waiting_bytes);
-                match send.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(false),
-                    Poll::Pending => {}
+                let mut room = send.capacity();
+                while room > 0
+                    && let Some(front) = waiting.front_mut()
+                {
+                    let chunk = if front.len() <= room {
+                        waiting.pop_front().expect("checked: an answer waits")
+                    } else {
+                        front.split_to(room)
+                    };
+                    room -= chunk.len();
+                    waiting_bytes -= chunk.len();
+                    if send.send_data(chunk, false).is_err() {
+                        return Poll::Ready(false);
+                    }
+                }
+                if !waiting.is_empty() {
+                    send.reserve_capacity(waiting_bytes.max(ANSWER_ROOM_BYTES));
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => continue,
+                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(false),
+                        Poll::Pending => {}
+                    }
+                } else if room < ANSWER_ROOM_BYTES / 2 {
+                    send.reserve_capacity(ANSWER_ROOM_BYTES);
                 }
             }
             // The calls already read, while the stream has room for them. A call pushed is

@@ -104,7 +104,11 @@ impl CallStream {
         }
         // A caller that gives up (its timeout) takes its waiter out; the node's answer, if it
         // comes, is then dropped.
-        let _waiting = Waiting { stream: self, id };
+        let mut waiting = Waiting {
+            stream: self,
+            id,
+            waits: true,
+        };
         let _in_flight = InFlight::new(&self.in_flight);
         let call = pb::Call {
             id,
@@ -121,7 +125,10 @@ impl CallStream {
             // h2 took none of it: the call never left.
             return Err(not_sent(format!("the call stream is gone: {e}")));
         }
-        match answer.await {
+        let outcome = answer.await;
+        // Whoever sent the outcome took the waiter out.
+        waiting.waits = false;
+        match outcome {
             Ok(outcome) => outcome,
             Err(_) => Err(Status::internal(
                 "invariant broken: a call stream dropped a call without its outcome",
@@ -163,14 +170,18 @@ impl CallStream {
     }
 }
 
-/// A call waiting for its answer; dropped, it no longer waits.
+/// A call waiting for its answer; dropped while it `waits`, it no longer does.
 struct Waiting<'a> {
     stream: &'a CallStream,
     id: u64,
+    waits: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        if !self.waits {
+            return;
+        }
         self.stream
             .waiters
             .lock()
