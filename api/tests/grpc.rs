@@ -610,6 +610,7 @@ fn health_and_reflection_are_served_for_grpcurl_and_load_balancers() {
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
         for service in [
             "raftkv.v1.KV",
+            "raftkv.v1.KVCalls",
             "raftkv.v1.Cluster",
             "raftkv.v1.Maintenance",
             "grpc.health.v1.Health",

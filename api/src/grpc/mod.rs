@@ -52,8 +52,9 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// How often the health service re-reads readiness.
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The services whose health `grpc.health.v1` reports (besides the server as a whole, "").
-pub const HEALTH_SERVICES: [&str; 4] = [
+pub const HEALTH_SERVICES: [&str; 5] = [
     "raftkv.v1.KV",
+    "raftkv.v1.KVCalls",
     "raftkv.v1.Cluster",
     "raftkv.v1.Maintenance",
     "raftkv.v1.Auth",
