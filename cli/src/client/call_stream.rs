@@ -266,3 +266,147 @@ fn status_of(failure: pb::CallFailure) -> Status {
     }
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hyper::header::{CONTENT_TYPE, HeaderValue};
+    use proto::codec::GRPC_STATUS;
+
+    use super::*;
+    use crate::client::channel::{Channel, NotSent};
+
+    /// How a fake node ends its call stream after answering the first call.
+    #[derive(Clone, Copy)]
+    enum End {
+        /// With its trailers, a moment later, without reading the next call: as a stopping
+        /// node does.
+        Trailers,
+        /// With a reset, after reading the next call: that call's outcome is unknown.
+        ResetAfterTaking,
+    }
+
+    /// A fake node serving `KVCalls` streams: it answers the first call with a get's answer,
+    /// then ends the stream as `end` says.
+    async fn node(end: End) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let mut connection = h2::server::handshake(tcp).await.expect("h2 handshake");
+                // The connection is polled by its own loop; each stream is served beside it.
+                tokio::spawn(async move {
+                    while let Some(Ok((request, respond))) = connection.accept().await {
+                        tokio::spawn(serve(request, respond, end));
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn serve(
+        request: hyper::Request<RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        end: End,
+    ) {
+        assert_eq!(request.uri().path(), PATH);
+        let mut head = hyper::Response::new(());
+        head.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        let mut send = respond.send_response(head, false).expect("head");
+        let mut body = request.into_body();
+        let first = next_call(&mut body).await;
+        let answer = pb::CallAnswer {
+            id: first.id,
+            request_id: String::new(),
+            answer: Some(call_answer::Answer::Get(pb::GetResponse::default())),
+        };
+        send.send_data(proto::codec::frame(&answer), false)
+            .expect("the answer");
+        match end {
+            End::Trailers => {
+                // Long enough for the client's next call to be on its way, unread.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut trailers = hyper::HeaderMap::new();
+                trailers.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+                send.send_trailers(trailers).expect("trailers");
+            }
+            End::ResetAfterTaking => {
+                next_call(&mut body).await;
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+    }
+
+    async fn next_call(body: &mut h2::RecvStream) -> pb::Call {
+        let mut buffer = BytesMut::new();
+        loop {
+            if buffer.len() >= PREFIX_BYTES {
+                let length =
+                    u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+                if buffer.len() >= PREFIX_BYTES + length {
+                    let message = buffer.split_to(PREFIX_BYTES + length);
+                    return pb::Call::decode(&message[PREFIX_BYTES..]).expect("a call");
+                }
+            }
+            let data = body.data().await.expect("more").expect("data");
+            let _ = body.flow_control().release_capacity(data.len());
+            buffer.extend_from_slice(&data);
+        }
+    }
+
+    fn get() -> call::Request {
+        call::Request::Get(pb::GetRequest {
+            key: Bytes::from_static(b"k"),
+            consistency: 0,
+        })
+    }
+
+    fn not_sent(status: &Status) -> bool {
+        std::error::Error::source(status).is_some_and(|s| s.downcast_ref::<NotSent>().is_some())
+    }
+
+    #[tokio::test]
+    async fn given_a_stream_the_node_ended_then_the_calls_it_did_not_take_were_not_sent() {
+        let addr = node(End::Trailers).await;
+        let channel =
+            Channel::new(&addr.to_string(), None, Duration::from_secs(2)).expect("a channel");
+        // Given a call answered on the stream,
+        let answer = channel
+            .call(&Credential::None, get(), 1024)
+            .await
+            .expect("answered");
+        assert!(matches!(answer, call_answer::Answer::Get(_)));
+        // when the node ends the stream before taking the next call,
+        let refused = channel
+            .call(&Credential::None, get(), 1024)
+            .await
+            .expect_err("the stream ended");
+        // then that call is reported as never sent (it may be sent again).
+        assert!(not_sent(&refused), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn given_a_stream_that_broke_after_taking_a_call_then_its_outcome_is_unknown() {
+        let addr = node(End::ResetAfterTaking).await;
+        let channel =
+            Channel::new(&addr.to_string(), None, Duration::from_secs(2)).expect("a channel");
+        channel
+            .call(&Credential::None, get(), 1024)
+            .await
+            .expect("answered");
+        let lost = channel
+            .call(&Credential::None, get(), 1024)
+            .await
+            .expect_err("the stream broke");
+        assert!(
+            !not_sent(&lost),
+            "a call the node took may have applied: {lost:?}"
+        );
+        assert_eq!(lost.code(), tonic::Code::Unavailable, "{lost:?}");
+    }
+}
