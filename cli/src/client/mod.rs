@@ -38,12 +38,15 @@
 //! node's refusal (its `ErrorInfo` reason is the REST code), is turned into the REST form, so
 //! that the retry rules, sessions and answer parsing above are one code path for both. Over
 //! gRPC a call that could not connect counts as not sent; any other failure without a node's
-//! answer as possibly applied. Leader discovery matches the leader's gRPC address against
-//! `grpc://` endpoints.
+//! answer as possibly applied. Gets, puts and deletes go over gRPC on one `KVCalls` stream per
+//! connection (unary calls on a node without that service); a call left unanswered when the
+//! node ends that stream was never taken, and counts as not sent. Leader discovery matches the
+//! leader's gRPC address against `grpc://` endpoints.
 //!
 //! Modules, one job each: `endpoint` (parsing the endpoints given), `call` (one request, before
 //! it is sent, and its answer), `retry` (the retry engine: routing, leader lookup, attempts
-//! and the retry rules above), `grpc` (an attempt over gRPC), `api` (the API methods: keys,
+//! and the retry rules above), `grpc` (an attempt over gRPC), `channel` (one HTTP/2
+//! connection), `call_stream` (its `KVCalls` stream), `api` (the API methods: keys,
 //! cluster, admin, with their checks before sending and their answer parsing), `auth` (logging
 //! in; users, roles and API keys), `session` ([`Session`]) and `backup` (downloading a
 //! backup, streamed and checked). This module holds the [`Client`] handle and the limits they share.
