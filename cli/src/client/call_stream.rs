@@ -9,7 +9,12 @@
 //!   (the service's rule), so the calls left are reported [`super::channel::NotSent`] and may be
 //!   sent again; when the stream breaks, their outcome is unknown;
 //! - once the stream is closed no call is added to it (the closing and the adding hold the same
-//!   lock), so none waits for an answer that cannot come.
+//!   lock), so none waits for an answer that cannot come;
+//! - at most [`CALLS_MAX`] calls are out on a stream at once (the node's own limit), so a call
+//!   sent is taken at once rather than queued behind others, as a unary call waits for a free
+//!   stream; a call whose caller gave up is then not applied long after;
+//! - the reader holds only the waiters: when the last handle on the stream goes, its side is
+//!   ended, the node answers what it took and ends the stream, and the connection can close.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +38,10 @@ pub(super) const PATH: &str = "/raftkv.v1.KVCalls/Calls";
 /// What a caller waits on: its call's answer, or why it has none.
 type Outcome = Result<call_answer::Answer, Status>;
 
+/// The calls out on a stream at once: the node's limit per stream
+/// (`api::grpc::calls::CALLS_PER_STREAM_MAX`).
+pub(super) const CALLS_MAX: usize = 256;
+
 /// The calls waiting for their answers, and whether the stream has closed.
 #[derive(Default)]
 struct Waiters {
@@ -40,15 +49,31 @@ struct Waiters {
     by_id: HashMap<u64, oneshot::Sender<Outcome>>,
 }
 
+/// What a call finds on a stream that closed before it could be sent: another stream may take
+/// it.
+pub(super) struct Closed;
+
 /// One open `KVCalls.Calls` stream.
 pub(super) struct CallStream {
     /// The credential the stream was opened with: its calls are made with it.
     credential: Credential,
     send: std::sync::Mutex<SendStream<Bytes>>,
-    waiters: std::sync::Mutex<Waiters>,
+    /// Shared with the reader task.
+    waiters: Arc<std::sync::Mutex<Waiters>>,
+    /// One permit per call out ([`CALLS_MAX`]).
+    room: tokio::sync::Semaphore,
     next_id: AtomicU64,
     /// The connection's count of calls in flight (its driver batches writes by it).
     in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for CallStream {
+    /// Ends the client's side: the node answers the calls it took, then ends the stream.
+    fn drop(&mut self) {
+        if let Ok(send) = self.send.get_mut() {
+            let _ = send.send_data(Bytes::new(), true);
+        }
+    }
 }
 
 const SEND_LOCK: &str = "invariant: no code panics while holding a call stream's sender";
@@ -64,19 +89,20 @@ impl CallStream {
         in_flight: Arc<AtomicUsize>,
         max_bytes: usize,
     ) -> Arc<CallStream> {
-        let stream = Arc::new(CallStream {
-            credential,
-            send: std::sync::Mutex::new(send),
-            waiters: std::sync::Mutex::new(Waiters::default()),
-            next_id: AtomicU64::new(0),
-            in_flight,
-        });
-        let reader = Arc::clone(&stream);
+        let waiters = Arc::new(std::sync::Mutex::new(Waiters::default()));
+        let reader = Arc::clone(&waiters);
         tokio::spawn(async move {
             let ended = read_answers(answers, &reader, max_bytes).await;
-            reader.close(&ended);
+            close(&reader, &ended);
         });
-        stream
+        Arc::new(CallStream {
+            credential,
+            send: std::sync::Mutex::new(send),
+            waiters,
+            room: tokio::sync::Semaphore::new(CALLS_MAX),
+            next_id: AtomicU64::new(0),
+            in_flight,
+        })
     }
 
     /// The credential its calls are made with.
@@ -89,16 +115,18 @@ impl CallStream {
         self.waiters.lock().expect(WAITERS_LOCK).closed
     }
 
-    /// One call: its answer, or the status of its failure (the node's, or the stream's end).
-    pub(super) async fn call(&self, request: call::Request) -> Outcome {
+    /// One call: its answer, or the status of its failure (the node's, or the stream's end);
+    /// [`Closed`] when the stream had closed before the call could be sent.
+    pub(super) async fn call(&self, request: call::Request) -> Result<Outcome, Closed> {
+        let Ok(_permit) = self.room.acquire().await else {
+            unreachable!("invariant: a call stream's semaphore is never closed");
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answered, answer) = oneshot::channel();
         {
             let mut waiters = self.waiters.lock().expect(WAITERS_LOCK);
             if waiters.closed {
-                return Err(not_sent(
-                    "the call stream closed before the call was sent".into(),
-                ));
+                return Err(Closed);
             }
             waiters.by_id.insert(id, answered);
         }
@@ -123,50 +151,40 @@ impl CallStream {
             .send_data(proto::codec::frame(&call), false)
         {
             // h2 took none of it: the call never left.
-            return Err(not_sent(format!("the call stream is gone: {e}")));
+            return Ok(Err(not_sent(format!("the call stream is gone: {e}"))));
         }
         let outcome = answer.await;
         // Whoever sent the outcome took the waiter out.
         waiting.waits = false;
-        match outcome {
+        Ok(match outcome {
             Ok(outcome) => outcome,
             Err(_) => Err(Status::internal(
                 "invariant broken: a call stream dropped a call without its outcome",
             )),
-        }
+        })
     }
+}
 
-    /// Closes the stream: every call still waiting gets `ended`, and no call is added after.
-    fn close(&self, ended: &Status) {
-        let waiting = {
-            let mut waiters = self.waiters.lock().expect(WAITERS_LOCK);
-            waiters.closed = true;
-            std::mem::take(&mut waiters.by_id)
-        };
-        for (_, waiter) in waiting {
-            let _ = waiter.send(Err(ended.clone()));
-        }
-        // The node stops reading a stream it ended; one that broke is told so.
-        self.send
-            .lock()
-            .expect(SEND_LOCK)
-            .send_reset(h2::Reason::CANCEL);
+/// Closes a stream: every call still waiting gets `ended`, and no call is added after.
+fn close(waiters: &std::sync::Mutex<Waiters>, ended: &Status) {
+    let waiting = {
+        let mut waiters = waiters.lock().expect(WAITERS_LOCK);
+        waiters.closed = true;
+        std::mem::take(&mut waiters.by_id)
+    };
+    for (_, waiter) in waiting {
+        let _ = waiter.send(Err(ended.clone()));
     }
+}
 
-    fn answered(&self, answer: pb::CallAnswer) {
-        let waiter = self
-            .waiters
-            .lock()
-            .expect(WAITERS_LOCK)
-            .by_id
-            .remove(&answer.id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(match answer.answer {
-                Some(call_answer::Answer::Failure(failure)) => Err(status_of(failure)),
-                Some(answer) => Ok(answer),
-                None => Err(Status::internal("a call's answer without its outcome")),
-            });
-        }
+fn answered(waiters: &std::sync::Mutex<Waiters>, answer: pb::CallAnswer) {
+    let waiter = waiters.lock().expect(WAITERS_LOCK).by_id.remove(&answer.id);
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(match answer.answer {
+            Some(call_answer::Answer::Failure(failure)) => Err(status_of(failure)),
+            Some(answer) => Ok(answer),
+            None => Err(Status::internal("a call's answer without its outcome")),
+        });
     }
 }
 
@@ -192,7 +210,11 @@ impl Drop for Waiting<'_> {
 }
 
 /// Reads the stream's answers until it ends; gives what the calls still waiting are told.
-async fn read_answers(mut body: RecvStream, stream: &CallStream, max_bytes: usize) -> Status {
+async fn read_answers(
+    mut body: RecvStream,
+    waiters: &std::sync::Mutex<Waiters>,
+    max_bytes: usize,
+) -> Status {
     let mut buffer = BytesMut::new();
     loop {
         match body.data().await {
@@ -201,7 +223,7 @@ async fn read_answers(mut body: RecvStream, stream: &CallStream, max_bytes: usiz
                 buffer.extend_from_slice(&data);
                 loop {
                     match next_answer(&mut buffer, max_bytes) {
-                        Ok(Some(answer)) => stream.answered(answer),
+                        Ok(Some(answer)) => answered(waiters, answer),
                         Ok(None) => break,
                         Err(why) => {
                             return Status::unavailable(format!("the call stream broke: {why}"));
@@ -213,16 +235,19 @@ async fn read_answers(mut body: RecvStream, stream: &CallStream, max_bytes: usiz
             None => break,
         }
     }
-    // Ended by the node, which answered every call it took first.
-    let why = match body.trailers().await {
-        Ok(Some(trailers)) => Status::from_header_map(&trailers)
-            .map(|status| status.message().to_owned())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
-    not_sent(format!(
-        "the node ended the call stream before it took the call ({why})"
-    ))
+    // Ended by the node with its status, after answering every call it took: only that
+    // status says so; trailers without one leave the calls' outcome unknown.
+    match body.trailers().await {
+        Ok(Some(trailers)) => match Status::from_header_map(&trailers) {
+            Some(status) => not_sent(format!(
+                "the node ended the call stream before it took the call: {}",
+                status.message()
+            )),
+            None => Status::unavailable("the call stream ended without a status"),
+        },
+        Ok(None) => Status::unavailable("the call stream ended without its trailers"),
+        Err(e) => lost(e),
+    }
 }
 
 /// The next whole answer in `buffer`, taken out of it; an error for a broken stream.
@@ -280,8 +305,8 @@ mod tests {
     /// How a fake node ends its call stream after answering the first call.
     #[derive(Clone, Copy)]
     enum End {
-        /// With its trailers, a moment later, without reading the next call: as a stopping
-        /// node does.
+        /// With its trailers once the next call's bytes came, without taking the call: as a
+        /// stopping node does.
         Trailers,
         /// With a reset, after reading the next call: that call's outcome is unknown.
         ResetAfterTaking,
@@ -329,8 +354,8 @@ mod tests {
             .expect("the answer");
         match end {
             End::Trailers => {
-                // Long enough for the client's next call to be on its way, unread.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Once the client's next call has come, without taking it.
+                let _ = body.data().await;
                 let mut trailers = hyper::HeaderMap::new();
                 trailers.insert(GRPC_STATUS, HeaderValue::from_static("14"));
                 send.send_trailers(trailers).expect("trailers");

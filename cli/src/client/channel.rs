@@ -106,7 +106,7 @@ pub(super) struct Channel {
     /// Held while opening that stream, so that calls arriving together open one.
     opening_calls: Arc<tokio::sync::Mutex<()>>,
     /// Set when the node does not know the `KVCalls` service (an older node): the hot calls
-    /// are then made as unary calls.
+    /// are then made as unary calls, until the next connection.
     calls_unsupported: Arc<AtomicBool>,
 }
 
@@ -245,6 +245,8 @@ impl Channel {
             }
         }
         .map_err(|e| failed(format!("HTTP/2: {e}")))?;
+        // A new connection may reach an upgraded node: the call stream is tried again.
+        self.calls_unsupported.store(false, Ordering::Relaxed);
         *self
             .live
             .lock()
@@ -274,18 +276,34 @@ impl Channel {
     }
 
     /// One Get, Put or Delete: on the connection's `KVCalls` stream (opened at the first
-    /// call), or as a unary call when the node does not know that service or the stream was
-    /// opened with another credential. An answer over `max_bytes` is refused.
+    /// call, and again when it has closed or was opened with another credential), or as a
+    /// unary call when the node does not know that service. An answer over `max_bytes` is
+    /// refused.
     pub(super) async fn call(
         &self,
         credential: &Credential,
         request: call::Request,
         max_bytes: usize,
     ) -> Result<call_answer::Answer, Status> {
-        if !self.calls_unsupported.load(Ordering::Relaxed)
-            && let Some(stream) = self.call_stream(credential, max_bytes).await?
-        {
-            return stream.call(request).await;
+        // A stream found closed as the call was added took nothing: one more try, on a fresh
+        // stream, as `ready` tries a fresh connection.
+        for _ in 0..2 {
+            if self.calls_unsupported.load(Ordering::Relaxed) {
+                break;
+            }
+            let stream = match self.call_stream(credential, max_bytes).await {
+                Ok(stream) => stream,
+                Err(_) if self.calls_unsupported.load(Ordering::Relaxed) => break,
+                Err(refused) => return Err(refused),
+            };
+            if let Ok(outcome) = stream.call(request.clone()).await {
+                return outcome;
+            }
+        }
+        if !self.calls_unsupported.load(Ordering::Relaxed) {
+            return Err(not_sent(
+                "the call stream closed twice before the call was sent".into(),
+            ));
         }
         Ok(match request {
             call::Request::Get(get) => {
@@ -300,29 +318,32 @@ impl Channel {
         })
     }
 
-    fn current_calls(&self) -> Option<Arc<CallStream>> {
+    /// The open `KVCalls` stream, if it is open and made with `credential`.
+    fn current_calls(&self, credential: &Credential) -> Option<Arc<CallStream>> {
         let calls = self
             .calls
             .lock()
             .expect("invariant: no code panics while holding the call stream slot");
-        calls.as_ref().filter(|s| !s.is_closed()).cloned()
+        calls
+            .as_ref()
+            .filter(|s| !s.is_closed() && s.credential() == credential)
+            .cloned()
     }
 
-    /// The open `KVCalls` stream, or a new one; `None` when the open one has another
-    /// credential than `credential`.
+    /// The open `KVCalls` stream made with `credential`, or a new one in its place (the old
+    /// one ends once its calls are answered, see [`CallStream`]); an error when the node
+    /// refuses the stream, and [`Channel::calls_unsupported`] set when it does not know it.
     async fn call_stream(
         &self,
         credential: &Credential,
         max_bytes: usize,
-    ) -> Result<Option<Arc<CallStream>>, Status> {
-        let usable =
-            |stream: Arc<CallStream>| (stream.credential() == credential).then_some(stream);
-        if let Some(stream) = self.current_calls() {
-            return Ok(usable(stream));
+    ) -> Result<Arc<CallStream>, Status> {
+        if let Some(stream) = self.current_calls(credential) {
+            return Ok(stream);
         }
         let _opening = self.opening_calls.lock().await;
-        if let Some(stream) = self.current_calls() {
-            return Ok(usable(stream));
+        if let Some(stream) = self.current_calls(credential) {
+            return Ok(stream);
         }
         let (mut sender, in_flight) = self.ready().await?;
         let (answer, send) = sender
@@ -336,7 +357,6 @@ impl Channel {
         if let Some(status) = Status::from_header_map(answer.headers()) {
             if status.code() == tonic::Code::Unimplemented {
                 self.calls_unsupported.store(true, Ordering::Relaxed);
-                return Ok(None);
             }
             return Err(not_sent(format!(
                 "the node refused the call stream: {}",
@@ -355,7 +375,7 @@ impl Channel {
             .lock()
             .expect("invariant: no code panics while holding the call stream slot") =
             Some(Arc::clone(&stream));
-        Ok(Some(stream))
+        Ok(stream)
     }
 
     /// One unary call: `request` to the method at `path` (`/raftkv.v1.KV/Get`), its answer
@@ -705,7 +725,10 @@ mod tests {
             assert_eq!(got.kv.expect("the key").key, key);
         }
         assert!(channel.calls_unsupported.load(Ordering::Relaxed));
-        assert!(channel.current_calls().is_none(), "no stream is kept");
+        assert!(
+            channel.current_calls(&Credential::None).is_none(),
+            "no stream is kept"
+        );
     }
 
     #[tokio::test]
