@@ -52,12 +52,12 @@ pub const PATH: &str = "/raftkv.v1.KVCalls/Calls";
 pub const CALLS_PER_STREAM_MAX: usize = super::STREAMS_PER_CONNECTION_MAX as usize;
 
 /// The `KVCalls` streams one connection may have open at once (the SDK opens one); a stream
-/// over it is refused `RESOURCE_EXHAUSTED`.
+/// over it is refused `UNAVAILABLE` `too_many_connections`.
 pub const CALL_STREAMS_PER_CONNECTION_MAX: usize = 4;
 
-/// The send room a stream keeps asked for, so that an answer usually goes out at once rather
-/// than after asking h2 for room (a lock and a pass of its flow control per answer): small
-/// beside a connection's window, which other streams share.
+/// The send room a stream keeps asked for while it has calls, so that an answer usually goes
+/// out at once rather than after asking h2 for room (a lock and a pass of its flow control per
+/// answer): small beside a connection's window, which other streams share.
 pub const ANSWER_ROOM_BYTES: usize = 16 * 1024;
 
 /// The unary methods the calls are counted as (their metrics and log lines).
@@ -131,7 +131,9 @@ pub(super) async fn serve(
         taking = false;
         failure = Some(stopping_status());
     }
-    send.reserve_capacity(ANSWER_ROOM_BYTES);
+    // Whether the stream holds send room asked for (only while it has calls: room held by an
+    // idle stream would be taken from the connection's window, which its other streams share).
+    let mut reserved = false;
     let finished = poll_fn(|cx| {
         // The client reset the stream: every call on it is dropped (counted `CANCELLED`).
         if send.poll_reset(cx).is_ready() {
@@ -153,14 +155,8 @@ pub(super) async fn serve(
             // Answers go out as the client's window takes them, split where it must.
             if !waiting.is_empty() {
                 let mut room = send.capacity();
-                while room > 0
-                    && let Some(front) = waiting.front_mut()
-                {
-                    let chunk = if front.len() <= room {
-                        waiting.pop_front().expect("checked: an answer waits")
-                    } else {
-                        front.split_to(room)
-                    };
+                while room > 0 && !waiting.is_empty() {
+                    let chunk = next_chunk(&mut waiting, room);
                     room -= chunk.len();
                     waiting_bytes -= chunk.len();
                     if send.send_data(chunk, false).is_err() {
@@ -174,7 +170,7 @@ pub(super) async fn serve(
                         Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(false),
                         Poll::Pending => {}
                     }
-                } else if room < ANSWER_ROOM_BYTES / 2 {
+                } else if reserved && room < ANSWER_ROOM_BYTES / 2 {
                     send.reserve_capacity(ANSWER_ROOM_BYTES);
                 }
             }
@@ -201,6 +197,10 @@ pub(super) async fn serve(
                 }
             }
             if took {
+                if !reserved {
+                    send.reserve_capacity(ANSWER_ROOM_BYTES);
+                    reserved = true;
+                }
                 continue;
             }
             let room = calls.len() + waiting.len() < CALLS_PER_STREAM_MAX;
@@ -230,6 +230,10 @@ pub(super) async fn serve(
             if !taking && calls.is_empty() && waiting.is_empty() {
                 return Poll::Ready(true);
             }
+            if reserved && calls.is_empty() && waiting.is_empty() {
+                send.reserve_capacity(0);
+                reserved = false;
+            }
             return Poll::Pending;
         }
     })
@@ -242,6 +246,33 @@ pub(super) async fn serve(
         }
         let _ = send.send_trailers(trailers);
     }
+}
+
+/// What goes out in the next DATA frame, at most `room` bytes: the answers waiting that fit,
+/// whole and joined (a client's h2 counts every small frame against a budget of its memory,
+/// and each frame costs both sides), or the front answer's first `room` bytes.
+fn next_chunk(waiting: &mut VecDeque<Bytes>, room: usize) -> Bytes {
+    let front = waiting
+        .front_mut()
+        .expect("invariant: called with an answer waiting");
+    if front.len() > room {
+        return front.split_to(room);
+    }
+    let first = waiting.pop_front().expect("checked: an answer waits");
+    if waiting
+        .front()
+        .is_none_or(|next| first.len() + next.len() > room)
+    {
+        return first;
+    }
+    let mut joined = BytesMut::from(&first[..]);
+    while let Some(next) = waiting.front()
+        && joined.len() + next.len() <= room
+    {
+        let next = waiting.pop_front().expect("checked: an answer waits");
+        joined.extend_from_slice(&next);
+    }
+    joined.freeze()
 }
 
 /// Why a stream ends when the node stops (its status in the trailers).
@@ -289,11 +320,18 @@ async fn serve_call(
         .map(|answered| {
             answered.unwrap_or_else(|_| Err(Status::internal("the call's handler panicked")))
         });
-    let answered = request_id::scope(serving, within(limit, answering)).await;
-    observation.finish(match &answered {
-        Ok(_) => tonic::Code::Ok,
-        Err(status) => status.code(),
-    });
+    // Counted inside the call's request scope, so that its log line carries the request id.
+    let answered = request_id::scope(
+        serving,
+        within(limit, answering).map(move |answered| {
+            observation.finish(match &answered {
+                Ok(_) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            });
+            answered
+        }),
+    )
+    .await;
     let answer = match answered {
         Ok(answer) => answer,
         Err(status) => call_answer::Answer::Failure(failure(status)),
