@@ -59,12 +59,12 @@ mod tests {
     }
 
     #[test]
-    fn the_descriptor_set_names_the_four_services_for_reflection() {
+    fn the_descriptor_set_names_the_five_services_for_reflection() {
         // Given the descriptor set kept for server reflection,
         let set = service_names(pb::FILE_DESCRIPTOR_SET);
-        // then it describes package raftkv.v1 with its KV, Cluster, Maintenance and Auth
-        // services.
-        assert_eq!(set, ["KV", "Cluster", "Maintenance", "Auth"]);
+        // then it describes package raftkv.v1 with its KVCalls, KV, Cluster, Maintenance and
+        // Auth services.
+        assert_eq!(set, ["KVCalls", "KV", "Cluster", "Maintenance", "Auth"]);
     }
 
     /// The service names in an encoded `FileDescriptorSet`, read with prost's own decoder
